@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing rules_ota needs on a Debian machine, only what is missing:
+# Bazel 4.2.3 (Debian's bazel-bootstrap), pip for Debian's python3 (the pinned interpreter), and the
+# Debian tools the tests use as interop peers. Safe to run again; does nothing when all is there.
+set -euo pipefail
+
+packages=()
+need() { packages+=("$1"); }
+
+command -v bazel >/dev/null || need bazel-bootstrap
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need python3-pip
+command -v git >/dev/null || need git
+# Interop peers and helpers used by tests and benchmarks.
+command -v mkbootimg >/dev/null || need mkbootimg          # also provides unpack_bootimg
+command -v abootimg >/dev/null || need abootimg
+command -v bspatch >/dev/null || need bsdiff
+command -v xdelta3 >/dev/null || need xdelta3
+command -v zstd >/dev/null || need zstd
+command -v cpio >/dev/null || need cpio
+command -v zip >/dev/null || need zip
+command -v unzip >/dev/null || need unzip
+command -v losetup >/dev/null || need mount                # util-linux's losetup for loop-device tests
+[ -x /usr/sbin/nginx ] || need nginx                        # HTTP remote cache in CI
+
+if [ ${#packages[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap.sh: missing Debian packages: ${packages[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+for p in "${packages[@]}"; do
+  if ! apt-cache policy "$p" | grep -q 'Candidate: [0-9]'; then
+    echo "bootstrap.sh: apt offers no '$p' on Debian $(cat /etc/debian_version)." >&2
+    if [ "$p" = bazel-bootstrap ]; then
+      echo "bootstrap.sh: rules_ota builds with Debian's Bazel 4.2.3 (bookworm's bazel-bootstrap); on a release" \
+           "without it, install Bazel 7/8 (bazelisk) and use MODULE.bazel, see README 'Bazel versions'." >&2
+    fi
+    exit 1
+  fi
+done
+apt-get install -y -qq "${packages[@]}" >/dev/null
+echo "bootstrap.sh: installed ${packages[*]}"

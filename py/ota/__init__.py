@@ -1,0 +1,1 @@
+"""rules_ota: build and apply incremental OTA updates (AOSP-compatible patch formats)."""

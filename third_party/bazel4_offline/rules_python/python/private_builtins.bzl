@@ -1,0 +1,3 @@
+"""Binds the builtin PyInfo to another name so py_info.bzl can re-export it as PyInfo."""
+
+BuiltinPyInfo = PyInfo
