@@ -1,0 +1,24 @@
+"""bsdiff SRC TGT PATCH: writes a BSDIFF40 patch that turns SRC into TGT (AOSP/bsdiff 4.x format)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ota import bsdiff
+from ota.cli import fileio, runner
+from ota.errors import UsageError
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 4:
+        raise UsageError("bsdiff SRC TGT PATCH")
+    _, source, target, patch = argv
+    fileio.write_file(patch, bsdiff.diff(fileio.read_file(source), fileio.read_file(target)))
+
+
+def run() -> None:
+    runner.run_absl("bsdiff", main)
+
+
+if __name__ == "__main__":
+    run()
