@@ -9,6 +9,7 @@ zlib setting reproduces its bytes exactly; finding that setting cheaply is the j
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 from ota.errors import OtaError
 
@@ -42,3 +43,174 @@ def deflate(data: bytes, level: int, mem_level: int = 8, *, method: int = zlib.D
     equals AOSP's streamed Z_NO_FLUSH…Z_FINISH loop byte for byte."""
     compressor = zlib.compressobj(level, method, window_bits, mem_level, strategy)
     return compressor.compress(data) + compressor.flush(zlib.Z_FINISH)
+
+
+# --- finding deflate streams -------------------------------------------------------------------
+
+GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1, ID2, CM=deflate
+GZIP_FIXED_HEADER = 10
+GZIP_FOOTER = 8
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
+_FEED = 1 << 16
+
+
+@dataclass(frozen=True)
+class GzipMember:
+    """One gzip member inside a larger image: header, raw deflate stream, 8-byte footer."""
+
+    start: int
+    header_len: int
+    deflate_len: int
+    inflated: bytes
+
+    @property
+    def deflate_start(self) -> int:
+        return self.start + self.header_len
+
+    @property
+    def footer_start(self) -> int:
+        return self.deflate_start + self.deflate_len
+
+    @property
+    def end(self) -> int:
+        return self.footer_start + GZIP_FOOTER
+
+
+def gzip_header_len(data: bytes, pos: int) -> int | None:
+    """Length of the gzip header at `pos` (RFC 1952, all FLG bits), or None if there is none.
+
+    AOSP recognises only FLG=0 headers; GNU gzip without -n sets FNAME, and such members are
+    just as patchable once the whole header is treated as opaque bytes.
+    """
+    if data[pos:pos + 3] != GZIP_MAGIC or len(data) - pos < GZIP_FIXED_HEADER:
+        return None
+    flags = data[pos + 3]
+    if flags & _FRESERVED:
+        return None
+    end = pos + GZIP_FIXED_HEADER
+    if flags & _FEXTRA:
+        if end + 2 > len(data):
+            return None
+        end += 2 + int.from_bytes(data[end:end + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            nul = data.find(b"\0", end)
+            if nul < 0:
+                return None
+            end = nul + 1
+    if flags & _FHCRC:
+        if end + 2 > len(data) or int.from_bytes(data[end:end + 2], "little") != zlib.crc32(data[pos:end]) & 0xFFFF:
+            return None
+        end += 2
+    return end - pos if end <= len(data) else None
+
+
+def inflate_stream(data: bytes, start: int, limit: int) -> tuple[bytes, int] | None:
+    """Inflates the raw deflate stream starting at `start` up to its end marker.
+
+    Returns (inflated bytes, compressed length), or None if the bytes are not one complete
+    stream or it inflates past `limit`. Input is fed in pieces so that finding the end of many
+    small members does not copy the rest of a large image each time.
+    """
+    inflater = zlib.decompressobj(RAW_WBITS)
+    parts: list[bytes] = []
+    size = 0
+    pos = start
+    view = memoryview(data)
+    try:
+        while not inflater.eof and pos < len(data):
+            piece = inflater.decompress(view[pos:pos + _FEED], limit - size + 1)
+            pos += _FEED
+            size += len(piece)
+            parts.append(piece)
+            while inflater.unconsumed_tail and size <= limit:
+                piece = inflater.decompress(inflater.unconsumed_tail, limit - size + 1)
+                size += len(piece)
+                parts.append(piece)
+            if size > limit:
+                return None
+    except zlib.error:
+        return None
+    if not inflater.eof:
+        return None
+    consumed = min(pos, len(data)) - start - len(inflater.unused_data)
+    return b"".join(parts), consumed
+
+
+def read_gzip_member(data: bytes, pos: int, limit: int) -> GzipMember | None:
+    """The gzip member at `pos`, if it parses, inflates, and its footer's ISIZE agrees (as AOSP
+    checks since 2015; a member that fails any of these is ordinary data)."""
+    header_len = gzip_header_len(data, pos)
+    if header_len is None:
+        return None
+    stream = inflate_stream(data, pos + header_len, limit)
+    if stream is None:
+        return None
+    inflated, deflate_len = stream
+    footer = pos + header_len + deflate_len
+    if footer + GZIP_FOOTER > len(data):
+        return None
+    if int.from_bytes(data[footer + 4:footer + 8], "little") != len(inflated) & 0xFFFFFFFF:
+        return None
+    return GzipMember(pos, header_len, deflate_len, inflated)
+
+
+def find_gzip_members(data: bytes, limit: int) -> list[GzipMember]:
+    """Every gzip member of an image, in order; bytes between them are not compressed data."""
+    members: list[GzipMember] = []
+    pos = data.find(GZIP_MAGIC)
+    while pos >= 0:
+        member = read_gzip_member(data, pos, limit)
+        if member is None:
+            pos = data.find(GZIP_MAGIC, pos + 1)
+        else:
+            members.append(member)
+            pos = data.find(GZIP_MAGIC, member.end)
+    return members
+
+
+# --- reproducing a stream ----------------------------------------------------------------------
+
+# AOSP tries level 6 then 9 at memLevel 8. Those stay first; then every other zlib setting, so
+# streams written by other tools that use zlib (level 1 "fast", memLevel 9) are found too.
+AOSP_PARAMS: tuple[tuple[int, int], ...] = ((6, 8), (9, 8))
+OTHER_PARAMS: tuple[tuple[int, int], ...] = tuple(
+    (level, mem) for mem in (8, 9, 7, 6, 5, 4, 3, 2, 1) for level in range(1, 10) if (level, mem) not in AOSP_PARAMS)
+SEARCH_ORDER = AOSP_PARAMS + OTHER_PARAMS
+_FIRST_PIECE = 1 << 12
+_MAX_PIECE = 1 << 18
+
+
+def find_reproducing_params(inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
+    """Returns the first (level, memLevel) in SEARCH_ORDER whose raw deflate of `inflated` is
+    exactly `compressed`, or None.
+
+    AOSP's two settings race first (the common case costs about one compression); only if both
+    fail do the other 79 race. In a race every setting compresses the same growing pieces of
+    input and drops out as soon as the output it has produced differs from `compressed`; settings
+    diverge within their first emitted block, so a race costs about one compression plus one
+    block per setting.
+    """
+    return _race(AOSP_PARAMS, inflated, compressed) or _race(OTHER_PARAMS, inflated, compressed)
+
+
+def _race(candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
+    alive = {params: zlib.compressobj(params[0], zlib.DEFLATED, RAW_WBITS, params[1]) for params in candidates}
+    produced = dict.fromkeys(candidates, 0)
+    view = memoryview(inflated)
+    pos, piece_size = 0, _FIRST_PIECE
+    while pos < len(inflated) and alive:
+        piece = view[pos:pos + piece_size]
+        for params in list(alive):
+            out = alive[params].compress(piece)
+            done = produced[params]
+            if out and compressed[done:done + len(out)] != out:
+                del alive[params]
+            produced[params] = done + len(out)
+        pos += piece_size
+        piece_size = min(2 * piece_size, _MAX_PIECE)
+    for params, compressor in alive.items():
+        tail = compressor.flush(zlib.Z_FINISH)
+        if produced[params] + len(tail) == len(compressed) and compressed[produced[params]:] == tail:
+            return params
+    return None
