@@ -1,0 +1,311 @@
+"""applypatch's patch, check, flash and free-space modes: the order of operations that survives power loss.
+
+Partition target (spec §1.6, hardened):
+  1. open the target partition; refuse a target larger than it;
+  2. already holds the target -> done (and drop our stale backup);
+  3. find the source: the partition/file by its spec, else the cache copy if it matches a listed
+     source digest, else fail;
+  4. build the target in memory and verify its size and digest -- nothing has been written yet;
+  5. if the source came from the device: free cache space, save the backup durably;
+  6. write the partition (read back and verified by the backend);
+  7. only then delete the backup.
+A cut anywhere leaves either the source intact (rerun patches it), or a torn partition plus a
+good backup (rerun patches from the backup), or the complete target (rerun says "already").
+
+Regular-file target (spec §1.5): patch into ``<target>.patch``, fsync, give it the source's mode
+and owner, rename over the target, fsync the directory. When the target's filesystem is short
+of space (free <= 1.5 x target size, or below the reserve), or writing runs out of space, the
+source is first copied to the cache and unlinked (only when the target replaces the source: a
+file that is not being replaced is never deleted).
+
+Check mode fixes AOSP's gap (spec §1.7) on purpose: for a partition spec, the cache copy is
+also compared with the spec's own listed digests, so a torn partition whose backup is intact
+passes and the retried update is not refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ota import patch as patch_engine
+from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
+from ota.applypatch.cache import Cache, FileMeta
+from ota.applypatch.device_config import DeviceConfig
+from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, load_by_spec,
+                                 parse_partition_spec)
+from ota.cli.fileio import read_file
+from ota.errors import OtaError
+from ota.fsops import FsOps
+
+ALREADY = "already target"
+PATCHED = "patched"
+
+
+def filesystem_free(path: str) -> int:
+    """Free bytes for unprivileged writers on the filesystem holding `path`."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+@dataclass
+class Context:
+    """Everything a mode needs besides its arguments.
+
+    `target_free` measures the target file's filesystem; tests replace it to reach the
+    low-space path without filling a real disk.
+    """
+
+    config: DeviceConfig
+    cache: Cache
+    ops: FsOps = field(default_factory=FsOps)
+    piece: int = DEFAULT_PIECE
+    target_free: Callable[[str], int] = filesystem_free
+    out: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class PatchRequest:
+    """One patch command. `source`/`target` are file paths or partition specs (target '-' resolved)."""
+
+    source: str
+    target: str
+    target_size: int
+    target_digest: Digest
+    patches: tuple[tuple[Digest, str], ...] = ()
+    bonus: str | None = None
+
+    def protected(self) -> list[str]:
+        """Files the cache cleaner must never delete."""
+        files = [path for _, path in self.patches] + [p for p in (self.bonus,) if p]
+        return files + [p for p in (self.source, self.target) if not is_partition_spec(p)]
+
+
+@dataclass(frozen=True)
+class _Source:
+    data: bytes
+    digest: Digest
+    patch_path: str
+    from_cache: bool
+
+
+def patch(ctx: Context, request: PatchRequest) -> str:
+    """Patch mode; returns ALREADY or PATCHED, raises OtaError on failure."""
+    if is_partition_spec(request.target):
+        return _patch_partition(ctx, request)
+    return _patch_file(ctx, request)
+
+
+def _open(ctx: Context, text: str, *, writable: bool) -> tuple[Partition, tuple[Pair, ...], str]:
+    spec = parse_partition_spec(text)
+    return open_partition(spec.kind, spec.name, ctx.config, ctx.ops, writable=writable,
+                          piece=ctx.piece), spec.pairs, spec.device
+
+
+def _patch_partition(ctx: Context, request: PatchRequest) -> str:
+    partition, pairs, device = _open(ctx, request.target, writable=True)
+    try:
+        partition.check_fits(request.target_size)
+        wanted = Pair(request.target_size, request.target_digest)
+        try:
+            if load_by_spec(partition.read, pairs + (wanted,), device).pair == wanted:
+                _drop_stale_backup(ctx, request)
+                ctx.out(f"{device}: already target")
+                return ALREADY
+        except OtaError:
+            pass
+        source = _find_source(ctx, request)
+        target = _build(request, source)
+        if not source.from_cache:
+            ctx.cache.make_free_space(len(source.data), ctx.ops, request.protected())
+            ctx.cache.save_backup(source.data, ctx.ops)
+        partition.write_image(target)
+        ctx.cache.remove_backup(ctx.ops)
+    finally:
+        partition.close()
+    ctx.out(f"{device}: patched ({request.target_size} bytes)")
+    return PATCHED
+
+
+def _patch_file(ctx: Context, request: PatchRequest) -> str:
+    target_path = request.target
+    scratch = target_path + ".patch"
+    current = _read_optional(target_path)
+    if current is not None and len(current) == request.target_size and request.target_digest.matches(current):
+        if os.path.lexists(scratch):
+            ctx.ops.unlink(scratch)
+        _drop_stale_backup(ctx, request)
+        ctx.out(f"{target_path}: already target")
+        return ALREADY
+    source = _find_source(ctx, request)
+    target = _build(request, source)
+    meta = _source_meta(ctx, request, source)
+    free = ctx.target_free(os.path.dirname(os.path.abspath(target_path)))
+    moved_to_cache = False
+    if not source.from_cache and (free <= request.target_size * 3 // 2 or free <= ctx.cache.reserve):
+        _move_source_to_cache(ctx, request, source, meta)
+        moved_to_cache = True
+    while True:
+        try:
+            _write_file(ctx, scratch, target_path, target, meta)
+            break
+        except OSError as err:
+            if os.path.lexists(scratch):
+                ctx.ops.unlink(scratch)
+            if err.errno != errno.ENOSPC or moved_to_cache or source.from_cache:
+                raise OtaError(scratch, f"cannot write: {err.strerror or err}") from None
+            # Out of space although statfs said otherwise (AOSP's "yaffs lies"): retry once
+            # through the cache copy, which frees the source's blocks.
+            _move_source_to_cache(ctx, request, source, meta)
+            moved_to_cache = True
+    if moved_to_cache or source.from_cache:
+        ctx.cache.remove_backup(ctx.ops)
+    ctx.out(f"{target_path}: patched ({request.target_size} bytes)")
+    return PATCHED
+
+
+def _write_file(ctx: Context, scratch: str, target_path: str, data: bytes, meta: FileMeta) -> None:
+    fd = ctx.ops.create(scratch)
+    try:
+        ctx.ops.write_pieces(fd, data, scratch, ctx.piece)
+        ctx.ops.chmod(fd, meta.mode, meta.uid, meta.gid, scratch)
+        ctx.ops.fsync(fd, scratch)
+    finally:
+        os.close(fd)
+    ctx.ops.rename(scratch, target_path)
+    ctx.ops.fsync_dir(os.path.dirname(os.path.abspath(target_path)))
+
+
+def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, meta: FileMeta) -> None:
+    """Frees the source's space on the target filesystem by parking it in the cache."""
+    if is_partition_spec(request.source):
+        raise OtaError(request.target, "not enough free space for the target, and the source is a partition")
+    if os.path.realpath(request.source) != os.path.realpath(request.target):
+        raise OtaError(request.target, "not enough free space for the target (the source is a different file, "
+                                       "which applypatch does not delete)")
+    ctx.cache.make_free_space(len(source.data), ctx.ops, request.protected())
+    ctx.cache.save_backup(source.data, ctx.ops, meta)
+    try:
+        ctx.ops.unlink(request.source)
+        ctx.ops.fsync_dir(os.path.dirname(os.path.abspath(request.source)))
+    except OSError as err:
+        raise OtaError(request.source, f"cannot remove the source after saving it: {err.strerror}") from None
+
+
+def _source_meta(ctx: Context, request: PatchRequest, source: _Source) -> FileMeta:
+    path = ctx.cache.backup_path if source.from_cache else request.source
+    if is_partition_spec(path):
+        return FileMeta()
+    try:
+        return FileMeta.of(path)
+    except OSError as err:
+        raise OtaError(path, f"cannot stat: {err.strerror}") from None
+
+
+def _load(ctx: Context, location: str) -> tuple[bytes | None, str]:
+    """Loads a file or a partition by its spec; returns (data, "") or (None, why not)."""
+    if is_partition_spec(location):
+        partition, pairs, device = _open(ctx, location, writable=False)
+        try:
+            return load_by_spec(partition.read, pairs, device).data, ""
+        except OtaError as err:
+            return None, str(err)
+        finally:
+            partition.close()
+    data = _read_optional(location)
+    return (data, "") if data is not None else (None, f"{location}: cannot read")
+
+
+def _find_source(ctx: Context, request: PatchRequest) -> _Source:
+    digests = [digest for digest, _ in request.patches]
+    data, why = _load(ctx, request.source)
+    if data is not None:
+        match = first_match(data, digests)
+        if match is not None:
+            return _Source(data, match, _patch_for(request, match), False)
+        why = f"{request.source}: SHA-1 {Digest.of(data)} matches no listed source"
+    backup = ctx.cache.load_backup()
+    if backup is not None:
+        match = first_match(backup, digests)
+        if match is not None:
+            ctx.out(f"{request.source}: using the cache copy {ctx.cache.backup_path}")
+            return _Source(backup, match, _patch_for(request, match), True)
+    cache_state = "no cache copy" if backup is None else "the cache copy matches no listed source either"
+    raise OtaError(request.source, f"no usable source ({why.removeprefix(request.source + ': ')}; {cache_state})")
+
+
+def _patch_for(request: PatchRequest, digest: Digest) -> str:
+    return next(path for candidate, path in request.patches if candidate == digest)
+
+
+def _build(request: PatchRequest, source: _Source) -> bytes:
+    """Applies the patch in memory and verifies the result before anything is written."""
+    patch_bytes = read_file(source.patch_path)
+    bonus = read_file(request.bonus) if request.bonus else None
+    target = patch_engine.apply_patch(source.data, patch_bytes, bonus=bonus, where=source.patch_path,
+                                      limit=request.target_size)
+    if len(target) != request.target_size or not request.target_digest.matches(target):
+        raise OtaError(source.patch_path, f"patch result ({len(target)} bytes, "
+                                          f"{request.target_digest.algorithm} {Digest.of(target, request.target_digest.algorithm)}) "
+                                          f"is not the expected target ({request.target_size} bytes, {request.target_digest})")
+    return target
+
+
+def _drop_stale_backup(ctx: Context, request: PatchRequest) -> None:
+    """After a finished update, a backup of this update's source is no longer needed."""
+    backup = ctx.cache.load_backup()
+    if backup is not None and first_match(backup, [digest for digest, _ in request.patches]):
+        ctx.cache.remove_backup(ctx.ops)
+
+
+def _read_optional(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError:
+        return None
+
+
+def check(ctx: Context, location: str, digests: Sequence[Digest]) -> str:
+    """Check mode: passes if the file/partition (or, failing that, the cache copy) matches."""
+    candidates = list(digests)
+    data, why = _load(ctx, location)
+    if is_partition_spec(location):
+        candidates += [pair.digest for pair in parse_partition_spec(location).pairs]  # the §1.7 fix
+    if data is not None and (not digests or first_match(data, digests)):
+        return f"{location}: ok"
+    if data is not None:
+        why = f"SHA-1 {Digest.of(data)} is not one of the listed"
+    backup = ctx.cache.load_backup()
+    match = first_match(backup, candidates) if backup is not None else None
+    if match is not None:
+        return f"{location}: does not match, but the cache copy matches {match}; a rerun will patch from it"
+    cache_state = "no cache copy" if backup is None else "the cache copy matches none either"
+    raise OtaError(location, f"check failed ({why.removeprefix(location + ': ')}; {cache_state})")
+
+
+def flash(ctx: Context, image_path: str, target: str) -> str:
+    """Flash mode: writes `image_path` to the partition if the image has the spec's digest."""
+    partition, pairs, device = _open(ctx, target, writable=True)
+    try:
+        if len(pairs) != 1:
+            raise OtaError(target, "--flash needs a target spec with exactly one size:sha1 pair")
+        wanted = pairs[0]
+        partition.check_fits(wanted.size)
+        try:
+            load_by_spec(partition.read, pairs, device)
+            ctx.out(f"{device}: already target")
+            return ALREADY
+        except OtaError:
+            pass
+        image = read_file(image_path)
+        if len(image) != wanted.size or not wanted.digest.matches(image):
+            raise OtaError(image_path, f"image ({len(image)} bytes) does not match the target spec "
+                                       f"({wanted.size} bytes, {wanted.digest})")
+        partition.write_image(image)
+    finally:
+        partition.close()
+    ctx.out(f"{device}: flashed ({wanted.size} bytes)")
+    return PATCHED

@@ -1,0 +1,182 @@
+"""applypatch: patch a file or a raw partition in place, resumably (AOSP-compatible command lines).
+
+Classic form (AOSP 2009-2016; our flags, if any, come first):
+
+  applypatch [--flags] [-b <bonus>] <src> <tgt|-> <tgt-sha1> <tgt-size> [<src-sha1>:<patch> ...]
+  applypatch [--flags] -c <file|spec> [<sha1> ...]
+  applypatch [--flags] -s <bytes>
+  applypatch -l
+
+Android 9+ form:
+
+  applypatch --check <spec>
+  applypatch --flash <image> --target <spec>
+  applypatch [--bonus <file>] --patch <patch> --source <spec> --target <spec>
+  applypatch --license
+
+<src>/<tgt> are file paths or partition specs MTD:<name>:<size>:<sha1>[:<size>:<sha1>...] /
+EMMC:<device>:<size>:<sha1>[...]; a SHA-256 (64 hex digits) is accepted wherever a SHA-1 is.
+Exit status: 0 success, 1 failure (one line on stderr), 2 command line not understood.
+See docs/applypatch.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from ota.applypatch import device_config, protocol
+from ota.applypatch.cache import DEFAULT_RESERVE, Cache
+from ota.applypatch.spec import Digest, parse_partition_spec, parse_size
+from ota.cli import runner
+from ota.errors import OtaError, UsageError
+from ota.fsops import ENV_FAULT, FsOps
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("check", None, "Android 9+ form: check that the partition spec matches.")
+flags.DEFINE_string("flash", None, "Android 9+ form: image file to write to --target.")
+flags.DEFINE_string("patch", None, "Android 9+ form: patch file to apply from --source to --target.")
+flags.DEFINE_string("source", None, "Android 9+ form: source partition spec.")
+flags.DEFINE_string("target", None, "Android 9+ form: target partition spec.")
+flags.DEFINE_string("bonus", None, "Android 9+ form: bonus data for IMGDIFF2 patches.")
+flags.DEFINE_bool("license", False, "Print the notice naming the components and their licences.")
+flags.DEFINE_string("cache_dir", "/cache", "Cache directory for the source backup (saved.file).")
+flags.DEFINE_string("device_config", None,
+                    "Device config mapping partition names to devices (see docs/applypatch.md).")
+flags.DEFINE_integer("cache_limit", None, "Byte budget of the cache directory (default: the filesystem's).")
+flags.DEFINE_integer("min_free", DEFAULT_RESERVE, "Bytes that must stay free on the cache and target filesystems.")
+flags.DEFINE_integer("piece_size", 1 << 20, "Write piece size in bytes (each piece is one crash point).",
+                     lower_bound=4096)
+flags.DEFINE_string("fault", None, f"Fault injection for power-loss tests: before|after|tear|lie|enospc|eio:<N> "
+                                   f"(also ${ENV_FAULT}).")
+
+_MODE_FLAGS = ("check", "flash", "patch", "source", "target", "bonus")
+
+LICENSE_NOTICE = """\
+applypatch (rules_ota) uses these components:
+  rules_ota applypatch and its patch engine .... the rules_ota licence
+  bsdiff4 (Python package; BSDIFF40 apply) ...... BSD licence (2-clause)
+  bzip2 / libbzip2 (BSDIFF40 blocks) ............ bzip2 licence (BSD-style)
+  zlib (IMGDIFF2 deflate chunks) ................ zlib licence
+  absl-py (command line) ........................ Apache License 2.0
+The full licence texts ship with each component's distribution."""
+
+
+def _context() -> protocol.Context:
+    config = device_config.load(FLAGS.device_config)
+    cache = Cache(config.cache_dir or FLAGS.cache_dir,
+                  config.cache_limit if config.cache_limit is not None else FLAGS.cache_limit,
+                  FLAGS.min_free, FLAGS.piece_size)
+    return protocol.Context(config, cache, FsOps.from_env(FLAGS.fault), FLAGS.piece_size)
+
+
+def _status(message: str) -> int:
+    print(message)
+    return 0
+
+
+def _classic(args: list[str]) -> int:
+    if not args:
+        raise UsageError("no arguments; see --help")
+    if args[0] == "-l":
+        return _status(LICENSE_NOTICE)
+    if args[0] == "-c":
+        if len(args) < 2:
+            raise UsageError("-c needs <file> [<sha1> ...]")
+        digests = [Digest.parse(text, args[1], f"sha1 argument #{i}") for i, text in enumerate(args[2:], 1)]
+        return _status(protocol.check(_context(), args[1], digests))
+    if args[0] == "-s":
+        if len(args) != 2 or not args[1].isdigit():
+            raise UsageError("-s needs one decimal byte count")
+        context = _context()
+        context.cache.make_free_space(int(args[1]), context.ops)
+        return _status(f"{context.cache.directory}: {args[1]} bytes available")
+    bonus = None
+    if args[0] == "-b":
+        if len(args) < 3:
+            raise UsageError("-b needs <bonus-file> before <src>")
+        bonus, args = args[1], args[2:]
+    if len(args) < 4 or args[0].startswith("-") and args[0] != "-":
+        raise UsageError("expected <src> <tgt|-> <tgt-sha1> <tgt-size> [<src-sha1>:<patch> ...]")
+    source, target, tgt_sha, tgt_size = args[:4]
+    if target == "-":
+        target = source
+    patches = []
+    for text in args[4:]:
+        digest_text, colon, path = text.partition(":")
+        if not colon or not path:
+            raise UsageError(f"{text!r} is not <src-sha1>:<patch-file>")
+        patches.append((Digest.parse(digest_text, text, "source sha1"), path))
+    request = protocol.PatchRequest(source, target, parse_size(tgt_size, target, "target size", any_base=True),
+                                    Digest.parse(tgt_sha, target, "target sha1"), tuple(patches), bonus)
+    protocol.patch(_context(), request)
+    return 0
+
+
+def _modern() -> int:
+    if FLAGS.license:
+        return _status(LICENSE_NOTICE)
+    if FLAGS.check:
+        if any(FLAGS[name].present for name in _MODE_FLAGS if name != "check"):
+            raise UsageError("--check takes no other mode flag")
+        return _status(protocol.check(_context(), FLAGS.check, []))
+    if not FLAGS.target:
+        raise UsageError("--target is required with --flash or --patch")
+    if FLAGS.flash:
+        if FLAGS.patch or FLAGS.source or FLAGS.bonus:
+            raise UsageError("--flash takes only --target")
+        protocol.flash(_context(), FLAGS.flash, FLAGS.target)
+        return 0
+    if not FLAGS.patch or not FLAGS.source:
+        raise UsageError("--patch needs --source and --target")
+    source, target = parse_partition_spec(FLAGS.source), parse_partition_spec(FLAGS.target)
+    if len(target.pairs) != 1:
+        raise OtaError(FLAGS.target, "--target needs exactly one size:sha1 pair")
+    request = protocol.PatchRequest(FLAGS.source, FLAGS.target, target.pairs[0].size, target.pairs[0].digest,
+                                    tuple((pair.digest, FLAGS.patch) for pair in source.pairs), FLAGS.bonus)
+    protocol.patch(_context(), request)
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """Dispatches on the form: positional arguments mean the classic form."""
+    args = list(argv[1:])
+    modern = FLAGS.license or any(FLAGS[name].present for name in _MODE_FLAGS)
+    if args and modern:
+        raise UsageError("mixes the classic form with --check/--flash/--patch/--license")
+    if args:
+        return _classic(args)
+    if modern:
+        return _modern()
+    raise UsageError("nothing to do; see --help")
+
+
+def split_classic(argv: list[str]) -> list[str]:
+    """Inserts '--' before the first classic argument so absl parses only our leading --flags.
+
+    absl would read `-c`, `-s`, `-l`, `-b` (and a lone `-`) as flags; the classic form is
+    parsed by `_classic` instead.
+    """
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            return argv
+        if not arg.startswith("--"):
+            return argv[:index] + ["--"] + argv[index:]
+        name = arg[2:].split("=", 1)[0]
+        takes_value = "=" not in arg and name in FLAGS and not FLAGS[name].boolean
+        index += 2 if takes_value else 1
+    return argv
+
+
+def run() -> None:
+    sys.argv = split_classic(sys.argv)
+    runner.run_absl("applypatch", main)
+
+
+if __name__ == "__main__":
+    run()
