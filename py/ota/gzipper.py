@@ -115,14 +115,16 @@ def _inflate_bounded(data: bytes, start: int, where: str, limit: int) -> tuple[b
     total = 0
     pos = start
     tail: bytes | memoryview = b""
+    full = False  # the last call filled its output budget: zlib may hold more without new input
     try:
         while not inflater.eof:
-            if not tail:
+            if not tail and not full:
                 if pos >= len(data):
                     break
                 tail = view[pos : pos + _CHUNK]
                 pos += len(tail)
             piece = inflater.decompress(tail, _CHUNK)
+            full = len(piece) == _CHUNK
             tail = inflater.unconsumed_tail
             total += len(piece)
             if total > limit:
@@ -132,7 +134,9 @@ def _inflate_bounded(data: bytes, start: int, where: str, limit: int) -> tuple[b
         raise OtaError(where, f"gzip data: corrupt deflate stream ({err})") from None
     if not inflater.eof:
         raise OtaError(where, "gzip data: deflate stream is truncated")
-    end = pos - len(inflater.unused_data) - len(tail)
+    # At the end of the stream, unused_data holds all fed input past it (CPython may leave the
+    # same bytes in unconsumed_tail as well, so that one is not subtracted again).
+    end = pos - len(inflater.unused_data)
     return b"".join(pieces), end
 
 
