@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bootimg_helpers import blob, run_bootimg
-from ota import bootimg, cpio, gzipper
+from ota import bootimg, cpio, deflate, gzipper
 from ota.errors import OtaError
 
 # Text-like, compressible, and long enough for GNU gzip and zlib to choose different matches.
@@ -80,8 +80,8 @@ def test_normalize_leaves_zlib_streams_alone(level: int) -> None:
 
 
 def test_normalize_rewrites_only_the_header_when_the_deflate_is_ours() -> None:
-    deflate = gzipper.deflate_raw(TEXT, 9)
-    named = b"\x1f\x8b\x08\x08\x01\x02\x03\x04\x02\x03ramdisk.cpio\0" + deflate + struct.pack("<II", zlib.crc32(TEXT), len(TEXT))
+    body = deflate.deflate(TEXT, 9)
+    named = b"\x1f\x8b\x08\x08\x01\x02\x03\x04\x02\x03ramdisk.cpio\0" + body + struct.pack("<II", zlib.crc32(TEXT), len(TEXT))
     out, report = gzipper.normalize(named, "ramdisk.gz")
     assert (report.action, report.level) == ("reheadered", 9)
     assert out == gzipper.compress(TEXT, 9)
@@ -100,17 +100,17 @@ SMALL = _gnu_gzip(TEXT[:2000], "-9n")
 @pytest.mark.parametrize(
     "data,limit,message",
     [
-        (GOOD[:12], None, "gzip header: truncated, 12 bytes"),
-        (GOOD[:4000], None, "gzip data: deflate stream is truncated"),
+        (GOOD[:9], None, "gzip header: reserved FLG bits, truncated optional fields"),
+        (GOOD[:4000], None, "gzip data: not one complete deflate stream inflating to at most 2147483648 bytes"),
         (GOOD[:-3], None, "gzip trailer: truncated (CRC32/ISIZE missing)"),
         (GOOD[:-8] + b"\0\0\0\0" + GOOD[-4:], None, f"gzip CRC32: stored 00000000, data has {zlib.crc32(TEXT):08x}"),
         (GOOD[:-4] + b"\1\0\0\0", None, f"gzip ISIZE: stored 1, data inflates to {len(TEXT)} bytes"),
         (GOOD + GOOD, None, f"gzip: {len(GOOD)} bytes after the first member (one member expected)"),
-        (GOOD[:2] + b"\x07" + GOOD[3:], None, "gzip CM: compression method 7 is not deflate (8)"),
-        (GOOD[:3] + b"\xe0" + GOOD[4:], None, "gzip FLG: reserved bits set (0xe0)"),
-        (GOOD[:3] + b"\x08" + GOOD[4:10] + b"noterminator", None, "gzip FNAME: no terminating NUL"),
-        (GOOD[:10] + b"\xff\xff" + GOOD[12:], None, "gzip data: corrupt deflate stream"),
-        (gzipper.compress(bytes(50 << 20)), 1 << 20, "gzip data: inflates to more than the 1048576-byte limit"),
+        (GOOD[:2] + b"\x07" + GOOD[3:], None, "gzip magic: expected 1f8b08 (deflate), found 1f8b07"),
+        (GOOD[:3] + b"\xe0" + GOOD[4:], None, "gzip header: reserved FLG bits, truncated optional fields"),
+        (GOOD[:3] + b"\x08" + GOOD[4:10] + b"noterminator", None, "gzip header: reserved FLG bits, truncated optional fields"),
+        (GOOD[:10] + b"\xff\xff" + GOOD[12:], None, "gzip data: not one complete deflate stream"),
+        (gzipper.compress(bytes(50 << 20)), 1 << 20, "gzip data: not one complete deflate stream inflating to at most 1048576 bytes"),
     ],
 )
 def test_bad_gzip_is_one_clean_error(data: bytes, limit: int | None, message: str) -> None:
