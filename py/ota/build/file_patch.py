@@ -1,0 +1,168 @@
+"""file_patch: one patch (or the reason there is none) for one changed file or partition.
+
+One Bazel action per path (contract 3), so a rebuild recomputes only the paths that changed and
+a second machine gets every patch from the remote cache. A diff that fails or does not pay never
+fails the build: the file ships whole, as AOSP's ota_from_target_files does (spec §5.1–5.2), with
+one WARNING line when something went wrong. Only unreadable inputs are errors.
+
+Kept light on purpose (a release runs hundreds of these processes): no protobuf, no zip writer,
+and the differs are imported only when a diff actually runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from absl import flags
+
+from ota.build import hashing, jsonio
+from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
+from ota.cli import fileio, runner
+from ota.errors import OtaError, UsageError
+
+METHOD_FLAGS = {"bsdiff": BSDIFF, "imgdiff": IMGDIFF, "imgdiff_zip": IMGDIFF_ZIP}
+# ota_from_target_files' DIFF_PROGRAM_BY_EXT (spec §5.1).
+METHOD_BY_EXTENSION = {".gz": IMGDIFF, ".img": IMGDIFF, ".zip": IMGDIFF_ZIP, ".jar": IMGDIFF_ZIP, ".apk": IMGDIFF_ZIP}
+DEFAULT_THRESHOLD = 0.95
+# bsdiff4 peaks at ~18x the old file in memory (DESIGN.md): 256 MiB inputs need ~4.5 GiB already.
+DEFAULT_MAX_DIFF_SIZE = 256 << 20
+
+_SOURCE = flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
+_TARGET = flags.DEFINE_string("target", None, "Target version of the file.")
+_PATH = flags.DEFINE_string("path", None, "Path (or partition name) the file is known by; names it in the info and warnings.")
+_METHOD = flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
+_THRESHOLD = flags.DEFINE_float("patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0)
+_MAX_DIFF_SIZE = flags.DEFINE_integer("max_diff_size", DEFAULT_MAX_DIFF_SIZE, "Inputs larger than this many bytes ship whole without diffing (memory bound).", lower_bound=0)
+_OUT_DATA = flags.DEFINE_string("out_data", None, "Where to write the patch, the whole target, or nothing.")
+_OUT_INFO = flags.DEFINE_string("out_info", None, "Where to write the info JSON.")
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """What to ship for one path: `method` and its `data`, and a warning line ("" if none)."""
+
+    method: str
+    data: bytes
+    warning: str = ""
+
+
+def choose_method(path: str, method: str = "auto") -> str:
+    """BSDIFF, IMGDIFF or IMGDIFF_ZIP for a --method flag value and the target's path."""
+    if method != "auto":
+        return METHOD_FLAGS[method]
+    return METHOD_BY_EXTENSION.get(os.path.splitext(path)[1].lower(), BSDIFF)
+
+
+def _diff(method: str, source: bytes, target: bytes, path: str) -> bytes:
+    if method == BSDIFF:
+        from ota import bsdiff
+
+        return bsdiff.diff(source, target)
+    from ota import imgdiff
+
+    names = {"source_name": f"{path} (source)", "target_name": path}
+    if method == IMGDIFF:
+        return imgdiff.make_image_patch(source, target, **names)
+    return imgdiff.make_zip_patch(source, target, **names)
+
+
+def whole_warning(path: str, method: str, reason: str) -> str:
+    """The one warning line of a diff that could not be used (contract 3)."""
+    return f"WARNING: {path}: {method} failed ({' '.join(reason.split())}); shipping the whole file"
+
+
+def make_patch(source: bytes | None, target: bytes, path: str, method: str = "auto",
+               threshold: float = DEFAULT_THRESHOLD) -> PatchResult:  # fmt: skip
+    """Diffs `source` into `target` and decides what ships.
+
+    UNCHANGED for identical contents; the patch if it applies back to exactly `target` and is at
+    most `threshold` x the target size; otherwise WHOLE. Every differ failure (any exception:
+    the differs raise OtaError for e.g. imgdiff's chunk-structure mismatch, and a differ bug must
+    not fail a release either) becomes WHOLE with a warning. Each patch is applied once here,
+    because a patch that does not reproduce its target would brick a device, not fail a build.
+    """
+    if source is None:
+        return PatchResult(WHOLE, target)
+    if source == target:
+        return PatchResult(UNCHANGED, b"")
+    chosen = choose_method(path, method)
+    try:
+        patch = _diff(chosen, source, target, path)
+    except Exception as err:  # noqa: BLE001 - any differ failure ships the file whole (contract 3)
+        return PatchResult(WHOLE, target, whole_warning(path, chosen, _describe(err)))
+    if len(patch) > threshold * len(target):
+        return PatchResult(WHOLE, target)
+    from ota.patch import apply_patch
+
+    try:
+        applied = apply_patch(source, patch, where=path, limit=len(target))
+    except Exception as err:  # noqa: BLE001 - same rule: never ship an unverified patch
+        return PatchResult(WHOLE, target, whole_warning(path, chosen, f"its patch does not apply: {_describe(err)}"))
+    if applied != target:
+        return PatchResult(WHOLE, target, whole_warning(path, chosen, "its patch does not reproduce the target"))
+    return PatchResult(chosen, patch)
+
+
+def _describe(err: Exception) -> str:
+    return str(err) if isinstance(err, OtaError) else f"{type(err).__name__}: {err}"
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError as err:
+        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
+
+
+def patch_files(source_path: str | None, target_path: str, path: str, out_data: str, *, method: str = "auto",
+                threshold: float = DEFAULT_THRESHOLD, max_diff_size: int = DEFAULT_MAX_DIFF_SIZE) -> FilePatch:  # fmt: skip
+    """Runs `make_patch` on two files and writes `out_data`; inputs above `max_diff_size` bytes
+    are only hashed and copied, never read whole, so a huge image cannot exhaust memory."""
+    large = max(_size(target_path), _size(source_path) if source_path else 0) > max_diff_size
+    if not large:
+        source = fileio.read_file(source_path) if source_path else None
+        target = fileio.read_file(target_path)
+        result = make_patch(source, target, path, method, threshold)
+        fileio.write_file(out_data, result.data)
+        data = hashing.of_bytes(result.data)
+        return FilePatch(path, result.method, None if source is None else hashing.of_bytes(source),
+                         hashing.of_bytes(target), data.size, data.sha256, result.warning)  # fmt: skip
+    source_info = hashing.of_file(source_path) if source_path else None
+    target_info = hashing.of_file(target_path)
+    if source_info == target_info:
+        fileio.write_file(out_data, b"")
+        empty = hashing.of_bytes(b"")
+        return FilePatch(path, UNCHANGED, source_info, target_info, empty.size, empty.sha256)
+    warning = ""
+    if source_info is not None:
+        reason = f"skipped: input larger than --max_diff_size={max_diff_size} bytes"
+        warning = whole_warning(path, choose_method(path, method), reason)
+    try:
+        shutil.copyfile(target_path, out_data)
+    except OSError as err:
+        raise OtaError(out_data, f"cannot write: {err.strerror or err}") from None
+    return FilePatch(path, WHOLE, source_info, target_info, target_info.size, target_info.sha256, warning)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not (_TARGET.value and _PATH.value and _OUT_DATA.value and _OUT_INFO.value):
+        raise UsageError("--target, --path, --out_data and --out_info are required")
+    result = patch_files(_SOURCE.value, _TARGET.value, _PATH.value, _OUT_DATA.value, method=_METHOD.value,
+                         threshold=_THRESHOLD.value, max_diff_size=_MAX_DIFF_SIZE.value)  # fmt: skip
+    if result.warning:
+        print(result.warning, file=sys.stderr)
+    jsonio.write(_OUT_INFO.value, result.to_json())
+
+
+def run() -> None:
+    runner.run_absl("file_patch", main)
+
+
+if __name__ == "__main__":
+    run()

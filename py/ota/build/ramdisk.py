@@ -1,0 +1,58 @@
+"""ramdisk --tree T.json --out R: a boot image's ramdisk, byte-reproducible (contract 6).
+
+A deterministic newc cpio of the tree (ota.cpio: sorted, fixed mtime, declared modes and owners)
+compressed by zlib at a level imgdiff re-creates (ota.gzipper), so that a later boot-image patch
+can work on the uncompressed ramdisk instead of its compressed bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from absl import flags
+
+from ota import cpio, gzipper
+from ota.build import tree
+from ota.cli import fileio, runner
+from ota.errors import UsageError
+
+_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (contract 1) of the ramdisk's contents.")
+_OUT = flags.DEFINE_string("out", None, "Where to write the gzip'd cpio archive.")
+_LEVEL = flags.DEFINE_enum("level", str(gzipper.DEFAULT_LEVEL), [str(v) for v in gzipper.IMGDIFF_LEVELS],
+                           "zlib level (only levels imgdiff reproduces).")  # fmt: skip
+
+_KINDS = {tree.FILE: cpio.Kind.FILE, tree.DIR: cpio.Kind.DIR, tree.SYMLINK: cpio.Kind.SYMLINK}
+
+
+def cpio_entries(entries: Sequence[tree.TreeEntry]) -> list[cpio.Entry]:
+    """The cpio members of a validated tree; file bytes are read from each entry's `file`."""
+    out = []
+    for e in entries:
+        if e.kind == tree.FILE:
+            data = fileio.read_file(e.file)  # type: ignore[arg-type]
+        elif e.kind == tree.SYMLINK:
+            data = e.target.encode()  # type: ignore[union-attr]
+        else:
+            data = b""
+        out.append(cpio.Entry(e.path, _KINDS[e.kind], e.mode, e.uid, e.gid, data))
+    return out
+
+
+def build_ramdisk(tree_path: str, level: int = gzipper.DEFAULT_LEVEL) -> bytes:
+    return gzipper.compress(cpio.write(cpio_entries(tree.load_tree(tree_path))), level)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not _TREE.value or not _OUT.value:
+        raise UsageError("--tree and --out are required")
+    fileio.write_file(_OUT.value, build_ramdisk(_TREE.value, int(_LEVEL.value)))
+
+
+def run() -> None:
+    runner.run_absl("ramdisk", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,156 @@
+"""release_archive: the archive of one shipped build, so it can be the source of a later update.
+
+Contract 5, a "target-files style" zip: META/build.json (device, fingerprint, timestamp),
+META/system_manifest.json (contract 2), SYSTEM/<path> for every regular file and
+IMAGES/<name>.img for every partition image. Directories and symlinks live only in the manifest.
+Written by the same deterministic zip writer as the package; `read_release_archive` is the
+bounded reader the tests (and any tool that inspects an old release) use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from dataclasses import dataclass
+from typing import Sequence
+
+from absl import flags
+
+from ota.build import hashing, jsonio, tree, zipwrite
+from ota.build.build_info import BuildInfo
+from ota.build.layout import PARTITION_NAME
+from ota.cli import runner
+from ota.errors import OtaError, UsageError
+
+BUILD_ENTRY = "META/build.json"
+MANIFEST_ENTRY = "META/system_manifest.json"
+SYSTEM_PREFIX = "SYSTEM/"
+IMAGES_PREFIX = "IMAGES/"
+
+_BUILD_JSON = flags.DEFINE_string("build_json", None, "META/build.json contents: {device, fingerprint, timestamp}.")
+_MANIFEST = flags.DEFINE_string("system_manifest", None, "System manifest JSON (contract 2) of the build.")
+_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (contract 1) naming each file's bytes.")
+_PARTITIONS = flags.DEFINE_multi_string("partition", [], "NAME=FILE: a partition image, stored as IMAGES/NAME.img.")
+_OUT = flags.DEFINE_string("out", None, "Where to write the archive zip.")
+
+
+def _same_shape(tree_entries: Sequence[tree.TreeEntry], manifest: Sequence[tree.TreeEntry], where: str) -> None:
+    """The tree and the manifest must describe the same paths with the same metadata."""
+    described = {e.path: dataclasses.replace(e, file=None) for e in tree_entries}
+    hashed = {e.path: dataclasses.replace(e, content=None) for e in manifest}
+    for path in sorted(set(described) | set(hashed)):
+        if described.get(path) != hashed.get(path):
+            side = "tree" if path not in hashed else "system manifest" if path not in described else ""
+            problem = f"only in the {side}" if side else "kind, mode, uid, gid or target differ between tree and manifest"
+            raise OtaError(where, f"{path}: {problem}")
+
+
+def write_release_archive(build: BuildInfo, manifest_path: str, tree_path: str, partitions: dict[str, str],
+                          out_path: str) -> None:  # fmt: skip
+    """Writes the archive, checking every file's bytes against the manifest on the way."""
+    manifest = tree.load_manifest(manifest_path)
+    described = tree.load_tree(tree_path)
+    _same_shape(described, manifest, f"{tree_path} vs {manifest_path}")
+    files = {e.path: e.file for e in described if e.kind == tree.FILE}
+    sources = [
+        zipwrite.ZipSource(BUILD_ENTRY, True, data=jsonio.dumps(build.to_json())),
+        zipwrite.ZipSource(MANIFEST_ENTRY, True, data=jsonio.dumps(tree.manifest_doc(manifest))),
+    ]
+    expected = {}
+    for entry in manifest:
+        if entry.kind == tree.FILE:
+            name = SYSTEM_PREFIX + entry.path
+            sources.append(zipwrite.ZipSource(name, True, file=files[entry.path]))
+            expected[name] = entry.content
+    for name, image in partitions.items():
+        sources.append(zipwrite.ZipSource(f"{IMAGES_PREFIX}{name}.img", True, file=image))
+    for written in zipwrite.write_zip(out_path, sources):
+        want = expected.get(written.name)
+        if want is not None and (want.size, want.sha256) != (written.size, written.sha256):
+            raise OtaError(files[written.name[len(SYSTEM_PREFIX):]],
+                           f"sha256 {written.sha256} is not the system manifest's {want.sha256} for "
+                           f"{written.name[len(SYSTEM_PREFIX):]}")  # fmt: skip
+
+
+def parse_partition_flags(values: Sequence[str]) -> dict[str, str]:
+    """NAME=FILE flags -> {name: file}, names checked and unique."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, file = value.partition("=")
+        if not sep or not file or not PARTITION_NAME.fullmatch(name):
+            raise UsageError(f"--partition {value!r}: expected NAME=FILE with NAME matching {PARTITION_NAME.pattern}")
+        if name in out:
+            raise UsageError(f"--partition {name}: given twice")
+        out[name] = file
+    return out
+
+
+@dataclass(frozen=True)
+class ReleaseArchive:
+    """A release archive read back: build identity, manifest, file and image bytes."""
+
+    build: BuildInfo
+    manifest: list[tree.TreeEntry]
+    files: dict[str, bytes]
+    images: dict[str, bytes]
+
+
+def read_release_archive(path: str, *, max_bytes: int = 1 << 32) -> ReleaseArchive:
+    """Reads a whole archive into memory, checking its layout and every file's hash.
+
+    `max_bytes` bounds the sum of the sizes the zip declares, checked before anything is read.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            declared = sum(info.file_size for info in infos)
+            if declared > max_bytes:
+                raise OtaError(path, f"declares {declared} bytes, more than the limit of {max_bytes}")
+            contents = {}
+            for info in infos:
+                if info.filename in contents:
+                    raise OtaError(path, f"zip entry {info.filename!r}: appears twice")
+                contents[info.filename] = archive.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise OtaError(path, f"not a readable zip file ({err})") from None
+    for name in (BUILD_ENTRY, MANIFEST_ENTRY):
+        if name not in contents:
+            raise OtaError(path, f"{name}: missing")
+    build = BuildInfo.from_json(jsonio.loads(contents[BUILD_ENTRY], f"{path}:{BUILD_ENTRY}"), f"{path}:{BUILD_ENTRY}")
+    manifest = tree.parse(jsonio.loads(contents[MANIFEST_ENTRY], f"{path}:{MANIFEST_ENTRY}"), f"{path}:{MANIFEST_ENTRY}",
+                          manifest=True)  # fmt: skip
+    files, images = {}, {}
+    wanted = {SYSTEM_PREFIX + e.path: e for e in manifest if e.kind == tree.FILE}
+    for name, data in contents.items():
+        if name in (BUILD_ENTRY, MANIFEST_ENTRY):
+            continue
+        if name in wanted:
+            entry = wanted[name]
+            if hashing.of_bytes(data) != entry.content:
+                raise OtaError(path, f"{name}: contents do not match the system manifest's size/sha256")
+            files[entry.path] = data
+        elif name.startswith(IMAGES_PREFIX) and name.endswith(".img") and PARTITION_NAME.fullmatch(name[7:-4]):
+            images[name[7:-4]] = data
+        else:
+            raise OtaError(path, f"zip entry {name!r}: not a file of the system manifest, an image or META")
+    missing = sorted(set(wanted) - set(contents))
+    if missing:
+        raise OtaError(path, f"{missing[0]}: listed in the system manifest but missing from the archive")
+    return ReleaseArchive(build, manifest, files, images)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not (_BUILD_JSON.value and _MANIFEST.value and _TREE.value and _OUT.value):
+        raise UsageError("--build_json, --system_manifest, --tree and --out are required")
+    build = BuildInfo.from_json(jsonio.read(_BUILD_JSON.value), _BUILD_JSON.value)
+    write_release_archive(build, _MANIFEST.value, _TREE.value, parse_partition_flags(_PARTITIONS.value), _OUT.value)
+
+
+def run() -> None:
+    runner.run_absl("release_archive", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,121 @@
+"""Tree descriptions (contract 1, `<name>.tree.json`) and system manifests (contract 2).
+
+Both list every path of a system tree with its kind, mode, uid and gid. A tree entry for a file
+names the Bazel input holding its bytes ("file"); a manifest entry carries the contents' size and
+hashes instead. Everything is validated here, once, so that no tool downstream ever sees a
+duplicate path, an unsafe path, or a file sitting where a directory should be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ota.build import jsonio
+from ota.build.hashing import ContentInfo
+from ota.build.paths import check_path
+from ota.errors import OtaError
+
+FILE, DIR, SYMLINK = "file", "dir", "symlink"
+KINDS = (FILE, DIR, SYMLINK)
+MAX_ID = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One path of a system tree.
+
+    file: the Bazel exec path of a file's bytes (tree descriptions only).
+    content: size and hashes of a file (system manifests only).
+    target: a symlink's target (any string the link holds, absolute or not).
+    """
+
+    path: str
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    file: str | None = None
+    content: ContentInfo | None = None
+    target: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode,
+                               "uid": self.uid, "gid": self.gid}  # fmt: skip
+        if self.file is not None:
+            out["file"] = self.file
+        if self.content is not None:
+            out.update(self.content.to_json())
+        if self.target is not None:
+            out["target"] = self.target
+        return out
+
+
+def _int_field(raw: dict[str, Any], key: str, upper: int, where: str, path: str) -> int:
+    value = jsonio.get(raw, key, int, where, f"{path}: {key}")
+    if not 0 <= value <= upper:
+        raise OtaError(where, f"{path}: {key} {value} out of range 0..{upper}")
+    return value
+
+
+def _parse_entry(raw: Any, index: int, where: str, *, manifest: bool) -> TreeEntry:
+    if not isinstance(raw, dict):
+        raise OtaError(where, f"entries[{index}]: expected an object")
+    path = check_path(raw.get("path"), where, f"entries[{index}].path")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise OtaError(where, f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    mode = _int_field(raw, "mode", 0o7777, where, path)
+    uid = _int_field(raw, "uid", MAX_ID, where, path)
+    gid = _int_field(raw, "gid", MAX_ID, where, path)
+    if kind == SYMLINK:
+        target = jsonio.get(raw, "target", str, where, f"{path}: target")
+        if not target or "\0" in target:
+            raise OtaError(where, f"{path}: symlink target must be non-empty and free of NUL")
+        return TreeEntry(path, kind, mode, uid, gid, target=target)
+    if kind == DIR:
+        return TreeEntry(path, kind, mode, uid, gid)
+    if manifest:
+        return TreeEntry(path, kind, mode, uid, gid, content=ContentInfo.from_json(raw, where, path))
+    file = jsonio.get(raw, "file", str, where, f"{path}: file")
+    if not file:
+        raise OtaError(where, f"{path}: file must name an input file")
+    return TreeEntry(path, kind, mode, uid, gid, file=file)
+
+
+def check_entries(entries: Iterable[TreeEntry], where: str) -> list[TreeEntry]:
+    """Sorts by path and enforces a real tree: unique paths, every parent listed as a directory."""
+    ordered = sorted(entries, key=lambda e: e.path)
+    kinds: dict[str, str] = {}
+    for entry in ordered:
+        if entry.path in kinds:
+            raise OtaError(where, f"{entry.path}: listed twice")
+        kinds[entry.path] = entry.kind
+    for entry in ordered:
+        parent = entry.path.rpartition("/")[0]
+        if not parent:
+            continue
+        if parent not in kinds:
+            raise OtaError(where, f"{entry.path}: parent directory {parent!r} is not listed")
+        if kinds[parent] != DIR:
+            raise OtaError(where, f"{parent}: is both a {kinds[parent]} and a directory (parent of {entry.path})")
+    return ordered
+
+
+def parse(doc: Any, where: str, *, manifest: bool) -> list[TreeEntry]:
+    """Entries of a tree description (manifest=False) or system manifest (manifest=True)."""
+    raw_entries = jsonio.get(doc, "entries", list, where)
+    return check_entries((_parse_entry(raw, i, where, manifest=manifest) for i, raw in enumerate(raw_entries)), where)
+
+
+def load_tree(path: str) -> list[TreeEntry]:
+    return parse(jsonio.read(path), path, manifest=False)
+
+
+def load_manifest(path: str) -> list[TreeEntry]:
+    return parse(jsonio.read(path), path, manifest=True)
+
+
+def manifest_doc(entries: Iterable[TreeEntry]) -> dict[str, Any]:
+    """The JSON document of a system manifest (or tree), entries sorted by path."""
+    return {"entries": [e.to_json() for e in sorted(entries, key=lambda e: e.path)]}

@@ -1,0 +1,103 @@
+"""The deterministic zip writer behind both the OTA package and the release archive.
+
+Same inputs, same bytes, on any host, at any time, under any umask: entries sorted by name,
+every timestamp 1980-01-01 00:00:00, Unix "made by" with mode 0644 for every entry, no extra
+fields beyond what zip64 needs, deflate at level 9 through the one zlib in the process. File
+entries are streamed, so a multi-GiB partition image never sits in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+
+from ota.errors import OtaError
+
+DATE_TIME = (1980, 1, 1, 0, 0, 0)
+CREATE_SYSTEM_UNIX = 3
+EXTERNAL_ATTR = 0o100644 << 16  # a regular file, rw-r--r--
+DEFLATE_LEVEL = 9
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ZipSource:
+    """One entry to write: its bytes (`data`) or a file to stream (`file`), stored or deflated."""
+
+    name: str
+    deflate: bool
+    data: bytes | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an entry turned out to hold: the reader checks exactly these against the manifest."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+def _zip_info(name: str, deflate: bool, size: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=DATE_TIME)
+    info.create_system = CREATE_SYSTEM_UNIX
+    info.external_attr = EXTERNAL_ATTR
+    info.file_size = size  # decides zip64 up front, so no data descriptors are needed
+    if deflate:
+        info.compress_type = zipfile.ZIP_DEFLATED
+        # Python >= 3.13 names it compress_level; 3.11/3.12 only have the slot _compresslevel.
+        setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel", DEFLATE_LEVEL)
+    else:
+        info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+def _stream_size(source: ZipSource) -> int:
+    if source.data is not None:
+        return len(source.data)
+    try:
+        with open(source.file, "rb") as stream:  # type: ignore[arg-type]
+            return stream.seek(0, 2)
+    except OSError as err:
+        raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
+
+
+def write_zip(out_path: str, sources: list[ZipSource]) -> list[Written]:
+    """Writes `sources` sorted by name; returns each entry's size and SHA-256, in that order."""
+    ordered = sorted(sources, key=lambda s: s.name)
+    for first, second in zip(ordered, ordered[1:]):
+        if first.name == second.name:
+            raise OtaError(out_path, f"zip entry {first.name!r} would be written twice")
+    written = []
+    try:
+        with zipfile.ZipFile(out_path, "w", allowZip64=True) as archive:
+            for source in ordered:
+                written.append(_write_entry(archive, source))
+    except OSError as err:
+        raise OtaError(out_path, f"cannot write: {err.strerror or err}") from None
+    return written
+
+
+def _write_entry(archive: zipfile.ZipFile, source: ZipSource) -> Written:
+    digest = hashlib.sha256()
+    size = 0
+    info = _zip_info(source.name, source.deflate, _stream_size(source))
+    with archive.open(info, "w") as out:
+        if source.data is not None:
+            digest.update(source.data)
+            out.write(source.data)
+            size = len(source.data)
+        else:
+            try:
+                with open(source.file, "rb") as stream:  # type: ignore[arg-type]
+                    while chunk := stream.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+            except OSError as err:
+                raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
+    if size != info.file_size:
+        raise OtaError(str(source.file), f"changed size while being zipped ({info.file_size} -> {size} bytes)")
+    return Written(source.name, size, digest.hexdigest())

@@ -1,0 +1,83 @@
+"""ota_inspect PACKAGE: what an OTA package will do and where its bytes go.
+
+Prints the manifest (protobuf text format), then a size breakdown: payload bytes per operation
+and method, the largest entries first, and the package size as a share of a full package (the
+whole target sizes of every file and partition), which is the number a release engineer watches.
+The package is opened with ota.package_reader, so every entry is checked on the way.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Sequence
+
+from absl import flags
+
+from google.protobuf import text_format
+
+from ota import package_reader
+from ota.cli import runner
+from ota.errors import UsageError
+from ota.proto import ota_manifest_pb2 as pb
+
+_TOP = flags.DEFINE_integer("top", 20, "How many of the largest entries to list.", lower_bound=0)
+
+
+def _kinds(manifest: pb.OtaManifest) -> dict[str, str]:
+    """Payload entry name -> "<op> <method>" of the operation that uses it."""
+    kinds = {}
+    for op in manifest.files:
+        if op.entry:
+            kinds[op.entry] = f"file {pb.FileOperation.Op.Name(op.op)} {pb.PatchMethod.Name(op.method)}"
+    for part in manifest.partitions:
+        if part.entry:
+            kinds[part.entry] = f"partition {pb.PatchMethod.Name(part.method)}"
+    return kinds
+
+
+def full_size(manifest: pb.OtaManifest) -> int:
+    """Bytes a full package would carry: every target file and partition, whole."""
+    return sum(op.target.size for op in manifest.files if op.HasField("target")) + sum(
+        part.target.size for part in manifest.partitions
+    )
+
+
+def report(package: package_reader.Package, top: int) -> str:
+    """The text ota_inspect prints for an opened (and verified) package."""
+    manifest = package.manifest
+    kinds = _kinds(manifest)
+    lines = ["# manifest.pb", text_format.MessageToString(manifest).rstrip(), "", "# payload by operation and method"]
+    by_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for entry in manifest.payload:
+        tally = by_kind[kinds.get(entry.name, "unreferenced")]
+        tally[0] += 1
+        tally[1] += entry.size
+    for kind, (count, size) in sorted(by_kind.items(), key=lambda item: (-item[1][1], item[0])):
+        lines.append(f"{size:>12} bytes  {count:>6} entries  {kind}")
+    lines.append("")
+    lines.append(f"# largest entries (top {top})")
+    largest = sorted(manifest.payload, key=lambda e: (-e.size, e.name))[:top]
+    lines.extend(f"{entry.size:>12}  {entry.name}" for entry in largest)
+    payload = sum(entry.size for entry in manifest.payload)
+    full = full_size(manifest)
+    ratio = f"{100.0 * payload / full:.2f}%" if full else "n/a"
+    lines.append("")
+    lines.append(f"# total: {payload} payload bytes in {len(manifest.payload)} entries; "
+                 f"a full package would carry {full} bytes; ratio {ratio}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 2:
+        raise UsageError("ota_inspect [--top N] PACKAGE")
+    with package_reader.open_package(argv[1]) as package:
+        package.verify_all()
+        print(report(package, _TOP.value), end="")
+
+
+def run() -> None:
+    runner.run_absl("ota_inspect", main)
+
+
+if __name__ == "__main__":
+    run()
