@@ -1,0 +1,238 @@
+"""ota_package: a full or incremental OTA package, one cached action per changed file.
+
+Unchanged detection happens at analysis time: a system path whose File is the same artifact in
+the source and the target build gets no action at all (the assembler records KEEP from the equal
+hashes of the two manifests). Every other path present in both builds gets its own OtaFilePatch
+action, so a rebuild re-runs only the patches whose inputs changed, and a remote cache serves
+each patch separately. When the two Files are different artifacts with equal bytes (e.g. the
+source comes from an imported release archive), the action still runs and reports UNCHANGED
+cheaply after hashing both inputs.
+"""
+
+load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
+
+_METHODS = ["auto", "bsdiff", "imgdiff", "imgdiff_zip"]
+
+def _check_threshold(ctx):
+    text = ctx.attr.patch_threshold
+    parts = text.split(".")
+    ok = len(parts) <= 2 and parts[0].isdigit() and (len(parts) == 1 or parts[1].isdigit())
+    if ok:
+        whole = int(parts[0])
+        frac = parts[1] if len(parts) == 2 else ""
+        ok = (whole == 0 and frac.strip("0") != "") or (whole == 1 and frac.strip("0") == "")
+    if not ok:
+        fail("ota_package %s: patch_threshold = '%s': expected a decimal number in (0, 1], like 0.95" % (ctx.label, text))
+    return text
+
+def _method_for(ctx, path):
+    """`patch_methods` lookup: an exact path beats an extension key (".gz"), default "auto"."""
+    methods = ctx.attr.patch_methods
+    if path in methods:
+        return methods[path]
+    base = path.split("/")[-1]
+    if "." in base:
+        ext = "." + base.split(".")[-1]
+        if ext in methods:
+            return methods[ext]
+    return "auto"
+
+def _check_methods(ctx, target_files):
+    for key, method in ctx.attr.patch_methods.items():
+        if method not in _METHODS:
+            fail("ota_package %s: patch_methods[%s] = '%s': expected one of %s" % (ctx.label, key, method, _METHODS))
+        if not key.startswith(".") and key not in target_files:
+            fail("ota_package %s: patch_methods: '%s' is neither an extension (\".gz\") nor a file of the target build" % (ctx.label, key))
+
+def _build_params(build):
+    return {
+        "device": build.device,
+        "fingerprint": build.fingerprint,
+        "system_manifest": build.system.manifest.path,
+        "timestamp": build.timestamp,
+    }
+
+def _patch_action(ctx, mnemonic, message, path, method, source, target, prefix):
+    """Declares one file_patch action; returns (data File, info File)."""
+    data = ctx.actions.declare_file("%s/%s.p" % (prefix, path))
+    info = ctx.actions.declare_file("%s/%s.json" % (prefix, path))
+    args = ctx.actions.args()
+    inputs = [target]
+    if source:
+        args.add("--source", source)
+        inputs.append(source)
+    args.add("--target", target)
+    args.add("--path", path)
+    args.add("--method", method)
+    args.add("--patch_threshold", ctx.attr.patch_threshold)
+    args.add("--out_data", data)
+    args.add("--out_info", info)
+    ctx.actions.run(
+        executable = ctx.executable._file_patch,
+        arguments = [args],
+        inputs = inputs,
+        outputs = [data, info],
+        mnemonic = mnemonic,
+        progress_message = message,
+    )
+    return data, info
+
+def _check_builds(ctx, source, target):
+    if not source:
+        if ctx.attr.downgrade:
+            fail("ota_package %s: downgrade applies to incremental packages only (set source)" % ctx.label)
+        return
+    if source.device != target.device:
+        fail("ota_package %s: source device '%s' differs from target device '%s'" % (ctx.label, source.device, target.device))
+    if target.timestamp < source.timestamp and not ctx.attr.downgrade:
+        fail("ota_package %s: target timestamp %d is older than source timestamp %d; set downgrade = True if that is intended" % (
+            ctx.label,
+            target.timestamp,
+            source.timestamp,
+        ))
+    if target.timestamp >= source.timestamp and ctx.attr.downgrade:
+        fail("ota_package %s: downgrade = True, but the target (%d) is not older than the source (%d)" % (
+            ctx.label,
+            target.timestamp,
+            source.timestamp,
+        ))
+
+def _ota_package_impl(ctx):
+    target = ctx.attr.target[OtaBuildInfo]
+    source = ctx.attr.source[OtaBuildInfo] if ctx.attr.source else None
+    _check_builds(ctx, source, target)
+    _check_threshold(ctx)
+    target_files = target.system.tree.files
+    source_files = source.system.tree.files if source else {}
+    _check_methods(ctx, target_files)
+    prefix = ctx.label.name + ".patches"
+
+    file_patches, whole_files, inputs = [], [], []
+    patched, whole, unchanged = [], [], []
+    for path in sorted(target_files.keys()):
+        tf = target_files[path]
+        sf = source_files.get(path)
+        if sf == None:
+            whole_files.append({"file": tf.path, "path": path})
+            whole.append(path)
+            inputs.append(tf)
+        elif sf == tf:
+            unchanged.append(path)
+        else:
+            data, info = _patch_action(
+                ctx,
+                "OtaFilePatch",
+                "Diffing system/%s" % path,
+                path,
+                _method_for(ctx, path),
+                sf,
+                tf,
+                prefix + "/system",
+            )
+            file_patches.append({"data": data.path, "info": info.path, "path": path})
+            patched.append(path)
+            inputs += [data, info]
+
+    partitions = []
+    for name in sorted(target.partitions.keys()):
+        tf = target.partitions[name]
+        sf = source.partitions.get(name) if source else None
+        if sf != None and sf == tf:
+            continue  # the same image in both builds: the package leaves the partition alone
+        data, info = _patch_action(
+            ctx,
+            "OtaBootPatch" if name == "boot" else "OtaPartitionPatch",
+            ("Diffing %s.img" % name) if sf else ("Adding whole %s.img" % name),
+            name + ".img",
+            "imgdiff",
+            sf,
+            tf,
+            prefix + "/partitions",
+        )
+        partitions.append({"data": data.path, "info": info.path, "name": name})
+        inputs += [data, info]
+
+    params = ctx.actions.declare_file(ctx.label.name + ".params.json")
+    ctx.actions.write(params, json.encode({
+        "downgrade": ctx.attr.downgrade,
+        "file_patches": file_patches,
+        "partitions": partitions,
+        "source": _build_params(source) if source else None,
+        "target": _build_params(target),
+        "type": "INCREMENTAL" if source else "FULL",
+        "whole_files": whole_files,
+    }) + "\n")
+    manifests = [target.system.manifest] + ([source.system.manifest] if source else [])
+    out = ctx.actions.declare_file(ctx.label.name + ".zip")
+    args = ctx.actions.args()
+    args.add("--params", params)
+    args.add("--out", out)
+    ctx.actions.run(
+        executable = ctx.executable._package,
+        arguments = [args],
+        inputs = [params] + manifests + inputs,
+        outputs = [out],
+        mnemonic = "OtaPackage",
+        progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
+            "incremental" if source else "full",
+            ctx.label,
+            len(file_patches),
+            len(whole_files),
+        ),
+    )
+    return [
+        DefaultInfo(files = depset([out])),
+        OtaPackageInfo(
+            package = out,
+            type = "INCREMENTAL" if source else "FULL",
+            params = params,
+            patched_paths = patched,
+            whole_paths = whole,
+            unchanged_paths = unchanged,
+        ),
+    ]
+
+ota_package = rule(
+    implementation = _ota_package_impl,
+    doc = """An OTA package zip (`<name>.zip`): incremental when `source` is set, full otherwise.
+
+Actions: one OtaFilePatch per system path present in both builds as different Files, none for
+paths that are the same File; one OtaBootPatch for the boot image (imgdiff), one
+OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip.""",
+    attrs = {
+        "target": attr.label(
+            mandatory = True,
+            providers = [OtaBuildInfo],
+            doc = "The ota_build devices run after the update.",
+        ),
+        "source": attr.label(
+            providers = [OtaBuildInfo],
+            doc = "The ota_build devices run now (often imported with ota_release_archive). " +
+                  "Unset: a full package.",
+        ),
+        "patch_threshold": attr.string(
+            default = "0.95",
+            doc = "Ship a changed file whole when its patch is larger than this fraction of " +
+                  "the target file (AOSP's default 0.95). A decimal number in (0, 1].",
+        ),
+        "patch_methods": attr.string_dict(
+            doc = "Diff method per path or per extension: `{\"etc/fonts.bin\": \"bsdiff\", " +
+                  "\".gz\": \"bsdiff\"}`. Methods: auto (by extension: .zip/.jar/.apk -> " +
+                  "imgdiff_zip, .gz/.img -> imgdiff, else bsdiff), bsdiff, imgdiff, imgdiff_zip.",
+        ),
+        "downgrade": attr.bool(
+            default = False,
+            doc = "Allow (and require) a target older than the source. Incremental only.",
+        ),
+        "_file_patch": attr.label(
+            default = "//tools/build:file_patch",
+            executable = True,
+            cfg = "exec",
+        ),
+        "_package": attr.label(
+            default = "//tools/build:package",
+            executable = True,
+            cfg = "exec",
+        ),
+    },
+)

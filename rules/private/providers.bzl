@@ -1,0 +1,69 @@
+"""Providers of rules_ota. Public names are re-exported by //rules:providers.bzl."""
+
+OtaTreeInfo = provider(
+    doc = """A file tree (a system image or a ramdisk) as known at analysis time.
+
+Every regular file is a Bazel File, so consumers can compare two trees path by path without
+running anything: the same File in two trees means the same bytes.""",
+    fields = {
+        "tree_json": "File: the tree description (build contract 1): every entry with path, " +
+                     "kind, mode, uid, gid, and the exec path of each regular file.",
+        "entries": "list of dicts, sorted by path: the entries of tree_json, with a regular " +
+                   "file's `file` holding its File instead of its exec path.",
+        "files": "dict: install path (string) -> File, for every regular file.",
+        "files_depset": "depset of File: the values of `files`, for action inputs.",
+    },
+)
+
+SystemImageInfo = provider(
+    doc = "A system image: its tree and the manifest (sizes and hashes) computed from it.",
+    fields = {
+        "tree": "OtaTreeInfo of the system root.",
+        "manifest": "File: the system manifest (build contract 2): the tree's entries with " +
+                    "size, sha256 and sha1 for every regular file.",
+    },
+)
+
+BootImageInfo = provider(
+    doc = "An Android boot image, built by boot_image or taken as a prebuilt file.",
+    fields = {
+        "image": "File: the boot image.",
+        "header_version": "int: boot image header version (0-4), or -1 for a prebuilt `src` " +
+                          "image (not inspected at analysis time).",
+        "prebuilt": "bool: True when the image is a `src` file used as it is.",
+        "normalized": "bool: True when the kernel and ramdisk were recompressed by zlib where " +
+                      "they were gzip streams zlib could not reproduce.",
+    },
+)
+
+OtaBuildInfo = provider(
+    doc = """One device build: what a device runs after installing it.
+
+An ota_package compares two of these (source and target) file by file.""",
+    fields = {
+        "device": "string: device name (ro.product.device).",
+        "fingerprint": "string: build fingerprint (ro.build.fingerprint).",
+        "timestamp": "int: build time, seconds since the epoch (ro.build.date.utc).",
+        "build_json": "File: META/build.json of the release archive (device, fingerprint, " +
+                      "timestamp).",
+        "boot": "BootImageInfo of the boot partition.",
+        "system": "SystemImageInfo of the system partition.",
+        "partitions": "dict: partition name -> File, every raw partition image including " +
+                      "\"boot\".",
+    },
+)
+
+OtaPackageInfo = provider(
+    doc = "An OTA package (zip with manifest.pb, patches and whole files).",
+    fields = {
+        "package": "File: the package zip.",
+        "type": "string: \"FULL\" or \"INCREMENTAL\".",
+        "params": "File: the parameters the package assembler read (build contract 4).",
+        "patched_paths": "list of string: system paths that got an OtaFilePatch action " +
+                         "(present in both builds as different Files), sorted.",
+        "whole_paths": "list of string: system paths shipped whole without a diff (new in the " +
+                       "target, or every file of a full package), sorted.",
+        "unchanged_paths": "list of string: system paths that are the same File in both " +
+                           "builds (no action at all), sorted.",
+    },
+)

@@ -1,0 +1,34 @@
+"""ramdisk: a deterministic gzip'd newc cpio archive of a file tree."""
+
+load(":tree.bzl", "TREE_ATTRS", "collect_tree", "write_tree")
+
+def _ramdisk_impl(ctx):
+    tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
+    out = ctx.actions.declare_file(ctx.label.name + ".cpio.gz")
+    args = ctx.actions.args()
+    args.add("--tree", tree.tree_json)
+    args.add("--out", out)
+    ctx.actions.run(
+        executable = ctx.executable._ramdisk_tool,
+        arguments = [args],
+        inputs = depset([tree.tree_json], transitive = [tree.files_depset]),
+        outputs = [out],
+        mnemonic = "OtaRamdisk",
+        progress_message = "Packing ramdisk %s (%d entries)" % (ctx.label, len(tree.entries)),
+    )
+    return [DefaultInfo(files = depset([out])), tree]
+
+ramdisk = rule(
+    implementation = _ramdisk_impl,
+    doc = """A boot ramdisk: the tree (same attributes as system_image) packed as a newc cpio
+archive, sorted, with fixed inode numbers and times, gzip'd by zlib with recorded parameters, so
+imgdiff can patch it in uncompressed space. Output: `<name>.cpio.gz`; also provides OtaTreeInfo.""",
+    attrs = dict(TREE_ATTRS, **{
+        "_kind": attr.string(default = "ramdisk"),
+        "_ramdisk_tool": attr.label(
+            default = "//tools/build:ramdisk",
+            executable = True,
+            cfg = "exec",
+        ),
+    }),
+)

@@ -1,0 +1,44 @@
+"""system_image: the system partition as a file tree plus its manifest."""
+
+load(":providers.bzl", "SystemImageInfo")
+load(":tree.bzl", "TREE_ATTRS", "collect_tree", "write_tree")
+
+def _system_image_impl(ctx):
+    tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
+    manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
+    args = ctx.actions.args()
+    args.add("--tree", tree.tree_json)
+    args.add("--out", manifest)
+    ctx.actions.run(
+        executable = ctx.executable._system_manifest,
+        arguments = [args],
+        inputs = depset([tree.tree_json], transitive = [tree.files_depset]),
+        outputs = [manifest],
+        mnemonic = "OtaSystemManifest",
+        progress_message = "Hashing %d system files of %s" % (len(tree.files), ctx.label),
+    )
+    return [
+        DefaultInfo(files = depset([manifest, tree.tree_json])),
+        tree,
+        SystemImageInfo(tree = tree, manifest = manifest),
+    ]
+
+system_image = rule(
+    implementation = _system_image_impl,
+    doc = """The system partition of a device build, as a tree of files, directories and symlinks.
+
+Every regular file is a label, so an ota_package can tell at analysis time which paths are the
+same File in two builds (no action) and which may differ (one OtaFilePatch action each). Two
+sources for one install path are an analysis error naming both.
+
+Outputs `<name>.tree.json` (build contract 1) and `<name>.manifest.json` (contract 2: sizes and
+hashes, one OtaSystemManifest action).""",
+    attrs = dict(TREE_ATTRS, **{
+        "_kind": attr.string(default = "system_image"),
+        "_system_manifest": attr.label(
+            default = "//tools/build:system_manifest",
+            executable = True,
+            cfg = "exec",
+        ),
+    }),
+)

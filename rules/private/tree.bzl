@@ -1,0 +1,265 @@
+"""The file-tree model shared by system_image and ramdisk: attributes, validation, entries.
+
+A tree is computed entirely at analysis time from labels and strings, so every regular file is a
+known File: consumers decide "unchanged" by comparing Files, without running anything.
+"""
+
+load(":providers.bzl", "OtaTreeInfo")
+
+SYMLINK_MODE = 511  # 0o777, what lstat reports for a symlink on Linux
+
+TREE_ATTRS = {
+    "files": attr.label_keyed_string_dict(
+        allow_files = True,
+        doc = "Single files and their install paths: `{label: \"bin/sh\"}`. Each label must " +
+              "give exactly one file.",
+    ),
+    "trees": attr.label_keyed_string_dict(
+        allow_files = True,
+        doc = "Whole trees: `{label: \"install/dir\"}` installs every file of the label at " +
+              "`install/dir/<path of the file relative to its package>` (minus `strip_prefix`). " +
+              "Use \"\" or \".\" for the root. Directory (tree) artifacts are refused: their " +
+              "contents are unknown at analysis time.",
+    ),
+    "strip_prefix": attr.string(
+        doc = "Removed from the package-relative path of every `trees` file that starts with " +
+              "it (a directory path, e.g. \"generated/v1\").",
+    ),
+    "dirs": attr.string_list(
+        doc = "Directories to create (parents of files are created anyway).",
+    ),
+    "symlinks": attr.string_dict(
+        doc = "Symlinks: `{\"bin/ls\": \"toolbox\"}` (link path -> link target, stored as given).",
+    ),
+    "modes": attr.string_dict(
+        doc = "Octal mode per path: `{\"bin/su\": \"4750\"}`. A key ending in \"/\" applies to " +
+              "every entry below that directory; an exact path beats a prefix, a longer prefix " +
+              "beats a shorter one. Symlinks always have mode 0777. Every key must match an " +
+              "entry (typos are errors).",
+    ),
+    "owners": attr.string_dict(
+        doc = "\"uid:gid\" per path, with the same key rules as `modes`: `{\"bin/\": \"0:2000\"}`.",
+    ),
+    "file_mode": attr.string(default = "0644", doc = "Default octal mode of regular files."),
+    "dir_mode": attr.string(default = "0755", doc = "Default octal mode of directories."),
+    "uid": attr.int(default = 0, doc = "Default owner of every entry."),
+    "gid": attr.int(default = 0, doc = "Default group of every entry."),
+}
+
+def _where(ctx):
+    return "%s %s" % (ctx.attr._kind, ctx.label)
+
+def _check_path(ctx, path, what):
+    """Validates and normalizes an install path (strips one leading '/', a trailing '/')."""
+    p = path
+    if p.startswith("/"):
+        p = p[1:]
+    if p.endswith("/"):
+        p = p[:-1]
+    if not p:
+        fail("%s: %s: empty install path" % (_where(ctx), what))
+    for part in p.split("/"):
+        if part in ("", ".", ".."):
+            fail("%s: %s: bad install path '%s' (no empty, '.' or '..' components)" % (_where(ctx), what, path))
+    return p
+
+def _join(base, rel):
+    b = base
+    if b in ("", ".", "/"):
+        return rel
+    if b.endswith("/"):
+        b = b[:-1]
+    return b + "/" + rel
+
+def _octal(ctx, text, what):
+    if not text or len(text) > 6:
+        fail("%s: %s: '%s' is not an octal mode" % (_where(ctx), what, text))
+    for c in text.elems():
+        if c not in "01234567":
+            fail("%s: %s: '%s' is not an octal mode" % (_where(ctx), what, text))
+    value = int(text, 8)
+    if value > 4095:
+        fail("%s: %s: mode %s has bits above 07777" % (_where(ctx), what, text))
+    return value
+
+def _owner(ctx, text, what):
+    parts = text.split(":")
+    if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        fail("%s: %s: '%s' is not \"uid:gid\" (decimal numbers)" % (_where(ctx), what, text))
+    return int(parts[0]), int(parts[1])
+
+def _repo_relative(f):
+    """Path of a File inside its repository's package root, e.g. release/common/bin/sh."""
+    p = f.path
+    if f.root.path:
+        p = p[len(f.root.path) + 1:]
+    ws = f.owner.workspace_root
+    if ws and p.startswith(ws + "/"):
+        p = p[len(ws) + 1:]
+    return p
+
+def _tree_relative(ctx, f):
+    p = _repo_relative(f)
+    pkg = f.owner.package
+    if pkg:
+        if not p.startswith(pkg + "/"):
+            fail("%s: trees: %s is not inside its package %s" % (_where(ctx), f.path, pkg))
+        p = p[len(pkg) + 1:]
+    strip = ctx.attr.strip_prefix
+    if strip.endswith("/"):
+        strip = strip[:-1]
+    if strip and p.startswith(strip + "/"):
+        p = p[len(strip) + 1:]
+    return p
+
+def _rule_key(table, path):
+    """The most specific key of `table` that applies to path: the exact path, else the longest
+    "dir/" prefix strictly above it (a "dir/" key never applies to dir itself)."""
+    if path in table:
+        return path
+    parts = path.split("/")
+    for n in range(len(parts) - 1, 0, -1):
+        key = "/".join(parts[:n]) + "/"
+        if key in table:
+            return key
+    return None
+
+def _add(ctx, state, path, kind, origin, file = None, target = None):
+    if path in state.kinds:
+        if kind == "dir" and state.kinds[path] == "dir":
+            return
+        fail("%s: install path '%s' has two sources: %s and %s" % (
+            _where(ctx),
+            path,
+            state.origins[path],
+            origin,
+        ))
+    state.kinds[path] = kind
+    state.origins[path] = origin
+    if file != None:
+        state.files[path] = file
+    if target != None:
+        state.targets[path] = target
+
+def collect_tree(ctx):
+    """Computes the tree of a rule with TREE_ATTRS.
+
+    Returns:
+      struct(entries = sorted list of dicts (file entries hold a File under "file"),
+             files = dict path -> File).
+    Fails at analysis time on bad paths, conflicts (naming both sources), unmatched
+    modes/owners keys and directory artifacts.
+    """
+    kinds = {}  # path -> "file" | "dir" | "symlink"
+    origins = {}  # path -> human description of where the entry comes from
+    files = {}
+    targets = {}
+
+    state = struct(kinds = kinds, origins = origins, files = files, targets = targets)
+
+    for label, dest in ctx.attr.files.items():
+        srcs = label.files.to_list()
+        if len(srcs) != 1:
+            fail("%s: files: %s gives %d files, expected exactly one (use `trees` for many)" % (
+                _where(ctx),
+                label.label,
+                len(srcs),
+            ))
+        f = srcs[0]
+        if f.is_directory:
+            fail("%s: files: %s is a directory artifact; its contents are unknown at analysis time" % (_where(ctx), f.path))
+        path = _check_path(ctx, dest, "files[%s]" % label.label)
+        _add(ctx, state, path, "file", "%s (from files: %s)" % (f.short_path, label.label), file = f)
+
+    for label, dest in ctx.attr.trees.items():
+        for f in label.files.to_list():
+            if f.is_directory:
+                fail("%s: trees: %s is a directory artifact; its contents are unknown at analysis time" % (_where(ctx), f.path))
+            path = _check_path(ctx, _join(dest, _tree_relative(ctx, f)), "trees[%s]" % label.label)
+            _add(ctx, state, path, "file", "%s (from trees: %s)" % (f.short_path, label.label), file = f)
+
+    for d in ctx.attr.dirs:
+        _add(ctx, state, _check_path(ctx, d, "dirs"), "dir", "dirs entry '%s'" % d)
+
+    for link, target in ctx.attr.symlinks.items():
+        if not target:
+            fail("%s: symlinks: '%s' has an empty target" % (_where(ctx), link))
+        _add(ctx, state, _check_path(ctx, link, "symlinks"), "symlink", "symlinks entry '%s'" % link, target = target)
+
+    # Parents: implicit directories, and no entry may sit below a file or a symlink.
+    for path in list(kinds.keys()):
+        parts = path.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if parent in kinds and kinds[parent] != "dir":
+                fail("%s: '%s' (%s) is below '%s', which is a %s (%s)" % (
+                    _where(ctx),
+                    path,
+                    origins[path],
+                    parent,
+                    kinds[parent],
+                    origins[parent],
+                ))
+            if parent not in kinds:
+                kinds[parent] = "dir"
+                origins[parent] = "parent of '%s'" % path
+
+    modes = {}
+    for key, value in ctx.attr.modes.items():
+        modes[key] = _octal(ctx, value, "modes[%s]" % key)
+    owners = {}
+    for key, value in ctx.attr.owners.items():
+        owners[key] = _owner(ctx, value, "owners[%s]" % key)
+    used = {}
+    file_mode = _octal(ctx, ctx.attr.file_mode, "file_mode")
+    dir_mode = _octal(ctx, ctx.attr.dir_mode, "dir_mode")
+
+    entries = []
+    for path in sorted(kinds.keys()):
+        kind = kinds[path]
+        mode = dir_mode if kind == "dir" else file_mode
+        mkey = _rule_key(modes, path)
+        if mkey != None:
+            used["modes:" + mkey] = True
+            mode = modes[mkey]
+        if kind == "symlink":
+            mode = SYMLINK_MODE
+        uid, gid = ctx.attr.uid, ctx.attr.gid
+        okey = _rule_key(owners, path)
+        if okey != None:
+            used["owners:" + okey] = True
+            uid, gid = owners[okey]
+        entry = {"gid": gid, "kind": kind, "mode": mode, "path": path, "uid": uid}
+        if kind == "file":
+            entry["file"] = files[path]
+        if kind == "symlink":
+            entry["target"] = targets[path]
+        entries.append(entry)
+
+    for table, name in ((modes, "modes"), (owners, "owners")):
+        for key in table:
+            if name + ":" + key not in used:
+                fail("%s: %s: key '%s' matches no entry of the tree" % (_where(ctx), name, key))
+
+    return struct(entries = entries, files = files)
+
+def _json_entry(entry):
+    """One contract-1 entry with keys in sorted order and the file as its exec path."""
+    out = {}
+    for key in sorted(entry.keys()):
+        value = entry[key]
+        out[key] = value.path if key == "file" else value
+    return out
+
+def write_tree(ctx, tree, out):
+    """Writes `tree` (from collect_tree) as contract-1 JSON to `out` and returns OtaTreeInfo."""
+    ctx.actions.write(
+        output = out,
+        content = json.encode({"entries": [_json_entry(e) for e in tree.entries]}) + "\n",
+    )
+    return OtaTreeInfo(
+        tree_json = out,
+        entries = tree.entries,
+        files = tree.files,
+        files_depset = depset([tree.files[p] for p in sorted(tree.files.keys())]),
+    )

@@ -1,0 +1,16 @@
+"""Public providers of rules_ota (documented in //rules/private:providers.bzl and docs/rules.md)."""
+
+load(
+    "//rules/private:providers.bzl",
+    _BootImageInfo = "BootImageInfo",
+    _OtaBuildInfo = "OtaBuildInfo",
+    _OtaPackageInfo = "OtaPackageInfo",
+    _OtaTreeInfo = "OtaTreeInfo",
+    _SystemImageInfo = "SystemImageInfo",
+)
+
+BootImageInfo = _BootImageInfo
+OtaBuildInfo = _OtaBuildInfo
+OtaPackageInfo = _OtaPackageInfo
+OtaTreeInfo = _OtaTreeInfo
+SystemImageInfo = _SystemImageInfo
