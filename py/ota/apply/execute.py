@@ -1,0 +1,184 @@
+"""Runs the steps of a plan against a device, each one journaled when finished.
+
+Every step is written so that running it again, from any state a power cut can leave, finishes
+it (see plan.py). Regular files go through `SysRoot` (temporary sibling + fsync + rename, never
+following a symlink); patched files and partitions through applypatch's protocol, which owns the
+cache-backup that makes a torn partition repairable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from ota.applypatch import protocol
+from ota.applypatch.spec import Digest
+from ota.apply import verify
+from ota.apply.device import BuildInfo
+from ota.apply.journal import Journal
+from ota.apply.plan import Op, Plan, Step
+from ota.apply.progress import APPLY_SHARE, Progress
+from ota.apply.sysroot import SysRoot
+from ota.errors import OtaError
+from ota.fsops import FsOps
+from ota.proto import ota_manifest_pb2 as pb
+
+STAGED_DIR = "ota_staged"
+_KIND_OF_OP = {Op.MKDIR: "dir", Op.SYMLINK: "symlink", Op.WRITE: "file", Op.PATCH: "file", Op.KEEP: "file"}
+
+
+def atomic_write(ops: FsOps, path: str, data: bytes, piece: int = 1 << 20) -> None:
+    """Writes a device-state file (staged patch, build file): temp name, fsync, rename, fsync dir."""
+    temp = path + ".new"
+    fd = ops.create(temp, 0o644)
+    try:
+        ops.write_pieces(fd, data, temp, piece)
+        ops.fsync(fd, temp)
+    finally:
+        os.close(fd)
+    ops.rename(temp, path)
+    ops.fsync_dir(os.path.dirname(path))
+
+
+@dataclass
+class Executor:
+    """Everything the steps act on."""
+
+    plan: Plan
+    read_entry: Callable[[str], bytes]
+    root: SysRoot
+    ctx: protocol.Context
+    staged_dir: str
+    build_file: str
+    journal: Journal
+    progress: Progress
+
+    @property
+    def ops(self) -> FsOps:
+        return self.ctx.ops
+
+    def run(self) -> None:
+        """Runs every unfinished step in order, then removes the staged data and the journal."""
+        steps = [s for s in self.plan.steps if s.id not in self.journal.done]
+        self.progress.phase(APPLY_SHARE, sum(s.size for s in steps), len(steps))
+        for step in steps:
+            try:
+                getattr(self, f"_{step.phase}")(step)
+            except OSError as err:
+                raise OtaError(step.id, f"{err.strerror or err}") from None
+            self.journal.mark(step.id)
+            self.progress.item(step.phase, step.key, step.size)
+        self._clean_up()
+
+    def staged(self, entry: str) -> str:
+        return os.path.join(self.staged_dir, verify.staged_name(entry))
+
+    # -- steps (named after the phases) ----------------------------------------------------------
+
+    def _stage(self, step: Step) -> None:
+        path = self.staged(step.key)
+        if not os.path.isdir(self.staged_dir):
+            self.ops.perform("mkdir", self.staged_dir, lambda: os.mkdir(self.staged_dir, 0o700))
+            self.ops.fsync_dir(os.path.dirname(self.staged_dir))
+        atomic_write(self.ops, path, self.read_entry(step.key))
+
+    def _wipe(self, step: Step) -> None:
+        """FULL packages: remove every path the target does not have with the same kind."""
+        wanted = {path: _KIND_OF_OP[op.op] for path, op in self.plan.files.items() if op.op != Op.DELETE}
+        self._wipe_under("", wanted)
+
+    def _wipe_under(self, directory: str, wanted: dict[str, str]) -> None:
+        for name in self.root.listdir(directory):
+            path = f"{directory}/{name}" if directory else name
+            entry = self.root.lstat(path)
+            if entry is None:
+                continue
+            if wanted.get(path) == entry.kind:
+                if entry.kind == "dir":
+                    self._wipe_under(path, wanted)
+                continue
+            if entry.kind == "dir":
+                self._wipe_under(path, {})
+            self.root.remove(path)
+
+    def _delete(self, step: Step) -> None:
+        self.root.remove(step.key)
+
+    def _mkdir(self, step: Step) -> None:
+        op = self.plan.files[step.key]
+        entry = self.root.lstat(step.key)
+        if entry is not None and entry.kind == "dir":
+            return
+        if entry is not None:
+            self.root.remove(step.key)  # a source file or link that becomes a directory
+        self.root.mkdir(step.key, op.mode)
+
+    def _patch(self, step: Step) -> None:
+        op = self.plan.files[step.key]
+        with self.root.parent(step.key):  # refuses a path through a symlink before applypatch opens it
+            pass
+        entry = self.root.lstat(step.key)
+        if entry is not None and entry.kind != "file":
+            raise OtaError(self.root.where(step.key), f"is a {entry.kind}, not the file to patch")
+        location = self.root.where(step.key)
+        request = protocol.PatchRequest(
+            source=location, target=location, target_size=op.target.size,
+            target_digest=Digest("sha256", op.target.sha256),
+            patches=((Digest("sha256", op.source.sha256), self.staged(op.entry)),))
+        protocol.patch(self.ctx, request)
+
+    def _write(self, step: Step) -> None:
+        op = self.plan.files[step.key]
+        entry = self.root.lstat(step.key)
+        if entry is not None and entry.kind == "file" and self.root.content(step.key).sha256 == op.target.sha256:
+            return
+        data = self.read_entry(op.entry)
+        if hashlib.sha256(data).hexdigest() != op.target.sha256:
+            raise OtaError(op.entry, f"entry is not the target contents of {step.key} (sha256 mismatch)")
+        if entry is not None and entry.kind == "dir":
+            self.root.remove(step.key)  # emptied by the delete phase: a directory that becomes a file
+        self.root.write_file(step.key, [data], op.mode, op.uid, op.gid)
+
+    def _symlink(self, step: Step) -> None:
+        op = self.plan.files[step.key]
+        entry = self.root.lstat(step.key)
+        if entry is not None and entry.kind == "symlink" and self.root.readlink(step.key) == op.symlink_target:
+            return
+        if entry is not None and entry.kind == "dir":
+            self.root.remove(step.key)
+        self.root.symlink(step.key, op.symlink_target, op.uid, op.gid)
+
+    def _metadata(self, step: Step) -> None:
+        op = self.plan.files[step.key]
+        self.root.set_metadata(step.key, op.mode, op.uid, op.gid)
+
+    def _partition(self, step: Step) -> None:
+        part = self.plan.partitions[step.key]
+        staged = self.staged(part.entry)
+        if part.method == pb.WHOLE:
+            protocol.flash(self.ctx, staged, f"EMMC:{part.name}:{part.target.size}:{part.target.sha256}")
+            return
+        request = protocol.PatchRequest(
+            source=verify.partition_spec(part.name, part), target=verify.partition_spec(part.name, part),
+            target_size=part.target.size, target_digest=Digest("sha256", part.target.sha256),
+            patches=((Digest("sha256", part.source.sha256), staged),))
+        protocol.patch(self.ctx, request)
+
+    def _check(self, step: Step) -> None:
+        verify.check_results(self.plan, self.root, self.ctx)
+
+    def _build(self, step: Step) -> None:
+        post = self.plan.manifest.postcondition
+        info = BuildInfo(post.device[0] if post.device else "", post.build_fingerprint[0], post.timestamp)
+        atomic_write(self.ops, self.build_file, info.to_json())
+
+    def _clean_up(self) -> None:
+        if os.path.isdir(self.staged_dir):
+            for name in sorted(os.listdir(self.staged_dir)):
+                self.ops.unlink(os.path.join(self.staged_dir, name))
+            self.ops.perform("rmdir", self.staged_dir, lambda: os.rmdir(self.staged_dir))
+            self.ops.fsync_dir(os.path.dirname(self.staged_dir))
+        self.ctx.cache.remove_backup(self.ops)
+        self.journal.clear()

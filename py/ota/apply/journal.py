@@ -1,0 +1,108 @@
+"""The update journal: which steps of which package are finished, durable across power loss.
+
+Format (text, in the cache directory, file `ota_journal`):
+
+    rules_ota journal 1 <package-id>
+    done <step-id>
+    done <step-id>
+    ...
+
+The header is written to a temporary name, fsync'ed and renamed in, so the journal either does
+not exist or names its package. Each `done` line is appended with one write and fsync'ed before
+the next step starts. A line cut by power loss has no trailing newline, or is shorter than its
+step id; only lines ending in a newline count, so a torn append reads as "not finished" and the
+step (idempotent by construction) simply runs again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ota.errors import OtaError
+from ota.fsops import FsOps
+
+JOURNAL_NAME = "ota_journal"
+_MAGIC = "rules_ota journal 1"
+# A journal lists a few lines per file of the package; bound what a corrupt one can make us read.
+MAX_JOURNAL_BYTES = 64 << 20
+
+
+@dataclass
+class Journal:
+    """An open journal: its package and finished steps. Use `Journal.load` / `Journal.begin`."""
+
+    path: str
+    package_id: str
+    ops: FsOps
+    done: set[str] = field(default_factory=set)
+    _size: int = 0
+
+    @staticmethod
+    def location(cache_dir: str) -> str:
+        return os.path.join(cache_dir, JOURNAL_NAME)
+
+    @classmethod
+    def load(cls, cache_dir: str, ops: FsOps) -> "Journal | None":
+        """The journal in `cache_dir`, or None if there is none (no update in progress)."""
+        path = cls.location(cache_dir)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise OtaError(path, f"journal: cannot open: {err.strerror}") from None
+        try:
+            raw = os.read(fd, MAX_JOURNAL_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(raw) > MAX_JOURNAL_BYTES:
+            raise OtaError(path, f"journal: larger than {MAX_JOURNAL_BYTES} bytes")
+        header, newline, body = raw.partition(b"\n")
+        words = header.decode("utf-8", "replace").rsplit(" ", 1)
+        if not newline or len(words) != 2 or words[0] != _MAGIC or not words[1]:
+            raise OtaError(path, "journal: bad header (expected 'rules_ota journal 1 <package-id>')")
+        done = set()
+        complete = body[: body.rfind(b"\n") + 1]  # drop a torn last line
+        for line in complete.decode("utf-8", "replace").splitlines():
+            verb, _, step = line.partition(" ")
+            if verb == "done" and step:
+                done.add(step)
+        return cls(path, words[1], ops, done, len(header) + 1 + len(complete))
+
+    @classmethod
+    def begin(cls, cache_dir: str, package_id: str, ops: FsOps) -> "Journal":
+        """Creates the journal of a new update (atomically: temp name, fsync, rename, fsync dir)."""
+        path = cls.location(cache_dir)
+        temp = path + ".new"
+        header = f"{_MAGIC} {package_id}\n".encode()
+        fd = ops.create(temp, 0o600)
+        try:
+            ops.pwrite(fd, header, 0, temp)
+            ops.fsync(fd, temp)
+        finally:
+            os.close(fd)
+        ops.rename(temp, path)
+        ops.fsync_dir(cache_dir)
+        return cls(path, package_id, ops, set(), len(header))
+
+    def mark(self, step: str) -> None:
+        """Records `step` as finished, durably, before anything after it happens."""
+        if step in self.done:
+            return
+        line = f"done {step}\n".encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            # A torn earlier line may sit at the end; appending after the last complete line
+            # overwrites it, so the file stays a sequence of whole lines.
+            self.ops.pwrite(fd, line, self._size, self.path)
+            self.ops.fsync(fd, self.path)
+        finally:
+            os.close(fd)
+        self._size += len(line)
+        self.done.add(step)
+
+    def clear(self) -> None:
+        """Removes the journal: the update is complete."""
+        self.ops.unlink(self.path)
+        self.ops.fsync_dir(os.path.dirname(self.path))

@@ -1,0 +1,104 @@
+"""The ordered steps of an update, derived from the package manifest alone.
+
+Every step has a stable id (its journal key) and is idempotent: run again after a cut, it finds
+either its work not started, half done (temporary names, a torn partition with a cache backup) or
+done, and finishes it. That is what lets the journal be a plain list of finished steps.
+
+Order (AOSP's, spec §5.3, adjusted where our manifest allows better):
+  stage     copy every patch and partition image into the cache;
+  wipe      FULL packages only: remove everything the target does not list (AOSP formats /system);
+  delete    paths only in the source, deepest first;
+  mkdir     directories, parents first (new files may live in new directories, so before writing);
+  patch     changed files, from staged patches (applypatch's file protocol);
+  write     whole files from the package;
+  symlink   links, created atomically (temp link + rename);
+  metadata  mode/uid/gid of every target path, deepest first;
+  partition raw partitions (applypatch's cache-backup protocol);
+  check     every target path and partition against the manifest;
+  build     the device's build file, last, so a cut update still reports the source build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ota.errors import OtaError
+from ota.proto import ota_manifest_pb2 as pb
+
+Op = pb.FileOperation
+PHASES = ("stage", "wipe", "delete", "mkdir", "patch", "write", "symlink", "metadata", "partition",
+          "check", "build")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One journaled unit of work: `phase` + `key` (a path, entry or partition name)."""
+
+    phase: str
+    key: str
+    size: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.phase}:{self.key}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The manifest, indexed for the apply: ops by path, partitions by name, steps in order."""
+
+    manifest: pb.OtaManifest
+    files: dict[str, pb.FileOperation]
+    partitions: dict[str, pb.PartitionOperation]
+    steps: tuple[Step, ...]
+    # Package entries copied into the cache (file patches, partition patches/images) -> size.
+    staged: dict[str, int]
+
+    @property
+    def full(self) -> bool:
+        return self.manifest.type == pb.OtaManifest.FULL
+
+
+def _depth_first(paths: list[str]) -> list[str]:
+    return sorted(paths, key=lambda p: (-p.count("/"), p))
+
+
+def _parents_first(paths: list[str]) -> list[str]:
+    return sorted(paths, key=lambda p: (p.count("/"), p))
+
+
+def make_plan(manifest: pb.OtaManifest, where: str, entry_sizes: dict[str, int]) -> Plan:
+    """Orders the manifest's operations into steps.
+
+    The package reader has already refused unsafe or repeated paths, unknown ops and operations
+    naming entries the package lacks; `entry_sizes` are its payload entries (name -> size).
+    """
+    files = {op.path: op for op in manifest.files}
+    for index, op in enumerate(manifest.files):
+        if op.op == Op.SYMLINK and not op.symlink_target:
+            raise OtaError(where, f"manifest.files[{index}] ({op.path}): symlink_target is empty")
+    deletes = [path for path, op in files.items() if op.op == Op.DELETE]
+    partitions = {part.name: part for part in manifest.partitions}
+    for index, part in enumerate(manifest.partitions):
+        if part.entry and part.method != pb.WHOLE and not part.HasField("source"):
+            raise OtaError(where, f"manifest.partitions[{index}] ({part.name}): a patch needs a source")
+
+    def of(kind: int) -> list[pb.FileOperation]:
+        return [op for op in files.values() if op.op == kind]
+
+    staged = {op.entry: entry_sizes[op.entry] for op in of(Op.PATCH)}
+    staged.update({p.entry: entry_sizes[p.entry] for p in partitions.values() if p.entry})
+    steps = [Step("stage", name, size) for name, size in sorted(staged.items())]
+    if manifest.type == pb.OtaManifest.FULL:
+        steps.append(Step("wipe", "-", 0))
+    steps += [Step("delete", path, 0) for path in _depth_first(deletes)]
+    steps += [Step("mkdir", path, 0) for path in _parents_first([op.path for op in of(Op.MKDIR)])]
+    steps += [Step("patch", op.path, op.target.size) for op in of(Op.PATCH)]
+    steps += [Step("write", op.path, op.target.size) for op in of(Op.WRITE)]
+    steps += [Step("symlink", op.path, 0) for op in of(Op.SYMLINK)]
+    steps += [Step("metadata", path, 0) for path in _depth_first(list(files))
+              if files[path].op != Op.DELETE]
+    steps += [Step("partition", name, part.target.size) for name, part in sorted(partitions.items())
+              if part.entry]
+    steps += [Step("check", "-", sum(op.target.size for op in files.values())), Step("build", "-", 0)]
+    return Plan(manifest, files, partitions, tuple(steps), staged)

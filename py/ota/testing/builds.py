@@ -1,0 +1,140 @@
+"""Builds and packages for device tests, made with the real build tools (no Bazel needed).
+
+`write_build` lays a build out on disk the way the rules do (a tree description naming each
+file, partition images, build.json); `make_package` runs the same per-file `file_patch` and the
+same package writer the `ota_package` rule runs, so tests apply packages that are byte-for-byte
+what a release would ship. `load_build` reads the small JSON the `ota_test` rule writes for each
+build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from ota.apply.device import BuildInfo
+from ota.build import file_patch, jsonio, package_writer, tree
+from ota.build.patch_info import UNCHANGED
+from ota.testing.device_check import Build
+
+# A tree item: bytes (a file, mode 0644), ("dir",), ("symlink", target), or (bytes, mode, uid, gid).
+Item = object
+
+
+@dataclass(frozen=True)
+class Spec:
+    """An in-memory build: identity, tree items by path, partition images by name."""
+
+    device: str
+    fingerprint: str
+    timestamp: int
+    items: dict[str, Item]
+    partitions: dict[str, bytes]
+
+
+def _entry(path: str, item: Item, files_dir: str) -> tree.TreeEntry:
+    if isinstance(item, bytes):
+        item = (item, 0o644, 0, 0)
+    if item[0] == "dir":
+        mode, uid, gid = (item[1:] + (0o755, 0, 0))[:3] if len(item) > 1 else (0o755, 0, 0)
+        return tree.TreeEntry(path, tree.DIR, mode, uid, gid)
+    if item[0] == "symlink":
+        return tree.TreeEntry(path, tree.SYMLINK, 0o777, 0, 0, target=item[1])
+    data, mode, uid, gid = item
+    file = os.path.join(files_dir, path.replace("/", "%"))
+    with open(file, "wb") as stream:
+        stream.write(data)
+    return tree.TreeEntry(path, tree.FILE, mode, uid, gid, file=file)
+
+
+def write_build(spec: Spec, directory: str) -> Build:
+    """Writes a build's files, images and descriptions under `directory` and returns it."""
+    files_dir = os.path.join(directory, "files")
+    os.makedirs(files_dir)
+    paths = set(spec.items)
+    for path in list(paths):  # parents are listed explicitly (contract 1)
+        parts = path.split("/")
+        paths.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    items = {p: spec.items.get(p, ("dir",)) for p in paths}
+    entries = tree.check_entries([_entry(p, items[p], files_dir) for p in sorted(items)], directory)
+    partitions = {}
+    for name, image in spec.partitions.items():
+        partitions[name] = os.path.join(directory, f"{name}.img")
+        with open(partitions[name], "wb") as stream:
+            stream.write(image)
+    info = BuildInfo(spec.device, spec.fingerprint, spec.timestamp)
+    with open(os.path.join(directory, "build.json"), "wb") as stream:
+        stream.write(info.to_json())
+    return Build(info, tuple(entries), {e.path: e.file for e in entries if e.kind == tree.FILE}, partitions)
+
+
+def make_package(source: Build | None, target: Build, directory: str, out: str, *,
+                 downgrade: bool = False) -> str:
+    """Runs file_patch for every changed file and partition, then the package writer; returns `out`.
+
+    `source` None makes a FULL package. `directory` (the build dirs' parent) holds the params.
+    """
+    work = os.path.join(directory, "patches-" + os.path.basename(out))
+    os.makedirs(work)
+    old = {} if source is None else source.files
+    file_patches, whole_files, partitions = [], [], []
+    for index, (path, file) in enumerate(sorted(target.files.items())):
+        if path not in old:
+            whole_files.append({"path": path, "file": file})
+            continue
+        data, info = os.path.join(work, f"f{index}.data"), os.path.join(work, f"f{index}.json")
+        result = file_patch.patch_files(old[path], file, path, data)
+        if result.method != UNCHANGED:
+            jsonio.write(info, result.to_json())
+            file_patches.append({"path": path, "info": info, "data": data})
+    for name, image in sorted(target.partitions.items()):
+        data, info = os.path.join(work, f"p-{name}.data"), os.path.join(work, f"p-{name}.json")
+        base = None if source is None else source.partitions.get(name)
+        jsonio.write(info, file_patch.patch_files(base, image, f"{name}.img", data).to_json())
+        partitions.append({"name": name, "info": info, "data": data})
+
+    def side(build: Build, manifest: str) -> dict:
+        return {"device": build.info.device, "fingerprint": build.info.fingerprint,
+                "timestamp": build.info.timestamp, "system_manifest": manifest}
+
+    def manifest_of(build: Build) -> str:
+        """The system manifest, made by the real system_manifest tool (its own process, as in
+        Bazel: the build tools define absl flags at import and cannot share one process)."""
+        path = os.path.join(work, f"{build.info.fingerprint.replace('/', '_')}.manifest.json")
+        tree_json = os.path.join(work, f"{build.info.fingerprint.replace('/', '_')}.tree.json")
+        jsonio.write(tree_json, tree.manifest_doc(build.entries))
+        subprocess.run([sys.executable, "-m", "ota.build.system_manifest", "--tree", tree_json, "--out", path],
+                       check=True, capture_output=True)
+        return path
+
+    params = {"type": "FULL" if source is None else "INCREMENTAL", "downgrade": downgrade,
+              "source": None if source is None else side(source, manifest_of(source)),
+              "target": side(target, manifest_of(target)),
+              "file_patches": file_patches, "whole_files": whole_files, "partitions": partitions}
+    params_path = os.path.join(work, "params.json")
+    with open(params_path, "w", encoding="utf-8") as stream:
+        json.dump(params, stream)
+    package_writer.write_package(params_path, out)
+    return out
+
+
+def load_build(spec_path: str) -> Build:
+    """Reads the build description the ota_test rule writes.
+
+    {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}, paths
+    relative to the test's working directory (runfiles root).
+    """
+    doc = jsonio.read(spec_path)
+    raw = jsonio.read(jsonio.get(doc, "build_json", str, spec_path))
+    where = doc["build_json"]
+    info = BuildInfo(jsonio.get(raw, "device", str, where), jsonio.get(raw, "fingerprint", str, where),
+                     jsonio.get(raw, "timestamp", int, where))
+    tree_path = jsonio.get(doc, "tree_json", str, spec_path)
+    entries = tree.parse(jsonio.read(tree_path), tree_path, manifest=False)
+    files = jsonio.get(doc, "files", dict, spec_path)
+    partitions = jsonio.get(doc, "partitions", dict, spec_path)
+    return Build(info, tuple(entries), {str(k): str(v) for k, v in files.items()},
+                 {str(k): str(v) for k, v in partitions.items()})

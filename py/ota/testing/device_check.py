@@ -1,0 +1,262 @@
+"""End-to-end device checks: materialize a device from one build, apply a package, compare with another.
+
+This is what the `ota_test` Bazel rule runs (and what the ota_apply tests use directly):
+
+1. make a device in a scratch directory from the *source* build: the system tree with every
+   file's bytes, mode, uid/gid and symlink, each partition (an image file, or an MTD NAND
+   simulator) holding the source image, an empty cache, the build file;
+2. apply the package with ota_apply's engine;
+3. compare the device with the *target* build: every path (kind, bytes, mode, uid/gid, link
+   target), nothing extra, every partition's image, the build file, a clean cache;
+4. rerun: it must say "already" and change nothing;
+5. with interruptions: cut the apply at every I/O operation it performs (ota.fsops.sweep: power
+   lost before each operation and half way through each tearable one), rerun, and check the same
+   end state each time; prints ``interruptions: N, recovered: N``.
+
+uid/gid need root (chown). Bazel runs tests as root in its sandbox here; elsewhere `materialize`
+refuses with a clear message rather than comparing something weaker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+
+from ota.applypatch import backends, device_config
+from ota.applypatch.mtdsim import NandSim
+from ota.applypatch.spec import Digest, Pair, load_by_spec
+from ota.apply import device as device_mod
+from ota.apply.device import BuildInfo
+from ota.apply.engine import ALREADY, apply_package
+from ota.apply.progress import Progress
+from ota.build import tree
+from ota.build.hashing import ContentInfo, of_file
+from ota.errors import OtaError
+from ota.fsops import FsOps, SweepResult, sweep
+
+MTD_ERASESIZE = 16 * 1024
+MTD_WRITESIZE = 2048
+
+
+@dataclass(frozen=True)
+class Build:
+    """One build as the check needs it: identity, tree entries with their bytes, partition images."""
+
+    info: BuildInfo
+    entries: tuple[tree.TreeEntry, ...]
+    files: dict[str, str]          # install path -> file holding its bytes
+    partitions: dict[str, str]     # partition name -> image file
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How partitions are backed on the test device: name -> "file" | "mtdsim", and their capacity."""
+
+    kinds: dict[str, str]
+    capacity: dict[str, int]
+    cache_limit: int | None = None
+    mtd_bad_blocks: tuple[int, ...] = ()
+
+
+def layout_for(source: Build, target: Build, mtd: tuple[str, ...] = (), cache_limit: int | None = None,
+               mtd_bad_blocks: tuple[int, ...] = ()) -> Layout:
+    """Partitions big enough for either image (plus one erase block, so MTD can lose a block)."""
+    names = sorted(set(source.partitions) | set(target.partitions))
+    capacity = {}
+    for name in names:
+        biggest = max(os.path.getsize(b.partitions[name]) for b in (source, target) if name in b.partitions)
+        blocks = -(-biggest // MTD_ERASESIZE) + 1 + len(mtd_bad_blocks)
+        capacity[name] = blocks * MTD_ERASESIZE
+    kinds = {name: ("mtdsim" if name in mtd else "file") for name in names}
+    return Layout(kinds, capacity, cache_limit, mtd_bad_blocks)
+
+
+def materialize(build: Build, directory: str, layout: Layout) -> str:
+    """Creates a device holding `build` in `directory`; returns its config path (device.json)."""
+    if os.geteuid() != 0 and any((e.uid, e.gid) != (os.geteuid(), os.getegid()) for e in build.entries):
+        raise OtaError(directory, "materializing a device with other owners needs root (chown); "
+                                  "run the test as root (Bazel's sandbox does)")
+    os.makedirs(directory)
+    root = os.path.join(directory, "system")
+    os.mkdir(root, 0o755)
+    for entry in sorted(build.entries, key=lambda e: e.path):
+        path = os.path.join(root, entry.path)
+        if entry.kind == tree.DIR:
+            os.mkdir(path)
+        elif entry.kind == tree.SYMLINK:
+            os.symlink(entry.target, path)
+        else:
+            shutil.copyfile(build.files[entry.path], path)
+        os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        if entry.kind != tree.SYMLINK:
+            os.chmod(path, entry.mode)
+    lines = ["cache cache" + (f" {layout.cache_limit}" if layout.cache_limit is not None else "")]
+    os.mkdir(os.path.join(directory, "cache"))
+    os.mkdir(os.path.join(directory, "partitions"))
+    for name, kind in sorted(layout.kinds.items()):
+        image = os.path.join(directory, "partitions", f"{name}.img")
+        lines.append(f"partition {name} {kind} partitions/{name}.img")
+        if kind == "mtdsim":
+            NandSim.create(image, layout.capacity[name], erasesize=MTD_ERASESIZE, writesize=MTD_WRITESIZE,
+                           bad_blocks=layout.mtd_bad_blocks)
+        else:
+            with open(image, "wb") as stream:
+                stream.truncate(layout.capacity[name])
+    with open(os.path.join(directory, "partitions.conf"), "w", encoding="utf-8") as stream:
+        stream.write("\n".join(lines) + "\n")
+    hardware = device_config.load(os.path.join(directory, "partitions.conf"))
+    for name, image in sorted(build.partitions.items()):
+        with open(image, "rb") as stream:
+            data = stream.read()
+        partition = backends.open_partition("EMMC", name, hardware, FsOps(), writable=True)
+        try:
+            partition.write_image(data)
+        finally:
+            partition.close()
+    with open(os.path.join(directory, "build.json"), "wb") as stream:
+        stream.write(build.info.to_json())
+    config = os.path.join(directory, "device.json")
+    device_mod.write_config(config, {"name": build.info.device, "system_root": "system",
+                                     "build_file": "build.json", "partitions": "partitions.conf",
+                                     "policy": {"require_signature": False}})
+    return config
+
+
+def snapshot(directory: str) -> dict[str, str]:
+    """Everything on a materialized device, one line per path (the device's "full hash" input)."""
+    state: dict[str, str] = {}
+    for base, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, directory)
+            meta = f"{stat.S_IMODE(st.st_mode):o} {st.st_uid} {st.st_gid}"
+            if stat.S_ISLNK(st.st_mode):
+                state[rel] = f"symlink {st.st_uid} {st.st_gid} -> {os.readlink(path)}"
+            elif stat.S_ISDIR(st.st_mode):
+                state[rel] = f"dir {meta}"
+            else:
+                state[rel] = f"file {meta} {of_file(path).sha256}"
+    return state
+
+
+def device_hash(directory: str) -> str:
+    """One SHA-256 over `snapshot`: equal before and after a refused update."""
+    text = "\n".join(f"{k}\t{v}" for k, v in sorted(snapshot(directory).items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def compare(config: str, target: Build) -> list[str]:
+    """What differs between the device and the target build (empty: the device is the target)."""
+    device = device_mod.load(config)
+    problems: list[str] = []
+    expected = {e.path: e for e in target.entries}
+    actual = {k.removeprefix("system/"): v for k, v in snapshot(os.path.dirname(config)).items()
+              if k.startswith("system/")}
+    for path in sorted(set(expected) | set(actual)):
+        entry = expected.get(path)
+        if entry is None:
+            problems.append(f"{path}: on the device but not in the target build")
+            continue
+        if entry.kind == tree.SYMLINK:
+            want = f"symlink {entry.uid} {entry.gid} -> {entry.target}"
+        elif entry.kind == tree.DIR:
+            want = f"dir {entry.mode:o} {entry.uid} {entry.gid}"
+        else:
+            want = f"file {entry.mode:o} {entry.uid} {entry.gid} {of_file(target.files[path]).sha256}"
+        if actual.get(path) != want:
+            problems.append(f"{path}: device has {actual.get(path) or 'nothing'}, target build has {want}")
+    for name, image in sorted(target.partitions.items()):
+        info: ContentInfo = of_file(image)
+        partition = backends.open_partition("EMMC", name, device.hardware, FsOps(), writable=False)
+        try:
+            load_by_spec(partition.read, [Pair(info.size, Digest("sha256", info.sha256))], name)
+        except OtaError:
+            problems.append(f"partition {name}: does not hold the target image")
+        finally:
+            partition.close()
+    if device.read_build() != target.info:
+        problems.append(f"build file: {device.read_build()} is not {target.info}")
+    leftovers = sorted(os.listdir(device.cache_dir))
+    if leftovers:
+        problems.append(f"cache: not empty after the update ({', '.join(leftovers)})")
+    return problems
+
+
+def apply(config: str, package: str, ops: FsOps | None = None) -> str:
+    """Runs ota_apply's engine on a materialized device; returns the result status."""
+    return apply_package(package, device_mod.load(config), ops=ops or FsOps(), progress=Progress("none")).status
+
+
+@dataclass
+class ApplyScenario:
+    """ota_apply under the power-loss harness (`ota.fsops.Scenario`)."""
+
+    source: Build
+    target: Build
+    package: str
+    directory: str
+    layout: Layout
+    runs: int = 0
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.directory, "device.json")
+
+    def prepare(self) -> None:
+        if os.path.exists(self.directory):
+            shutil.rmtree(self.directory)
+        materialize(self.source, self.directory, self.layout)
+
+    def run(self, ops: FsOps) -> None:
+        self.runs += 1
+        apply(self.config, self.package, ops)
+
+    def recover(self) -> str | None:
+        try:
+            apply(self.config, self.package)
+        except OtaError as err:
+            return str(err)
+        return None
+
+    def check(self, recover_error: str | None) -> str | None:
+        if recover_error is not None:
+            return f"rerun refused: {recover_error}"
+        problems = compare(self.config, self.target)
+        return "; ".join(problems[:3]) if problems else None
+
+
+@dataclass
+class Report:
+    """What `check_update` found; `problems` empty means it passed."""
+
+    problems: list[str] = field(default_factory=list)
+    sweep: SweepResult | None = None
+
+
+def check_update(source: Build, target: Build, package: str, scratch: str, layout: Layout, *,
+                 interrupt: bool) -> Report:
+    """Steps 1-5 of the module docstring."""
+    report = Report()
+    scenario = ApplyScenario(source, target, package, os.path.join(scratch, "device"), layout)
+    scenario.prepare()
+    try:
+        apply(scenario.config, package)
+    except OtaError as err:
+        report.problems.append(f"apply failed: {err}")
+        return report
+    report.problems += compare(scenario.config, target)
+    before = device_hash(scenario.directory)
+    status = apply(scenario.config, package)
+    if status != ALREADY or device_hash(scenario.directory) != before:
+        report.problems.append(f"rerun after success: status {status!r}, device changed: "
+                               f"{device_hash(scenario.directory) != before}")
+    if interrupt:
+        report.sweep = sweep(scenario)
+        for outcome in report.sweep.failures():
+            report.problems.append(f"cut at {outcome.point}: {outcome.problem}")
+    return report
