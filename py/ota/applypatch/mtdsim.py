@@ -107,9 +107,9 @@ class NandSim:
         blocks = range(offset // g.erasesize, (offset + length) // g.erasesize)
 
         def erase_all() -> None:
-            for block in blocks:
-                self._erase_pages(block, g.erasesize // g.writesize)
-            self._save()
+            healed = [self._erase_pages(block, g.erasesize // g.writesize) for block in blocks]
+            if any(healed):
+                self._save()
 
         def erase_half() -> None:
             # The cut comes in the middle block: earlier blocks erased, that one half erased and
@@ -176,11 +176,14 @@ class NandSim:
         cleared = int.from_bytes(old, "big") & int.from_bytes(chunk, "big")
         os.pwrite(self._fd, cleared.to_bytes(len(chunk), "big"), where)
 
-    def _erase_pages(self, block: int, count: int) -> None:
+    def _erase_pages(self, block: int, count: int) -> bool:
+        """Erases the block's first `count` pages; says whether any of them had been torn."""
         g = self.geometry
         first = block * (g.erasesize // g.writesize)
         os.pwrite(self._fd, b"\xff" * (count * g.writesize), block * g.erasesize)
-        self.geometry.torn_pages.difference_update(range(first, first + count))
+        healed = not g.torn_pages.isdisjoint(range(first, first + count))
+        g.torn_pages.difference_update(range(first, first + count))
+        return healed
 
     def _save(self) -> None:
         sidecar = self.path + SIDECAR_SUFFIX

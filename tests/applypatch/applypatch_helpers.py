@@ -1,0 +1,40 @@
+"""Helpers for the applypatch tests: a small BSDIFF40 update and a CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Small:
+    """A 300 KB source, its target and the BSDIFF40 patch, with hex SHA-1s."""
+
+    source: bytes
+    target: bytes
+    patch: bytes
+
+    @property
+    def src_sha(self) -> str:
+        return hashlib.sha1(self.source).hexdigest()
+
+    @property
+    def tgt_sha(self) -> str:
+        return hashlib.sha1(self.target).hexdigest()
+
+    def spec(self, kind: str = "EMMC", name: str = "boot") -> str:
+        return f"{kind}:{name}:{len(self.source)}:{self.src_sha}:{len(self.target)}:{self.tgt_sha}"
+
+
+def sha1_of(path: str) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.sha1(stream.read()).hexdigest()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Runs the applypatch CLI in a child process (PYTHONPATH is inherited)."""
+    return subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True,
+                          env=None if env is None else {**os.environ, **env}, cwd=cwd)

@@ -1,0 +1,22 @@
+"""Shared fixtures: a real boot-image update and a small BSDIFF40 update (each built once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from applypatch_helpers import Small
+from ota import bsdiff
+from ota.applypatch.scenarios import BootUpdate
+
+
+@pytest.fixture(scope="session")
+def boot_update() -> BootUpdate:
+    """Two >4 MB Android boot images and their IMGDIFF2 patch (built once: ~2 s)."""
+    return BootUpdate.make()
+
+
+@pytest.fixture(scope="session")
+def small() -> Small:
+    source = bytes(range(256)) * 1200
+    target = source[:5000] + b"new bytes in the middle" * 40 + source[5000:250_000]
+    return Small(source, target, bsdiff.diff(source, target))

@@ -1,0 +1,117 @@
+"""Partition backends: file image, block device (a real loop device), MTD (the NAND simulator)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ota.applypatch.backends import BLKFLSBUF, MtdPartition, SeekablePartition, open_partition
+from ota.applypatch.device_config import DeviceConfig, PartitionEntry, parse
+from ota.applypatch.mtdsim import NandSim
+from ota.applypatch.scenarios import loop_device, loop_unavailable
+from ota.errors import OtaError
+from ota.fsops import FaultPoint, FsOps
+
+IMAGE = bytes(range(251)) * 1000  # 251000 bytes: not a multiple of any piece or page
+
+
+def image_file(tmp_path, size=1 << 20) -> str:
+    path = str(tmp_path / "part.img")
+    with open(path, "wb") as stream:
+        stream.write(b"\xaa" * size)
+    return path
+
+
+def test_file_partition_writes_in_pieces_and_verifies(tmp_path):
+    ops = FsOps()
+    part = SeekablePartition("EMMC:boot", image_file(tmp_path), ops, block=False, writable=True, piece=65536)
+    part.write_image(IMAGE)
+    assert part.read(0, len(IMAGE)) == IMAGE and part.read(len(IMAGE), 4) == b"\xaa" * 4
+    assert [r.kind for r in ops.log] == ["write", "fsync"] * 4
+    part.close()
+
+
+def test_dropped_write_is_found_by_read_back_and_rewritten_from_the_first_mismatch(tmp_path):
+    ops = FsOps(FaultPoint("lie", 3))  # the second piece is only half written
+    part = SeekablePartition("EMMC:boot", image_file(tmp_path), ops, block=False, writable=True, piece=65536)
+    part.write_image(IMAGE)
+    assert part.read(0, len(IMAGE)) == IMAGE
+    rewrites = [r.target for r in ops.log if r.kind == "write"][4:]
+    assert rewrites[0] == f"EMMC:boot@{65536 + 32768}+32768"  # resumes at the first bad byte
+    part.close()
+
+
+def test_partition_smaller_than_target(tmp_path):
+    part = SeekablePartition("EMMC:boot", image_file(tmp_path, 1000), FsOps(), block=False, writable=True)
+    with pytest.raises(OtaError, match=r"^EMMC:boot: partition \(1000 bytes\) is smaller than the target \(251000 bytes\)$"):
+        part.write_image(IMAGE)
+    part.close()
+
+
+def test_mtd_partition_skips_bad_blocks_and_erases_the_rest(tmp_path):
+    erase, page = 65536, 2048
+    path = str(tmp_path / "nand.img")
+    NandSim.create(path, 16 * erase, erasesize=erase, writesize=page, bad_blocks=(1, 5))
+    raw = bytearray(open(path, "rb").read())
+    raw[12 * erase:13 * erase] = b"\x00" * erase  # a stale older image's tail (a real chip had it programmed)
+    open(path, "wb").write(raw)
+    ops = FsOps()
+    part = MtdPartition("MTD:boot", NandSim(path, ops))
+    assert part.capacity() == 14 * erase
+    part.write_image(IMAGE)
+    assert part.read(0, len(IMAGE)) == IMAGE
+    flash = open(path, "rb").read()
+    assert flash[:erase] == IMAGE[:erase]
+    assert flash[erase:2 * erase] == b"\xff" * erase            # bad block 1 untouched
+    assert flash[2 * erase:3 * erase] == IMAGE[erase:2 * erase]   # block 2 holds the 2nd logical block
+    assert flash[12 * erase:13 * erase] == b"\xff" * erase       # the rest was erased
+    kinds = [r.kind for r in ops.log]
+    assert kinds.count("erase") == 14 and kinds.count("write") == 4
+    part.close()
+
+
+def test_mtd_torn_program_detected_by_read_back_and_retried(tmp_path):
+    path = str(tmp_path / "nand.img")
+    NandSim.create(path, 8 * 65536, erasesize=65536, writesize=2048)
+    ops = FsOps(FaultPoint("lie", 2))  # first block's program silently torn
+    part = MtdPartition("MTD:boot", NandSim(path, ops))
+    part.write_image(IMAGE)
+    assert part.read(0, len(IMAGE)) == IMAGE
+    assert [r.kind for r in ops.log[:4]] == ["erase", "write", "erase", "write"]
+    part.close()
+
+
+def test_open_partition_errors(tmp_path):
+    config = parse(f"partition boot file {tmp_path}/missing.img\npartition dir file {tmp_path}\n", "dev.cfg")
+    with pytest.raises(OtaError, match=r"^EMMC:boot: cannot open .*missing.img: No such file or directory$"):
+        open_partition("EMMC", "boot", config, FsOps(), writable=False)
+    with pytest.raises(OtaError, match=r"^EMMC:dir: cannot open .*: Is a directory$"):
+        open_partition("EMMC", "dir", config, FsOps(), writable=True)
+    with pytest.raises(OtaError, match=r"^MTD:nope: unknown partition name"):
+        open_partition("MTD", "nope", config, FsOps(), writable=False)
+    with pytest.raises(OtaError, match=r"^EMMC:/no/such: unknown partition"):
+        open_partition("EMMC", "/no/such", config, FsOps(), writable=False)
+
+
+def test_device_config_errors_name_the_line():
+    with pytest.raises(OtaError, match=r"^dev.cfg:2: kind 'nor' is not one of file, block, mtd, mtdsim$"):
+        parse("# comment\npartition boot nor /dev/x\n", "dev.cfg")
+    with pytest.raises(OtaError, match=r"^dev.cfg:1: cache limit 'lots'"):
+        parse("cache /cache lots", "dev.cfg")
+    config = parse("partition boot file b.img  # trailing comment\ncache c 1000\n", "dev.cfg", "/dev-root")
+    assert config == DeviceConfig({"boot": PartitionEntry("boot", "file", "/dev-root/b.img")}, "/dev-root/c", 1000)
+
+
+@pytest.mark.skipif(loop_unavailable() is not None, reason=f"loop device: {loop_unavailable()}")
+def test_block_device_backend_on_a_real_loop_device(tmp_path):
+    backing = image_file(tmp_path)
+    with loop_device(backing) as device:
+        ops = FsOps()
+        part = open_partition("EMMC", device, DeviceConfig(), ops, writable=True, piece=131072)
+        assert isinstance(part, SeekablePartition) and part.capacity() == 1 << 20
+        part.write_image(IMAGE)
+        part.close()
+        assert [r.kind for r in ops.log][-1] == "ioctl" and f"{BLKFLSBUF:#x}" in ops.log[-1].target
+    with open(backing, "rb") as stream:
+        assert stream.read(len(IMAGE)) == IMAGE

@@ -1,0 +1,84 @@
+"""The I/O layer's fault injector: counting, crash modes, listing crash points, the env-var path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ota.fsops import (CRASH_EXIT_CODE, FaultPoint, FsOps, PowerLoss, read_fault_log)
+
+
+def write_file(ops: FsOps, path: str, data: bytes) -> None:
+    fd = ops.create(path)
+    try:
+        ops.write_pieces(fd, data, path, 4)
+        ops.fsync(fd, path)
+    finally:
+        os.close(fd)
+    ops.rename(path, path + ".done")
+    ops.fsync_dir(os.path.dirname(path))
+
+
+def test_clean_run_counts_and_lists_crash_points(tmp_path):
+    ops = FsOps()
+    write_file(ops, str(tmp_path / "f"), b"0123456789")
+    assert [r.kind for r in ops.log] == ["create", "write", "write", "write", "fsync", "rename", "fsync_dir"]
+    assert [r.tearable for r in ops.log] == [False, True, True, True, False, False, False]
+    points = [str(p) for p in ops.crash_points()]
+    assert points == ["before:1", "before:2", "tear:2", "before:3", "tear:3", "before:4", "tear:4",
+                      "before:5", "before:6", "before:7", "after:7"]
+    assert (tmp_path / "f.done").read_bytes() == b"0123456789"
+
+
+@pytest.mark.parametrize("point, expected", [
+    ("before:3", b"0123"),      # second piece never written
+    ("tear:3", b"012345"),      # half of the second piece
+    ("after:3", b"01234567"),   # second piece written, then the cut
+])
+def test_cut_leaves_exactly_what_was_done(tmp_path, point, expected):
+    ops = FsOps(FaultPoint.parse(point))
+    with pytest.raises(PowerLoss):
+        write_file(ops, str(tmp_path / "f"), b"0123456789")
+    assert (tmp_path / "f").read_bytes() == expected
+    with pytest.raises(PowerLoss):  # nothing may reach the disk after the cut
+        ops.unlink(str(tmp_path / "f"))
+    assert (tmp_path / "f").exists()
+
+
+def test_lie_and_errno_modes(tmp_path):
+    ops = FsOps(FaultPoint("lie", 2))
+    write_file(ops, str(tmp_path / "f"), b"0123456789")
+    assert (tmp_path / "f.done").read_bytes() == b"01\0\x004567" + b"89"
+    with pytest.raises(OSError) as info:
+        write_file(FsOps(FaultPoint("enospc", 3)), str(tmp_path / "g"), b"0123456789")
+    assert info.value.errno == 28
+
+
+def test_fault_point_parse_rejects_garbage():
+    for text in ("before", "before:0", "smash:3", "tear:x"):
+        with pytest.raises(ValueError, match="is not <mode>:<N>"):
+            FaultPoint.parse(text)
+
+
+CHILD = """
+import os, sys
+from ota.fsops import FsOps
+ops = FsOps.from_env()
+fd = ops.create(sys.argv[1])
+ops.write_pieces(fd, b"abcdefgh", sys.argv[1], 2)
+ops.fsync(fd, sys.argv[1])
+print("finished")
+"""
+
+
+def test_env_var_crashes_a_child_with_os_exit_and_logs_ops(tmp_path):
+    log = tmp_path / "ops.log"
+    env = {**os.environ, "OTA_FAULT": "after:3", "OTA_FAULT_LOG": str(log)}
+    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "f")], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == CRASH_EXIT_CODE and "finished" not in result.stdout
+    assert (tmp_path / "f").read_bytes() == b"abcd"
+    assert [(r.index, r.kind) for r in read_fault_log(str(log))] == [(1, "create"), (2, "write"), (3, "write")]
