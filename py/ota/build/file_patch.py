@@ -99,7 +99,7 @@ def make_patch(source: bytes | None, target: bytes, path: str, method: str = "au
     from ota.patch import apply_patch
 
     try:
-        applied = apply_patch(source, patch, where=path, limit=len(target))
+        applied = apply_patch(source, patch, where=path)
     except Exception as err:  # noqa: BLE001 - same rule: never ship an unverified patch
         return PatchResult(WHOLE, target, whole_warning(path, chosen, f"its patch does not apply: {_describe(err)}"))
     if applied != target:
