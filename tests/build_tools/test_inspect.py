@@ -29,7 +29,7 @@ def _package(path: Path) -> pb.OtaManifest:
 
 def test_report(tmp_path: Path) -> None:
     manifest = _package(tmp_path / "p.zip")
-    out = run_ok("ota.cli.inspect", "--top", "2", "p.zip", cwd=tmp_path).stdout
+    out = run_ok("ota.cli.ota_inspect", "--top", "2", "p.zip", cwd=tmp_path).stdout
     assert out == "\n".join([
         "# manifest.pb", text_format.MessageToString(manifest).rstrip(), "",
         "# payload by operation and method",
@@ -47,6 +47,6 @@ def test_report(tmp_path: Path) -> None:
 
 def test_bad_package_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "p.zip").write_bytes(b"PK\x03\x04 nonsense")
-    proc = run_tool("ota.cli.inspect", "p.zip", cwd=tmp_path)
+    proc = run_tool("ota.cli.ota_inspect", "p.zip", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (1, "ota_inspect: error: p.zip: not a readable zip file (File is not a zip file)\n")
-    assert run_tool("ota.cli.inspect", cwd=tmp_path).returncode == 2
+    assert run_tool("ota.cli.ota_inspect", cwd=tmp_path).returncode == 2
