@@ -107,7 +107,7 @@ def _ota_package_impl(ctx):
     _check_methods(ctx, target_files)
     prefix = ctx.label.name + ".patches"
 
-    file_patches, whole_files, inputs = [], [], []
+    file_patches, whole_files, inputs, infos = [], [], [], []
     patched, whole, unchanged = [], [], []
     for path in sorted(target_files.keys()):
         tf = target_files[path]
@@ -131,6 +131,7 @@ def _ota_package_impl(ctx):
             )
             file_patches.append({"data": data.path, "info": info.path, "path": path})
             patched.append(path)
+            infos.append(info)
             inputs += [data, info]
 
     partitions = []
@@ -150,6 +151,7 @@ def _ota_package_impl(ctx):
             prefix + "/partitions",
         )
         partitions.append({"data": data.path, "info": info.path, "name": name})
+        infos.append(info)
         inputs += [data, info]
 
     params = ctx.actions.declare_file(ctx.label.name + ".params.json")
@@ -182,6 +184,7 @@ def _ota_package_impl(ctx):
     )
     return [
         DefaultInfo(files = depset([out])),
+        OutputGroupInfo(patch_infos = depset(infos)),
         OtaPackageInfo(
             package = out,
             type = "INCREMENTAL" if source else "FULL",
@@ -198,7 +201,10 @@ ota_package = rule(
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
 paths that are the same File; one OtaBootPatch for the boot image (imgdiff), one
-OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip.""",
+OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip.
+
+Output group `patch_infos`: the info JSON of every patch action (method chosen, sizes, hashes,
+warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_infos`.""",
     attrs = {
         "target": attr.label(
             mandatory = True,

@@ -1,0 +1,51 @@
+"""Analysis-failure tests: one deliberately broken target (tagged manual) per bad attribute, and
+a test that its analysis fails with the expected message."""
+
+load("//rules:defs.bzl", "boot_image", "ota_build", "ota_package", "ramdisk", "system_image")
+load(":analysis.bzl", "analysis_failure_test")
+
+# name -> (expected error substring, rule, attributes of the broken target)
+_BROKEN = {
+    "conflict": ("install path 'etc/x' has two sources: tests/rules/testdata/new.txt (from files: //tests/rules:testdata/new.txt) and tests/rules/testdata/same.txt (from files: //tests/rules:testdata/same.txt)", "system_image", {"files": {"testdata/new.txt": "etc/x", "testdata/same.txt": "/etc/x"}}),
+    "symlink_conflict": ("install path 'bin/sh' has two sources", "system_image", {"files": {"testdata/new.txt": "bin/sh"}, "symlinks": {"bin/sh": "toybox"}}),
+    "below_file": ("'etc/x/y' (dirs entry 'etc/x/y') is below 'etc/x', which is a file", "system_image", {"dirs": ["etc/x/y"], "files": {"testdata/new.txt": "etc/x"}}),
+    "dotdot": ("bad install path 'etc/../x'", "system_image", {"files": {"testdata/new.txt": "etc/../x"}}),
+    "unmatched_mode": ("modes: key 'etc/nope' matches no entry of the tree", "system_image", {"files": {"testdata/new.txt": "etc/x"}, "modes": {"etc/nope": "0600"}}),
+    "bad_mode": ("modes[etc/x]: '0998' is not an octal mode", "system_image", {"files": {"testdata/new.txt": "etc/x"}, "modes": {"etc/x": "0998"}}),
+    "bad_owner": ("owners[etc/x]: 'root:0' is not \"uid:gid\"", "ramdisk", {"files": {"testdata/new.txt": "etc/x"}, "owners": {"etc/x": "root:0"}}),
+    "header_version": ("header_version = 5: supported versions are 0 to 4", "boot_image", {"header_version": 5, "kernel": "testdata/kernel.txt"}),
+    "dtb_v0": ("dtb needs header_version 2, not 0", "boot_image", {"dtb": "testdata/odm.img", "kernel": "testdata/kernel.txt"}),
+    "src_and_kernel": ("src (a prebuilt image) excludes kernel", "boot_image", {"kernel": "testdata/kernel.txt", "src": "testdata/odm.img"}),
+    "no_kernel": ("set either src (a prebuilt image) or kernel", "boot_image", {}),
+    "v3_page_size": ("page_size = 2048: header v3 always uses 4096", "boot_image", {"header_version": 3, "kernel": "testdata/kernel.txt", "page_size": 2048}),
+    "v3_base": ("base: not stored in a v3 header", "boot_image", {"base": "0x80000000", "header_version": 3, "kernel": "testdata/kernel.txt"}),
+    "bad_base": ("base = '80000000': expected a 32-bit hex number", "boot_image", {"base": "80000000", "kernel": "testdata/kernel.txt"}),
+    "threshold": ("patch_threshold = '1.5': expected a decimal number in (0, 1]", "ota_package", {"patch_threshold": "1.5", "target": ":tgt_build"}),
+    "method": ("patch_methods[.gz] = 'xdelta': expected one of", "ota_package", {"patch_methods": {".gz": "xdelta"}, "target": ":tgt_build"}),
+    "older_target": ("target timestamp 1000 is older than source timestamp 2000; set downgrade = True", "ota_package", {"source": ":tgt_build", "target": ":src_build"}),
+    "full_downgrade": ("downgrade applies to incremental packages only", "ota_package", {"downgrade": True, "target": ":tgt_build"}),
+    "boot_partition": ("partitions: 'boot' is not allowed", "ota_build", {"boot": ":tgt_boot", "device": "d", "fingerprint": "f", "partitions": {"testdata/odm.img": "boot"}, "system": ":tgt_system", "timestamp": 1}),
+}
+
+_RULES = {
+    "boot_image": boot_image,
+    "ota_build": ota_build,
+    "ota_package": ota_package,
+    "ramdisk": ramdisk,
+    "system_image": system_image,
+}
+
+def error_tests():
+    """Declares broken_<name> (manual) and error_<name>_test for every row of _BROKEN."""
+    for name, (message, kind, attrs) in _BROKEN.items():
+        _RULES[kind](
+            name = "broken_" + name,
+            tags = ["manual"],
+            **attrs
+        )
+        analysis_failure_test(
+            name = "error_%s_test" % name,
+            size = "small",
+        message = message,
+            target = ":broken_" + name,
+        )
