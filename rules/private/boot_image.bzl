@@ -77,7 +77,7 @@ def _boot_image_impl(ctx):
     _check(ctx)
     if ctx.file.src:
         return [
-            DefaultInfo(files = depset([ctx.file.src])),
+            DefaultInfo(files = depset([ctx.file.src]), runfiles = ctx.runfiles([ctx.file.src])),
             BootImageInfo(image = ctx.file.src, header_version = -1, prebuilt = True, normalized = False),
         ]
     out = ctx.actions.declare_file(ctx.label.name + ".img")
@@ -115,7 +115,7 @@ def _boot_image_impl(ctx):
         progress_message = "Building boot image %s (header v%d)" % (ctx.label, version),
     )
     return [
-        DefaultInfo(files = depset([out])),
+        DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
         BootImageInfo(
             image = out,
             header_version = version,

@@ -33,8 +33,9 @@ def _ota_build_impl(ctx):
         "timestamp": ctx.attr.timestamp,
     }) + "\n")
     system = ctx.attr.system[SystemImageInfo]
+    outputs = [build_json, system.manifest] + [partitions[n] for n in sorted(partitions)]
     return [
-        DefaultInfo(files = depset([build_json, system.manifest] + [partitions[n] for n in sorted(partitions)])),
+        DefaultInfo(files = depset(outputs), runfiles = ctx.runfiles(outputs)),
         OtaBuildInfo(
             device = ctx.attr.device,
             fingerprint = ctx.attr.fingerprint,

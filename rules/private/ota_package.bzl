@@ -183,7 +183,7 @@ def _ota_package_impl(ctx):
         ),
     )
     return [
-        DefaultInfo(files = depset([out])),
+        DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
         OutputGroupInfo(patch_infos = depset(infos)),
         OtaPackageInfo(
             package = out,

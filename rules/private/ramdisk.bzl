@@ -16,7 +16,7 @@ def _ramdisk_impl(ctx):
         mnemonic = "OtaRamdisk",
         progress_message = "Packing ramdisk %s (%d entries)" % (ctx.label, len(tree.entries)),
     )
-    return [DefaultInfo(files = depset([out])), tree]
+    return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])), tree]
 
 ramdisk = rule(
     implementation = _ramdisk_impl,

@@ -31,7 +31,7 @@ def _ota_build_archive_impl(ctx):
             len(images),
         ),
     )
-    return [DefaultInfo(files = depset([out]))]
+    return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out]))]
 
 ota_build_archive = rule(
     implementation = _ota_build_archive_impl,

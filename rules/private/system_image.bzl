@@ -18,7 +18,10 @@ def _system_image_impl(ctx):
         progress_message = "Hashing %d system files of %s" % (len(tree.files), ctx.label),
     )
     return [
-        DefaultInfo(files = depset([manifest, tree.tree_json])),
+        DefaultInfo(
+            files = depset([manifest, tree.tree_json]),
+            runfiles = ctx.runfiles([manifest, tree.tree_json]),
+        ),
         tree,
         SystemImageInfo(tree = tree, manifest = manifest),
     ]

@@ -1,0 +1,122 @@
+"""The fixture packages (tests/rules/BUILD) built by Bazel: per-path decisions end to end.
+
+The analysis tests prove which actions exist; this proves what they produced: exact zip entries,
+manifest operations, and the diff-failure fallback (WHOLE + a warning in the patch info) for a
+system file and for the boot image.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pathlib
+
+import pytest
+
+from ota.package_reader import open_package
+from ota.patch import apply_patch
+from ota.proto import ota_manifest_pb2 as pb
+
+REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
+HERE = REPO / "tests/rules"
+Op = pb.FileOperation
+
+
+def _ops(manifest: pb.OtaManifest) -> dict[str, pb.FileOperation]:
+    return {f.path: f for f in manifest.files}
+
+
+def _info(path: str) -> dict:
+    return json.loads((HERE / "fixture_incremental.patches" / path).with_suffix(
+        pathlib.Path(path).suffix + ".json").read_text())
+
+
+@pytest.fixture(scope="module")
+def incremental():
+    with open_package(str(HERE / "fixture_incremental.zip")) as pkg:
+        pkg.verify_all()
+        yield pkg
+
+
+def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
+    assert sorted(incremental.payload) == [
+        "boot.img",  # imgdiff failed: whole image
+        "patch/system/bin/tool.p",
+        "patch/vendor.img.p",
+        "system/etc/data.gz",  # imgdiff failed: whole file
+        "system/etc/new.txt",
+    ]
+
+
+def test_incremental_operations_per_path(incremental) -> None:
+    ops = _ops(incremental.manifest)
+    got = {path: (Op.Op.Name(op.op), pb.PatchMethod.Name(op.method)) for path, op in ops.items()}
+    assert got == {
+        "bin": ("MKDIR", "PATCH_METHOD_UNSPECIFIED"),
+        "bin/sh": ("SYMLINK", "PATCH_METHOD_UNSPECIFIED"),
+        "bin/tool": ("PATCH", "BSDIFF"),
+        "etc": ("MKDIR", "PATCH_METHOD_UNSPECIFIED"),
+        "etc/data.gz": ("WRITE", "WHOLE"),
+        "etc/new.txt": ("WRITE", "WHOLE"),
+        "etc/old.txt": ("DELETE", "PATCH_METHOD_UNSPECIFIED"),
+        "etc/same.txt": ("KEEP", "PATCH_METHOD_UNSPECIFIED"),  # same File: no action at all
+        "etc/twin.txt": ("KEEP", "PATCH_METHOD_UNSPECIFIED"),  # other File, same bytes: UNCHANGED
+    }
+    assert (ops["bin/tool"].mode, ops["bin/tool"].uid, ops["bin/tool"].gid) == (0o755, 0, 2000)
+    assert ops["bin/sh"].symlink_target == "tool"
+
+
+def test_bsdiff_patch_turns_source_into_target(incremental) -> None:
+    source = (HERE / "testdata/tool.v1").read_bytes()
+    target = (HERE / "testdata/tool.v2").read_bytes()
+    assert apply_patch(source, incremental.read("patch/system/bin/tool.p")) == target
+
+
+def test_same_bytes_in_another_file_reports_unchanged() -> None:
+    info = _info("system/etc/twin.txt")
+    assert (info["method"], info["data_size"], info["warning"]) == ("UNCHANGED", 0, "")
+
+
+def test_system_file_diff_failure_ships_whole_file_with_warning(incremental) -> None:
+    info = _info("system/etc/data.gz")
+    assert info["method"] == "WHOLE"
+    assert info["warning"].startswith("WARNING: etc/data.gz: IMGDIFF failed (")
+    assert info["warning"].endswith("); shipping the whole file")
+    shipped = incremental.read("system/etc/data.gz")
+    assert shipped == (HERE / "data.gz").read_bytes()
+    assert gzip.decompress(shipped) == (HERE / "testdata/data.txt").read_bytes()
+
+
+def test_boot_image_diff_failure_ships_whole_image_with_warning(incremental) -> None:
+    info = _info("partitions/boot.img")
+    assert info["method"] == "WHOLE"
+    assert info["warning"].startswith("WARNING: boot.img: IMGDIFF failed (")
+    assert "chunk structure" in info["warning"]
+    boot = {p.name: p for p in incremental.manifest.partitions}["boot"]
+    assert boot.method == pb.WHOLE and boot.entry == "boot.img"
+    assert incremental.read("boot.img") == (HERE / "tgt_boot.img").read_bytes()
+
+
+def test_unchanged_partition_is_left_out_and_changed_one_is_patched(incremental) -> None:
+    parts = {p.name: p for p in incremental.manifest.partitions}
+    assert sorted(parts) == ["boot", "vendor"]  # odm is the same File in both builds
+    source = (HERE / "testdata/vendor.v1.img").read_bytes()
+    target = (HERE / "testdata/vendor.v2.img").read_bytes()
+    assert apply_patch(source, incremental.read(parts["vendor"].entry)) == target
+
+
+def test_full_package_ships_everything_whole() -> None:
+    with open_package(str(HERE / "fixture_full.zip")) as pkg:
+        pkg.verify_all()
+        assert pkg.manifest.type == pb.OtaManifest.FULL
+        assert sorted(pkg.payload) == [
+            "boot.img",
+            "odm.img",
+            "system/bin/tool",
+            "system/etc/data.gz",
+            "system/etc/new.txt",
+            "system/etc/same.txt",
+            "system/etc/twin.txt",
+            "vendor.img",
+        ]
+        assert pkg.read("system/etc/twin.txt") == (HERE / "testdata/twin.txt").read_bytes()
