@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Small:
-    """A 300 KB source, its target and the BSDIFF40 patch, with hex SHA-1s."""
+    """A 300 KB pseudo-random source, its target and the BSDIFF40 patch, with hex SHA-1s."""
 
     source: bytes
     target: bytes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from applypatch_helpers import Small
@@ -17,6 +19,6 @@ def boot_update() -> BootUpdate:
 
 @pytest.fixture(scope="session")
 def small() -> Small:
-    source = bytes(range(256)) * 1200
-    target = source[:5000] + b"new bytes in the middle" * 40 + source[5000:250_000]
+    source = random.Random(7).randbytes(307_200)
+    target = source[:5000] + b"new bytes in the middle" * 40 + source[5000:]  # longer than the source
     return Small(source, target, bsdiff.diff(source, target))
