@@ -56,3 +56,16 @@ def test_cli_exit_codes(tmp_path):
     usage = subprocess.run([sys.executable, str(script), "--no_such_flag"], capture_output=True, text=True)
     assert usage.returncode == 2
     assert "no_such_flag" in usage.stderr
+
+
+def test_help_exits_zero_and_describes_flags(tmp_path):
+    script = tmp_path / "tool.py"
+    script.write_text(textwrap.dedent("""
+        from absl import flags
+        from ota.cli import runner
+        flags.DEFINE_string("mode", "ok", "what to do")
+        runner.run_absl("tool", lambda argv: 0)
+    """))
+    shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0
+    assert "--mode: what to do" in shown.stdout

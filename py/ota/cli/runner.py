@@ -42,6 +42,14 @@ def _parse_flags_or_exit_2(argv: list[str]) -> list[str]:
     except flags.Error as err:
         print(f"{argv[0]}: usage: {err}\nTry --help.", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except SystemExit as exit_:
+        # absl's --help flag prints the usage and exits 1; asking for help is not a failure.
+        if _HELP_FLAGS.intersection(argv[1:]):
+            sys.exit(EXIT_OK)
+        raise
+
+
+_HELP_FLAGS = frozenset({"-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml"})
 
 
 def run_absl(tool: str, main: Callable[[Sequence[str]], int | None]) -> None:
