@@ -188,7 +188,7 @@ def split_cmdline(cmdline: bytes) -> tuple[bytes, bytes]:
     NUL-terminated as bootloaders read them as C strings."""
     first = CMDLINE_SIZE - 1
     if len(cmdline) > first + EXTRA_CMDLINE_SIZE - 1:
-        raise OtaError("cmdline", f"{len(cmdline)} bytes exceed the {first + EXTRA_CMDLINE_SIZE - 1} a v0-v2 header holds")
+        raise OtaError("cmdline", f"{len(cmdline)} bytes exceed the {first + EXTRA_CMDLINE_SIZE - 1} bytes a v0-v2 header holds")
     return cmdline[:first], cmdline[first:]
 
 

@@ -40,3 +40,12 @@ def sample_image(version: int, *, page_size: int | None = None, optional: bool =
         fields.update(bootimg.addresses(version, has_ramdisk="ramdisk" in parts, has_second="second" in parts))
         fields.update(page_size=page_size or bootimg.DEFAULT_PAGE_SIZE, board=b"otaboard", extra_cmdline=b"quiet")
     return bootimg.BootImage(header_version=version, **parts, **fields)
+
+
+def mutate(base: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
+    """`base` cut to `cut` bytes with (offset, byte value) edits applied: the fuzzers' input."""
+    data = bytearray(base[:cut])
+    for offset, value in edits:
+        if offset < len(data):
+            data[offset] = value
+    return bytes(data)

@@ -8,7 +8,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bootimg_helpers import blob, run_bootimg, sample_image
+from bootimg_helpers import blob, mutate, run_bootimg, sample_image
 from ota import bootimg
 from ota.errors import OtaError
 
@@ -211,12 +211,9 @@ def test_cli_reports_bad_header_in_one_line(tmp_path, name: str) -> None:
     cut=st.integers(0, 40000),
 )
 def test_parse_of_mutated_headers_only_raises_ota_error(base: bytes, edits: list[tuple[int, int]], cut: int) -> None:
-    data = bytearray(base[:cut])
-    for offset, value in edits:
-        if offset < len(data):
-            data[offset] = value
+    data = mutate(base, edits, cut)
     try:
-        parsed = bootimg.parse(bytes(data), "fuzz.img")
+        parsed = bootimg.parse(data, "fuzz.img")
     except OtaError:
         return
     for section in parsed.sections:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from bootimg_helpers import mutate
 from ota import cpio
 from ota.cpio import Entry, Kind
 from ota.errors import OtaError
@@ -193,12 +194,9 @@ def test_reader_rejects_malformed_archives(data: bytes, message: str) -> None:
 @given(edits=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=6),
        cut=st.integers(0, len(GOOD)))  # fmt: skip
 def test_reader_only_raises_ota_error(edits: list[tuple[int, int]], cut: int) -> None:
-    data = bytearray(GOOD[:cut])
-    for offset, value in edits:
-        if offset < len(data):
-            data[offset] = value
+    data = mutate(GOOD, edits, cut)
     try:
-        entries = cpio.read(bytes(data), "fuzz.cpio")
+        entries = cpio.read(data, "fuzz.cpio")
     except OtaError:
         return
     assert sum(len(e.data) for e in entries) <= len(data)

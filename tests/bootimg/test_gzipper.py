@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bootimg_helpers import blob, run_bootimg
+from bootimg_helpers import blob, mutate, run_bootimg
 from ota import bootimg, cpio, deflate, gzipper
 from ota.errors import OtaError
 
@@ -159,12 +159,9 @@ def test_streams_spanning_many_reads_keep_exact_boundaries() -> None:
 @settings(max_examples=300, deadline=None)
 @given(edits=st.lists(st.tuples(st.integers(0, 299), st.integers(0, 255)), max_size=6), cut=st.integers(0, 300))
 def test_normalize_only_raises_ota_error(edits: list[tuple[int, int]], cut: int) -> None:
-    data = bytearray(SMALL[:cut])
-    for offset, value in edits:
-        if offset < len(data):
-            data[offset] = value
+    data = mutate(SMALL, edits, cut)
     try:
-        out, _ = gzipper.normalize(bytes(data), "fuzz.gz", limit=1 << 16)
+        out, _ = gzipper.normalize(data, "fuzz.gz", limit=1 << 16)
     except OtaError:
         return
     assert len(out) < 1 << 17
