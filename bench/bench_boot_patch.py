@@ -134,11 +134,11 @@ def make_ramdisk(rng: random.Random, isa: Isa, files: int) -> dict[str, bytes]:
         kind = rng.random()
         where = rng.choice(dirs)
         if kind < 0.6:
-            tree[f"{where}/conf{number}.rc"] = _text_file(rng, words, rng.randint(200, 8000))
+            tree[f"{where}/conf{number}.rc"] = _text_file(rng, words, rng.randint(200, 6000))
         elif kind < 0.9:
-            tree[f"{where}/lib{number}.so"] = b"\x7fELF" + _code(rng, isa, rng.randint(5000, 40000))
+            tree[f"{where}/lib{number}.so"] = b"\x7fELF" + _code(rng, isa, rng.randint(2000, 12000))
         else:
-            tree[f"{where}/blob{number}.bin"] = rng.randbytes(rng.randint(5000, 30000))
+            tree[f"{where}/blob{number}.bin"] = rng.randbytes(rng.randint(2000, 10000))
     return tree
 
 
