@@ -40,7 +40,8 @@ for _name in _SECTION_FLAGS:
 for _name, _default in _OFFSET_FLAGS.items():
     flags.DEFINE_integer(_name, _default, f"build (v0-v2): {_name.replace('_', ' ')} (0x... accepted)")
 flags.DEFINE_string("cmdline", "", "build: kernel command line (v0-v2 spill past 511 bytes into extra_cmdline)")
-flags.DEFINE_integer("header_version", 0, "build: boot image header version, 0 to 4", lower_bound=0)
+flags.DEFINE_integer("header_version", 0, "build: boot image header version, 0 to 4", lower_bound=0,
+                     upper_bound=bootimg.MAX_VERSION)
 flags.DEFINE_enum("pagesize", "2048", [str(p) for p in bootimg.PAGE_SIZES], "build (v0-v2): page size")
 flags.DEFINE_string("os_version", "", "build: OS version A.B.C")
 flags.DEFINE_string("os_patch_level", "", "build: security patch level YYYY-MM")
