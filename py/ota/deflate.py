@@ -171,27 +171,34 @@ def find_gzip_members(data: bytes, limit: int) -> list[GzipMember]:
 
 # --- reproducing a stream ----------------------------------------------------------------------
 
-# AOSP tries level 6 then 9 at memLevel 8. Those stay first; then every other zlib setting, so
-# streams written by other tools that use zlib (level 1 "fast", memLevel 9) are found too.
-AOSP_PARAMS: tuple[tuple[int, int], ...] = ((6, 8), (9, 8))
-OTHER_PARAMS: tuple[tuple[int, int], ...] = tuple(
-    (level, mem) for mem in (8, 9, 7, 6, 5, 4, 3, 2, 1) for level in range(1, 10) if (level, mem) not in AOSP_PARAMS)
-SEARCH_ORDER = AOSP_PARAMS + OTHER_PARAMS
+# AOSP tries level 6 then 9 at memLevel 8. Those race first; then the other levels at zlib's
+# default memLevel 8 (what most zlib users, Java's Deflater included, leave alone); then every
+# other memLevel, so streams written with level 1 or memLevel 9 are found too.
+SEARCH_STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((6, 8), (9, 8)),
+    tuple((level, 8) for level in (1, 2, 3, 4, 5, 7, 8)),
+    tuple((level, mem) for mem in (9, 7, 6, 5, 4, 3, 2, 1) for level in range(1, 10)),
+)
+AOSP_PARAMS = SEARCH_STAGES[0]
 _FIRST_PIECE = 1 << 12
 _MAX_PIECE = 1 << 18
 
 
 def find_reproducing_params(inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
-    """Returns the first (level, memLevel) in SEARCH_ORDER whose raw deflate of `inflated` is
+    """Returns the first (level, memLevel) of SEARCH_STAGES, in order, whose raw deflate of `inflated` is
     exactly `compressed`, or None.
 
-    AOSP's two settings race first (the common case costs about one compression); only if both
-    fail do the other 79 race. In a race every setting compresses the same growing pieces of
+    The stages of SEARCH_STAGES race one after the other, so the common case (AOSP's settings)
+    costs about one compression. In a race every setting compresses the same growing pieces of
     input and drops out as soon as the output it has produced differs from `compressed`; settings
     diverge within their first emitted block, so a race costs about one compression plus one
     block per setting.
     """
-    return _race(AOSP_PARAMS, inflated, compressed) or _race(OTHER_PARAMS, inflated, compressed)
+    for stage in SEARCH_STAGES:
+        found = _race(stage, inflated, compressed)
+        if found is not None:
+            return found
+    return None
 
 
 def _race(candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
