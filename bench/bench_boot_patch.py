@@ -151,7 +151,7 @@ def change_ramdisk(rng: random.Random, tree: dict[str, bytes], fraction: float) 
         body = bytearray(changed[path])
         span = rng.randint(1, len(body) // 3 + 1)
         at = rng.randrange(len(body))
-        body[at : at + span] = rng.randbytes(span + rng.randint(-8, 32))
+        body[at : at + span] = rng.randbytes(max(0, span + rng.randint(-8, 32)))
         changed[path] = bytes(body)
         budget -= span
     for path in rng.sample(paths, len(paths) // 300):
