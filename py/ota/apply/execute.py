@@ -18,7 +18,7 @@ from ota.applypatch.spec import Digest
 from ota.apply import verify
 from ota.apply.device import BuildInfo
 from ota.apply.journal import Journal
-from ota.apply.plan import Op, Plan, Step
+from ota.apply.plan import BATCHED_PHASES, Op, Plan, Step
 from ota.apply.progress import APPLY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
 from ota.errors import OtaError
@@ -62,14 +62,20 @@ class Executor:
     def run(self) -> None:
         """Runs every unfinished step in order, then removes the staged data and the journal."""
         steps = [s for s in self.plan.steps if s.id not in self.journal.done]
-        self.progress.phase(APPLY_SHARE, sum(s.size for s in steps), len(steps))
+        self.progress.phase(APPLY_SHARE, sum(s.size for s in steps), sum(len(s.paths) or 1 for s in steps))
         for step in steps:
+            handler = getattr(self, f"_{step.phase}")
             try:
-                getattr(self, f"_{step.phase}")(step)
+                if step.phase in BATCHED_PHASES:
+                    for path in step.paths:
+                        handler(path)
+                        self.progress.item(step.phase, path, 0)
+                else:
+                    handler(step)
+                    self.progress.item(step.phase, step.key, step.size)
             except OSError as err:
                 raise OtaError(step.id, f"{err.strerror or err}") from None
             self.journal.mark(step.id)
-            self.progress.item(step.phase, step.key, step.size)
         self._clean_up()
 
     def staged(self, entry: str) -> str:
@@ -103,17 +109,17 @@ class Executor:
                 self._wipe_under(path, {})
             self.root.remove(path)
 
-    def _delete(self, step: Step) -> None:
-        self.root.remove(step.key)
+    def _delete(self, path: str) -> None:
+        self.root.remove(path)
 
-    def _mkdir(self, step: Step) -> None:
-        op = self.plan.files[step.key]
-        entry = self.root.lstat(step.key)
+    def _mkdir(self, path: str) -> None:
+        op = self.plan.files[path]
+        entry = self.root.lstat(path)
         if entry is not None and entry.kind == "dir":
             return
         if entry is not None:
-            self.root.remove(step.key)  # a source file or link that becomes a directory
-        self.root.mkdir(step.key, op.mode)
+            self.root.remove(path)  # a source file or link that becomes a directory
+        self.root.mkdir(path, op.mode)
 
     def _patch(self, step: Step) -> None:
         op = self.plan.files[step.key]
@@ -141,18 +147,18 @@ class Executor:
             self.root.remove(step.key)  # emptied by the delete phase: a directory that becomes a file
         self.root.write_file(step.key, [data], op.mode, op.uid, op.gid)
 
-    def _symlink(self, step: Step) -> None:
-        op = self.plan.files[step.key]
-        entry = self.root.lstat(step.key)
-        if entry is not None and entry.kind == "symlink" and self.root.readlink(step.key) == op.symlink_target:
+    def _symlink(self, path: str) -> None:
+        op = self.plan.files[path]
+        entry = self.root.lstat(path)
+        if entry is not None and entry.kind == "symlink" and self.root.readlink(path) == op.symlink_target:
             return
         if entry is not None and entry.kind == "dir":
-            self.root.remove(step.key)
-        self.root.symlink(step.key, op.symlink_target, op.uid, op.gid)
+            self.root.remove(path)
+        self.root.symlink(path, op.symlink_target, op.uid, op.gid)
 
-    def _metadata(self, step: Step) -> None:
-        op = self.plan.files[step.key]
-        self.root.set_metadata(step.key, op.mode, op.uid, op.gid)
+    def _metadata(self, path: str) -> None:
+        op = self.plan.files[path]
+        self.root.set_metadata(path, op.mode, op.uid, op.gid)
 
     def _partition(self, step: Step) -> None:
         part = self.plan.partitions[step.key]

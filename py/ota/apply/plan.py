@@ -28,15 +28,22 @@ from ota.proto import ota_manifest_pb2 as pb
 Op = pb.FileOperation
 PHASES = ("stage", "wipe", "delete", "mkdir", "patch", "write", "symlink", "metadata", "partition",
           "check", "build")
+BATCHED_PHASES = ("delete", "mkdir", "symlink", "metadata")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One journaled unit of work: `phase` + `key` (a path, entry or partition name)."""
+    """One journaled unit of work: `phase` + `key` (a path, entry or partition name).
+
+    Cheap phases (delete, mkdir, symlink, metadata) are one step over all their `paths`: each
+    item is idempotent and quick to redo, so a journal line (and an fsync) per item would cost
+    more than redoing the phase after a cut.
+    """
 
     phase: str
     key: str
     size: int
+    paths: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -91,13 +98,12 @@ def make_plan(manifest: pb.OtaManifest, where: str, entry_sizes: dict[str, int])
     steps = [Step("stage", name, size) for name, size in sorted(staged.items())]
     if manifest.type == pb.OtaManifest.FULL:
         steps.append(Step("wipe", "-", 0))
-    steps += [Step("delete", path, 0) for path in _depth_first(deletes)]
-    steps += [Step("mkdir", path, 0) for path in _parents_first([op.path for op in of(Op.MKDIR)])]
+    steps.append(Step("delete", "-", 0, tuple(_depth_first(deletes))))
+    steps.append(Step("mkdir", "-", 0, tuple(_parents_first([op.path for op in of(Op.MKDIR)]))))
     steps += [Step("patch", op.path, op.target.size) for op in of(Op.PATCH)]
     steps += [Step("write", op.path, op.target.size) for op in of(Op.WRITE)]
-    steps += [Step("symlink", op.path, 0) for op in of(Op.SYMLINK)]
-    steps += [Step("metadata", path, 0) for path in _depth_first(list(files))
-              if files[path].op != Op.DELETE]
+    steps.append(Step("symlink", "-", 0, tuple(sorted(op.path for op in of(Op.SYMLINK)))))
+    steps.append(Step("metadata", "-", 0, tuple(p for p in _depth_first(list(files)) if files[p].op != Op.DELETE)))
     steps += [Step("partition", name, part.target.size) for name, part in sorted(partitions.items())
               if part.entry]
     steps += [Step("check", "-", sum(op.target.size for op in files.values())), Step("build", "-", 0)]

@@ -195,7 +195,9 @@ class SysRoot:
             self.ops.fsync(dir_fd, os.path.dirname(self.where(path)))
 
     def remove(self, path: str) -> None:
-        """Removes a file, symlink or (empty) directory at `path`; nothing there is fine."""
+        """Removes a file, symlink or (empty) directory at `path`; nothing there (or no parent) is fine."""
+        if self.lstat(path) is None:
+            return
         with self.parent(path) as (dir_fd, name):
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
