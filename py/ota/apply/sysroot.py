@@ -74,7 +74,8 @@ class SysRoot:
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
         """Yields (descriptor of the parent directory, last component) of `path`.
 
-        Raises OtaError if a parent component is missing, not a directory, or a symlink.
+        Raises OtaError if a parent component is a symlink or not a directory, FileNotFoundError
+        if one is missing.
         """
         check_path(path, self.root)
         *dirs, name = path.split("/")
@@ -88,6 +89,9 @@ class SysRoot:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise OtaError(self.where(path), f"parent {prefix!r} is a symlink or not a "
                                                          "directory; refusing to follow it") from None
+                    if err.errno == errno.ENOENT:
+                        raise FileNotFoundError(err.errno, f"parent {prefix!r} does not exist",
+                                                self.where(path)) from None
                     raise OtaError(self.where(path), f"parent {prefix!r}: {err.strerror}") from None
                 os.close(fd)
                 fd = child
@@ -98,13 +102,21 @@ class SysRoot:
     # -- reads -----------------------------------------------------------------------------------
 
     def lstat(self, path: str) -> Entry | None:
-        """What is at `path` (the link itself for a symlink), or None if nothing (or no parent)."""
+        """What is at `path` (the link itself for a symlink), or None if nothing (or no parent).
+
+        Raises OtaError if a parent is a symlink or not a directory: nothing under it is ours.
+        """
         try:
             with self.parent(path) as (fd, name):
                 return Entry.of(os.stat(name, dir_fd=fd, follow_symlinks=False))
-        except OtaError:
-            return None
         except FileNotFoundError:
+            return None
+
+    def reachable(self, path: str) -> Entry | None:
+        """Like `lstat`, but None (not an error) when a parent is a symlink or not a directory."""
+        try:
+            return self.lstat(path)
+        except OtaError:
             return None
 
     @contextlib.contextmanager
@@ -195,8 +207,12 @@ class SysRoot:
             self.ops.fsync(dir_fd, os.path.dirname(self.where(path)))
 
     def remove(self, path: str) -> None:
-        """Removes a file, symlink or (empty) directory at `path`; nothing there (or no parent) is fine."""
-        if self.lstat(path) is None:
+        """Removes a file, symlink or (empty) directory at `path`.
+
+        Nothing there is fine, and so is a parent that is not a directory: then there is nothing
+        at `path` inside this tree (a symlinked parent is never followed to delete elsewhere).
+        """
+        if self.reachable(path) is None:
             return
         with self.parent(path) as (dir_fd, name):
             try:

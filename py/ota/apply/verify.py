@@ -64,7 +64,7 @@ def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Pr
         elif op.op == Op.PATCH:
             _check_patched(root, path, op, ctx)
         else:
-            _check_no_collision(root, path, op)
+            _check_no_collision(root, path, op, plan)
         progress.item("verify", path, op.source.size)
     for name, part in partitions:
         _check_partition(name, part, ctx)
@@ -100,7 +100,7 @@ def _scratch_of(path: str) -> str:
     return path + ".patch"
 
 
-def _check_no_collision(root: SysRoot, path: str, op: pb.FileOperation) -> None:
+def _check_no_collision(root: SysRoot, path: str, op: pb.FileOperation, plan: Plan) -> None:
     """A path the package creates must not hold something no build put there.
 
     The manifest records a source only for regular files, so a directory or symlink found where
@@ -108,7 +108,18 @@ def _check_no_collision(root: SysRoot, path: str, op: pb.FileOperation) -> None:
     cannot be the source build's is refused: a regular file with other contents where a file
     without source is written, and anything that is not a file, directory or symlink.
     """
-    entry = root.lstat(path)
+    try:
+        entry = root.lstat(path)
+    except OtaError:
+        parts = path.split("/")
+        for ancestor in ("/".join(parts[:i]) for i in range(1, len(parts))):
+            found = root.lstat(ancestor)
+            if found is not None and found.kind != "dir":
+                op_there = plan.files.get(ancestor)
+                if op_there is not None and op_there.op == Op.MKDIR:
+                    return  # a source link or file the target turns into a directory: replaced first
+                break
+        raise
     if entry is None:
         return
     if entry.kind == "other":
@@ -138,7 +149,7 @@ def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
     """After the apply: every target path and partition is exactly what the manifest says."""
     for path, op in sorted(plan.files.items()):
         if op.op == Op.DELETE:
-            if root.lstat(path) is not None:
+            if root.reachable(path) is not None:
                 raise OtaError(root.where(path), "still exists after the update deleted it")
             continue
         entry = root.lstat(path)

@@ -1,0 +1,247 @@
+"""Every refusal: one exact error line, exit 1, and the device's full hash unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+
+import pytest
+
+from apply_helpers import SOURCE_FP, make_release, run_cli
+from ota.build import layout as package_layout
+from ota.build.zipwrite import ZipSource, write_zip
+from ota.proto import ota_manifest_pb2 as pb
+from ota.testing import device_check as dc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_KEY = os.path.join("release", "keys", "TEST_ONLY_ota_ed25519.pem")
+TEST_PUB = os.path.join("release", "keys", "TEST_ONLY_ota_ed25519.pub.pem")
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return make_release(str(tmp_path_factory.mktemp("release")))
+
+
+@pytest.fixture
+def device(release, tmp_path):
+    directory = str(tmp_path / "dev")
+    return directory, dc.materialize(release.source, directory, release.layout)
+
+
+def _refused(package: str, device: tuple[str, str], expected: str) -> None:
+    directory, config = device
+    before = dc.device_hash(directory)
+    result = run_cli("--package", package, "--device", config)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"ota_apply: error: {expected}\n"
+    assert dc.device_hash(directory) == before
+
+
+def _edit_json(path: str, **changes) -> None:
+    with open(path, encoding="utf-8") as stream:
+        doc = json.load(stream)
+    doc.update(changes)
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(doc, stream)
+
+
+def test_wrong_device(release, device):
+    directory, config = device
+    _edit_json(config, name="marlin")
+    _edit_json(os.path.join(directory, "build.json"), device="marlin")
+    _refused(release.incremental, device, f"{release.incremental}: package is for device sailfish; "
+                                          "this device is 'marlin'")
+
+
+def test_wrong_source_build(release, device):
+    directory, _ = device
+    _edit_json(os.path.join(directory, "build.json"), fingerprint="rules_ota/sailfish/0.9:user/release-keys")
+    _refused(release.incremental, device, f"{release.incremental}: package updates build {SOURCE_FP}; the device "
+                                          "runs 'rules_ota/sailfish/0.9:user/release-keys'")
+
+
+def test_older_target_needs_a_downgrade_package(release, device):
+    directory, _ = device
+    _edit_json(os.path.join(directory, "build.json"), timestamp=1_900_000_000)
+    _refused(release.full, device, f"{release.full}: package build timestamp 1800000000 is older than the "
+                                   "device's 1900000000 and the package is not a downgrade package")
+
+
+def test_patched_file_modified(release, device):
+    directory, _ = device
+    with open(os.path.join(directory, "system", "bin", "sh"), "r+b") as stream:
+        stream.write(b"X")
+    _refused(release.incremental, device, f"{directory}/system/bin/sh: system file is modified (neither the "
+                                          "source nor the target build's contents, and no matching cache copy)")
+
+
+def test_kept_file_modified(release, device):
+    directory, _ = device
+    with open(os.path.join(directory, "system", "etc", "hosts"), "ab") as stream:
+        stream.write(b"10.0.0.1 evil\n")
+    _refused(release.incremental, device, f"{directory}/system/etc/hosts: system file is modified "
+                                          "(its SHA-256 is not the source build's)")
+
+
+def test_patched_file_missing(release, device):
+    directory, _ = device
+    os.unlink(os.path.join(directory, "system", "lib", "libc.so"))
+    _refused(release.incremental, device, f"{directory}/system/lib/libc.so: system file is missing (neither the "
+                                          "source nor the target build's contents, and no matching cache copy)")
+
+
+def test_kept_file_missing(release, device):
+    directory, _ = device
+    os.unlink(os.path.join(directory, "system", "app", "same.apk"))
+    _refused(release.incremental, device, f"{directory}/system/app/same.apk: system file is missing "
+                                          "(the package keeps it unchanged)")
+
+
+def test_unexpected_file_where_a_new_one_goes(release, device):
+    directory, _ = device
+    with open(os.path.join(directory, "system", "etc", "new.conf"), "wb") as stream:
+        stream.write(b"not from any build\n")
+    _refused(release.incremental, device, f"{directory}/system/etc/new.conf: unexpected file where the package "
+                                          "creates a new one (not the target build's contents)")
+
+
+@pytest.mark.parametrize("name", ["boot", "radio"])
+def test_partition_holding_neither_source_nor_target(release, device, name):
+    directory, config = device
+    image = os.path.join(directory, "partitions", f"{name}.img")
+    if name == "radio":  # NAND: program garbage into the erased chip the way flash allows
+        from ota.applypatch.backends import open_partition
+        from ota.apply.device import load
+        from ota.fsops import FsOps
+
+        partition = open_partition("MTD", name, load(config).hardware, FsOps(), writable=True)
+        partition.write_image(b"garbage" * 1000)
+        partition.close()
+    else:
+        with open(image, "r+b") as stream:
+            stream.write(b"garbage")
+    _refused(release.incremental, device, f"partition {name}: holds neither the source nor the target image "
+                                          "(and the cache holds no copy of either)")
+
+
+def test_not_enough_cache(release, tmp_path):
+    layout = dc.Layout(release.layout.kinds, release.layout.capacity, cache_limit=100_000)
+    directory = str(tmp_path / "dev")
+    config = dc.materialize(release.source, directory, layout)
+    with open(os.path.join(directory, "cache", "last_log"), "wb") as stream:
+        stream.write(b"\0" * 50_000)
+    result = run_cli("--package", release.incremental, "--device", config)
+    assert result.returncode == 1
+    # Numbers depend on the package; the sentence and the freeable bytes (the 50,000-byte log) do not.
+    prefix = f"ota_apply: error: {directory}/cache: not enough cache space: the update needs "
+    assert result.stderr.startswith(prefix) and result.stderr.endswith(
+        "-byte reserve, 50000 are free and at most 50000 could be freed\n"), result.stderr
+    assert os.path.exists(os.path.join(directory, "cache", "last_log"))
+
+
+def test_truncated_package(release, device, tmp_path):
+    truncated = str(tmp_path / "truncated.zip")
+    with open(release.incremental, "rb") as stream:
+        data = stream.read()
+    with open(truncated, "wb") as stream:
+        stream.write(data[: len(data) // 2])
+    _refused(truncated, device, f"{truncated}: not a readable zip file (File is not a zip file)")
+
+
+def test_corrupted_patch_entry(release, device, tmp_path):
+    corrupted = str(tmp_path / "corrupted.zip")
+    shutil.copyfile(release.incremental, corrupted)
+    with zipfile.ZipFile(corrupted) as archive:
+        info = archive.getinfo("patch/system/bin/sh.p")
+        offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + 40
+    with open(corrupted, "r+b") as stream:
+        stream.seek(offset)
+        byte = stream.read(1)
+        stream.seek(offset)
+        stream.write(bytes([byte[0] ^ 0xFF]))
+    _refused(corrupted, device, f"{corrupted}: zip entry patch/system/bin/sh.p: unreadable "
+                                "(Bad CRC-32 for file 'patch/system/bin/sh.p')")
+
+
+def _rewrite(package: str, out: str, edit) -> None:
+    """Rewrites a package with an edited manifest (every other entry unchanged)."""
+    with zipfile.ZipFile(package) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    manifest = pb.OtaManifest.FromString(entries.pop(package_layout.MANIFEST_ENTRY))
+    edit(manifest, entries)
+    sources = [ZipSource(name, False, data=data) for name, data in sorted(entries.items())]
+    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False,
+                             data=manifest.SerializeToString(deterministic=True)))
+    write_zip(out, sources)
+
+
+def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
+    broken = str(tmp_path / "missing-entry.zip")
+
+    def drop_patch(manifest, entries):
+        del entries["patch/system/lib/libc.so.p"]
+        kept = [e for e in manifest.payload if e.name != "patch/system/lib/libc.so.p"]
+        del manifest.payload[:]
+        manifest.payload.extend(kept)
+
+    _rewrite(release.incremental, broken, drop_patch)
+    _refused(broken, device, f"{broken}: manifest.pb files: lib/libc.so: entry 'patch/system/lib/libc.so.p' "
+                             "is not in the payload")
+
+
+def test_path_through_a_symlink_out_of_the_root_is_refused(release, device, tmp_path):
+    """The device's lib/ is a symlink to a directory outside the root holding the source libc."""
+    directory, _ = device
+    outside = tmp_path / "outside"
+    shutil.copytree(os.path.join(directory, "system", "lib"), outside, symlinks=True)
+    shutil.rmtree(os.path.join(directory, "system", "lib"))
+    os.symlink(str(outside), os.path.join(directory, "system", "lib"))
+    outside_before = dc.device_hash(str(outside))
+    _refused(release.incremental, device, f"{directory}/system/lib/libc.so: parent 'lib' is a symlink or not a "
+                                          "directory; refusing to follow it")
+    assert dc.device_hash(str(outside)) == outside_before
+
+
+@pytest.fixture
+def signed(release, tmp_path):
+    from ota import signing
+
+    out = str(tmp_path / "signed.zip")
+    signing.sign(release.incremental, out, [signing.load_private_key(os.path.join(REPO, TEST_KEY))])
+    return out
+
+
+def _trust(config: str, keys: list[str]) -> None:
+    _edit_json(config, trusted_keys=keys, policy={"require_signature": True})
+
+
+def test_unsigned_package_refused_when_keys_are_trusted(release, device):
+    _, config = device
+    _trust(config, [os.path.join(REPO, TEST_PUB)])
+    _refused(release.incremental, device, f"{release.incremental}: unsigned: no META-INF/ota/signature entry")
+
+
+def test_signed_package_by_an_untrusted_key_refused(signed, device, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from ota import signing
+
+    other = tmp_path / "other.pub.pem"
+    other.write_bytes(signing.public_key_pem(ed25519.Ed25519PrivateKey.generate().public_key()))
+    _, config = device
+    _trust(config, [str(other)])
+    result = run_cli("--package", signed, "--device", config)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"ota_apply: error: {signed}: unknown key: signed only by keys the device "
+                                    "does not trust (")
+
+
+def test_signed_package_applies_with_the_trusted_key(release, signed, device):
+    _, config = device
+    _trust(config, [os.path.join(REPO, TEST_PUB)])
+    result = run_cli("--package", signed, "--device", config)
+    assert result.returncode == 0, result.stderr
+    assert dc.compare(config, release.target) == []
