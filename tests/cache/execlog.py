@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 _CHUNK = 1 << 20
 
@@ -24,6 +24,21 @@ class Spawn:
     runner: str
     remote_cache_hit: bool
     outputs: dict[str, str]  # exec path -> sha256 of the output, as Bazel recorded it
+    args: tuple[str, ...] = ()  # the command line (exec paths), for re-running the same work
+
+
+def flag_values(args: Sequence[str]) -> dict[str, str]:
+    """`--name value` and `--name=value` pairs of a command line, as {name: value}."""
+    values: dict[str, str] = {}
+    for index, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if eq:
+            values[name] = value
+        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
+            values[name] = args[index + 1]
+    return values
 
 
 @dataclasses.dataclass
@@ -45,6 +60,7 @@ def _spawn(entry: dict) -> Spawn:
         runner=entry.get("runner", ""),
         remote_cache_hit=bool(entry.get("remoteCacheHit", False)),
         outputs=outputs,
+        args=tuple(entry.get("commandArgs", ())),
     )
 
 

@@ -83,10 +83,17 @@ class Run:
         self.repo = servers.REPO
 
     def client(self, name: str, path: str, env: dict[str, str]) -> workspace.Bazel:
-        """A copy of the checkout at `work/<path>` with its own, fresh output root."""
+        """A copy of the checkout at `work/<path>` with its own, fresh output root.
+
+        Every copy comes from one snapshot taken at the start, so edits made to the checkout while
+        the checks run cannot make the copies differ.
+        """
+        snapshot = self.work / "snapshot"
+        if not snapshot.exists():
+            workspace.copy_checkout(self.repo, snapshot)
         tree = self.work / path
         if not tree.exists():
-            workspace.copy_checkout(self.repo, tree)
+            shutil.copytree(snapshot, tree, symlinks=True)
         bazel = workspace.Bazel(tree, self.work / "output-roots" / name, self.work / "logs", env,
                                 bazel=self.args.bazel)
         self.clients.append(bazel)
@@ -122,7 +129,7 @@ class Run:
 def cache_round(run: Run, kind: str, server: servers.Server, builder_a: workspace.Bazel,
                 first: bool) -> dict[str, str] | None:
     """A fills the cache, B (another path, fresh output base) must get every action from it."""
-    flags = ["--disk_cache=", f"--remote_cache={server.url}"]
+    flags = ["--disk_cache=", "--config=remote", f"--remote_cache={server.url}"]  # .bazelrc's config
     if not first:  # A's outputs and action cache from the previous cache's round must not count
         builder_a.run("clean", f"a-{kind}-clean", [], [])
     result_a = builder_a.run("build", f"a-{kind}", run.targets, flags)

@@ -1,0 +1,89 @@
+"""The peer of a Bazel OTA build: the same per-file diffs, one after another, in one Python process.
+
+This is how AOSP's ota_from_target_files works (one process walks the changed files and diffs each),
+and it is what the Bazel build is measured against: no per-action interpreter start, no sandbox, no
+parallelism. The work list is taken from a Bazel execution log, so both sides diff exactly the same
+inputs with the same engine (`ota.build.file_patch.patch_files`) and the same package writer; the
+package this writes must be byte-identical to Bazel's.
+
+Run from the workspace directory (exec paths resolve through its `bazel-out` symlink), with the
+package's tools importable (build_release_bench.py puts the tool's runfiles on PYTHONPATH):
+
+    build_serial_pipeline.py --exec_log X.exec.json --package //release:incremental_ota --out_dir D
+Prints one JSON object: seconds for the patches and the package, the package's sha256, counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+import time
+
+from ota.build import file_patch, jsonio, package_writer
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from tests.cache import execlog  # noqa: E402 - after the repository root is on sys.path
+
+PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
+
+
+def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str) -> execlog.Spawn:
+    for spawn in spawns:
+        if spawn.mnemonic == "OtaPackage" and execlog.flag_values(spawn.args).get("out", "").endswith(out_suffix):
+            return spawn
+    raise SystemExit(f"no OtaPackage spawn writing *{out_suffix} in the execution log")
+
+
+def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict:
+    """Diffs every patch spawn of the package, then assembles it; returns timings and the digest."""
+    spawns = list(execlog.read_spawns(exec_log))
+    package = execlog.flag_values(_package_spawn(spawns, package_out).args)
+    params = jsonio.read(package["params"])
+    wanted = {entry["data"] for entry in params["file_patches"] + params["partitions"]}
+    work = [execlog.flag_values(s.args) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
+    work = [flags for flags in work if flags["out_data"] in wanted]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    renamed: dict[str, str] = {}
+
+    start = time.perf_counter()
+    for index, flags in enumerate(work):
+        data, info = out_dir / f"{index}.p", out_dir / f"{index}.json"
+        result = file_patch.patch_files(flags.get("source"), flags["target"], flags["path"], str(data),
+                                        method=flags.get("method", "auto"),
+                                        threshold=float(flags.get("patch_threshold", file_patch.DEFAULT_THRESHOLD)))
+        jsonio.write(str(info), result.to_json())
+        renamed[flags["out_data"]], renamed[flags["out_info"]] = str(data), str(info)
+    patches_done = time.perf_counter()
+
+    for entry in params["file_patches"] + params["partitions"]:
+        entry["data"], entry["info"] = renamed[entry["data"]], renamed[entry["info"]]
+    serial_params = out_dir / "params.json"
+    jsonio.write(str(serial_params), params)
+    out = out_dir / "package.zip"
+    package_writer.write_package(str(serial_params), str(out))
+    end = time.perf_counter()
+    return {
+        "patches": len(work),
+        "seconds_patches": patches_done - start,
+        "seconds_package": end - patches_done,
+        "package_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "package_bytes": out.stat().st_size,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exec_log", type=pathlib.Path, required=True, help="Bazel --execution_log_json_file")
+    parser.add_argument("--package_out", default="incremental_ota.zip",
+                        help="the OtaPackage output (suffix of its --out) whose work to redo")
+    parser.add_argument("--out_dir", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.exec_log, args.package_out, args.out_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
