@@ -3,8 +3,8 @@
 `write_build` lays a build out on disk the way the rules do (a tree description naming each
 file, partition images, build.json); `make_package` runs the same per-file `file_patch` and the
 same package writer the `ota_package` rule runs, so tests apply packages that are byte-for-byte
-what a release would ship. `load_build` reads the small JSON the `ota_test` rule writes for each
-build.
+what a release would ship. `load_build` reads the description of a build the `ota_test` rule
+writes.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from ota.apply.device import BuildInfo
 from ota.build import file_patch, jsonio, package_writer, tree
 from ota.build.patch_info import UNCHANGED
+from ota.errors import OtaError
 from ota.testing.device_check import Build
 
 # A tree item: bytes (a file, mode 0644), ("dir",), ("symlink", target), or (bytes, mode, uid, gid).
@@ -121,20 +123,21 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
     return out
 
 
-def load_build(spec_path: str) -> Build:
-    """Reads the build description the ota_test rule writes.
+def load_build(doc: Any, where: str) -> Build:
+    """A build from the description the ota_test rule writes (paths relative to the runfiles root):
 
-    {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}, paths
-    relative to the test's working directory (runfiles root).
+        {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}
     """
-    doc = jsonio.read(spec_path)
-    raw = jsonio.read(jsonio.get(doc, "build_json", str, spec_path))
-    where = doc["build_json"]
-    info = BuildInfo(jsonio.get(raw, "device", str, where), jsonio.get(raw, "fingerprint", str, where),
-                     jsonio.get(raw, "timestamp", int, where))
-    tree_path = jsonio.get(doc, "tree_json", str, spec_path)
+    build_json = jsonio.get(doc, "build_json", str, where)
+    raw = jsonio.read(build_json)
+    info = BuildInfo(jsonio.get(raw, "device", str, build_json), jsonio.get(raw, "fingerprint", str, build_json),
+                     jsonio.get(raw, "timestamp", int, build_json))
+    tree_path = jsonio.get(doc, "tree_json", str, where)
     entries = tree.parse(jsonio.read(tree_path), tree_path, manifest=False)
-    files = jsonio.get(doc, "files", dict, spec_path)
-    partitions = jsonio.get(doc, "partitions", dict, spec_path)
+    files = jsonio.get(doc, "files", dict, where)
+    partitions = jsonio.get(doc, "partitions", dict, where)
+    missing = sorted(e.path for e in entries if e.kind == tree.FILE and e.path not in files)
+    if missing:
+        raise OtaError(where, f"files: no runfile for {missing[0]!r}")
     return Build(info, tuple(entries), {str(k): str(v) for k, v in files.items()},
                  {str(k): str(v) for k, v in partitions.items()})

@@ -35,7 +35,7 @@ from ota.apply.progress import Progress
 from ota.build import tree
 from ota.build.hashing import ContentInfo, of_file
 from ota.errors import OtaError
-from ota.fsops import FsOps, SweepResult, sweep
+from ota.fsops import FaultPoint, FsOps, SweepResult, sweep
 
 MTD_ERASESIZE = 16 * 1024
 MTD_WRITESIZE = 2048
@@ -236,16 +236,28 @@ class Report:
 
     problems: list[str] = field(default_factory=list)
     sweep: SweepResult | None = None
+    crash_points: int = 0  # of the clean run; the sweep may cover fewer (max_cuts)
+
+
+def spread(points: list[FaultPoint], limit: int | None) -> list[FaultPoint]:
+    """All `points`, or `limit` of them evenly spread over the run (first and last included)."""
+    if limit is None or len(points) <= limit:
+        return points
+    if limit < 2:
+        return points[-limit:] if limit > 0 else []
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
 
 
 def check_update(source: Build, target: Build, package: str, scratch: str, layout: Layout, *,
-                 interrupt: bool) -> Report:
-    """Steps 1-5 of the module docstring."""
+                 interrupt: bool, max_cuts: int | None = None) -> Report:
+    """Steps 1-5 of the module docstring; `max_cuts` bounds the sweep (None: every crash point)."""
     report = Report()
     scenario = ApplyScenario(source, target, package, os.path.join(scratch, "device"), layout)
     scenario.prepare()
+    clean = FsOps()
     try:
-        apply(scenario.config, package)
+        apply(scenario.config, package, clean)
     except OtaError as err:
         report.problems.append(f"apply failed: {err}")
         return report
@@ -256,7 +268,8 @@ def check_update(source: Build, target: Build, package: str, scratch: str, layou
         report.problems.append(f"rerun after success: status {status!r}, device changed: "
                                f"{device_hash(scenario.directory) != before}")
     if interrupt:
-        report.sweep = sweep(scenario)
+        report.crash_points = len(clean.crash_points())
+        report.sweep = sweep(scenario, spread(clean.crash_points(), max_cuts))
         for outcome in report.sweep.failures():
             report.problems.append(f"cut at {outcome.point}: {outcome.problem}")
     return report

@@ -1,0 +1,73 @@
+"""The journal's torn-line rule and the progress line format, on their own."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ota.apply.journal import Journal
+from ota.apply.progress import Progress
+from ota.errors import OtaError
+from ota.fsops import FaultPoint, FsOps, PowerLoss
+
+
+def test_journal_round_trip_and_torn_append(tmp_path):
+    cache = str(tmp_path)
+    journal = Journal.begin(cache, "abc123", FsOps())
+    journal.mark("stage:patch/a.p")
+    # The next append is torn half way: the half line must not count, and the next mark overwrites it.
+    journal.ops = FsOps(FaultPoint("tear", 1))
+    with pytest.raises(PowerLoss):
+        journal.mark("patch:system/very/long/path/name")
+    loaded = Journal.load(cache, FsOps())
+    assert loaded is not None and (loaded.package_id, loaded.done) == ("abc123", {"stage:patch/a.p"})
+    loaded.mark("write:x")
+    again = Journal.load(cache, FsOps())
+    assert again is not None and again.done == {"stage:patch/a.p", "write:x"}
+    again.clear()
+    assert Journal.load(cache, FsOps()) is None
+
+
+def test_journal_cut_while_created_is_absent_or_whole(tmp_path):
+    """create, write, fsync, rename, fsync dir: before the rename no journal, after it a whole one."""
+    for index in range(1, 6):
+        with pytest.raises(PowerLoss):
+            Journal.begin(str(tmp_path), "id", FsOps(FaultPoint("tear", index)))
+        loaded = Journal.load(str(tmp_path), FsOps())
+        assert (loaded is None) == (index <= 4)
+        assert loaded is None or (loaded.package_id, loaded.done) == ("id", set())
+
+
+def test_journal_bad_header_is_one_line(tmp_path):
+    (tmp_path / "ota_journal").write_bytes(b"something else\n")
+    with pytest.raises(OtaError) as error:
+        Journal.load(str(tmp_path), FsOps())
+    assert str(error.value) == (f"{tmp_path}/ota_journal: journal: bad header "
+                                "(expected 'rules_ota journal 1 <package-id>')")
+
+
+def test_progress_lines_weight_by_bytes():
+    out = io.StringIO()
+    progress = Progress("lines", out)
+    progress.phase(0.5, 998, 2)
+    progress.item("verify", "big file", 899)
+    progress.item("verify", "small", 99)
+    progress.phase(0.5, 0, 1)
+    progress.item("metadata", "", 0)
+    progress.finish()
+    assert out.getvalue().splitlines() == [
+        "progress 0.4500 verify big file",
+        "progress 0.5000 verify small",
+        "progress 1.0000 metadata -",
+        "progress 1.0000 finish -",
+    ]
+
+
+def test_progress_auto_is_silent_when_not_a_terminal():
+    out = io.StringIO()
+    progress = Progress("auto", out)
+    progress.phase(1.0, 10, 1)
+    progress.item("write", "x", 10)
+    progress.finish()
+    assert out.getvalue() == ""
