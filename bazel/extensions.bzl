@@ -1,6 +1,7 @@
 """Module extensions for Bazel 7/8 (bzlmod). Loaded only by MODULE.bazel: Bazel 4.2.3 cannot parse
 module_extension, and an undefined global fails the whole .bzl file at load time."""
 
+load("//rules/private:release_archive_repo.bzl", "OTA_RELEASE_ARCHIVE_ATTRS", "ota_release_archive")
 load(":pip.bzl", "pip_lock_repository")
 
 _lock = tag_class(attrs = {
@@ -22,4 +23,30 @@ pip_lock = module_extension(
     implementation = _pip_lock_impl,
     tag_classes = {"lock": _lock},
     doc = "pip_lock_repository as a module extension, so @pypi has the same labels as under WORKSPACE.",
+)
+
+# --- ota_release: import shipped release archives (rules_ota's ota_release_archive) -------------
+
+
+_archive = tag_class(
+    attrs = dict(OTA_RELEASE_ARCHIVE_ATTRS, name = attr.string(mandatory = True, doc = "Repository name.")),
+    doc = "One release archive to import as @<name> (targets :build, :system, :boot).",
+)
+
+def _ota_release_impl(mctx):
+    for mod in mctx.modules:
+        for tag in mod.tags.archive:
+            ota_release_archive(
+                name = tag.name,
+                archive = tag.archive,
+                urls = tag.urls,
+                sha256 = tag.sha256,
+                rules_ota_repo = tag.rules_ota_repo,
+            )
+
+ota_release = module_extension(
+    implementation = _ota_release_impl,
+    tag_classes = {"archive": _archive},
+    doc = "ota_release_archive as a module extension: " +
+          "`ota_release.archive(name = \"release_v1\", urls = [...], sha256 = \"...\")`.",
 )

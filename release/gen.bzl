@@ -17,7 +17,7 @@ def _release_files_impl(ctx):
         mnemonic = "OtaExampleFiles",
         progress_message = "Generating %d example files for %s" % (len(files), ctx.label),
     )
-    return [DefaultInfo(files = depset(ctx.outputs.outs))]
+    return [DefaultInfo(files = depset(ctx.outputs.outs), runfiles = ctx.runfiles(ctx.outputs.outs))]
 
 release_files = rule(
     implementation = _release_files_impl,

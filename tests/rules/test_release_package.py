@@ -1,0 +1,125 @@
+"""//release:incremental_ota and //release:full_ota: exact contents, and the patches work.
+
+Expectations come from the two system manifests (what v1 and v2 contain), not from the package:
+every path's operation, the exact zip entries, and that applying every patch to v1's bytes gives
+v2's (files and the boot image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+
+import pytest
+
+from ota.package_reader import open_package
+from ota.patch import apply_patch
+from ota.proto import ota_manifest_pb2 as pb
+
+REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
+RELEASE = REPO / "release"
+Op = pb.FileOperation
+
+
+def _entries(version: int) -> dict[str, dict]:
+    doc = json.loads((RELEASE / f"v{version}_system.manifest.json").read_text())
+    return {e["path"]: e for e in doc["entries"]}
+
+
+def _runfile(exec_path: str) -> pathlib.Path:
+    """A tree.json exec path (bazel-out/<config>/bin/release/...) as a runfiles path."""
+    parts = exec_path.split("/")
+    if parts[0] == "bazel-out":
+        parts = parts[3:]
+    return REPO.joinpath(*parts)
+
+
+V1, V2 = _entries(1), _entries(2)
+FILES1 = {p for p, e in V1.items() if e["kind"] == "file"}
+FILES2 = {p for p, e in V2.items() if e["kind"] == "file"}
+CHANGED = {p for p in FILES1 & FILES2 if V1[p]["sha256"] != V2[p]["sha256"]}
+ADDED = FILES2 - FILES1
+# Firmware blobs are incompressible and rewritten whole in v2: no patch can pay off.
+NOT_WORTH_PATCHING = {p for p in CHANGED if p.startswith("firmware/")}
+
+
+def test_release_is_realistic_in_size_and_mix() -> None:
+    assert len(FILES1) >= 500 and sum(V1[p]["size"] for p in FILES1) >= 30_000_000
+    assert len(CHANGED) >= 20 and len(ADDED) >= 10 and len(FILES1 - FILES2) >= 5
+    suffixes = {pathlib.PurePath(p).suffix for p in CHANGED}
+    assert {".so", ".ko", ".conf", ".gz", ".apk", ".jar", ".bin", ".txt", ".prop"} <= suffixes
+    assert sum(e["kind"] == "symlink" for e in V2.values()) >= 20
+    assert NOT_WORTH_PATCHING
+
+
+@pytest.fixture(scope="module")
+def incremental():
+    with open_package(str(RELEASE / "incremental_ota.zip")) as pkg:
+        pkg.verify_all()
+        yield pkg
+
+
+def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
+    expected = {"patch/boot.img.p"}
+    expected |= {f"patch/system/{p}.p" for p in CHANGED - NOT_WORTH_PATCHING}
+    expected |= {f"system/{p}" for p in ADDED | NOT_WORTH_PATCHING}
+    assert set(incremental.payload) == expected
+
+
+def test_incremental_operation_for_every_path(incremental) -> None:
+    ops = {f.path: f for f in incremental.manifest.files}
+    assert list(ops) == sorted(ops)
+    assert set(ops) == set(V1) | set(V2)
+    for path, op in ops.items():
+        new = V2.get(path)
+        if new is None:
+            want = Op.DELETE
+        elif new["kind"] == "dir":
+            want = Op.MKDIR
+        elif new["kind"] == "symlink":
+            want = Op.SYMLINK
+            assert op.symlink_target == new["target"], path
+        elif path in ADDED or path in NOT_WORTH_PATCHING:
+            want = Op.WRITE
+        elif path in CHANGED:
+            want = Op.PATCH
+        else:
+            want = Op.KEEP
+        assert Op.Op.Name(op.op) == Op.Op.Name(want), path
+        if new is not None:
+            assert (op.mode, op.uid, op.gid) == (new["mode"], new["uid"], new["gid"]), path
+    assert ops["xbin/su"].mode == 0o4750 and ops["bin/tool000"].gid == 2000
+
+
+def test_every_file_patch_turns_v1_into_v2(incremental) -> None:
+    tree1 = {e["path"]: e for e in json.loads((RELEASE / "v1_system.tree.json").read_text())["entries"]}
+    ops = {f.path: f for f in incremental.manifest.files}
+    methods = set()
+    for path in sorted(CHANGED - NOT_WORTH_PATCHING):
+        source = _runfile(tree1[path]["file"]).read_bytes()
+        result = apply_patch(source, incremental.read(ops[path].entry), where=path)
+        assert hashlib.sha256(result).hexdigest() == V2[path]["sha256"], path
+        methods.add(pb.PatchMethod.Name(ops[path].method))
+    assert methods == {"BSDIFF", "IMGDIFF", "IMGDIFF_ZIP"}
+
+
+def test_boot_patch_is_small_and_turns_v1_boot_into_v2_boot(incremental) -> None:
+    (boot,) = incremental.manifest.partitions
+    assert boot.name == "boot" and boot.method == pb.IMGDIFF
+    source = (RELEASE / "v1_boot.img").read_bytes()
+    patch = incremental.read(boot.entry)
+    # Normalized (zlib) kernels let imgdiff work in uncompressed space: a few KB, not megabytes.
+    assert len(patch) < len(source) // 100
+    result = apply_patch(source, patch, where="boot.img")
+    assert hashlib.sha256(result).hexdigest() == boot.target.sha256
+    assert hashlib.sha256(source).hexdigest() == boot.source.sha256
+
+
+def test_full_package_holds_every_v2_file_and_the_boot_image() -> None:
+    with open_package(str(RELEASE / "full_ota.zip")) as pkg:
+        pkg.verify_all()
+        assert set(pkg.payload) == {"boot.img"} | {f"system/{p}" for p in FILES2}
+        for op in pkg.manifest.files:
+            if op.path in FILES2:
+                assert op.op == Op.WRITE and op.target.sha256 == V2[op.path]["sha256"], op.path
