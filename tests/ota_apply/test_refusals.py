@@ -245,3 +245,13 @@ def test_signed_package_applies_with_the_trusted_key(release, signed, device):
     result = run_cli("--package", signed, "--device", config)
     assert result.returncode == 0, result.stderr
     assert dc.compare(config, release.target) == []
+
+
+def test_signatures_are_required_by_default(release, device):
+    _, config = device
+    with open(config, encoding="utf-8") as stream:
+        doc = json.load(stream)
+    del doc["policy"]
+    with open(config, "w", encoding="utf-8") as stream:
+        json.dump(doc, stream)
+    _refused(release.incremental, device, f"{release.incremental}: unsigned: no META-INF/ota/signature entry")

@@ -22,20 +22,8 @@ from dataclasses import dataclass
 
 from ota.applypatch import device_config
 from ota.build import jsonio
+from ota.build.build_info import BuildInfo
 from ota.errors import OtaError
-
-
-@dataclass(frozen=True)
-class BuildInfo:
-    """The build a device runs (or a package produces)."""
-
-    device: str
-    fingerprint: str
-    timestamp: int
-
-    def to_json(self) -> bytes:
-        return jsonio.dumps({"device": self.device, "fingerprint": self.fingerprint,
-                             "timestamp": self.timestamp})
 
 
 @dataclass(frozen=True)
@@ -43,7 +31,7 @@ class Policy:
     """What this device accepts beyond the package's own preconditions."""
 
     allow_downgrade: bool = False
-    require_signature: bool = False
+    require_signature: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,12 +53,7 @@ class Device:
 
     def read_build(self) -> BuildInfo:
         """The build the device runs now, from its build file."""
-        value = jsonio.read(self.build_file)
-        where = self.build_file
-        device = jsonio.get(value, "device", str, where)
-        fingerprint = jsonio.get(value, "fingerprint", str, where)
-        timestamp = jsonio.get(value, "timestamp", int, where)
-        return BuildInfo(device, fingerprint, timestamp)
+        return BuildInfo.from_json(jsonio.read(self.build_file), self.build_file)
 
 
 def load(path: str) -> Device:
@@ -103,7 +86,7 @@ def load(path: str) -> Device:
         raise OtaError(path, f"policy: unknown key {sorted(unknown)[0]!r}")
     flags = {}
     for key in ("allow_downgrade", "require_signature"):
-        flag = policy_value.get(key, False)
+        flag = policy_value.get(key, getattr(Policy, key))
         if not isinstance(flag, bool):
             raise OtaError(path, f"policy.{key}: expected true or false")
         flags[key] = flag

@@ -16,7 +16,8 @@ from typing import Callable
 from ota.applypatch import protocol
 from ota.applypatch.spec import Digest
 from ota.apply import verify
-from ota.apply.device import BuildInfo
+from ota.build import jsonio
+from ota.build.build_info import BuildInfo
 from ota.apply.journal import Journal
 from ota.apply.plan import BATCHED_PHASES, Op, Plan, Step
 from ota.apply.progress import APPLY_SHARE, Progress
@@ -178,7 +179,7 @@ class Executor:
     def _build(self, step: Step) -> None:
         post = self.plan.manifest.postcondition
         info = BuildInfo(post.device[0] if post.device else "", post.build_fingerprint[0], post.timestamp)
-        atomic_write(self.ops, self.build_file, info.to_json())
+        atomic_write(self.ops, self.build_file, jsonio.dumps(info.to_json()))
 
     def _clean_up(self) -> None:
         if os.path.isdir(self.staged_dir):

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ota.apply.device import BuildInfo
+from ota.build.build_info import BuildInfo
 from ota.build import file_patch, jsonio, package_writer, tree
 from ota.build.patch_info import UNCHANGED
 from ota.errors import OtaError
@@ -69,7 +69,7 @@ def write_build(spec: Spec, directory: str) -> Build:
             stream.write(image)
     info = BuildInfo(spec.device, spec.fingerprint, spec.timestamp)
     with open(os.path.join(directory, "build.json"), "wb") as stream:
-        stream.write(info.to_json())
+        stream.write(jsonio.dumps(info.to_json()))
     return Build(info, tuple(entries), {e.path: e.file for e in entries if e.kind == tree.FILE}, partitions)
 
 
@@ -129,9 +129,7 @@ def load_build(doc: Any, where: str) -> Build:
         {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}
     """
     build_json = jsonio.get(doc, "build_json", str, where)
-    raw = jsonio.read(build_json)
-    info = BuildInfo(jsonio.get(raw, "device", str, build_json), jsonio.get(raw, "fingerprint", str, build_json),
-                     jsonio.get(raw, "timestamp", int, build_json))
+    info = BuildInfo.from_json(jsonio.read(build_json), build_json)
     tree_path = jsonio.get(doc, "tree_json", str, where)
     entries = tree.parse(jsonio.read(tree_path), tree_path, manifest=False)
     files = jsonio.get(doc, "files", dict, where)

@@ -29,10 +29,10 @@ from ota.applypatch import backends, device_config
 from ota.applypatch.mtdsim import NandSim
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply import device as device_mod
-from ota.apply.device import BuildInfo
 from ota.apply.engine import ALREADY, apply_package
 from ota.apply.progress import Progress
-from ota.build import tree
+from ota.build import jsonio, tree
+from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo, of_file
 from ota.errors import OtaError
 from ota.fsops import FaultPoint, FsOps, SweepResult, sweep
@@ -117,7 +117,7 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
         finally:
             partition.close()
     with open(os.path.join(directory, "build.json"), "wb") as stream:
-        stream.write(build.info.to_json())
+        stream.write(jsonio.dumps(build.info.to_json()))
     config = os.path.join(directory, "device.json")
     device_mod.write_config(config, {"name": build.info.device, "system_root": "system",
                                      "build_file": "build.json", "partitions": "partitions.conf",
