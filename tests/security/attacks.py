@@ -74,12 +74,10 @@ BOOT_PATCH = "patch/boot.img.p"
 
 
 def _text(seed: int, size: int) -> bytes:
-    rng = random.Random(seed)
-    words = [bytes(rng.choice(b"abcdefghijklmnop") for _ in range(rng.randint(2, 9))) for _ in range(200)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words) + b" "
-    return bytes(out[:size])
+    """Deterministic, compressible, diffable filler: numbered lines with seeded words."""
+    words = random.Random(seed).choices([b"init", b"vendor", b"kernel", b"ramdisk", b"zygote", b"surface"], k=64)
+    lines = (b"%06d %s\n" % (n, words[n % 64]) for n in range(size // 10 + 1))
+    return b"".join(lines)[:size]
 
 
 def _boot(kernel: bytes, ramdisk: bytes) -> bytes:
