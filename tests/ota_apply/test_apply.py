@@ -129,3 +129,26 @@ def test_device_config_errors_name_the_field(tmp_path):
     result = run_cli("--package", "x.zip", "--device", str(config))
     assert (result.returncode, result.stderr) == (
         1, f"ota_apply: error: {tmp_path / 'p.conf'}: no 'cache <dir> [<limit>]' line: ota_apply needs a cache\n")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="applypatch's protocol passes limit=target size to imgpatch, which also bounds "
+                          "each deflate chunk's *expanded* length: a compressible .gz file's IMGDIFF2 patch "
+                          "cannot apply on the device (reported to the lead; strict: passes once fixed)")
+def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
+    import gzip
+
+    from apply_helpers import DEVICE
+    from ota.testing.builds import Spec, make_package, write_build
+
+    text = b"".join(b"line %d of a compressible manual page\n" % i for i in range(3000))
+    source = write_build(Spec(DEVICE, "fp/1", 1, {"man/a.gz": gzip.compress(text, mtime=0)}, {}),
+                         str(tmp_path / "s"))
+    target = write_build(Spec(DEVICE, "fp/2", 2, {"man/a.gz": gzip.compress(text + b"more\n", mtime=0)}, {}),
+                         str(tmp_path / "t"))
+    package = make_package(source, target, str(tmp_path), str(tmp_path / "p.zip"))
+    with open_package(package) as opened:
+        assert [op.method for op in opened.manifest.files if op.path == "man/a.gz"] == [3]  # IMGDIFF
+    config = dc.materialize(source, str(tmp_path / "dev"), dc.layout_for(source, target))
+    result = run_cli("--package", package, "--device", config)
+    assert result.returncode == 0, result.stderr

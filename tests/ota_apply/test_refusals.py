@@ -70,42 +70,31 @@ def test_older_target_needs_a_downgrade_package(release, device):
                                    "device's 1900000000 and the package is not a downgrade package")
 
 
-def test_patched_file_modified(release, device):
-    directory, _ = device
-    with open(os.path.join(directory, "system", "bin", "sh"), "r+b") as stream:
-        stream.write(b"X")
-    _refused(release.incremental, device, f"{directory}/system/bin/sh: system file is modified (neither the "
-                                          "source nor the target build's contents, and no matching cache copy)")
+def _append(path: str) -> None:
+    with open(path, "ab") as stream:
+        stream.write(b"changed on the device\n")
 
 
-def test_kept_file_modified(release, device):
-    directory, _ = device
-    with open(os.path.join(directory, "system", "etc", "hosts"), "ab") as stream:
-        stream.write(b"10.0.0.1 evil\n")
-    _refused(release.incremental, device, f"{directory}/system/etc/hosts: system file is modified "
-                                          "(its SHA-256 is not the source build's)")
-
-
-def test_patched_file_missing(release, device):
-    directory, _ = device
-    os.unlink(os.path.join(directory, "system", "lib", "libc.so"))
-    _refused(release.incremental, device, f"{directory}/system/lib/libc.so: system file is missing (neither the "
-                                          "source nor the target build's contents, and no matching cache copy)")
-
-
-def test_kept_file_missing(release, device):
-    directory, _ = device
-    os.unlink(os.path.join(directory, "system", "app", "same.apk"))
-    _refused(release.incremental, device, f"{directory}/system/app/same.apk: system file is missing "
-                                          "(the package keeps it unchanged)")
-
-
-def test_unexpected_file_where_a_new_one_goes(release, device):
-    directory, _ = device
-    with open(os.path.join(directory, "system", "etc", "new.conf"), "wb") as stream:
+def _create(path: str) -> None:
+    with open(path, "wb") as stream:
         stream.write(b"not from any build\n")
-    _refused(release.incremental, device, f"{directory}/system/etc/new.conf: unexpected file where the package "
-                                          "creates a new one (not the target build's contents)")
+
+
+_NEITHER = "(neither the source nor the target build's contents, and no matching cache copy)"
+
+
+@pytest.mark.parametrize("path, change, problem", [
+    ("bin/sh", _append, f"system file is modified {_NEITHER}"),
+    ("etc/hosts", _append, "system file is modified (its SHA-256 is not the source build's)"),
+    ("lib/libc.so", os.unlink, f"system file is missing {_NEITHER}"),
+    ("app/same.apk", os.unlink, "system file is missing (the package keeps it unchanged)"),
+    ("etc/new.conf", _create, "unexpected file where the package creates a new one (not the target build's "
+                              "contents)"),
+])
+def test_system_file_not_as_expected(release, device, path, change, problem):
+    directory, _ = device
+    change(os.path.join(directory, "system", path))
+    _refused(release.incremental, device, f"{directory}/system/{path}: {problem}")
 
 
 @pytest.mark.parametrize("name", ["boot", "radio"])
