@@ -89,6 +89,7 @@ def target_spec() -> Spec:
         "lib/libc.so.6": ("symlink", "libc.so"),                               # new
         "etc/motd.gz": gzip.compress(_edit(_noise(4, 30_000), 12), mtime=0),   # imgdiff
         "etc/new.conf": b"new in 2.0\n",
+        "xbin/su": (_blob(17, 3_000), 0o4750, 0, 2000),                        # setuid, group 2000
         "etc/newdir/deep/file": _blob(13, 5_000),
         "etc/becomes_dir/inside": b"now a directory\n",
         "app/becomes_file": b"a file now\n",

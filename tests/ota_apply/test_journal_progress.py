@@ -71,3 +71,17 @@ def test_progress_auto_is_silent_when_not_a_terminal():
     progress.item("write", "x", 10)
     progress.finish()
     assert out.getvalue() == ""
+
+
+def test_progress_bar_redraws_in_place_and_ends_full():
+    out = io.StringIO()
+    progress = Progress("bar", out)
+    progress.phase(1.0, 100, 2)
+    progress.item("write", "a", 50)
+    progress.item("write", "b", 50)
+    progress.finish()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    frames = text.rstrip("\n").split("\r")[1:]
+    assert frames[0] == "[" + "#" * 20 + "." * 20 + "]  50.0% write    "
+    assert frames[-1] == "[" + "#" * 40 + "] 100.0% finish   "
