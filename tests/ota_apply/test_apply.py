@@ -152,3 +152,17 @@ def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
     config = dc.materialize(source, str(tmp_path / "dev"), dc.layout_for(source, target))
     result = run_cli("--package", package, "--device", config)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("mode", ["enospc", "eio"])
+def test_a_failing_disk_is_one_line_and_the_rerun_finishes(release, tmp_path, mode):
+    log = tmp_path / "ops.log"
+    clean = dc.materialize(release.source, str(tmp_path / "clean"), release.layout)
+    assert run_cli("--package", release.incremental, "--device", clean, env={"OTA_FAULT_LOG": str(log)}).returncode == 0
+    index = next(r.index for r in read_fault_log(str(log)) if r.kind == "write" and "etc/new.conf~" in r.target)
+    config = dc.materialize(release.source, str(tmp_path / "dev"), release.layout)
+    failed = run_cli("--package", release.incremental, "--device", config, f"--fault={mode}:{index}")
+    reason = "No space left on device" if mode == "enospc" else "Input/output error"
+    assert (failed.returncode, failed.stderr) == (1, f"ota_apply: error: write:etc/new.conf: {reason}\n")
+    assert run_cli("--package", release.incremental, "--device", config).returncode == 0
+    assert dc.compare(config, release.target) == []

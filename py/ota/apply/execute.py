@@ -74,10 +74,13 @@ class Executor:
                 else:
                     handler(step)
                     self.progress.item(step.phase, step.key, step.size)
+                self.journal.mark(step.id)
             except OSError as err:
                 raise OtaError(step.id, f"{err.strerror or err}") from None
-            self.journal.mark(step.id)
-        self._clean_up()
+        try:
+            self._clean_up()
+        except OSError as err:
+            raise OtaError(self.staged_dir, f"cleaning up: {err.strerror or err}") from None
 
     def staged(self, entry: str) -> str:
         return os.path.join(self.staged_dir, verify.staged_name(entry))
