@@ -146,11 +146,14 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[tuple[str, str, 
             return json.loads((tree / execlog.flag_values(spawn.args)["out_info"]).read_text())["method"]
 
         diffed = [s for s in by_size if method(s) not in ("WHOLE", "UNCHANGED")]
-        probes = []
-        for label, spawn in (("largest diffed file", diffed[-1] if diffed else None),
-                             ("largest changed file", by_size[-1] if by_size else None)):
-            if spawn is None:
+        probes, probed = [], []
+        candidates = [("largest changed file", by_size[-1] if by_size else None)]
+        if args.probe_diffed:
+            candidates.insert(0, ("largest diffed file", diffed[-1] if diffed else None))
+        for label, spawn in candidates:
+            if spawn is None or any(spawn.args == seen for seen in probed):
                 continue
+            probed.append(spawn.args)
             size = (tree / execlog.flag_values(spawn.args)["target"]).stat().st_size
             scratch = work / "probe"
             scratch.mkdir(exist_ok=True)
@@ -170,6 +173,9 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[tuple[str, str, 
         ("serial single-process pipeline", f"{serial['seconds_process']:.1f} s",
          f"Bazel/serial = {build.seconds / serial['seconds_process']:.2f}; "
          f"package bytes identical: {serial['package_sha256'] == bazel_sha}"),
+        ("serial pipeline process, peak RSS", f"{serial['peak_rss_bytes'] / 2**20:.0f} MiB",
+         f"largest diffed file {serial['largest_diffed_bytes'] / 2**20:.1f} MiB: "
+         f"{serial['peak_rss_bytes'] / max(serial['largest_diffed_bytes'], 1):.1f}x its size"),
         *probes,
     ]
 
@@ -184,6 +190,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max_diff_size", type=int, default=256 << 20,
                         help="file_patch's default --max_diff_size (the rule does not override it): "
                              "which large file is forced to change and still diff")
+    parser.add_argument("--probe_diffed", action=argparse.BooleanOptionalAction, default=True,
+                        help="also re-run the largest diffed action alone for its peak RSS (slow at full scale)")
     parser.add_argument("--work_dir", type=pathlib.Path, help="scratch directory (default: a new one, removed after)")
     args = parser.parse_args(argv)
     work = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="rules_ota-scale.", dir="/var/tmp"))

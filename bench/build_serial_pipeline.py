@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import pathlib
+import resource
 import sys
 import time
 
@@ -44,7 +46,9 @@ def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict
     params = jsonio.read(package["params"])
     wanted = {entry["data"] for entry in params["file_patches"] + params["partitions"]}
     work = [execlog.flag_values(s.args) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
-    work = [flags for flags in work if flags["out_data"] in wanted]
+    # Smallest first, so the process's peak RSS is the largest diff's peak.
+    work = sorted((flags for flags in work if flags["out_data"] in wanted),
+                  key=lambda flags: os.stat(flags["target"]).st_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     renamed: dict[str, str] = {}
 
@@ -71,6 +75,10 @@ def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict
         "seconds_package": end - patches_done,
         "package_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "package_bytes": out.stat().st_size,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        # Inputs above the bound are hashed and copied in blocks, never diffed: not the peak.
+        "largest_diffed_bytes": max((size for size in (os.stat(f["target"]).st_size for f in work)
+                                     if size <= file_patch.DEFAULT_MAX_DIFF_SIZE), default=0),
     }
 
 

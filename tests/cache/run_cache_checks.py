@@ -43,8 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mnemonics", default=",".join(DEFAULT_MNEMONICS),
                         help="comma-separated mnemonics whose every action must be a cache hit in B")
     parser.add_argument("--caches", default="grpc,http", help="which caches to check: grpc, http")
-    parser.add_argument("--hermetic", choices=["build", "test", "off"], default="build",
-                        help="copy C rebuilds the targets ('build') or also runs `bazel test //...`")
+    parser.add_argument("--hermetic", choices=["test", "build", "off"], default="test",
+                        help="copy C runs `bazel test //...` (which builds the targets too), or only "
+                             "builds the targets")
     parser.add_argument("--buildgrid_python", default=_default_buildgrid_python(),
                         help="Python >= 3.13 for BuildGrid's venv")
     parser.add_argument("--venv_root", type=pathlib.Path, default=pathlib.Path("/var/tmp/rules_ota-venvs"),
