@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -78,7 +79,7 @@ def must(result: workspace.Result, what: str) -> workspace.Result:
     return result
 
 
-def bench(work: pathlib.Path, cache: str, venv_root: pathlib.Path, python313: str) -> list[tuple[str, str, str]]:
+def bench(work: pathlib.Path, cache: str, venv_root: pathlib.Path, python313: str) -> list[Row]:
     pid_dir = work / "pids"
     if cache == "grpc":
         server = servers.start_buildgrid(servers.buildgrid_venv(python313, venv_root), work, pid_dir)
@@ -133,6 +134,27 @@ def bench(work: pathlib.Path, cache: str, venv_root: pathlib.Path, python313: st
     ]
 
 
+Row = tuple[str, str, str]
+
+
+def in_scratch(work_dir: pathlib.Path | None, prefix: str, measure: Callable[[pathlib.Path], list[Row]]) -> list[Row]:
+    """Runs `measure` in `work_dir`, or in a new directory under /var/tmp that is removed after."""
+    work = work_dir or pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    try:
+        return measure(work.resolve())
+    finally:
+        if work_dir is None:
+            subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)  # Bazel leaves read-only trees
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>{value_width}}  {note}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", choices=["http", "grpc"], default="http")
@@ -140,16 +162,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--venv_root", type=pathlib.Path, default=pathlib.Path("/var/tmp/rules_ota-venvs"))
     parser.add_argument("--buildgrid_python", default=os.path.expanduser("~/.pyenv/versions/3.13.0/bin/python3"))
     args = parser.parse_args(argv)
-    work = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="rules_ota-bench.", dir="/var/tmp"))
-    try:
-        rows = bench(work.resolve(), args.cache, args.venv_root, args.buildgrid_python)
-    finally:
-        if args.work_dir is None:
-            subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)
-            shutil.rmtree(work, ignore_errors=True)
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>9}  {note}")
+    print_table(in_scratch(args.work_dir, "rules_ota-bench.",
+                           lambda work: bench(work, args.cache, args.venv_root, args.buildgrid_python)))
     return 0
 
 

@@ -25,11 +25,8 @@ import math
 import os
 import pathlib
 import random
-import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -124,7 +121,7 @@ def peak_rss(tree: pathlib.Path, args: tuple[str, ...], scratch: pathlib.Path) -
     return int(kib) * 1024, float(seconds)
 
 
-def bench(work: pathlib.Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
+def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Row]:
     entries = layout(args.files, args.total_bytes, args.changed, args.seed, args.max_diff_size)
     tree = work / "scale" / "rules_ota"
     workspace.copy_checkout(REPO, tree)
@@ -194,17 +191,8 @@ def main(argv: list[str]) -> int:
                         help="also re-run the largest diffed action alone for its peak RSS (slow at full scale)")
     parser.add_argument("--work_dir", type=pathlib.Path, help="scratch directory (default: a new one, removed after)")
     args = parser.parse_args(argv)
-    work = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="rules_ota-scale.", dir="/var/tmp"))
     start = time.monotonic()
-    try:
-        rows = bench(work.resolve(), args)
-    finally:
-        if args.work_dir is None:
-            subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)
-            shutil.rmtree(work, ignore_errors=True)
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>12}  {note}")
+    release_bench.print_table(release_bench.in_scratch(args.work_dir, "rules_ota-scale.", lambda work: bench(work, args)))
     print(f"(whole benchmark: {time.monotonic() - start:.0f} s)")
     return 0
 
