@@ -1,7 +1,7 @@
 """Module extensions for Bazel 7/8 (bzlmod). Loaded only by MODULE.bazel: Bazel 4.2.3 cannot parse
 module_extension, and an undefined global fails the whole .bzl file at load time."""
 
-load("//rules/private:release_archive_repo.bzl", "OTA_RELEASE_ARCHIVE_ATTRS", "ota_release_archive")
+load("//rules:defs.bzl", "ota_release_archive")
 load(":pip.bzl", "pip_lock_repository")
 
 _lock = tag_class(attrs = {
@@ -27,9 +27,15 @@ pip_lock = module_extension(
 
 # --- ota_release: import shipped release archives (rules_ota's ota_release_archive) -------------
 
-
+# The attributes of ota_release_archive (docs/rules.md), plus the repository name.
 _archive = tag_class(
-    attrs = dict(OTA_RELEASE_ARCHIVE_ATTRS, name = attr.string(mandatory = True, doc = "Repository name.")),
+    attrs = {
+        "archive": attr.label(allow_single_file = [".zip"]),
+        "name": attr.string(mandatory = True),
+        "rules_ota_repo": attr.string(default = "@rules_ota"),
+        "sha256": attr.string(),
+        "urls": attr.string_list(),
+    },
     doc = "One release archive to import as @<name> (targets :build, :system, :boot).",
 )
 

@@ -30,9 +30,14 @@ release_files = rule(
 )
 
 def generated_tree(name, files):
-    """release_files target `name` writing `files` (dicts from layout.bzl) under `name/`.
+    """Declares release_files target `name` writing `files` under `name/` in this package.
 
-    Returns {":name/<path>": "<path>"}, ready for system_image's `files` attribute.
+    Args:
+      name: target name, also the directory of the outputs.
+      files: dicts with kind, path, rev and size (see layout.bzl).
+
+    Returns:
+      {":name/<path>": "<path>"}, ready for system_image's `files` attribute.
     """
     release_files(
         name = name,
@@ -42,7 +47,14 @@ def generated_tree(name, files):
     return {":%s/%s" % (name, f["path"]): f["path"] for f in files}
 
 def merged(dicts):
-    """The union of `dicts` (BUILD files cannot use **kwargs)."""
+    """The union of dicts (BUILD files cannot use **kwargs).
+
+    Args:
+      dicts: a list of dicts; later ones win on equal keys.
+
+    Returns:
+      A new dict.
+    """
     out = {}
     for d in dicts:
         out.update(d)

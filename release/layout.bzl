@@ -50,7 +50,11 @@ def _file(cat, i, rev):
     return {"kind": cat.kind, "path": _path(cat, i), "rev": rev, "size": _size(cat, i)}
 
 def release_files():
-    """Returns struct(common, v1_only, v2_only): lists of file dicts (kind, path, rev, size)."""
+    """The system files of v1 and v2, split by the generator target that writes them.
+
+    Returns:
+      struct(common, v1_only, v2_only): lists of dicts with kind, path, rev and size.
+    """
     common, v1_only, v2_only = [], [], []
     for cat in _CATEGORIES:
         for i in range(cat.count + _ADDED_PER_CATEGORY):
@@ -68,8 +72,15 @@ def release_files():
                 v2_only.append(_file(cat, i, v2_rev))
     return struct(common = common, v1_only = v1_only, v2_only = v2_only)
 
-# Toolbox-style symlinks: v2 drops one, adds one and retargets one.
 def release_symlinks(version):
+    """Toolbox-style symlinks: v2 drops one, adds one and retargets one.
+
+    Args:
+      version: 1 or 2.
+
+    Returns:
+      dict: link path -> target, for system_image's `symlinks`.
+    """
     links = {}
     for i in range(24):
         links["bin/alias" + _padded(i, 2)] = "tool" + _padded(i * 3, 3)

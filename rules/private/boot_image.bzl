@@ -57,6 +57,7 @@ def _check(ctx):
         given = [n for n in _ADDRESS_ATTRS + ["board"] if getattr(ctx.attr, n)]
         if given:
             fail("%s: %s: not stored in a v%d header" % (where, ", ".join(given), version))
+
     # v0-v2: cmdline[512] + extra_cmdline[1024], each NUL-terminated; v3/v4: cmdline[1536].
     max_cmdline = 1536 if version >= 3 else 511 + 1023
     if len(ctx.attr.cmdline) > max_cmdline:

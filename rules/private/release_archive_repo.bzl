@@ -123,7 +123,7 @@ def _ota_release_archive_impl(rctx):
         "",
     ]))
 
-OTA_RELEASE_ARCHIVE_ATTRS = {
+_ATTRS = {
     "archive": attr.label(
         allow_single_file = [".zip"],
         doc = "The release archive as a local file (a label in the main repository).",
@@ -140,5 +140,5 @@ ota_release_archive = repository_rule(
     implementation = _ota_release_archive_impl,
     doc = """Imports a release archive written by ota_build_archive. Targets of `@<name>`:
 `:build` (ota_build), `:system` (system_image), `:boot` (boot_image), and every file.""",
-    attrs = OTA_RELEASE_ARCHIVE_ATTRS,
+    attrs = _ATTRS,
 )

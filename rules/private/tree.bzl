@@ -113,8 +113,11 @@ def _tree_relative(ctx, f):
     return p
 
 def _rule_key(table, path):
-    """The most specific key of `table` that applies to path: the exact path, else the longest
-    "dir/" prefix strictly above it (a "dir/" key never applies to dir itself)."""
+    """The most specific key of `table` that applies to path, or None.
+
+    That is the exact path, else the longest "dir/" prefix strictly above it (a "dir/" key never
+    applies to dir itself).
+    """
     if path in table:
         return path
     parts = path.split("/")
@@ -144,11 +147,15 @@ def _add(ctx, state, path, kind, origin, file = None, target = None):
 def collect_tree(ctx):
     """Computes the tree of a rule with TREE_ATTRS.
 
+    Fails at analysis time on bad paths, conflicts (naming both sources), unmatched
+    modes/owners keys and directory artifacts.
+
+    Args:
+      ctx: the rule context (attributes TREE_ATTRS and a private `_kind` string).
+
     Returns:
       struct(entries = sorted list of dicts (file entries hold a File under "file"),
              files = dict path -> File).
-    Fails at analysis time on bad paths, conflicts (naming both sources), unmatched
-    modes/owners keys and directory artifacts.
     """
     kinds = {}  # path -> "file" | "dir" | "symlink"
     origins = {}  # path -> human description of where the entry comes from

@@ -35,17 +35,27 @@ _RULES = {
     "system_image": system_image,
 }
 
-def error_tests():
-    """Declares broken_<name> (manual) and error_<name>_test for every row of _BROKEN."""
-    for name, (message, kind, attrs) in _BROKEN.items():
+def error_tests(name):
+    """Declares broken_<row> (manual) and error_<row>_test for every row of _BROKEN.
+
+    Args:
+      name: name of a test_suite holding all of them.
+    """
+    tests = []
+    for row, (message, kind, attrs) in _BROKEN.items():
         _RULES[kind](
-            name = "broken_" + name,
+            name = "broken_" + row,
             tags = ["manual"],
             **attrs
         )
         analysis_failure_test(
-            name = "error_%s_test" % name,
+            name = "error_%s_test" % row,
             size = "small",
-        message = message,
-            target = ":broken_" + name,
+            message = message,
+            target = ":broken_" + row,
         )
+        tests.append(":error_%s_test" % row)
+    native.test_suite(
+        name = name,
+        tests = tests,
+    )
