@@ -210,12 +210,17 @@ class FsOps:
         self.perform("truncate", f"{target}:{length}", lambda: os.ftruncate(fd, length))
 
     def chmod(self, fd: int, mode: int, uid: int, gid: int, target: str) -> None:
-        """Sets mode and owner in one operation (both are one inode update)."""
+        """Sets owner and mode in one operation (both are one inode update).
+
+        The owner comes first: Linux clears setuid/setgid on chown, even for root, so the mode
+        must be set after it.
+        """
 
         def apply() -> None:
-            os.fchmod(fd, mode)
-            if (uid, gid) != (os.fstat(fd).st_uid, os.fstat(fd).st_gid):
+            stat = os.fstat(fd)
+            if (uid, gid) != (stat.st_uid, stat.st_gid):
                 os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
 
         self.perform("chmod", f"{target}:{mode:o}", apply)
 

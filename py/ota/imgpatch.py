@@ -22,15 +22,16 @@ def _source_range(chunk: NormalChunk | DeflateChunk, index: int, source_size: in
 
 
 def _apply_deflate(chunk: DeflateChunk, index: int, source: bytes, patch: bytes, bonus: bytes | None,
-                   where: str, limit: int) -> bytes:
+                   where: str, expand_limit: int) -> bytes:
     chunk_where = f"{where}: chunk {index}"
     compressed = memoryview(source)[_source_range(chunk, index, len(source), where)]
     extra = bonus if (bonus is not None and index == 1) else b""
     if chunk.src_expanded_len < len(extra):
         raise OtaError(where, f"chunk {index}: src_expanded_len {chunk.src_expanded_len} is smaller than "
                               f"the {len(extra)}-byte bonus")
-    if chunk.tgt_expanded_len > limit:
-        raise OtaError(where, f"chunk {index}: tgt_expanded_len {chunk.tgt_expanded_len} exceeds the limit {limit}")
+    if chunk.tgt_expanded_len > expand_limit:
+        raise OtaError(where, f"chunk {index}: tgt_expanded_len {chunk.tgt_expanded_len} exceeds the "
+                              f"expansion limit {expand_limit}")
     expanded = deflate.inflate_exact(compressed, chunk.src_expanded_len - len(extra), chunk_where,
                                      "src_expanded_len" + (" minus bonus" if extra else "")) + extra
     patched = bsdiff.apply(expanded, memoryview(patch)[chunk.patch_offset:], where=chunk_where,
@@ -48,11 +49,12 @@ def _apply_deflate(chunk: DeflateChunk, index: int, source: bytes, patch: bytes,
 
 
 def apply(source: bytes, patch: bytes, *, bonus: bytes | None = None, where: str = "patch",
-          limit: int = bsdiff.DEFAULT_LIMIT) -> bytes:
+          limit: int = bsdiff.DEFAULT_LIMIT, expand_limit: int = bsdiff.DEFAULT_LIMIT) -> bytes:
     """Rebuilds the target from `source` and an IMGDIFF2 `patch`.
 
     `bonus` (AOSP's -b file) is appended to chunk 1's inflated source data. `limit` bounds the
-    output and every intermediate buffer the patch declares.
+    output; `expand_limit` bounds each chunk's inflated target, which is legitimately larger than
+    the whole output when the chunk is a compressed kernel or ramdisk.
     """
     out = bytearray()
     for index, chunk in enumerate(imgdiff_format.parse(patch, where)):
@@ -63,7 +65,7 @@ def apply(source: bytes, patch: bytes, *, bonus: bytes | None = None, where: str
             piece = bsdiff.apply(source[_source_range(chunk, index, len(source), where)],
                                  memoryview(patch)[chunk.patch_offset:], where=f"{where}: chunk {index}", limit=room)
         else:
-            piece = _apply_deflate(chunk, index, source, patch, bonus, where, limit)
+            piece = _apply_deflate(chunk, index, source, patch, bonus, where, expand_limit)
         if len(piece) > room:
             raise OtaError(where, f"chunk {index}: output grows past the limit {limit}")
         out += piece

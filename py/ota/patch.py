@@ -9,7 +9,7 @@ DEFAULT_LIMIT = bsdiff.DEFAULT_LIMIT
 
 
 def apply_patch(source: bytes, patch: bytes, *, bonus: bytes | None = None, where: str = "patch",
-                limit: int = DEFAULT_LIMIT) -> bytes:
+                limit: int = DEFAULT_LIMIT, expand_limit: int = DEFAULT_LIMIT) -> bytes:
     """Applies a BSDIFF40 or IMGDIFF2 patch to `source` and returns the target bytes.
 
     Args:
@@ -20,6 +20,8 @@ def apply_patch(source: bytes, patch: bytes, *, bonus: bytes | None = None, wher
       where: names the patch in error messages (a path).
       limit: upper bound for the output and any buffer the patch declares; pass the expected
         target size when it is known.
+      expand_limit: upper bound for an IMGDIFF2 chunk's inflated target (a gzip'd kernel inflates
+        to more than the whole image, so the output limit cannot bound it).
 
     Raises:
       OtaError: unknown magic, or any malformed field (one line naming `where` and the field).
@@ -28,6 +30,7 @@ def apply_patch(source: bytes, patch: bytes, *, bonus: bytes | None = None, wher
     if magic == bsdiff.MAGIC:
         return bsdiff.apply(source, patch, where=where, limit=limit)
     if magic == imgdiff_format.MAGIC:
-        return imgpatch.apply(source, patch, bonus=bonus, where=where, limit=limit)
+        return imgpatch.apply(source, patch, bonus=bonus, where=where, limit=limit,
+                              expand_limit=expand_limit)
     raise OtaError(where, f"unknown patch format (magic {magic!r}; expected BSDIFF40 or IMGDIFF2)")
 

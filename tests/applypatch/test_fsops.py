@@ -82,3 +82,17 @@ def test_env_var_crashes_a_child_with_os_exit_and_logs_ops(tmp_path):
     assert result.returncode == CRASH_EXIT_CODE and "finished" not in result.stdout
     assert (tmp_path / "f").read_bytes() == b"abcd"
     assert [(r.index, r.kind) for r in read_fault_log(str(log))] == [(1, "create"), (2, "write"), (3, "write")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_chmod_keeps_setuid_when_the_owner_changes(tmp_path):
+    # Linux clears setuid/setgid on chown, so the owner must be set before the mode.
+    path = tmp_path / "su"
+    path.write_bytes(b"x")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        FsOps().chmod(fd, 0o6755, 1000, 2000, "su")
+    finally:
+        os.close(fd)
+    stat = os.stat(path)
+    assert (stat.st_mode & 0o7777, stat.st_uid, stat.st_gid) == (0o6755, 1000, 2000)

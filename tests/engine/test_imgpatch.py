@@ -87,7 +87,7 @@ BAD = {
     "src_expanded_len 2^62": (_deflate_patch(src_expanded_len=1 << 62),
                               f"chunk 0: src_expanded_len 4611686018427387904 is more than a {STREAM.stop - STREAM.start}-byte deflate stream can hold"),
     "tgt_expanded_len 2^62": (_deflate_patch(tgt_expanded_len=1 << 62),
-                              "chunk 0: tgt_expanded_len 4611686018427387904 exceeds the limit 2147483648"),
+                              "chunk 0: tgt_expanded_len 4611686018427387904 exceeds the expansion limit 2147483648"),
     "negative expanded length": (_deflate_patch(tgt_expanded_len=-1), "chunk 0: tgt_expanded_len is negative (-1)"),
     "src_expanded_len too small": (_deflate_patch(src_expanded_len=len(TEXT) - 1),
                                    f"chunk 0: deflate data inflates to more than src_expanded_len {len(TEXT) - 1}"),

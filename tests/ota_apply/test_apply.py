@@ -131,10 +131,6 @@ def test_device_config_errors_name_the_field(tmp_path):
         1, f"ota_apply: error: {tmp_path / 'p.conf'}: no 'cache <dir> [<limit>]' line: ota_apply needs a cache\n")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="applypatch's protocol passes limit=target size to imgpatch, which also bounds "
-                          "each deflate chunk's *expanded* length: a compressible .gz file's IMGDIFF2 patch "
-                          "cannot apply on the device (reported to the lead; strict: passes once fixed)")
 def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
     import gzip
 

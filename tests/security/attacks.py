@@ -424,7 +424,7 @@ ATTACKS: tuple[Attack, ...] = (
         "NormalChunk", src_start=1 << 40), gap=LATE_PATCH),
     Attack("IMGDIFF2 chunk patch offset past the patch (re-signed)", "chunk", patch_attack(
         _imgdiff_patch_offset, BOOT_PATCH), gap=LATE_PATCH),
-    Attack("IMGDIFF2 deflate chunk declares a 2^40-byte expansion (re-signed)", "exceeds the limit", imgdiff_attack(
+    Attack("IMGDIFF2 deflate chunk declares a 2^40-byte expansion (re-signed)", "exceeds the expansion limit", imgdiff_attack(
         "DeflateChunk", tgt_expanded_len=1 << 40), gap=LATE_PATCH),
     # builds
     Attack("package for another device (re-signed)", "package is for device",
