@@ -7,12 +7,14 @@ v2's (files and the boot image).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import pathlib
 
 import pytest
 
+from ota import bootimg
 from ota.package_reader import open_package
 from ota.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
@@ -114,6 +116,15 @@ def test_boot_patch_is_small_and_turns_v1_boot_into_v2_boot(incremental) -> None
     result = apply_patch(source, patch, where="boot.img")
     assert hashlib.sha256(result).hexdigest() == boot.target.sha256
     assert hashlib.sha256(source).hexdigest() == boot.source.sha256
+
+
+def test_boot_kernel_is_normalized_gnu_gzip() -> None:
+    """The release kernel is made by `gzip -9n`, whose stream zlib cannot reproduce; boot_image
+    recompressed it with zlib (same contents), which is what keeps the boot patch small."""
+    gnu = (RELEASE / "kernel_v1/Image.gz").read_bytes()
+    kernel = bootimg.parse((RELEASE / "v1_boot.img").read_bytes(), "v1_boot.img").image.kernel
+    assert kernel != gnu
+    assert gzip.decompress(kernel) == gzip.decompress(gnu) == (RELEASE / "kernel_v1/Image").read_bytes()
 
 
 def test_full_package_holds_every_v2_file_and_the_boot_image() -> None:
