@@ -7,17 +7,6 @@ py/ota/cli/bsdiff.py run as a script would shadow same-named modules for everyth
 
 load("@rules_python//python:py_binary.bzl", "py_binary")
 
-# absl's --help prints the main module's docstring and key flags: hand both over from the tool module.
-_LAUNCHER = "\\n".join([
-    "import sys",
-    "from absl import flags",
-    "import {module} as tool",
-    "sys.modules[\\x22__main__\\x22].__doc__ = tool.__doc__",
-    "flags.adopt_module_key_flags(tool)",
-    "tool.run()",
-    "",
-])
-
 def ota_tool(name, module, **kwargs):
     """Declares `name` as a py_binary running `<module>.run()`.
 
@@ -30,7 +19,7 @@ def ota_tool(name, module, **kwargs):
     native.genrule(
         name = "_%s_main" % name,
         outs = [main],
-        cmd = "printf '%s' > $@" % _LAUNCHER.format(module = module),
+        cmd = "printf 'from %s import run\\nrun()\\n' > $@" % module,
         visibility = ["//visibility:private"],
     )
     py_binary(

@@ -52,9 +52,19 @@ def _parse_flags_or_exit_2(argv: list[str]) -> list[str]:
 _HELP_FLAGS = frozenset({"-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml"})
 
 
+def _show_tool_in_help(tool_module: object) -> None:
+    """absl's --help prints the __main__ module's docstring and key flags; a console script or
+    Bazel launcher is __main__, so hand both over from the module that defines the tool."""
+    main_module = sys.modules["__main__"]
+    if main_module is not tool_module:
+        main_module.__doc__ = tool_module.__doc__
+        flags.adopt_module_key_flags(tool_module)
+
+
 def run_absl(tool: str, main: Callable[[Sequence[str]], int | None]) -> None:
     """Runs `main` under absl.app (flags, --help) with the exit-code discipline above."""
     wrapped = guarded(tool, main)
+    _show_tool_in_help(sys.modules[main.__module__])
 
     def absl_main(argv: Sequence[str]) -> None:
         sys.exit(wrapped(argv))
