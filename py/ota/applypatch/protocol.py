@@ -40,6 +40,10 @@ from ota.cli.fileio import read_file
 from ota.errors import OtaError
 from ota.fsops import FsOps
 
+# Deflate turns at most 1032 bytes into one (a 258-byte match per two 1-bit codes), so an IMGDIFF2
+# chunk whose deflated form fits in the target cannot inflate to more than this many times its size.
+DEFLATE_MAX_RATIO = 1032
+
 ALREADY = "already target"
 PATCHED = "patched"
 
@@ -108,14 +112,10 @@ def _patch_partition(ctx: Context, request: PatchRequest) -> str:
     partition, pairs, device = _open(ctx, request.target, writable=True)
     try:
         partition.check_fits(request.target_size)
-        wanted = Pair(request.target_size, request.target_digest)
-        try:
-            if load_by_spec(partition.read, pairs + (wanted,), device).pair == wanted:
-                _drop_stale_backup(ctx, request)
-                ctx.out(f"{device}: already target")
-                return ALREADY
-        except OtaError:
-            pass
+        if _holds_target(partition, pairs, request, device):
+            _drop_stale_backup(ctx, request)
+            ctx.out(f"{device}: already target")
+            return ALREADY
         source = _find_source(ctx, request)
         target = _build(request, source)
         if not source.from_cache:
@@ -132,8 +132,7 @@ def _patch_partition(ctx: Context, request: PatchRequest) -> str:
 def _patch_file(ctx: Context, request: PatchRequest) -> str:
     target_path = request.target
     scratch = target_path + ".patch"
-    current = _read_optional(target_path)
-    if current is not None and len(current) == request.target_size and request.target_digest.matches(current):
+    if _is_target(_read_optional(target_path), request):
         if os.path.lexists(scratch):
             ctx.ops.unlink(scratch)
         _drop_stale_backup(ctx, request)
@@ -163,6 +162,41 @@ def _patch_file(ctx: Context, request: PatchRequest) -> str:
     if moved_to_cache or source.from_cache:
         ctx.cache.remove_backup(ctx.ops)
     ctx.out(f"{target_path}: patched ({request.target_size} bytes)")
+    return PATCHED
+
+
+def _holds_target(partition: Partition, pairs: tuple[Pair, ...], request: PatchRequest, device: str) -> bool:
+    wanted = Pair(request.target_size, request.target_digest)
+    try:
+        return load_by_spec(partition.read, pairs + (wanted,), device).pair == wanted
+    except OtaError:
+        return False
+
+
+def _is_target(data: bytes | None, request: PatchRequest) -> bool:
+    return data is not None and len(data) == request.target_size and request.target_digest.matches(data)
+
+
+def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], bytes] = read_file) -> str:
+    """Patch mode up to its first write: returns ALREADY if the target is there, else PATCHED once
+    the patch, applied in memory to the source (or the cache copy), gives exactly the target.
+
+    Writes nothing and keeps nothing: an updater calls it for every patch before it changes
+    anything, so a patch that cannot work is refused while the device is still untouched.
+    `read_patch` maps each of `request.patches`' paths to the patch bytes (an updater passes
+    patches it has not staged yet).
+    """
+    if is_partition_spec(request.target):
+        partition, pairs, device = _open(ctx, request.target, writable=False)
+        try:
+            partition.check_fits(request.target_size)
+            if _holds_target(partition, pairs, request, device):
+                return ALREADY
+        finally:
+            partition.close()
+    elif _is_target(_read_optional(request.target), request):
+        return ALREADY
+    _build(request, _find_source(ctx, request), read_patch)
     return PATCHED
 
 
@@ -240,12 +274,13 @@ def _patch_for(request: PatchRequest, digest: Digest) -> str:
     return next(path for candidate, path in request.patches if candidate == digest)
 
 
-def _build(request: PatchRequest, source: _Source) -> bytes:
+def _build(request: PatchRequest, source: _Source, read_patch: Callable[[str], bytes] = read_file) -> bytes:
     """Applies the patch in memory and verifies the result before anything is written."""
-    patch_bytes = read_file(source.patch_path)
+    patch_bytes = read_patch(source.patch_path)
     bonus = read_file(request.bonus) if request.bonus else None
+    expand_limit = min(patch_engine.DEFAULT_LIMIT, request.target_size * DEFLATE_MAX_RATIO)
     target = patch_engine.apply_patch(source.data, patch_bytes, bonus=bonus, where=source.patch_path,
-                                      limit=request.target_size)
+                                      limit=request.target_size, expand_limit=expand_limit)
     if len(target) != request.target_size or not request.target_digest.matches(target):
         raise OtaError(source.patch_path, f"patch result ({len(target)} bytes, "
                                           f"{request.target_digest.algorithm} {Digest.of(target, request.target_digest.algorithm)}) "
