@@ -27,6 +27,8 @@ from ota.proto import ota_manifest_pb2 as pb
 
 _METHOD = {WHOLE: pb.WHOLE, BSDIFF: pb.BSDIFF, IMGDIFF: pb.IMGDIFF, IMGDIFF_ZIP: pb.IMGDIFF_ZIP}
 Op = pb.FileOperation
+# What a device expects at a path of the source build (a regular file's contents are in `source`).
+_SOURCE_KIND = {tree.FILE: Op.SOURCE_FILE, tree.DIR: Op.SOURCE_DIR, tree.SYMLINK: Op.SOURCE_SYMLINK}
 
 _PARAMS = flags.DEFINE_string("params", None, "Package parameters JSON written by the ota_package rule (contract 4).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the package zip.")
@@ -190,6 +192,8 @@ class _Assembler:
             old = source.get(path)
             old_content = old.content if old is not None and old.kind == tree.FILE else None
             op = self.manifest.files.add(path=path)
+            if old is not None:
+                op.source_kind = _SOURCE_KIND[old.kind]
             if old_content is not None:
                 _content(op.source, old_content)
             new = target.get(path)
@@ -199,10 +203,8 @@ class _Assembler:
             op.mode, op.uid, op.gid = new.mode, new.uid, new.gid
             if new.kind == tree.DIR:
                 op.op = Op.MKDIR
-                op.ClearField("source")
             elif new.kind == tree.SYMLINK:
                 op.op, op.symlink_target = Op.SYMLINK, new.target  # type: ignore[assignment]
-                op.ClearField("source")
             else:
                 self._file(op, path, old_content, new.content)  # type: ignore[arg-type]
 
