@@ -28,6 +28,7 @@ from ota.apply import verify
 from ota.apply.device import Device
 from ota.apply.execute import STAGED_DIR, Executor
 from ota.apply.journal import Journal
+from ota.apply.manifest_rules import shown
 from ota.apply.plan import Plan, make_plan
 from ota.apply.progress import Progress
 from ota.apply.sysroot import SysRoot
@@ -64,11 +65,24 @@ def check_signature(package: package_reader.Package, device: Device) -> None:
 
 def apply_package(package_path: str, device: Device, *, ops: FsOps, progress: Progress,
                   log: Callable[[str], None] = lambda line: None) -> Result:
-    """Applies the package at `package_path` to `device`; raises OtaError on any refusal or failure."""
-    with package_reader.open_package(package_path) as package:
-        check_signature(package, device)
-        package.verify_all()
-        return _apply_opened(package, device, ops, progress, log)
+    """Applies the package at `package_path` to `device`; raises OtaError on any refusal or failure.
+
+    No other error escapes: an OSError or MemoryError from anywhere below (a name the kernel
+    refuses, a disk error, a process memory limit) becomes one line too.
+    """
+    try:
+        with package_reader.open_package(package_path) as package:
+            check_signature(package, device)
+            package.verify_all()
+            return _apply_opened(package, device, ops, progress, log)
+    except OSError as err:
+        name = err.filename if isinstance(err.filename, str) else ""
+        where = name if name and len(name) <= 200 and name.isprintable() else package_path
+        problem = err.strerror or type(err).__name__
+        raise OtaError(where, problem if where == name else f"{problem}{f' ({shown(name)})' if name else ''}") from None
+    except MemoryError:
+        raise OtaError(package_path, "out of memory: the update needs more than this process may allocate "
+                                     "(patching holds one file's source, patch and target at once)") from None
 
 
 def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, progress: Progress,
@@ -85,14 +99,14 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     if journal is None and current.fingerprint == target and current.device == device.name:
         progress.finish()
         return Result(ALREADY, target)
-    plan = make_plan(manifest, package.path, {name: entry.size for name, entry in package.payload.items()})
+    plan = make_plan(manifest, package.path, package.payload)
     verify.check_preconditions(plan, device, current, resuming=journal is not None, where=package.path)
 
     root = SysRoot(device.system_root, ops)
     try:
         cache = Cache(cache_dir, device.hardware.cache_limit)
         ctx = protocol.Context(config=device.hardware, cache=cache, ops=ops, out=log)
-        verify.check_sources(plan, root, ctx, progress)
+        verify.check_sources(plan, root, ctx, progress, package.read, package.path)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)
         _ensure_cache_space(plan, cache, staged_dir, journal, ops)
         resumed = journal is not None

@@ -8,13 +8,11 @@ cache-backup that makes a torn partition repairable.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 from ota.applypatch import protocol
-from ota.applypatch.spec import Digest
 from ota.apply import verify
 from ota.build import jsonio
 from ota.build.build_info import BuildInfo
@@ -132,21 +130,14 @@ class Executor:
         entry = self.root.lstat(step.key)
         if entry is not None and entry.kind != "file":
             raise OtaError(self.root.where(step.key), f"is a {entry.kind}, not the file to patch")
-        location = self.root.where(step.key)
-        request = protocol.PatchRequest(
-            source=location, target=location, target_size=op.target.size,
-            target_digest=Digest("sha256", op.target.sha256),
-            patches=((Digest("sha256", op.source.sha256), self.staged(op.entry)),))
-        protocol.patch(self.ctx, request)
+        protocol.patch(self.ctx, verify.file_request(self.root, op, self.staged(op.entry)))
 
     def _write(self, step: Step) -> None:
         op = self.plan.files[step.key]
         entry = self.root.lstat(step.key)
         if entry is not None and entry.kind == "file" and self.root.content(step.key).sha256 == op.target.sha256:
             return
-        data = self.read_entry(op.entry)
-        if hashlib.sha256(data).hexdigest() != op.target.sha256:
-            raise OtaError(op.entry, f"entry is not the target contents of {step.key} (sha256 mismatch)")
+        data = self.read_entry(op.entry)  # the payload's hash, which manifest_rules made the target's
         if entry is not None and entry.kind == "dir":
             self.root.remove(step.key)  # emptied by the delete phase: a directory that becomes a file
         self.root.write_file(step.key, [data], op.mode, op.uid, op.gid)
@@ -170,11 +161,7 @@ class Executor:
         if part.method == pb.WHOLE:
             protocol.flash(self.ctx, staged, f"EMMC:{part.name}:{part.target.size}:{part.target.sha256}")
             return
-        request = protocol.PatchRequest(
-            source=verify.partition_spec(part.name, part), target=verify.partition_spec(part.name, part),
-            target_size=part.target.size, target_digest=Digest("sha256", part.target.sha256),
-            patches=((Digest("sha256", part.source.sha256), staged),))
-        protocol.patch(self.ctx, request)
+        protocol.patch(self.ctx, verify.partition_request(part, staged))
 
     def _check(self, step: Step) -> None:
         verify.check_results(self.plan, self.root, self.ctx)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ota.errors import OtaError
+from ota.apply.manifest_rules import check_manifest
 from ota.proto import ota_manifest_pb2 as pb
 
 Op = pb.FileOperation
@@ -74,27 +74,22 @@ def _parents_first(paths: list[str]) -> list[str]:
     return sorted(paths, key=lambda p: (p.count("/"), p))
 
 
-def make_plan(manifest: pb.OtaManifest, where: str, entry_sizes: dict[str, int]) -> Plan:
-    """Orders the manifest's operations into steps.
+def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.PayloadEntry]) -> Plan:
+    """Orders the manifest's operations into steps, after `manifest_rules` accepted it.
 
     The package reader has already refused unsafe or repeated paths, unknown ops and operations
-    naming entries the package lacks; `entry_sizes` are its payload entries (name -> size).
+    naming entries the package lacks; `payload` are its payload entries by name.
     """
+    check_manifest(manifest, where, payload)
     files = {op.path: op for op in manifest.files}
-    for index, op in enumerate(manifest.files):
-        if op.op == Op.SYMLINK and not op.symlink_target:
-            raise OtaError(where, f"manifest.files[{index}] ({op.path}): symlink_target is empty")
     deletes = [path for path, op in files.items() if op.op == Op.DELETE]
     partitions = {part.name: part for part in manifest.partitions}
-    for index, part in enumerate(manifest.partitions):
-        if part.entry and part.method != pb.WHOLE and not part.HasField("source"):
-            raise OtaError(where, f"manifest.partitions[{index}] ({part.name}): a patch needs a source")
 
     def of(kind: int) -> list[pb.FileOperation]:
         return [op for op in files.values() if op.op == kind]
 
-    staged = {op.entry: entry_sizes[op.entry] for op in of(Op.PATCH)}
-    staged.update({p.entry: entry_sizes[p.entry] for p in partitions.values() if p.entry})
+    staged = {op.entry: payload[op.entry].size for op in of(Op.PATCH)}
+    staged.update({p.entry: payload[p.entry].size for p in partitions.values() if p.entry})
     steps = [Step("stage", name, size) for name, size in sorted(staged.items())]
     if manifest.type == pb.OtaManifest.FULL:
         steps.append(Step("wipe", "-", 0))

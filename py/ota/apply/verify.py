@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Callable
 
 from ota.applypatch import protocol
 from ota.applypatch.cache import BACKUP_NAME
 from ota.applypatch.backends import open_partition
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
+from ota.apply.manifest_rules import PATCH_SCRATCH_SUFFIX, shown
 from ota.apply.plan import Op, Plan
-from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
 from ota.errors import OtaError
@@ -46,29 +47,76 @@ def check_preconditions(plan: Plan, device: Device, current: BuildInfo, *, resum
             raise OtaError(where, "downgrade package refused: the device policy does not allow downgrades")
 
 
-def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Progress) -> None:
-    """Every kept/patched file and every partition holds what the package expects (or its target).
+def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Progress,
+                  read_entry: Callable[[str], bytes], package_path: str) -> None:
+    """Everything the steps will find on the device, checked before the first write.
 
-    FULL packages check nothing here: they write everything, and their wipe step removes what
-    the target does not list.
+    Incremental packages: every kept/patched file and every partition holds what the package
+    expects (or its target); every other path holds nothing, what the source build has there, or
+    the target; every patch is dry-run. FULL packages write everything and their wipe step
+    removes what the target does not list, so only their partition images are checked (that they
+    fit).
     """
-    if plan.full:
-        return
-    files = [(path, op) for path, op in sorted(plan.files.items()) if op.op != Op.DELETE]
-    partitions = [(name, part) for name, part in sorted(plan.partitions.items()) if part.HasField("source")]
-    progress.phase(VERIFY_SHARE, sum(op.source.size for _, op in files)
-                   + sum(part.source.size for _, part in partitions), len(files) + len(partitions))
+    files = [] if plan.full else sorted(plan.files.items())
+    partitions = sorted(plan.partitions.items())
+    progress.phase(VERIFY_SHARE, sum(_verify_bytes(op.source, op.target, op.op == Op.PATCH) for _, op in files)
+                   + sum(_verify_bytes(part.source, part.target, bool(part.entry)) for _, part in partitions),
+                   len(files) + len(partitions))
     for path, op in files:
         if op.op == Op.KEEP:
             _check_kept(root, path, op)
         elif op.op == Op.PATCH:
             _check_patched(root, path, op, ctx)
+            _dry_run(ctx, file_request(root, op, _label(package_path, op.entry)), op.entry, read_entry)
         else:
-            _check_no_collision(root, path, op, plan)
-        progress.item("verify", path, op.source.size)
+            _check_kind(root, path, op, plan)
+        progress.item("verify", path, _verify_bytes(op.source, op.target, op.op == Op.PATCH))
     for name, part in partitions:
-        _check_partition(name, part, ctx)
-        progress.item("verify", f"partition:{name}", part.source.size)
+        if part.HasField("source"):
+            _check_partition(name, part, ctx)
+        if part.entry and part.method == pb.WHOLE:
+            _check_fits(name, part, ctx)
+        elif part.entry:
+            _dry_run(ctx, partition_request(part, _label(package_path, part.entry)), part.entry, read_entry)
+        progress.item("verify", f"partition:{name}", _verify_bytes(part.source, part.target, bool(part.entry)))
+
+
+def _verify_bytes(source: pb.ContentInfo, target: pb.ContentInfo, patched: bool) -> int:
+    """Progress weight: the source is read; a patched target is built in memory too."""
+    return source.size + (target.size if patched else 0)
+
+
+def _label(package_path: str, entry: str) -> str:
+    """How a patch not yet staged is named in errors: the package and its entry."""
+    return f"{package_path}: zip entry {entry}"
+
+
+def _dry_run(ctx: protocol.Context, request: protocol.PatchRequest, entry: str,
+             read_entry: Callable[[str], bytes]) -> None:
+    """Applies the patch in memory and checks the result against the target, writing nothing.
+
+    This costs one more patch application per patched file or partition, and it is what makes a
+    broken or hostile patch a refusal instead of a device left half updated. Memory: one file's
+    (or partition's) source, patch and target at a time, as the apply itself needs.
+    A path already at its target (a rerun after a cut) passes without patching.
+    """
+    protocol.dry_run(ctx, request, read_patch=lambda _label: read_entry(entry))
+
+
+def file_request(root: SysRoot, op: pb.FileOperation, patch: str) -> protocol.PatchRequest:
+    """applypatch's file request for a PATCH operation; `patch` names the patch file."""
+    location = root.where(op.path)
+    return protocol.PatchRequest(source=location, target=location, target_size=op.target.size,
+                                 target_digest=Digest("sha256", op.target.sha256),
+                                 patches=((Digest("sha256", op.source.sha256), patch),))
+
+
+def partition_request(part: pb.PartitionOperation, patch: str) -> protocol.PatchRequest:
+    """applypatch's partition request for a patched partition; `patch` names the patch file."""
+    spec = partition_spec(part.name, part)
+    return protocol.PatchRequest(source=spec, target=spec, target_size=part.target.size,
+                                 target_digest=Digest("sha256", part.target.sha256),
+                                 patches=((Digest("sha256", part.source.sha256), patch),))
 
 
 def _check_kept(root: SysRoot, path: str, op: pb.FileOperation) -> None:
@@ -83,9 +131,9 @@ def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol
     entry = root.lstat(path)
     if entry is not None and entry.kind != "file":
         raise OtaError(root.where(path), f"is a {entry.kind}, expected the source build's regular file")
-    scratch = root.lstat(_scratch_of(path))
+    scratch = root.lstat(path + PATCH_SCRATCH_SUFFIX)
     if scratch is not None and scratch.kind != "file":
-        raise OtaError(root.where(_scratch_of(path)), f"is a {scratch.kind}; refusing to write through it")
+        raise OtaError(root.where(path + PATCH_SCRATCH_SUFFIX), f"is a {scratch.kind}; refusing to write through it")
     try:
         protocol.check(ctx, root.where(path), [Digest("sha256", op.source.sha256),
                                                Digest("sha256", op.target.sha256)])
@@ -95,39 +143,47 @@ def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol
                                          "contents, and no matching cache copy)") from None
 
 
-def _scratch_of(path: str) -> str:
-    """applypatch's temporary output name for a file target."""
-    return path + ".patch"
+_SOURCE_KIND = {Op.SOURCE_FILE: "file", Op.SOURCE_DIR: "dir", Op.SOURCE_SYMLINK: "symlink"}
+_TARGET_KIND = {Op.WRITE: "file", Op.MKDIR: "dir", Op.SYMLINK: "symlink"}
 
 
-def _check_no_collision(root: SysRoot, path: str, op: pb.FileOperation, plan: Plan) -> None:
-    """A path the package creates must not hold something no build put there.
+def _check_kind(root: SysRoot, path: str, op: pb.FileOperation, plan: Plan) -> None:
+    """A path the update creates, replaces or deletes holds nothing, the source build's entry
+    (`source_kind`; a file with the source contents, except that a deleted file's contents do not
+    matter) or, on a rerun, the target's.
 
-    The manifest records a source only for regular files, so a directory or symlink found where
-    the target has another kind may be the source build's (a kind change) and is accepted; what
-    cannot be the source build's is refused: a regular file with other contents where a file
-    without source is written, and anything that is not a file, directory or symlink.
+    Unreachable (a parent that the plan turns from a link or file into a directory) counts as
+    nothing: that parent's own operation was checked the same way. A directory the update
+    removes must hold only paths the package deletes, or removing it would fail half way.
     """
-    try:
-        entry = root.lstat(path)
-    except OtaError:
-        parts = path.split("/")
-        for ancestor in ("/".join(parts[:i]) for i in range(1, len(parts))):
-            found = root.lstat(ancestor)
-            if found is not None and found.kind != "dir":
-                op_there = plan.files.get(ancestor)
-                if op_there is not None and op_there.op == Op.MKDIR:
-                    return  # a source link or file the target turns into a directory: replaced first
-                break
-        raise
+    entry = root.reachable(path)
     if entry is None:
         return
+    source, target = _SOURCE_KIND.get(op.source_kind), _TARGET_KIND.get(op.op)
+    where = root.where(path)
     if entry.kind == "other":
-        raise OtaError(root.where(path), "unexpected special file where the package creates a path")
-    if op.op == Op.WRITE and entry.kind == "file" and root.content(path).sha256 not in (
-            op.source.sha256, op.target.sha256):
-        raise OtaError(root.where(path), "unexpected file where the package creates a new one "
-                                         "(not the target build's contents)")
+        raise OtaError(where, "unexpected special file where the package changes a path")
+    if entry.kind not in (source, target):
+        builds = (f"the source and target builds have {_a(source)}" if source == target else
+                  f"the source build has {_a(source)} and the target {_a(target)}")
+        raise OtaError(where, f"is {_a(entry.kind)}; {builds} here")
+    if entry.kind == "file" and op.op != Op.DELETE:
+        sha256 = root.content(path).sha256
+        if sha256 not in ([op.source.sha256] if source == "file" else []) + ([op.target.sha256] if target == "file"
+                                                                             else []):
+            if source == "file":
+                raise OtaError(where, "system file is modified (neither the source nor the target build's contents)")
+            raise OtaError(where, "unexpected file where the package creates a new one (not the target build's "
+                                  "contents)")
+    if entry.kind == "dir" and target != "dir":
+        for name in root.listdir(path):
+            if f"{path}/{name}" not in plan.files:
+                raise OtaError(where, f"directory holds {shown(name)}, which no build has there; the update "
+                                      "would fail removing the directory")
+
+
+def _a(kind: str | None) -> str:
+    return {None: "nothing", "dir": "a directory"}.get(kind, f"a {kind}")
 
 
 def partition_spec(name: str, part: pb.PartitionOperation) -> str:
@@ -143,6 +199,15 @@ def _check_partition(name: str, part: pb.PartitionOperation, ctx: protocol.Conte
     except OtaError:
         raise OtaError(f"partition {name}", "holds neither the source nor the target image "
                                             "(and the cache holds no copy of either)") from None
+
+
+def _check_fits(name: str, part: pb.PartitionOperation, ctx: protocol.Context) -> None:
+    """A whole image must fit the partition (flash checks it too, but only at its step)."""
+    partition = open_partition("EMMC", name, ctx.config, ctx.ops, writable=False)
+    try:
+        partition.check_fits(part.target.size)
+    finally:
+        partition.close()
 
 
 def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
