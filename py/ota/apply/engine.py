@@ -2,9 +2,11 @@
 
     0. signature over manifest.pb, with the device's trusted keys (`ota.signing`);
     1. the package: every entry the manifest lists exists and hashes right (`ota.package_reader`);
-    2. preconditions: device name, source build, timestamp policy;
-    3. sources: every kept/patched file and every partition (applypatch check semantics), and
-       no unexpected file where a new one goes;
+    2. preconditions: device name, source build, timestamp policy; the manifest's own rules
+       (`manifest_rules`: name and path lengths, parents, whole entries, metadata, source kinds);
+    3. sources: every kept/patched file and every partition (applypatch check semantics), every
+       other path holds nothing, the source build's entry or the target, and every patch is
+       dry-run in memory against its target;
     4. cache space for what is still to be staged plus the partition backup;
     5.-7. the journaled steps (execute.py): stage, change, verify, build file, clean up.
 

@@ -53,7 +53,9 @@ class Journal:
         except OSError as err:
             raise OtaError(path, f"journal: cannot open: {err.strerror}") from None
         try:
-            raw = os.read(fd, MAX_JOURNAL_BYTES + 1)
+            raw = _read_bounded(fd, MAX_JOURNAL_BYTES + 1)
+        except OSError as err:
+            raise OtaError(path, f"journal: cannot read: {err.strerror}") from None
         finally:
             os.close(fd)
         if len(raw) > MAX_JOURNAL_BYTES:
@@ -106,3 +108,12 @@ class Journal:
         """Removes the journal: the update is complete."""
         self.ops.unlink(self.path)
         self.ops.fsync_dir(os.path.dirname(self.path))
+
+
+def _read_bounded(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes, read in pieces (os.read(fd, n) allocates n bytes before reading)."""
+    pieces, size = [], 0
+    while size < limit and (piece := os.read(fd, min(1 << 20, limit - size))):
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
