@@ -337,16 +337,30 @@ class Attack:
     expected: str            # what the device must say (a fragment of the one-line error)
     make: Callable[[Lab], bytes]
     tool: str = "ota_apply"  # or "ota_bootimg" for the host-side boot image reader
-    gap: str = ""            # a known weakness of the device side: this row is expected to fail
 
 
-# Known gaps of ota_apply today (docs/security.md, "Open gaps"); the test expects these rows to
-# fail until ota_apply closes them, then the gap text goes away.
-LATE_PATCH = ("patch contents are checked only when applied: an earlier step has already staged "
-              "patches or changed files")
-LATE_PATH = ("refused only at its own step, after earlier steps changed the device: paths are not "
-             "checked against the tree (parents real directories, NAME_MAX/PATH_MAX) before the first write")
-NAME_TOO_LONG = "OSError ENAMETOOLONG escapes ota_apply as a traceback"
+def _make_dir(manifest: pb.OtaManifest, path: str) -> None:
+    """Turns the operation at `path` into a MKDIR of a directory the source build also has."""
+    op = file_op(manifest, path)
+    op.Clear()
+    op.path, op.op, op.mode, op.source_kind = path, pb.FileOperation.MKDIR, 0o755, pb.FileOperation.SOURCE_DIR
+
+
+def _set_op(manifest: pb.OtaManifest, path: str, kind: int) -> None:
+    file_op(manifest, path).op = kind
+
+
+def _dir_becomes_file(lab: Lab) -> bytes:
+    """lib/ (a directory of the device) becomes a file; the manifest says the source had nothing there."""
+    entries = lab.entries + [("system/lib", b"pwned\n")]
+
+    def edit(manifest: pb.OtaManifest) -> None:
+        for op in manifest.files:
+            if op.path.startswith("lib/"):
+                op.op = pb.FileOperation.DELETE
+        manifest.files.remove(file_op(manifest, "lib"))
+        _add_write(manifest, "lib", "system/lib", b"pwned\n")
+    return resigned(lab, edit, entries)
 
 
 def _downgrade(flag: bool) -> Callable[[pb.OtaManifest], None]:
@@ -396,36 +410,51 @@ ATTACKS: tuple[Attack, ...] = (
            write_attack("etc/pwned\0.conf", "system/nul-pwned")),
     Attack("zip slip: '../' in a payload entry name (re-signed)", "'..' path component",
            write_attack("etc/pwned", "../pwned")),
-    Attack("overlong file name, 300-byte component (re-signed)", "too long",
-           write_attack("etc/" + "n" * 300), gap=NAME_TOO_LONG),
-    Attack("overlong path, 5000 bytes (re-signed)", "too long",
-           write_attack("/".join(["d" * 100] * 50)), gap=LATE_PATH),
+    Attack("overlong file name, 300-byte component (re-signed)", "is 300 bytes, longer than NAME_MAX (255)",
+           write_attack("etc/" + "n" * 300)),
+    Attack("file name leaving no room for its temporary name, 250 bytes (re-signed)",
+           "a written file or link may have at most 246", write_attack("etc/" + "n" * 250)),
+    Attack("overlong path, 5000 bytes (re-signed)", "longer than PATH_MAX allows",
+           write_attack("/".join(["d" * 100] * 50))),
     Attack("write through a symlink the device has to outside the root (re-signed)",
-           "is a symlink or not a directory; refusing to follow it", write_attack("etc/outlink/pwned")),
+           "parent 'etc/outlink' is a SYMLINK operation, not a directory", write_attack("etc/outlink/pwned")),
+    Attack("the device's symlink to outside the root declared a directory, then a write through it (re-signed)",
+           "etc/outlink: is a symlink; the source and target builds have a directory here",
+           lambda lab: resigned(lab, lambda m: (_make_dir(m, "etc/outlink"),
+                                                _add_write(m, "etc/outlink/pwned", "system/pwned", b"pwned\n")),
+                                lab.entries + [("system/pwned", b"pwned\n")])),
+    Attack("a directory of the device declared absent in the source, a file written there (re-signed)",
+           "lib: is a directory; the source build has nothing and the target a file here", _dir_becomes_file),
+    Attack("DELETE of a directory whose files the package keeps (re-signed)",
+           "parent 'etc' is a DELETE operation, not a directory",
+           lambda lab: resigned(lab, lambda m: _set_op(m, "etc", pb.FileOperation.DELETE))),
     Attack("new symlink to outside the root, then a write through it (re-signed)",
-           "is a symlink or not a directory; refusing to follow it",
+           "parent 'etc/esc' is a SYMLINK operation, not a directory",
            lambda lab: resigned(lab, lambda m: (
                m.files.extend([pb.FileOperation(path="etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777,
                                                 symlink_target="../../outside")]),
                _add_write(m, "etc/esc/pwned", "system/etc/esc/pwned", b"pwned\n")),
-               lab.entries + [("system/etc/esc/pwned", b"pwned\n")]), gap=LATE_PATH),
+               lab.entries + [("system/etc/esc/pwned", b"pwned\n")])),
     # hostile patches (re-signed: the patch bytes match the manifest, the patch itself is hostile)
     Attack("BSDIFF40 declares a 2^62-byte new file (re-signed)", "exceeds the limit", patch_attack(
-        lambda lab: bsdiff_patch([], b"", b"", 1 << 62)), gap=LATE_PATCH),
+        lambda lab: bsdiff_patch([], b"", b"", 1 << 62))),
     # bsdiff skips old bytes outside the old file (AOSP does too): a legal patch, wrong result.
     Attack("BSDIFF40 control tuple seeks 2^40 past the old file (re-signed)", "is not the expected target",
-           patch_attack(lambda lab: bsdiff_patch([(16, 0, 1 << 40), (16, 0, 0)], b"\0" * 32, b"", 32)), gap=LATE_PATCH),
+           patch_attack(lambda lab: bsdiff_patch([(16, 0, 1 << 40), (16, 0, 0)], b"\0" * 32, b"", 32))),
     Attack("BSDIFF40 control tuple writes past the new size (re-signed)", "runs past the new size", patch_attack(
-        lambda lab: bsdiff_patch([(1 << 20, 0, 0)], b"\0" * 64, b"", 64)), gap=LATE_PATCH),
+        lambda lab: bsdiff_patch([(1 << 20, 0, 0)], b"\0" * 64, b"", 64))),
     # Only the 64 bytes the control tuples need are ever inflated (peak RSS is checked).
     Attack("BSDIFF40 bz2 bomb (128 MiB) in the diff block (re-signed)", "is not the expected target",
-           patch_attack(lambda lab: bsdiff_patch([(64, 0, 0)], b"\0" * (128 << 20), b"", 64)), gap=LATE_PATCH),
+           patch_attack(lambda lab: bsdiff_patch([(64, 0, 0)], b"\0" * (128 << 20), b"", 64))),
     Attack("IMGDIFF2 chunk source range past the source (re-signed)", "runs past the source", imgdiff_attack(
-        "NormalChunk", src_start=1 << 40), gap=LATE_PATCH),
+        "NormalChunk", src_start=1 << 40)),
     Attack("IMGDIFF2 chunk patch offset past the patch (re-signed)", "chunk", patch_attack(
-        _imgdiff_patch_offset, BOOT_PATCH), gap=LATE_PATCH),
+        _imgdiff_patch_offset, BOOT_PATCH)),
     Attack("IMGDIFF2 deflate chunk declares a 2^40-byte expansion (re-signed)", "exceeds the expansion limit", imgdiff_attack(
-        "DeflateChunk", tgt_expanded_len=1 << 40), gap=LATE_PATCH),
+        "DeflateChunk", tgt_expanded_len=1 << 40)),
+    # Under the engine's 2 GiB default, so the 1032x bound (deflate's best ratio) is what refuses it.
+    Attack("IMGDIFF2 deflate chunk declares a 2 GiB - 1 expansion (re-signed)", "exceeds the expansion limit",
+           imgdiff_attack("DeflateChunk", tgt_expanded_len=(1 << 31) - 1)),
     # builds
     Attack("package for another device (re-signed)", "package is for device",
            lambda lab: resigned(lab, lambda m: (m.precondition.device.__setitem__(0, "sailfish"),
@@ -557,8 +586,7 @@ def table(rows: list[Row]) -> str:
             unchanged = "yes"
         else:
             unchanged = f"**NO**: changed {_summary(row.changed)}"
-        gap = " (open gap, see below)" if row.attack.gap else ""
-        lines.append(f"| {_cell(row.attack.name)} | refused: `{_cell(row.attack.expected)}`{gap} | "
+        lines.append(f"| {_cell(row.attack.name)} | refused: `{_cell(row.attack.expected)}` | "
                      f"{_cell(row.outcome)} | {unchanged} |")
     return "\n".join(lines) + "\n"
 
@@ -591,10 +619,9 @@ def main() -> int:
             doc = f.read()
         with open(args.write_docs, "w", encoding="utf-8") as f:
             f.write(replace_documented_table(doc, text))
-    failed = [row for row in rows if row.ok == bool(row.attack.gap)]
+    failed = [row for row in rows if not row.ok]
     for row in failed:
-        what = "now passes: remove its gap" if row.ok else "FAILED"
-        print(f"{what}: {row.attack.name}: {row.outcome} (peak RSS {row.peak_rss_mib} MiB)", file=sys.stderr)
+        print(f"FAILED: {row.attack.name}: {row.outcome} (peak RSS {row.peak_rss_mib} MiB)", file=sys.stderr)
     if not args.work:
         shutil.rmtree(work)
     return 1 if failed else 0

@@ -25,12 +25,6 @@ def test_documented_table_equals_a_fresh_run(rows):
 @pytest.mark.parametrize("index", range(len(attacks.ATTACKS)), ids=[a.name for a in attacks.ATTACKS])
 def test_attack_is_refused_before_any_change(rows, index):
     row = rows[index]
-    if row.attack.gap:
-        # A known gap (docs/security.md, "Open gaps"): when ota_apply closes it, this fails so the
-        # gap and the docs are updated.
-        assert not row.ok, f"{row.attack.name} now passes: remove its gap and regenerate the docs"
-        assert row.refused and row.peak_rss_mib < attacks.MAX_PEAK_RSS_MIB or "BROKEN" in row.outcome
-        return
     assert row.refused, row.outcome
     assert row.attack.expected in row.outcome, row.outcome
     assert row.changed in ((), None), row.changed
