@@ -1,20 +1,17 @@
 """ramdisk: a deterministic gzip'd newc cpio archive of a file tree."""
 
-load(":tree.bzl", "TREE_ATTRS", "collect_tree", "write_tree")
+load(":tree.bzl", "TREE_ATTRS", "collect_tree", "run_tree_tool", "write_tree")
 
 def _ramdisk_impl(ctx):
     tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
     out = ctx.actions.declare_file(ctx.label.name + ".cpio.gz")
-    args = ctx.actions.args()
-    args.add("--tree", tree.tree_json)
-    args.add("--out", out)
-    ctx.actions.run(
-        executable = ctx.executable._ramdisk_tool,
-        arguments = [args],
-        inputs = depset([tree.tree_json], transitive = [tree.files_depset]),
-        outputs = [out],
-        mnemonic = "OtaRamdisk",
-        progress_message = "Packing ramdisk %s (%d entries)" % (ctx.label, len(tree.entries)),
+    run_tree_tool(
+        ctx,
+        tree,
+        ctx.executable._ramdisk_tool,
+        out,
+        "OtaRamdisk",
+        "Packing ramdisk %s (%d entries)" % (ctx.label, len(tree.entries)),
     )
     return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])), tree]
 

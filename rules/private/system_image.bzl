@@ -1,21 +1,18 @@
 """system_image: the system partition as a file tree plus its manifest."""
 
 load(":providers.bzl", "SystemImageInfo")
-load(":tree.bzl", "TREE_ATTRS", "collect_tree", "write_tree")
+load(":tree.bzl", "TREE_ATTRS", "collect_tree", "run_tree_tool", "write_tree")
 
 def _system_image_impl(ctx):
     tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
-    args = ctx.actions.args()
-    args.add("--tree", tree.tree_json)
-    args.add("--out", manifest)
-    ctx.actions.run(
-        executable = ctx.executable._system_manifest,
-        arguments = [args],
-        inputs = depset([tree.tree_json], transitive = [tree.files_depset]),
-        outputs = [manifest],
-        mnemonic = "OtaSystemManifest",
-        progress_message = "Hashing %d system files of %s" % (len(tree.files), ctx.label),
+    run_tree_tool(
+        ctx,
+        tree,
+        ctx.executable._system_manifest,
+        manifest,
+        "OtaSystemManifest",
+        "Hashing %d system files of %s" % (len(tree.files), ctx.label),
     )
     return [
         DefaultInfo(

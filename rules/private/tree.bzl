@@ -270,3 +270,26 @@ def write_tree(ctx, tree, out):
         files = tree.files,
         files_depset = depset([tree.files[p] for p in sorted(tree.files.keys())]),
     )
+
+def run_tree_tool(ctx, tree, tool, out, mnemonic, progress_message):
+    """Runs `tool --tree <tree_json> --out <out>`, with every file of the tree as an input.
+
+    Args:
+      ctx: the rule context.
+      tree: OtaTreeInfo from write_tree.
+      tool: the executable (a private cfg = "exec" attribute).
+      out: the declared output File.
+      mnemonic: the action's mnemonic.
+      progress_message: the action's progress message.
+    """
+    args = ctx.actions.args()
+    args.add("--tree", tree.tree_json)
+    args.add("--out", out)
+    ctx.actions.run(
+        executable = tool,
+        arguments = [args],
+        inputs = depset([tree.tree_json], transitive = [tree.files_depset]),
+        outputs = [out],
+        mnemonic = mnemonic,
+        progress_message = progress_message,
+    )
