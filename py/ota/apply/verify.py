@@ -168,9 +168,8 @@ def _check_kind(root: SysRoot, path: str, op: pb.FileOperation, plan: Plan) -> N
                   f"the source build has {_a(source)} and the target {_a(target)}")
         raise OtaError(where, f"is {_a(entry.kind)}; {builds} here")
     if entry.kind == "file" and op.op != Op.DELETE:
-        sha256 = root.content(path).sha256
-        if sha256 not in ([op.source.sha256] if source == "file" else []) + ([op.target.sha256] if target == "file"
-                                                                             else []):
+        allowed = {info.sha256 for kind, info in ((source, op.source), (target, op.target)) if kind == "file"}
+        if root.content(path).sha256 not in allowed:
             if source == "file":
                 raise OtaError(where, "system file is modified (neither the source nor the target build's contents)")
             raise OtaError(where, "unexpected file where the package creates a new one (not the target build's "
