@@ -43,19 +43,19 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
     m.postcondition.device.append("sargo")
     m.postcondition.build_fingerprint.append("v2/fp")
     m.postcondition.timestamp = 2000
-    m.files.add(path="bin", op=Op.MKDIR, mode=0o755, gid=2000)
-    m.files.add(path="bin/keep", op=Op.KEEP, source=s("bin/keep"), target=t("bin/keep"), mode=0o755, gid=2000)
-    m.files.add(path="bin/tool", op=Op.PATCH, source=s("bin/tool"), target=t("bin/tool"), entry="patch/system/bin/tool.p",
+    m.files.add(path="bin", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755, gid=2000)
+    m.files.add(path="bin/keep", op=Op.KEEP, source_kind=Op.SOURCE_FILE, source=s("bin/keep"), target=t("bin/keep"), mode=0o755, gid=2000)
+    m.files.add(path="bin/tool", op=Op.PATCH, source_kind=Op.SOURCE_FILE, source=s("bin/tool"), target=t("bin/tool"), entry="patch/system/bin/tool.p",
                 method=pb.BSDIFF, mode=0o750, gid=2000)  # fmt: skip
-    m.files.add(path="etc", op=Op.MKDIR, mode=0o755)
-    m.files.add(path="etc/conf", op=Op.KEEP, source=s("etc/conf"), target=t("etc/conf"), mode=0o600, uid=1000, gid=1000)
+    m.files.add(path="etc", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
+    m.files.add(path="etc/conf", op=Op.KEEP, source_kind=Op.SOURCE_FILE, source=s("etc/conf"), target=t("etc/conf"), mode=0o600, uid=1000, gid=1000)
     m.files.add(path="etc/new", op=Op.WRITE, target=t("etc/new"), entry="system/etc/new", method=pb.WHOLE, mode=0o644)
-    m.files.add(path="etc/old", op=Op.DELETE, source=s("etc/old"))
-    m.files.add(path="etc/random", op=Op.WRITE, source=s("etc/random"), target=t("etc/random"),
+    m.files.add(path="etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
+    m.files.add(path="etc/random", op=Op.WRITE, source_kind=Op.SOURCE_FILE, source=s("etc/random"), target=t("etc/random"),
                 entry="system/etc/random", method=pb.WHOLE, mode=0o644)  # fmt: skip
-    m.files.add(path="lib", op=Op.MKDIR, mode=0o755)
+    m.files.add(path="lib", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
     m.files.add(path="lib/libc.so", op=Op.SYMLINK, symlink_target="libc.so.6", mode=0o777)
-    m.files.add(path="lib/link", op=Op.DELETE)
+    m.files.add(path="lib/link", op=Op.DELETE, source_kind=Op.SOURCE_SYMLINK)
     m.files.add(path="var", op=Op.MKDIR, mode=0o771, uid=1000, gid=1000)
     boot_patch = (work / "boot.data").read_bytes()
     m.partitions.add(name="boot", source=_ci(fx.boot_image(fx.RAMDISK_OLD)), target=_ci(fx.boot_image(fx.RAMDISK_NEW)),
