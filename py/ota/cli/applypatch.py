@@ -1,10 +1,10 @@
 """applypatch: patch a file or a raw partition in place, resumably (AOSP-compatible command lines).
 
-Classic form (AOSP 2009-2016; our flags, if any, come first):
+Classic form (AOSP 2009-2016; our --flags, if any, may stand anywhere):
 
-  applypatch [--flags] [-b <bonus>] <src> <tgt|-> <tgt-sha1> <tgt-size> [<src-sha1>:<patch> ...]
-  applypatch [--flags] -c <file|spec> [<sha1> ...]
-  applypatch [--flags] -s <bytes>
+  applypatch [-b <bonus>] <src> <tgt|-> <tgt-sha1> <tgt-size> [<src-sha1>:<patch> ...]
+  applypatch -c <file|spec> [<sha1> ...]
+  applypatch -s <bytes>
   applypatch -l
 
 Android 9+ form:
@@ -155,22 +155,30 @@ def main(argv: Sequence[str]) -> int:
 
 
 def split_classic(argv: list[str]) -> list[str]:
-    """Inserts '--' before the first classic argument so absl parses only our leading --flags.
+    """Puts every `--flag` first and '--' before the classic arguments, so absl parses only flags.
 
-    absl would read `-c`, `-s`, `-l`, `-b` (and a lone `-`) as flags; the classic form is
-    parsed by `_classic` instead.
+    absl would read `-c`, `-s`, `-l`, `-b` (and a lone `-`) as flags; the classic form is parsed
+    by `_classic` instead. Our `--flags` may stand anywhere (AOSP scripts call
+    `applypatch -c MTD:boot:...` with none; a wrapper may append `--device_config=...`): no
+    classic argument starts with `--`. An explicit '--' ends flag parsing as usual.
     """
+    ours: list[str] = []
+    classic: list[str] = []
     index = 1
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
-            return argv
+            classic += argv[index + 1:]
+            break
         if not arg.startswith("--"):
-            return argv[:index] + ["--"] + argv[index:]
+            classic.append(arg)
+            index += 1
+            continue
         name = arg[2:].split("=", 1)[0]
         takes_value = "=" not in arg and name in FLAGS and not FLAGS[name].boolean
+        ours += argv[index:index + 2] if takes_value else [arg]
         index += 2 if takes_value else 1
-    return argv
+    return argv[:1] + ours + (["--"] + classic if classic else [])
 
 
 def run() -> None:
