@@ -13,6 +13,10 @@ load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
 
 _METHODS = ["auto", "bsdiff", "imgdiff", "imgdiff_zip"]
 
+# The basename prefix of a key that may sign inside Bazel (docs/security.md): its private half is
+# public, so handing it to a remote cache or executor reveals nothing.
+_TEST_KEY_PREFIX = "TEST_ONLY_"
+
 def _check_threshold(ctx):
     text = ctx.attr.patch_threshold
     parts = text.split(".")
@@ -97,11 +101,41 @@ def _check_builds(ctx, source, target):
             source.timestamp,
         ))
 
+def _check_signing_key(ctx, key):
+    """Only a TEST_ONLY_ key may become an action input (remote caches and executors see inputs)."""
+    if key and not key.basename.startswith(_TEST_KEY_PREFIX):
+        fail(("ota_package %s: signing_key %s: only a test key (a file named %s*) may sign in a " +
+              "Bazel action, whose inputs a remote cache or executor receives. Build the package " +
+              "unsigned and sign it on the signing host with `bazel run //tools:ota_sign -- " +
+              "--key KEY --in UNSIGNED.zip --out SIGNED.zip` (docs/security.md)") % (
+            ctx.label,
+            key.short_path,
+            _TEST_KEY_PREFIX,
+        ))
+
+def _sign_action(ctx, unsigned, key):
+    """Declares the OtaSign action; returns the signed package `<name>.zip`."""
+    signed = ctx.actions.declare_file(ctx.label.name + ".zip")
+    args = ctx.actions.args()
+    args.add("--key", key)
+    args.add("--in", unsigned)
+    args.add("--out", signed)
+    ctx.actions.run(
+        executable = ctx.executable._ota_sign,
+        arguments = [args],
+        inputs = [unsigned, key],
+        outputs = [signed],
+        mnemonic = "OtaSign",
+        progress_message = "Signing OTA package %s with test key %s" % (ctx.label, key.basename),
+    )
+    return signed
+
 def _ota_package_impl(ctx):
     target = ctx.attr.target[OtaBuildInfo]
     source = ctx.attr.source[OtaBuildInfo] if ctx.attr.source else None
     _check_builds(ctx, source, target)
     _check_threshold(ctx)
+    _check_signing_key(ctx, ctx.file.signing_key)
     target_files = target.system.tree.files
     source_files = source.system.tree.files if source else {}
     _check_methods(ctx, target_files)
@@ -165,7 +199,8 @@ def _ota_package_impl(ctx):
         "whole_files": whole_files,
     }) + "\n")
     manifests = [target.system.manifest] + ([source.system.manifest] if source else [])
-    out = ctx.actions.declare_file(ctx.label.name + ".zip")
+    key = ctx.file.signing_key
+    out = ctx.actions.declare_file(ctx.label.name + (".unsigned.zip" if key else ".zip"))
     args = ctx.actions.args()
     args.add("--params", params)
     args.add("--out", out)
@@ -182,6 +217,8 @@ def _ota_package_impl(ctx):
             len(whole_files),
         ),
     )
+    if key:
+        out = _sign_action(ctx, out, key)
     return [
         DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
         OutputGroupInfo(patch_infos = depset(infos)),
@@ -201,7 +238,9 @@ ota_package = rule(
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
 paths that are the same File; one OtaBootPatch for the boot image (imgdiff), one
-OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip.
+OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
+`signing_key`, one OtaSign that writes the signed `<name>.zip` (the unsigned package is the
+intermediate `<name>.unsigned.zip`).
 
 Output group `patch_infos`: the info JSON of every patch action (method chosen, sizes, hashes,
 warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_infos`.""",
@@ -230,6 +269,14 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
             default = False,
             doc = "Allow (and require) a target older than the source. Incremental only.",
         ),
+        "signing_key": attr.label(
+            allow_single_file = [".pem"],
+            doc = "A TEST key (PEM private key whose file name starts with `TEST_ONLY_`) to " +
+                  "sign the package with in an OtaSign action. Unset: the package is unsigned. " +
+                  "Any other key is an analysis error: production keys never become action " +
+                  "inputs; sign with `bazel run //tools:ota_sign` on the signing host instead " +
+                  "(docs/security.md).",
+        ),
         "_file_patch": attr.label(
             default = "//tools/build:file_patch",
             executable = True,
@@ -237,6 +284,11 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
         ),
         "_package": attr.label(
             default = "//tools/build:package",
+            executable = True,
+            cfg = "exec",
+        ),
+        "_ota_sign": attr.label(
+            default = "//tools:ota_sign",
             executable = True,
             cfg = "exec",
         ),
