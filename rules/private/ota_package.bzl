@@ -71,6 +71,12 @@ def _patch_action(ctx, mnemonic, message, path, method, source, target, prefix):
     args.add("--patch_threshold", ctx.attr.patch_threshold)
     args.add("--out_data", data)
     args.add("--out_info", info)
+
+    # The whole command line goes into a param file (exec paths only, so the key stays the same
+    # from any checkout): a persistent worker gets it as one WorkRequest, and without workers
+    # (sandboxed, remote execution) the tool reads `@file` itself. docs/rules.md, "Persistent workers".
+    args.use_param_file("@%s", use_always = True)
+    args.set_param_file_format("multiline")
     ctx.actions.run(
         executable = ctx.executable._file_patch,
         arguments = [args],
@@ -78,6 +84,7 @@ def _patch_action(ctx, mnemonic, message, path, method, source, target, prefix):
         outputs = [data, info],
         mnemonic = mnemonic,
         progress_message = message,
+        execution_requirements = {"supports-workers": "1"},
     )
     return data, info
 
