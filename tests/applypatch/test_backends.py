@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from ota.applypatch.backends import BLKFLSBUF, MtdPartition, SeekablePartition, open_partition
+from ota.applypatch import mtd
+from ota.applypatch.backends import BLKFLSBUF, MAX_ATTEMPTS, MtdPartition, SeekablePartition, open_partition
 from ota.applypatch.device_config import DeviceConfig, PartitionEntry, parse
 from ota.applypatch.mtdsim import NandSim
 from ota.applypatch.scenarios import loop_device, loop_unavailable
@@ -115,3 +116,62 @@ def test_block_device_backend_on_a_real_loop_device(tmp_path):
         assert [r.kind for r in ops.log][-1] == "ioctl" and f"{BLKFLSBUF:#x}" in ops.log[-1].target
     with open(backing, "rb") as stream:
         assert stream.read(len(IMAGE)) == IMAGE
+
+
+class DroppingDisk(FsOps):
+    """A device that acknowledges every write but keeps only its first half (every write "lies")."""
+
+    def perform(self, kind, target, action, tear=None):
+        return super().perform(kind, target, tear if kind == "write" and tear is not None else action, tear)
+
+
+def test_read_back_retries_are_bounded(tmp_path):
+    ops = DroppingDisk()
+    part = SeekablePartition("EMMC:boot", image_file(tmp_path), ops, block=False, writable=True, piece=65536)
+    with pytest.raises(OtaError, match=r"^EMMC:boot: read-back still differs at offset \d+ after 10 attempts$"):
+        part.write_image(IMAGE)
+    part.close()
+    starts = [int(r.target.split("@")[1].split("+")[0]) for r in ops.log if r.kind == "write"]
+    resumes = [start for start, previous in zip(starts[1:], starts) if start <= previous]
+    assert len(resumes) == MAX_ATTEMPTS - 1 and resumes == sorted(resumes)  # each retry from a later mismatch
+
+
+def test_mtd_block_that_never_reads_back_fails_cleanly(tmp_path):
+    path = str(tmp_path / "nand.img")
+    NandSim.create(path, 8 * 65536, erasesize=65536, writesize=2048)
+    part = MtdPartition("MTD:boot", NandSim(path, DroppingDisk()))
+    with pytest.raises(OtaError, match=r"^MTD:boot: block at 0x0 does not read back what was written$"):
+        part.write_image(IMAGE)
+    part.close()
+
+
+@pytest.mark.skipif(loop_unavailable() is not None, reason=f"loop device: {loop_unavailable()}")
+def test_loop_device_dropped_write_is_rewritten_from_the_first_mismatch(tmp_path):
+    backing = image_file(tmp_path)
+    with loop_device(backing) as device:
+        ops = FsOps(FaultPoint("lie", 1))  # the first piece reaches the device only half written
+        part = open_partition("EMMC", device, DeviceConfig(), ops, writable=True, piece=131072)
+        part.write_image(IMAGE)
+        part.close()
+        writes = [r.target.split("@")[1] for r in ops.log if r.kind == "write"]
+        assert writes == ["0+131072", "131072+119928", "65536+65536", "131072+119928"]  # resumed at the bad byte
+        assert [r.kind for r in ops.log].count("ioctl") == 2  # BLKFLSBUF before each read-back
+    with open(backing, "rb") as stream:
+        assert stream.read(len(IMAGE)) == IMAGE
+
+
+def test_mtd_names_are_found_in_proc_mtd(tmp_path):
+    (tmp_path / "proc_mtd").write_text('dev:    size   erasesize  name\nmtd0: 00100000 00020000 "recovery_boot"\n'
+                                       'mtd1: 00400000 00020000 "boot"\nmtd2: 00400000 00020000 "misc"\n')
+    dev, legacy = tmp_path / "dev", tmp_path / "dev_mtd"
+    dev.mkdir()
+    legacy.mkdir()
+    for name in ("mtd0", "mtd1", "mtd2"):
+        (dev / name).touch()
+    (legacy / "mtd2").touch()
+    dirs = (str(legacy), str(dev))
+    proc = str(tmp_path / "proc_mtd")
+    assert mtd.find_by_name("boot", proc, dirs) == str(dev / "mtd1")
+    assert mtd.find_by_name("misc", proc, dirs) == str(legacy / "mtd2")  # Android's /dev/mtd/ first
+    assert mtd.find_by_name("recovery", proc, dirs) is None
+    assert mtd.find_by_name("boot", str(tmp_path / "no_proc_mtd"), dirs) is None

@@ -118,8 +118,12 @@ class KernelMtd:
         os.close(self._fd)
 
 
-def find_by_name(name: str, proc_mtd: str = "/proc/mtd") -> str | None:
-    """Maps an MTD partition name to /dev/mtdN via /proc/mtd (lines: `mtdN: size erasesize "name"`)."""
+def find_by_name(name: str, proc_mtd: str = "/proc/mtd", dev_dirs: tuple[str, ...] = ("/dev/mtd", "/dev")) -> str | None:
+    """Maps an MTD partition name to /dev/mtdN via /proc/mtd (lines: `mtdN: size erasesize "name"`).
+
+    This is how an AOSP script's `MTD:boot:...` finds its device with no device config, as the
+    recovery's mtd_scan_partitions did; `dev_dirs` are searched in order (Android used /dev/mtd/).
+    """
     try:
         with open(proc_mtd, encoding="utf-8") as stream:
             lines = stream.read().splitlines()
@@ -128,7 +132,7 @@ def find_by_name(name: str, proc_mtd: str = "/proc/mtd") -> str | None:
     for line in lines[1:]:
         device, _, rest = line.partition(":")
         if rest.strip().endswith(f'"{name}"') and device.startswith("mtd"):
-            for candidate in (f"/dev/mtd/{device}", f"/dev/{device}"):
+            for candidate in (os.path.join(directory, device) for directory in dev_dirs):
                 if os.path.exists(candidate):
                     return candidate
     return None
