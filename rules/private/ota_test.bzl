@@ -6,6 +6,7 @@
         target = ":v2",              # ota_build
         package = ":incremental_ota",  # ota_package (or any single .zip)
         interrupt = True,            # also cut power at I/O points and check every rerun
+        trusted_keys = ["//release/keys:TEST_ONLY_ota_ed25519.pub.pem"],  # signature required
     )
 
 The test (//py:ota's ota.testing.ota_test_main) materializes a device in the test's temp dir from
@@ -15,7 +16,9 @@ symlink, every directory and every partition with the target build; a rerun must
 With `interrupt`, it cuts the apply at crash points of the clean run (before each I/O operation
 and half way through each tearable one), reruns, and checks the same end state, printing
 `interruptions: N, recovered: N`. A sweep costs one whole apply per point, so `max_interruptions`
-spreads at most that many points evenly over the run (0: every point).
+spreads at most that many points evenly over the run (0: every point). With `trusted_keys` the
+device trusts those public keys and requires a signature, as a production device does; without,
+it is a development device that does not check signatures.
 """
 
 load("@rules_python//python:py_test.bzl", "py_test")
@@ -56,10 +59,12 @@ def _ota_test_spec_impl(ctx):
         "package": package.short_path,
         "source": _build_doc(ctx.attr.source),
         "target": _build_doc(ctx.attr.target),
+        "trusted_keys": [f.short_path for f in ctx.files.trusted_keys],
     }) + "\n")
     trees = [b[OtaBuildInfo].system.tree.files_depset for b in (ctx.attr.source, ctx.attr.target)]
     runfiles = ctx.runfiles(
-        files = [spec, package] + _build_files(ctx.attr.source) + _build_files(ctx.attr.target),
+        files = [spec, package] + ctx.files.trusted_keys + _build_files(ctx.attr.source) +
+                _build_files(ctx.attr.target),
         transitive_files = depset(transitive = trees),
     )
     return [DefaultInfo(files = depset([spec]), runfiles = runfiles)]
@@ -75,6 +80,7 @@ _ota_test_spec = rule(
         "package": attr.label(mandatory = True, allow_files = [".zip"]),
         "source": attr.label(mandatory = True, providers = [OtaBuildInfo]),
         "target": attr.label(mandatory = True, providers = [OtaBuildInfo]),
+        "trusted_keys": attr.label_list(allow_files = [".pem"]),
     },
 )
 
@@ -89,6 +95,7 @@ def ota_test(
         max_interruptions = 0,
         mtd_partitions = [],
         cache_limit = 0,
+        trusted_keys = [],
         size = "large",
         **kwargs):
     """Declares a py_test that applies `package` to a `source` device and expects `target`.
@@ -103,8 +110,11 @@ def ota_test(
         run; 0 means every crash point (one whole apply each: fine for small builds only).
       mtd_partitions: partition names to back with the NAND simulator instead of an image file.
       cache_limit: byte budget of the device's cache directory; 0 means the filesystem's space.
+      trusted_keys: public key PEMs the device trusts; it then requires a signature by one of
+        them. Empty: a development device that does not check signatures.
       size: the test size; a sweep is many applies.
-      **kwargs: passed to py_test (tags, timeout, shard_count...).
+      **kwargs: passed to py_test (tags, timeout, shard_count...). The test is always tagged
+        "no-sandbox": it chowns device files to several owners, which needs a real root.
     """
     spec = name + "_spec"
     _ota_test_spec(
@@ -116,6 +126,7 @@ def ota_test(
         max_interruptions = max_interruptions,
         mtd_partitions = mtd_partitions,
         cache_limit = cache_limit,
+        trusted_keys = trusted_keys,
         testonly = True,
         visibility = ["//visibility:private"],
     )
@@ -127,8 +138,13 @@ def ota_test(
         testonly = True,
         visibility = ["//visibility:private"],
     )
+
+    # Unsandboxed: the device holds files of several owners, and Bazel's linux-sandbox maps only
+    # one uid/gid into its user namespace (chown to any other id fails there).
+    tags = kwargs.pop("tags", [])
     py_test(
         name = name,
+        tags = tags + ([] if "no-sandbox" in tags else ["no-sandbox"]),
         srcs = [main],
         main = main,
         deps = [Label("//py:ota")],

@@ -13,12 +13,15 @@ This is what the `ota_test` Bazel rule runs (and what the ota_apply tests use di
    lost before each operation and half way through each tearable one), rerun, and check the same
    end state each time; prints ``interruptions: N, recovered: N``.
 
-uid/gid need root (chown). Bazel runs tests as root in its sandbox here; elsewhere `materialize`
-refuses with a clear message rather than comparing something weaker.
+uid/gid need a real root (chown to any id). Bazel's linux-sandbox is not one: it maps a single
+uid and gid into its user namespace, and chown to any other id fails with EINVAL. So tests that
+materialize devices run unsandboxed (tag "no-sandbox"; the ota_test rule sets it), as root.
+Elsewhere `materialize` refuses with a clear message rather than comparing something weaker.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -53,16 +56,22 @@ class Build:
 
 @dataclass(frozen=True)
 class Layout:
-    """How partitions are backed on the test device: name -> "file" | "mtdsim", and their capacity."""
+    """How the test device is set up: partitions backed by "file" | "mtdsim" and their capacity,
+    the cache budget, and the public keys it trusts.
+
+    With no `trusted_keys` the device is a development device (signatures not checked); with keys
+    it requires a package signed by one of them, as a production device does.
+    """
 
     kinds: dict[str, str]
     capacity: dict[str, int]
     cache_limit: int | None = None
     mtd_bad_blocks: tuple[int, ...] = ()
+    trusted_keys: tuple[str, ...] = ()
 
 
 def layout_for(source: Build, target: Build, mtd: tuple[str, ...] = (), cache_limit: int | None = None,
-               mtd_bad_blocks: tuple[int, ...] = ()) -> Layout:
+               mtd_bad_blocks: tuple[int, ...] = (), trusted_keys: tuple[str, ...] = ()) -> Layout:
     """Partitions big enough for either image (plus one erase block, so MTD can lose a block)."""
     names = sorted(set(source.partitions) | set(target.partitions))
     capacity = {}
@@ -71,7 +80,18 @@ def layout_for(source: Build, target: Build, mtd: tuple[str, ...] = (), cache_li
         blocks = -(-biggest // MTD_ERASESIZE) + 1 + len(mtd_bad_blocks)
         capacity[name] = blocks * MTD_ERASESIZE
     kinds = {name: ("mtdsim" if name in mtd else "file") for name in names}
-    return Layout(kinds, capacity, cache_limit, mtd_bad_blocks)
+    return Layout(kinds, capacity, cache_limit, mtd_bad_blocks, trusted_keys)
+
+
+def _chown(path: str, uid: int, gid: int) -> None:
+    try:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        raise OtaError(path, f"chown to {uid}:{gid}: the id is not mapped in this user namespace "
+                             f"(a sandbox such as Bazel's linux-sandbox); run the test unsandboxed as "
+                             f"root (tag \"no-sandbox\")") from None
 
 
 def materialize(build: Build, directory: str, layout: Layout) -> str:
@@ -90,7 +110,7 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
             os.symlink(entry.target, path)
         else:
             shutil.copyfile(build.files[entry.path], path)
-        os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        _chown(path, entry.uid, entry.gid)
         if entry.kind != tree.SYMLINK:
             os.chmod(path, entry.mode)
     lines = ["cache cache" + (f" {layout.cache_limit}" if layout.cache_limit is not None else "")]
@@ -118,10 +138,16 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
             partition.close()
     with open(os.path.join(directory, "build.json"), "wb") as stream:
         stream.write(jsonio.dumps(build.info.to_json()))
+    keys = []
+    if layout.trusted_keys:
+        os.mkdir(os.path.join(directory, "keys"))
+    for index, key in enumerate(layout.trusted_keys):
+        keys.append(f"keys/{index}.pub.pem")
+        shutil.copyfile(key, os.path.join(directory, keys[-1]))
     config = os.path.join(directory, "device.json")
     device_mod.write_config(config, {"name": build.info.device, "system_root": "system",
                                      "build_file": "build.json", "partitions": "partitions.conf",
-                                     "policy": {"require_signature": False}})
+                                     "trusted_keys": keys, "policy": {"require_signature": bool(keys)}})
     return config
 
 

@@ -4,7 +4,8 @@ build and compare the result with the target build (see `ota.testing.device_chec
 --spec names the JSON the rule writes:
 
     {"source": BUILD, "target": BUILD, "package": P, "interrupt": bool, "max_interruptions": N,
-     "mtd": [partition names backed by the NAND simulator], "cache_limit": bytes or 0}
+     "mtd": [partition names backed by the NAND simulator], "cache_limit": bytes or 0,
+     "trusted_keys": [public key PEMs the device trusts; none: signatures are not checked]}
 
 where BUILD is described in `ota.testing.builds.load_build`. Prints what it checked; with
 interruptions, ``interruptions: N, recovered: N``. Exit 0 when the device always ends as the
@@ -40,11 +41,15 @@ def main(argv: Sequence[str]) -> int:
     limit = jsonio.get(spec, "max_interruptions", int, _SPEC.value)
     mtd = tuple(jsonio.get(spec, "mtd", list, _SPEC.value))
     cache_limit = jsonio.get(spec, "cache_limit", int, _SPEC.value) or None
-    layout = device_check.layout_for(source, target, mtd=mtd, cache_limit=cache_limit)
+    keys = tuple(jsonio.get(spec, "trusted_keys", list, _SPEC.value))
+    if not all(isinstance(key, str) and key for key in keys):
+        raise OtaError(_SPEC.value, "trusted_keys: expected a list of key file paths")
+    layout = device_check.layout_for(source, target, mtd=mtd, cache_limit=cache_limit, trusted_keys=keys)
     scratch = tempfile.mkdtemp(prefix="ota_test.", dir=os.environ.get("TEST_TMPDIR"))
     print(f"{package}: {source.info.fingerprint} -> {target.info.fingerprint}, "
           f"{len(target.entries)} paths, partitions {', '.join(sorted(layout.kinds)) or '(none)'}"
-          f"{' (MTD: ' + ', '.join(mtd) + ')' if mtd else ''}")
+          f"{' (MTD: ' + ', '.join(mtd) + ')' if mtd else ''}, "
+          f"{'signature required' if keys else 'signature not checked'}")
     report = device_check.check_update(source, target, package, scratch, layout, interrupt=interrupt,
                                        max_cuts=limit or None)
     if report.sweep is not None:
