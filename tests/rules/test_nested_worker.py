@@ -1,0 +1,50 @@
+"""The patch actions give the same package bytes in a persistent worker and as one-shot processes,
+and a result a worker made is a cache hit for a build without workers (same action keys).
+
+Three builds of //release:incremental_ota in one checkout copy (nested_bazel.py), each after
+`bazel clean`: (1) default strategies, which run OtaFilePatch/OtaBootPatch in workers, filling a
+disk cache; (2) `--strategy=...=sandboxed`, no cache: every patch runs as its own process;
+(3) sandboxed with the disk cache of (1): every patch spawn is a cache hit.
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+
+from nested_bazel import NestedWorkspace, read_execution_log
+
+TARGET = "//release:incremental_ota"
+PACKAGE = "release/incremental_ota.zip"
+PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
+SANDBOXED = [f"--strategy={m}=sandboxed" for m in PATCH_MNEMONICS]
+
+
+def _build(ws: NestedWorkspace, log: pathlib.Path, *flags: str) -> tuple[bytes, collections.Counter]:
+    """Clean build; returns the package bytes and (mnemonic, runner, cache hit) counts of patch spawns."""
+    ws.bazel("clean")
+    ws.bazel("build", f"--execution_log_json_file={log}", *flags, TARGET)
+    spawns = read_execution_log(log)
+    runs = collections.Counter((s["mnemonic"], s.get("runner", ""), bool(s.get("remoteCacheHit")))
+                               for s in spawns if s.get("mnemonic") in PATCH_MNEMONICS)  # fmt: skip
+    return ws.bin(PACKAGE).read_bytes(), runs
+
+
+def test_workers_and_one_shot_processes_build_the_same_package(tmp_path: pathlib.Path) -> None:
+    ws = NestedWorkspace.create(tmp_path, "ws")
+    cache = f"--disk_cache={tmp_path / 'disk_cache'}"
+    try:
+        with_workers, worker_runs = _build(ws, tmp_path / "workers.log", cache)
+        one_shot, one_shot_runs = _build(ws, tmp_path / "sandboxed.log", *SANDBOXED)
+        cached, cached_runs = _build(ws, tmp_path / "cached.log", cache, *SANDBOXED)
+    finally:
+        ws.close()
+    assert with_workers == one_shot == cached
+
+    files = worker_runs[("OtaFilePatch", "worker", False)]
+    assert files > 10 and worker_runs == {("OtaFilePatch", "worker", False): files,
+                                          ("OtaBootPatch", "worker", False): 1}  # fmt: skip
+    assert one_shot_runs == {("OtaFilePatch", "linux-sandbox", False): files,
+                             ("OtaBootPatch", "linux-sandbox", False): 1}  # fmt: skip
+    assert cached_runs == {("OtaFilePatch", "remote cache hit", True): files,
+                           ("OtaBootPatch", "remote cache hit", True): 1}  # fmt: skip
