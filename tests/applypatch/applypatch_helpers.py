@@ -38,3 +38,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
     """Runs the applypatch CLI in a child process (PYTHONPATH is inherited)."""
     return subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True,
                           env=None if env is None else {**os.environ, **env}, cwd=cwd)
+
+
+def setuid_source(tmp_path, small: Small, mode: int) -> str:
+    """The source as a file owned by 1000:2000 with `mode` (setuid/setgid bits), a cache dir and patch `p`."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "p").write_bytes(small.patch)
+    tool = tmp_path / "su"
+    tool.write_bytes(small.source)
+    os.chown(tool, 1000, 2000)
+    os.chmod(tool, mode)
+    return str(tool)
+
+
+def contents_mode_owner(path: str) -> tuple[bytes, int, int, int]:
+    info = os.stat(path)
+    with open(path, "rb") as stream:
+        return stream.read(), info.st_mode & 0o7777, info.st_uid, info.st_gid

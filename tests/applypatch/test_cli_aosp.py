@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from applypatch_helpers import Small, run_cli, sha1_of
+from applypatch_helpers import Small, contents_mode_owner, run_cli, setuid_source, sha1_of
 from ota import imgdiff
 
 
@@ -152,17 +152,11 @@ def test_flash_refuses_a_wrong_image_and_says_already(tmp_path, small: Small):
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
 def test_file_target_keeps_setuid_mode_and_owner(tmp_path, small: Small):
     """The target gets the source's mode and owner; chown before chmod keeps setuid/setgid."""
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "p").write_bytes(small.patch)
-    tool = tmp_path / "su"
-    tool.write_bytes(small.source)
-    os.chown(tool, 1000, 2000)
-    os.chmod(tool, 0o6750)
-    result = run_cli(f"--cache_dir={tmp_path / 'cache'}", str(tool), "-", small.tgt_sha, str(len(small.target)),
+    tool = setuid_source(tmp_path, small, 0o6750)
+    result = run_cli(f"--cache_dir={tmp_path / 'cache'}", tool, "-", small.tgt_sha, str(len(small.target)),
                      f"{small.src_sha}:{tmp_path / 'p'}")
     assert result.returncode == 0, result.stderr
-    info = os.stat(tool)
-    assert (tool.read_bytes(), info.st_mode & 0o7777, info.st_uid, info.st_gid) == (small.target, 0o6750, 1000, 2000)
+    assert contents_mode_owner(tool) == (small.target, 0o6750, 1000, 2000)
 
 
 def test_freeing_the_cache_keeps_the_patch_named_on_the_command_line(tmp_path, small: Small):

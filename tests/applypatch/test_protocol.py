@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from applypatch_helpers import Small, run_cli, sha1_of
+from applypatch_helpers import Small, contents_mode_owner, run_cli, setuid_source, sha1_of
 from ota.applypatch import protocol
 from ota.applypatch.backends import MtdPartition
 from ota.applypatch.cache import Cache
@@ -51,19 +51,13 @@ def test_partition_patch_order_backup_durable_before_the_partition_backup_delete
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
 def test_low_space_cache_path_keeps_setuid_mode_and_owner(tmp_path, small: Small):
     """Source parked in the cache and unlinked: the backup and then the target keep its mode and owner."""
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "p").write_bytes(small.patch)
-    tool = tmp_path / "su"
-    tool.write_bytes(small.source)
-    os.chown(tool, 1000, 2000)
-    os.chmod(tool, 0o4755)
+    tool = setuid_source(tmp_path, small, 0o4755)
     ops = FsOps()
     context = protocol.Context(DeviceConfig(), Cache(str(tmp_path / "cache")), ops, target_free=lambda _: 0,
                                out=lambda _: None)
-    protocol.patch(context, request(small, str(tool), str(tool), str(tmp_path / "p")))
-    assert ("unlink", str(tool)) in [(r.kind, r.target) for r in ops.log]  # the cache path was taken
-    info = os.stat(tool)
-    assert (tool.read_bytes(), info.st_mode & 0o7777, info.st_uid, info.st_gid) == (small.target, 0o4755, 1000, 2000)
+    protocol.patch(context, request(small, tool, tool, str(tmp_path / "p")))
+    assert ("unlink", tool) in [(r.kind, r.target) for r in ops.log]  # the cache path was taken
+    assert contents_mode_owner(tool) == (small.target, 0o4755, 1000, 2000)
     assert os.listdir(tmp_path / "cache") == []
 
 
