@@ -100,7 +100,8 @@ def test_old_position_outside_source_reads_as_zero() -> None:
 
 BAD_CASES = {
     "truncated header": (b"BSDIFF40\0\0", "BSDIFF40 header truncated (10 of 32 bytes)"),
-    "wrong magic": (b"BSDIFF41" + bytes(24), "magic is b'BSDIFF41', expected b'BSDIFF40'"),
+    "wrong magic": (b"BSDIFF41" + bytes(24),
+                    "unknown patch format (magic b'BSDIFF41'; expected BSDIFF40 or IMGDIFF2)"),
     "negative control length": (b"BSDIFF40" + bsdiff.encode_offset(-5) + bytes(16),
                                 "BSDIFF40 control block length is negative (-5)"),
     "negative new size": (b"BSDIFF40" + bytes(16) + bsdiff.encode_offset(-1),
@@ -192,5 +193,7 @@ def test_missing_input_and_usage(tmp_path: Path) -> None:
 
 
 def test_unknown_magic_is_an_ota_error() -> None:
+    with pytest.raises(OtaError, match=r"^p: magic is b'BSDIFF41', expected b'BSDIFF40'$"):
+        bsdiff.apply(b"", b"BSDIFF41" + bytes(24), where="p")
     with pytest.raises(OtaError, match=r"^p: unknown patch format \(magic b'VCDIFF\\x00\\x00'; expected BSDIFF40 or IMGDIFF2\)$"):
         patch.apply_patch(b"", b"VCDIFF\0\0rest", where="p")

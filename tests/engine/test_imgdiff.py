@@ -187,6 +187,9 @@ def test_bonus_data(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     made = (tmp_path / "p").read_bytes()
     assert patch.apply_patch(source, made, bonus=bonus) == target
+    done = run_tool("bspatch", "--bonus", tmp_path / "bonus", tmp_path / "s", tmp_path / "out", tmp_path / "p")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (tmp_path / "out").read_bytes() == target
     (chunk,) = _deflate_chunks(imgdiff_format.parse(made, "p"))
     assert chunk.src_expanded_len == len(SOURCE_TEXT) + len(bonus)
     with pytest.raises(OtaError) as missing_bonus:

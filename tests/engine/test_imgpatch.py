@@ -1,13 +1,20 @@
-"""IMGDIFF2 application: every malformed record gives one OtaError line naming the field."""
+"""IMGDIFF2 application: every malformed record gives one OtaError line naming the field, and
+through the command lines a user runs (`bspatch` on a host, `applypatch` on a device) one stderr
+line and exit status 1."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 
+from engine_helpers import run_tool
 from ota import bsdiff, deflate, imgdiff, imgdiff_format, imgpatch, patch
 from ota.errors import OtaError
 from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
@@ -114,3 +121,42 @@ def test_output_limit_and_wrong_magic() -> None:
     with pytest.raises(OtaError) as caught:
         imgpatch.apply(SOURCE, b"IMGDIFF1" + bytes(4), where="p")
     assert str(caught.value) == "p: magic is b'IMGDIFF1', expected b'IMGDIFF2'"
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_patch_through_bspatch_is_one_line_exit_1(tmp_path: Path, name: str) -> None:
+    made, problem = BAD[name]
+    (tmp_path / "src").write_bytes(SOURCE)
+    bad = tmp_path / "bad.p"
+    bad.write_bytes(made)
+    done = run_tool("bspatch", tmp_path / "src", tmp_path / "out", bad)
+    assert (done.returncode, done.stderr, done.stdout) == (1, f"bspatch: error: {bad}: {problem}\n", "")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bspatch_applies_imgdiff_output(tmp_path: Path) -> None:
+    target = b"H" * 201 + b"\x1f\x8b\x08\0" + bytes(6) + deflate.deflate(NEW_TEXT, 9) + struct.pack("<II", 0, len(NEW_TEXT))
+    (tmp_path / "src").write_bytes(SOURCE)
+    (tmp_path / "tgt").write_bytes(target)
+    assert run_tool("imgdiff", tmp_path / "src", tmp_path / "tgt", tmp_path / "p").returncode == 0
+    done = run_tool("bspatch", tmp_path / "src", tmp_path / "out", tmp_path / "p")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (tmp_path / "out").read_bytes() == target
+    done = run_tool("bspatch", f"--expand_limit={len(NEW_TEXT) - 1}", tmp_path / "src", tmp_path / "out2", tmp_path / "p")
+    assert (done.returncode, done.stderr) == (1, f"bspatch: error: {tmp_path / 'p'}: chunk 1: tgt_expanded_len "
+                                                 f"{len(NEW_TEXT)} exceeds the expansion limit {len(NEW_TEXT) - 1}\n")
+
+
+def test_bad_patch_through_applypatch_is_one_line_exit_1(tmp_path: Path) -> None:
+    """What a device runs: the classic file form, target size and SHA-1 known."""
+    made, problem = BAD["src_expanded_len too small"]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "src").write_bytes(SOURCE)
+    (tmp_path / "bad.p").write_bytes(made)
+    target = deflate.deflate(NEW_TEXT, 6)
+    done = subprocess.run([sys.executable, "-m", "ota.cli.applypatch", f"--cache_dir={tmp_path / 'cache'}",
+                           str(tmp_path / "src"), str(tmp_path / "out"), hashlib.sha1(target).hexdigest(),
+                           str(len(target)), f"{hashlib.sha1(SOURCE).hexdigest()}:{tmp_path / 'bad.p'}"],
+                          capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (1, f"applypatch: error: {tmp_path / 'bad.p'}: {problem}\n")
+    assert not (tmp_path / "out").exists()
