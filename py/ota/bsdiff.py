@@ -13,6 +13,7 @@ from __future__ import annotations
 import bz2
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import bsdiff4
 
@@ -177,24 +178,48 @@ def apply(source: bytes, patch: bytes | memoryview, *, where: str = "patch", lim
     return bsdiff4.core.patch(source, header.new_size, controls, diff_data, extra_data)
 
 
-def diff(source: bytes, target: bytes) -> bytes:
+def diff(source: bytes, target: bytes, *, where: str = "bsdiff") -> bytes:
     """Makes a BSDIFF40 patch (bzip2 level 9, as AOSP) in a thread with a stack big enough for
-    bsdiff4's recursive suffix sort on inputs of tens of megabytes."""
+    bsdiff4's recursive suffix sort on inputs of tens of megabytes.
+
+    Running out of memory (bsdiff4 needs about 18x the source) is an OtaError naming `where`,
+    so a tool under a memory limit fails with one line like any other bad input.
+    """
     outcome: dict[str, object] = {}
 
     def work() -> None:
         try:
             outcome["patch"] = bsdiff4.diff(source, target)
+        except MemoryError:
+            outcome["error"] = OtaError(where, f"out of memory diffing a {len(source)}-byte source "
+                                               "(bsdiff needs about 18 times its size)")
         except BaseException as err:  # re-raised in the caller's thread
             outcome["error"] = err
 
-    previous = threading.stack_size(DIFF_THREAD_STACK)
-    try:
-        worker = threading.Thread(target=work, name="bsdiff")
-        worker.start()
-    finally:
-        threading.stack_size(previous)
+    worker = _start_with_large_stack(work, where)
     worker.join()
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["patch"]  # type: ignore[return-value]
+
+
+# Under an address-space limit (ulimit -v) a 1 GiB stack cannot be reserved; such a limit also
+# caps the inputs bsdiff4 can hold (18x the source), and those need far less stack.
+_STACK_SIZES = (DIFF_THREAD_STACK, 1 << 28, 1 << 26)
+
+
+def _start_with_large_stack(work: Callable[[], None], where: str) -> threading.Thread:
+    """Starts `work` in a thread with the largest stack of _STACK_SIZES the process can reserve."""
+    previous = threading.stack_size()
+    try:
+        for size in _STACK_SIZES:
+            threading.stack_size(size)
+            worker = threading.Thread(target=work, name="bsdiff")
+            try:
+                worker.start()
+            except RuntimeError:  # "can't start new thread": the stack did not fit
+                continue
+            return worker
+    finally:
+        threading.stack_size(previous)
+    raise OtaError(where, f"cannot start the diff thread: no room for even a {_STACK_SIZES[-1] >> 20} MiB stack")

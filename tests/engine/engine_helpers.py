@@ -10,9 +10,12 @@ from pathlib import Path
 from ota import bsdiff
 
 
-def run_tool(tool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m ota.cli.<tool> args...` the way a user would, capturing its output."""
-    return subprocess.run([sys.executable, "-m", f"ota.cli.{tool}", *map(str, args)],
+def run_tool(tool: str, *args: str | Path, address_space: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m ota.cli.<tool> args...` the way a user would, capturing its output;
+    with `address_space`, under that RLIMIT_AS (util-linux prlimit), so any allocation near a
+    hostile declared size fails instead of merely showing in the peak RSS."""
+    limit = [] if address_space is None else ["prlimit", f"--as={address_space}"]
+    return subprocess.run([*limit, sys.executable, "-m", f"ota.cli.{tool}", *map(str, args)],
                           capture_output=True, text=True, check=False)
 
 

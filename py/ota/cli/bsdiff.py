@@ -13,7 +13,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) != 4:
         raise UsageError("bsdiff SRC TGT PATCH")
     _, source, target, patch = argv
-    fileio.write_file(patch, bsdiff.diff(fileio.read_file(source), fileio.read_file(target)))
+    fileio.write_file(patch, bsdiff.diff(fileio.read_file(source), fileio.read_file(target), where=source))
 
 
 def run() -> None:
