@@ -57,9 +57,38 @@ def _package_actions_test_impl(ctx):
     errors += _diff_lists("OtaPackageInfo.unchanged_paths", info.unchanged_paths, sorted(ctx.attr.unchanged))
     if info.type != ctx.attr.type:
         errors.append("type %s, expected %s" % (info.type, ctx.attr.type))
-    if info.package not in target[DefaultInfo].files.to_list():
-        errors.append("the package zip is not a default output")
+    if target[DefaultInfo].files.to_list() != [info.package]:
+        errors.append("the default outputs are %s, expected just the package %s" % (target[DefaultInfo].files.to_list(), info.package))
+    errors += _check_signing(target, info, ctx.attr.signed)
     return _result(errors)
+
+def _outputs_of(target, mnemonic):
+    return [f for a in target.actions if a.mnemonic == mnemonic for f in a.outputs.to_list()]
+
+def _check_signing(target, info, signed):
+    """Errors in how the package zip is made, signed or not.
+
+    Signed: OtaPackage writes <name>.unsigned.zip, OtaSign turns it and a TEST_ONLY_ key into the
+    package <name>.zip. Unsigned: OtaPackage writes the package <name>.zip itself.
+    """
+    assembled = _outputs_of(target, "OtaPackage")
+    want = target.label.name + (".unsigned.zip" if signed else ".zip")
+    if [f.basename for f in assembled] != [want]:
+        return ["OtaPackage writes %s, expected %s" % ([f.basename for f in assembled], want)]
+    if not signed:
+        return [] if info.package == assembled[0] else ["the package is not OtaPackage's output"]
+    sign = [a for a in target.actions if a.mnemonic == "OtaSign"]
+    if len(sign) != 1:
+        return ["%d OtaSign actions, expected 1" % len(sign)]
+    errors = []
+    if sign[0].outputs.to_list() != [info.package] or info.package.basename != target.label.name + ".zip":
+        errors.append("OtaSign writes %s, expected the package %s.zip" % (sign[0].outputs.to_list(), target.label.name))
+    inputs = sign[0].inputs.to_list()
+    if assembled[0] not in inputs:
+        errors.append("OtaSign does not read the unsigned package %s" % assembled[0].path)
+    if not [f for f in inputs if f.basename.startswith("TEST_ONLY_") and f.extension == "pem"]:
+        errors.append("OtaSign has no TEST_ONLY_*.pem input: %s" % [f.basename for f in inputs])
+    return errors
 
 package_actions_test = rule(
     implementation = _package_actions_test_impl,
@@ -72,6 +101,7 @@ package_actions_test = rule(
         "whole": attr.string_list(doc = "Exactly the whole-file paths; [\"*\"]: not checked."),
         "unchanged": attr.string_list(doc = "Exactly the paths with no action (same File)."),
         "mnemonic_counts": attr.string_dict(doc = "Mnemonic -> exact number of actions (decimal)."),
+        "signed": attr.bool(doc = "Whether the package is signed (OtaSign) or OtaPackage's own output."),
     },
 )
 

@@ -24,6 +24,7 @@ _BROKEN = {
     "method": ("patch_methods[.gz] = 'xdelta': expected one of", "ota_package", {"patch_methods": {".gz": "xdelta"}, "target": ":tgt_build"}),
     "older_target": ("target timestamp 1000 is older than source timestamp 2000; set downgrade = True", "ota_package", {"source": ":tgt_build", "target": ":src_build"}),
     "full_downgrade": ("downgrade applies to incremental packages only", "ota_package", {"downgrade": True, "target": ":tgt_build"}),
+    "prod_key": ("signing_key tests/rules/testdata/release_key.pem: only a test key (a file named TEST_ONLY_*) may sign in a Bazel action, whose inputs a remote cache or executor receives. Build the package unsigned and sign it on the signing host with `bazel run //tools:ota_sign -- --key KEY --in UNSIGNED.zip --out SIGNED.zip` (docs/security.md)", "ota_package", {"signing_key": "testdata/release_key.pem", "target": ":tgt_build"}),
     "boot_partition": ("partitions: 'boot' is not allowed", "ota_build", {"boot": ":tgt_boot", "device": "d", "fingerprint": "f", "partitions": {"testdata/odm.img": "boot"}, "system": ":tgt_system", "timestamp": 1}),
 }
 

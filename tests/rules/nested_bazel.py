@@ -85,10 +85,13 @@ def read_execution_log(path: pathlib.Path) -> list[dict]:
         spawns.append(spawn)
 
 
-def arg_after(spawn: dict, flag: str) -> str | None:
-    """The value following `flag` in a spawn's command line."""
-    args = spawn.get("commandArgs", [])
-    return args[args.index(flag) + 1] if flag in args[:-1] else None
+def patched_path(spawn: dict) -> str | None:
+    """The system path an OtaFilePatch spawn diffs, from its `<name>.patches/system/<path>.p`
+    output: the outputs say it whatever the command line looks like (flags, or a param file)."""
+    for output in spawn.get("listedOutputs", []):
+        if ".patches/system/" in output and output.endswith(".p"):
+            return output.split(".patches/system/", 1)[1][:-len(".p")]
+    return None
 
 
 @dataclass

@@ -11,8 +11,11 @@ import gzip
 import json
 import pathlib
 
+import zipfile
+
 import pytest
 
+from ota import signing
 from ota.package_reader import open_package
 from ota.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
@@ -46,6 +49,15 @@ def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
         "system/etc/data.gz",  # imgdiff failed: whole file
         "system/etc/new.txt",
     ]
+
+
+@pytest.mark.parametrize("name", ["fixture_incremental.zip", "fixture_full.zip"])
+def test_package_without_signing_key_is_unsigned(name: str) -> None:
+    with open_package(str(HERE / name)) as pkg:
+        payload = set(pkg.payload)
+        assert pkg.signature is None
+    with zipfile.ZipFile(HERE / name) as zf:
+        assert set(zf.namelist()) == payload | {signing.MANIFEST_ENTRY}
 
 
 def test_incremental_operations_per_path(incremental) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from nested_bazel import NestedWorkspace, arg_after
+from nested_bazel import NestedWorkspace, patched_path
 
 
 def test_imported_v1_archive_gives_the_same_incremental_package(tmp_path) -> None:
@@ -30,8 +30,9 @@ def test_imported_v1_archive_gives_the_same_incremental_package(tmp_path) -> Non
         (root / "imported").mkdir()
         (root / "imported/BUILD").write_text(
             'load("//rules:defs.bzl", "ota_package")\n\n'
-            'ota_package(\n    name = "incremental_ota",\n    source = "@shipped_v1//:build",\n'
-            '    target = "//release:v2",\n)\n'
+            'ota_package(\n    name = "incremental_ota",\n'
+            '    signing_key = "//release/keys:TEST_ONLY_ota_ed25519.pem",\n'
+            '    source = "@shipped_v1//:build",\n    target = "//release:v2",\n)\n'
         )
         spawns = ws.build("//imported:incremental_ota", log=tmp_path / "import.log")
     finally:
@@ -41,5 +42,5 @@ def test_imported_v1_archive_gives_the_same_incremental_package(tmp_path) -> Non
     v1 = json.loads(ws.bin("release/v1_system.manifest.json").read_text())["entries"]
     v2 = json.loads(ws.bin("release/v2_system.manifest.json").read_text())["entries"]
     in_both = {e["path"] for e in v1 if e["kind"] == "file"} & {e["path"] for e in v2 if e["kind"] == "file"}
-    patched = [arg_after(s, "--path") for s in spawns if s.get("mnemonic") == "OtaFilePatch"]
+    patched = [patched_path(s) for s in spawns if s.get("mnemonic") == "OtaFilePatch"]
     assert sorted(patched) == sorted(in_both)

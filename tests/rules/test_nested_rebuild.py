@@ -1,6 +1,6 @@
-"""Changing one v2 system file re-executes exactly one OtaFilePatch and one OtaPackage, although
-the v2-only generator rewrites all of its files (unchanged bytes do not invalidate downstream
-actions: Bazel's action cache is keyed by input digests). Runs Bazel on a copy of the checkout
+"""Changing one v2 system file re-executes exactly one OtaFilePatch, one OtaPackage and one
+OtaSign, although the v2-only generator rewrites all of its files (unchanged bytes do not
+invalidate downstream actions: Bazel's action cache is keyed by input digests). Runs Bazel on a copy of the checkout
 (nested_bazel.py) and counts the executed spawns in --execution_log_json_file.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 
-from nested_bazel import NestedWorkspace, arg_after
+from nested_bazel import NestedWorkspace, patched_path
 
 OVERRIDES = "\nV2_REVISION_OVERRIDES = {}\n"
 
@@ -31,7 +31,8 @@ def test_changing_one_v2_file_reruns_one_patch_and_the_package(tmp_path) -> None
         "OtaSystemManifest": 1,  # v2's manifest
         "OtaFilePatch": 1,
         "OtaPackage": 1,
+        "OtaSign": 1,  # the package is signed with the TEST key
     }
     (patch,) = [s for s in spawns if s.get("mnemonic") == "OtaFilePatch"]
-    assert arg_after(patch, "--path") == "bin/tool003"
+    assert patched_path(patch) == "bin/tool003"
     assert ws.bin("release/incremental_ota.zip").read_bytes() != before

@@ -2,7 +2,8 @@
 
 Expectations come from the two system manifests (what v1 and v2 contain), not from the package:
 every path's operation, the exact zip entries, and that applying every patch to v1's bytes gives
-v2's (files and the boot image).
+v2's (files and the boot image). Both packages are signed by the OtaSign action with the TEST key:
+the signature verifies with its public half and with no other key.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import gzip
 import hashlib
 import json
 import pathlib
+import zipfile
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import bootimg
+from ota import bootimg, signing
+from ota.errors import OtaError
 from ota.package_reader import open_package
 from ota.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
@@ -27,6 +31,11 @@ Op = pb.FileOperation
 def _entries(version: int) -> dict[str, dict]:
     doc = json.loads((RELEASE / f"v{version}_system.manifest.json").read_text())
     return {e["path"]: e for e in doc["entries"]}
+
+
+TEST_PUBLIC_KEY = REPO / "release/keys/TEST_ONLY_ota_ed25519.pub.pem"
+TEST_KEY_ID = "5ef43117130f6ea998f86a374f063b1b1b9b173fad1e3955d56afa7399bf477b"  # release/keys/README.md
+PACKAGES = ("incremental_ota.zip", "full_ota.zip")
 
 
 def _runfile(exec_path: str) -> pathlib.Path:
@@ -67,6 +76,29 @@ def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
     expected |= {f"patch/system/{p}.p" for p in CHANGED - NOT_WORTH_PATCHING}
     expected |= {f"system/{p}" for p in ADDED | NOT_WORTH_PATCHING}
     assert set(incremental.payload) == expected
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_zip_holds_the_payload_the_manifest_and_the_signature(name: str) -> None:
+    with open_package(str(RELEASE / name)) as pkg:
+        payload = set(pkg.payload)
+    with zipfile.ZipFile(RELEASE / name) as zf:
+        names = zf.namelist()
+    assert len(names) == len(set(names))
+    assert set(names) == payload | {signing.MANIFEST_ENTRY, signing.SIGNATURE_ENTRY}
+    assert names[-1] == signing.SIGNATURE_ENTRY  # appended by OtaSign, nothing else rewritten
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_package_is_signed_by_the_test_key(name: str) -> None:
+    assert signing.verify(str(RELEASE / name), [signing.load_public_key(str(TEST_PUBLIC_KEY))]) == TEST_KEY_ID
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_signature_does_not_verify_with_another_key(name: str) -> None:
+    other = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key()
+    with pytest.raises(OtaError, match=f"unknown key: signed only by keys the device does not trust \\({TEST_KEY_ID}\\)"):
+        signing.verify(str(RELEASE / name), [other])
 
 
 def test_incremental_operation_for_every_path(incremental) -> None:
