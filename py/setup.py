@@ -1,6 +1,6 @@
-"""Generates the manifest's protobuf module at build time, so `pip install ./py` needs no Bazel.
+"""Generates the protobuf modules (manifest, worker protocol) at build time, so `pip install ./py` needs no Bazel.
 
-Bazel generates the same module with the same protoc (//py:ota_manifest_py); nothing generated
+Bazel generates the same modules with the same protoc (//py:ota_manifest_py); nothing generated
 is committed.
 """
 
@@ -25,7 +25,7 @@ class BuildPyWithProto(build_py):
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [protoc, f"--proto_path={PROTO_DIR}", f"--python_out={out}",
-             str(PROTO_DIR / "ota_manifest.proto")],
+             *sorted(str(p) for p in PROTO_DIR.glob("*.proto"))],
             check=True,
         )
 
