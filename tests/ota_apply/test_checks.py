@@ -3,22 +3,26 @@ device's kinds, and errors that must be one line (OSError, a real address-space 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
-from apply_helpers import TARGET_FP, make_release
+from apply_helpers import TARGET_FP, _boot, _noise, make_release, source_spec, target_spec
 from ota import bsdiff
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
 from ota.applypatch.device_config import DeviceConfig, PartitionEntry
 from ota.applypatch.spec import Digest
 from ota.apply.manifest_rules import check_manifest
+from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.fsops import FaultPoint, FsOps, PowerLoss
+from ota.testing.builds import make_package, write_build
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 
@@ -185,3 +189,55 @@ def test_apply_under_a_real_address_space_limit(release, tmp_path):
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == f"ota_apply: updated to {TARGET_FP}\n"
     assert dc.compare(config, release.target) == []
+
+
+# --- a partition flashed whole, cut half way ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whole_boot(tmp_path_factory):
+    """An incremental whose boot image is new noise, so its patch is too big and boot ships WHOLE."""
+    directory = str(tmp_path_factory.mktemp("whole_boot"))
+    target = target_spec()
+    boot = _boot(_noise(30, 60_000), _noise(31, 40_000), b"console=ttyS0 other")
+    target = dataclasses.replace(target, partitions={**target.partitions, "boot": boot})
+    source = write_build(source_spec(), os.path.join(directory, "source"))
+    target_build = write_build(target, os.path.join(directory, "target"))
+    package = make_package(source, target_build, directory, os.path.join(directory, "incremental.zip"))
+    with zipfile.ZipFile(package) as archive:
+        manifest = pb.OtaManifest.FromString(archive.read(MANIFEST_ENTRY))
+    assert {p.name: p.method for p in manifest.partitions}["boot"] == pb.WHOLE
+    return source, target_build, package, dc.layout_for(source, target_build, mtd=("radio",))
+
+
+def _boot_tear(config: str, package: str) -> int:
+    """The index of a tearable write into the boot partition, from a clean run's operation log."""
+    ops = FsOps()
+    assert dc.apply(config, package, ops) == "applied"
+    return next(record.index for record in ops.log if record.tearable and record.target.startswith("EMMC:boot@"))
+
+
+def test_a_rerun_finishes_a_whole_partition_cut_half_way(whole_boot, tmp_path):
+    source, target, package, layout = whole_boot
+    clean = str(tmp_path / "clean")
+    index = _boot_tear(dc.materialize(source, clean, layout), package)
+    device = str(tmp_path / "device")
+    config = dc.materialize(source, device, layout)
+    with pytest.raises(PowerLoss):
+        dc.apply(config, package, FsOps(FaultPoint("tear", index)))
+    assert dc.apply(config, package) == "applied"
+    assert dc.compare(config, target) == []
+
+
+def test_a_fresh_run_refuses_a_garbage_whole_partition(whole_boot, tmp_path):
+    source, _target, package, layout = whole_boot
+    config = dc.materialize(source, str(tmp_path / "device"), layout)
+    boot = dc.device_mod.load(config).hardware.partitions["boot"].path
+    with open(boot, "r+b") as image:
+        image.write(b"garbage" * 100)
+    before = dc.device_hash(str(tmp_path / "device"))
+    with pytest.raises(OtaError) as err:
+        dc.apply(config, package)
+    assert str(err.value) == ("partition boot: holds neither the source nor the target image "
+                              "(and the cache holds no copy of either)")
+    assert dc.device_hash(str(tmp_path / "device")) == before

@@ -108,7 +108,8 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     try:
         cache = Cache(cache_dir, device.hardware.cache_limit)
         ctx = protocol.Context(config=device.hardware, cache=cache, ops=ops, out=log)
-        verify.check_sources(plan, root, ctx, progress, package.read, package.path)
+        verify.check_sources(plan, root, ctx, progress, package.read, package.path,
+                             journal.done if journal is not None else None)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)
         _ensure_cache_space(plan, cache, staged_dir, journal, ops)
         resumed = journal is not None

@@ -48,8 +48,11 @@ def check_preconditions(plan: Plan, device: Device, current: BuildInfo, *, resum
 
 
 def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Progress,
-                  read_entry: Callable[[str], bytes], package_path: str) -> None:
+                  read_entry: Callable[[str], bytes], package_path: str, done: set[str] | None) -> None:
     """Everything the steps will find on the device, checked before the first write.
+
+    `done` is the journal's finished steps on a resumed run, None on a fresh one: a partition
+    flashed whole may then hold a torn image (neither source nor target) if its step was cut.
 
     Incremental packages: every kept/patched file and every partition holds what the package
     expects (or its target); every other path holds nothing, what the source build has there, or
@@ -72,13 +75,26 @@ def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Pr
             _check_kind(root, path, op, plan)
         progress.item("verify", path, _verify_bytes(op.source, op.target, op.op == Op.PATCH))
     for name, part in partitions:
-        if part.HasField("source"):
+        torn_whole = part.method == pb.WHOLE and _may_have_begun(plan, f"partition:{name}", done)
+        if part.HasField("source") and not torn_whole:
             _check_partition(name, part, ctx)
         if part.entry and part.method == pb.WHOLE:
             _check_fits(name, part, ctx)
         elif part.entry:
             _dry_run(ctx, partition_request(part, _label(package_path, part.entry)), part.entry, read_entry)
         progress.item("verify", f"partition:{name}", _verify_bytes(part.source, part.target, bool(part.entry)))
+
+
+def _may_have_begun(plan: Plan, step_id: str, done: set[str] | None) -> bool:
+    """Whether a resumed run's step may have been cut mid-write: every step before it finished, it did not.
+
+    Steps run in order, so only that one step can have left its target torn; a fresh run (no
+    journal) has written nothing, and a finished step left its target whole.
+    """
+    if done is None or step_id in done:
+        return False
+    ids = [step.id for step in plan.steps]
+    return all(earlier in done for earlier in ids[:ids.index(step_id)])
 
 
 def _verify_bytes(source: pb.ContentInfo, target: pb.ContentInfo, patched: bool) -> int:
