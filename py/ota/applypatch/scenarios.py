@@ -69,11 +69,16 @@ class BootUpdate:
                                      ((Digest.of(self.source), patch_path),))
 
 
+def _losetup() -> str | None:
+    """util-linux puts losetup in /usr/sbin, which Bazel's strict action PATH leaves out."""
+    return shutil.which("losetup", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def loop_unavailable() -> str | None:
     """Why loop-device tests cannot run here, or None if they can."""
     if os.geteuid() != 0:
         return "loop devices need root (losetup)"
-    if shutil.which("losetup") is None:
+    if _losetup() is None:
         return "losetup is not installed"
     if not os.path.exists("/dev/loop-control"):
         return "/dev/loop-control is missing (sandbox or container without loop devices)"
@@ -83,14 +88,14 @@ def loop_unavailable() -> str | None:
 @contextlib.contextmanager
 def loop_device(backing: str) -> Iterator[str]:
     """Attaches `backing` to a free loop device and always detaches it."""
-    result = subprocess.run(["losetup", "--find", "--show", backing], capture_output=True, text=True)
+    result = subprocess.run([_losetup(), "--find", "--show", backing], capture_output=True, text=True)
     if result.returncode != 0:
         raise OSError(f"losetup failed: {result.stderr.strip()}")
     device = result.stdout.strip()
     try:
         yield device
     finally:
-        subprocess.run(["losetup", "--detach", device], check=False)
+        subprocess.run([_losetup(), "--detach", device], check=False)
 
 
 class PartitionScenario:
