@@ -32,6 +32,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench import build_release_bench as release_bench  # noqa: E402 - after the repository root is on sys.path
+from bench import spawn_args  # noqa: E402
 from tests.cache import bep, execlog, workspace  # noqa: E402
 
 # (share of files, kind for //release:gen_files, path pattern, smallest, largest size): the body of
@@ -106,8 +107,9 @@ def build_file(entries: list[dict], chunks: int, max_diff_size: int) -> str:
 
 
 def peak_rss(tree: pathlib.Path, args: tuple[str, ...], scratch: pathlib.Path) -> tuple[int, float]:
-    """Re-runs one action's command line (outputs redirected to `scratch`); its peak RSS and seconds."""
-    argv = list(args)
+    """Re-runs one action's command line (`@params` expanded, outputs redirected to `scratch`); its
+    peak RSS and seconds."""
+    argv = spawn_args.expand(args, tree)
     for flag, name in (("--out_data", "data"), ("--out_info", "info.json")):
         argv[argv.index(flag) + 1] = str(scratch / name)
     probe = ("import resource, subprocess, sys, time; t = time.monotonic(); "
@@ -137,10 +139,10 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         serial = release_bench.serial_pipeline(tree, build.exec_log, work / "serial")
         bazel_sha = next(v for k, v in bep.output_digests(build.bep).items() if k.endswith(".zip"))
         spawns = [s for s in execlog.read_spawns(build.exec_log) if s.mnemonic == "OtaFilePatch"]
-        by_size = sorted(spawns, key=lambda s: (tree / execlog.flag_values(s.args)["target"]).stat().st_size)
+        by_size = sorted(spawns, key=lambda s: (tree / spawn_args.flags(s, tree)["target"]).stat().st_size)
 
         def method(spawn: execlog.Spawn) -> str:
-            return json.loads((tree / execlog.flag_values(spawn.args)["out_info"]).read_text())["method"]
+            return json.loads((tree / spawn_args.flags(spawn, tree)["out_info"]).read_text())["method"]
 
         diffed = [s for s in by_size if method(s) not in ("WHOLE", "UNCHANGED")]
         probes, probed = [], []
@@ -151,7 +153,7 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             if spawn is None or any(spawn.args == seen for seen in probed):
                 continue
             probed.append(spawn.args)
-            size = (tree / execlog.flag_values(spawn.args)["target"]).stat().st_size
+            size = (tree / spawn_args.flags(spawn, tree)["target"]).stat().st_size
             scratch = work / "probe"
             scratch.mkdir(exist_ok=True)
             rss, seconds = peak_rss(tree, spawn.args, scratch)

@@ -6,8 +6,9 @@ parallelism. The work list is taken from a Bazel execution log, so both sides di
 inputs with the same engine (`ota.build.file_patch.patch_files`) and the same package writer; the
 package this writes must be byte-identical to Bazel's.
 
-Run from the workspace directory (exec paths resolve through its `bazel-out` symlink), with the
-package's tools importable (build_release_bench.py puts the tool's runfiles on PYTHONPATH):
+Run from the workspace directory (exec paths resolve through its `bazel-out` symlink; the patch
+actions' `@params` files are read there, so those actions must have run, not come from a cache), with
+the package's tools importable (build_release_bench.py puts the tool's runfiles on PYTHONPATH):
 
     build_serial_pipeline.py --exec_log X.exec.json --package //release:incremental_ota --out_dir D
 Prints one JSON object: seconds for the patches and the package, the package's sha256, counts.
@@ -27,25 +28,27 @@ import time
 from ota.build import file_patch, jsonio, package_writer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from tests.cache import execlog  # noqa: E402 - after the repository root is on sys.path
+from bench import spawn_args  # noqa: E402 - after the repository root is on sys.path
+from tests.cache import execlog  # noqa: E402
 
 PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
 
 
-def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str) -> execlog.Spawn:
+def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str, root: pathlib.Path) -> execlog.Spawn:
     for spawn in spawns:
-        if spawn.mnemonic == "OtaPackage" and execlog.flag_values(spawn.args).get("out", "").endswith(out_suffix):
+        if spawn.mnemonic == "OtaPackage" and spawn_args.flags(spawn, root).get("out", "").endswith(out_suffix):
             return spawn
     raise SystemExit(f"no OtaPackage spawn writing *{out_suffix} in the execution log")
 
 
 def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict:
     """Diffs every patch spawn of the package, then assembles it; returns timings and the digest."""
+    root = pathlib.Path.cwd()  # the workspace: exec paths and `@params` files are relative to it
     spawns = list(execlog.read_spawns(exec_log))
-    package = execlog.flag_values(_package_spawn(spawns, package_out).args)
+    package = spawn_args.flags(_package_spawn(spawns, package_out, root), root)
     params = jsonio.read(package["params"])
     wanted = {entry["data"] for entry in params["file_patches"] + params["partitions"]}
-    work = [execlog.flag_values(s.args) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
+    work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
     # Smallest first, so the process's peak RSS is the largest diff's peak.
     work = sorted((flags for flags in work if flags["out_data"] in wanted),
                   key=lambda flags: os.stat(flags["target"]).st_size)
