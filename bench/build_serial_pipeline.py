@@ -25,6 +25,7 @@ import resource
 import sys
 import time
 
+from ota import signing
 from ota.build import file_patch, jsonio, package_writer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -39,6 +40,15 @@ def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str, root: pathlib.P
         if spawn.mnemonic == "OtaPackage" and spawn_args.flags(spawn, root).get("out", "").endswith(out_suffix):
             return spawn
     raise SystemExit(f"no OtaPackage spawn writing *{out_suffix} in the execution log")
+
+
+def _signing_key(spawns: list[execlog.Spawn], unsigned: str, root: pathlib.Path) -> str | None:
+    """The key of the OtaSign action that signs `unsigned`, if the package is signed in the build."""
+    for spawn in spawns:
+        flags = spawn_args.flags(spawn, root) if spawn.mnemonic == "OtaSign" else {}
+        if flags.get("in") == unsigned:
+            return flags["key"]
+    return None
 
 
 def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict:
@@ -71,6 +81,10 @@ def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict
     jsonio.write(str(serial_params), params)
     out = out_dir / "package.zip"
     package_writer.write_package(str(serial_params), str(out))
+    key = _signing_key(spawns, package["out"], root)
+    if key is not None:  # the build signs with a TEST key (Ed25519: same bytes): do the same
+        unsigned, out = out, out_dir / "package.signed.zip"
+        signing.sign(str(unsigned), str(out), [signing.load_private_key(key)])
     end = time.perf_counter()
     return {
         "patches": len(work),
@@ -88,8 +102,9 @@ def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exec_log", type=pathlib.Path, required=True, help="Bazel --execution_log_json_file")
-    parser.add_argument("--package_out", default="incremental_ota.zip",
-                        help="the OtaPackage output (suffix of its --out) whose work to redo")
+    parser.add_argument("--package_out", default="incremental_ota.unsigned.zip",
+                        help="the OtaPackage output (suffix of its --out) whose work to redo; "
+                             "an OtaSign action signing it is redone too")
     parser.add_argument("--out_dir", type=pathlib.Path, required=True)
     args = parser.parse_args(argv)
     print(json.dumps(run(args.exec_log, args.package_out, args.out_dir)))
