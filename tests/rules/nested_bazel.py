@@ -22,6 +22,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from tests.cache.workspace import copy_checkout
+
 REPO = pathlib.Path(__file__).absolute().parents[2]  # the runfiles copy of this workspace
 BAZEL = shutil.which("bazel") or "/usr/bin/bazel"
 
@@ -33,30 +35,6 @@ def source_checkout() -> pathlib.Path:
     if not (root / "WORKSPACE").is_file():
         raise RuntimeError(f"{marker}: cannot find the checkout (no WORKSPACE in {root})")
     return root
-
-
-def _checkout_files(root: pathlib.Path) -> list[str]:
-    out = subprocess.run(
-        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    return sorted({name for name in out.decode().split("\0") if name})
-
-
-def copy_checkout(dest: pathlib.Path, root: pathlib.Path | None = None) -> pathlib.Path:
-    """Copies the checkout's files to `dest` (created) and returns it."""
-    root = root or source_checkout()
-    for name in _checkout_files(root):
-        src = root / name
-        if not src.exists() and not src.is_symlink():
-            continue  # deleted in the working tree, not yet in git
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            target.symlink_to(os.readlink(src))
-        else:
-            shutil.copy2(src, target)
-    return dest
 
 
 def outer_pypi() -> pathlib.Path | None:
@@ -105,7 +83,9 @@ class NestedWorkspace:
     @classmethod
     def create(cls, base: pathlib.Path, name: str) -> "NestedWorkspace":
         """Copies the checkout to base/name/<checkout> with an output root base/name/out."""
-        ws = cls(copy_checkout(base / name / "checkout"), base / name / "out")
+        checkout = base / name / "checkout"
+        copy_checkout(source_checkout(), checkout)
+        ws = cls(checkout, base / name / "out")
         pypi = outer_pypi()
         if pypi is not None:
             ws.extra_flags.append(f"--override_repository=pypi={pypi}")

@@ -18,7 +18,7 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ota import bootimg, imgdiff
 from ota.applypatch import protocol
@@ -98,6 +98,15 @@ def loop_device(backing: str) -> Iterator[str]:
         subprocess.run([_losetup(), "--detach", device], check=False)
 
 
+
+def rerun(run: Callable[[FsOps], None]) -> str | None:
+    """Runs a scenario again with no fault (the rerun after power returns); its error, or None."""
+    try:
+        run(FsOps())
+    except OtaError as err:
+        return str(err)
+    return None
+
 class PartitionScenario:
     """A boot partition patched in place on backend "file", "block" (a loop device) or "mtdsim"."""
 
@@ -150,11 +159,7 @@ class PartitionScenario:
         protocol.patch(self.context(ops), self.update.request(self.spec, self.spec, self.patch_path))
 
     def recover(self) -> str | None:
-        try:
-            self.run(FsOps())
-        except OtaError as err:
-            return str(err)
-        return None
+        return rerun(self.run)
 
     def check(self, recover_error: str | None) -> str | None:
         if recover_error is not None:
@@ -202,11 +207,7 @@ class FileScenario:
         protocol.patch(context, self.update.request(self.path, self.path, self.patch_path))
 
     def recover(self) -> str | None:
-        try:
-            self.run(FsOps())
-        except OtaError as err:
-            return str(err)
-        return None
+        return rerun(self.run)
 
     def check(self, recover_error: str | None) -> str | None:
         if recover_error is not None:
