@@ -31,14 +31,14 @@ DEFAULT_THRESHOLD = 0.95
 # bsdiff4 peaks at ~18x the old file in memory (DESIGN.md): 256 MiB inputs need ~4.5 GiB already.
 DEFAULT_MAX_DIFF_SIZE = 256 << 20
 
-_SOURCE = flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
-_TARGET = flags.DEFINE_string("target", None, "Target version of the file.")
-_PATH = flags.DEFINE_string("path", None, "Path (or partition name) the file is known by; names it in the info and warnings.")
-_METHOD = flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
-_THRESHOLD = flags.DEFINE_float("patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0)
-_MAX_DIFF_SIZE = flags.DEFINE_integer("max_diff_size", DEFAULT_MAX_DIFF_SIZE, "Inputs larger than this many bytes ship whole without diffing (memory bound).", lower_bound=0)
-_OUT_DATA = flags.DEFINE_string("out_data", None, "Where to write the patch, the whole target, or nothing.")
-_OUT_INFO = flags.DEFINE_string("out_info", None, "Where to write the info JSON.")
+flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
+flags.DEFINE_string("target", None, "Target version of the file.")
+flags.DEFINE_string("path", None, "Path (or partition name) the file is known by; names it in the info and warnings.")
+flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
+flags.DEFINE_float("patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0)
+flags.DEFINE_integer("max_diff_size", DEFAULT_MAX_DIFF_SIZE, "Inputs larger than this many bytes ship whole without diffing (memory bound).", lower_bound=0)
+flags.DEFINE_string("out_data", None, "Where to write the patch, the whole target, or nothing.")
+flags.DEFINE_string("out_info", None, "Where to write the info JSON.")
 
 
 @dataclass(frozen=True)
@@ -148,16 +148,22 @@ def patch_files(source_path: str | None, target_path: str, path: str, out_data: 
     return FilePatch(path, WHOLE, source_info, target_info, target_info.size, target_info.sha256, warning)
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not (_TARGET.value and _PATH.value and _OUT_DATA.value and _OUT_INFO.value):
+def patch_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
+    """One patch from parsed flag `values` (the global FLAGS, or a persistent worker's private
+    copy per request) and the leftover arguments `rest`: writes the data and the info JSON."""
+    if len(rest) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
+    if not (values.target and values.path and values.out_data and values.out_info):
         raise UsageError("--target, --path, --out_data and --out_info are required")
-    result = patch_files(_SOURCE.value, _TARGET.value, _PATH.value, _OUT_DATA.value, method=_METHOD.value,
-                         threshold=_THRESHOLD.value, max_diff_size=_MAX_DIFF_SIZE.value)  # fmt: skip
+    result = patch_files(values.source, values.target, values.path, values.out_data, method=values.method,
+                         threshold=values.patch_threshold, max_diff_size=values.max_diff_size)  # fmt: skip
     if result.warning:
         print(result.warning, file=sys.stderr)
-    jsonio.write(_OUT_INFO.value, result.to_json())
+    jsonio.write(values.out_info, result.to_json())
+
+
+def main(argv: Sequence[str]) -> None:
+    patch_from_flags(flags.FLAGS, argv)
 
 
 def run() -> None:

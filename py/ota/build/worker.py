@@ -28,7 +28,7 @@ from typing import BinaryIO, Sequence
 
 from absl import flags
 
-from ota.build import file_patch, jsonio
+from ota.build import file_patch
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
 
@@ -66,16 +66,7 @@ def _patch(argv: Sequence[str]) -> None:
         rest = values(list(argv))
     except flags.Error as err:
         raise UsageError(str(err)) from None
-    if len(rest) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
-    if not (values.target and values.path and values.out_data and values.out_info):
-        raise UsageError("--target, --path, --out_data and --out_info are required")
-    result = file_patch.patch_files(values.source, values.target, values.path, values.out_data,
-                                    method=values.method, threshold=values.patch_threshold,
-                                    max_diff_size=values.max_diff_size)  # fmt: skip
-    if result.warning:
-        print(result.warning, file=sys.stderr)
-    jsonio.write(values.out_info, result.to_json())
+    file_patch.patch_from_flags(values, rest)
 
 
 _GUARDED_PATCH = runner.guarded(TOOL, _patch)
