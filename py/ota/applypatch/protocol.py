@@ -132,13 +132,15 @@ def _patch_partition(ctx: Context, request: PatchRequest) -> str:
 def _patch_file(ctx: Context, request: PatchRequest) -> str:
     target_path = request.target
     scratch = target_path + ".patch"
-    if _is_target(_read_optional(target_path), request):
+    current = _read_optional(target_path)
+    if _is_target(current, request):
         if os.path.lexists(scratch):
             ctx.ops.unlink(scratch)
         _drop_stale_backup(ctx, request)
         ctx.out(f"{target_path}: already target")
         return ALREADY
-    source = _find_source(ctx, request)
+    source = _find_source(ctx, request, current)
+    del current  # the source holds it if it is the same file; otherwise free it before patching
     target = _build(request, source)
     meta = _source_meta(ctx, request, source)
     free = ctx.target_free(os.path.dirname(os.path.abspath(target_path)))
@@ -194,9 +196,12 @@ def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], byt
                 return ALREADY
         finally:
             partition.close()
-    elif _is_target(_read_optional(request.target), request):
-        return ALREADY
-    _build(request, _find_source(ctx, request), read_patch)
+        current = None
+    else:
+        current = _read_optional(request.target)
+        if _is_target(current, request):
+            return ALREADY
+    _build(request, _find_source(ctx, request, current), read_patch)
     return PATCHED
 
 
@@ -252,9 +257,17 @@ def _load(ctx: Context, location: str) -> tuple[bytes | None, str]:
     return (data, "") if data is not None else (None, f"{location}: cannot read")
 
 
-def _find_source(ctx: Context, request: PatchRequest) -> _Source:
+def _find_source(ctx: Context, request: PatchRequest, target_bytes: bytes | None = None) -> _Source:
+    """The source to patch from: `request.source` if it matches a listed hash, else the cache copy.
+
+    `target_bytes` is the target file as already read for the "already target?" test; when the
+    target is the source (the usual in-place patch), it is the source too and is not read again.
+    """
     digests = [digest for digest, _ in request.patches]
-    data, why = _load(ctx, request.source)
+    if target_bytes is not None and _same_file(request.source, request.target):
+        data, why = target_bytes, ""
+    else:
+        data, why = _load(ctx, request.source)
     if data is not None:
         match = first_match(data, digests)
         if match is not None:
@@ -268,6 +281,10 @@ def _find_source(ctx: Context, request: PatchRequest) -> _Source:
             return _Source(backup, match, _patch_for(request, match), True)
     cache_state = "no cache copy" if backup is None else "the cache copy matches no listed source either"
     raise OtaError(request.source, f"no usable source ({why.removeprefix(request.source + ': ')}; {cache_state})")
+
+
+def _same_file(source: str, target: str) -> bool:
+    return not is_partition_spec(source) and os.path.realpath(source) == os.path.realpath(target)
 
 
 def _patch_for(request: PatchRequest, digest: Digest) -> str:
