@@ -32,7 +32,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 for p in "${packages[@]}"; do
-  if ! apt-cache policy "$p" | grep -q 'Candidate: [0-9]'; then
+  # Capture first, then match: `apt-cache policy | grep -q` under pipefail reads apt-cache's SIGPIPE
+  # (grep -q exits at its first match) as "no candidate".
+  policy=$(apt-cache policy "$p" 2>/dev/null || true)
+  if ! [[ "$policy" =~ Candidate:\ [0-9] ]]; then
     echo "bootstrap.sh: apt offers no '$p' on Debian $(cat /etc/debian_version)." >&2
     if [ "$p" = bazel-bootstrap ]; then
       echo "bootstrap.sh: rules_ota builds with Debian's Bazel 4.2.3 (bookworm's bazel-bootstrap); on a release" \

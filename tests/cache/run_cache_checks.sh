@@ -13,7 +13,10 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/rules_ota-cache-checks.XXXXXX")
 
 stop_pid() {  # stop_pid PID: only if it is still one of ours (its command line names $work)
   local pid=$1
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$work" || return 0
+  local cmdline
+  # Read first, then match: `tr | grep -q` under pipefail fails with tr's SIGPIPE when grep matches.
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+  [[ "$cmdline" == *"$work"* ]] || return 0
   kill "$pid" 2>/dev/null
   for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
   kill -9 "$pid" 2>/dev/null
