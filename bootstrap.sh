@@ -8,6 +8,10 @@ packages=()
 need() { packages+=("$1"); }
 
 command -v bazel >/dev/null || need bazel-bootstrap
+# Bazel libraries WORKSPACE reads from /usr/share/bazel (local repositories, nothing downloaded).
+[ -f /usr/share/bazel/tools/skylib/lib/unittest.bzl ] || need bazel-skylib
+[ -f /usr/share/bazel/tools/platforms/os/BUILD ] || need bazel-platforms
+[ -f /usr/share/bazel/rules/java/java/defs.bzl ] || need bazel-rules-java
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need python3-pip
 command -v git >/dev/null || need git
 # Interop peers and helpers used by tests and benchmarks.
