@@ -1,29 +1,17 @@
-"""A small analysis-test kit for Bazel 4.2.3 and later (no bazel_skylib offline).
+"""package_actions_test: an ota_package's actions and OtaPackageInfo, checked by skylib's analysistest.
 
-Both rules are `analysis_test = True` rules returning AnalysisTestResultInfo, the mechanism
-skylib's analysistest uses: the verdict is reached while Bazel analyzes the test, so a failing
-expectation shows up as a failed test with the message below, and nothing runs.
+The verdict is reached while Bazel analyzes the test (an `analysis_test` rule), so a wrong action
+count, path list or provider field fails the test with the assertion's message, and nothing runs.
 """
 
+load("@bazel_skylib//lib:new_sets.bzl", "sets")
+load("@bazel_skylib//lib:unittest.bzl", "analysistest", "asserts")
 load("//rules:providers.bzl", "OtaPackageInfo")
 
-def _result(errors):
-    return [AnalysisTestResultInfo(success = not errors, message = "\n".join(errors))]
-
-def _diff_lists(what, got, want):
-    missing = [x for x in want if x not in got]
-    extra = [x for x in got if x not in want]
-    out = []
-    if missing:
-        out.append("%s: missing %s" % (what, missing))
-    if extra:
-        out.append("%s: unexpected %s" % (what, extra))
-    if len(got) != len(_set_of(got)):
-        out.append("%s: duplicates in %s" % (what, got))
-    return out
-
-def _set_of(items):
-    return {x: True for x in items}
+def _assert_paths(env, what, want, got):
+    """`got` holds the paths of `want`, each once, sorted (OtaPackageInfo's lists are)."""
+    asserts.set_equals(env, sets.make(want), sets.make(got), what)
+    asserts.equals(env, sorted(sets.to_list(sets.make(got))), got, what + ": sorted, each path once")
 
 def _patch_path(action, prefix):
     """The system path an OtaFilePatch action works on, read from its `.p` output's name."""
@@ -32,100 +20,73 @@ def _patch_path(action, prefix):
             return f.path.split("/" + prefix + "/", 1)[1][:-len(".p")]
     return None
 
-def _package_actions_test_impl(ctx):
-    target = ctx.attr.package
-    info = target[OtaPackageInfo]
-    prefix = target.label.name + ".patches/system"
-    counts = {}
-    paths = []
-    errors = []
-    for action in target.actions:
-        counts[action.mnemonic] = counts.get(action.mnemonic, 0) + 1
-        if action.mnemonic == "OtaFilePatch":
-            path = _patch_path(action, prefix)
-            if path == None:
-                errors.append("OtaFilePatch action without a %s/<path>.p output: %s" % (prefix, action))
-            else:
-                paths.append(path)
-    for mnemonic, want in ctx.attr.mnemonic_counts.items():
-        if counts.get(mnemonic, 0) != int(want):
-            errors.append("%d %s actions, expected %s (all: %s)" % (counts.get(mnemonic, 0), mnemonic, want, counts))
-    errors += _diff_lists("OtaFilePatch paths", sorted(paths), sorted(ctx.attr.patched))
-    errors += _diff_lists("OtaPackageInfo.patched_paths", info.patched_paths, sorted(ctx.attr.patched))
-    if ctx.attr.whole != ["*"]:
-        errors += _diff_lists("OtaPackageInfo.whole_paths", info.whole_paths, sorted(ctx.attr.whole))
-    errors += _diff_lists("OtaPackageInfo.unchanged_paths", info.unchanged_paths, sorted(ctx.attr.unchanged))
-    if info.type != ctx.attr.type:
-        errors.append("type %s, expected %s" % (info.type, ctx.attr.type))
-    if target[DefaultInfo].files.to_list() != [info.package]:
-        errors.append("the default outputs are %s, expected just the package %s" % (target[DefaultInfo].files.to_list(), info.package))
-    errors += _check_signing(target, info, ctx.attr.signed)
-    return _result(errors)
+def _outputs_of(actions, mnemonic):
+    return [f for a in actions if a.mnemonic == mnemonic for f in a.outputs.to_list()]
 
-def _outputs_of(target, mnemonic):
-    return [f for a in target.actions if a.mnemonic == mnemonic for f in a.outputs.to_list()]
-
-def _check_signing(target, info, signed):
-    """Errors in how the package zip is made, signed or not.
+def _assert_signing(env, package, signed):
+    """How the package zip is made.
 
     Signed: OtaPackage writes <name>.unsigned.zip, OtaSign turns it and a TEST_ONLY_ key into the
     package <name>.zip. Unsigned: OtaPackage writes the package <name>.zip itself.
     """
-    assembled = _outputs_of(target, "OtaPackage")
-    want = target.label.name + (".unsigned.zip" if signed else ".zip")
-    if [f.basename for f in assembled] != [want]:
-        return ["OtaPackage writes %s, expected %s" % ([f.basename for f in assembled], want)]
+    name = analysistest.target_under_test(env).label.name
+    actions = analysistest.target_actions(env)
+    assembled = _outputs_of(actions, "OtaPackage")
+    asserts.equals(env, [name + (".unsigned.zip" if signed else ".zip")], [f.basename for f in assembled], "what OtaPackage writes")
     if not signed:
-        return [] if info.package == assembled[0] else ["the package is not OtaPackage's output"]
-    sign = [a for a in target.actions if a.mnemonic == "OtaSign"]
-    if len(sign) != 1:
-        return ["%d OtaSign actions, expected 1" % len(sign)]
-    errors = []
-    if sign[0].outputs.to_list() != [info.package] or info.package.basename != target.label.name + ".zip":
-        errors.append("OtaSign writes %s, expected the package %s.zip" % (sign[0].outputs.to_list(), target.label.name))
+        asserts.equals(env, [package], assembled, "the package is OtaPackage's output")
+        return
+    sign = [a for a in actions if a.mnemonic == "OtaSign"]
+    asserts.equals(env, 1, len(sign), "OtaSign actions")
+    if len(sign) != 1 or len(assembled) != 1:
+        return
+    asserts.equals(env, [package], sign[0].outputs.to_list(), "what OtaSign writes")
+    asserts.equals(env, name + ".zip", package.basename, "the package's name")
     inputs = sign[0].inputs.to_list()
-    if assembled[0] not in inputs:
-        errors.append("OtaSign does not read the unsigned package %s" % assembled[0].path)
-    if not [f for f in inputs if f.basename.startswith("TEST_ONLY_") and f.extension == "pem"]:
-        errors.append("OtaSign has no TEST_ONLY_*.pem input: %s" % [f.basename for f in inputs])
-    return errors
+    asserts.true(env, assembled[0] in inputs, "OtaSign does not read the unsigned package %s" % assembled[0].path)
+    keys = [f for f in inputs if f.basename.startswith("TEST_ONLY_") and f.extension == "pem"]
+    asserts.true(env, keys, "OtaSign has no TEST_ONLY_*.pem input: %s" % [f.basename for f in inputs])
 
-package_actions_test = rule(
-    implementation = _package_actions_test_impl,
-    analysis_test = True,
-    doc = "Checks an ota_package's actions and OtaPackageInfo at analysis time.",
+def _package_actions_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    target = analysistest.target_under_test(env)
+    actions = analysistest.target_actions(env)
+    info = target[OtaPackageInfo]
+
+    counts = {}
+    for action in actions:
+        counts[action.mnemonic] = counts.get(action.mnemonic, 0) + 1
+    for mnemonic, want in ctx.attr.mnemonic_counts.items():
+        asserts.equals(env, int(want), counts.get(mnemonic, 0), "%s actions (all: %s)" % (mnemonic, counts))
+
+    prefix = target.label.name + ".patches/system"
+    patched = []
+    for action in actions:
+        if action.mnemonic == "OtaFilePatch":
+            path = _patch_path(action, prefix)
+            if path == None:
+                analysistest.fail(env, "OtaFilePatch action without a %s/<path>.p output: %s" % (prefix, action))
+            else:
+                patched.append(path)
+    _assert_paths(env, "OtaFilePatch paths", ctx.attr.patched, sorted(patched))
+    _assert_paths(env, "OtaPackageInfo.patched_paths", ctx.attr.patched, info.patched_paths)
+    if ctx.attr.whole != ["*"]:
+        _assert_paths(env, "OtaPackageInfo.whole_paths", ctx.attr.whole, info.whole_paths)
+    _assert_paths(env, "OtaPackageInfo.unchanged_paths", ctx.attr.unchanged, info.unchanged_paths)
+
+    asserts.equals(env, ctx.attr.type, info.type, "OtaPackageInfo.type")
+    asserts.equals(env, [info.package], target[DefaultInfo].files.to_list(), "the default outputs (just the package)")
+    _assert_signing(env, info.package, ctx.attr.signed)
+    return analysistest.end(env)
+
+package_actions_test = analysistest.make(
+    _package_actions_test_impl,
     attrs = {
-        "package": attr.label(mandatory = True, providers = [OtaPackageInfo]),
         "type": attr.string(mandatory = True, doc = "FULL or INCREMENTAL"),
         "patched": attr.string_list(doc = "Exactly the paths that must get an OtaFilePatch action."),
         "whole": attr.string_list(doc = "Exactly the whole-file paths; [\"*\"]: not checked."),
         "unchanged": attr.string_list(doc = "Exactly the paths with no action (same File)."),
         "mnemonic_counts": attr.string_dict(doc = "Mnemonic -> exact number of actions (decimal)."),
         "signed": attr.bool(doc = "Whether the package is signed (OtaSign) or OtaPackage's own output."),
-    },
-)
-
-def _failure_test_impl(ctx):
-    # An attribute with a transition is a list of one target on some Bazel versions.
-    target = ctx.attr.target[0] if type(ctx.attr.target) == "list" else ctx.attr.target
-    causes = target[AnalysisFailureInfo].causes.to_list() if AnalysisFailureInfo in target else []
-    if not causes:
-        return _result(["%s analyzed without error; expected one containing %r" % (target.label, ctx.attr.message)])
-    messages = [c.message for c in causes]
-    if not [m for m in messages if ctx.attr.message in m]:
-        return _result(["no analysis error of %s contains %r; got: %s" % (target.label, ctx.attr.message, messages)])
-    return _result([])
-
-_allow_failures = analysis_test_transition(
-    settings = {"//command_line_option:allow_analysis_failures": "True"},
-)
-
-analysis_failure_test = rule(
-    implementation = _failure_test_impl,
-    analysis_test = True,
-    doc = "Passes when analyzing `target` fails with an error containing `message`.",
-    attrs = {
-        "target": attr.label(mandatory = True, cfg = _allow_failures),
-        "message": attr.string(mandatory = True, doc = "A substring of the expected error."),
     },
 )

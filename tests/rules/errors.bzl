@@ -1,8 +1,19 @@
 """Analysis-failure tests: one deliberately broken target (tagged manual) per bad attribute, and
-a test that its analysis fails with the expected message."""
+a test that its analysis fails with the expected message (skylib's analysistest, expect_failure)."""
 
+load("@bazel_skylib//lib:unittest.bzl", "analysistest", "asserts")
 load("//rules:defs.bzl", "boot_image", "ota_build", "ota_package", "ramdisk", "system_image")
-load(":analysis.bzl", "analysis_failure_test")
+
+def _analysis_failure_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    asserts.expect_failure(env, ctx.attr.message)
+    return analysistest.end(env)
+
+analysis_failure_test = analysistest.make(
+    _analysis_failure_test_impl,
+    expect_failure = True,
+    attrs = {"message": attr.string(mandatory = True, doc = "A substring of the expected error.")},
+)
 
 # name -> (expected error substring, rule, attributes of the broken target)
 _BROKEN = {
@@ -53,7 +64,7 @@ def error_tests(name):
             name = "error_%s_test" % row,
             size = "small",
             message = message,
-            target = ":broken_" + row,
+            target_under_test = ":broken_" + row,
         )
         tests.append(":error_%s_test" % row)
     native.test_suite(
