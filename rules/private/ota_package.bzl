@@ -9,9 +9,8 @@ source comes from an imported release archive), the action still runs and report
 cheaply after hashing both inputs.
 """
 
+load(":patch_methods.bzl", "METHODS", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
-
-_METHODS = ["auto", "bsdiff", "imgdiff", "imgdiff_zip"]
 
 # The basename prefix of a key that may sign inside Bazel (docs/security.md): its private half is
 # public, so handing it to a remote cache or executor reveals nothing.
@@ -29,22 +28,10 @@ def _check_threshold(ctx):
         fail("ota_package %s: patch_threshold = '%s': expected a decimal number in (0, 1], like 0.95" % (ctx.label, text))
     return text
 
-def _method_for(ctx, path):
-    """`patch_methods` lookup: an exact path beats an extension key (".gz"), default "auto"."""
-    methods = ctx.attr.patch_methods
-    if path in methods:
-        return methods[path]
-    base = path.split("/")[-1]
-    if "." in base:
-        ext = "." + base.split(".")[-1]
-        if ext in methods:
-            return methods[ext]
-    return "auto"
-
 def _check_methods(ctx, target_files):
     for key, method in ctx.attr.patch_methods.items():
-        if method not in _METHODS:
-            fail("ota_package %s: patch_methods[%s] = '%s': expected one of %s" % (ctx.label, key, method, _METHODS))
+        if method not in METHODS:
+            fail("ota_package %s: patch_methods[%s] = '%s': expected one of %s" % (ctx.label, key, method, METHODS))
         if not key.startswith(".") and key not in target_files:
             fail("ota_package %s: patch_methods: '%s' is neither an extension (\".gz\") nor a file of the target build" % (ctx.label, key))
 
@@ -165,7 +152,7 @@ def _ota_package_impl(ctx):
                 "OtaFilePatch",
                 "Diffing system/%s" % path,
                 path,
-                _method_for(ctx, path),
+                method_for(ctx.attr.patch_methods, path),
                 sf,
                 tf,
                 prefix + "/system",

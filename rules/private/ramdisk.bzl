@@ -1,5 +1,6 @@
 """ramdisk: a deterministic gzip'd newc cpio archive of a file tree."""
 
+load("@bazel_skylib//lib:dicts.bzl", "dicts")
 load(":tree.bzl", "TREE_ATTRS", "collect_tree", "run_tree_tool", "write_tree")
 
 def _ramdisk_impl(ctx):
@@ -20,7 +21,7 @@ ramdisk = rule(
     doc = """A boot ramdisk: the tree (same attributes as system_image) packed as a newc cpio
 archive, sorted, with fixed inode numbers and times, gzip'd by zlib with recorded parameters, so
 imgdiff can patch it in uncompressed space. Output: `<name>.cpio.gz`; also provides OtaTreeInfo.""",
-    attrs = dict(TREE_ATTRS, **{
+    attrs = dicts.add(TREE_ATTRS, {
         "_kind": attr.string(default = "ramdisk"),
         "_ramdisk_tool": attr.label(
             default = "//tools/build:ramdisk",

@@ -6,6 +6,8 @@ per file, with modes, owners, directories and symlinks from META/system_manifest
 ota_package using it as `source` still gets one action per file.
 """
 
+load("@bazel_skylib//lib:paths.bzl", "paths")
+
 def _octal(value):
     digits = ""
     v = value
@@ -43,7 +45,7 @@ def _system_image_call(rctx, manifest):
     for entry in manifest["entries"]:
         path = entry["path"]
         kind = entry["kind"]
-        base = path.split("/")[-1]
+        base = paths.basename(path)
         if base in ("BUILD", "BUILD.bazel", "WORKSPACE"):
             fail("ota_release_archive %s: SYSTEM/%s: a file named %s would split the imported repository; not supported" % (rctx.name, path, base))
         if kind == "file":

@@ -1,5 +1,6 @@
 """system_image: the system partition as a file tree plus its manifest."""
 
+load("@bazel_skylib//lib:dicts.bzl", "dicts")
 load(":providers.bzl", "SystemImageInfo")
 load(":tree.bzl", "TREE_ATTRS", "collect_tree", "run_tree_tool", "write_tree")
 
@@ -33,7 +34,7 @@ sources for one install path are an analysis error naming both.
 
 Outputs `<name>.tree.json` (build contract 1) and `<name>.manifest.json` (contract 2: sizes and
 hashes, one OtaSystemManifest action).""",
-    attrs = dict(TREE_ATTRS, **{
+    attrs = dicts.add(TREE_ATTRS, {
         "_kind": attr.string(default = "system_image"),
         "_system_manifest": attr.label(
             default = "//tools/build:system_manifest",

@@ -1,0 +1,23 @@
+"""ota_package's `patch_methods`: which diff method file_patch is asked for, per system path."""
+
+load("@bazel_skylib//lib:paths.bzl", "paths")
+
+METHODS = ["auto", "bsdiff", "imgdiff", "imgdiff_zip"]
+
+def method_for(methods, path):
+    """The method of `path` in `methods`: an exact path beats an extension key (".gz"), else "auto".
+
+    The extension is skylib's paths.split_extension, which splits as file_patch's `auto` does
+    (os.path.splitext in py/ota/build/file_patch.py): the last dot of the basename starts it, and a
+    name's leading dot does not (".profile" has none), so a key means the same files to both.
+
+    Args:
+      methods: the `patch_methods` attribute (path or extension -> method).
+      path: a system path of the target build.
+
+    Returns:
+      One of METHODS.
+    """
+    if path in methods:
+        return methods[path]
+    return methods.get(paths.split_extension(path)[1], "auto")
