@@ -190,7 +190,7 @@ def test_scratch_left_between_link_and_rename_is_removed_by_the_rerun(tmp_path, 
     hood.prepare()
     with pytest.raises(PowerLoss):
         hood.patch_now(FsOps(FaultPoint("before", rename)))
-    orphans = [n for n in os.listdir(hood.dir) if protocol._SCRATCH_NAME.fullmatch(n)
+    orphans = [n for n in os.listdir(hood.dir) if protocol.SCRATCH_NAME.fullmatch(n)
                and os.path.join(hood.dir, n) not in {os.path.join(hood.dir, m) for m, _, _ in hood.neighbours}]
     assert len(orphans) == 1
     with open(os.path.join(hood.dir, orphans[0]), "rb") as stream:

@@ -10,6 +10,7 @@ hand-crafted manifest, by ota_apply before its first write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -195,7 +196,6 @@ def _rewrite(package: str, out: str, edit) -> None:
 
 
 def _add_op(manifest: pb.OtaManifest, entries: dict[str, bytes], path: str, op: int) -> None:
-    import hashlib
     new = manifest.files.add(path=path, op=op, mode=0o755 if op == pb.FileOperation.MKDIR else 0o644)
     new.source_kind = pb.FileOperation.SOURCE_ABSENT
     if op == pb.FileOperation.SYMLINK:

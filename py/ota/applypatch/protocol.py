@@ -57,7 +57,7 @@ PATCHED = "patched"
 # A command-line target's scratch name: made fresh (random, linked with no-replace semantics) so it
 # is never a name the user had. Only a cut between its link and the rename leaves one behind; the
 # next run on that target removes it if it holds exactly the target's bytes (see PathFile).
-_SCRATCH_NAME = re.compile(r"\.applypatch-[0-9a-f]{32}\.tmp")
+SCRATCH_NAME = re.compile(r"\.applypatch-[0-9a-f]{32}\.tmp")
 
 
 def filesystem_free(path: str) -> int:
@@ -190,7 +190,7 @@ class PathFile:
         self.ops.fsync_dir(self.directory)
 
     def discard_scratch(self, target: bytes, dir_fd: int | None = None) -> None:
-        """Unlinks scratch names (`_SCRATCH_NAME`) beside the file that hold exactly `target`.
+        """Unlinks scratch names (`SCRATCH_NAME`) beside the file that hold exactly `target`.
 
         Such a file is what a run cut between its link and its rename leaves; one with other
         bytes is not ours to judge and stays. Deleting a copy of bytes the target itself holds
@@ -201,7 +201,7 @@ class PathFile:
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name in os.listdir(dir_fd):
-                if _SCRATCH_NAME.fullmatch(name) and _holds(dir_fd, name, target):
+                if SCRATCH_NAME.fullmatch(name) and _holds(dir_fd, name, target):
                     self.ops.perform("unlink", os.path.join(self.directory, name),
                                      lambda: os.unlink(name, dir_fd=dir_fd))
         finally:
