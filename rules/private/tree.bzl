@@ -46,6 +46,10 @@ TREE_ATTRS = {
     "gid": attr.int(default = 0, doc = "Default group of every entry."),
 }
 
+# The updater's scratch directory under the system root: no install path may start with it. The
+# same name as SCRATCH_DIR in py/ota/build/paths.py, which the build tools and the device check.
+SCRATCH_DIR = ".ota-scratch"
+
 def _where(ctx):
     return "%s %s" % (ctx.attr._kind, ctx.label)
 
@@ -61,6 +65,9 @@ def _check_path(ctx, path, what):
     for part in p.split("/"):
         if part in ("", ".", ".."):
             fail("%s: %s: bad install path '%s' (no empty, '.' or '..' components)" % (_where(ctx), what, path))
+    if p.split("/")[0] == SCRATCH_DIR:
+        fail("%s: %s: install path '%s': '%s' at the top of the tree is reserved for the updater's scratch files" %
+             (_where(ctx), what, path, SCRATCH_DIR))
     return p
 
 def _join(base, rel):

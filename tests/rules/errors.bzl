@@ -21,6 +21,8 @@ _BROKEN = {
     "symlink_conflict": ("install path 'bin/sh' has two sources", "system_image", {"files": {"testdata/new.txt": "bin/sh"}, "symlinks": {"bin/sh": "toybox"}}),
     "below_file": ("'etc/x/y' (dirs entry 'etc/x/y') is below 'etc/x', which is a file", "system_image", {"dirs": ["etc/x/y"], "files": {"testdata/new.txt": "etc/x"}}),
     "dotdot": ("bad install path 'etc/../x'", "system_image", {"files": {"testdata/new.txt": "etc/../x"}}),
+    "reserved_scratch": ("install path '/.ota-scratch/x': '.ota-scratch' at the top of the tree is reserved for the updater's scratch files", "system_image", {"files": {"testdata/new.txt": "/.ota-scratch/x"}}),
+    "reserved_scratch_dir": ("install path '.ota-scratch': '.ota-scratch' at the top of the tree is reserved", "system_image", {"dirs": [".ota-scratch"]}),
     "unmatched_mode": ("modes: key 'etc/nope' matches no entry of the tree", "system_image", {"files": {"testdata/new.txt": "etc/x"}, "modes": {"etc/nope": "0600"}}),
     "bad_mode": ("modes[etc/x]: '0998' is not an octal mode", "system_image", {"files": {"testdata/new.txt": "etc/x"}, "modes": {"etc/x": "0998"}}),
     "bad_owner": ("owners[etc/x]: 'root:0' is not \"uid:gid\"", "ramdisk", {"files": {"testdata/new.txt": "etc/x"}, "owners": {"etc/x": "root:0"}}),

@@ -1,9 +1,10 @@
 """Runs the steps of a plan against a device, each one journaled when finished.
 
 Every step is written so that running it again, from any state a power cut can leave, finishes
-it (see plan.py). Regular files go through `SysRoot` (temporary sibling + fsync + rename, never
-following a symlink); patched files and partitions through applypatch's protocol, which owns the
-cache-backup that makes a torn partition repairable.
+it (see plan.py). Every file and symlink of the system tree is written through `SysRoot` (made in
+its reserved scratch directory, fsync, renamed in, never following a symlink) -- patched files
+too: applypatch's protocol (which owns the cache backup that makes a torn partition repairable)
+patches them through a `RootFile`, so no path is reopened by name after it was checked.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb
 
 STAGED_DIR = "ota_staged"
+_SOURCE_KIND = {pb.FileOperation.SOURCE_FILE: "file", pb.FileOperation.SOURCE_SYMLINK: "symlink"}
 _KIND_OF_OP = {Op.MKDIR: "dir", Op.SYMLINK: "symlink", Op.WRITE: "file", Op.PATCH: "file", Op.KEEP: "file"}
 
 
@@ -120,17 +122,15 @@ class Executor:
         if entry is not None and entry.kind == "dir":
             return
         if entry is not None:
+            if entry.kind != _SOURCE_KIND.get(op.source_kind):  # changed since verification: not ours
+                raise OtaError(self.root.where(path), f"is a {entry.kind}; the update expected the source "
+                                                      "build's entry or a directory here")
             self.root.remove(path)  # a source file or link that becomes a directory
         self.root.mkdir(path, op.mode)
 
     def _patch(self, step: Step) -> None:
         op = self.plan.files[step.key]
-        with self.root.parent(step.key):  # refuses a path through a symlink before applypatch opens it
-            pass
-        entry = self.root.lstat(step.key)
-        if entry is not None and entry.kind != "file":
-            raise OtaError(self.root.where(step.key), f"is a {entry.kind}, not the file to patch")
-        protocol.patch(self.ctx, verify.file_request(self.root, op, self.staged(op.entry)))
+        protocol.patch(self.ctx, verify.file_request(self.root, op, self.staged(op.entry)), self.root.file(step.key))
 
     def _write(self, step: Step) -> None:
         op = self.plan.files[step.key]
@@ -178,4 +178,5 @@ class Executor:
             self.ops.perform("rmdir", self.staged_dir, lambda: os.rmdir(self.staged_dir))
             self.ops.fsync_dir(os.path.dirname(self.staged_dir))
         self.ctx.cache.remove_backup(self.ops)
+        self.root.drop_scratch()
         self.journal.clear()

@@ -3,8 +3,8 @@
 The package reader has already refused unsafe or repeated paths, unknown ops and missing entries.
 These rules catch the rest of what would otherwise be found only at the step that trips over it,
 after earlier steps changed the device:
-  * names and paths fit the kernel's limits (NAME_MAX, PATH_MAX), including the temporary name
-    a written file or link gets before it is renamed in;
+  * names and paths fit the kernel's limits (NAME_MAX, PATH_MAX) (a written file's or link's
+    scratch name is a fixed-length hash in the root's scratch directory: sysroot.py);
   * every parent of a path the target has is a directory the package creates (MKDIR), so no
     write can go below a link or file of the plan, whatever order the steps run in;
   * a whole file's or image's payload entry is exactly the target contents;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ota.apply.sysroot import TEMP_PREFIX
 from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
@@ -26,12 +25,6 @@ from ota.proto import ota_manifest_pb2 as pb
 Op = pb.FileOperation
 NAME_MAX = 255
 PATH_MAX = 4096  # including the terminating NUL
-# applypatch patches a file into this sibling, then renames it over the file.
-PATCH_SCRATCH_SUFFIX = ".patch"
-# A file or link is written as a sibling with a longer name (TEMP_PREFIX + name, or name + the
-# scratch suffix) and renamed in; that name must fit NAME_MAX too.
-WRITTEN_NAME_MAX = NAME_MAX - max(len(TEMP_PREFIX), len(PATCH_SCRATCH_SUFFIX))
-_WRITTEN = (Op.WRITE, Op.PATCH, Op.SYMLINK)
 _FULL_OPS = (Op.WRITE, Op.MKDIR, Op.SYMLINK)
 _UNCHANGED_ID = 0xFFFFFFFF  # (uid_t)-1: chown leaves the owner as it is
 _MODE_BITS = 0o7777
@@ -57,7 +50,7 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
         if not incremental and op.op not in _FULL_OPS:
             raise refuse(f"op {Op.Op.Name(op.op)}: a FULL package only writes (WRITE, MKDIR, SYMLINK)")
 
-        _check_lengths(path, op, refuse)
+        _check_lengths(path, refuse)
         if op.op != Op.DELETE:
             _check_parents(path, files, refuse)
             _check_metadata(op, refuse)
@@ -79,18 +72,13 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
             _check_whole(payload[part.entry], part.target, f"entry {part.entry!r}", refuse_part)
 
 
-def _check_lengths(path: str, op: pb.FileOperation, refuse: Refuse) -> None:
+def _check_lengths(path: str, refuse: Refuse) -> None:
     size = len(path.encode())
     if size >= PATH_MAX:
         raise refuse(f"path is {size} bytes, longer than PATH_MAX allows ({PATH_MAX - 1})")
-    parts = path.split("/")
-    for part in parts:
+    for part in path.split("/"):
         if len(part.encode()) > NAME_MAX:
             raise refuse(f"component {shown(part)} is {len(part.encode())} bytes, longer than NAME_MAX ({NAME_MAX})")
-    name = len(parts[-1].encode())
-    if op.op in _WRITTEN and name > WRITTEN_NAME_MAX:
-        raise refuse(f"name is {name} bytes; a written file or link may have at most {WRITTEN_NAME_MAX} "
-                     f"(its temporary name adds up to {NAME_MAX - WRITTEN_NAME_MAX} bytes and must fit NAME_MAX)")
 
 
 def _check_parents(path: str, files: dict[str, pb.FileOperation], refuse: Refuse) -> None:

@@ -8,26 +8,35 @@ and the last component is handled with ``dir_fd`` and ``follow_symlinks=False``;
 middle of a path is an error, a symlink at the end is treated as the link itself.
 
 Every change goes through `ota.fsops.FsOps` (its `perform` primitive for the *at()-style calls it
-has no named operation for), so the power-loss harness can cut here too. Regular files are always
-written as a temporary sibling + fsync + rename + fsync of the directory.
+has no named operation for), so the power-loss harness can cut here too.
+
+Scratch space: a file or symlink is made in the reserved directory `SCRATCH_DIR` under the root
+(py/ota/build/paths.py; no package path can name it), under a name generated from its path,
+fsync'ed, then renamed into its directory with renameat between the two directory descriptors,
+and the directory fsync'ed. So the updater never writes a name beside the target: whatever names
+the tree holds (`x.patch`, `.ota-new.x`, ...) are the package's, never scratch. A scratch entry a
+cut run left is replaced by the next write of the same path, and `drop_scratch` removes the
+directory when the update is done. The root and every directory in it must be one filesystem
+(rename cannot cross filesystems), as a system partition is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from typing import Iterator
 
+from ota.applypatch.cache import FileMeta
 from ota.build import hashing
-from ota.build.paths import check_path
+from ota.build.paths import SCRATCH_DIR, check_path
 from ota.errors import OtaError
 from ota.fsops import FsOps
 
 _WRITE_PIECE = 1 << 20
-TEMP_PREFIX = ".ota-new."
 
 
 @dataclass(frozen=True)
@@ -59,12 +68,16 @@ class SysRoot:
     def __init__(self, root: str, ops: FsOps) -> None:
         self.root = root
         self.ops = ops
+        self._scratch_fd: int | None = None
         try:
             self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
             raise OtaError(root, f"system root: cannot open: {err.strerror}") from None
 
     def close(self) -> None:
+        if self._scratch_fd is not None:
+            os.close(self._scratch_fd)
+            self._scratch_fd = None
         os.close(self._fd)
 
     def where(self, path: str) -> str:
@@ -144,9 +157,12 @@ class SysRoot:
             return hashing.of_file(f"/proc/self/fd/{fd}")
 
     def listdir(self, path: str) -> list[str]:
-        """Names in directory `path` ("" = the root), sorted; never through a symlink."""
+        """Names in directory `path` ("" = the root), sorted; never through a symlink.
+
+        The root's list leaves out `SCRATCH_DIR`: it is the updater's, not part of the tree.
+        """
         if not path:
-            return sorted(os.listdir(self._fd))
+            return sorted(name for name in os.listdir(self._fd) if name != SCRATCH_DIR)
         with self.parent(path) as (dir_fd, name):
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
@@ -160,46 +176,60 @@ class SysRoot:
 
     # -- changes ---------------------------------------------------------------------------------
 
+    def file(self, path: str) -> "RootFile":
+        """The regular file at `path` as applypatch's file protocol patches it (`RootFile`)."""
+        return RootFile(self, path)
+
     def write_file(self, path: str, pieces: list[bytes] | tuple[bytes, ...], mode: int, uid: int,
                    gid: int) -> None:
-        """Writes `pieces` as the new contents of `path`: temp sibling, fsync, rename, fsync dir."""
+        """Writes `pieces` as the new contents of `path`: a scratch file, fsync, rename in, fsync dir."""
         ops = self.ops
         with self.parent(path) as (dir_fd, name):
-            temp = TEMP_PREFIX + name
-            self._remove_stale(dir_fd, temp, path)
+            scratch_fd, temp = self._fresh_scratch(path)
             target = self.where(path)
             fd = ops.perform("create", f"{target}~", lambda: os.open(
-                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd))
+                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=scratch_fd))
             if fd is None:  # a device that "lied" about the create: nothing to write into
                 raise OSError(errno.EIO, "create did not happen", target)
             try:
-                offset = 0
-                for piece in pieces:
-                    for start in range(0, len(piece), _WRITE_PIECE):
-                        chunk = memoryview(piece)[start:start + _WRITE_PIECE]
-                        ops.pwrite(fd, chunk, offset, f"{target}~")
-                        offset += len(chunk)
-                ops.chmod(fd, mode, uid, gid, f"{target}~")
-                ops.fsync(fd, f"{target}~")
-            finally:
-                os.close(fd)
-            ops.perform("rename", f"{target}~->{target}",
-                        lambda: os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
-            ops.fsync(dir_fd, os.path.dirname(target))
+                try:
+                    offset = 0
+                    for piece in pieces:
+                        for start in range(0, len(piece), _WRITE_PIECE):
+                            chunk = memoryview(piece)[start:start + _WRITE_PIECE]
+                            ops.pwrite(fd, chunk, offset, f"{target}~")
+                            offset += len(chunk)
+                    ops.chmod(fd, mode, uid, gid, f"{target}~")
+                    ops.fsync(fd, f"{target}~")
+                finally:
+                    os.close(fd)
+            except OSError:
+                self._remove_at(scratch_fd, temp, f"{target}~")  # e.g. ENOSPC: give the space back
+                raise
+            self._rename_in(scratch_fd, temp, dir_fd, name, target)
 
     def symlink(self, path: str, link_target: str, uid: int, gid: int) -> None:
         """Makes `path` a symlink to `link_target`, atomically replacing what is there."""
         ops = self.ops
         with self.parent(path) as (dir_fd, name):
-            temp = TEMP_PREFIX + name
-            self._remove_stale(dir_fd, temp, path)
+            scratch_fd, temp = self._fresh_scratch(path)
             target = self.where(path)
-            ops.perform("symlink", f"{target}~", lambda: os.symlink(link_target, temp, dir_fd=dir_fd))
+            ops.perform("symlink", f"{target}~", lambda: os.symlink(link_target, temp, dir_fd=scratch_fd))
             ops.perform("lchown", f"{target}~", lambda: os.chown(
-                temp, uid, gid, dir_fd=dir_fd, follow_symlinks=False))
-            ops.perform("rename", f"{target}~->{target}",
-                        lambda: os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
-            ops.fsync(dir_fd, os.path.dirname(target))
+                temp, uid, gid, dir_fd=scratch_fd, follow_symlinks=False))
+            self._rename_in(scratch_fd, temp, dir_fd, name, target)
+
+    def drop_scratch(self) -> None:
+        """Removes the scratch directory and whatever a cut run left in it (never following a link)."""
+        try:
+            os.stat(SCRATCH_DIR, dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if self._scratch_fd is not None:
+            os.close(self._scratch_fd)
+            self._scratch_fd = None
+        self._remove_at(self._fd, SCRATCH_DIR, self.where(SCRATCH_DIR))
+        self.ops.fsync(self._fd, self.root)
 
     def mkdir(self, path: str, mode: int) -> None:
         with self.parent(path) as (dir_fd, name):
@@ -244,13 +274,110 @@ class SysRoot:
             finally:
                 os.close(fd)
 
-    def _remove_stale(self, dir_fd: int, temp: str, path: str) -> None:
-        """Drops a temp sibling a cut run left behind (never follows it: unlink acts on the link)."""
+    def _fresh_scratch(self, path: str) -> tuple[int, str]:
+        """(scratch directory descriptor, the scratch name of `path`), nothing at that name yet.
+
+        The name is a hash of the path, so a rerun finds what a cut run left for the same path.
+        """
+        scratch_fd = self._scratch_dir()
+        temp = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
         try:
-            os.stat(temp, dir_fd=dir_fd, follow_symlinks=False)
+            os.stat(temp, dir_fd=scratch_fd, follow_symlinks=False)
         except FileNotFoundError:
+            return scratch_fd, temp
+        self._remove_at(scratch_fd, temp, f"{self.where(path)}~")
+        return scratch_fd, temp
+
+    def _scratch_dir(self) -> int:
+        """The scratch directory's descriptor, made on first use.
+
+        Anything else at the reserved name (a file or symlink: only a damaged or tampered device
+        has one) is removed, never followed.
+        """
+        if self._scratch_fd is not None:
+            return self._scratch_fd
+        where = self.where(SCRATCH_DIR)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            self._scratch_fd = os.open(SCRATCH_DIR, flags, dir_fd=self._fd)
+            return self._scratch_fd
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                self._remove_at(self._fd, SCRATCH_DIR, where)
+            elif err.errno != errno.ENOENT:
+                raise OtaError(where, f"scratch directory: {err.strerror}") from None
+        self.ops.perform("mkdir", where, lambda: os.mkdir(SCRATCH_DIR, 0o700, dir_fd=self._fd))
+        self.ops.fsync(self._fd, self.root)
+        self._scratch_fd = os.open(SCRATCH_DIR, flags, dir_fd=self._fd)
+        return self._scratch_fd
+
+    def _rename_in(self, scratch_fd: int, temp: str, dir_fd: int, name: str, target: str) -> None:
+        """Moves a finished scratch entry over `name` in `dir_fd` (renameat), then fsyncs the directory."""
+        self.ops.perform("rename", f"{target}~->{target}",
+                         lambda: os.rename(temp, name, src_dir_fd=scratch_fd, dst_dir_fd=dir_fd))
+        self.ops.fsync(dir_fd, os.path.dirname(target))
+
+    def _remove_at(self, dir_fd: int, name: str, shown: str) -> None:
+        """Removes `name` in `dir_fd` and, if it is a directory, everything under it; never follows a link."""
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            self.ops.perform("unlink", shown, lambda: os.unlink(name, dir_fd=dir_fd))
             return
-        self.ops.perform("unlink", f"{self.where(path)}~", lambda: os.unlink(temp, dir_fd=dir_fd))
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            for child in sorted(os.listdir(fd)):
+                self._remove_at(fd, child, f"{shown}/{child}")
+        finally:
+            os.close(fd)
+        self.ops.perform("rmdir", shown, lambda: os.rmdir(name, dir_fd=dir_fd))
+
+
+@dataclass(frozen=True)
+class RootFile:
+    """A regular file of a system root as applypatch's file protocol reads and replaces it
+    (`ota.applypatch.protocol.TargetFile`).
+
+    Why: ota_apply patches system files with applypatch's engine and order of operations, but
+    every access goes through the root's no-follow directory descriptors: the directory that is
+    checked is the one written into, so a parent swapped for a symlink at any moment refuses the
+    step or is never followed; the new file is made in the scratch directory, never beside it.
+    """
+
+    root: SysRoot
+    path: str
+
+    @property
+    def where(self) -> str:
+        return self.root.where(self.path)
+
+    @property
+    def directory(self) -> str:
+        """Where free space is measured: the root (the tree is one filesystem)."""
+        return self.root.root
+
+    def read(self) -> bytes | None:
+        """The file's bytes, None if nothing is there; OtaError if something else is there."""
+        entry = self.root.lstat(self.path)
+        if entry is None:
+            return None
+        if entry.kind != "file":
+            raise OtaError(self.where, f"is a {entry.kind}, not the regular file to patch")
+        return self.root.read(self.path)
+
+    def meta(self) -> FileMeta:
+        entry = self.root.lstat(self.path)
+        if entry is None:
+            raise OtaError(self.where, "cannot stat: the file is missing")
+        return FileMeta(entry.mode, entry.uid, entry.gid)
+
+    def replace(self, data: bytes, meta: FileMeta) -> None:
+        self.root.write_file(self.path, [data], meta.mode, meta.uid, meta.gid)
+
+    def remove(self) -> None:
+        self.root.remove(self.path)
+
+    def discard_scratch(self, target: bytes) -> None:
+        """Nothing to do: a cut run's scratch sits in the scratch directory, which the update drops."""
 
 
 def _read_all(fd: int) -> bytes:

@@ -18,7 +18,7 @@ from ota.applypatch.cache import BACKUP_NAME
 from ota.applypatch.backends import open_partition
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
-from ota.apply.manifest_rules import PATCH_SCRATCH_SUFFIX, shown
+from ota.apply.manifest_rules import shown
 from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
@@ -70,7 +70,8 @@ def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Pr
             _check_kept(root, path, op)
         elif op.op == Op.PATCH:
             _check_patched(root, path, op, ctx)
-            _dry_run(ctx, file_request(root, op, _label(package_path, op.entry)), op.entry, read_entry)
+            _dry_run(ctx, file_request(root, op, _label(package_path, op.entry)), op.entry, read_entry,
+                     root.file(path))
         else:
             _check_kind(root, path, op, plan)
         progress.item("verify", path, _verify_bytes(op.source, op.target, op.op == Op.PATCH))
@@ -108,7 +109,7 @@ def _label(package_path: str, entry: str) -> str:
 
 
 def _dry_run(ctx: protocol.Context, request: protocol.PatchRequest, entry: str,
-             read_entry: Callable[[str], bytes]) -> None:
+             read_entry: Callable[[str], bytes], file: protocol.TargetFile | None = None) -> None:
     """Applies the patch in memory and checks the result against the target, writing nothing.
 
     This costs one more patch application per patched file or partition, and it is what makes a
@@ -116,7 +117,7 @@ def _dry_run(ctx: protocol.Context, request: protocol.PatchRequest, entry: str,
     (or partition's) source, patch and target at a time, as the apply itself needs.
     A path already at its target (a rerun after a cut) passes without patching.
     """
-    protocol.dry_run(ctx, request, read_patch=lambda _label: read_entry(entry))
+    protocol.dry_run(ctx, request, read_patch=lambda _label: read_entry(entry), file=file)
 
 
 def file_request(root: SysRoot, op: pb.FileOperation, patch: str) -> protocol.PatchRequest:
@@ -144,15 +145,15 @@ def _check_kept(root: SysRoot, path: str, op: pb.FileOperation) -> None:
 
 
 def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol.Context) -> None:
+    """Source or target contents (or a cache copy of either), read through the root's no-follow
+    descriptors. No neighbouring name matters: the patch step writes through the scratch
+    directory (sysroot.py), so a `<path>.patch` beside it is just another path of the tree."""
     entry = root.lstat(path)
     if entry is not None and entry.kind != "file":
         raise OtaError(root.where(path), f"is a {entry.kind}, expected the source build's regular file")
-    scratch = root.lstat(path + PATCH_SCRATCH_SUFFIX)
-    if scratch is not None and scratch.kind != "file":
-        raise OtaError(root.where(path + PATCH_SCRATCH_SUFFIX), f"is a {scratch.kind}; refusing to write through it")
     try:
         protocol.check(ctx, root.where(path), [Digest("sha256", op.source.sha256),
-                                               Digest("sha256", op.target.sha256)])
+                                               Digest("sha256", op.target.sha256)], root.file(path))
     except OtaError:
         state = "missing" if entry is None else "modified"
         raise OtaError(root.where(path), f"system file is {state} (neither the source nor the target build's "

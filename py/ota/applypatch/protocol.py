@@ -12,11 +12,15 @@ Partition target (spec §1.6, hardened):
 A cut anywhere leaves either the source intact (rerun patches it), or a torn partition plus a
 good backup (rerun patches from the backup), or the complete target (rerun says "already").
 
-Regular-file target (spec §1.5): patch into ``<target>.patch``, fsync, give it the source's mode
-and owner, rename over the target, fsync the directory. When the target's filesystem is short
-of space (free <= 1.5 x target size, or below the reserve), or writing runs out of space, the
-source is first copied to the cache and unlinked (only when the target replaces the source: a
-file that is not being replaced is never deleted).
+Regular-file target: build the target in memory, then write it where no existing name is
+touched, fsync, give it the source's mode and owner, rename it over the target, fsync the
+directory (`TargetFile.replace`). On the command line (`PathFile`) that is an anonymous
+O_TMPFILE in the target's directory, linked to a fresh random name just before the rename: AOSP's
+``<target>.patch`` would overwrite (and then delete) a user's file of that name. ota_apply passes
+its own `TargetFile` that writes through the system root's reserved scratch directory. When the
+target's filesystem is short of space (free <= 1.5 x target size, or below the reserve), or
+writing runs out of space, the source is first copied to the cache and unlinked (only when the
+target replaces the source: a file that is not being replaced is never deleted).
 
 Check mode fixes AOSP's gap (spec §1.7) on purpose: for a partition spec, the cache copy is
 also compared with the spec's own listed digests, so a torn partition whose backup is intact
@@ -25,10 +29,14 @@ passes and the retried update is not refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
+import secrets
+import stat
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from ota import patch as patch_engine
 from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
@@ -46,6 +54,10 @@ DEFLATE_MAX_RATIO = 1032
 
 ALREADY = "already target"
 PATCHED = "patched"
+# A command-line target's scratch name: made fresh (random, linked with no-replace semantics) so it
+# is never a name the user had. Only a cut between its link and the rename leaves one behind; the
+# next run on that target removes it if it holds exactly the target's bytes (see PathFile).
+SCRATCH_NAME = re.compile(r"\.applypatch-[0-9a-f]{32}\.tmp")
 
 
 def filesystem_free(path: str) -> int:
@@ -87,6 +99,132 @@ class PatchRequest:
         return files + [p for p in (self.source, self.target) if not is_partition_spec(p)]
 
 
+class TargetFile(Protocol):
+    """A regular-file target: how the file protocol reads it and replaces it atomically."""
+
+    @property
+    def where(self) -> str:
+        """The file as errors name it."""
+
+    @property
+    def directory(self) -> str:
+        """A path on the file's filesystem, where free space is measured."""
+
+    def read(self) -> bytes | None:
+        """The file's bytes, or None if it is not there."""
+
+    def meta(self) -> FileMeta:
+        """The file's mode and owner."""
+
+    def replace(self, data: bytes, meta: FileMeta) -> None:
+        """Makes the file hold `data` with `meta`, durably, atomically, never touching another name."""
+
+    def remove(self) -> None:
+        """Unlinks the file, durably (the low-space path, once the cache holds a copy)."""
+
+    def discard_scratch(self, target: bytes) -> None:
+        """Drops scratch a cut run left for this file (called once the file holds `target`)."""
+
+
+@dataclass(frozen=True)
+class PathFile:
+    """A regular-file target named by a path (the applypatch command line)."""
+
+    path: str
+    ops: FsOps
+    piece: int = DEFAULT_PIECE
+
+    @property
+    def where(self) -> str:
+        return self.path
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def read(self) -> bytes | None:
+        return _read_optional(self.path)
+
+    def meta(self) -> FileMeta:
+        try:
+            return FileMeta.of(self.path)
+        except OSError as err:
+            raise OtaError(self.path, f"cannot stat: {err.strerror}") from None
+
+    def replace(self, data: bytes, meta: FileMeta) -> None:
+        """O_TMPFILE (nameless until complete), fsync, link to a fresh name, rename over, fsync dir.
+
+        A cut before the link leaves nothing; linkat never replaces an existing name, so the
+        scratch name is one this run created.
+        """
+        ops, scratch_label = self.ops, f"{self.path}~"
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.discard_scratch(data, dir_fd)
+            fd = ops.perform("create", scratch_label, lambda: os.open(
+                ".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd))
+            if fd is None:  # a device that "lied" about the create: nothing to write into
+                raise OSError(errno.EIO, "create did not happen", self.path)
+            try:
+                ops.write_pieces(fd, data, scratch_label, self.piece)
+                ops.chmod(fd, meta.mode, meta.uid, meta.gid, scratch_label)
+                ops.fsync(fd, scratch_label)
+                scratch = f".applypatch-{secrets.token_hex(16)}.tmp"
+                ops.perform("link", f"{scratch_label}->{scratch}", lambda: os.link(
+                    f"/proc/self/fd/{fd}", scratch, dst_dir_fd=dir_fd, follow_symlinks=True))
+            finally:
+                os.close(fd)
+            try:
+                ops.perform("rename", f"{scratch}->{self.path}", lambda: os.rename(
+                    scratch, os.path.basename(self.path), src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
+            except OSError:
+                with contextlib.suppress(FileNotFoundError):
+                    ops.perform("unlink", scratch, lambda: os.unlink(scratch, dir_fd=dir_fd))
+                raise
+            ops.fsync(dir_fd, self.directory)
+        finally:
+            os.close(dir_fd)
+
+    def remove(self) -> None:
+        self.ops.unlink(self.path)
+        self.ops.fsync_dir(self.directory)
+
+    def discard_scratch(self, target: bytes, dir_fd: int | None = None) -> None:
+        """Unlinks scratch names (`SCRATCH_NAME`) beside the file that hold exactly `target`.
+
+        Such a file is what a run cut between its link and its rename leaves; one with other
+        bytes is not ours to judge and stays. Deleting a copy of bytes the target itself holds
+        loses nothing.
+        """
+        own = dir_fd is None
+        if own:
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in os.listdir(dir_fd):
+                if SCRATCH_NAME.fullmatch(name) and _holds(dir_fd, name, target):
+                    self.ops.perform("unlink", os.path.join(self.directory, name),
+                                     lambda: os.unlink(name, dir_fd=dir_fd))
+        finally:
+            if own:
+                os.close(dir_fd)
+
+
+def _holds(dir_fd: int, name: str, data: bytes) -> bool:
+    """Whether `name` in `dir_fd` is a regular file (not followed if a link) holding exactly `data`."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            return stream.read(len(data) + 1) == data
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class _Source:
     data: bytes
@@ -95,11 +233,18 @@ class _Source:
     from_cache: bool
 
 
-def patch(ctx: Context, request: PatchRequest) -> str:
-    """Patch mode; returns ALREADY or PATCHED, raises OtaError on failure."""
+def patch(ctx: Context, request: PatchRequest, file: TargetFile | None = None) -> str:
+    """Patch mode; returns ALREADY or PATCHED, raises OtaError on failure.
+
+    `file` is how a regular-file target is read and written (default: `PathFile` of the target).
+    """
     if is_partition_spec(request.target):
         return _patch_partition(ctx, request)
-    return _patch_file(ctx, request)
+    return _patch_file(ctx, request, file or _path_file(ctx, request.target))
+
+
+def _path_file(ctx: Context, path: str) -> PathFile:
+    return PathFile(path, ctx.ops, ctx.piece)
 
 
 def _open(ctx: Context, text: str, *, writable: bool) -> tuple[Partition, tuple[Pair, ...], str]:
@@ -129,41 +274,36 @@ def _patch_partition(ctx: Context, request: PatchRequest) -> str:
     return PATCHED
 
 
-def _patch_file(ctx: Context, request: PatchRequest) -> str:
-    target_path = request.target
-    scratch = target_path + ".patch"
-    current = _read_optional(target_path)
+def _patch_file(ctx: Context, request: PatchRequest, file: TargetFile) -> str:
+    current = file.read()
     if _is_target(current, request):
-        if os.path.lexists(scratch):
-            ctx.ops.unlink(scratch)
+        file.discard_scratch(current)
         _drop_stale_backup(ctx, request)
-        ctx.out(f"{target_path}: already target")
+        ctx.out(f"{file.where}: already target")
         return ALREADY
     source = _find_source(ctx, request, current)
     del current  # the source holds it if it is the same file; otherwise free it before patching
     target = _build(request, source)
-    meta = _source_meta(ctx, request, source)
-    free = ctx.target_free(os.path.dirname(os.path.abspath(target_path)))
+    meta = _source_meta(ctx, request, source, file)
+    free = ctx.target_free(file.directory)
     moved_to_cache = False
     if not source.from_cache and (free <= request.target_size * 3 // 2 or free <= ctx.cache.reserve):
-        _move_source_to_cache(ctx, request, source, meta)
+        _move_source_to_cache(ctx, request, source, meta, file)
         moved_to_cache = True
     while True:
         try:
-            _write_file(ctx, scratch, target_path, target, meta)
+            file.replace(target, meta)
             break
         except OSError as err:
-            if os.path.lexists(scratch):
-                ctx.ops.unlink(scratch)
             if err.errno != errno.ENOSPC or moved_to_cache or source.from_cache:
-                raise OtaError(scratch, f"cannot write: {err.strerror or err}") from None
+                raise OtaError(file.where, f"cannot write: {err.strerror or err}") from None
             # Out of space although statfs said otherwise (AOSP's "yaffs lies"): retry once
             # through the cache copy, which frees the source's blocks.
-            _move_source_to_cache(ctx, request, source, meta)
+            _move_source_to_cache(ctx, request, source, meta, file)
             moved_to_cache = True
     if moved_to_cache or source.from_cache:
         ctx.cache.remove_backup(ctx.ops)
-    ctx.out(f"{target_path}: patched ({request.target_size} bytes)")
+    ctx.out(f"{file.where}: patched ({request.target_size} bytes)")
     return PATCHED
 
 
@@ -179,14 +319,15 @@ def _is_target(data: bytes | None, request: PatchRequest) -> bool:
     return data is not None and len(data) == request.target_size and request.target_digest.matches(data)
 
 
-def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], bytes] = read_file) -> str:
+def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], bytes] = read_file,
+            file: TargetFile | None = None) -> str:
     """Patch mode up to its first write: returns ALREADY if the target is there, else PATCHED once
     the patch, applied in memory to the source (or the cache copy), gives exactly the target.
 
     Writes nothing and keeps nothing: an updater calls it for every patch before it changes
     anything, so a patch that cannot work is refused while the device is still untouched.
     `read_patch` maps each of `request.patches`' paths to the patch bytes (an updater passes
-    patches it has not staged yet).
+    patches it has not staged yet); `file` reads a regular-file target, as in `patch`.
     """
     if is_partition_spec(request.target):
         partition, pairs, device = _open(ctx, request.target, writable=False)
@@ -198,26 +339,15 @@ def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], byt
             partition.close()
         current = None
     else:
-        current = _read_optional(request.target)
+        current = (file or _path_file(ctx, request.target)).read()
         if _is_target(current, request):
             return ALREADY
     _build(request, _find_source(ctx, request, current), read_patch)
     return PATCHED
 
 
-def _write_file(ctx: Context, scratch: str, target_path: str, data: bytes, meta: FileMeta) -> None:
-    fd = ctx.ops.create(scratch)
-    try:
-        ctx.ops.write_pieces(fd, data, scratch, ctx.piece)
-        ctx.ops.chmod(fd, meta.mode, meta.uid, meta.gid, scratch)
-        ctx.ops.fsync(fd, scratch)
-    finally:
-        os.close(fd)
-    ctx.ops.rename(scratch, target_path)
-    ctx.ops.fsync_dir(os.path.dirname(os.path.abspath(target_path)))
-
-
-def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, meta: FileMeta) -> None:
+def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, meta: FileMeta,
+                          file: TargetFile) -> None:
     """Frees the source's space on the target filesystem by parking it in the cache."""
     if is_partition_spec(request.source):
         raise OtaError(request.target, "not enough free space for the target, and the source is a partition")
@@ -227,13 +357,14 @@ def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, 
     ctx.cache.make_free_space(len(source.data), ctx.ops, request.protected())
     ctx.cache.save_backup(source.data, ctx.ops, meta)
     try:
-        ctx.ops.unlink(request.source)
-        ctx.ops.fsync_dir(os.path.dirname(os.path.abspath(request.source)))
+        file.remove()  # the source is the target file (checked above)
     except OSError as err:
         raise OtaError(request.source, f"cannot remove the source after saving it: {err.strerror}") from None
 
 
-def _source_meta(ctx: Context, request: PatchRequest, source: _Source) -> FileMeta:
+def _source_meta(ctx: Context, request: PatchRequest, source: _Source, file: TargetFile) -> FileMeta:
+    if not source.from_cache and _same_file(request.source, request.target):
+        return file.meta()
     path = ctx.cache.backup_path if source.from_cache else request.source
     if is_partition_spec(path):
         return FileMeta()
@@ -243,8 +374,8 @@ def _source_meta(ctx: Context, request: PatchRequest, source: _Source) -> FileMe
         raise OtaError(path, f"cannot stat: {err.strerror}") from None
 
 
-def _load(ctx: Context, location: str) -> tuple[bytes | None, str]:
-    """Loads a file or a partition by its spec; returns (data, "") or (None, why not)."""
+def _load(ctx: Context, location: str, file: TargetFile | None = None) -> tuple[bytes | None, str]:
+    """Loads a file (through `file` if given) or a partition by its spec; returns (data, "") or (None, why not)."""
     if is_partition_spec(location):
         partition, pairs, device = _open(ctx, location, writable=False)
         try:
@@ -253,7 +384,7 @@ def _load(ctx: Context, location: str) -> tuple[bytes | None, str]:
             return None, str(err)
         finally:
             partition.close()
-    data = _read_optional(location)
+    data = (file or _path_file(ctx, location)).read()
     return (data, "") if data is not None else (None, f"{location}: cannot read")
 
 
@@ -264,8 +395,8 @@ def _find_source(ctx: Context, request: PatchRequest, target_bytes: bytes | None
     target is the source (the usual in-place patch), it is the source too and is not read again.
     """
     digests = [digest for digest, _ in request.patches]
-    if target_bytes is not None and _same_file(request.source, request.target):
-        data, why = target_bytes, ""
+    if _same_file(request.source, request.target):
+        data, why = target_bytes, f"{request.source}: cannot read"
     else:
         data, why = _load(ctx, request.source)
     if data is not None:
@@ -320,10 +451,12 @@ def _read_optional(path: str) -> bytes | None:
         return None
 
 
-def check(ctx: Context, location: str, digests: Sequence[Digest]) -> str:
-    """Check mode: passes if the file/partition (or, failing that, the cache copy) matches."""
+def check(ctx: Context, location: str, digests: Sequence[Digest], file: TargetFile | None = None) -> str:
+    """Check mode: passes if the file/partition (or, failing that, the cache copy) matches.
+
+    `file` reads a regular file, as in `patch`."""
     candidates = list(digests)
-    data, why = _load(ctx, location)
+    data, why = _load(ctx, location, file)
     if is_partition_spec(location):
         candidates += [pair.digest for pair in parse_partition_spec(location).pairs]  # the §1.7 fix
     if data is not None and (not digests or first_match(data, digests)):
