@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zipfile
 
@@ -137,7 +138,7 @@ def test_truncated_package(release, device, tmp_path):
         data = stream.read()
     with open(truncated, "wb") as stream:
         stream.write(data[: len(data) // 2])
-    _refused(truncated, device, f"{truncated}: not a readable zip file (File is not a zip file)")
+    _refused(truncated, device, f"{truncated}: not a zip file (no end of central directory record)")
 
 
 def test_corrupted_patch_entry(release, device, tmp_path):
@@ -151,8 +152,14 @@ def test_corrupted_patch_entry(release, device, tmp_path):
         byte = stream.read(1)
         stream.seek(offset)
         stream.write(bytes([byte[0] ^ 0xFF]))
-    _refused(corrupted, device, f"{corrupted}: zip entry patch/system/bin/sh.p: unreadable "
-                                "(Bad CRC-32 for file 'patch/system/bin/sh.p')")
+    with zipfile.ZipFile(corrupted) as archive:
+        crc = archive.getinfo("patch/system/bin/sh.p").CRC
+    directory, config = device
+    before = dc.device_hash(directory)
+    result = run_cli("--package", corrupted, "--device", config)
+    assert result.returncode == 1 and dc.device_hash(directory) == before
+    assert re.fullmatch(rf"ota_apply: error: {re.escape(corrupted)}: zip entry patch/system/bin/sh.p: CRC-32 "
+                        rf"[0-9a-f]{{8}} does not match the directory's {crc:08x}\n", result.stderr), result.stderr
 
 
 def _rewrite(package: str, out: str, edit) -> None:
