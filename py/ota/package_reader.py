@@ -5,10 +5,10 @@ every zip byte through `ota.zipscan`, the one bounded zip reader. In order of tr
 
   * opening reads only what the signature check needs (`read_signed_parts`): memory and time
     bounded by the `Limits` constants, whatever the file claims;
-  * `manifest` parses the manifest (the caller has checked its signature by then) and checks its
-    names and operations: safe unique paths, every operation's entry in the payload;
-  * `check_contents` matches the zip to the manifest: no entry the manifest does not list, none
-    missing, sizes equal, no duplicates; its walk is bounded by the manifest's payload count;
+  * `manifest` parses the manifest (the caller has checked its signature by then);
+  * `check_contents` checks the manifest's names and operations (safe unique paths, every
+    operation's entry in the payload) and matches the zip to it: no entry the manifest does not
+    list, none missing, sizes equal, no duplicates; its walk is bounded by the payload count;
   * reading an entry stops after the size the manifest declares and checks the SHA-256 before
     handing bytes out, so a zip bomb, a truncated download or a swapped entry is a one-line
     OtaError, never a crash or a gigabyte allocation.
@@ -89,10 +89,10 @@ class Package:
     """An opened package: its raw `manifest_bytes` and `signature` (read at once, with bounds),
     then, once the caller has checked the signature, the parsed `manifest`.
 
-    Opening reads only the two signed parts (`read_signed_parts`). `manifest` parses and checks
-    the manifest on first use; `check_contents` (run implicitly by `read`) matches the zip's
-    directory against the manifest's payload, after first checking that its declared entry
-    count is no more than the payload needs, so that walk is bounded by the signed manifest.
+    Opening reads only the two signed parts (`read_signed_parts`). `manifest` parses the
+    manifest on first use; `check_contents` (run implicitly by `read`) checks it and matches the
+    zip's directory against its payload, after first checking that the declared entry count is
+    no more than the payload needs, so that walk is bounded by the signed manifest.
     """
 
     def __init__(self, path: str, limits: Limits = Limits()) -> None:
@@ -120,20 +120,24 @@ class Package:
 
     @functools.cached_property
     def manifest(self) -> pb.OtaManifest:
-        """The parsed manifest; its payload names and operations checked (no zip access)."""
-        manifest = _parse_manifest(self.manifest_bytes, self.path)
-        _check_payload_names(manifest, self.path)
-        _check_operations(manifest, {entry.name: entry for entry in manifest.payload}, self.path)
-        return manifest
+        """The parsed manifest (format version and type checked; the rest by `check_contents`).
+
+        Parsing costs about ten times the manifest's size in memory and no per-operation Python
+        work, so a caller can check the device and build before anything walks the operations.
+        """
+        return _parse_manifest(self.manifest_bytes, self.path)
 
     @functools.cached_property
     def payload(self) -> dict[str, pb.PayloadEntry]:
         return {entry.name: entry for entry in self.manifest.payload}
 
     def check_contents(self) -> None:
-        """The zip holds exactly the manifest, the payload entries (sizes as listed) and the signature."""
+        """The manifest's payload names and operations are safe and consistent, and the zip holds
+        exactly the manifest, the payload entries (sizes as listed) and the signature."""
         if self._members is not None:
             return
+        _check_payload_names(self.manifest, self.path)
+        _check_operations(self.manifest, self.payload, self.path)
         most = len(self.payload) + len(SIGNED_PARTS)
         if self._directory.count > most:
             raise OtaError(self.path, f"zip: {self._directory.count} entries, more than the {most} the manifest "

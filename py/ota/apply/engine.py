@@ -117,6 +117,7 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     verify.check_preconditions(manifest, device, current, resuming=journal is not None, where=package.path)
     package.check_contents()
     plan = make_plan(manifest, package.path, package.payload)
+    verify.check_plan(plan, package.path)
     package.verify_all()
     # ota_apply names partitions from a package: the config's map only, never a discovered device.
     hardware = dataclasses.replace(device.hardware, discover=False)

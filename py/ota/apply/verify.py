@@ -34,8 +34,7 @@ def check_preconditions(manifest: pb.OtaManifest, device: Device, current: Build
 
     Device name, source build fingerprint and timestamp policy; then what the manifest asks of
     the device's hardware: every partition is one the device config lists (ota_apply never looks
-    a name up anywhere else), no two of them share a device, and a kept file's target is its
-    source (else the final check could only fail, after every write).
+    a name up anywhere else), and no two of them share a device. Nothing here walks the files.
     """
     pre, post = manifest.precondition, manifest.postcondition
     if device.name not in pre.device or current.device != device.name:
@@ -54,9 +53,14 @@ def check_preconditions(manifest: pb.OtaManifest, device: Device, current: Build
         if not device.policy.allow_downgrade:
             raise OtaError(where, "downgrade package refused: the device policy does not allow downgrades")
     check_partitions_known(manifest, device.hardware, where)
-    for op in manifest.files:
+
+
+def check_plan(plan: Plan, where: str) -> None:
+    """What `check_results` will require of files that no device check covers: a kept file's
+    target is its source (else the final check could only fail, after every write)."""
+    for path, op in plan.files.items():
         if op.op == Op.KEEP and (op.source.size, op.source.sha256) != (op.target.size, op.target.sha256):
-            raise OtaError(where, f"{MANIFEST_ENTRY} files: {shown(op.path)}: a KEEP's target is not its source")
+            raise OtaError(where, f"{MANIFEST_ENTRY} files: {shown(path)}: a KEEP's target is not its source")
 
 
 def check_partitions_known(manifest: pb.OtaManifest, hardware: DeviceConfig, where: str) -> None:
