@@ -23,7 +23,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, message_factory
+from google.protobuf.message import DecodeError, Message
 
 from ota import zipscan
 from ota.build.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, SIGNATURE_ENTRY
@@ -36,6 +37,8 @@ _ENTRY_OPS = (pb.FileOperation.PATCH, pb.FileOperation.WRITE)
 SIGNED_PARTS = (MANIFEST_ENTRY, SIGNATURE_ENTRY)
 MAX_MANIFEST_BYTES = 12 << 20
 MAX_SIGNATURE_BYTES = 64 << 10
+# The manifest fields the first checks need (device, builds, policy, partitions): `Package.header`.
+HEADER_FIELDS = ("format_version", "type", "precondition", "postcondition", "downgrade", "partitions")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,22 @@ class Package:
         self._file.close()
 
     @functools.cached_property
+    def header(self) -> Message:
+        """The manifest's small fields only (`HEADER_FIELDS`), for the checks that come first.
+
+        Files and payload are skipped, not built: checking device, builds and partitions costs
+        about the manifest's size in memory however many operations it lists.
+        """
+        header = _header_class()()
+        try:
+            header.ParseFromString(self.manifest_bytes)
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise OtaError(self.path, f"{MANIFEST_ENTRY}: not a valid OtaManifest ({_reason(err)})") from None
+        header.DiscardUnknownFields()
+        _check_version_and_type(header, self.path)
+        return header
+
+    @functools.cached_property
     def manifest(self) -> pb.OtaManifest:
         """The parsed manifest (format version and type checked; the rest by `check_contents`).
 
@@ -198,18 +217,38 @@ def _reason(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+@functools.cache
+def _header_class() -> type[Message]:
+    """A message type with OtaManifest's `HEADER_FIELDS` (same numbers and types), built once."""
+    full = pb.OtaManifest.DESCRIPTOR
+    proto = descriptor_pb2.DescriptorProto()
+    full.CopyToProto(proto)
+    file = descriptor_pb2.FileDescriptorProto(name=f"{full.file.package}/ota_manifest_header.proto",
+                                              package=full.file.package, syntax="proto3",
+                                              dependency=[full.file.name])
+    header = file.message_type.add(name="OtaManifestHeader")
+    header.field.extend(field for field in proto.field if field.name in HEADER_FIELDS)
+    full.file.pool.Add(file)
+    return message_factory.GetMessageClass(full.file.pool.FindMessageTypeByName(
+        f"{full.file.package}.OtaManifestHeader"))
+
+
 def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
     manifest = pb.OtaManifest()
     try:
         manifest.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as err:
         raise OtaError(where, f"{MANIFEST_ENTRY}: not a valid OtaManifest ({_reason(err)})") from None
+    _check_version_and_type(manifest, where)
+    return manifest
+
+
+def _check_version_and_type(manifest: Message, where: str) -> None:
     if manifest.format_version != FORMAT_VERSION:
         raise OtaError(where, f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
                               f"(this reader knows {FORMAT_VERSION})")  # fmt: skip
     if manifest.type not in (pb.OtaManifest.FULL, pb.OtaManifest.INCREMENTAL):
         raise OtaError(where, f"{MANIFEST_ENTRY} type: {manifest.type} is not FULL or INCREMENTAL")
-    return manifest
 
 
 def _check_payload_names(manifest: pb.OtaManifest, where: str) -> None:

@@ -28,7 +28,7 @@ from typing import Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import attacks  # noqa: E402
-from ota import imgdiff_format, imgpatch, signing  # noqa: E402
+from ota import imgdiff_format, imgpatch, package_reader, signing  # noqa: E402
 from ota.proto import ota_manifest_pb2 as pb  # noqa: E402
 
 MANIFEST = signing.MANIFEST_ENTRY
@@ -36,6 +36,7 @@ SIGNATURE = signing.SIGNATURE_ENTRY
 # The bounds docs/security.md promises for everything read before the signature is verified.
 PRE_SIGNATURE_MAX_RSS_MIB = 64
 PRE_SIGNATURE_MAX_SECONDS = 5.0
+MAX_MANIFEST = package_reader.MAX_MANIFEST_BYTES
 
 
 # --- zip records, written by hand ---------------------------------------------------------------
@@ -182,13 +183,15 @@ PRE_SIGNATURE: tuple[Bomb, ...] = (
     Bomb("manifest.pb named 50,000 times", "zip entry 'manifest.pb': appears twice", lambda: duplicate_names(50_000)),
     Bomb("manifest.pb inflates to 1 GiB, declares 2 bytes", "zip entry manifest.pb: holds more than its declared 2 "
          "bytes", lambda: manifest_inflate_bomb(1 << 30)),
-    Bomb("manifest.pb declares 16 MiB + 1", "manifest.pb: 16777217 bytes, more than the limit of 16777216",
-         lambda: manifest_at_size((16 << 20) + 1)),
-    Bomb("manifest.pb of exactly 16 MiB, untrusted signer", "unknown key", lambda: manifest_at_size(16 << 20)),
+    Bomb("manifest.pb declares 12 MiB + 1", f"manifest.pb: {MAX_MANIFEST + 1} bytes, more than the limit of "
+         f"{MAX_MANIFEST}", lambda: manifest_at_size(MAX_MANIFEST + 1)),
+    Bomb("manifest.pb of exactly 12 MiB, untrusted signer", "unknown key", lambda: manifest_at_size(MAX_MANIFEST)),
+    Bomb("manifest.pb of exactly 12 MiB, trusted signer (parsed after the signature)", "manifest.pb",
+         lambda: zip_of([Member.zeros(MANIFEST, MAX_MANIFEST), Member.plain(SIGNATURE, signing.sign_manifest(
+             bytes(MAX_MANIFEST), [attacks.TRUSTED_KEY]))])),
     Bomb("signature inflates to 64 MiB", "META-INF/ota/signature: 67108864 bytes, more than the limit of 65536",
          lambda: signature_bomb(64 << 20)),
-    Bomb("64 KiB comment of fake end records", "not a zip file (no end of central directory record)",
-         end_record_maze),
+    Bomb("64 KiB comment of fake end records", "unsigned: no META-INF/ota/signature entry", end_record_maze),
 )
 
 

@@ -98,23 +98,24 @@ def apply_package(package_path: str, device: Device, *, ops: FsOps, progress: Pr
 
 def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, progress: Progress,
                   log: Callable[[str], None]) -> Result:
-    manifest = package.manifest
+    header = package.header
     package_id = hashlib.sha256(package.manifest_bytes).hexdigest()
     cache_dir = device.cache_dir
     journal = Journal.load(cache_dir, ops)
     unfinished = journal is not None
     if journal is not None and journal.package_id != package_id:
-        if manifest.type != pb.OtaManifest.FULL:
+        if header.type != pb.OtaManifest.FULL:
             raise OtaError(journal.path, f"an unfinished update of another package ({journal.package_id[:16]}) is "
                                          "in progress; rerun that package, or apply a full package")
         journal = None  # a FULL package rewrites everything: it takes over (Journal.begin replaces it)
     current = device.read_build()
-    target = manifest.postcondition.build_fingerprint[0] if manifest.postcondition.build_fingerprint else ""
+    target = header.postcondition.build_fingerprint[0] if header.postcondition.build_fingerprint else ""
     # "Already there" only when no update is unfinished: the build file is written last.
     if not unfinished and current.fingerprint == target and current.device == device.name:
         progress.finish()
         return Result(ALREADY, target)
-    verify.check_preconditions(manifest, device, current, resuming=journal is not None, where=package.path)
+    verify.check_preconditions(header, device, current, resuming=journal is not None, where=package.path)
+    manifest = package.manifest
     package.check_contents()
     plan = make_plan(manifest, package.path, package.payload)
     verify.check_plan(plan, package.path)

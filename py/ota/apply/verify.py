@@ -13,6 +13,8 @@ import os
 import stat
 from typing import Callable
 
+from google.protobuf.message import Message
+
 from ota.applypatch import protocol
 from ota.applypatch.cache import BACKUP_NAME
 from ota.applypatch.backends import open_partition
@@ -28,9 +30,10 @@ from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 
 
-def check_preconditions(manifest: pb.OtaManifest, device: Device, current: BuildInfo, *, resuming: bool,
+def check_preconditions(manifest: Message, device: Device, current: BuildInfo, *, resuming: bool,
                         where: str) -> None:
-    """The cheap checks, on the manifest alone, before anything is planned, hashed or patched.
+    """The cheap checks, on the manifest's header alone (`package_reader.Package.header`, or the
+    whole OtaManifest), before anything is parsed in full, planned, hashed or patched.
 
     Device name, source build fingerprint and timestamp policy; then what the manifest asks of
     the device's hardware: every partition is one the device config lists (ota_apply never looks
@@ -63,7 +66,7 @@ def check_plan(plan: Plan, where: str) -> None:
             raise OtaError(where, f"{MANIFEST_ENTRY} files: {shown(path)}: a KEEP's target is not its source")
 
 
-def check_partitions_known(manifest: pb.OtaManifest, hardware: DeviceConfig, where: str) -> None:
+def check_partitions_known(manifest: Message, hardware: DeviceConfig, where: str) -> None:
     """Every partition the manifest names is in the device config, each on a device of its own.
 
     A name is looked up in the config only: never as a path (relative to the working directory or
