@@ -10,10 +10,7 @@ import zipfile
 
 import pytest
 
-from apply_helpers import SOURCE_FP, make_release, run_cli
-from ota.build import layout as package_layout
-from ota.build.zipwrite import ZipSource, write_zip
-from ota.proto import ota_manifest_pb2 as pb
+from apply_helpers import SOURCE_FP, make_release, rewrite_package, run_cli
 from ota.testing import device_check as dc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -162,18 +159,6 @@ def test_corrupted_patch_entry(release, device, tmp_path):
                         rf"[0-9a-f]{{8}} does not match the directory's {crc:08x}\n", result.stderr), result.stderr
 
 
-def _rewrite(package: str, out: str, edit) -> None:
-    """Rewrites a package with an edited manifest (every other entry unchanged)."""
-    with zipfile.ZipFile(package) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    manifest = pb.OtaManifest.FromString(entries.pop(package_layout.MANIFEST_ENTRY))
-    edit(manifest, entries)
-    sources = [ZipSource(name, False, data=data) for name, data in sorted(entries.items())]
-    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False,
-                             data=manifest.SerializeToString(deterministic=True)))
-    write_zip(out, sources)
-
-
 def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
     broken = str(tmp_path / "missing-entry.zip")
 
@@ -183,7 +168,7 @@ def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
         del manifest.payload[:]
         manifest.payload.extend(kept)
 
-    _rewrite(release.incremental, broken, drop_patch)
+    rewrite_package(release.incremental, broken, drop_patch)
     _refused(broken, device, f"{broken}: manifest.pb files: lib/libc.so: entry 'patch/system/lib/libc.so.p' "
                              "is not in the payload")
 

@@ -101,10 +101,17 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     header = package.header
     package_id = hashlib.sha256(package.manifest_bytes).hexdigest()
     cache_dir = device.cache_dir
-    journal = Journal.load(cache_dir, ops)
-    unfinished = journal is not None
+    full = header.type == pb.OtaManifest.FULL
+    try:
+        journal = Journal.load(cache_dir, ops)
+        unfinished = journal is not None
+    except OtaError:
+        if not full:
+            raise
+        # An unreadable journal: only a FULL package, which rewrites everything, replaces it.
+        journal, unfinished = None, True
     if journal is not None and journal.package_id != package_id:
-        if header.type != pb.OtaManifest.FULL:
+        if not full:
             raise OtaError(journal.path, f"an unfinished update of another package ({journal.package_id[:16]}) is "
                                          "in progress; rerun that package, or apply a full package")
         journal = None  # a FULL package rewrites everything: it takes over (Journal.begin replaces it)
