@@ -204,7 +204,11 @@ def bsdiff_of_zeros(size: int) -> bytes:
 
 
 def imgdiff_expand_bomb(lab: attacks.Lab, expanded: int) -> bytes:
-    """The genuine boot patch whose first deflate chunk inflates to `expanded` zero bytes."""
+    """The genuine boot patch whose first deflate chunk inflates to `expanded` zero bytes.
+
+    The chunk's BSDIFF40 body really makes that many bytes up to 64 MiB; beyond, it makes 64 MiB
+    (building a bigger one here costs more than it shows: the declared length is refused first).
+    """
     patch = lab.payload()[attacks.BOOT_PATCH]
     chunks = imgdiff_format.parse(patch, attacks.BOOT_PATCH)
     offsets = sorted(c.patch_offset for c in chunks if hasattr(c, "patch_offset")) + [len(patch)]
@@ -212,7 +216,7 @@ def imgdiff_expand_bomb(lab: attacks.Lab, expanded: int) -> bytes:
               else None for c in chunks]
     index = next(i for i, c in enumerate(chunks) if isinstance(c, imgdiff_format.DeflateChunk))
     chunks[index] = dataclasses.replace(chunks[index], tgt_expanded_len=expanded)
-    bodies[index] = bsdiff_of_zeros(expanded)
+    bodies[index] = bsdiff_of_zeros(min(expanded, 64 << 20))
     hostile = imgdiff_format.pack(chunks, bodies)
     return attacks.resigned(lab, lambda m: None, attacks.replace(lab.entries, attacks.BOOT_PATCH, hostile))
 
@@ -234,6 +238,17 @@ def mkdir_flood(lab: attacks.Lab, count: int, device: str = "marlin") -> bytes:
         manifest.files.extend(pb.FileOperation(path=f"flood/{i}", op=pb.FileOperation.MKDIR, mode=0o755)
                               for i in range(count))
     return attacks.resigned(lab, edit)
+
+
+def post_signature_bound_mib(manifest_bytes: int, largest_target: int) -> float:
+    """The peak docs/security.md promises once the signature holds, as a function of the largest
+    legitimate items: the pre-signature bound, plus four times the manifest (its bytes, the
+    signed message, the parsed header and the parsed operations), plus one patch application at
+    a time: source, patch and target of the largest item and twice its deflate expand limit
+    (one chunk's inflated source and target)."""
+    mib = 1 << 20
+    return (PRE_SIGNATURE_MAX_RSS_MIB + 4 * manifest_bytes / mib + 3 * largest_target / mib
+            + 2 * imgpatch.expand_limit(largest_target) / mib)
 
 
 # --- measuring ------------------------------------------------------------------------------------
