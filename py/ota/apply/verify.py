@@ -23,9 +23,9 @@ from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
 from ota.apply.manifest_rules import PATCH_SCRATCH_SUFFIX, shown
 from ota.apply.plan import Op, Plan
-from ota.build.layout import MANIFEST_ENTRY
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
+from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 
