@@ -149,8 +149,9 @@ def _check_partition_before(plan: Plan, name: str, part: pb.PartitionOperation, 
     torn_whole = part.method == pb.WHOLE and _may_have_begun(plan, f"partition:{name}", done)
     if part.HasField("source") and not torn_whole:
         _check_partition(name, part, ctx)
-    _check_fits(name, part, ctx)
-    if part.method != pb.WHOLE:
+    if part.method == pb.WHOLE:
+        _check_fits(name, part, ctx)
+    else:  # the dry run checks that the target fits, as the patch step does
         _dry_run(ctx, partition_request(part, _label(package_path, part.entry)), part.entry, read_entry)
 
 
@@ -286,7 +287,7 @@ def _check_partition(name: str, part: pb.PartitionOperation, ctx: protocol.Conte
 
 
 def _check_fits(name: str, part: pb.PartitionOperation, ctx: protocol.Context) -> None:
-    """A written image must fit the partition (flash and patch check it too, but only at their step)."""
+    """A whole image must fit the partition (flash checks it too, but only at its step)."""
     partition = open_partition("EMMC", name, ctx.config, ctx.ops, writable=False)
     try:
         partition.check_fits(part.target.size)
