@@ -5,12 +5,13 @@
        (`ota.package_reader.read_signed_parts`);
     1. the manifest's own structure (`ota.package_reader`), the journal, and the preconditions:
        device name, source build, timestamp policy, partitions the device config lists, each on
-       its own device (`verify.check_preconditions`) - all on the manifest alone;
+       its own device, whole images that fit (`verify.check_preconditions`) - all on the
+       manifest's header;
     2. the zip against the manifest (entries, sizes), then the manifest's rules and the plan
        (`manifest_rules`, `plan`), then every payload entry hashed;
     3. sources: every kept/patched file and every partition (applypatch check semantics), every
        other path holds nothing, the source build's entry or the target, every check-only
-       partition already holds its target, every image fits, and every patch is dry-run;
+       partition already holds its target, and every patch is dry-run;
     4. cache space for what is still to be staged plus the partition backup;
     5.-7. the journaled steps (execute.py): stage, change, verify, build file, clean up.
 
@@ -26,7 +27,6 @@ rewrite) replaces the unfinished update: the way out of every stuck state (docs/
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -121,19 +121,16 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     if not unfinished and current.fingerprint == target and current.device == device.name:
         progress.finish()
         return Result(ALREADY, target)
-    verify.check_preconditions(header, device, current, resuming=journal is not None, where=package.path)
+    verify.check_preconditions(header, device, current, resuming=journal is not None, where=package.path, ops=ops)
     manifest = package.manifest
     package.check_contents()
     plan = make_plan(manifest, package.path, package.payload)
     verify.check_plan(plan, package.path)
     package.verify_all()
-    # ota_apply names partitions from a package: the config's map only, never a discovered device.
-    hardware = dataclasses.replace(device.hardware, discover=False)
-
     root = SysRoot(device.system_root, ops)
     try:
         cache = Cache(cache_dir, device.hardware.cache_limit)
-        ctx = protocol.Context(config=hardware, cache=cache, ops=ops, out=log)
+        ctx = protocol.Context(config=verify.partition_map(device), cache=cache, ops=ops, out=log)
         verify.check_sources(plan, root, ctx, progress, package.read, package.path,
                              journal.done if journal is not None else None)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)

@@ -9,6 +9,7 @@ device is already the target.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from typing import Callable
@@ -27,17 +28,28 @@ from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
 from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
+from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb
 
 
+def partition_map(device: Device) -> DeviceConfig:
+    """The device's partition config as ota_apply uses it: names it lists, nothing discovered.
+
+    ota_apply's partition names come from a package, so no name may lead to a device the config
+    does not list (docs/applypatch.md, "Partition names").
+    """
+    return dataclasses.replace(device.hardware, discover=False)
+
+
 def check_preconditions(manifest: Message, device: Device, current: BuildInfo, *, resuming: bool,
-                        where: str) -> None:
+                        where: str, ops: FsOps) -> None:
     """The cheap checks, on the manifest's header alone (`package_reader.Package.header`, or the
     whole OtaManifest), before anything is parsed in full, planned, hashed or patched.
 
     Device name, source build fingerprint and timestamp policy; then what the manifest asks of
     the device's hardware: every partition is one the device config lists (ota_apply never looks
-    a name up anywhere else), and no two of them share a device. Nothing here walks the files.
+    a name up anywhere else), no two of them share a device, and every whole image fits its
+    partition (capacity against declared size). Nothing here walks the files or reads a payload.
     """
     pre, post = manifest.precondition, manifest.postcondition
     if device.name not in pre.device or current.device != device.name:
@@ -55,7 +67,11 @@ def check_preconditions(manifest: Message, device: Device, current: BuildInfo, *
                                   f"{current.timestamp} and the package is not a downgrade package")
         if not device.policy.allow_downgrade:
             raise OtaError(where, "downgrade package refused: the device policy does not allow downgrades")
-    check_partitions_known(manifest, device.hardware, where)
+    hardware = partition_map(device)
+    check_partitions_known(manifest, hardware, where)
+    for part in manifest.partitions:
+        if part.entry and part.method == pb.WHOLE:
+            _check_fits(part.name, part, hardware, ops)
 
 
 def check_plan(plan: Plan, where: str) -> None:
@@ -140,7 +156,7 @@ def _check_partition_before(plan: Plan, name: str, part: pb.PartitionOperation, 
 
     A check-only partition (no entry: nothing writes it) must hold the target now, because
     nothing will make it do so later. A written one must hold the source or the target (or have
-    its cache copy), and its target must fit: a whole image by size, a patch by a dry run.
+    its cache copy), and a patch must apply (a dry run, which also checks that the target fits).
     """
     if not part.entry:
         _check_holds(name, part.target, ctx, "does not hold the target image, and the package does not write it "
@@ -149,9 +165,7 @@ def _check_partition_before(plan: Plan, name: str, part: pb.PartitionOperation, 
     torn_whole = part.method == pb.WHOLE and _may_have_begun(plan, f"partition:{name}", done)
     if part.HasField("source") and not torn_whole:
         _check_partition(name, part, ctx)
-    if part.method == pb.WHOLE:
-        _check_fits(name, part, ctx)
-    else:  # the dry run checks that the target fits, as the patch step does
+    if part.method != pb.WHOLE:  # a whole image's fit is a precondition; the dry run checks a patch's
         _dry_run(ctx, partition_request(part, _label(package_path, part.entry)), part.entry, read_entry)
 
 
@@ -286,9 +300,9 @@ def _check_partition(name: str, part: pb.PartitionOperation, ctx: protocol.Conte
                                             "(and the cache holds no copy of either)") from None
 
 
-def _check_fits(name: str, part: pb.PartitionOperation, ctx: protocol.Context) -> None:
+def _check_fits(name: str, part: pb.PartitionOperation, hardware: DeviceConfig, ops: FsOps) -> None:
     """A whole image must fit the partition (flash checks it too, but only at its step)."""
-    partition = open_partition("EMMC", name, ctx.config, ctx.ops, writable=False)
+    partition = open_partition("EMMC", name, hardware, ops, writable=False)
     try:
         partition.check_fits(part.target.size)
     finally:
