@@ -23,7 +23,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from ota.errors import OtaError
 
@@ -68,9 +68,12 @@ class Directory:
     offset: int
 
 
-@dataclass(frozen=True)
-class Member:
-    """One central-directory entry; `header_offset` points at its local header."""
+class Member(NamedTuple):
+    """One central-directory entry; `header_offset` points at its local header.
+
+    A NamedTuple, not a dataclass: a directory walk builds up to 100,000 of them before the
+    signature is checked, and this is the cheapest immutable record to build.
+    """
 
     name: str
     flags: int
@@ -186,11 +189,18 @@ def _parse_central(buffer: bytes, at: int, buffer_at: int, end: int, index: int,
     after = pos + _CENTRAL.size + name_len + extra_len + comment_len
     if after > end:
         raise OtaError(where, f"zip central directory entry {index} runs past the directory")
-    raw_name = buffer[name_start:name_start + name_len]
-    name = raw_name.decode("utf-8" if flags & _UTF8_FLAG else "cp437", errors="surrogateescape")
-    usize, csize, local = _apply_zip64_extra(buffer[name_start + name_len:name_start + name_len + extra_len],
-                                             usize, csize, local, f"{where}: {name}")
+    name = _decode_name(buffer[name_start:name_start + name_len], flags)
+    if _MAX32 in (usize, csize, local):
+        usize, csize, local = _apply_zip64_extra(buffer[name_start + name_len:name_start + name_len + extra_len],
+                                                 usize, csize, local, f"{where}: {name}")
     return Member(name, flags, method, crc, csize, usize, local), after
+
+
+def _decode_name(raw: bytes, flags: int) -> str:
+    """UTF-8 if the entry says so, else CP437 (ASCII names, nearly all, take the fast path)."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    return raw.decode("utf-8" if flags & _UTF8_FLAG else "cp437", errors="surrogateescape")
 
 
 def _apply_zip64_extra(extra: bytes, usize: int, csize: int, local: int, where: str) -> tuple[int, int, int]:
