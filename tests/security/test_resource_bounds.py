@@ -12,6 +12,7 @@ TEST_UNDECLARED_OUTPUTS_DIR when Bazel runs the test) for the attack table.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import random
@@ -24,7 +25,7 @@ import pytest
 
 import attacks
 import resource_attacks as ra
-from ota import package_reader, signing, zipscan
+from ota import imgdiff, imgdiff_format, imgpatch, package_reader, signing, zipscan
 from ota.errors import OtaError
 from ota.testing import device_check
 
@@ -233,3 +234,18 @@ def test_the_bounded_reader_agrees_with_zipfile_on_genuine_zips(tmp_path):
             zipscan.stream(file, member, directory, f"zip {index}", out.extend)
             got.append((member.name, member.uncompressed_size, bytes(out)))
         assert got == expected, index
+
+
+def test_imgdiff_writes_only_patches_that_apply_within_the_expand_limit():
+    """A gzip stream that inflates past the limit for its target is patched as plain bytes."""
+    rng = random.Random("imgdiff limit")
+    for _ in range(4):
+        ratio_bomb = bytes(rng.randint(8 << 20, 40 << 20)) + rng.randbytes(64)
+        source = gzip.compress(ratio_bomb, mtime=0)
+        target = gzip.compress(ratio_bomb + rng.randbytes(64), mtime=0)
+        limit = imgpatch.expand_limit(len(target))
+        assert len(ratio_bomb) > limit
+        patch = imgdiff.make_image_patch(source, target)
+        chunks = imgdiff_format.parse(patch, "patch")
+        assert not any(isinstance(c, imgdiff_format.DeflateChunk) for c in chunks)
+        assert imgpatch.apply(source, patch, limit=len(target), expand_limit=limit) == target
