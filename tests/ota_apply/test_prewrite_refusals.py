@@ -211,6 +211,13 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
     for path in rng.sample(kept, min(3, len(kept))):
         out.append((f"KEEP {path} with another target", _keep_with_other_target(path, rng),
                     f"manifest.pb files: {shown(path)}: a KEEP's target is not its source"))
+    for path in ("bin/sh", "lib/libc.so"):
+        out.append((f"PATCH {path} to another target", _rule_edit(path, lambda op: setattr(
+            op.target, "sha256", _random_digest(rng))), "is not the expected target"))
+
+    def other_partition_target(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
+        _partition(manifest, "boot").target.sha256 = _random_digest(rng)
+    out.append(("patched boot to another target", other_partition_target, "is not the expected target"))
     out.append(("mode with file-type bits", _rule_edit("etc/new.conf", lambda op: setattr(op, "mode", 0o100644)),
                 "has bits beyond the permission bits"))
     out.append(("uid (uid_t)-1", _rule_edit("etc/new.conf", lambda op: setattr(op, "uid", 0xFFFFFFFF)),
