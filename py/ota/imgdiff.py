@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from ota import bsdiff, deflate, imgdiff_format, zipscan
+from ota import bsdiff, deflate, imgdiff_format, imgpatch, zipscan
 from ota.errors import OtaError
 from ota.imgdiff_format import Chunk, DeflateChunk, NormalChunk, RawChunk
 
@@ -74,9 +74,10 @@ def _shape(pieces: Sequence[_Piece]) -> str:
 
 
 def _pair_deflate(source_piece: _Piece, target_piece: _Piece, source: bytes, target: bytes) -> tuple[_Piece, _Piece]:
-    """Keeps a DEFLATE pair only if the target stream changed and a zlib setting reproduces it."""
+    """Keeps a DEFLATE pair only if the target stream changed, inflates within what applypatch
+    allows for this target (`imgpatch.expand_limit`) and a zlib setting reproduces it."""
     target_raw = target_piece.raw(target)
-    if source_piece.raw(source) == target_raw:
+    if source_piece.raw(source) == target_raw or len(target_piece.inflated) > imgpatch.expand_limit(len(target)):
         return source_piece.as_normal(), target_piece.as_normal()
     params = deflate.find_reproducing_params(target_piece.inflated, target_raw)
     if params is None:

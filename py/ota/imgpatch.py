@@ -3,6 +3,13 @@
 Each chunk record is checked against the real source and patch sizes before it is used, and every
 buffer a record declares is bounded (by what its compressed bytes can hold, or by the caller's
 limit), so a hostile patch fails with one line instead of a crash or a huge allocation.
+
+A deflate chunk is inflated, patched and recompressed in memory, so its inflated target is the
+largest buffer of an apply. `expand_limit` bounds it by the declared size of the whole target:
+deflate could in theory pack 1032 bytes into one, but a bound that loose lets a 2 MB package
+make the device allocate gigabytes (docs/security.md, "Memory and time bounds"). imgdiff keeps a
+stream that inflates past the bound as plain bytes (a NORMAL chunk), so every patch it writes
+applies under the bound.
 """
 
 from __future__ import annotations
@@ -12,6 +19,17 @@ import zlib
 from ota import bsdiff, deflate, imgdiff_format
 from ota.errors import OtaError
 from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
+
+
+# A deflate chunk may inflate to at most this many times the whole target's size (at least
+# EXPAND_FLOOR bytes): kernels, ramdisks and APK entries inflate 2-10 times, well inside it.
+EXPAND_RATIO = 32
+EXPAND_FLOOR = 1 << 20
+
+
+def expand_limit(target_size: int) -> int:
+    """The most bytes one deflate chunk of a patch to a `target_size`-byte target may inflate to."""
+    return min(bsdiff.DEFAULT_LIMIT, max(EXPAND_FLOOR, EXPAND_RATIO * target_size))
 
 
 def _source_range(chunk: NormalChunk | DeflateChunk, index: int, source_size: int, where: str) -> slice:

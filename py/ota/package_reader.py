@@ -1,67 +1,116 @@
 """Opens an OTA package zip without trusting anything in it (contract 7).
 
-The device side (ota_apply, signature checks, ota_inspect) gets its bytes only through here.
-Opening checks the zip's shape against the manifest: entry count and sizes within limits, no
-duplicate names, no entry the manifest does not list and no listed entry missing, sizes equal,
-safe names, every operation's entry present. Reading an entry stops after the size the manifest
-declares (plus one byte, to notice more) and checks the SHA-256 before handing bytes out, so a
-zip bomb, a truncated download or a swapped entry is a one-line OtaError, never a crash or a
-gigabyte allocation. The manifest's authenticity is the signature check's job, not this module's.
+The device side (ota_apply, signature checks, ota_inspect) gets its bytes only through here, and
+every zip byte through `ota.zipscan`, the one bounded zip reader. In order of trust:
+
+  * opening reads only what the signature check needs (`read_signed_parts`): memory and time
+    bounded by the `Limits` constants, whatever the file claims;
+  * `manifest` parses the manifest (the caller has checked its signature by then);
+  * `check_contents` checks the manifest's names and operations (safe unique paths, every
+    operation's entry in the payload) and matches the zip to it: no entry the manifest does not
+    list, none missing, sizes equal, no duplicates; its walk is bounded by the payload count;
+  * reading an entry stops after the size the manifest declares and checks the SHA-256 before
+    handing bytes out, so a zip bomb, a truncated download or a swapped entry is a one-line
+    OtaError, never a crash or a gigabyte allocation.
+
+The manifest's authenticity is the signature check's job, not this module's.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import zipfile
-import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, message_factory
+from google.protobuf.message import DecodeError, Message
 
+from ota import zipscan
 from ota.build.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, SIGNATURE_ENTRY
 from ota.build.paths import check_path
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 
-_CHUNK = 1 << 20
-# Everything zipfile and zlib raise for damaged archives; all of it is bad input here.
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
-               NotImplementedError, RuntimeError, OverflowError, UnicodeDecodeError)  # fmt: skip
 _ENTRY_OPS = (pb.FileOperation.PATCH, pb.FileOperation.WRITE)
+# Before the signature is checked, only these two entries are read (docs/security.md).
+SIGNED_PARTS = (MANIFEST_ENTRY, SIGNATURE_ENTRY)
+MAX_MANIFEST_BYTES = 12 << 20
+MAX_SIGNATURE_BYTES = 64 << 10
+# The manifest fields the first checks need (device, builds, policy, partitions): `Package.header`.
+HEADER_FIELDS = ("format_version", "type", "precondition", "postcondition", "downgrade", "partitions")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what a package may make us allocate or walk."""
+    """Bounds on what a package may make us allocate or walk before anything in it is trusted.
+
+    The directory bounds apply to the end record's declarations, before the directory is read;
+    the manifest and signature bounds to the only two entries read before the signature check.
+    The manifest bound keeps the pre-signature peak under 64 MiB (docs/security.md).
+    """
 
     max_entries: int = 100_000
-    max_manifest_bytes: int = 64 << 20
-    max_signature_bytes: int = 64 << 10
+    max_directory_bytes: int = 16 << 20
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    max_signature_bytes: int = MAX_SIGNATURE_BYTES
     max_read_bytes: int = 1 << 31  # `read` keeps an entry in memory; `copy_to` streams any size
 
 
+def open_file(path: str) -> BinaryIO:
+    """The package file, opened for reading; one line if it cannot be."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller owns it
+    except FileNotFoundError:
+        raise OtaError(path, "no such package file") from None
+    except OSError as err:
+        raise OtaError(path, f"cannot read package ({err.strerror or err})") from None
+
+
+def read_signed_parts(file: BinaryIO, where: str, limits: Limits = Limits()
+                      ) -> tuple[zipscan.Directory, bytes, bytes | None]:
+    """The directory, the manifest bytes and the signature block (None if absent), read with bounds.
+
+    This is everything read before the signature is verified, by ota_apply and by
+    `signing.verify` alike: the end record (refused by declared entry count and directory size),
+    one pass over the directory in bounded pieces (refusing any name that occurs twice, so the
+    entry verified is the entry applied), and the two entries, each under its size limit.
+    Memory: the two entries plus the directory's names; time: linear in the bounded directory.
+    """
+    directory = zipscan.find_directory(file, where, zipscan.DirectoryLimits(limits.max_entries,
+                                                                            limits.max_directory_bytes))
+    found = zipscan.find_members(file, directory, SIGNED_PARTS, where)
+    if MANIFEST_ENTRY not in found:
+        raise OtaError(where, f"{MANIFEST_ENTRY}: missing")
+    manifest = zipscan.read_member(file, found[MANIFEST_ENTRY], directory, where, limits.max_manifest_bytes)
+    signature = (zipscan.read_member(file, found[SIGNATURE_ENTRY], directory, where, limits.max_signature_bytes)
+                 if SIGNATURE_ENTRY in found else None)  # fmt: skip
+    return directory, manifest, signature
+
+
 class Package:
-    """An opened package: `manifest`, its raw `manifest_bytes`, the optional `signature` bytes."""
+    """An opened package: its raw `manifest_bytes` and `signature` (read at once, with bounds),
+    then, once the caller has checked the signature, the parsed `manifest`.
+
+    Opening reads only the two signed parts (`read_signed_parts`). `manifest` parses the
+    manifest on first use; `check_contents` (run implicitly by `read`) checks it and matches the
+    zip's directory against its payload, refusing the first entry the payload does not list, so
+    what that walk keeps is bounded by the signed manifest.
+    """
 
     def __init__(self, path: str, limits: Limits = Limits()) -> None:
         self.path = path
         self.limits = limits
+        self._file = open_file(path)
         try:
-            self._zip = zipfile.ZipFile(path)
-        except _ZIP_ERRORS as err:
-            raise OtaError(path, f"not a readable zip file ({_reason(err)})") from None
-        try:
-            self._infos = self._check_zip()
-            self.manifest_bytes = self._read_raw(MANIFEST_ENTRY, limits.max_manifest_bytes)
-            self.manifest = _parse_manifest(self.manifest_bytes, path)
-            self.payload = {entry.name: entry for entry in self.manifest.payload}
-            self._check_payload()
-            self.signature = (self._read_raw(SIGNATURE_ENTRY, limits.max_signature_bytes)
-                              if SIGNATURE_ENTRY in self._infos else None)  # fmt: skip
+            self._directory, self.manifest_bytes, self.signature = read_signed_parts(self._file, path, limits)
+        except OSError as err:
+            self._file.close()
+            raise OtaError(path, f"cannot read package ({err.strerror or err})") from None
         except BaseException:
-            self._zip.close()
+            self._file.close()
             raise
+        self._members: dict[str, zipscan.Member] | None = None
 
     def __enter__(self) -> "Package":
         return self
@@ -70,80 +119,80 @@ class Package:
         self.close()
 
     def close(self) -> None:
-        self._zip.close()
+        self._file.close()
 
-    def _check_zip(self) -> dict[str, zipfile.ZipInfo]:
-        infos = self._zip.infolist()
-        if len(infos) > self.limits.max_entries:
-            raise OtaError(self.path, f"zip: {len(infos)} entries, more than the limit of {self.limits.max_entries}")
-        by_name: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            if info.filename in by_name:
-                raise OtaError(self.path, f"zip entry {info.filename!r}: appears twice")
-            if info.flag_bits & 0x1:
-                raise OtaError(self.path, f"zip entry {info.filename!r}: encrypted")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise OtaError(self.path, f"zip entry {info.filename!r}: compression method {info.compress_type} "
-                                          "is not stored (0) or deflate (8)")  # fmt: skip
-            by_name[info.filename] = info
-        if MANIFEST_ENTRY not in by_name:
-            raise OtaError(self.path, f"{MANIFEST_ENTRY}: missing")
-        return by_name
+    @functools.cached_property
+    def header(self) -> Message:
+        """The manifest's small fields only (`HEADER_FIELDS`), for the checks that come first.
 
-    def _check_payload(self) -> None:
-        names = [entry.name for entry in self.manifest.payload]
-        if names != sorted(set(names)):
-            raise OtaError(self.path, f"{MANIFEST_ENTRY} payload: names not sorted and unique")
-        for entry in self.manifest.payload:
-            check_path(entry.name, self.path, f"{MANIFEST_ENTRY} payload name")
-            if entry.name in (MANIFEST_ENTRY, SIGNATURE_ENTRY):
-                raise OtaError(self.path, f"{MANIFEST_ENTRY} payload: lists {entry.name}")
-            info = self._infos.get(entry.name)
-            if info is None:
-                raise OtaError(self.path, f"payload entry {entry.name}: missing from the zip")
-            if info.file_size != entry.size:
-                raise OtaError(self.path, f"zip entry {entry.name}: {info.file_size} bytes, the manifest says {entry.size}")
-        for name in self._infos:
-            if name not in self.payload and name not in (MANIFEST_ENTRY, SIGNATURE_ENTRY):
-                raise OtaError(self.path, f"zip entry {name!r}: not listed in the manifest payload")
-        _check_operations(self.manifest, self.payload, self.path)
-
-    def _stream(self, name: str, declared: int, sink: BinaryIO | bytearray) -> str:
-        """Copies entry `name` into `sink`, refusing more than `declared` bytes; returns sha256."""
-        digest = hashlib.sha256()
-        total = 0
+        Files and payload are skipped, not built: checking device, builds and partitions costs
+        about the manifest's size in memory however many operations it lists.
+        """
+        header = _header_class()()
         try:
-            with self._zip.open(self._infos[name]) as stream:
-                while chunk := stream.read(min(_CHUNK, declared - total + 1)):
-                    total += len(chunk)
-                    if total > declared:
-                        raise OtaError(self.path, f"zip entry {name}: holds more than its declared {declared} bytes")
-                    digest.update(chunk)
-                    if isinstance(sink, bytearray):
-                        sink += chunk
-                    else:
-                        sink.write(chunk)
-        except _ZIP_ERRORS as err:
-            raise OtaError(self.path, f"zip entry {name}: unreadable ({_reason(err)})") from None
-        if total != declared:
-            raise OtaError(self.path, f"zip entry {name}: holds {total} bytes, not its declared {declared}")
-        return digest.hexdigest()
+            header.ParseFromString(self.manifest_bytes)
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise OtaError(self.path, f"{MANIFEST_ENTRY}: not a valid OtaManifest ({_reason(err)})") from None
+        header.DiscardUnknownFields()
+        _check_version_and_type(header, self.path)
+        return header
 
-    def _read_raw(self, name: str, limit: int) -> bytes:
-        size = self._infos[name].file_size
-        if size > limit:
-            raise OtaError(self.path, f"{name}: {size} bytes, more than the limit of {limit}")
-        out = bytearray()
-        self._stream(name, size, out)
-        return bytes(out)
+    @functools.cached_property
+    def manifest(self) -> pb.OtaManifest:
+        """The parsed manifest (format version and type checked; the rest by `check_contents`).
 
-    def _verified(self, name: str, sink: BinaryIO | bytearray) -> None:
+        Parsing costs about ten times the manifest's size in memory and no per-operation Python
+        work, so a caller can check the device and build before anything walks the operations.
+        """
+        return _parse_manifest(self.manifest_bytes, self.path)
+
+    @functools.cached_property
+    def payload(self) -> dict[str, pb.PayloadEntry]:
+        return {entry.name: entry for entry in self.manifest.payload}
+
+    def check_contents(self) -> None:
+        """The manifest's payload names and operations are safe and consistent, and the zip holds
+        exactly the manifest, the payload entries (sizes as listed) and the signature."""
+        if self._members is not None:
+            return
+        _check_payload_names(self.manifest, self.path)
+        _check_operations(self.manifest, self.payload, self.path)
+        members: dict[str, zipscan.Member] = {}
+        for member in zipscan.members(self._file, self._directory, self.path):
+            if member.name in members:
+                raise OtaError(self.path, f"zip entry {member.name!r}: appears twice")
+            zipscan.check_member(member, self.path)
+            if member.name not in self.payload and member.name not in SIGNED_PARTS:
+                raise OtaError(self.path, f"zip entry {member.name!r}: not listed in the manifest payload")
+            members[member.name] = member
+        for entry in self.manifest.payload:
+            member = members.get(entry.name)
+            if member is None:
+                raise OtaError(self.path, f"payload entry {entry.name}: missing from the zip")
+            if member.uncompressed_size != entry.size:
+                raise OtaError(self.path, f"zip entry {entry.name}: {member.uncompressed_size} bytes, the manifest "
+                                          f"says {entry.size}")
+        self._members = members
+
+    def _verified(self, name: str, sink: Callable[[bytes], object]) -> None:
         entry = self.payload.get(name)
         if entry is None:
             raise OtaError(self.path, f"{name}: not a payload entry of this package")
-        sha256 = self._stream(name, entry.size, sink)
-        if sha256 != entry.sha256:
-            raise OtaError(self.path, f"zip entry {name}: sha256 {sha256} does not match the manifest's {entry.sha256}")
+        self.check_contents()
+        assert self._members is not None
+        digest = hashlib.sha256()
+
+        def both(piece: bytes) -> None:
+            digest.update(piece)
+            sink(piece)
+
+        try:
+            zipscan.stream(self._file, self._members[name], self._directory, self.path, both)
+        except OSError as err:
+            raise OtaError(self.path, f"zip entry {name}: unreadable ({err.strerror or err})") from None
+        if digest.hexdigest() != entry.sha256:
+            raise OtaError(self.path, f"zip entry {name}: sha256 {digest.hexdigest()} does not match the "
+                                      f"manifest's {entry.sha256}")
 
     def read(self, name: str) -> bytes:
         """The bytes of payload entry `name`, checked against the manifest's size and SHA-256."""
@@ -151,26 +200,37 @@ class Package:
         if size > self.limits.max_read_bytes:
             raise OtaError(self.path, f"{name}: {size} bytes, more than the in-memory limit of {self.limits.max_read_bytes}")
         out = bytearray()
-        self._verified(name, out)
+        self._verified(name, out.extend)
         return bytes(out)
 
     def copy_to(self, name: str, stream: BinaryIO) -> None:
         """Streams payload entry `name` into `stream`; on OtaError what was written is garbage."""
-        self._verified(name, stream)
+        self._verified(name, stream.write)
 
     def verify_all(self) -> None:
-        """Reads every payload entry once, checking sizes and hashes (ota_inspect, tests)."""
+        """Reads every payload entry once, checking sizes and hashes (the expensive check: run last)."""
         for name in self.payload:
-            self._verified(name, _Discard())
-
-
-class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
+            self._verified(name, lambda piece: None)
 
 
 def _reason(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+@functools.cache
+def _header_class() -> type[Message]:
+    """A message type with OtaManifest's `HEADER_FIELDS` (same numbers and types), built once."""
+    full = pb.OtaManifest.DESCRIPTOR
+    proto = descriptor_pb2.DescriptorProto()
+    full.CopyToProto(proto)
+    file = descriptor_pb2.FileDescriptorProto(name=f"{full.file.package}/ota_manifest_header.proto",
+                                              package=full.file.package, syntax="proto3",
+                                              dependency=[full.file.name])
+    header = file.message_type.add(name="OtaManifestHeader")
+    header.field.extend(field for field in proto.field if field.name in HEADER_FIELDS)
+    full.file.pool.Add(file)
+    return message_factory.GetMessageClass(full.file.pool.FindMessageTypeByName(
+        f"{full.file.package}.OtaManifestHeader"))
 
 
 def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
@@ -179,12 +239,26 @@ def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
         manifest.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as err:
         raise OtaError(where, f"{MANIFEST_ENTRY}: not a valid OtaManifest ({_reason(err)})") from None
+    _check_version_and_type(manifest, where)
+    return manifest
+
+
+def _check_version_and_type(manifest: Message, where: str) -> None:
     if manifest.format_version != FORMAT_VERSION:
         raise OtaError(where, f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
                               f"(this reader knows {FORMAT_VERSION})")  # fmt: skip
     if manifest.type not in (pb.OtaManifest.FULL, pb.OtaManifest.INCREMENTAL):
         raise OtaError(where, f"{MANIFEST_ENTRY} type: {manifest.type} is not FULL or INCREMENTAL")
-    return manifest
+
+
+def _check_payload_names(manifest: pb.OtaManifest, where: str) -> None:
+    names = [entry.name for entry in manifest.payload]
+    if names != sorted(set(names)):
+        raise OtaError(where, f"{MANIFEST_ENTRY} payload: names not sorted and unique")
+    for name in names:
+        check_path(name, where, f"{MANIFEST_ENTRY} payload name")
+        if name in SIGNED_PARTS:
+            raise OtaError(where, f"{MANIFEST_ENTRY} payload: lists {name}")
 
 
 def _check_operations(manifest: pb.OtaManifest, payload: dict[str, pb.PayloadEntry], where: str) -> None:

@@ -19,10 +19,12 @@ is canonical base64 (RFC 4648, padded). Each signature is over `SIGNED_PREFIX + 
 the prefix keeps a signature made for anything else by the same key from passing as a package
 signature.
 
-Verification runs before anything else reads the package, so it reads the zip defensively: only
-the two entries it needs, each with a size ceiling, stored or deflated only, and names that occur
-twice anywhere in the archive are refused (otherwise one copy could be verified and another one
-applied).
+Verification runs before anything else reads the package, so it reads the zip through the package
+reader's bounded pre-signature pass (`package_reader.read_signed_parts`, on `ota.zipscan`): the
+end record first, refused by declared entry count and directory size; the directory in bounded
+pieces, refusing names that occur twice anywhere (otherwise one copy could be verified and
+another one applied); then only the two entries it needs, each with a size ceiling, stored or
+deflated only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import os
 import re
 import shutil
 import zipfile
-import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, NewType, Sequence, Union
 
@@ -42,6 +43,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from ota import package_reader
 from ota.errors import OtaError
 
 SIGNATURE_ENTRY = "META-INF/ota/signature"
@@ -56,9 +58,9 @@ MIN_RSA_BITS = 3072
 # PSS salt = digest length: the usual choice, and fixed so verification accepts exactly one form.
 PSS_SALT_BYTES = 32
 
-# Ceilings for what verification reads. A manifest of 100,000 file operations is about 20 MB.
-MAX_MANIFEST_BYTES = 64 << 20
-MAX_SIGNATURE_BLOCK_BYTES = 64 << 10
+# Ceilings for what verification reads: the package reader's (docs/security.md, memory bounds).
+MAX_MANIFEST_BYTES = package_reader.MAX_MANIFEST_BYTES
+MAX_SIGNATURE_BLOCK_BYTES = package_reader.MAX_SIGNATURE_BYTES
 MAX_SIGNATURES = 16
 
 _ALGORITHM_NAME = re.compile(r"[a-z0-9-]{1,32}")
@@ -67,7 +69,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{64}")
 KeyId = NewType("KeyId", str)
 PublicKey = Union[ed25519.Ed25519PublicKey, rsa.RSAPublicKey]
 PrivateKey = Union[ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey]
-Package = Union[str, os.PathLike, BinaryIO, zipfile.ZipFile]
+Package = Union[str, os.PathLike, BinaryIO]
 
 
 @dataclass(frozen=True)
@@ -271,67 +273,30 @@ def _check_signatures(manifest: bytes, block: bytes, trusted: dict[str, PublicKe
 # Packages
 
 
-def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str) -> bytes:
-    """Reads one entry with a ceiling on both its declared and its actual size."""
-    name = f"{where}: {info.filename}"
-    if info.flag_bits & 0x1:
-        raise OtaError(name, "entry is encrypted")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise OtaError(name, f"compression method {info.compress_type} (only stored or deflated)")
-    if info.file_size > limit:
-        raise OtaError(name, f"declares {info.file_size} bytes, more than the {limit} allowed")
-    try:
-        with zf.open(info) as f:
-            data = f.read(limit + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
-        raise OtaError(name, f"unreadable zip entry ({' '.join(str(err).split())})") from None
-    if len(data) != info.file_size:
-        raise OtaError(name, f"holds {len(data)} bytes, the zip directory declares {info.file_size}")
-    return data
-
-
-def read_signed_parts(zf: zipfile.ZipFile, where: str) -> tuple[bytes, bytes]:
-    """Returns (manifest bytes, signature block) of an open package, refusing duplicate names."""
-    infos = zf.infolist()
-    names = [i.filename for i in infos]
-    if len(set(names)) != len(names):
-        seen: set[str] = set()
-        duplicate = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
-        raise OtaError(where, f"zip entry {duplicate!r} occurs more than once")
-    by_name = {i.filename: i for i in infos}
-    if SIGNATURE_ENTRY not in by_name:
-        raise OtaError(where, f"unsigned: no {SIGNATURE_ENTRY} entry")
-    if MANIFEST_ENTRY not in by_name:
-        raise OtaError(where, f"no {MANIFEST_ENTRY} entry")
-    block = _read_entry(zf, by_name[SIGNATURE_ENTRY], MAX_SIGNATURE_BLOCK_BYTES, where)
-    manifest = _read_entry(zf, by_name[MANIFEST_ENTRY], MAX_MANIFEST_BYTES, where)
-    return manifest, block
-
-
 def _package_name(package: Package) -> str:
-    if isinstance(package, zipfile.ZipFile):
-        return str(package.filename or "package")
     if isinstance(package, (str, os.PathLike)):
         return os.fspath(package)  # type: ignore[return-value]
     return str(getattr(package, "name", "package"))
 
 
-def _open_zip(package: str | os.PathLike | BinaryIO, where: str) -> zipfile.ZipFile:
+def _signed_parts(file: BinaryIO, where: str) -> tuple[bytes, bytes | None]:
+    """The manifest and signature block, read by the package reader's bounded pre-signature pass."""
+    limits = package_reader.Limits(max_manifest_bytes=MAX_MANIFEST_BYTES,
+                                   max_signature_bytes=MAX_SIGNATURE_BLOCK_BYTES)
     try:
-        return zipfile.ZipFile(package, "r")
-    except FileNotFoundError:
-        raise OtaError(where, "no such package file") from None
+        _, manifest, block = package_reader.read_signed_parts(file, where, limits)
     except OSError as err:
         raise OtaError(where, f"cannot read package ({err.strerror or err})") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError) as err:
-        raise OtaError(where, f"not a readable zip archive ({' '.join(str(err).split())})") from None
+    return manifest, block
 
 
 def verify(package: Package, trusted_public_keys: Iterable[PublicKey]) -> KeyId:
     """Verifies a package's signature; returns the id of the trusted key that signed it.
 
-    `package` is a path, an open binary file (pass the same file object to the reader afterwards,
-    so the bytes verified are the bytes applied), or an open ZipFile.
+    `package` is a path or an open binary file (pass the same file object to the reader
+    afterwards, so the bytes verified are the bytes applied). Only the zip's end record, its
+    directory (in bounded pieces) and the two signed parts are read, each under a fixed limit:
+    memory and time stay bounded whatever the file claims (docs/security.md).
 
     Raises:
       OtaError: unsigned, malformed block, unknown algorithm, unknown key, bad signature, or a
@@ -339,14 +304,13 @@ def verify(package: Package, trusted_public_keys: Iterable[PublicKey]) -> KeyId:
     """
     where = _package_name(package)
     trusted = _trust_store(trusted_public_keys, where)  # a misconfigured device fails first
-    try:
-        if isinstance(package, zipfile.ZipFile):
-            manifest, block = read_signed_parts(package, where)
-        else:
-            with _open_zip(package, where) as zf:
-                manifest, block = read_signed_parts(zf, where)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as err:
-        raise OtaError(where, f"not a readable zip archive ({' '.join(str(err).split())})") from None
+    if isinstance(package, (str, os.PathLike)):
+        with package_reader.open_file(os.fspath(package)) as file:
+            manifest, block = _signed_parts(file, where)
+    else:
+        manifest, block = _signed_parts(package, where)
+    if block is None:
+        raise OtaError(where, f"unsigned: no {SIGNATURE_ENTRY} entry")
     return _check_signatures(manifest, block, trusted, where)
 
 
@@ -368,14 +332,11 @@ def sign(package_in: str, package_out: str, keys: Sequence[PrivateKey]) -> bytes
     """
     if os.path.abspath(package_in) == os.path.abspath(package_out):
         raise OtaError(package_out, "--out must differ from --in")
-    with _open_zip(package_in, package_in) as zf:
-        names = {i.filename for i in zf.infolist()}
-        if SIGNATURE_ENTRY in names:
-            raise OtaError(package_in, f"already signed ({SIGNATURE_ENTRY} present); "
-                                       f"sign the unsigned package with every key in one run")
-        if MANIFEST_ENTRY not in names:
-            raise OtaError(package_in, f"no {MANIFEST_ENTRY} entry; is this an OTA package?")
-        manifest = _read_entry(zf, zf.getinfo(MANIFEST_ENTRY), MAX_MANIFEST_BYTES, package_in)
+    with package_reader.open_file(package_in) as file:
+        manifest, existing = _signed_parts(file, package_in)
+    if existing is not None:
+        raise OtaError(package_in, f"already signed ({SIGNATURE_ENTRY} present); "
+                                   f"sign the unsigned package with every key in one run")
     block = sign_manifest(manifest, keys)
     tmp = f"{package_out}.tmp"
     try:

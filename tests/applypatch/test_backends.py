@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 
 import pytest
@@ -84,7 +86,8 @@ def test_mtd_torn_program_detected_by_read_back_and_retried(tmp_path):
 
 
 def test_open_partition_errors(tmp_path):
-    config = parse(f"partition boot file {tmp_path}/missing.img\npartition dir file {tmp_path}\n", "dev.cfg")
+    config = parse(f"partition boot file {tmp_path}/missing.img\npartition dir file {tmp_path}\n", "dev.cfg",
+                   str(tmp_path))
     with pytest.raises(OtaError, match=r"^EMMC:boot: cannot open .*missing.img: No such file or directory$"):
         open_partition("EMMC", "boot", config, FsOps(), writable=False)
     with pytest.raises(OtaError, match=r"^EMMC:dir: cannot open .*: Is a directory$"):
@@ -95,11 +98,28 @@ def test_open_partition_errors(tmp_path):
         open_partition("EMMC", "/no/such", config, FsOps(), writable=False)
 
 
+def test_a_relative_name_is_never_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    """applypatch's discovery takes absolute device paths only; ota_apply's config (discover=False) none."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "victim").write_bytes(b"\0" * 4096)
+    os.symlink(str(tmp_path / "victim"), str(tmp_path / "link"))
+    config = parse("", "dev.cfg", str(tmp_path))
+    for name in ("victim", "link", "./victim", "sub/../victim", "../" + tmp_path.name + "/victim"):
+        with pytest.raises(OtaError, match=r"not an absolute device path \(relative names are never resolved"):
+            open_partition("EMMC", name, config, FsOps(), writable=True)
+    open_partition("EMMC", str(tmp_path / "victim"), config, FsOps(), writable=False).close()
+    closed = dataclasses.replace(config, discover=False)
+    for name in ("victim", str(tmp_path / "victim"), str(tmp_path / "link")):
+        with pytest.raises(OtaError, match=r"unknown partition: the device config does not list it$"):
+            open_partition("EMMC", name, closed, FsOps(), writable=True)
+    assert (tmp_path / "victim").read_bytes() == b"\0" * 4096
+
+
 def test_device_config_errors_name_the_line():
     with pytest.raises(OtaError, match=r"^dev.cfg:2: kind 'nor' is not one of file, block, mtd, mtdsim$"):
-        parse("# comment\npartition boot nor /dev/x\n", "dev.cfg")
+        parse("# comment\npartition boot nor /dev/x\n", "dev.cfg", "/")
     with pytest.raises(OtaError, match=r"^dev.cfg:1: cache limit 'lots'"):
-        parse("cache /cache lots", "dev.cfg")
+        parse("cache /cache lots", "dev.cfg", "/")
     config = parse("partition boot file b.img  # trailing comment\ncache c 1000\n", "dev.cfg", "/dev-root")
     assert config == DeviceConfig({"boot": PartitionEntry("boot", "file", "/dev-root/b.img")}, "/dev-root/c", 1000)
 

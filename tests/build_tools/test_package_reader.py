@@ -52,7 +52,7 @@ def test_rejections(tmp_path: Path) -> None:
     p = str(tmp_path / "p.zip")
     good = _manifest(GOOD).SerializeToString()
     (tmp_path / "p.zip").write_bytes(b"not a zip")
-    assert _error(p) == f"{p}: not a readable zip file (File is not a zip file)"
+    assert _error(p) == f"{p}: not a zip file (no end of central directory record)"
     _write(tmp_path / "p.zip", GOOD, None)
     assert _error(p) == f"{p}: manifest.pb: missing"
     _write(tmp_path / "p.zip", GOOD, b"\xff\xff\xff")
@@ -96,5 +96,4 @@ def test_entry_inflating_beyond_its_declared_size_is_refused(tmp_path: Path) -> 
     assert raw.count(size_field) == 2  # local header and central directory
     raw[:] = raw.replace(size_field, (10).to_bytes(4, "little"))
     path.write_bytes(raw)
-    message = _error(str(path))
-    assert message.startswith(f"{path}: zip entry system/b: unreadable (Bad CRC-32")
+    assert _error(str(path)) == f"{path}: zip entry system/b: holds more than its declared 10 bytes"

@@ -14,9 +14,14 @@ import os
 import random
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
+from typing import Callable
 
 from ota import bootimg
+from ota.build import layout as package_layout
+from ota.build.zipwrite import ZipSource, write_zip
+from ota.proto import ota_manifest_pb2 as pb
 from ota.testing.builds import Spec, make_package, write_build
 from ota.testing.device_check import Build, Layout, layout_for
 
@@ -126,3 +131,16 @@ def make_release(directory: str, cache_limit: int | None = None) -> Release:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ota.cli.ota_apply", *args], capture_output=True, text=True,
                           env=None if env is None else {**os.environ, **env}, check=False)
+
+
+def rewrite_package(package: str, out: str, edit: Callable[[pb.OtaManifest, dict[str, bytes]], None]) -> None:
+    """Rewrites a package with an edited manifest and entries (`edit` changes both in place)."""
+    with zipfile.ZipFile(package) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    manifest = pb.OtaManifest.FromString(entries.pop(package_layout.MANIFEST_ENTRY))
+    entries.pop(package_layout.SIGNATURE_ENTRY, None)
+    edit(manifest, entries)
+    sources = [ZipSource(name, False, data=data) for name, data in sorted(entries.items())]
+    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False,
+                             data=manifest.SerializeToString(deterministic=True)))
+    write_zip(out, sources)

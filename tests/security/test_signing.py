@@ -196,7 +196,7 @@ def test_duplicate_entry_names_are_refused(tmp_path, ed):
     write_package(pkg, {}, manifest=manifest,
                   extra=[(signing.SIGNATURE_ENTRY, block), ("manifest.pb", _manifest({"evil": b"1"}))])
     assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == \
-        f"{pkg}: zip entry 'manifest.pb' occurs more than once"
+        f"{pkg}: zip entry 'manifest.pb': appears twice"
 
 
 def test_oversized_manifest_is_refused_before_inflating(tmp_path, ed):
@@ -204,8 +204,8 @@ def test_oversized_manifest_is_refused_before_inflating(tmp_path, ed):
                         extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(b"", [ed]))])
     assert pkg.stat().st_size < 200_000  # a deflate bomb: tiny on disk
     assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == \
-        f"{pkg}: manifest.pb: declares {signing.MAX_MANIFEST_BYTES + 1} bytes, more than the " \
-        f"{signing.MAX_MANIFEST_BYTES} allowed"
+        f"{pkg}: manifest.pb: {signing.MAX_MANIFEST_BYTES + 1} bytes, more than the limit of " \
+        f"{signing.MAX_MANIFEST_BYTES}"
 
 
 def test_entry_whose_size_field_lies_is_refused(tmp_path, ed):
@@ -213,19 +213,19 @@ def test_entry_whose_size_field_lies_is_refused(tmp_path, ed):
     pkg = write_package(tmp_path / "lie.zip", {}, manifest=manifest,
                         extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest, [ed]))])
     original = pkg.read_bytes()
-    for declared, problem in ((3, "unreadable zip entry (Bad CRC-32 for file 'manifest.pb')"),
-                              (10**6, f"holds {len(manifest)} bytes, the zip directory declares 1000000")):
+    for declared, problem in ((3, "holds more than its declared 3 bytes"),
+                              (10**6, f"holds {len(manifest)} bytes, not its declared 1000000")):
         raw = bytearray(original)
         hostile_zip.set_declared_size(raw, "manifest.pb", declared)
         pkg.write_bytes(bytes(raw))
-        assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == f"{pkg}: manifest.pb: {problem}"
+        assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == f"{pkg}: zip entry manifest.pb: {problem}"
 
 
 def test_not_a_zip(tmp_path, ed):
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"PK\x05\x06" + b"\xff" * 30)
-    assert _error(lambda: signing.verify(str(junk), [ed.public_key()])).startswith(
-        f"{junk}: not a readable zip archive (")
+    assert _error(lambda: signing.verify(str(junk), [ed.public_key()])) == \
+        f"{junk}: not a zip file (no end of central directory record)"
     assert _error(lambda: signing.verify(str(tmp_path / "none.zip"), [ed.public_key()])) == \
         f"{tmp_path / 'none.zip'}: no such package file"
 

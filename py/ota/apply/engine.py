@@ -1,19 +1,28 @@
-"""ota_apply's top level: check everything, then change the device step by step under a journal.
+"""ota_apply's top level: check everything, cheapest first, then change the device step by step.
 
-    0. signature over manifest.pb, with the device's trusted keys (`ota.signing`);
-    1. the package: every entry the manifest lists exists and hashes right (`ota.package_reader`);
-    2. preconditions: device name, source build, timestamp policy; the manifest's own rules
-       (`manifest_rules`: name and path lengths, parents, whole entries, metadata, source kinds);
+    0. the signature over manifest.pb, with the device's trusted keys (`ota.signing`); before it,
+       only the zip's end record, directory and the two signed entries are read, each bounded
+       (`ota.package_reader.read_signed_parts`);
+    1. the manifest's own structure (`ota.package_reader`), the journal, and the preconditions:
+       device name, source build, timestamp policy, partitions the device config lists, each on
+       its own device, whole images that fit (`verify.check_preconditions`) - all on the
+       manifest's header;
+    2. the zip against the manifest (entries, sizes), then the manifest's rules and the plan
+       (`manifest_rules`, `plan`), then every payload entry hashed;
     3. sources: every kept/patched file and every partition (applypatch check semantics), every
-       other path holds nothing, the source build's entry or the target, and every patch is
-       dry-run in memory against its target;
+       other path holds nothing, the source build's entry or the target, every check-only
+       partition already holds its target, and every patch is dry-run;
     4. cache space for what is still to be staged plus the partition backup;
     5.-7. the journaled steps (execute.py): stage, change, verify, build file, clean up.
 
-Nothing is written before step 5 (except, in step 4, loose files applypatch's cleaner may delete,
-and only once the space check knows deleting them is enough), so every refusal leaves the device
-as it was. A journal in the cache names the package it belongs to: a rerun of the same package
-resumes; a different package is refused until the first one is finished.
+Everything that can make an update fail is decided before step 5 (except, in step 4, loose
+files applypatch's cleaner may delete, and only once the space check knows deleting them is
+enough), so every refusal leaves the device as it was; each check after the writes
+(`verify.check_results`) has its counterpart before them. A journal in the cache names the
+package it belongs to: a rerun of the same package resumes; a different incremental package is
+refused until the first one is finished, and a FULL package (which checks nothing it does not
+rewrite) replaces the unfinished update: the way out of every stuck state (docs/ota_apply.md,
+"Stuck states and the way out").
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from ota.apply.progress import Progress
 from ota.apply.sysroot import SysRoot
 from ota.errors import OtaError
 from ota.fsops import FsOps
+from ota.proto import ota_manifest_pb2 as pb
 
 ALREADY = "already"
 APPLIED = "applied"
@@ -75,7 +85,6 @@ def apply_package(package_path: str, device: Device, *, ops: FsOps, progress: Pr
     try:
         with package_reader.open_package(package_path) as package:
             check_signature(package, device)
-            package.verify_all()
             return _apply_opened(package, device, ops, progress, log)
     except OSError as err:
         name = err.filename if isinstance(err.filename, str) else ""
@@ -89,25 +98,39 @@ def apply_package(package_path: str, device: Device, *, ops: FsOps, progress: Pr
 
 def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, progress: Progress,
                   log: Callable[[str], None]) -> Result:
-    manifest = package.manifest
+    header = package.header
     package_id = hashlib.sha256(package.manifest_bytes).hexdigest()
     cache_dir = device.cache_dir
-    journal = Journal.load(cache_dir, ops)
+    full = header.type == pb.OtaManifest.FULL
+    try:
+        journal = Journal.load(cache_dir, ops)
+        unfinished = journal is not None
+    except OtaError:
+        if not full:
+            raise
+        # An unreadable journal: only a FULL package, which rewrites everything, replaces it.
+        journal, unfinished = None, True
     if journal is not None and journal.package_id != package_id:
-        raise OtaError(journal.path, f"an unfinished update of another package ({journal.package_id[:16]}) is "
-                                     "in progress; rerun that package first")
+        if not full:
+            raise OtaError(journal.path, f"an unfinished update of another package ({journal.package_id[:16]}) is "
+                                         "in progress; rerun that package, or apply a full package")
+        journal = None  # a FULL package rewrites everything: it takes over (Journal.begin replaces it)
     current = device.read_build()
-    target = manifest.postcondition.build_fingerprint[0] if manifest.postcondition.build_fingerprint else ""
-    if journal is None and current.fingerprint == target and current.device == device.name:
+    target = header.postcondition.build_fingerprint[0] if header.postcondition.build_fingerprint else ""
+    # "Already there" only when no update is unfinished: the build file is written last.
+    if not unfinished and current.fingerprint == target and current.device == device.name:
         progress.finish()
         return Result(ALREADY, target)
+    verify.check_preconditions(header, device, current, resuming=journal is not None, where=package.path, ops=ops)
+    manifest = package.manifest
+    package.check_contents()
     plan = make_plan(manifest, package.path, package.payload)
-    verify.check_preconditions(plan, device, current, resuming=journal is not None, where=package.path)
-
+    verify.check_plan(plan, package.path)
+    package.verify_all()
     root = SysRoot(device.system_root, ops)
     try:
         cache = Cache(cache_dir, device.hardware.cache_limit)
-        ctx = protocol.Context(config=device.hardware, cache=cache, ops=ops, out=log)
+        ctx = protocol.Context(config=verify.partition_map(device), cache=cache, ops=ops, out=log)
         verify.check_sources(plan, root, ctx, progress, package.read, package.path,
                              journal.done if journal is not None else None)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)

@@ -9,33 +9,55 @@ device is already the target.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from typing import Callable
 
+from google.protobuf.message import Message
+
 from ota.applypatch import protocol
 from ota.applypatch.cache import BACKUP_NAME
 from ota.applypatch.backends import open_partition
+from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
 from ota.apply.manifest_rules import shown
 from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
+from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
+from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb
 
 
-def check_preconditions(plan: Plan, device: Device, current: BuildInfo, *, resuming: bool,
-                        where: str) -> None:
-    """Device name, source build fingerprint and timestamp policy."""
-    manifest = plan.manifest
+def partition_map(device: Device) -> DeviceConfig:
+    """The device's partition config as ota_apply uses it: names it lists, nothing discovered.
+
+    ota_apply's partition names come from a package, so no name may lead to a device the config
+    does not list (docs/applypatch.md, "Partition names").
+    """
+    return dataclasses.replace(device.hardware, discover=False)
+
+
+def check_preconditions(manifest: Message, device: Device, current: BuildInfo, *, resuming: bool,
+                        where: str, ops: FsOps) -> None:
+    """The cheap checks, on the manifest's header alone (`package_reader.Package.header`, or the
+    whole OtaManifest), before anything is parsed in full, planned, hashed or patched.
+
+    Device name, source build fingerprint and timestamp policy; then what the manifest asks of
+    the device's hardware: every partition is one the device config lists (ota_apply never looks
+    a name up anywhere else), no two of them share a device, and every whole image fits its
+    partition (capacity against declared size). Nothing here walks the files or reads a payload.
+    """
     pre, post = manifest.precondition, manifest.postcondition
     if device.name not in pre.device or current.device != device.name:
         raise OtaError(where, f"package is for device {', '.join(pre.device) or '(none)'}; "
                               f"this device is {device.name!r}")
     target_fingerprint = post.build_fingerprint[0] if post.build_fingerprint else ""
-    if not plan.full and current.fingerprint not in pre.build_fingerprint and not (
+    full = manifest.type == pb.OtaManifest.FULL
+    if not full and current.fingerprint not in pre.build_fingerprint and not (
             resuming and current.fingerprint == target_fingerprint):
         raise OtaError(where, f"package updates build {', '.join(pre.build_fingerprint)}; "
                               f"the device runs {current.fingerprint!r}")
@@ -45,6 +67,55 @@ def check_preconditions(plan: Plan, device: Device, current: BuildInfo, *, resum
                                   f"{current.timestamp} and the package is not a downgrade package")
         if not device.policy.allow_downgrade:
             raise OtaError(where, "downgrade package refused: the device policy does not allow downgrades")
+    hardware = partition_map(device)
+    check_partitions_known(manifest, hardware, where)
+    for part in manifest.partitions:
+        if part.entry and part.method == pb.WHOLE:
+            _check_fits(part.name, part, hardware, ops)
+
+
+def check_plan(plan: Plan, where: str) -> None:
+    """What `check_results` will require of files that no device check covers: a kept file's
+    target is its source (else the final check could only fail, after every write)."""
+    for path, op in plan.files.items():
+        if op.op == Op.KEEP and (op.source.size, op.source.sha256) != (op.target.size, op.target.sha256):
+            raise OtaError(where, f"{MANIFEST_ENTRY} files: {shown(path)}: a KEEP's target is not its source")
+
+
+def check_partitions_known(manifest: Message, hardware: DeviceConfig, where: str) -> None:
+    """Every partition the manifest names is in the device config, each on a device of its own.
+
+    A name is looked up in the config only: never as a path (relative to the working directory or
+    not), never through a symlink the package could have anticipated. Two names on one device
+    would make one step undo the other, so the final check would fail after both writes.
+    """
+    devices: dict[tuple[int, int], str] = {}
+    for part in manifest.partitions:
+        entry = hardware.partitions.get(part.name)
+        if entry is None:
+            known = ", ".join(sorted(hardware.partitions)) or "none"
+            raise OtaError(where, f"{MANIFEST_ENTRY} partitions: {shown(part.name)} is not a partition of this "
+                                  f"device (its config lists {known})")
+        identity = _device_identity(entry.path)
+        if identity is not None and identity in devices:
+            raise OtaError(where, f"{MANIFEST_ENTRY} partitions: {part.name} and {devices[identity]} are the same "
+                                  f"device ({entry.path}) in the device config")
+        if identity is not None:
+            devices[identity] = part.name
+
+
+def _device_identity(path: str) -> tuple[int, int] | None:
+    """What makes two config paths one device: the device number of a device node, else the inode.
+
+    None if the path cannot be stat'ed; opening it later reports that as one line.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return (-1, st.st_rdev)
+    return (st.st_dev, st.st_ino)
 
 
 def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Progress,
@@ -76,14 +147,27 @@ def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Pr
             _check_kind(root, path, op, plan)
         progress.item("verify", path, _verify_bytes(op.source, op.target, op.op == Op.PATCH))
     for name, part in partitions:
-        torn_whole = part.method == pb.WHOLE and _may_have_begun(plan, f"partition:{name}", done)
-        if part.HasField("source") and not torn_whole:
-            _check_partition(name, part, ctx)
-        if part.entry and part.method == pb.WHOLE:
-            _check_fits(name, part, ctx)
-        elif part.entry:
-            _dry_run(ctx, partition_request(part, _label(package_path, part.entry)), part.entry, read_entry)
+        _check_partition_before(plan, name, part, ctx, read_entry, package_path, done)
         progress.item("verify", f"partition:{name}", _verify_bytes(part.source, part.target, bool(part.entry)))
+
+
+def _check_partition_before(plan: Plan, name: str, part: pb.PartitionOperation, ctx: protocol.Context,
+                            read_entry: Callable[[str], bytes], package_path: str, done: set[str] | None) -> None:
+    """The pre-write counterpart of `check_results` for one partition.
+
+    A check-only partition (no entry: nothing writes it) must hold the target now, because
+    nothing will make it do so later. A written one must hold the source or the target (or have
+    its cache copy), and a patch must apply (a dry run, which also checks that the target fits).
+    """
+    if not part.entry:
+        _check_holds(name, part.target, ctx, "does not hold the target image, and the package does not write it "
+                                             "(a check-only partition)")
+        return
+    torn_whole = part.method == pb.WHOLE and _may_have_begun(plan, f"partition:{name}", done)
+    if part.HasField("source") and not torn_whole:
+        _check_partition(name, part, ctx)
+    if part.method != pb.WHOLE:  # a whole image's fit is a precondition; the dry run checks a patch's
+        _dry_run(ctx, partition_request(part, _label(package_path, part.entry)), part.entry, read_entry)
 
 
 def _may_have_begun(plan: Plan, step_id: str, done: set[str] | None) -> bool:
@@ -217,9 +301,9 @@ def _check_partition(name: str, part: pb.PartitionOperation, ctx: protocol.Conte
                                             "(and the cache holds no copy of either)") from None
 
 
-def _check_fits(name: str, part: pb.PartitionOperation, ctx: protocol.Context) -> None:
+def _check_fits(name: str, part: pb.PartitionOperation, hardware: DeviceConfig, ops: FsOps) -> None:
     """A whole image must fit the partition (flash checks it too, but only at its step)."""
-    partition = open_partition("EMMC", name, ctx.config, ctx.ops, writable=False)
+    partition = open_partition("EMMC", name, hardware, ops, writable=False)
     try:
         partition.check_fits(part.target.size)
     finally:
@@ -245,14 +329,18 @@ def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
             raise OtaError(root.where(path), f"mode/uid/gid {entry.mode:o}/{entry.uid}/{entry.gid} are not "
                                              f"the target's {op.mode:o}/{op.uid}/{op.gid} after the update")
     for name, part in sorted(plan.partitions.items()):
-        partition = open_partition("EMMC", name, ctx.config, ctx.ops, writable=False)
-        try:
-            load_by_spec(partition.read, [Pair(part.target.size, Digest("sha256", part.target.sha256))],
-                         f"partition {name}")
-        except OtaError:
-            raise OtaError(f"partition {name}", "does not hold the target image after the update") from None
-        finally:
-            partition.close()
+        _check_holds(name, part.target, ctx, "does not hold the target image after the update")
+
+
+def _check_holds(name: str, target: pb.ContentInfo, ctx: protocol.Context, problem: str) -> None:
+    """The partition itself (not a cache copy) holds `target`; else OtaError(partition <name>, problem)."""
+    partition = open_partition("EMMC", name, ctx.config, ctx.ops, writable=False)
+    try:
+        load_by_spec(partition.read, [Pair(target.size, Digest("sha256", target.sha256))], f"partition {name}")
+    except OtaError:
+        raise OtaError(f"partition {name}", problem) from None
+    finally:
+        partition.close()
 
 
 def cache_needed(plan: Plan, cache_dir: str, staged_dir: str, done: set[str]) -> int:

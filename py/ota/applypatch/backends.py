@@ -175,12 +175,17 @@ def open_partition(kind: str, name: str, config: DeviceConfig, ops: FsOps, *, wr
                    piece: int = DEFAULT_PIECE) -> Partition:
     """Opens the partition a spec names (`kind` MTD or EMMC).
 
-    Lookup order: the device config; then, for MTD, /proc/mtd; for EMMC, `name` as a device
-    path (a block device or a regular image file).
+    Lookup: the device config; then, only if the config allows discovery (the `applypatch` CLI;
+    never ota_apply), for MTD the name in /proc/mtd, for EMMC an absolute device path such as
+    /dev/block/by-name/boot. A name is never resolved against the working directory: a relative
+    EMMC name that the config does not list is an unknown partition (docs/applypatch.md,
+    "Partition names").
     """
     where = f"{kind}:{name}"
     entry = config.partitions.get(name)
     if entry is None:
+        if not config.discover:
+            raise OtaError(where, "unknown partition: the device config does not list it")
         entry = _discover(kind, name, where)
     if entry.kind in ("file", "block"):
         return SeekablePartition(where, entry.path, ops, block=entry.kind == "block", writable=writable,
@@ -198,11 +203,20 @@ def open_partition(kind: str, name: str, config: DeviceConfig, ops: FsOps, *, wr
 
 
 def _discover(kind: str, name: str, where: str) -> PartitionEntry:
+    """The device of a name the config does not list: /proc/mtd for MTD, an absolute path for EMMC.
+
+    An absolute EMMC path is the operator's own command-line argument (AOSP scripts name
+    /dev/block/... directly), so it is opened as given, symlinks such as /dev/block/by-name/*
+    included; a relative one would depend on the working directory and is refused.
+    """
     if kind == "MTD":
         path = mtd.find_by_name(name)
         if path is None:
             raise OtaError(where, "unknown partition name (not in the device config nor in /proc/mtd)")
         return PartitionEntry(name, "mtd", path)
+    if not os.path.isabs(name):
+        raise OtaError(where, "unknown partition: not in the device config, and not an absolute device path "
+                              "(relative names are never resolved against the working directory)")
     try:
         mode = os.stat(name).st_mode
     except OSError as err:

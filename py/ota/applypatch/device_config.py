@@ -12,9 +12,11 @@ same mapping for `MTD:<name>` and `EMMC:<name>`. The format is plain text, one e
 * ``mtd``    a kernel MTD character device (/dev/mtdN);
 * ``mtdsim`` a NAND simulator image (`ota.applypatch.mtdsim`), for tests.
 
-Relative paths are relative to the config file's directory. ``cache`` sets the cache directory
-and, optionally, a byte budget it may use (the device's cache partition size), overriding the
-tool's defaults.
+Paths are absolute or relative to the config file's directory, never to the working directory.
+They are the operator's description of the hardware and are opened as written, so a config may
+name a symlink such as /dev/block/by-name/boot; a package can name only the partitions listed
+here (docs/applypatch.md, "Partition names"). ``cache`` sets the cache directory and, optionally,
+a byte budget it may use (the device's cache partition size), overriding the tool's defaults.
 """
 
 from __future__ import annotations
@@ -43,10 +45,19 @@ class DeviceConfig:
     partitions: dict[str, PartitionEntry] = field(default_factory=dict)
     cache_dir: str | None = None
     cache_limit: int | None = None
+    # Whether a name the map does not list may still be found (/proc/mtd, an absolute EMMC path):
+    # true for the applypatch CLI (AOSP scripts name devices directly), false for ota_apply,
+    # whose partition names come from a package.
+    discover: bool = True
 
 
-def parse(text: str, where: str, base_dir: str = ".") -> DeviceConfig:
-    """Parses config text; every error names `where:<line>` and the field."""
+def parse(text: str, where: str, base_dir: str) -> DeviceConfig:
+    """Parses config text; every error names `where:<line>` and the field.
+
+    Relative paths are joined to `base_dir` made absolute here, so nothing parsed depends on the
+    working directory of a later call.
+    """
+    base_dir = os.path.abspath(base_dir)
     config = DeviceConfig()
     for number, raw in enumerate(text.splitlines(), 1):
         fields = raw.split("#", 1)[0].split()

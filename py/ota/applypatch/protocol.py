@@ -38,7 +38,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from ota import patch as patch_engine
+from ota import imgpatch, patch as patch_engine
 from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
 from ota.applypatch.cache import Cache, FileMeta
 from ota.applypatch.device_config import DeviceConfig
@@ -47,10 +47,6 @@ from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, l
 from ota.cli.fileio import read_file
 from ota.errors import OtaError
 from ota.fsops import FsOps
-
-# Deflate turns at most 1032 bytes into one (a 258-byte match per two 1-bit codes), so an IMGDIFF2
-# chunk whose deflated form fits in the target cannot inflate to more than this many times its size.
-DEFLATE_MAX_RATIO = 1032
 
 ALREADY = "already target"
 PATCHED = "patched"
@@ -426,7 +422,7 @@ def _build(request: PatchRequest, source: _Source, read_patch: Callable[[str], b
     """Applies the patch in memory and verifies the result before anything is written."""
     patch_bytes = read_patch(source.patch_path)
     bonus = read_file(request.bonus) if request.bonus else None
-    expand_limit = min(patch_engine.DEFAULT_LIMIT, request.target_size * DEFLATE_MAX_RATIO)
+    expand_limit = imgpatch.expand_limit(request.target_size)
     target = patch_engine.apply_patch(source.data, patch_bytes, bonus=bonus, where=source.patch_path,
                                       limit=request.target_size, expand_limit=expand_limit)
     if len(target) != request.target_size or not request.target_digest.matches(target):
