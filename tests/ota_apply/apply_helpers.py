@@ -126,3 +126,9 @@ def make_release(directory: str, cache_limit: int | None = None) -> Release:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ota.cli.ota_apply", *args], capture_output=True, text=True,
                           env=None if env is None else {**os.environ, **env}, check=False)
+
+
+def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
+    """The real ota_apply CLI under the test entry point with the fault injector (`faults`: its options)."""
+    return subprocess.run([sys.executable, "-m", "ota.testing.faulty_cli", *faults, "ota_apply", *args],
+                          capture_output=True, text=True, check=False)

@@ -9,7 +9,8 @@ import pytest
 from ota.apply.journal import Journal
 from ota.apply.progress import Progress
 from ota.errors import OtaError
-from ota.fsops import FaultPoint, FsOps, PowerLoss
+from ota.fsops import FsOps
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 
 def test_journal_round_trip_and_torn_append(tmp_path):
@@ -17,7 +18,7 @@ def test_journal_round_trip_and_torn_append(tmp_path):
     journal = Journal.begin(cache, "abc123", FsOps())
     journal.mark("stage:patch/a.p")
     # The next append is torn half way: the half line must not count, and the next mark overwrites it.
-    journal.ops = FsOps(FaultPoint("tear", 1))
+    journal.ops = FaultyFsOps(FaultPoint("tear", 1))
     with pytest.raises(PowerLoss):
         journal.mark("patch:system/very/long/path/name")
     loaded = Journal.load(cache, FsOps())
@@ -33,7 +34,7 @@ def test_journal_cut_while_created_is_absent_or_whole(tmp_path):
     """create, write, fsync, rename, fsync dir: before the rename no journal, after it a whole one."""
     for index in range(1, 6):
         with pytest.raises(PowerLoss):
-            Journal.begin(str(tmp_path), "id", FsOps(FaultPoint("tear", index)))
+            Journal.begin(str(tmp_path), "id", FaultyFsOps(FaultPoint("tear", index)))
         loaded = Journal.load(str(tmp_path), FsOps())
         assert (loaded is None) == (index <= 4)
         assert loaded is None or (loaded.package_id, loaded.done) == ("id", set())
