@@ -74,7 +74,7 @@ def test_cli_resumes_after_a_crash_in_a_child_process(release, tmp_path):
     cut = run_faulty_cli([f"--fault={point}"], "--package", release.incremental, "--device", config)
     assert cut.returncode == CRASH_EXIT_CODE
     journal = Journal.load(device_mod.load(config).cache_dir, FsOps())
-    assert journal is not None and any(step.startswith("patch:") for step in journal.done)
+    assert journal is not None and any(step.startswith("patch:") for step in journal.claimed)
     resumed = run_cli("--package", release.incremental, "--device", config)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout == f"ota_apply: updated to {TARGET_FP} (resumed an interrupted update)\n"

@@ -16,16 +16,17 @@ from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 def test_journal_round_trip_and_torn_append(tmp_path):
     cache = str(tmp_path)
     journal = Journal.begin(cache, "abc123", FsOps())
-    journal.mark("stage:patch/a.p")
+    journal.mark("stage:patch/a.p", "d1")
     # The next append is torn half way: the half line must not count, and the next mark overwrites it.
     journal.ops = FaultyFsOps(FaultPoint("tear", 1))
     with pytest.raises(PowerLoss):
-        journal.mark("patch:system/very/long/path/name")
+        journal.mark("patch:system/very/long/path/name", "d2")
     loaded = Journal.load(cache, FsOps())
-    assert loaded is not None and (loaded.package_id, loaded.done) == ("abc123", {"stage:patch/a.p"})
-    loaded.mark("write:x")
+    assert loaded is not None and (loaded.package_id, loaded.claimed) == ("abc123", {"stage:patch/a.p": "d1"})
+    assert loaded.done == set()  # claims are trusted only after the device shows them (ota.apply.resume)
+    loaded.mark("write:with spaces", "d3")
     again = Journal.load(cache, FsOps())
-    assert again is not None and again.done == {"stage:patch/a.p", "write:x"}
+    assert again is not None and again.claimed == {"stage:patch/a.p": "d1", "write:with spaces": "d3"}
     again.clear()
     assert Journal.load(cache, FsOps()) is None
 
@@ -37,7 +38,7 @@ def test_journal_cut_while_created_is_absent_or_whole(tmp_path):
             Journal.begin(str(tmp_path), "id", FaultyFsOps(FaultPoint("tear", index)))
         loaded = Journal.load(str(tmp_path), FsOps())
         assert (loaded is None) == (index <= 4)
-        assert loaded is None or (loaded.package_id, loaded.done) == ("id", set())
+        assert loaded is None or (loaded.package_id, loaded.claimed) == ("id", {})
 
 
 def test_journal_bad_header_is_one_line(tmp_path):
@@ -45,7 +46,7 @@ def test_journal_bad_header_is_one_line(tmp_path):
     with pytest.raises(OtaError) as error:
         Journal.load(str(tmp_path), FsOps())
     assert str(error.value) == (f"{tmp_path}/ota_journal: journal: bad header "
-                                "(expected 'rules_ota journal 1 <package-id>')")
+                                "(expected 'rules_ota journal 2 <package-id>')")
 
 
 def test_progress_lines_weight_by_bytes():

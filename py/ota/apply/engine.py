@@ -13,7 +13,8 @@
 Nothing is written before step 5 (except, in step 4, loose files applypatch's cleaner may delete,
 and only once the space check knows deleting them is enough), so every refusal leaves the device
 as it was. A journal in the cache names the package it belongs to: a rerun of the same package
-resumes; a different package is refused until the first one is finished.
+resumes, skipping only the steps the device shows finished (resume.py); a different package is
+refused until the first one is finished.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Callable
 from ota import package_reader, signing
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
-from ota.apply import verify
+from ota.apply import resume, verify
 from ota.apply.device import Device
 from ota.apply.execute import STAGED_DIR, Executor
 from ota.apply.journal import Journal
@@ -108,9 +109,12 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     try:
         cache = Cache(cache_dir, device.hardware.cache_limit)
         ctx = protocol.Context(config=device.hardware, cache=cache, ops=ops, out=log)
-        verify.check_sources(plan, root, ctx, progress, package.read, package.path,
-                             journal.done if journal is not None else None)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)
+        claimed = None
+        if journal is not None:  # a claim counts only where the device shows it (resume.py)
+            found = resume.examine(plan, journal, root, ctx, staged_dir)
+            claimed, journal.done = set(found.claimed), set(found.confirmed)
+        verify.check_sources(plan, root, ctx, progress, package.read, package.path, claimed)
         _ensure_cache_space(plan, cache, staged_dir, journal, ops)
         resumed = journal is not None
         if journal is None:
