@@ -30,6 +30,7 @@ from ota.fsops import FsOps
 
 JOURNAL_NAME = "ota_journal"
 _MAGIC = "rules_ota journal 2"
+_TEMP_SUFFIX = ".new"
 # A journal lists a few lines per file of the package; bound what a corrupt one can make us read.
 MAX_JOURNAL_BYTES = 64 << 20
 
@@ -90,7 +91,7 @@ class Journal:
     def begin(cls, cache_dir: str, package_id: str, ops: FsOps) -> "Journal":
         """Creates the journal of a new update (atomically: temp name, fsync, rename, fsync dir)."""
         path = cls.location(cache_dir)
-        temp = path + ".new"
+        temp = path + _TEMP_SUFFIX
         header = f"{_MAGIC} {package_id}\n".encode()
         fd = ops.create(temp, 0o600)
         try:
@@ -118,7 +119,10 @@ class Journal:
         self.done.add(step)
 
     def clear(self) -> None:
-        """Removes the journal: the update is complete."""
+        """Removes the journal (and a temporary a cut `begin` of an earlier run left): the update is complete."""
+        temp = self.path + _TEMP_SUFFIX
+        if os.path.lexists(temp):
+            self.ops.unlink(temp)
         self.ops.unlink(self.path)
         self.ops.fsync_dir(os.path.dirname(self.path))
 
