@@ -21,7 +21,7 @@ from ota.apply import device as device_mod
 from ota.apply.engine import ALREADY, APPLIED
 from ota.apply.journal import Journal
 from ota.apply.plan import make_plan
-from ota.apply.resume import result_digest
+from ota.apply.resume import result_digests
 from ota.errors import OtaError
 from ota.package_reader import open_package
 from ota.testing import device_check as dc
@@ -47,8 +47,7 @@ def packages(release, tmp_path_factory):
         clean = FaultyFsOps()
         config = dc.materialize(release.source, str(tmp_path_factory.mktemp(kind) / "dev"), release.layout)
         assert dc.apply(config, path, clean) == APPLIED
-        info[kind] = (path, package_id, [(step.id, result_digest(plan, step)) for step in plan.steps],
-                      len(clean.log))
+        info[kind] = (path, package_id, list(result_digests(plan).items()), len(clean.log))
     return info
 
 

@@ -4,8 +4,8 @@ Why: the journal lives in the cache, and whoever can write the cache can write a
 line saying "done" were enough, a forged journal could skip every step and have the build file
 say the target build while the system is still the source. So a journal line is only a claim:
 
-1. it must carry the step's result digest (`result_digest`: what the step produces, derived from
-   the signed manifest alone), so a line names one step of this package with one outcome;
+1. it must carry the step's result digest (`result_digests`: what the step produces, derived
+   from the signed manifest alone), so a line names one step of this package with one outcome;
 2. a step with real work (stage, patch, write, partition) is skipped only if the device shows
    that result now: the staged file, the patched or written file, the partition image hashes to
    the manifest's value. Otherwise it runs again; every step is idempotent (plan.py);
@@ -37,21 +37,24 @@ from ota.errors import OtaError
 SKIPPABLE_PHASES = ("stage", "patch", "write", "partition")
 
 
-def result_digest(plan: Plan, step: Step) -> str:
-    """What `step` produces, as one SHA-256 over a text derived from the manifest (never the device)."""
-    files = plan.files
-    if step.phase == "stage":
-        entry = next(e for e in plan.manifest.payload if e.name == step.key)
-        text = f"{entry.size} {entry.sha256}"
-    elif step.phase in ("patch", "write"):
-        text = f"{files[step.key].target.size} {files[step.key].target.sha256}"
-    elif step.phase == "partition":
-        target = plan.partitions[step.key].target
-        text = f"{target.size} {target.sha256}"
-    else:
-        text = "\n".join(f"{path} {files[path].op} {files[path].mode:o} {files[path].uid} {files[path].gid} "
-                         f"{files[path].symlink_target}" for path in step.paths)
-    return hashlib.sha256(f"{step.id}\n{text}".encode()).hexdigest()
+def result_digests(plan: Plan) -> dict[str, str]:
+    """What each step produces (by step id), as one SHA-256 over a text derived from the manifest
+    (never from the device). One pass over the plan: linear in its size."""
+    files, payload = plan.files, {entry.name: entry for entry in plan.manifest.payload}
+    digests = {}
+    for step in plan.steps:
+        if step.phase == "stage":
+            text = f"{payload[step.key].size} {payload[step.key].sha256}"
+        elif step.phase in ("patch", "write"):
+            text = f"{files[step.key].target.size} {files[step.key].target.sha256}"
+        elif step.phase == "partition":
+            target = plan.partitions[step.key].target
+            text = f"{target.size} {target.sha256}"
+        else:
+            text = "\n".join(f"{path} {files[path].op} {files[path].mode:o} {files[path].uid} {files[path].gid} "
+                             f"{files[path].symlink_target}" for path in step.paths)
+        digests[step.id] = hashlib.sha256(f"{step.id}\n{text}".encode()).hexdigest()
+    return digests
 
 
 @dataclass(frozen=True)
@@ -69,20 +72,23 @@ class Resume:
 
 def examine(plan: Plan, journal: Journal, root: SysRoot, ctx: protocol.Context, staged_dir: str) -> Resume:
     """Checks each journal claim against the plan and the device (reads only)."""
-    claimed = frozenset(step.id for step in plan.steps if journal.claimed.get(step.id) == result_digest(plan, step))
+    digests = result_digests(plan)
+    claimed = frozenset(step.id for step in plan.steps if journal.claimed.get(step.id) == digests[step.id])
+    staged = {entry.name: (entry.size, entry.sha256) for entry in plan.manifest.payload}
     confirmed = frozenset(step.id for step in plan.steps if step.id in claimed and step.phase in SKIPPABLE_PHASES
-                          and _device_shows(plan, step, root, ctx, staged_dir))
+                          and _device_shows(plan, step, root, ctx, staged_dir, staged))
     return Resume(claimed, confirmed)
 
 
-def _device_shows(plan: Plan, step: Step, root: SysRoot, ctx: protocol.Context, staged_dir: str) -> bool:
+def _device_shows(plan: Plan, step: Step, root: SysRoot, ctx: protocol.Context, staged_dir: str,
+                  staged: dict[str, tuple[int, str]]) -> bool:
+    """Whether the device holds `step`'s result now (`staged`: payload entry -> size, SHA-256)."""
     if step.phase == "stage":
         path = os.path.join(staged_dir, verify.staged_name(step.key))
         if not os.path.isfile(path) or os.path.islink(path):
             return False
-        entry = next(e for e in plan.manifest.payload if e.name == step.key)
         info = hashing.of_file(path)
-        return (info.size, info.sha256) == (entry.size, entry.sha256)
+        return (info.size, info.sha256) == staged[step.key]
     if step.phase in ("patch", "write"):
         entry = root.reachable(step.key)
         return (entry is not None and entry.kind == "file"

@@ -19,11 +19,9 @@ from ota.testing.page_cache import LossModel
 class Scenario(Protocol):
     """An operation under power-loss test (see `sweep`).
 
-    `raw_paths` names the files with no page cache (a NAND simulator's chip image): the lossy
-    model keeps whatever reaches them.
+    A scenario may define `raw_paths`, the files with no page cache (a NAND simulator's chip
+    image): the lossy model keeps whatever reaches them.
     """
-
-    raw_paths: tuple[str, ...]
 
     def prepare(self) -> None:
         """Puts the device into its starting state (called before every cut run)."""
@@ -77,7 +75,7 @@ def crash_points(scenario: Scenario) -> list[FaultPoint]:
 
 def cut(scenario: Scenario, point: FaultPoint, loss: LossModel | None = None) -> bool:
     """Runs `scenario` cut at `point`; says whether the cut happened (the run may end first)."""
-    ops = FaultyFsOps(point, loss=loss, raw_paths=tuple(scenario.raw_paths))
+    ops = FaultyFsOps(point, loss=loss, raw_paths=tuple(getattr(scenario, "raw_paths", ())))
     try:
         scenario.run(ops)
     except PowerLoss:
