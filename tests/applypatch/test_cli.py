@@ -167,15 +167,15 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
 
 
 def test_cut_child_process_then_rerun_finishes(device, small):
-    """The os._exit crash path, for every kind of step of a partition patch (sampled)."""
+    """The os._exit crash path (process and lossy cuts), for every kind of step of a partition patch (sampled)."""
     log = device / "ops.log"
     assert faulty(device, [f"--fault_log={log}"], *patch_args(device, small)).returncode == 0
     steps = log.read_text().splitlines()
     kinds = {line.split()[1] for line in steps}
     assert {"create", "write", "fsync", "chmod", "rename", "fsync_dir", "unlink"} <= kinds
-    for index in (1, 4, len(steps)):
+    for index, lossy in ((1, []), (4, []), (len(steps), []), (5, ["--lossy"]), (len(steps), ["--lossy=3"])):
         (device / "boot.img").write_bytes(small.source + b"\0" * (PART_SIZE - len(small.source)))
-        crashed = faulty(device, [f"--fault=before:{index}"], *patch_args(device, small))
+        crashed = faulty(device, [f"--fault=before:{index}", *lossy], *patch_args(device, small))
         assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
         assert cli(device, *patch_args(device, small)).returncode == 0
         assert partition(device)[:len(small.target)] == small.target and os.listdir(device / "cache") == []
