@@ -27,7 +27,7 @@ from ota.package_reader import open_package
 from ota.testing import device_check as dc
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
-CASES = 36
+CASES = 60
 
 
 @pytest.fixture(scope="module")
