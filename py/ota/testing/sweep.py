@@ -95,7 +95,9 @@ def sweep(scenario: Scenario, points: Iterable[FaultPoint] | None = None, *,
     result = SweepResult(list(crash_points(scenario) if points is None else points))
     for point in result.points:
         scenario.prepare()
-        point_loss = loss if loss is None or loss.seed is None else LossModel(zlib.crc32(f"{loss.seed}:{point}".encode()))
+        point_loss = loss
+        if loss is not None and loss.seed is not None:  # its own seed per point, reproducible alone
+            point_loss = LossModel(zlib.crc32(f"{loss.seed}:{point}".encode()))
         crashed = cut(scenario, point, point_loss)
         error = scenario.recover()
         result.outcomes.append(Outcome(point, crashed, error, scenario.check(error)))
