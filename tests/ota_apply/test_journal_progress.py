@@ -87,3 +87,12 @@ def test_progress_bar_redraws_in_place_and_ends_full():
     frames = text.rstrip("\n").split("\r")[1:]
     assert frames[0] == "[" + "#" * 20 + "." * 20 + "]  50.0% write    "
     assert frames[-1] == "[" + "#" * 40 + "] 100.0% finish   "
+
+
+def test_journal_room_bounds_what_the_lines_take(tmp_path):
+    """The cache-space check reserves `room_for` the steps still to run: never less than they write."""
+    steps = ["stage:patch/a b.p", "patch:system/\u00e9t\u00e9/x", "metadata:-", "check:-", "build:-"]
+    journal = Journal.begin(str(tmp_path), "f" * 64, FsOps())
+    for step in steps:
+        journal.mark(step, "0123456789abcdef" * 4)
+    assert (tmp_path / "ota_journal").stat().st_size == Journal.room_for(steps)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ota.errors import OtaError
 from ota.fsops import FsOps
@@ -117,6 +118,12 @@ class Journal:
         self._size += len(line)
         self.claimed[step] = result
         self.done.add(step)
+
+    @staticmethod
+    def room_for(step_ids: Iterable[str]) -> int:
+        """Cache bytes a new journal with a `done` line for each of `step_ids` can take (an upper bound)."""
+        header = len(f"{_MAGIC} {'0' * 64}\n".encode())
+        return header + sum(len(f"done {step} {'0' * 64}\n".encode()) for step in step_ids)
 
     def clear(self) -> None:
         """Removes the journal (and a temporary a cut `begin` of an earlier run left): the update is complete."""
