@@ -8,7 +8,7 @@ Format (text, in the cache directory, file `ota_journal`):
     ...
 
 <package-id> is the SHA-256 of the signed manifest; <result-digest> is what the step produced
-(`ota.apply.resume.result_digest`). The journal is only a claim: anyone who can write the cache
+(`ota.apply.resume.result_digests`). The journal is only a claim: anyone who can write the cache
 can write one, so a resumed run skips a step only if the device shows its result
 (`ota.apply.resume`), and the final check never comes from the journal.
 
