@@ -19,17 +19,14 @@ import tempfile
 import time
 
 from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario, loop_device, loop_unavailable
-from ota.fsops import FsOps, Scenario, sweep
+from ota.testing.sweep import Scenario, crash_points, sweep
 
 
 def report(name: str, scenario: Scenario, every: int = 1) -> bool:
-    scenario.prepare()
-    clean = FsOps()
-    scenario.run(clean)
-    points = clean.crash_points()[::every]
+    every_point = crash_points(scenario)
     started = time.monotonic()
-    result = sweep(scenario, points)
-    sampled = f" (every {every}th of {len(clean.crash_points())})" if every > 1 else ""
+    result = sweep(scenario, every_point[::every])
+    sampled = f" (every {every}th of {len(every_point)})" if every > 1 else ""
     print(f"{name:<22} crash points: {len(result.points)}, recovered: {result.recovered}{sampled}"
           f"  [{time.monotonic() - started:.1f} s]")
     for outcome in result.failures():

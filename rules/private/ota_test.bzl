@@ -6,6 +6,7 @@
         target = ":v2",              # ota_build
         package = ":incremental_ota",  # ota_package (or any single .zip)
         interrupt = True,            # also cut power at I/O points and check every rerun
+        power_cut = "lossy",         # each cut also loses what was not fsync'ed (default "process")
         trusted_keys = ["//release/keys:TEST_ONLY_ota_ed25519.pub.pem"],  # signature required
     )
 
@@ -15,7 +16,10 @@ NAND simulator; a cache), runs ota_apply, and compares every file's bytes, mode,
 symlink, every directory and every partition with the target build; a rerun must change nothing.
 With `interrupt`, it cuts the apply at crash points of the clean run (before each I/O operation
 and half way through each tearable one), reruns, and checks the same end state, printing
-`interruptions: N, recovered: N`. A sweep costs one whole apply per point, so `max_interruptions`
+`interruptions: N, recovered: N`. With `power_cut = "lossy"` each cut is a real power cut: every
+write since the last fsync of its file and every directory change since the last fsync of its
+directory is lost (worst case; docs/applypatch.md, "Power-loss model"); the default "process"
+cut only stops the process. A sweep costs one whole apply per point, so `max_interruptions`
 spreads at most that many points evenly over the run (0: every point). With `trusted_keys` the
 device trusts those public keys and requires a signature, as a production device does; without,
 it is a development device that does not check signatures.
@@ -57,6 +61,7 @@ def _ota_test_spec_impl(ctx):
         "max_interruptions": ctx.attr.max_interruptions,
         "mtd": sorted(ctx.attr.mtd_partitions),
         "package": package.short_path,
+        "power_cut": ctx.attr.power_cut,
         "source": _build_doc(ctx.attr.source),
         "target": _build_doc(ctx.attr.target),
         "trusted_keys": [f.short_path for f in ctx.files.trusted_keys],
@@ -78,6 +83,7 @@ _ota_test_spec = rule(
         "max_interruptions": attr.int(default = 0),
         "mtd_partitions": attr.string_list(),
         "package": attr.label(mandatory = True, allow_files = [".zip"]),
+        "power_cut": attr.string(default = "process", values = ["process", "lossy"]),
         "source": attr.label(mandatory = True, providers = [OtaBuildInfo]),
         "target": attr.label(mandatory = True, providers = [OtaBuildInfo]),
         "trusted_keys": attr.label_list(allow_files = [".pem"]),
@@ -93,6 +99,7 @@ def ota_test(
         package,
         interrupt = False,
         max_interruptions = 0,
+        power_cut = "process",
         mtd_partitions = [],
         cache_limit = 0,
         trusted_keys = [],
@@ -108,6 +115,8 @@ def ota_test(
       interrupt: also cut power during the apply and check that every rerun recovers.
       max_interruptions: with `interrupt`, at most this many crash points, spread evenly over the
         run; 0 means every crash point (one whole apply each: fine for small builds only).
+      power_cut: with `interrupt`, "process" (the process stops; what it wrote stays) or "lossy"
+        (a real power cut: every change not yet fsync'ed is lost).
       mtd_partitions: partition names to back with the NAND simulator instead of an image file.
       cache_limit: byte budget of the device's cache directory; 0 means the filesystem's space.
       trusted_keys: public key PEMs the device trusts; it then requires a signature by one of
@@ -124,6 +133,7 @@ def ota_test(
         package = package,
         interrupt = interrupt,
         max_interruptions = max_interruptions,
+        power_cut = power_cut,
         mtd_partitions = mtd_partitions,
         cache_limit = cache_limit,
         trusted_keys = trusted_keys,

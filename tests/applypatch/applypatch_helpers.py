@@ -40,6 +40,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
                           env=None if env is None else {**os.environ, **env}, cwd=cwd)
 
 
+def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
+    """Runs the real applypatch CLI under the test entry point with the fault injector (`faults`:
+    its options, e.g. ["--fault=tear:7"] or ["--fault_log=ops.log"])."""
+    return subprocess.run([sys.executable, "-m", "ota.testing.faulty_cli", *faults, "applypatch", *args],
+                          capture_output=True, text=True)
+
+
 def setuid_source(tmp_path, small: Small, mode: int) -> str:
     """The source as a file owned by 1000:2000 with `mode` (setuid/setgid bits), a cache dir and patch `p`."""
     (tmp_path / "cache").mkdir()

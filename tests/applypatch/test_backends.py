@@ -14,7 +14,8 @@ from ota.applypatch.device_config import DeviceConfig, PartitionEntry, parse
 from ota.applypatch.mtdsim import NandSim
 from ota.applypatch.scenarios import loop_device, loop_unavailable
 from ota.errors import OtaError
-from ota.fsops import FaultPoint, FsOps
+from ota.fsops import FsOps
+from ota.testing.faults import FaultPoint, FaultyFsOps
 
 IMAGE = bytes(range(251)) * 1000  # 251000 bytes: not a multiple of any piece or page
 
@@ -27,7 +28,7 @@ def image_file(tmp_path, size=1 << 20) -> str:
 
 
 def test_file_partition_writes_in_pieces_and_verifies(tmp_path):
-    ops = FsOps()
+    ops = FaultyFsOps()  # counts the operations
     part = SeekablePartition("EMMC:boot", image_file(tmp_path), ops, block=False, writable=True, piece=65536)
     part.write_image(IMAGE)
     assert part.read(0, len(IMAGE)) == IMAGE and part.read(len(IMAGE), 4) == b"\xaa" * 4
@@ -36,7 +37,7 @@ def test_file_partition_writes_in_pieces_and_verifies(tmp_path):
 
 
 def test_dropped_write_is_found_by_read_back_and_rewritten_from_the_first_mismatch(tmp_path):
-    ops = FsOps(FaultPoint("lie", 3))  # the second piece is only half written
+    ops = FaultyFsOps(FaultPoint("lie", 3))  # the second piece is only half written
     part = SeekablePartition("EMMC:boot", image_file(tmp_path), ops, block=False, writable=True, piece=65536)
     part.write_image(IMAGE)
     assert part.read(0, len(IMAGE)) == IMAGE
@@ -59,7 +60,7 @@ def test_mtd_partition_skips_bad_blocks_and_erases_the_rest(tmp_path):
     raw = bytearray(open(path, "rb").read())
     raw[12 * erase:13 * erase] = b"\x00" * erase  # a stale older image's tail (a real chip had it programmed)
     open(path, "wb").write(raw)
-    ops = FsOps()
+    ops = FaultyFsOps()  # counts the operations
     part = MtdPartition("MTD:boot", NandSim(path, ops))
     assert part.capacity() == 14 * erase
     part.write_image(IMAGE)
@@ -77,7 +78,7 @@ def test_mtd_partition_skips_bad_blocks_and_erases_the_rest(tmp_path):
 def test_mtd_torn_program_detected_by_read_back_and_retried(tmp_path):
     path = str(tmp_path / "nand.img")
     NandSim.create(path, 8 * 65536, erasesize=65536, writesize=2048)
-    ops = FsOps(FaultPoint("lie", 2))  # first block's program silently torn
+    ops = FaultyFsOps(FaultPoint("lie", 2))  # first block's program silently torn
     part = MtdPartition("MTD:boot", NandSim(path, ops))
     part.write_image(IMAGE)
     assert part.read(0, len(IMAGE)) == IMAGE
@@ -128,7 +129,7 @@ def test_device_config_errors_name_the_line():
 def test_block_device_backend_on_a_real_loop_device(tmp_path):
     backing = image_file(tmp_path)
     with loop_device(backing) as device:
-        ops = FsOps()
+        ops = FaultyFsOps()  # counts the operations
         part = open_partition("EMMC", device, DeviceConfig(), ops, writable=True, piece=131072)
         assert isinstance(part, SeekablePartition) and part.capacity() == 1 << 20
         part.write_image(IMAGE)
@@ -138,7 +139,7 @@ def test_block_device_backend_on_a_real_loop_device(tmp_path):
         assert stream.read(len(IMAGE)) == IMAGE
 
 
-class DroppingDisk(FsOps):
+class DroppingDisk(FaultyFsOps):
     """A device that acknowledges every write but keeps only its first half (every write "lies")."""
 
     def perform(self, kind, target, action, tear=None):
@@ -169,7 +170,7 @@ def test_mtd_block_that_never_reads_back_fails_cleanly(tmp_path):
 def test_loop_device_dropped_write_is_rewritten_from_the_first_mismatch(tmp_path):
     backing = image_file(tmp_path)
     with loop_device(backing) as device:
-        ops = FsOps(FaultPoint("lie", 1))  # the first piece reaches the device only half written
+        ops = FaultyFsOps(FaultPoint("lie", 1))  # the first piece reaches the device only half written
         part = open_partition("EMMC", device, DeviceConfig(), ops, writable=True, piece=131072)
         part.write_image(IMAGE)
         part.close()

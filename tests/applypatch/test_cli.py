@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from applypatch_helpers import Small, run_cli, sha1_of
+from applypatch_helpers import Small, run_cli, run_faulty_cli, sha1_of
 from ota import bsdiff
-from ota.fsops import CRASH_EXIT_CODE
+from ota.testing.faults import CRASH_EXIT_CODE
 
 PART_SIZE = 1 << 20
 
@@ -26,6 +26,10 @@ def device(tmp_path, small: Small):
 
 def cli(device, *args, **kwargs):
     return run_cli(f"--device_config={device / 'dev.cfg'}", *args, **kwargs)
+
+
+def faulty(device, faults, *args):
+    return run_faulty_cli(faults, f"--device_config={device / 'dev.cfg'}", *args)
 
 
 def patch_args(device, small: Small, spec: str | None = None, tgt_sha: str | None = None):
@@ -79,7 +83,7 @@ def test_check_mode_classic(device, small):
 def test_check_passes_on_a_torn_partition_when_the_cache_copy_matches(device, small):
     """AOSP's gap (spec §1.7): without sha1 arguments a torn partition failed -c forever."""
     # Operations: backup create, write, chmod, fsync, rename, fsync_dir; 7 = the partition write.
-    crashed = cli(device, *patch_args(device, small), env={"OTA_FAULT": "tear:7"})
+    crashed = faulty(device, ["--fault=tear:7"], *patch_args(device, small))
     assert crashed.returncode == CRASH_EXIT_CODE
     torn = partition(device)
     assert torn[:len(small.source)] != small.source, "the cut must leave the source overwritten"
@@ -163,15 +167,15 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
 
 
 def test_cut_child_process_then_rerun_finishes(device, small):
-    """The os._exit crash path, for every kind of step of a partition patch (sampled)."""
+    """The os._exit crash path (process and lossy cuts), for every kind of step of a partition patch (sampled)."""
     log = device / "ops.log"
-    assert cli(device, *patch_args(device, small), env={"OTA_FAULT_LOG": str(log)}).returncode == 0
+    assert faulty(device, [f"--fault_log={log}"], *patch_args(device, small)).returncode == 0
     steps = log.read_text().splitlines()
     kinds = {line.split()[1] for line in steps}
     assert {"create", "write", "fsync", "chmod", "rename", "fsync_dir", "unlink"} <= kinds
-    for index in (1, 4, len(steps)):
+    for index, lossy in ((1, []), (4, []), (len(steps), []), (5, ["--lossy"]), (len(steps), ["--lossy=3"])):
         (device / "boot.img").write_bytes(small.source + b"\0" * (PART_SIZE - len(small.source)))
-        crashed = cli(device, *patch_args(device, small), env={"OTA_FAULT": f"before:{index}"})
+        crashed = faulty(device, [f"--fault=before:{index}", *lossy], *patch_args(device, small))
         assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
         assert cli(device, *patch_args(device, small)).returncode == 0
         assert partition(device)[:len(small.target)] == small.target and os.listdir(device / "cache") == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ota.applypatch.scenarios import FileScenario
-from ota.fsops import sweep
+from ota.testing.sweep import sweep
 
 
 @pytest.mark.parametrize("low_space, minimum_points", [(False, 14), (True, 30)])

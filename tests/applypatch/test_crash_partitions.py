@@ -11,7 +11,7 @@ import os
 import pytest
 
 from ota.applypatch.scenarios import PartitionScenario, loop_device, loop_unavailable
-from ota.fsops import sweep
+from ota.testing.sweep import sweep
 
 
 def assert_all_recovered(result, minimum_points: int) -> None:

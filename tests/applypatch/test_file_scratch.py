@@ -18,7 +18,8 @@ import stat
 import pytest
 
 from applypatch_helpers import Small, run_cli
-from fault_names import FaultPoint, FsOps, PowerLoss, sweep
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
+from ota.testing.sweep import sweep
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
 from ota.applypatch.device_config import DeviceConfig
@@ -34,7 +35,7 @@ def _request(small: Small, target: str, patch: str) -> protocol.PatchRequest:
                                  patches=((Digest("sha1", small.src_sha), patch),))
 
 
-def _context(cache: str, ops: FsOps, *, low_space: bool = False) -> protocol.Context:
+def _context(cache: str, ops: FaultyFsOps, *, low_space: bool = False) -> protocol.Context:
     return protocol.Context(DeviceConfig(), Cache(cache, piece=65536), ops, 65536,
                             target_free=(lambda _: 0) if low_space else protocol.filesystem_free,
                             out=lambda _: None)
@@ -105,7 +106,7 @@ class Neighbourhood:
         self.before = {k: v for k, v in _snapshot(self.dir).items() if k != self.name}
         self.outside_before = _snapshot(self.outside)
 
-    def patch_now(self, ops: FsOps, *, low_space: bool = False) -> str:
+    def patch_now(self, ops: FaultyFsOps, *, low_space: bool = False) -> str:
         return protocol.patch(_context(self.cache, ops, low_space=low_space),
                               _request(self.small, self.target, self.patch))
 
@@ -141,14 +142,14 @@ def _remove_tree(path: str) -> None:
 def test_patch_leaves_every_neighbour_as_it_was(tmp_path, small, seed):
     hood = Neighbourhood(str(tmp_path), small, seed)
     hood.prepare()
-    assert hood.patch_now(FsOps(), low_space=seed % 3 == 0) == protocol.PATCHED
+    assert hood.patch_now(FaultyFsOps(), low_space=seed % 3 == 0) == protocol.PATCHED
     assert hood.problems() == []
-    assert hood.patch_now(FsOps()) == protocol.ALREADY
+    assert hood.patch_now(FaultyFsOps()) == protocol.ALREADY
     assert hood.problems() == []
 
 
 class _Sweep:
-    """A Neighbourhood under ota.fsops.sweep (prepare / run / recover / check)."""
+    """A Neighbourhood under ota.testing.sweep.sweep (prepare / run / recover / check)."""
 
     def __init__(self, hood: Neighbourhood, low_space: bool) -> None:
         self.hood, self.low_space = hood, low_space
@@ -156,12 +157,12 @@ class _Sweep:
     def prepare(self) -> None:
         self.hood.prepare()
 
-    def run(self, ops: FsOps) -> None:
+    def run(self, ops: FaultyFsOps) -> None:
         self.hood.patch_now(ops, low_space=self.low_space)
 
     def recover(self) -> str | None:
         try:
-            self.hood.patch_now(FsOps(), low_space=self.low_space)  # the same device, still short of space
+            self.hood.patch_now(FaultyFsOps(), low_space=self.low_space)  # the same device, still short of space
         except Exception as err:  # noqa: BLE001  (reported as the outcome's problem)
             return str(err)
         return None
@@ -184,18 +185,18 @@ def test_every_crash_point_keeps_the_neighbours(tmp_path, small, seed, low_space
 def test_scratch_left_between_link_and_rename_is_removed_by_the_rerun(tmp_path, small):
     hood = Neighbourhood(str(tmp_path), small, 5)
     hood.prepare()
-    clean = FsOps()
+    clean = FaultyFsOps()
     hood.patch_now(clean)
     rename = next(r.index for r in clean.log if r.kind == "rename" and r.target.endswith(hood.target))
     hood.prepare()
     with pytest.raises(PowerLoss):
-        hood.patch_now(FsOps(FaultPoint("before", rename)))
+        hood.patch_now(FaultyFsOps(FaultPoint("before", rename)))
     orphans = [n for n in os.listdir(hood.dir) if protocol.SCRATCH_NAME.fullmatch(n)
                and os.path.join(hood.dir, n) not in {os.path.join(hood.dir, m) for m, _, _ in hood.neighbours}]
     assert len(orphans) == 1
     with open(os.path.join(hood.dir, orphans[0]), "rb") as stream:
         assert stream.read() == small.target
-    assert hood.patch_now(FsOps()) == protocol.PATCHED
+    assert hood.patch_now(FaultyFsOps()) == protocol.PATCHED
     assert hood.problems() == []
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from ota.applypatch import mtd
 from ota.applypatch.mtdsim import NandSim
-from ota.fsops import FaultPoint, FsOps, PowerLoss
+from ota.fsops import FsOps
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 ERASE, PAGE = 8192, 1024
 
@@ -58,7 +59,7 @@ def test_program_rules(chip):
 
 
 def test_torn_program_leaves_a_partial_page_that_fails_ecc(tmp_path, chip):
-    torn = NandSim(chip.path, FsOps(FaultPoint("tear", 1)))
+    torn = NandSim(chip.path, FaultyFsOps(FaultPoint("tear", 1)))
     data = bytes(range(256)) * (4 * PAGE // 256)
     with pytest.raises(PowerLoss):
         torn.write(0, data)
@@ -77,7 +78,7 @@ def test_torn_program_leaves_a_partial_page_that_fails_ecc(tmp_path, chip):
 
 def test_torn_erase_leaves_a_half_erased_block(chip):
     chip.write(ERASE, b"\x00" * ERASE)
-    torn = NandSim(chip.path, FsOps(FaultPoint("tear", 1)))
+    torn = NandSim(chip.path, FaultyFsOps(FaultPoint("tear", 1)))
     with pytest.raises(PowerLoss):
         torn.erase(ERASE, ERASE)
     torn.close()

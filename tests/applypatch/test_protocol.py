@@ -14,6 +14,7 @@ from ota.applypatch.device_config import DeviceConfig, PartitionEntry
 from ota.applypatch.mtdsim import NandSim
 from ota.applypatch.spec import Digest
 from ota.fsops import FsOps
+from ota.testing.faults import FaultyFsOps
 
 PIECE = 65536
 
@@ -32,7 +33,7 @@ def test_partition_patch_order_backup_durable_before_the_partition_backup_delete
     (tmp_path / "cache").mkdir()
     (tmp_path / "boot.img").write_bytes(small.source + b"\0" * 8192)
     (tmp_path / "p").write_bytes(small.patch)
-    ops = FsOps()
+    ops = FaultyFsOps()  # counts the operations
     config = DeviceConfig({"boot": PartitionEntry("boot", "file", str(tmp_path / "boot.img"))})
     context = protocol.Context(config, Cache(str(tmp_path / "cache"), piece=PIECE), ops, PIECE, out=lambda _: None)
     spec = small.spec("EMMC", "boot")
@@ -52,7 +53,7 @@ def test_partition_patch_order_backup_durable_before_the_partition_backup_delete
 def test_low_space_cache_path_keeps_setuid_mode_and_owner(tmp_path, small: Small):
     """Source parked in the cache and unlinked: the backup and then the target keep its mode and owner."""
     tool = setuid_source(tmp_path, small, 0o4755)
-    ops = FsOps()
+    ops = FaultyFsOps()  # counts the operations
     context = protocol.Context(DeviceConfig(), Cache(str(tmp_path / "cache")), ops, target_free=lambda _: 0,
                                out=lambda _: None)
     protocol.patch(context, request(small, tool, tool, str(tmp_path / "p")))

@@ -144,3 +144,9 @@ def rewrite_package(package: str, out: str, edit: Callable[[pb.OtaManifest, dict
     sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False,
                              data=manifest.SerializeToString(deterministic=True)))
     write_zip(out, sources)
+
+
+def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
+    """The real ota_apply CLI under the test entry point with the fault injector (`faults`: its options)."""
+    return subprocess.run([sys.executable, "-m", "ota.testing.faulty_cli", *faults, "ota_apply", *args],
+                          capture_output=True, text=True, check=False)

@@ -21,7 +21,8 @@ from ota.applypatch.spec import Digest
 from ota.apply.manifest_rules import check_manifest
 from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
-from ota.fsops import FaultPoint, FsOps, PowerLoss
+from ota.fsops import FsOps
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.testing.builds import make_package, write_build
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
@@ -212,7 +213,7 @@ def whole_boot(tmp_path_factory):
 
 def _boot_tear(config: str, package: str) -> int:
     """The index of a tearable write into the boot partition, from a clean run's operation log."""
-    ops = FsOps()
+    ops = FaultyFsOps()  # counts the operations
     assert dc.apply(config, package, ops) == "applied"
     return next(record.index for record in ops.log if record.tearable and record.target.startswith("EMMC:boot@"))
 
@@ -224,7 +225,7 @@ def test_a_rerun_finishes_a_whole_partition_cut_half_way(whole_boot, tmp_path):
     device = str(tmp_path / "device")
     config = dc.materialize(source, device, layout)
     with pytest.raises(PowerLoss):
-        dc.apply(config, package, FsOps(FaultPoint("tear", index)))
+        dc.apply(config, package, FaultyFsOps(FaultPoint("tear", index)))
     assert dc.apply(config, package) == "applied"
     assert dc.compare(config, target) == []
 

@@ -9,22 +9,24 @@ import pytest
 from ota.apply.journal import Journal
 from ota.apply.progress import Progress
 from ota.errors import OtaError
-from ota.fsops import FaultPoint, FsOps, PowerLoss
+from ota.fsops import FsOps
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 
 def test_journal_round_trip_and_torn_append(tmp_path):
     cache = str(tmp_path)
     journal = Journal.begin(cache, "abc123", FsOps())
-    journal.mark("stage:patch/a.p")
+    journal.mark("stage:patch/a.p", "d1")
     # The next append is torn half way: the half line must not count, and the next mark overwrites it.
-    journal.ops = FsOps(FaultPoint("tear", 1))
+    journal.ops = FaultyFsOps(FaultPoint("tear", 1))
     with pytest.raises(PowerLoss):
-        journal.mark("patch:system/very/long/path/name")
+        journal.mark("patch:system/very/long/path/name", "d2")
     loaded = Journal.load(cache, FsOps())
-    assert loaded is not None and (loaded.package_id, loaded.done) == ("abc123", {"stage:patch/a.p"})
-    loaded.mark("write:x")
+    assert loaded is not None and (loaded.package_id, loaded.claimed) == ("abc123", {"stage:patch/a.p": "d1"})
+    assert loaded.done == set()  # claims are trusted only after the device shows them (ota.apply.resume)
+    loaded.mark("write:with spaces", "d3")
     again = Journal.load(cache, FsOps())
-    assert again is not None and again.done == {"stage:patch/a.p", "write:x"}
+    assert again is not None and again.claimed == {"stage:patch/a.p": "d1", "write:with spaces": "d3"}
     again.clear()
     assert Journal.load(cache, FsOps()) is None
 
@@ -33,10 +35,10 @@ def test_journal_cut_while_created_is_absent_or_whole(tmp_path):
     """create, write, fsync, rename, fsync dir: before the rename no journal, after it a whole one."""
     for index in range(1, 6):
         with pytest.raises(PowerLoss):
-            Journal.begin(str(tmp_path), "id", FsOps(FaultPoint("tear", index)))
+            Journal.begin(str(tmp_path), "id", FaultyFsOps(FaultPoint("tear", index)))
         loaded = Journal.load(str(tmp_path), FsOps())
         assert (loaded is None) == (index <= 4)
-        assert loaded is None or (loaded.package_id, loaded.done) == ("id", set())
+        assert loaded is None or (loaded.package_id, loaded.claimed) == ("id", {})
 
 
 def test_journal_bad_header_is_one_line(tmp_path):
@@ -44,7 +46,7 @@ def test_journal_bad_header_is_one_line(tmp_path):
     with pytest.raises(OtaError) as error:
         Journal.load(str(tmp_path), FsOps())
     assert str(error.value) == (f"{tmp_path}/ota_journal: journal: bad header "
-                                "(expected 'rules_ota journal 1 <package-id>')")
+                                "(expected 'rules_ota journal 2 <package-id>')")
 
 
 def test_progress_lines_weight_by_bytes():
@@ -85,3 +87,12 @@ def test_progress_bar_redraws_in_place_and_ends_full():
     frames = text.rstrip("\n").split("\r")[1:]
     assert frames[0] == "[" + "#" * 20 + "." * 20 + "]  50.0% write    "
     assert frames[-1] == "[" + "#" * 40 + "] 100.0% finish   "
+
+
+def test_journal_room_bounds_what_the_lines_take(tmp_path):
+    """The cache-space check reserves `room_for` the steps still to run: never less than they write."""
+    steps = ["stage:patch/a b.p", "patch:system/\u00e9t\u00e9/x", "metadata:-", "check:-", "build:-"]
+    journal = Journal.begin(str(tmp_path), "f" * 64, FsOps())
+    for step in steps:
+        journal.mark(step, "0123456789abcdef" * 4)
+    assert (tmp_path / "ota_journal").stat().st_size == Journal.room_for(steps)

@@ -21,7 +21,7 @@ from apply_helpers import make_release, rewrite_package, run_cli
 from ota import signing
 from ota.apply.manifest_rules import shown
 from ota.errors import OtaError
-from ota.fsops import FaultPoint, FsOps, PowerLoss
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 
@@ -308,7 +308,7 @@ def operation_count(release, signed, tmp_path_factory):
     """How many I/O operations a clean incremental update performs (fault points range over them)."""
     directory = str(tmp_path_factory.mktemp("count") / "dev")
     config = dc.materialize(release.source, directory, _layout(release))
-    ops = FsOps()
+    ops = FaultyFsOps()
     dc.apply(config, signed["incremental"], ops)
     return len(ops.log)
 
@@ -322,7 +322,7 @@ def _other_incremental(release, tmp_path) -> str:
 
 def _cut(config: str, package: str, fault: FaultPoint) -> None:
     with pytest.raises(PowerLoss):
-        dc.apply(config, package, FsOps(fault))
+        dc.apply(config, package, FaultyFsOps(fault))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -348,12 +348,12 @@ def test_an_io_error_mid_update_is_one_line_and_a_rerun_finishes(release, signed
     config = dc.materialize(release.source, directory, _layout(release))
     index = rng.randint(3, operation_count - 1)
     with pytest.raises(OtaError) as info:
-        dc.apply(config, signed["incremental"], FsOps(FaultPoint("eio", index)))
+        dc.apply(config, signed["incremental"], FaultyFsOps(FaultPoint("eio", index)))
     assert "Input/output error" in str(info.value) and "\n" not in str(info.value)
     _applies(config, signed["incremental"] if seed % 2 else signed["full"], release.target)
 
 
-class _ChangesTheDevice(FsOps):
+class _ChangesTheDevice(FaultyFsOps):
     """Overwrites the boot partition with garbage at operation `at`: the device changed between the
     checks and the step that needs it (a failing flash, another writer)."""
 

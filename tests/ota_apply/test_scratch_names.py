@@ -23,7 +23,7 @@ import zipfile
 import pytest
 
 import tree_pairs
-from fault_names import FaultPoint, FsOps, PowerLoss
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.apply.engine import APPLIED
 from ota.build import layout as package_layout
 from ota.build.paths import SCRATCH_DIR, check_path
@@ -53,7 +53,7 @@ def _apply_and_compare(source: dc.Build, target: dc.Build, package: str, layout:
     config = dc.materialize(source, directory, layout)
     if fault is not None:
         try:
-            dc.apply(config, package, FsOps(fault))
+            dc.apply(config, package, FaultyFsOps(fault))
         except PowerLoss:
             pass
     status = dc.apply(config, package)
@@ -86,7 +86,7 @@ def test_issue_example_every_crash_point(tmp_path):
     manifest = _manifest(package)
     ops = {op.path: pb.FileOperation.Op.Name(op.op) for op in manifest.files}
     assert ops["etc/a.conf"] == "PATCH" and ops["etc/a.conf.patch"] == "KEEP"
-    clean = FsOps()
+    clean = FaultyFsOps()
     config = dc.materialize(source, str(tmp_path / "clean"), layout)
     assert dc.apply(config, package, clean) == APPLIED
     assert dc.compare(config, target) == []
@@ -101,7 +101,7 @@ def test_issue_example_every_crash_point(tmp_path):
 def test_generated_tree_pair_reaches_v2_with_and_without_a_cut(tmp_path, seed):
     v1, v2 = tree_pairs.pair(seed)
     source, target, package, layout = _release(str(tmp_path), v1, v2)
-    clean = FsOps()
+    clean = FaultyFsOps()
     config = dc.materialize(source, str(tmp_path / "clean"), layout)
     assert dc.apply(config, package, clean) == APPLIED
     assert dc.compare(config, target) == []
@@ -236,8 +236,8 @@ def test_ota_apply_refuses_a_manifest_naming_the_reserved_name_before_any_write(
 # -- item 9: a parent swapped for a symlink cannot redirect a write ----------------------------
 
 
-class SwapParent(FsOps):
-    """The fault injector's FsOps, which swaps `parent` (under `root`) for a symlink to `outside`
+class SwapParent(FaultyFsOps):
+    """The fault injector's FaultyFsOps, which swaps `parent` (under `root`) for a symlink to `outside`
     just before the first operation `when` accepts: a hostile process racing the updater."""
 
     def __init__(self, root: str, parent: str, outside: str, when) -> None:

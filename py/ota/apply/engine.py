@@ -19,7 +19,8 @@ Everything that can make an update fail is decided before step 5 (except, in ste
 files applypatch's cleaner may delete, and only once the space check knows deleting them is
 enough), so every refusal leaves the device as it was; each check after the writes
 (`verify.check_results`) has its counterpart before them. A journal in the cache names the
-package it belongs to: a rerun of the same package resumes; a different incremental package is
+package it belongs to: a rerun of the same package resumes, skipping only the steps the device
+shows finished (resume.py); a different incremental package is
 refused until the first one is finished, and a FULL package (which checks nothing it does not
 rewrite) replaces the unfinished update: the way out of every stuck state (docs/ota_apply.md,
 "Stuck states and the way out").
@@ -35,7 +36,7 @@ from typing import Callable
 from ota import package_reader, signing
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
-from ota.apply import verify
+from ota.apply import resume, verify
 from ota.apply.device import Device
 from ota.apply.execute import STAGED_DIR, Executor
 from ota.apply.journal import Journal
@@ -131,9 +132,12 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
     try:
         cache = Cache(cache_dir, device.hardware.cache_limit)
         ctx = protocol.Context(config=verify.partition_map(device), cache=cache, ops=ops, out=log)
-        verify.check_sources(plan, root, ctx, progress, package.read, package.path,
-                             journal.done if journal is not None else None)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)
+        claimed = None
+        if journal is not None:  # a claim counts only where the device shows it (resume.py)
+            found = resume.examine(plan, journal, root, ctx, staged_dir)
+            claimed, journal.done = set(found.claimed), set(found.confirmed)
+        verify.check_sources(plan, root, ctx, progress, package.read, package.path, claimed)
         _ensure_cache_space(plan, cache, staged_dir, journal, ops)
         resumed = journal is not None
         if journal is None:

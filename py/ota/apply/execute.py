@@ -20,6 +20,7 @@ from ota.build.build_info import BuildInfo
 from ota.apply.journal import Journal
 from ota.apply.plan import BATCHED_PHASES, Op, Plan, Step
 from ota.apply.progress import APPLY_SHARE, Progress
+from ota.apply.resume import result_digests
 from ota.apply.sysroot import SysRoot
 from ota.errors import OtaError
 from ota.fsops import FsOps
@@ -61,8 +62,13 @@ class Executor:
         return self.ctx.ops
 
     def run(self) -> None:
-        """Runs every unfinished step in order, then removes the staged data and the journal."""
+        """Runs every step not in `journal.done` in order, then removes the staged data and the journal.
+
+        On a resumed run `journal.done` holds only the steps the device shows finished
+        (ota.apply.resume); the check and the build file always run.
+        """
         steps = [s for s in self.plan.steps if s.id not in self.journal.done]
+        digests = result_digests(self.plan)
         self.progress.phase(APPLY_SHARE, sum(s.size for s in steps), sum(len(s.paths) or 1 for s in steps))
         for step in steps:
             handler = getattr(self, f"_{step.phase}")
@@ -74,7 +80,7 @@ class Executor:
                 else:
                     handler(step)
                     self.progress.item(step.phase, step.key, step.size)
-                self.journal.mark(step.id)
+                self.journal.mark(step.id, digests[step.id])
             except OSError as err:
                 raise OtaError(step.id, f"{err.strerror or err}") from None
         try:

@@ -264,6 +264,7 @@ class SysRoot:
                 if (st.st_uid, st.st_gid) != (uid, gid):
                     self.ops.perform("lchown", target, lambda: os.chown(
                         name, uid, gid, dir_fd=dir_fd, follow_symlinks=False))
+                    self.ops.fsync(dir_fd, os.path.dirname(target))  # a symlink has no fd to fsync
                 return
             if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid):
                 return

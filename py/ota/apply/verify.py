@@ -22,6 +22,7 @@ from ota.applypatch.backends import open_partition
 from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
+from ota.apply.journal import Journal
 from ota.apply.manifest_rules import shown
 from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
@@ -356,7 +357,7 @@ def cache_needed(plan: Plan, cache_dir: str, staged_dir: str, done: set[str]) ->
     existing = os.path.join(cache_dir, BACKUP_NAME)
     if backups:
         needed += max(0, max(backups) - (os.path.getsize(existing) if os.path.isfile(existing) else 0))
-    return needed + 4096 + 64 * len(plan.steps)  # the journal
+    return needed + 4096 + Journal.room_for(step.id for step in plan.steps if step.id not in done)
 
 
 def freeable_bytes(cache_dir: str, protect: set[str]) -> int:

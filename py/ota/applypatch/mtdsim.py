@@ -9,7 +9,7 @@ device:
 * a write (page program) must be page-aligned, whole pages, into erased pages only (EIO if a page
   was already programmed), and can only clear bits;
 * bad blocks: MEMGETBADBLOCK reports them, erasing, writing or reading them fails with EIO;
-* power loss mid-operation (``tear:N`` in `ota.fsops`) leaves what flash leaves: a program cut
+* power loss mid-operation (``tear:N`` in `ota.testing.faults`) leaves what flash leaves: a program cut
   half way leaves earlier pages programmed and one partially programmed page; an erase cut half
   way leaves a half-erased block. Such pages fail ECC on read (EBADMSG), as on a real chip,
   until their block is erased again.

@@ -2,7 +2,7 @@
 
 Shared by the tests and `bench/applypatch_crash_points.py`. Each scenario owns a small "device"
 in a work directory (a partition on a file, a loop device or the NAND simulator, a cache
-directory, the patch) and implements `ota.fsops.Scenario`: `prepare` restores the source state,
+directory, the patch) and implements `ota.testing.sweep.Scenario`: `prepare` restores the source state,
 `run` applies the update through an `FsOps` that may cut it, `recover` reruns it cleanly, `check`
 demands the target bytes in place, the backup gone and no scratch file left.
 """
@@ -128,6 +128,8 @@ class PartitionScenario:
         else:
             self.device_path = os.path.join(workdir, "boot.part")
         self.config = DeviceConfig({"boot": PartitionEntry("boot", backend, self.device_path)})
+        # Raw NAND has no page cache: what a program or erase reaches stays (the lossy power cut).
+        self.raw_paths = (self.device_path,) if backend == "mtdsim" else ()
         self.spec = update.spec("MTD" if backend == "mtdsim" else "EMMC", "boot")
 
     def context(self, ops: FsOps) -> protocol.Context:
@@ -180,6 +182,7 @@ class FileScenario:
     """A system file patched in place (`applypatch <file> - ...`), optionally through the low-space path."""
 
     MODE = 0o640
+    raw_paths: tuple[str, ...] = ()
 
     def __init__(self, workdir: str, update: BootUpdate, *, low_space: bool, piece: int = MIB) -> None:
         self.update, self.low_space, self.piece = update, low_space, piece

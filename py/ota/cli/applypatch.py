@@ -32,7 +32,7 @@ from ota.applypatch.cache import DEFAULT_RESERVE, Cache
 from ota.applypatch.spec import Digest, parse_partition_spec, parse_size
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
-from ota.fsops import ENV_FAULT, FsOps
+from ota.fsops import FsOps
 
 FLAGS = flags.FLAGS
 
@@ -50,8 +50,6 @@ flags.DEFINE_integer("cache_limit", None, "Byte budget of the cache directory (d
 flags.DEFINE_integer("min_free", DEFAULT_RESERVE, "Bytes that must stay free on the cache and target filesystems.")
 flags.DEFINE_integer("piece_size", 1 << 20, "Write piece size in bytes (each piece is one crash point).",
                      lower_bound=4096)
-flags.DEFINE_string("fault", None, f"Fault injection for power-loss tests: before|after|tear|lie|enospc|eio:<N> "
-                                   f"(also ${ENV_FAULT}).")
 
 _MODE_FLAGS = ("check", "flash", "patch", "source", "target", "bonus")
 
@@ -70,7 +68,7 @@ def _context() -> protocol.Context:
     cache = Cache(config.cache_dir or FLAGS.cache_dir,
                   config.cache_limit if config.cache_limit is not None else FLAGS.cache_limit,
                   FLAGS.min_free, FLAGS.piece_size)
-    return protocol.Context(config, cache, FsOps.from_env(FLAGS.fault), FLAGS.piece_size)
+    return protocol.Context(config, cache, FsOps(), FLAGS.piece_size)
 
 
 def _status(message: str) -> int:

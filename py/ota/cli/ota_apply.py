@@ -26,9 +26,6 @@ _PROGRESS = flags.DEFINE_enum(
     "progress", "auto", MODES,
     "auto: a bar when stdout is a terminal; bar; lines: one 'progress <fraction> <step> <path>' line per "
     "item on stdout, for a UI; none.")
-_FAULT = flags.DEFINE_string(
-    "fault", None, "Testing only: cut power at an I/O operation, e.g. before:12 or tear:7 (see ota.fsops); "
-    "the process exits with status 86 there. Also read from $OTA_FAULT.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Log each applypatch action on stderr.")
 
 
@@ -37,10 +34,7 @@ def main(argv: Sequence[str]) -> None:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _PACKAGE.value or not _DEVICE.value:
         raise UsageError("--package and --device are required")
-    try:
-        ops = FsOps.from_env(_FAULT.value)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    ops = FsOps()
     device = device_config.load(_DEVICE.value)
     progress = Progress(_PROGRESS.value, sys.stdout)
     log = (lambda line: print(line, file=sys.stderr)) if _VERBOSE.value else (lambda line: None)

@@ -43,8 +43,9 @@ def _entry(path: str, item: Item, files_dir: str) -> tree.TreeEntry:
     if item[0] == "dir":
         mode, uid, gid = (item[1:] + (0o755, 0, 0))[:3] if len(item) > 1 else (0o755, 0, 0)
         return tree.TreeEntry(path, tree.DIR, mode, uid, gid)
-    if item[0] == "symlink":
-        return tree.TreeEntry(path, tree.SYMLINK, 0o777, 0, 0, target=item[1])
+    if item[0] == "symlink":  # ("symlink", target[, uid, gid])
+        uid, gid = item[2:4] if len(item) > 2 else (0, 0)
+        return tree.TreeEntry(path, tree.SYMLINK, 0o777, uid, gid, target=item[1])
     data, mode, uid, gid = item
     file = os.path.join(files_dir, path.replace("/", "%"))
     with open(file, "wb") as stream:

@@ -9,9 +9,10 @@ This is what the `ota_test` Bazel rule runs (and what the ota_apply tests use di
 3. compare the device with the *target* build: every path (kind, bytes, mode, uid/gid, link
    target), nothing extra, every partition's image, the build file, a clean cache;
 4. rerun: it must say "already" and change nothing;
-5. with interruptions: cut the apply at every I/O operation it performs (ota.fsops.sweep: power
-   lost before each operation and half way through each tearable one), rerun, and check the same
-   end state each time; prints ``interruptions: N, recovered: N``.
+5. with interruptions: cut the apply at every I/O operation it performs (ota.testing.sweep: power
+   lost before each operation and half way through each tearable one; with a `LossModel`, each
+   cut also loses what was not yet fsync'ed), rerun, and check the same end state each time;
+   prints ``interruptions: N, recovered: N``.
 
 uid/gid need a real root (chown to any id). Bazel's linux-sandbox is not one: it maps a single
 uid and gid into its user namespace, and chown to any other id fails with EINVAL. So tests that
@@ -38,7 +39,10 @@ from ota.build import jsonio, tree
 from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo, of_file
 from ota.errors import OtaError
-from ota.fsops import FaultPoint, FsOps, SweepResult, sweep
+from ota.fsops import FsOps
+from ota.testing.faults import FaultPoint, FaultyFsOps
+from ota.testing.page_cache import LossModel
+from ota.testing.sweep import SweepResult, sweep
 
 MTD_ERASESIZE = 16 * 1024
 MTD_WRITESIZE = 2048
@@ -220,7 +224,7 @@ def apply(config: str, package: str, ops: FsOps | None = None) -> str:
 
 @dataclass
 class ApplyScenario:
-    """ota_apply under the power-loss harness (`ota.fsops.Scenario`)."""
+    """ota_apply under the power-loss harness (`ota.testing.sweep.Scenario`)."""
 
     source: Build
     target: Build
@@ -232,6 +236,12 @@ class ApplyScenario:
     @property
     def config(self) -> str:
         return os.path.join(self.directory, "device.json")
+
+    @property
+    def raw_paths(self) -> tuple[str, ...]:
+        """The NAND simulator chips: raw flash has no page cache to lose."""
+        return tuple(os.path.join(self.directory, "partitions", f"{name}.img")
+                     for name, kind in sorted(self.layout.kinds.items()) if kind == "mtdsim")
 
     def prepare(self) -> None:
         if os.path.exists(self.directory):
@@ -276,12 +286,13 @@ def spread(points: list[FaultPoint], limit: int | None) -> list[FaultPoint]:
 
 
 def check_update(source: Build, target: Build, package: str, scratch: str, layout: Layout, *,
-                 interrupt: bool, max_cuts: int | None = None) -> Report:
-    """Steps 1-5 of the module docstring; `max_cuts` bounds the sweep (None: every crash point)."""
+                 interrupt: bool, max_cuts: int | None = None, loss: LossModel | None = None) -> Report:
+    """Steps 1-5 of the module docstring; `max_cuts` bounds the sweep (None: every crash point),
+    `loss` makes each cut a real power cut (None: a process cut)."""
     report = Report()
     scenario = ApplyScenario(source, target, package, os.path.join(scratch, "device"), layout)
     scenario.prepare()
-    clean = FsOps()
+    clean = FaultyFsOps()
     try:
         apply(scenario.config, package, clean)
     except OtaError as err:
@@ -295,7 +306,7 @@ def check_update(source: Build, target: Build, package: str, scratch: str, layou
                                f"{device_hash(scenario.directory) != before}")
     if interrupt:
         report.crash_points = len(clean.crash_points())
-        report.sweep = sweep(scenario, spread(clean.crash_points(), max_cuts))
+        report.sweep = sweep(scenario, spread(clean.crash_points(), max_cuts), loss=loss)
         for outcome in report.sweep.failures():
             report.problems.append(f"cut at {outcome.point}: {outcome.problem}")
     return report

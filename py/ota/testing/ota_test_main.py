@@ -4,6 +4,7 @@ build and compare the result with the target build (see `ota.testing.device_chec
 --spec names the JSON the rule writes:
 
     {"source": BUILD, "target": BUILD, "package": P, "interrupt": bool, "max_interruptions": N,
+     "power_cut": "process" | "lossy" (optional; default "process"),
      "mtd": [partition names backed by the NAND simulator], "cache_limit": bytes or 0,
      "trusted_keys": [public key PEMs the device trusts; none: signatures are not checked]}
 
@@ -26,6 +27,7 @@ from ota.cli import runner
 from ota.errors import OtaError, UsageError
 from ota.testing import device_check
 from ota.testing.builds import load_build
+from ota.testing.page_cache import LossModel
 
 _SPEC = flags.DEFINE_string("spec", None, "The ota_test description JSON written by the rule.")
 
@@ -42,6 +44,9 @@ def main(argv: Sequence[str]) -> int:
     mtd = tuple(jsonio.get(spec, "mtd", list, _SPEC.value))
     cache_limit = jsonio.get(spec, "cache_limit", int, _SPEC.value) or None
     keys = tuple(jsonio.get(spec, "trusted_keys", list, _SPEC.value))
+    power_cut = jsonio.get(spec, "power_cut", str, _SPEC.value) if "power_cut" in spec else "process"
+    if power_cut not in ("process", "lossy"):
+        raise OtaError(_SPEC.value, f"power_cut: expected 'process' or 'lossy', got {power_cut!r}")
     if not all(isinstance(key, str) and key for key in keys):
         raise OtaError(_SPEC.value, "trusted_keys: expected a list of key file paths")
     layout = device_check.layout_for(source, target, mtd=mtd, cache_limit=cache_limit, trusted_keys=keys)
@@ -51,12 +56,14 @@ def main(argv: Sequence[str]) -> int:
           f"{' (MTD: ' + ', '.join(mtd) + ')' if mtd else ''}, "
           f"{'signature required' if keys else 'signature not checked'}")
     report = device_check.check_update(source, target, package, scratch, layout, interrupt=interrupt,
-                                       max_cuts=limit or None)
+                                       max_cuts=limit or None,
+                                       loss=LossModel() if power_cut == "lossy" else None)
     if report.sweep is not None:
         covered = len(report.sweep.outcomes)
         note = "" if covered == report.crash_points else (
             f" ({covered} of {report.crash_points} crash points, spread evenly: max_interruptions)")
-        print(f"interruptions: {covered}, recovered: {report.sweep.recovered}{note}")
+        print(f"interruptions: {covered}, recovered: {report.sweep.recovered}{note}"
+              f"{' (lossy power cut: unsynced changes lost)' if power_cut == 'lossy' else ''}")
     for problem in report.problems:
         print(f"FAIL: {problem}", file=sys.stderr)
     if report.problems:
