@@ -14,10 +14,11 @@ import stat
 from typing import Callable
 
 from ota.applypatch import protocol
-from ota.applypatch.cache import BACKUP_NAME
+from ota.applypatch.cache import Cache
 from ota.applypatch.backends import open_partition
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
+from ota.apply.journal import Journal
 from ota.apply.manifest_rules import PATCH_SCRATCH_SUFFIX, shown
 from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
@@ -254,32 +255,49 @@ def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
             partition.close()
 
 
-def cache_needed(plan: Plan, cache_dir: str, staged_dir: str, done: set[str]) -> int:
-    """Cache bytes this update still has to write: unstaged entries plus the largest backup."""
-    needed = 0
-    for name, size in plan.staged.items():
-        path = os.path.join(staged_dir, staged_name(name))
-        if f"stage:{name}" not in done and not (os.path.isfile(path) and os.path.getsize(path) == size):
-            needed += size
+# A journal line is "done <step id>" plus what a journal may bind to the step (a SHA-256 in hex);
+# the header names the package. Bounds, not exact sizes: they only have to be large enough.
+_JOURNAL_HEADER_BOUND = 4096
+_JOURNAL_LINE_BOUND = 160
+
+
+def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> int:
+    """Cache bytes this update still has to add: unstaged entries, the backup slot, the journal.
+
+    The rule (docs/ota_apply.md, "Cache budget"): every entry not yet staged, less what a cut
+    staging left behind in the staged directory (staging rewrites it); the largest source of a
+    partition still to be patched, less what the backup slot already holds (a save replaces the
+    old backup and a stale temporary); and a bound on the journal, less what it holds already.
+    """
+    complete = {staged_name(name) for name, size in plan.staged.items()
+                if f"stage:{name}" in done or _file_size(os.path.join(staged_dir, staged_name(name))) == size}
+    unstaged = sum(size for name, size in plan.staged.items() if staged_name(name) not in complete)
+    leftovers = sum(_file_size(os.path.join(staged_dir, name)) for name in _listdir(staged_dir)
+                    if name not in complete)
+    needed = max(0, unstaged - leftovers)
     backups = [part.source.size for part in plan.partitions.values()
                if part.HasField("source") and part.method != pb.WHOLE and not plan.full
                and f"partition:{part.name}" not in done]
-    existing = os.path.join(cache_dir, BACKUP_NAME)
     if backups:
-        needed += max(0, max(backups) - (os.path.getsize(existing) if os.path.isfile(existing) else 0))
-    return needed + 4096 + 64 * len(plan.steps)  # the journal
+        needed += max(0, max(backups) - cache.slot_bytes())
+    journal = _JOURNAL_HEADER_BOUND + sum(len(step.id) + _JOURNAL_LINE_BOUND for step in plan.steps)
+    return needed + max(0, journal - _file_size(Journal.location(cache.directory)))
 
 
-def freeable_bytes(cache_dir: str, protect: set[str]) -> int:
-    """Upper bound of what applypatch's cache cleaner may delete: loose files in the cache dir."""
-    total = 0
-    for name in os.listdir(cache_dir):
-        if name in protect or name.startswith(BACKUP_NAME):
-            continue
-        st = os.lstat(os.path.join(cache_dir, name))
-        if stat.S_ISREG(st.st_mode):
-            total += st.st_size
-    return total
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def _file_size(path: str) -> int:
+    """Size of a regular file at `path`, 0 if there is none."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 def staged_name(entry: str) -> str:
