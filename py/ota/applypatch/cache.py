@@ -30,7 +30,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterable
 
-from ota.cli.fileio import MAX_INPUT_BYTES, os_problem, read_file
+from ota.cli.fileio import MAX_INPUT_BYTES, os_problem, read_bounded
 from ota.errors import OtaError
 from ota.fsops import FsOps
 
@@ -194,7 +194,10 @@ class Cache:
         "no copy": the caller must not conclude the update cannot be finished from it."""
         if not os.path.lexists(self.backup_path):
             return None
-        return read_file(self.backup_path, MAX_INPUT_BYTES)
+        try:
+            return read_bounded(self.backup_path, MAX_INPUT_BYTES)
+        except OSError as err:
+            raise cache_error(self.backup_path, "cannot read the source backup", err) from None
 
     def remove_backup(self, ops: FsOps) -> None:
         """Removes the backup and any stale temporary (an update is finished with them)."""

@@ -4,8 +4,8 @@ Every tool reads its inputs through here, so no input can make a tool allocate w
 a regular file or a block device is size-checked before a byte is read; a character device
 (`/dev/zero` reports size 0) is read in pieces, and reading stops one byte past the bound with a
 refusal. A FIFO, a socket or a directory is refused when opened (opened non-blocking, so a FIFO
-without a writer cannot hang the tool). Every failure is one `OtaError` naming the file and the
-errno. Outputs go to a temporary sibling that is renamed over the output only when complete and
+without a writer cannot hang the tool). Every failure is one `OtaError` naming the file; callers
+that word OS errors themselves (the cache adds the errno name) use `read_bounded`. Outputs go to a temporary sibling that is renamed over the output only when complete and
 removed on any failure, so a failed run leaves no partial output behind.
 """
 
@@ -44,20 +44,17 @@ def _kind(mode: int) -> str | None:
 
 
 def _open_input(path: str) -> int:
-    """Opens `path` for reading without blocking on a FIFO and without following it into a tty."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as err:
-        raise OtaError(path, f"cannot read: {os_problem(err)}") from None
+    """Opens `path` for reading; never blocks on a FIFO (opened non-blocking, then refused).
+
+    OSError for what the kernel refuses; OtaError for a file of a kind that is not an input.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         problem = _kind(os.fstat(fd).st_mode)
         if problem:
             raise OtaError(path, problem)
         os.set_blocking(fd, True)  # a character device may legitimately wait for data
-    except OSError as err:
-        os.close(fd)
-        raise OtaError(path, f"cannot read: {os_problem(err)}") from None
-    except OtaError:
+    except BaseException:
         os.close(fd)
         raise
     return fd
@@ -77,8 +74,9 @@ def _too_large(path: str, limit: int) -> OtaError:
     return OtaError(path, f"larger than the {limit}-byte limit for this input")
 
 
-def read_file(path: str, limit: int = MAX_INPUT_BYTES) -> bytes:
-    """Reads a whole input of at most `limit` bytes; anything else is a one-line OtaError."""
+def read_bounded(path: str, limit: int) -> bytes:
+    """A whole input of at most `limit` bytes. Raises OSError for an I/O failure (the caller words
+    it) and OtaError for an input of the wrong kind or over the limit."""
     fd = _open_input(path)
     try:
         size = _known_size(fd)
@@ -86,37 +84,25 @@ def read_file(path: str, limit: int = MAX_INPUT_BYTES) -> bytes:
             raise _too_large(path, limit)
         # Even a sized file is read with the bound: it may grow, and procfs files report size 0.
         pieces, total = [], 0
-        while total <= limit:
-            piece = os.pread(fd, min(_PIECE, limit + 1 - total), total)
-            if not piece:
-                break
+        while total <= limit and (piece := os.read(fd, min(_PIECE, limit + 1 - total))):
             pieces.append(piece)
             total += len(piece)
         if total > limit:
             del pieces
             raise _too_large(path, limit)
         return b"".join(pieces)
-    except OSError as err:
-        if err.errno == errno.ESPIPE:  # a character device that cannot pread: read it as a stream
-            return _read_stream(fd, path, limit)
-        raise OtaError(path, f"cannot read: {os_problem(err)}") from None
     except MemoryError:
         raise OtaError(path, "cannot read: out of memory holding it") from None
     finally:
         os.close(fd)
 
 
-def _read_stream(fd: int, path: str, limit: int) -> bytes:
-    pieces, total = [], 0
+def read_file(path: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """Reads a whole input of at most `limit` bytes; anything else is a one-line OtaError."""
     try:
-        while total <= limit and (piece := os.read(fd, min(_PIECE, limit + 1 - total))):
-            pieces.append(piece)
-            total += len(piece)
+        return read_bounded(path, limit)
     except OSError as err:
-        raise OtaError(path, f"cannot read: {os_problem(err)}") from None
-    if total > limit:
-        raise _too_large(path, limit)
-    return b"".join(pieces)
+        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
 
 
 def read_optional(path: str, limit: int = MAX_INPUT_BYTES) -> bytes | None:
@@ -127,15 +113,16 @@ def read_optional(path: str, limit: int = MAX_INPUT_BYTES) -> bytes | None:
 
 
 def require_seekable(path: str) -> None:
-    """Refuses an input that must be read by seeking (a zip) unless it is a regular file or block device."""
-    fd = _open_input(path)
+    """Refuses an input read by seeking (a zip) unless it is a regular file or a block device."""
     try:
-        if _known_size(fd) is None:
-            raise OtaError(path, "is a character device; this input must be a regular file")
+        fd = _open_input(path)
+        try:
+            if _known_size(fd) is None:
+                raise OtaError(path, "is a character device; this input must be a regular file")
+        finally:
+            os.close(fd)
     except OSError as err:
-        raise OtaError(path, f"cannot read: {os_problem(err)}") from None
-    finally:
-        os.close(fd)
+        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -154,19 +141,19 @@ def write_files(outputs: list[tuple[str, bytes]]) -> None:
             try:
                 fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
             except OSError as err:
-                raise OtaError(path, f"cannot write: {os_problem(err)}") from None
+                raise OtaError(path, f"cannot write: {err.strerror or err}") from None
             temporaries.append((temporary, path))
             try:
                 with os.fdopen(fd, "wb") as stream:
                     stream.write(data)
                 os.chmod(temporary, 0o666 & ~_umask())
             except OSError as err:
-                raise OtaError(path, f"cannot write: {os_problem(err)}") from None
+                raise OtaError(path, f"cannot write: {err.strerror or err}") from None
         for temporary, path in temporaries:
             try:
                 os.replace(temporary, path)
             except OSError as err:
-                raise OtaError(path, f"cannot write: {os_problem(err)}") from None
+                raise OtaError(path, f"cannot write: {err.strerror or err}") from None
             renamed.append(path)
     except BaseException:
         for temporary, _ in temporaries:
