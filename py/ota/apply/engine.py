@@ -124,7 +124,8 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
 
 def _ensure_cache_space(plan: Plan, cache: Cache, staged_dir: str, journal: Journal | None, ops: FsOps) -> None:
     """Step 4: refuses (writing nothing) unless the cache is writable and what is still to be written
-    fits in it; then frees loose files if that is needed (never recovery state: cache.is_recovery_state)."""
+    fits in it, and no other update's backup is in the slot; then frees loose files if that is needed (never recovery state: cache.is_recovery_state)."""
     cache.check_writable()
+    cache.claim_slot(verify.backup_sources(plan))
     done = journal.done if journal is not None else set()
     cache.make_free_space(verify.cache_needed(plan, cache, staged_dir, done), ops)

@@ -284,6 +284,14 @@ def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> i
     return needed + max(0, journal - _file_size(Journal.location(cache.directory)))
 
 
+def backup_sources(plan: Plan) -> list[Digest]:
+    """Every source this update may save as the cache backup: patched partitions' and patched
+    files' (the low-space path); a backup matching one of them is this update's own."""
+    infos = [part.source for part in plan.partitions.values() if part.HasField("source")]
+    infos += [op.source for op in plan.files.values() if op.op == Op.PATCH]
+    return [Digest("sha256", info.sha256) for info in infos]
+
+
 def _listdir(directory: str) -> list[str]:
     try:
         return os.listdir(directory)

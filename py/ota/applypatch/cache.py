@@ -30,6 +30,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterable
 
+from ota.applypatch.spec import Digest, first_match
 from ota.cli.fileio import MAX_INPUT_BYTES, os_problem, read_bounded
 from ota.errors import OtaError
 from ota.fsops import FsOps
@@ -188,6 +189,16 @@ class Cache:
         if (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) != (meta.mode, meta.uid, meta.gid):
             return False
         return self.load_backup() == data
+
+    def claim_slot(self, sources: Iterable[Digest]) -> None:
+        """Refuses to go on if the backup belongs to another update: it matches none of `sources`
+        (the sources of what the caller may back up). Replacing it would throw away the only way
+        to finish that update, so the operator decides (docs/applypatch.md, "Cache budget")."""
+        backup = self.load_backup()
+        if backup is not None and first_match(backup, sources) is None:
+            raise OtaError(self.backup_path, "holds the source backup of another update (it matches no source "
+                                             "this update patches); finish that update first, or delete the "
+                                             "file if none is pending")
 
     def load_backup(self) -> bytes | None:
         """The backup's bytes; None only if there is none. An unreadable backup is an error, not

@@ -122,6 +122,7 @@ def _patch_partition(ctx: Context, request: PatchRequest) -> str:
         source = _find_source(ctx, request)
         target = _build(request, source)
         if not source.from_cache:
+            ctx.cache.claim_slot(digest for digest, _ in request.patches)
             ctx.cache.save_backup(source.data, ctx.ops, protect=request.protected())
         partition.write_image(target)
         ctx.cache.remove_backup(ctx.ops)
@@ -226,6 +227,7 @@ def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, 
     if os.path.realpath(request.source) != os.path.realpath(request.target):
         raise OtaError(request.target, "not enough free space for the target (the source is a different file, "
                                        "which applypatch does not delete)")
+    ctx.cache.claim_slot(digest for digest, _ in request.patches)
     ctx.cache.save_backup(source.data, ctx.ops, meta, request.protected())
     try:
         ctx.ops.unlink(request.source)

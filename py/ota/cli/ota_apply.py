@@ -41,8 +41,8 @@ def main(argv: Sequence[str]) -> None:
         ops = FsOps.from_env(_FAULT.value)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    fileio.require_seekable(_PACKAGE.value)
     device = device_config.load(_DEVICE.value)
+    fileio.require_seekable(_PACKAGE.value)
     progress = Progress(_PROGRESS.value, sys.stdout)
     log = (lambda line: print(line, file=sys.stderr)) if _VERBOSE.value else (lambda line: None)
     result = apply_package(_PACKAGE.value, device, ops=ops, progress=progress, log=log)
