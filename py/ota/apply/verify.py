@@ -267,7 +267,8 @@ def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> i
     The rule (docs/ota_apply.md, "Cache budget"): every entry not yet staged, less what a cut
     staging left behind in the staged directory (staging rewrites it); the largest source of a
     partition still to be patched, less what the backup slot already holds (a save replaces the
-    old backup and a stale temporary); and a bound on the journal, less what it holds already.
+    old backup and a stale temporary); and a bound on the journal, less what it and a temporary of
+    it hold already.
     """
     complete = {staged_name(name) for name, size in plan.staged.items()
                 if f"stage:{name}" in done or _file_size(os.path.join(staged_dir, staged_name(name))) == size}
@@ -281,7 +282,11 @@ def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> i
     if backups:
         needed += max(0, max(backups) - cache.slot_bytes())
     journal = _JOURNAL_HEADER_BOUND + sum(len(step.id) + _JOURNAL_LINE_BOUND for step in plan.steps)
-    return needed + max(0, journal - _file_size(Journal.location(cache.directory)))
+    # The journal and any temporary of it (a cut creation) are rewritten, not added to.
+    prefix = os.path.basename(Journal.location(cache.directory))
+    written = sum(_file_size(os.path.join(cache.directory, name)) for name in _listdir(cache.directory)
+                  if name.startswith(prefix))
+    return needed + max(0, journal - written)
 
 
 def backup_sources(plan: Plan) -> list[Digest]:

@@ -174,8 +174,7 @@ class Cache:
             ops.rename(temporary, self.backup_path)
             ops.fsync_dir(self.directory)
         except OSError as err:
-            raise cache_error(err.filename if isinstance(err.filename, str) else temporary,
-                              "cannot save the source backup", err) from None
+            raise cache_error(temporary, "cannot save the source backup", err) from None
         if self.load_backup() != data:
             raise OtaError(self.backup_path, "source backup does not read back as written")
 

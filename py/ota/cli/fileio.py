@@ -5,8 +5,9 @@ a regular file or a block device is size-checked before a byte is read; a charac
 (`/dev/zero` reports size 0) is read in pieces, and reading stops one byte past the bound with a
 refusal. A FIFO, a socket or a directory is refused when opened (opened non-blocking, so a FIFO
 without a writer cannot hang the tool). Every failure is one `OtaError` naming the file; callers
-that word OS errors themselves (the cache adds the errno name) use `read_bounded`. Outputs go to a temporary sibling that is renamed over the output only when complete and
-removed on any failure, so a failed run leaves no partial output behind.
+that word OS errors themselves (the cache adds the errno name) use `read_bounded`. Outputs go to
+a temporary sibling that is renamed over the output only when complete and removed on any
+failure, so a failed run leaves no partial output behind.
 """
 
 from __future__ import annotations
