@@ -19,8 +19,6 @@ from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario
 from ota.fsops import FaultPoint, FsOps, PowerLoss, sweep  # the one line to repoint
 
-__all__ = ["FaultPoint", "FsOps", "PowerLoss", "sweep"]
-
 MIB = 1 << 20
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import subprocess
 import sys
 
 import pytest
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from apply_helpers import make_release, run_cli  # noqa: E402
 from cache_faults import (MIB, FaultPoint, FsOps, PowerLoss, add_junk, budgets, mount_unavailable,  # noqa: E402
-                          read_only, recovery_state)
+                          read_only, recovery_state, sweep)
 from ota import package_reader  # noqa: E402
 from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state  # noqa: E402
 from ota.apply import verify  # noqa: E402
@@ -93,7 +94,7 @@ def test_cuts_recover_at_larger_tight_budgets(release, tmp_path, extra):
     points = [p for p in clean.crash_points() if p.index in in_cache]
     points += [p for p in dc.spread(clean.crash_points(), 20) if p not in points]
     assert any(record.target.startswith(os.path.join(cache_dir, "saved.file.tmp")) for record in clean.log)
-    result = dc.sweep(scenario, points)
+    result = sweep(scenario, points)
     assert [(str(o.point), o.problem) for o in result.failures()] == []
     assert len(result.outcomes) > 40
 
@@ -126,9 +127,7 @@ def test_cleaners_never_free_ota_apply_recovery_state(release, tmp_path):
     assert {"ota_journal", STAGED_DIR} <= seen
 
 
-def subprocess_applypatch(*args: str):
-    import subprocess
-
+def subprocess_applypatch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True)
 
 

@@ -13,7 +13,7 @@ from absl import flags
 
 from ota import signing
 from ota.cli import fileio, runner
-from ota.errors import OtaError, UsageError
+from ota.errors import UsageError
 
 _KEYS = flags.DEFINE_multi_string(
     "key", [], "PEM private key (Ed25519, or RSA of 3072+ bits signed with RSA-PSS-SHA256). Repeat "
