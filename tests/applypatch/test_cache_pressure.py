@@ -14,12 +14,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import pathlib
 import random
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -275,36 +272,63 @@ def test_read_only_cache(tmp_path, update, stale_backup):
     assert (tmp_path / "boot.img").read_bytes() == before and os.listdir(cache) == []
 
 
-def _as_user(uid: int):
-    def switch() -> None:
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-    return switch
+def _as_user(uid: int, action) -> str:
+    """Runs `action` in a forked child switched to `uid` (os.setresuid): its OtaError text, or "ok".
+
+    A fork, not a new interpreter: the code is already loaded, so the child needs no access to
+    where it lives (Bazel's runfiles under root's home are closed to other users)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            try:
+                action()
+                message = "ok"
+            except OtaError as err:
+                message = str(err)
+            except BaseException as err:  # noqa: BLE001 - reported to the parent, which fails the test
+                message = f"unexpected {type(err).__name__}: {err}"
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stream:
+        message = stream.read().decode()
+    os.waitpid(pid, 0)
+    return message
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
 def test_an_unreadable_backup_is_not_no_cache_copy_eacces(request, update):
-    """A torn partition whose backup this (non-root) user cannot read: patch and check both name the
-    backup and EACCES instead of claiming there is no copy."""
+    """A torn partition whose backup this (non-root) user cannot read: patch, check and dry run all
+    name the backup and EACCES instead of claiming there is no copy; nothing is written."""
     uid = 4242
-    tmp_path = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own tmp is private to root
-    request.addfinalizer(lambda: shutil.rmtree(tmp_path))
-    os.chmod(tmp_path, 0o755)
-    torn = update.target[:len(update.target) // 2] + update.source[len(update.target) // 2:]
-    spec, patch = _cli_device(tmp_path, update, torn)
-    for path in ("boot.img", "boot.p", "dev.cfg"):
-        os.chown(tmp_path / path, uid, uid)
-    backup = tmp_path / "cache" / "saved.file"
-    backup.write_bytes(update.source)
+    workdir = tempfile.mkdtemp(dir="/tmp")  # pytest's own tmp is private to root
+    request.addfinalizer(lambda: shutil.rmtree(workdir))
+    os.chmod(workdir, 0o755)
+    scenario = BudgetedPartition(workdir, update, "file", limit=None, reserve=DEFAULT_RESERVE, piece=PIECE)
+    scenario.prepare()
+    with open(scenario.device_path, "r+b") as stream:
+        stream.write(update.target[:PIECE] + update.source[PIECE:])  # torn: neither image
+    for path in (scenario.device_path, scenario.patch_path):
+        os.chown(path, uid, uid)
+    backup = os.path.join(scenario.cache_dir, "saved.file")
+    with open(backup, "wb") as stream:
+        stream.write(update.source)
     os.chmod(backup, 0o600)
-    before = (tmp_path / "boot.img").read_bytes()
-    for args in (patch, [f"--device_config={tmp_path / 'dev.cfg'}", "-c", spec]):
-        result = subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True,
-                                text=True, preexec_fn=_as_user(uid))
-        assert result.returncode == 1, result
-        assert result.stderr == (f"applypatch: error: {backup}: cannot read the source backup: "
-                                 "Permission denied (EACCES)\n"), result.stderr
-    assert (tmp_path / "boot.img").read_bytes() == before and backup.read_bytes() == update.source
+    before = open(scenario.device_path, "rb").read()
+    request_ = update.request(scenario.spec, scenario.spec, scenario.patch_path)
+    expected = f"{backup}: cannot read the source backup: Permission denied (EACCES)"
+    for mode in (lambda: protocol.patch(scenario.context(FsOps()), request_),
+                 lambda: protocol.check(scenario.context(FsOps()), scenario.spec, []),
+                 lambda: protocol.dry_run(scenario.context(FsOps()), request_)):
+        assert _as_user(uid, mode) == expected
+    assert open(scenario.device_path, "rb").read() == before
+    assert open(backup, "rb").read() == update.source
+    assert scenario.check(scenario.recover()) is None  # root can read it: the rerun patches from it
 
 
 def test_an_unreadable_backup_is_not_no_cache_copy_eio(tmp_path, update, monkeypatch):
