@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from ota import package_reader
+from ota.cli import fileio
 from ota.errors import OtaError
 
 SIGNATURE_ENTRY = "META-INF/ota/signature"
@@ -102,13 +103,9 @@ def _check_key_type(key: object, where: str) -> None:
 
 def _read_key_file(path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 20)
+        return fileio.read_bounded(path, fileio.MAX_SMALL_INPUT_BYTES)
     except OSError as err:
         raise OtaError(path, f"cannot read key file ({err.strerror})") from None
-    if len(data) >= 1 << 20:
-        raise OtaError(path, "key file is larger than 1 MiB")
-    return data
 
 
 def load_private_key(path: str, password: bytes | None = None) -> PrivateKey:

@@ -119,8 +119,8 @@ def test_free_space_mode_deletes_only_what_may_go(device, small):
         assert result.returncode == 0, result.stderr
         assert sorted(os.listdir(cache)) == ["b.log", "held.log", "saved.file"]
         result = run_cli(f"--device_config={cfg}", "--min_free=1000", "-s", "500000")
-    assert result.returncode == 1 and "cache full" in result.stderr
-    assert sorted(os.listdir(cache)) == ["held.log", "saved.file"]
+    assert result.returncode == 1 and "not enough cache space" in result.stderr
+    assert sorted(os.listdir(cache)) == ["b.log", "held.log", "saved.file"]  # refused before deleting anything
 
 
 @pytest.mark.parametrize("case", ["patch_mismatch", "wrong_target_hash", "cache_full", "too_small",
@@ -156,7 +156,7 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("applypatch: error: "), result.stderr
     expected = {"patch_mismatch": "is not the expected target", "wrong_target_hash": "is not the expected target",
-                "cache_full": "cache full", "too_small": "is smaller than the target",
+                "cache_full": "not enough cache space", "too_small": "is smaller than the target",
                 "unknown_name": "unknown partition", "malformed_spec": "partition spec must be",
                 "unreadable_device": "cannot open", "missing_patch": "cannot read"}[case]
     assert expected in lines[0]

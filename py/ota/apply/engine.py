@@ -150,16 +150,9 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
 
 
 def _ensure_cache_space(plan: Plan, cache: Cache, staged_dir: str, journal: Journal | None, ops: FsOps) -> None:
-    """Step 4: refuses (writing nothing) unless what is still to be written fits in the cache."""
+    """Step 4: refuses (writing nothing) unless the cache is writable and what is still to be written
+    fits in it, and no other update's backup is in the slot; then frees loose files if that is needed (never recovery state: cache.is_recovery_state)."""
+    cache.check_writable()
+    cache.claim_slot(verify.backup_sources(plan))
     done = journal.done if journal is not None else set()
-    needed = verify.cache_needed(plan, cache.directory, staged_dir, done)
-    free = cache.free_bytes()
-    if free >= needed + cache.reserve:
-        return
-    protect = {os.path.basename(Journal.location(cache.directory))}
-    freeable = verify.freeable_bytes(cache.directory, protect)
-    if free + freeable < needed + cache.reserve:
-        raise OtaError(cache.directory, f"not enough cache space: the update needs {needed} bytes plus a "
-                                        f"{cache.reserve}-byte reserve, {free} are free and at most {freeable} "
-                                        "could be freed")
-    cache.make_free_space(needed, ops, protect=[Journal.location(cache.directory)])
+    cache.make_free_space(verify.cache_needed(plan, cache, staged_dir, done), ops)

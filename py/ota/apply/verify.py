@@ -17,7 +17,7 @@ from typing import Callable
 from google.protobuf.message import Message
 
 from ota.applypatch import protocol
-from ota.applypatch.cache import BACKUP_NAME
+from ota.applypatch.cache import Cache
 from ota.applypatch.backends import open_partition
 from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import Digest, Pair, load_by_spec
@@ -344,32 +344,57 @@ def _check_holds(name: str, target: pb.ContentInfo, ctx: protocol.Context, probl
         partition.close()
 
 
-def cache_needed(plan: Plan, cache_dir: str, staged_dir: str, done: set[str]) -> int:
-    """Cache bytes this update still has to write: unstaged entries plus the largest backup."""
-    needed = 0
-    for name, size in plan.staged.items():
-        path = os.path.join(staged_dir, staged_name(name))
-        if f"stage:{name}" not in done and not (os.path.isfile(path) and os.path.getsize(path) == size):
-            needed += size
+def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> int:
+    """Cache bytes this update still has to add: unstaged entries, the backup slot, the journal.
+
+    The rule (docs/ota_apply.md, "Cache budget"): every entry not yet staged, less what a cut
+    staging left behind in the staged directory (staging rewrites it); the largest source of a
+    partition still to be patched, less what the backup slot already holds (a save replaces the
+    old backup and a stale temporary); and a bound on the journal, less what it and a temporary of
+    it hold already.
+    """
+    complete = {staged_name(name) for name, size in plan.staged.items()
+                if f"stage:{name}" in done or _file_size(os.path.join(staged_dir, staged_name(name))) == size}
+    unstaged = sum(size for name, size in plan.staged.items() if staged_name(name) not in complete)
+    leftovers = sum(_file_size(os.path.join(staged_dir, name)) for name in _listdir(staged_dir)
+                    if name not in complete)
+    needed = max(0, unstaged - leftovers)
     backups = [part.source.size for part in plan.partitions.values()
                if part.HasField("source") and part.method != pb.WHOLE and not plan.full
                and f"partition:{part.name}" not in done]
-    existing = os.path.join(cache_dir, BACKUP_NAME)
     if backups:
-        needed += max(0, max(backups) - (os.path.getsize(existing) if os.path.isfile(existing) else 0))
-    return needed + 4096 + Journal.room_for(step.id for step in plan.steps if step.id not in done)
+        needed += max(0, max(backups) - cache.slot_bytes())
+    # The whole journal (Journal.room_for: the header and a line per step) bounds what it can take;
+    # the journal and any temporary of it (a cut creation) are rewritten, not added to.
+    journal = Journal.room_for(step.id for step in plan.steps)
+    prefix = os.path.basename(Journal.location(cache.directory))
+    written = sum(_file_size(os.path.join(cache.directory, name)) for name in _listdir(cache.directory)
+                  if name.startswith(prefix))
+    return needed + max(0, journal - written)
 
 
-def freeable_bytes(cache_dir: str, protect: set[str]) -> int:
-    """Upper bound of what applypatch's cache cleaner may delete: loose files in the cache dir."""
-    total = 0
-    for name in os.listdir(cache_dir):
-        if name in protect or name.startswith(BACKUP_NAME):
-            continue
-        st = os.lstat(os.path.join(cache_dir, name))
-        if stat.S_ISREG(st.st_mode):
-            total += st.st_size
-    return total
+def backup_sources(plan: Plan) -> list[Digest]:
+    """Every source this update may save as the cache backup: patched partitions' and patched
+    files' (the low-space path); a backup matching one of them is this update's own."""
+    infos = [part.source for part in plan.partitions.values() if part.HasField("source")]
+    infos += [op.source for op in plan.files.values() if op.op == Op.PATCH]
+    return [Digest("sha256", info.sha256) for info in infos]
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def _file_size(path: str) -> int:
+    """Size of a regular file at `path`, 0 if there is none."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 def staged_name(entry: str) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ota.cli import fileio
 from ota.errors import OtaError
 
 KINDS = ("file", "block", "mtd", "mtdsim")
@@ -91,8 +92,7 @@ def load(path: str | None) -> DeviceConfig:
     if path is None:
         return DeviceConfig()
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        text = fileio.read_bounded(path, fileio.MAX_SMALL_INPUT_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise OtaError(path, f"cannot read device config: {getattr(err, 'strerror', None) or err}") from None
     return parse(text, path, os.path.dirname(os.path.abspath(path)))

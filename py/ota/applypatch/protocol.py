@@ -44,7 +44,7 @@ from ota.applypatch.cache import Cache, FileMeta
 from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, load_by_spec,
                                  parse_partition_spec)
-from ota.cli.fileio import read_file
+from ota.cli.fileio import os_problem, read_file, read_optional
 from ota.errors import OtaError
 from ota.fsops import FsOps
 
@@ -57,8 +57,11 @@ SCRATCH_NAME = re.compile(r"\.applypatch-[0-9a-f]{32}\.tmp")
 
 
 def filesystem_free(path: str) -> int:
-    """Free bytes for unprivileged writers on the filesystem holding `path`."""
-    info = os.statvfs(path)
+    """Free bytes for unprivileged writers on the filesystem holding `path` (a directory)."""
+    try:
+        info = os.statvfs(path)
+    except OSError as err:
+        raise OtaError(path, f"cannot use the target's directory: {os_problem(err)}") from None
     return info.f_bavail * info.f_frsize
 
 
@@ -260,8 +263,8 @@ def _patch_partition(ctx: Context, request: PatchRequest) -> str:
         source = _find_source(ctx, request)
         target = _build(request, source)
         if not source.from_cache:
-            ctx.cache.make_free_space(len(source.data), ctx.ops, request.protected())
-            ctx.cache.save_backup(source.data, ctx.ops)
+            ctx.cache.claim_slot(digest for digest, _ in request.patches)
+            ctx.cache.save_backup(source.data, ctx.ops, protect=request.protected())
         partition.write_image(target)
         ctx.cache.remove_backup(ctx.ops)
     finally:
@@ -350,8 +353,8 @@ def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, 
     if os.path.realpath(request.source) != os.path.realpath(request.target):
         raise OtaError(request.target, "not enough free space for the target (the source is a different file, "
                                        "which applypatch does not delete)")
-    ctx.cache.make_free_space(len(source.data), ctx.ops, request.protected())
-    ctx.cache.save_backup(source.data, ctx.ops, meta)
+    ctx.cache.claim_slot(digest for digest, _ in request.patches)
+    ctx.cache.save_backup(source.data, ctx.ops, meta, request.protected())
     try:
         file.remove()  # the source is the target file (checked above)
     except OSError as err:
@@ -433,18 +436,22 @@ def _build(request: PatchRequest, source: _Source, read_patch: Callable[[str], b
 
 
 def _drop_stale_backup(ctx: Context, request: PatchRequest) -> None:
-    """After a finished update, a backup of this update's source is no longer needed."""
-    backup = ctx.cache.load_backup()
-    if backup is not None and first_match(backup, [digest for digest, _ in request.patches]):
-        ctx.cache.remove_backup(ctx.ops)
+    """After a finished update, a backup of this update's source is no longer needed.
+
+    Only tidying: the target is already in place, so a cache that cannot be read or written
+    (read-only, failing) leaves the copy where it is and the run still succeeds, with a note.
+    """
+    try:
+        backup = ctx.cache.load_backup()
+        if backup is not None and first_match(backup, [digest for digest, _ in request.patches]):
+            ctx.cache.remove_backup(ctx.ops)
+    except OtaError as err:
+        ctx.out(f"note: stale cache copy left in place: {err}")
 
 
 def _read_optional(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except OSError:
-        return None
+    """A file source or target, bounded; None if nothing is there (a missing target is normal)."""
+    return read_optional(path)
 
 
 def check(ctx: Context, location: str, digests: Sequence[Digest], file: TargetFile | None = None) -> str:

@@ -14,9 +14,6 @@ from ota.errors import OtaError
 
 # Action inputs are written by our own rules; the bound only stops a wrong file from eating memory.
 MAX_JSON_BYTES = 1 << 30
-# Files are read in pieces of this size: `stream.read(n)` allocates n bytes before it reads any,
-# so asking for the whole bound at once would reserve 1 GiB for a 100-byte device file.
-_READ_PIECE = 1 << 20
 
 
 def dumps(value: Any) -> bytes:
@@ -30,16 +27,7 @@ def write(path: str, value: Any) -> None:
 
 def read(path: str) -> Any:
     """Parses a JSON file; unreadable, oversized or malformed files are one-line OtaErrors."""
-    raw = bytearray()
-    try:
-        with open(path, "rb") as stream:
-            while piece := stream.read(min(_READ_PIECE, MAX_JSON_BYTES + 1 - len(raw))):
-                raw += piece
-    except OSError as err:
-        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise OtaError(path, f"larger than {MAX_JSON_BYTES} bytes")
-    return loads(bytes(raw), path)
+    return loads(fileio.read_file(path, MAX_JSON_BYTES), path)
 
 
 def loads(raw: bytes, where: str) -> Any:

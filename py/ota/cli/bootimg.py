@@ -21,7 +21,7 @@ from typing import Sequence
 from absl import flags
 
 from ota import bootimg, cpio, gzipper
-from ota.cli import runner
+from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
 
 _SECTION_FLAGS = ("kernel", "ramdisk", "second", "recovery_dtbo", "dtb", "boot_signature")
@@ -56,20 +56,6 @@ flags.DEFINE_integer("gid", 0, "ramdisk: group of every entry", lower_bound=0)
 FLAGS = flags.FLAGS
 
 
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise OtaError(path, f"cannot read: {err.strerror}") from None
-
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as err:
-        raise OtaError(str(path), f"cannot write: {err.strerror}") from None
-
-
 def _require(name: str) -> str:
     value = getattr(FLAGS, name)
     if not value:
@@ -81,7 +67,7 @@ def _section(name: str) -> bytes:
     path = getattr(FLAGS, name)
     if path is None:
         return b""
-    data = _read(path)
+    data = fileio.read_file(path)
     if FLAGS.normalize_gzip and name in ("kernel", "ramdisk"):
         data, report = gzipper.normalize(data, path)
         print(f"ota_bootimg: {path}: {report.line()}", file=sys.stderr)
@@ -113,13 +99,13 @@ def _build() -> None:
         os_version=bootimg.encode_os_version(FLAGS.os_version, FLAGS.os_patch_level),
         **parts, **text, **addresses,
     )  # fmt: skip
-    _write(Path(output), bootimg.build(image, where=output))
+    fileio.write_file(output, bootimg.build(image, where=output))
 
 
 def _image_arg(argv: Sequence[str], command: str) -> tuple[str, bootimg.ParsedBootImage]:
     if len(argv) != 3:
         raise UsageError(f"{command} takes exactly one IMAGE argument")
-    return argv[2], bootimg.parse(_read(argv[2]), argv[2])
+    return argv[2], bootimg.parse(fileio.read_file(argv[2]), argv[2])
 
 
 def _unpack(argv: Sequence[str]) -> None:
@@ -129,12 +115,12 @@ def _unpack(argv: Sequence[str]) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OtaError(str(out), f"cannot create: {err.strerror}") from None
-    for section in parsed.sections:
-        _write(out / section.name, getattr(parsed.image, section.name))
+    outputs = [(str(out / section.name), getattr(parsed.image, section.name)) for section in parsed.sections]
     if parsed.trailing:
-        _write(out / "trailing", parsed.trailing)
+        outputs.append((str(out / "trailing"), parsed.trailing))
     description = bootimg.describe(parsed)
-    _write(out / "header.json", (json.dumps(description, indent=2, sort_keys=True) + "\n").encode())
+    outputs.append((str(out / "header.json"), (json.dumps(description, indent=2, sort_keys=True) + "\n").encode()))
+    fileio.write_files(outputs)
 
 
 def _info(argv: Sequence[str]) -> None:
@@ -152,7 +138,7 @@ def _ramdisk() -> None:
     if not root.is_dir():
         raise OtaError(str(root), "ramdisk root: not a directory")
     entries = cpio.entries_from_tree(root, uid=FLAGS.uid, gid=FLAGS.gid)
-    _write(Path(output), gzipper.compress(cpio.write(entries)))
+    fileio.write_file(output, gzipper.compress(cpio.write(entries)))
 
 
 def main(argv: Sequence[str]) -> None:

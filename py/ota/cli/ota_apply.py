@@ -16,7 +16,7 @@ from absl import flags
 from ota.apply import device as device_config
 from ota.apply.engine import ALREADY, apply_package
 from ota.apply.progress import MODES, Progress
-from ota.cli import runner
+from ota.cli import fileio, runner
 from ota.errors import UsageError
 from ota.fsops import FsOps
 
@@ -36,6 +36,7 @@ def main(argv: Sequence[str]) -> None:
         raise UsageError("--package and --device are required")
     ops = FsOps()
     device = device_config.load(_DEVICE.value)
+    fileio.require_seekable(_PACKAGE.value)
     progress = Progress(_PROGRESS.value, sys.stdout)
     log = (lambda line: print(line, file=sys.stderr)) if _VERBOSE.value else (lambda line: None)
     result = apply_package(_PACKAGE.value, device, ops=ops, progress=progress, log=log)

@@ -16,7 +16,7 @@ from absl import flags
 from google.protobuf import text_format
 
 from ota import package_reader
-from ota.cli import runner
+from ota.cli import fileio, runner
 from ota.errors import UsageError
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -70,6 +70,7 @@ def report(package: package_reader.Package, top: int) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
         raise UsageError("ota_inspect [--top N] PACKAGE")
+    fileio.require_seekable(argv[1])
     with package_reader.open_package(argv[1]) as package:
         package.verify_all()
         print(report(package, _TOP.value), end="")

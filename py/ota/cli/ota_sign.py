@@ -12,8 +12,8 @@ from typing import Sequence
 from absl import flags
 
 from ota import signing
-from ota.cli import runner
-from ota.errors import OtaError, UsageError
+from ota.cli import fileio, runner
+from ota.errors import UsageError
 
 _KEYS = flags.DEFINE_multi_string(
     "key", [], "PEM private key (Ed25519, or RSA of 3072+ bits signed with RSA-PSS-SHA256). Repeat "
@@ -29,11 +29,7 @@ _PRINT_KEY_ID = flags.DEFINE_bool("print_key_id", False, "Print each signing key
 def _password() -> bytes | None:
     if _PASSWORD_FILE.value is None:
         return None
-    try:
-        with open(_PASSWORD_FILE.value, "rb") as f:
-            return f.readline(4096).rstrip(b"\r\n")
-    except OSError as err:
-        raise OtaError(_PASSWORD_FILE.value, f"cannot read password file ({err.strerror})") from None
+    return fileio.read_file(_PASSWORD_FILE.value, fileio.MAX_SMALL_INPUT_BYTES).split(b"\n", 1)[0].rstrip(b"\r")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -41,6 +37,7 @@ def main(argv: Sequence[str]) -> None:
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; use --key, --in and --out")
     if not _KEYS.value or _IN.value is None or _OUT.value is None:
         raise UsageError("--key, --in and --out are required")
+    fileio.require_seekable(_IN.value)
     password = _password()
     keys = [signing.load_private_key(path, password) for path in _KEYS.value]
     signing.sign(_IN.value, _OUT.value, keys)
