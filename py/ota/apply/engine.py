@@ -153,6 +153,8 @@ def _ensure_cache_space(plan: Plan, cache: Cache, staged_dir: str, journal: Jour
     """Step 4: refuses (writing nothing) unless the cache is writable and what is still to be written
     fits in it, and no other update's backup is in the slot; then frees loose files if that is needed (never recovery state: cache.is_recovery_state)."""
     cache.check_writable()
-    cache.claim_slot(verify.backup_sources(plan))
+    sources = verify.backup_sources(plan)
+    if sources:  # an update that never saves a backup (a FULL package writes every image whole) keeps the slot as it is
+        cache.claim_slot(sources)
     done = journal.done if journal is not None else set()
     cache.make_free_space(verify.cache_needed(plan, cache, staged_dir, done), ops)
