@@ -29,8 +29,9 @@ fail() {  # fail WHAT: the tail of the step's log, then the verdict line; exit 1
   exit 1
 }
 
-last_line() {  # the log's last non-empty line, for the verdict
-  awk 'NF { line = $0 } END { print line }' "$log"
+reason() {  # for the verdict: the log's first Bazel error, else apt's, else its last non-empty line
+  awk '/^ERROR: / && !bazel { bazel = $0 } /^E: / && !apt { apt = $0 } NF { last = $0 }
+       END { print bazel ? bazel : apt ? apt : last }' "$log"
 }
 
 stop_chroot_processes() {  # every process whose root is the chroot (Bazel's server, a daemon apt started)
@@ -94,7 +95,7 @@ root=$work/root
 log=$work/log
 started=$(date +%s)
 debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$log" 2>&1 ||
-  fail "debootstrap --variant=minbase $suite $mirror: $(last_line)"
+  fail "debootstrap --variant=minbase $suite $mirror: $(reason)"
 debootstrap_s=$(( $(date +%s) - started ))
 
 # What a fresh machine of this kind has to reach apt and PyPI, nothing more. apt: this machine's
@@ -132,7 +133,7 @@ done
 # The clone: committed files only, at this checkout's commit.
 git clone -q --no-hardlinks "$checkout" "$root/root/rules_ota" >"$log" 2>&1 &&
   git -C "$root/root/rules_ota" checkout -q --detach "$(git -C "$checkout" rev-parse HEAD)" >>"$log" 2>&1 ||
-  fail "git clone $checkout: $(last_line)"
+  fail "git clone $checkout: $(reason)"
 command=$(awk '/^```sh$/ { inside = 1; next } inside { print; exit }' "$root/root/rules_ota/README.md")
 [ -n "$command" ] || fail "README.md has no \`\`\`sh block"
 
@@ -149,7 +150,7 @@ run_in_chroot() { chroot "$root" /usr/bin/env -i "${environment[@]}" /bin/bash "
 
 echo "fresh machine: Debian $suite minbase from $mirror in $debootstrap_s s; running \`$command\`"
 started=$(date +%s)
-run_in_chroot /root/readme-first-command.sh >"$log" 2>&1 || fail "$command: $(last_line)"
+run_in_chroot /root/readme-first-command.sh >"$log" 2>&1 || fail "$command: $(reason)"
 ended=$(date +%s)
 readme_s=$(( ended - started ))
 build_started=$(awk '$3 == "bazel" { print $2 }' "$root/root/readme.trace")
@@ -159,9 +160,9 @@ build_s=$(( ended - ${build_started:-$ended} ))
 package=/root/rules_ota/bazel-bin/release/incremental_ota.zip
 started=$(date +%s)
 run_in_chroot -c "cd /root/rules_ota && test -f $package && bazel run //tools:ota_inspect -- $package" >"$log" 2>&1 ||
-  fail "ota_inspect $package: $(last_line)"
+  fail "ota_inspect $package: $(reason)"
 grep -q '^# manifest.pb' "$log" && grep -q '^# payload by operation and method' "$log" ||
-  fail "ota_inspect $package printed no manifest and size breakdown: $(last_line)"
+  fail "ota_inspect $package printed no manifest and size breakdown: $(reason)"
 inspect_s=$(( $(date +%s) - started ))
 
 echo "fresh machine: README build ok in $readme_s s (debootstrap $debootstrap_s s, bootstrap.sh $bootstrap_s s," \
