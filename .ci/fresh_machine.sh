@@ -156,6 +156,7 @@ readme_s=$(( ended - started ))
 build_started=$(awk '$3 == "bazel" { print $2 }' "$root/root/readme.trace")
 bootstrap_s=$(( ${build_started:-$ended} - started ))
 build_s=$(( ended - ${build_started:-$ended} ))
+echo "fresh machine: $(run_in_chroot -c 'echo "Debian $(cat /etc/debian_version), $(bazel --version), $(python3 --version)"' 2>&1)"
 
 package=/root/rules_ota/bazel-bin/release/incremental_ota.zip
 started=$(date +%s)
