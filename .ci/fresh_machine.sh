@@ -18,6 +18,7 @@ suite=${1:-bookworm}
 work=
 root=
 log=
+step=  # process group of the long step now running (debootstrap, the README command, ota_inspect)
 step_started=$(date +%s)
 
 fail() {  # fail WHAT: the tail of the step's log, then the verdict line; exit 1 (the trap cleans up)
@@ -51,20 +52,31 @@ stop_chroot_processes() {  # every process whose root is the chroot (Bazel's ser
   sleep 1
 }
 
+run_step() {  # run_step CMD...: in its own process group, waited for so that a signal stops it at once
+  setsid "$@" </dev/null &
+  step=$!
+  wait "$step"
+  local status=$?
+  step=
+  return "$status"
+}
+
 mounts_under() {  # mount points at or below $1, deepest first
   awk -v dir="$1" '$5 == dir || index($5, dir "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
 }
 
 cleanup() {
   [ -n "$work" ] || return 0
-  local cleanup_started mount
+  local cleanup_started processes_stopped mount
   cleanup_started=$(date +%s)
+  [ -n "$step" ] && kill -- "-$step" 2>/dev/null
   if [ -n "$root" ] && [ -d "$root" ]; then
     if [ -x "$root/usr/bin/bazel" ] && [ -d "$root/root/rules_ota" ]; then
       timeout 60 chroot "$root" /bin/sh -c 'cd /root/rules_ota && bazel shutdown' </dev/null >/dev/null 2>&1
     fi
     stop_chroot_processes
   fi
+  processes_stopped=$(date +%s)
   for mount in $(mounts_under "$work"); do
     umount -R "$mount" 2>/dev/null || umount -R -l "$mount" 2>/dev/null
   done
@@ -73,7 +85,8 @@ cleanup() {
     exit 1
   fi
   rm -rf --one-file-system "$work"
-  echo "fresh machine: cleaned up (chroot processes, mounts, $work) in $(( $(date +%s) - cleanup_started )) s" >&2
+  echo "fresh machine: cleaned up $work in $(( $(date +%s) - cleanup_started )) s (processes" \
+       "$(( processes_stopped - cleanup_started )) s, mounts and files $(( $(date +%s) - processes_stopped )) s)" >&2
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT HUP
@@ -94,7 +107,7 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/rules_ota-fresh.XXXXXX")
 root=$work/root
 log=$work/log
 started=$(date +%s)
-debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$log" 2>&1 ||
+run_step debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$log" 2>&1 ||
   fail "debootstrap --variant=minbase $suite $mirror: $(reason)"
 debootstrap_s=$(( $(date +%s) - started ))
 
@@ -146,21 +159,21 @@ PS4='+ \$EPOCHSECONDS '
 set -x
 $command
 EOF
-run_in_chroot() { chroot "$root" /usr/bin/env -i "${environment[@]}" /bin/bash "$@" </dev/null; }
+in_chroot=(chroot "$root" /usr/bin/env -i "${environment[@]}" /bin/bash)
 
 echo "fresh machine: Debian $suite minbase from $mirror in $debootstrap_s s; running \`$command\`"
 started=$(date +%s)
-run_in_chroot /root/readme-first-command.sh >"$log" 2>&1 || fail "$command: $(reason)"
+run_step "${in_chroot[@]}" /root/readme-first-command.sh >"$log" 2>&1 || fail "$command: $(reason)"
 ended=$(date +%s)
 readme_s=$(( ended - started ))
 build_started=$(awk '$3 == "bazel" { print $2 }' "$root/root/readme.trace")
 bootstrap_s=$(( ${build_started:-$ended} - started ))
 build_s=$(( ended - ${build_started:-$ended} ))
-echo "fresh machine: $(run_in_chroot -c 'echo "Debian $(cat /etc/debian_version), $(bazel --version), $(python3 --version)"' 2>&1)"
+echo "fresh machine: $("${in_chroot[@]}" -c 'echo "Debian $(cat /etc/debian_version), bazel-bootstrap $(dpkg-query -W -f=\${Version} bazel-bootstrap), $(python3 --version)"' </dev/null 2>&1)"
 
 package=/root/rules_ota/bazel-bin/release/incremental_ota.zip
 started=$(date +%s)
-run_in_chroot -c "cd /root/rules_ota && test -f $package && bazel run //tools:ota_inspect -- $package" >"$log" 2>&1 ||
+run_step "${in_chroot[@]}" -c "cd /root/rules_ota && test -f $package && bazel run //tools:ota_inspect -- $package" >"$log" 2>&1 ||
   fail "ota_inspect $package: $(reason)"
 grep -q '^# manifest.pb' "$log" && grep -q '^# payload by operation and method' "$log" ||
   fail "ota_inspect $package printed no manifest and size breakdown: $(reason)"
