@@ -109,7 +109,7 @@ mirror=$(awk -v release="$codename" '$2 == release && $3 == "deb" && !found { pr
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rules_ota-fresh.XXXXXX")
 # The root lives in memory: dpkg's and Bazel's fsyncs cost nothing there, and removing it is an unmount
-# rather than minutes of rm on a loaded disk. About 3 GB at the end of the build.
+# rather than minutes of rm on a loaded disk. It peaks at about 1.9 GB (bookworm, after the build).
 mount -t tmpfs -o size=12g,mode=0755 rules_ota-fresh "$work" || fail "mount a tmpfs on $work"
 root=$work/root
 log=$work/log
@@ -119,16 +119,18 @@ run_step debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$log" 2>&1 |
 debootstrap_s=$(( $(date +%s) - started ))
 
 # What a fresh machine of this kind has to reach apt and PyPI, nothing more. apt: this machine's
-# sources (for another suite, its codename in place of ours) and every apt.conf.d file that sets an
+# sources (for another suite, its codename in place of ours) and every apt.conf(.d) file that sets an
 # Acquire:: option (proxies, validity checks); services do not start where this machine's policy-rc.d
 # says so. DNS: resolv.conf. TLS: the trust store as installed, bundle included, and the local CAs that
 # update-ca-certificates adds back when the chroot installs ca-certificates. pip: its system-wide
 # configuration files; the PIP_* and CA-bundle variables go into the command's environment below.
+# Not root's ~/.config/pip: on this kind of machine it points pip at wheel mirrors on the local disk
+# (/opt), which a new user's machine does not have.
 rm -f "$root/etc/apt/sources.list"
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
   [ -f "$f" ] && sed -E "s/\\b$codename(-|\\b)/$suite\\1/g" "$f" >"$root$f"
 done
-for f in /etc/apt/apt.conf.d/*; do
+for f in /etc/apt/apt.conf /etc/apt/apt.conf.d/*; do
   [ -f "$f" ] && grep -q '^[[:space:]]*Acquire::' "$f" && cp "$f" "$root$f"
 done
 [ -f /usr/sbin/policy-rc.d ] && cp /usr/sbin/policy-rc.d "$root/usr/sbin/policy-rc.d"
