@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing rules_ota needs on a Debian machine, only what is missing:
-# Bazel 4.2.3 (Debian's bazel-bootstrap), pip for Debian's python3 (the pinned interpreter), and the
-# Debian tools the tests use as interop peers. Safe to run again; does nothing when all is there.
+# Bazel 4.2.3 (Debian's bazel-bootstrap), Debian's python3 (the pinned interpreter) with pip and the
+# CA certificates, and the Debian tools the tests use as interop peers. Safe to run again; does
+# nothing when all is there.
 set -euo pipefail
 
 packages=()
@@ -12,7 +13,11 @@ command -v bazel >/dev/null || need bazel-bootstrap
 [ -f /usr/share/bazel/tools/skylib/lib/unittest.bzl ] || need bazel-skylib
 [ -f /usr/share/bazel/tools/platforms/os/BUILD ] || need bazel-platforms
 [ -f /usr/share/bazel/rules/java/java/defs.bzl ] || need bazel-rules-java
+# The build's interpreter is /usr/bin/python3; pip fetches the lock's wheels from PyPI over TLS, which
+# needs the system trust store (a minimal Debian root, e.g. debootstrap's minbase, has neither).
+[ -x /usr/bin/python3 ] || need python3
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need python3-pip
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need ca-certificates
 command -v git >/dev/null || need git
 # Interop peers and helpers used by tests and benchmarks.
 command -v mkbootimg >/dev/null || need mkbootimg          # also provides unpack_bootimg
