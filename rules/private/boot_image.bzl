@@ -5,7 +5,7 @@ load(":providers.bzl", "BootImageInfo")
 _PAGE_SIZES = [2048, 4096, 8192, 16384]
 _ADDRESS_ATTRS = ["base", "kernel_offset", "ramdisk_offset", "second_offset", "tags_offset", "dtb_offset"]
 
-# Sections per header version (spec §4.1/§4.2): what a header of that version can describe.
+# Sections per header version (docs/formats.md#android-boot-image): what a header of that version can describe.
 _SECTION_VERSIONS = {
     "second": [0, 1, 2],
     "recovery_dtbo": [1, 2],

@@ -5,7 +5,7 @@ a rerun after power loss can patch from the copy when the partition holds neithe
 copy is written to a temporary name, fsync'ed, renamed into place and the directory fsync'ed, so
 at any instant `saved.file` is either absent, the previous copy, or the complete new one.
 
-Free space (spec §1.8) is the filesystem's free bytes, further capped by an optional byte budget
+Free space (docs/applypatch.md) is the filesystem's free bytes, further capped by an optional byte budget
 (a device's cache partition size, simulated on a host). `make_free_space` deletes regular files
 directly in the cache directory, oldest name first, but never the backup, never a file named on
 the command line, and never a file any process holds open; a minimum reserve must stay free.
