@@ -40,7 +40,7 @@ def test_pip_install_leaves_the_source_tree_unchanged(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source / "py")],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=540)  # fmt: skip
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # fmt: skip
     assert install.returncode == 0, install.stderr[-4000:]
     after = _snapshot(source)
     assert after == before, (f"added {sorted(set(after) - set(before))[:10]}, removed {sorted(set(before) - set(after))[:10]}, "
