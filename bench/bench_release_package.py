@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Package and boot-patch sizes on real inputs: issue 4's benchmark.
+"""Package and boot-patch sizes on real inputs: the benchmark behind docs/rules.md's size figures.
 
 (a) //release: incremental package bytes against full package bytes. Either pass the two built
     zips (--incremental, --full) or let the script build both in a scratch copy of this checkout

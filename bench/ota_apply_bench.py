@@ -30,7 +30,7 @@ from ota.build.release_archive import read_release_archive
 from ota.package_reader import open_package
 from ota.testing import device_check as dc
 
-_SOURCE = flags.DEFINE_string("source_archive", None, "Release archive (contract 5) of the source build.")
+_SOURCE = flags.DEFINE_string("source_archive", None, "Release archive (docs/contracts.md#5-release-archive) of the source build.")
 _INCREMENTAL = flags.DEFINE_string("incremental", None, "The incremental package (source -> target).")
 _FULL = flags.DEFINE_string("full", None, "The full package of the target build.")
 _RUNS = flags.DEFINE_integer("runs", 3, "Runs per measurement; the best is reported.", lower_bound=1)

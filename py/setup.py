@@ -4,9 +4,11 @@ Bazel generates the same modules with the same protoc (//py:ota_manifest_py); no
 is committed.
 """
 
+import atexit
 import pathlib
 import shutil
 import subprocess
+import tempfile
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -30,4 +32,13 @@ class BuildPyWithProto(build_py):
         )
 
 
-setup(cmdclass={"build_py": BuildPyWithProto})
+# setuptools writes build/ and <name>.egg-info/ next to setup.py by default, i.e. into the
+# checkout; an install must never change the work tree, so both go to a scratch directory that
+# this process removes when it ends (tests/docs/test_pip_install.py checks the tree stays as it was).
+_SCRATCH = tempfile.mkdtemp(prefix="rules_ota-setup-")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+
+setup(
+    cmdclass={"build_py": BuildPyWithProto},
+    options={"build": {"build_base": f"{_SCRATCH}/build"}, "egg_info": {"egg_base": _SCRATCH}},
+)

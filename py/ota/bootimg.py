@@ -1,6 +1,6 @@
 """Android boot images (header versions 0 to 4): parse and build, byte-compatible with mkbootimg.
 
-Layout (spec §4.1, §4.2): one header page, then each present section zero-padded to the page
+Layout (docs/formats.md#android-boot-image): one header page, then each present section zero-padded to the page
 size. v0-v2 carry load addresses, a board name, a 512+1024-byte command line and an id (SHA-1 of
 the sections and their sizes, so a changed image changes its first page); v3/v4 fix the page at
 4096, drop addresses and id, and v4 adds a boot signature section.
@@ -28,7 +28,7 @@ DEFAULT_PAGE_SIZE = 2048
 V3_PAGE_SIZE = 4096
 VERSION_OFFSET = 40  # header_version sits here in every version, so readers dispatch on it
 
-# mkbootimg's defaults: base plus per-section offsets (spec §4.1).
+# mkbootimg's defaults: base plus per-section offsets (docs/formats.md#image-body-and-default-addresses).
 DEFAULT_BASE = 0x10000000
 DEFAULT_KERNEL_OFFSET = 0x00008000
 DEFAULT_RAMDISK_OFFSET = 0x01000000
@@ -99,7 +99,7 @@ class BootImage:
         return {name: getattr(self, name) for name in _SECTIONS[self.header_version]}
 
     def compute_id(self) -> bytes:
-        """The v0-v2 id: SHA-1 over each section's bytes then its size as u32 (spec §4.1)."""
+        """The v0-v2 id: SHA-1 over each section's bytes then its size as u32 (docs/formats.md#the-id-v0-to-v2)."""
         sha = hashlib.sha1()
         for data in self.section_data().values():
             sha.update(data)
@@ -155,7 +155,7 @@ _PATCH_RE = re.compile(r"(\d{4})-(\d{2})(?:-\d{2})?")
 
 
 def encode_os_version(version: str = "", patch_level: str = "") -> int:
-    """Packs "A.B.C" and "YYYY-MM" as (A<<25)|(B<<18)|(C<<11)|((YYYY-2000)<<4)|MM (spec §4.1).
+    """Packs "A.B.C" and "YYYY-MM" as (A<<25)|(B<<18)|(C<<11)|((YYYY-2000)<<4)|MM (docs/formats.md#os_version).
 
     An empty string encodes as zeros, as mkbootimg does when the flag is absent.
     """

@@ -1,11 +1,11 @@
 """BSDIFF40: the bsdiff 4.x patch format that AOSP's applypatch and imgpatch apply.
 
-Diffing is bsdiff4's C code (its output matched AOSP's 2009 bsdiff byte for byte in the checks
-recorded in the spec). Applying is also bsdiff4's C loop, but only after this module has proven
-the patch harmless: bsdiff4 trusts the header and the control tuples, and a hostile patch could
-otherwise make it allocate a declared 2^62-byte file or inflate a bzip2 bomb. Validation
-decompresses each bzip2 block with bounded output, mirroring the lazy AOSP reader that stops once
-the new file is complete, so every patch AOSP's bspatch accepts is accepted here too.
+Diffing is bsdiff4's C code (its output matched AOSP's 2009 bsdiff byte for byte in the checks of
+docs/formats.md#bsdiff4-and-aosps-bspatch). Applying is also bsdiff4's C loop, but only after this
+module has proven the patch harmless: bsdiff4 trusts the header and the control tuples, and a
+hostile patch could otherwise make it allocate a declared 2^62-byte file or inflate a bzip2 bomb.
+Validation decompresses each bzip2 block with bounded output, mirroring the lazy AOSP reader that
+stops once the new file is complete, so every patch AOSP's bspatch accepts is accepted here too.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ HEADER_SIZE = 32
 TUPLE_SIZE = 24
 
 # bsdiff4's suffix sort recurses deeply; on ~66 MB inputs it overflows an 8 MiB stack and kills
-# the process (DESIGN.md, "Facts measured"). Stack pages are only committed when touched.
+# the process (docs/formats.md#measured-limits-of-bsdiff4). Stack pages are only committed when touched.
 DIFF_THREAD_STACK = 1 << 30
 
 # The default ceiling for any buffer a patch may make us allocate (callers that know the real

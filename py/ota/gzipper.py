@@ -2,10 +2,11 @@
 
 AOSP's imgdiff only diffs a gzip member's *inflated* bytes when it can re-create the member's
 deflate stream exactly: it looks for members starting ``1f 8b 08 00`` (FLG must be 0) and
-re-deflates with zlib at level 6, then 9, memLevel 8, windowBits -15, default strategy (spec §3.4).
+re-deflates with zlib at level 6, then 9, memLevel 8, windowBits -15, default strategy
+(docs/formats.md#generating-imgdiff2-imgdiff).
 Anything else (GNU gzip, a kernel build's Image.gz) is patched as compressed bytes, which makes a
-boot-image patch nearly as big as the image (DESIGN.md, "Facts measured"); our imgdiff searches
-more zlib settings, but no zlib setting reproduces GNU gzip. So every gzip this project writes
+boot-image patch nearly as big as the image (docs/formats.md#gzip-streams-imgdiff-can-reproduce);
+our imgdiff searches more zlib settings, but no zlib setting reproduces GNU gzip. So every gzip this project writes
 comes from `compress` (zlib at AOSP's settings, FLG 0, MTIME 0, fixed OS byte), and `normalize`
 turns a foreign gzip file into one such stream with the same inflated bytes.
 
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from ota import deflate
 from ota.errors import OtaError
 
-# The levels imgdiff's reproducibility test tries, in its order (spec §3.4), at memLevel 8.
+# The levels imgdiff's reproducibility test tries, in its order, at memLevel 8
+# (docs/formats.md#generating-imgdiff2-imgdiff).
 IMGDIFF_LEVELS = tuple(level for level, _ in deflate.AOSP_PARAMS)
 DEFAULT_LEVEL = 9
 OS_UNIX = 3  # fixed, so the same input gives the same bytes on every host OS

@@ -1,11 +1,12 @@
-"""IMGDIFF2 generation (spec §3.4): patch gzip/zip data in uncompressed space where possible.
+"""IMGDIFF2 generation: patch gzip/zip data in uncompressed space where possible.
 
-Image mode cuts both files into NORMAL runs and DEFLATE streams (gzip members), requires the two
-cuts to have the same shape, and diffs each pair. A DEFLATE pair is only patched as deflate when
-some zlib setting reproduces the target's compressed bytes exactly, because the applier rebuilds
-them by compressing. Zip mode (-z) pairs deflated entries by name instead of by position.
-Beyond AOSP, gzip members with FLG bits set are found and all 81 zlib level/memLevel pairs are
-tried; the resulting patches still use only NORMAL, DEFLATE and RAW records.
+AOSP's algorithm is docs/formats.md#generating-imgdiff2-imgdiff. Image mode cuts both files into
+NORMAL runs and DEFLATE streams (gzip members), requires the two cuts to have the same shape, and
+diffs each pair. A DEFLATE pair is only patched as deflate when some zlib setting reproduces the
+target's compressed bytes exactly, because the applier rebuilds them by compressing. Zip mode (-z)
+pairs deflated entries by name instead of by position. Beyond AOSP, gzip members with FLG bits set
+are found and all 81 zlib level/memLevel pairs are tried; the resulting patches still use only
+NORMAL, DEFLATE and RAW records.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The IMGDIFF2 container: file header, chunk records, and where each chunk's BSDIFF40 lives.
 
 Kept apart from the generator and the applier so both read and write exactly one definition of
-the layout (spec §3.2). Parsing is bounded: every count and length is checked against the bytes
+the layout (docs/formats.md#imgdiff2-layout). Parsing is bounded: every count and length is checked against the bytes
 actually present before anything is sliced or allocated.
 """
 

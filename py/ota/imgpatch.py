@@ -1,4 +1,4 @@
-"""Applies IMGDIFF2 patches (spec §3.3): the deflate-aware patches imgdiff writes.
+"""Applies IMGDIFF2 patches (docs/formats.md#applying-imgdiff2-imgpatch): the deflate-aware patches imgdiff writes.
 
 Each chunk record is checked against the real source and patch sizes before it is used, and every
 buffer a record declares is bounded (by what its compressed bytes can hold, or by the caller's

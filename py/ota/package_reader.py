@@ -1,4 +1,4 @@
-"""Opens an OTA package zip without trusting anything in it (contract 7).
+"""Opens an OTA package zip without trusting anything in it (docs/contracts.md#7-reading-a-package).
 
 The device side (ota_apply, signature checks, ota_inspect) gets its bytes only through here, and
 every zip byte through `ota.zipscan`, the one bounded zip reader. In order of trust:

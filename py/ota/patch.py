@@ -1,4 +1,4 @@
-"""One entry point for applying any patch applypatch understands, chosen by its magic (spec §1.4)."""
+"""Applies any patch applypatch understands, chosen by its magic (docs/formats.md#patch-type-detection)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ load(":providers.bzl", "BootImageInfo")
 _PAGE_SIZES = [2048, 4096, 8192, 16384]
 _ADDRESS_ATTRS = ["base", "kernel_offset", "ramdisk_offset", "second_offset", "tags_offset", "dtb_offset"]
 
-# Sections per header version (spec §4.1/§4.2): what a header of that version can describe.
+# Sections per header version (docs/formats.md#android-boot-image): what a header of that version can describe.
 _SECTION_VERSIONS = {
     "second": [0, 1, 2],
     "recovery_dtbo": [1, 2],
@@ -125,7 +125,7 @@ def _boot_image_impl(ctx):
         ),
     ]
 
-_SECTION_DOC = "Optional %s section (a single file); header versions %s only."
+_SECTION_DOC = "Optional %s section (a single file); header version %s only."
 
 boot_image = rule(
     implementation = _boot_image_impl,
@@ -141,7 +141,7 @@ parameters, so imgdiff can later patch it in uncompressed space (see docs/rules.
             doc = "A prebuilt boot image, used as it is (e.g. IMAGES/boot.img of an imported " +
                   "release). Excludes every section attribute.",
         ),
-        "kernel": attr.label(allow_single_file = True, doc = "The kernel (raw or gzip'd)."),
+        "kernel": attr.label(allow_single_file = True, doc = "The kernel (raw or gzip'd); required without `src`."),
         "ramdisk": attr.label(
             allow_single_file = True,
             doc = "The ramdisk: usually a `ramdisk` target; any single file works.",
@@ -166,8 +166,9 @@ parameters, so imgdiff can later patch it in uncompressed space (see docs/rules.
         "os_patch_level": attr.string(doc = "Security patch level YYYY-MM (empty: 0)."),
         "normalize_compression": attr.bool(
             default = True,
-            doc = "Recompress a foreign gzip kernel/ramdisk with zlib (see above). False keeps " +
-                  "the sections' bytes exactly.",
+            doc = "Recompress a kernel or ramdisk that is a gzip stream zlib cannot reproduce " +
+                  "(GNU gzip, a kernel build) with zlib, so imgdiff can patch it uncompressed. " +
+                  "False keeps the sections' bytes exactly.",
         ),
         "_bootimg": attr.label(
             default = "//tools:ota_bootimg",

@@ -64,7 +64,8 @@ system image and any other raw partitions. Outputs `<name>.build.json`; provides
         "partitions": attr.label_keyed_string_dict(
             allow_files = [".img"],
             doc = "Other raw partition images: `{\":vendor.img\": \"vendor\"}` (image -> " +
-                  "partition name). Each label must give one .img file.",
+                  "partition name). Each label must give one .img file; names hold letters, " +
+                  "digits, `_` and `-`, and are neither boot nor system.",
         ),
     },
 )

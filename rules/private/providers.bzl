@@ -6,7 +6,7 @@ OtaTreeInfo = provider(
 Every regular file is a Bazel File, so consumers can compare two trees path by path without
 running anything: the same File in two trees means the same bytes.""",
     fields = {
-        "tree_json": "File: the tree description (build contract 1): every entry with path, " +
+        "tree_json": "File: the tree description (docs/contracts.md#1-tree-description): every entry with path, " +
                      "kind, mode, uid, gid, and the exec path of each regular file.",
         "entries": "list of dicts, sorted by path: the entries of tree_json, with a regular " +
                    "file's `file` holding its File instead of its exec path.",
@@ -19,7 +19,7 @@ SystemImageInfo = provider(
     doc = "A system image: its tree and the manifest (sizes and hashes) computed from it.",
     fields = {
         "tree": "OtaTreeInfo of the system root.",
-        "manifest": "File: the system manifest (build contract 2): the tree's entries with " +
+        "manifest": "File: the system manifest (docs/contracts.md#2-system-manifest): the tree's entries with " +
                     "size, sha256 and sha1 for every regular file.",
     },
 )
@@ -58,7 +58,7 @@ OtaPackageInfo = provider(
     fields = {
         "package": "File: the package zip.",
         "type": "string: \"FULL\" or \"INCREMENTAL\".",
-        "params": "File: the parameters the package assembler read (build contract 4).",
+        "params": "File: the parameters the package assembler read (docs/contracts.md#4-package-parameters).",
         "patched_paths": "list of string: system paths that got an OtaFilePatch action " +
                          "(present in both builds as different Files), sorted.",
         "whole_paths": "list of string: system paths shipped whole without a diff (new in the " +

@@ -1,5 +1,6 @@
 """ota_build_archive: writes the release archive (target-files style zip) of an ota_build, so a
-build shipped today can be the source of tomorrow's incremental packages (build contract 5)."""
+build shipped today can be the source of tomorrow's incremental packages
+(docs/contracts.md#5-release-archive)."""
 
 load(":providers.bzl", "OtaBuildInfo")
 

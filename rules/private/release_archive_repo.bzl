@@ -1,4 +1,5 @@
-"""ota_release_archive: a repository rule importing a shipped release archive (build contract 5).
+"""ota_release_archive: a repository rule importing a shipped release archive
+(docs/contracts.md#5-release-archive).
 
 It unpacks the archive and writes a BUILD file declaring the release's `system_image` (one label
 per file, with modes, owners, directories and symlinks from META/system_manifest.json), its

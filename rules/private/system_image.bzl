@@ -32,8 +32,8 @@ Every regular file is a label, so an ota_package can tell at analysis time which
 same File in two builds (no action) and which may differ (one OtaFilePatch action each). Two
 sources for one install path are an analysis error naming both.
 
-Outputs `<name>.tree.json` (build contract 1) and `<name>.manifest.json` (contract 2: sizes and
-hashes, one OtaSystemManifest action).""",
+Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`
+(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action).""",
     attrs = dicts.add(TREE_ATTRS, {
         "_kind": attr.string(default = "system_image"),
         "_system_manifest": attr.label(

@@ -96,7 +96,7 @@ def _owner(ctx, text, what):
     return int(parts[0]), int(parts[1])
 
 def _repo_relative(f):
-    """Path of a File inside its repository's package root, e.g. release/common/bin/sh."""
+    """Path of a File relative to its repository's root, the same for source and generated files."""
     p = f.path
     if f.root.path:
         p = p[len(f.root.path) + 1:]

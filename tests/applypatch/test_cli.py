@@ -81,7 +81,7 @@ def test_check_mode_classic(device, small):
 
 
 def test_check_passes_on_a_torn_partition_when_the_cache_copy_matches(device, small):
-    """AOSP's gap (spec §1.7): without sha1 arguments a torn partition failed -c forever."""
+    """AOSP's gap (docs/applypatch.md): without sha1 arguments a torn partition failed -c forever."""
     # Operations: backup create, write, chmod, fsync, rename, fsync_dir; 7 = the partition write.
     crashed = faulty(device, ["--fault=tear:7"], *patch_args(device, small))
     assert crashed.returncode == CRASH_EXIT_CODE

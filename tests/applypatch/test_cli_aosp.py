@@ -1,5 +1,6 @@
 """AOSP-style invocations of the applypatch command: no flags (or flags anywhere), AOSP's check-mode
-test vectors (spec §6.2), bonus data in both forms, flash refusals, file-target metadata and cache rules."""
+test vectors (docs/formats.md#aosp-test-vectors), bonus data in both forms, flash refusals, file-target metadata
+and cache rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Partition specs, digests and shortest-prefix loading (spec §1.3)."""
+"""Partition specs, digests and shortest-prefix loading (docs/applypatch.md#command-lines)."""
 
 from __future__ import annotations
 

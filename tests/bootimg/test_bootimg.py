@@ -90,7 +90,7 @@ def test_absent_sections_get_zero_addresses_like_mkbootimg() -> None:
 
 def test_trailing_bytes_are_kept_apart() -> None:
     data = bootimg.build(sample_image(0))
-    trailer = blob(9, 1319)  # like AOSP's testdata boot.img (spec §4.1)
+    trailer = blob(9, 1319)  # like AOSP's testdata boot.img (docs/formats.md#image-body-and-default-addresses)
     parsed = bootimg.parse(data + trailer, "boot.img")
     assert parsed.trailing == trailer
     assert bootimg.build(parsed.image) == data

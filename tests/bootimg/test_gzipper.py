@@ -52,7 +52,7 @@ def test_ramdisk_in_boot_image_is_a_reproducible_deflate_chunk() -> None:
     entries += [cpio.Entry(f"etc/f{i}", cpio.Kind.FILE, 0o644, data=TEXT[i * 997 : i * 997 + 3000]) for i in range(200)]
     ramdisk = gzipper.compress(cpio.write(entries))
     image = bootimg.build(bootimg.BootImage(kernel=blob(1, 9000), ramdisk=ramdisk))
-    start = image.index(b"\x1f\x8b\x08\x00")  # the scan imgdiff does (spec §3.4)
+    start = image.index(b"\x1f\x8b\x08\x00")  # the scan imgdiff does (docs/formats.md#generating-imgdiff2-imgdiff)
     assert start == 2048 + 10240
     assert _imgdiff_reproduces(image[start : start + len(ramdisk)])
 

@@ -2,7 +2,7 @@
 ramdisk's gzip: zlib (ours, level 9 and 6), GNU `gzip -9n`, or GNU `gzip` with a stored name.
 
 Only zlib streams can be patched in uncompressed space; the GNU ones must still round-trip, as
-NORMAL chunks (spec §4.3).
+NORMAL chunks (docs/formats.md#where-the-gzip-streams-are).
 """
 
 from __future__ import annotations

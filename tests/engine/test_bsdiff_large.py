@@ -1,5 +1,5 @@
 """A 66 MB bsdiff (a decompressed kernel's size): bsdiff4's recursive suffix sort must not
-overflow the stack (DESIGN.md, "Facts measured"), and the patch must round-trip."""
+overflow the stack (docs/formats.md#measured-limits-of-bsdiff4), and the patch must round-trip."""
 
 from __future__ import annotations
 

@@ -324,7 +324,7 @@ def _inconsistent_boot(lab: Lab) -> bytes:
     """A v0 boot image whose kernel_size field points far past the end of the file."""
     with open(lab.source.partitions["boot"], "rb") as f:
         image = bytearray(f.read())
-    struct.pack_into("<I", image, 8, 0x7FFFFFF0)  # kernel_size (spec §4.1: offset 8)
+    struct.pack_into("<I", image, 8, 0x7FFFFFF0)  # kernel_size (docs/formats.md#header-v0-to-v2: offset 8)
     return bytes(image)
 
 

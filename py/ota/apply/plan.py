@@ -4,7 +4,7 @@ Every step has a stable id (its journal key) and is idempotent: run again after 
 either its work not started, half done (temporary names, a torn partition with a cache backup) or
 done, and finishes it. That is what lets the journal be a plain list of finished steps.
 
-Order (AOSP's, spec §5.3, adjusted where our manifest allows better):
+Order (AOSP's, docs/formats.md#update-order, adjusted where our manifest allows better):
   stage     copy every patch and partition image into the cache;
   wipe      FULL packages only: remove everything the target does not list (AOSP formats /system);
   delete    paths only in the source, deepest first;

@@ -1,7 +1,7 @@
 """Progress of an update, weighted by bytes, as a terminal bar or as lines a UI can parse.
 
 Why bytes: one 40 MB library takes longer than a hundred small config files, and AOSP's updater
-scripts weight progress by file sizes for the same reason (spec §5.4). Each phase of the update
+scripts weight progress by file sizes for the same reason (docs/formats.md#progress-weights). Each phase of the update
 gets a share of the whole; within a phase every item advances by its size (+1, so empty files and
 directories still move the bar).
 

@@ -1,7 +1,7 @@
 """Everything ota_apply checks before its first write: preconditions, sources, collisions, cache space.
 
 A refusal here leaves the device exactly as it was, which is why all of it runs before the
-journal is created. The source checks use applypatch's check semantics (spec §1.7, with its
+journal is created. The source checks use applypatch's check semantics (docs/applypatch.md, with its
 partition fix): a file or partition passes if it holds the source *or* the target, or if the
 cache copy holds one of them; so the same checks pass on a rerun after a cut, when part of the
 device is already the target.

@@ -1,6 +1,6 @@
 """applypatch's patch, check, flash and free-space modes: the order of operations that survives power loss.
 
-Partition target (spec §1.6, hardened):
+Partition target (docs/applypatch.md, hardened):
   1. open the target partition; refuse a target larger than it;
   2. already holds the target -> done (and drop our stale backup);
   3. find the source: the partition/file by its spec, else the cache copy if it matches a listed
@@ -22,7 +22,7 @@ target's filesystem is short of space (free <= 1.5 x target size, or below the r
 writing runs out of space, the source is first copied to the cache and unlinked (only when the
 target replaces the source: a file that is not being replaced is never deleted).
 
-Check mode fixes AOSP's gap (spec §1.7) on purpose: for a partition spec, the cache copy is
+Check mode fixes AOSP's gap (docs/applypatch.md) on purpose: for a partition spec, the cache copy is
 also compared with the spec's own listed digests, so a torn partition whose backup is intact
 passes and the retried update is not refused.
 """
@@ -461,7 +461,7 @@ def check(ctx: Context, location: str, digests: Sequence[Digest], file: TargetFi
     candidates = list(digests)
     data, why = _load(ctx, location, file)
     if is_partition_spec(location):
-        candidates += [pair.digest for pair in parse_partition_spec(location).pairs]  # the §1.7 fix
+        candidates += [pair.digest for pair in parse_partition_spec(location).pairs]  # the check-mode fix
     if data is not None and (not digests or first_match(data, digests)):
         return f"{location}: ok"
     if data is not None:

@@ -1,4 +1,4 @@
-"""Digests, partition specs (`MTD:`/`EMMC:`) and shortest-prefix loading (spec §1.3).
+"""Digests, partition specs (`MTD:`/`EMMC:`) and shortest-prefix loading (docs/applypatch.md#command-lines).
 
 A raw partition has no end-of-file, and after an interrupted update it may hold the old or the
 new image, of different lengths. So a spec lists every acceptable (size, digest) pair and the

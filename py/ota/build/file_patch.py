@@ -1,8 +1,8 @@
 """file_patch: one patch (or the reason there is none) for one changed file or partition.
 
-One Bazel action per path (contract 3), so a rebuild recomputes only the paths that changed and
+One Bazel action per path (docs/contracts.md#3-patch-info), so a rebuild recomputes only the paths that changed and
 a second machine gets every patch from the remote cache. A diff that fails or does not pay never
-fails the build: the file ships whole, as AOSP's ota_from_target_files does (spec §5.1–5.2), with
+fails the build: the file ships whole, as AOSP's ota_from_target_files does (docs/formats.md#per-file-decision), with
 one WARNING line when something went wrong. Only unreadable inputs are errors.
 
 Kept light on purpose (a release runs hundreds of these processes): no protobuf, no zip writer,
@@ -25,10 +25,11 @@ from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
 
 METHOD_FLAGS = {"bsdiff": BSDIFF, "imgdiff": IMGDIFF, "imgdiff_zip": IMGDIFF_ZIP}
-# ota_from_target_files' DIFF_PROGRAM_BY_EXT (spec §5.1).
+# ota_from_target_files' DIFF_PROGRAM_BY_EXT (docs/formats.md#per-file-decision).
 METHOD_BY_EXTENSION = {".gz": IMGDIFF, ".img": IMGDIFF, ".zip": IMGDIFF_ZIP, ".jar": IMGDIFF_ZIP, ".apk": IMGDIFF_ZIP}
 DEFAULT_THRESHOLD = 0.95
-# bsdiff4 peaks at ~18x the old file in memory (DESIGN.md): 256 MiB inputs need ~4.5 GiB already.
+# bsdiff4 peaks at ~18x the old file in memory: 256 MiB inputs need ~4.5 GiB already
+# (docs/formats.md#measured-limits-of-bsdiff4).
 DEFAULT_MAX_DIFF_SIZE = 256 << 20
 
 flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
@@ -71,7 +72,7 @@ def _diff(method: str, source: bytes, target: bytes, path: str) -> bytes:
 
 
 def whole_warning(path: str, method: str, reason: str) -> str:
-    """The one warning line of a diff that could not be used (contract 3)."""
+    """The one warning line of a diff that could not be used (docs/contracts.md#3-patch-info)."""
     return f"WARNING: {path}: {method} failed ({' '.join(reason.split())}); shipping the whole file"
 
 
@@ -92,7 +93,7 @@ def make_patch(source: bytes | None, target: bytes, path: str, method: str = "au
     chosen = choose_method(path, method)
     try:
         patch = _diff(chosen, source, target, path)
-    except Exception as err:  # noqa: BLE001 - any differ failure ships the file whole (contract 3)
+    except Exception as err:  # noqa: BLE001 - any differ failure ships the file whole (docs/contracts.md#3-patch-info)
         return PatchResult(WHOLE, target, whole_warning(path, chosen, _describe(err)))
     if len(patch) > threshold * len(target):
         return PatchResult(WHOLE, target)

@@ -1,4 +1,4 @@
-"""Names inside an OTA package zip (contract 4), shared by the writer, the reader and the docs.
+"""Names inside an OTA package zip (docs/package-format.md#the-zip), shared by the writer, the reader and the docs.
 
 Kept apart from the writer so the device side (package_reader, ota_apply) can import the names
 without the build tools' flags.

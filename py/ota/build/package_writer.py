@@ -1,4 +1,5 @@
-"""package --params P.json --out PKG.zip: assembles an OTA package (contract 4).
+"""package --params P.json --out PKG.zip: assembles an OTA package
+(docs/contracts.md#4-package-parameters).
 
 Inputs are the two system manifests, the results of the per-path file_patch actions and the
 whole target files; nothing is diffed here. The writer cross-checks everything it is handed
@@ -30,7 +31,7 @@ Op = pb.FileOperation
 # What a device expects at a path of the source build (a regular file's contents are in `source`).
 _SOURCE_KIND = {tree.FILE: Op.SOURCE_FILE, tree.DIR: Op.SOURCE_DIR, tree.SYMLINK: Op.SOURCE_SYMLINK}
 
-_PARAMS = flags.DEFINE_string("params", None, "Package parameters JSON written by the ota_package rule (contract 4).")
+_PARAMS = flags.DEFINE_string("params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the package zip.")
 
 

@@ -1,4 +1,4 @@
-"""The info JSON a file_patch action writes (contract 3), shared by its writer and its readers.
+"""The info JSON a file_patch action writes (docs/contracts.md#3-patch-info), shared by its writer and its readers.
 
 It is how the package writer learns what each per-path action decided without re-reading the
 source and target: the method, both contents' hashes, and the hash of the data file beside it.

@@ -1,4 +1,4 @@
-"""ramdisk --tree T.json --out R: a boot image's ramdisk, byte-reproducible (contract 6).
+"""ramdisk --tree T.json --out R: a boot image's ramdisk, byte-reproducible (docs/contracts.md#6-ramdisk).
 
 A deterministic newc cpio of the tree (ota.cpio: sorted, fixed mtime, declared modes and owners)
 compressed by zlib at a level imgdiff re-creates (ota.gzipper), so that a later boot-image patch
@@ -16,7 +16,7 @@ from ota.build import tree
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 
-_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (contract 1) of the ramdisk's contents.")
+_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) of the ramdisk's contents.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the gzip'd cpio archive.")
 _LEVEL = flags.DEFINE_enum("level", str(gzipper.DEFAULT_LEVEL), [str(v) for v in gzipper.IMGDIFF_LEVELS],
                            "zlib level (only levels imgdiff reproduces).")  # fmt: skip

@@ -1,7 +1,7 @@
 """release_archive: the archive of one shipped build, so it can be the source of a later update.
 
-Contract 5, a "target-files style" zip: META/build.json (device, fingerprint, timestamp),
-META/system_manifest.json (contract 2), SYSTEM/<path> for every regular file and
+docs/contracts.md#5-release-archive, a "target-files style" zip: META/build.json (device, fingerprint, timestamp),
+META/system_manifest.json (docs/contracts.md#2-system-manifest), SYSTEM/<path> for every regular file and
 IMAGES/<name>.img for every partition image. Directories and symlinks live only in the manifest.
 Written by the same deterministic zip writer as the package; `read_release_archive` is the
 bounded reader the tests (and any tool that inspects an old release) use.
@@ -28,8 +28,8 @@ SYSTEM_PREFIX = "SYSTEM/"
 IMAGES_PREFIX = "IMAGES/"
 
 _BUILD_JSON = flags.DEFINE_string("build_json", None, "META/build.json contents: {device, fingerprint, timestamp}.")
-_MANIFEST = flags.DEFINE_string("system_manifest", None, "System manifest JSON (contract 2) of the build.")
-_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (contract 1) naming each file's bytes.")
+_MANIFEST = flags.DEFINE_string("system_manifest", None, "System manifest JSON (docs/contracts.md#2-system-manifest) of the build.")
+_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) naming each file's bytes.")
 _PARTITIONS = flags.DEFINE_multi_string("partition", [], "NAME=FILE: a partition image, stored as IMAGES/NAME.img.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the archive zip.")
 

@@ -1,6 +1,7 @@
 """system_manifest --tree T.json --out M.json: hashes every file of a tree description.
 
-The manifest is what the package writer and the release archive read (contract 2): the same
+The manifest is what the package writer and the release archive read
+(docs/contracts.md#2-system-manifest): the same
 entries with "size", "sha256" and "sha1" in place of "file", so those actions depend on hashes,
 not on file locations, and the manifest stays identical when only a file's exec path moves.
 """
@@ -16,7 +17,7 @@ from ota.build import hashing, jsonio, tree
 from ota.cli import runner
 from ota.errors import UsageError
 
-_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (contract 1) to hash.")
+_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) to hash.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the system manifest JSON.")
 
 

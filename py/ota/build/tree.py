@@ -1,4 +1,4 @@
-"""Tree descriptions (contract 1, `<name>.tree.json`) and system manifests (contract 2).
+"""Tree descriptions (`<name>.tree.json`) and system manifests, as docs/contracts.md defines them.
 
 Both list every path of a system tree with its kind, mode, uid and gid. A tree entry for a file
 names the Bazel input holding its bytes ("file"); a manifest entry carries the contents' size and

@@ -58,7 +58,7 @@ def write_build(spec: Spec, directory: str) -> Build:
     files_dir = os.path.join(directory, "files")
     os.makedirs(files_dir)
     paths = set(spec.items)
-    for path in list(paths):  # parents are listed explicitly (contract 1)
+    for path in list(paths):  # parents are listed explicitly (docs/contracts.md#1-tree-description)
         parts = path.split("/")
         paths.update("/".join(parts[:i]) for i in range(1, len(parts)))
     items = {p: spec.items.get(p, ("dir",)) for p in paths}
