@@ -1,4 +1,4 @@
-"""applypatch under cache pressure and cache faults (issue 10, item 4).
+"""applypatch under cache pressure and cache faults (docs/applypatch.md, "Cache budget").
 
 Generated members: budgets (the minimal one applypatch accepts, +1 MiB, seeded random ones in
 between) x every crash point on file, loop-device and NAND-simulator partitions and the low-space

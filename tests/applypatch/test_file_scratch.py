@@ -1,4 +1,4 @@
-"""Issue 10 item 1 for the applypatch command line: patching a file target never touches a name
+"""Scratch names on the applypatch command line (docs/applypatch.md): patching a file target never touches a name
 the user had beside it (AOSP writes `<target>.patch`, overwriting and then deleting such a file).
 
 The target's directory is filled with generated neighbours (`foo.patch` as a file, a symlink out

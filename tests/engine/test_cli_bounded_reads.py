@@ -1,4 +1,4 @@
-"""Every command-line tool x every input argument x every bad kind of input (issue 10, item 7).
+"""Every command-line tool x every input argument x every bad kind of input (bounded reads: py/ota/cli/fileio.py).
 
 Bad kinds: /dev/zero (a character device that never ends: read in pieces, refused one byte past
 the bound), a FIFO with no writer (refused when opened, never waited on), a missing file, a

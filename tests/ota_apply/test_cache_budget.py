@@ -1,4 +1,4 @@
-"""ota_apply's cache budget (issue 10, item 4): the minimal budget it accepts is the documented rule,
+"""ota_apply's cache budget (docs/ota_apply.md, "Cache budget"): the minimal budget it accepts is the documented rule,
 a cut at any instant at that budget (and at +1 MiB, and at seeded random budgets in between) still
 recovers, no cleaner frees its recovery state, a read-only cache is one line, and a backup of
 another update is refused before the first write.

@@ -1,4 +1,4 @@
-"""Issue 10 items 1 and 9: the updater's scratch state never touches a path a package may name,
+"""Scratch names and held directory handles (docs/ota_apply.md, "Scratch space"): the updater's scratch state never touches a path a package may name,
 and a parent swapped for a symlink after verification cannot redirect a write.
 
 Generated tree pairs (tests/ota_apply/tree_pairs.py: scratch-like names, kind changes, deep
