@@ -32,6 +32,19 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (what the kernel can give without swapping), or
+    None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @dataclass
 class _Child:
     index: int
@@ -100,17 +113,30 @@ def _stop(children: Sequence[_Child]) -> None:
         os.close(child.fd)
 
 
-def run(jobs: Sequence[Job], *, parallel: int, where: str) -> list[bytes]:
-    """Each job's result, in order; at most `parallel` children run at once. The first failure
-    stops the other children and is raised."""
+def run(jobs: Sequence[Job], *, parallel: int, where: str, costs: Sequence[int] | None = None,
+        budget: int | None = None) -> list[bytes]:
+    """Each job's result, in order. At most `parallel` children run at once and, when `costs`
+    (each job's expected peak bytes) and `budget` are given, a child only starts beside others if
+    the running ones' costs and its own fit the budget: side by side, children's peaks add up,
+    and running out of memory would cost more than waiting. One child always runs. The first
+    failure stops the other children and is raised."""
     results: list[bytes | None] = [None] * len(jobs)
+    cost_of = list(costs) if costs is not None else [0] * len(jobs)
     waiting = list(enumerate(jobs))
     waiting.reverse()
     running: dict[int, _Child] = {}
     selector = selectors.DefaultSelector()
+
+    def fits(index: int) -> bool:
+        if not running:
+            return True
+        if len(running) >= max(1, parallel):
+            return False
+        return budget is None or sum(cost_of[c.index] for c in running.values()) + cost_of[index] <= budget
+
     try:
         while waiting or running:
-            while waiting and len(running) < max(1, parallel):
+            while waiting and fits(waiting[-1][0]):
                 child = _start(*waiting.pop())
                 running[child.fd] = child
                 selector.register(child.fd, selectors.EVENT_READ, child)

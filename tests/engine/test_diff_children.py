@@ -112,6 +112,26 @@ def test_results_keep_their_order_whatever_finishes_first() -> None:
     assert forked.run(jobs, parallel=3, where="w") == [b"%d" % n * n for n in range(7)]
 
 
+def _span(seconds: float) -> bytes:
+    """The job's start and end on the system-wide monotonic clock, to see which jobs overlapped."""
+    start = time.monotonic()
+    time.sleep(seconds)
+    return b"%r %r" % (start, time.monotonic())
+
+
+def _overlaps(results: list[bytes]) -> int:
+    spans = sorted(tuple(map(float, made.split())) for made in results)
+    return sum(1 for before, after in zip(spans, spans[1:]) if after[0] < before[1])
+
+
+@pytest.mark.parametrize("budget,expect_overlap", [(None, True), (250, True), (150, False), (1, False)])
+def test_children_start_side_by_side_only_within_the_memory_budget(budget: int | None,
+                                                                   expect_overlap: bool) -> None:
+    jobs = [lambda: _span(0.4)] * 4
+    results = forked.run(jobs, parallel=4, where="w", costs=[100] * 4, budget=budget)
+    assert (_overlaps(results) > 0) == expect_overlap
+
+
 def _raise_ota() -> bytes:
     raise OtaError("kernel.img", "bad chunk")
 
