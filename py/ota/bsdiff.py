@@ -6,17 +6,22 @@ module has proven the patch harmless: bsdiff4 trusts the header and the control 
 hostile patch could otherwise make it allocate a declared 2^62-byte file or inflate a bzip2 bomb.
 Validation decompresses each bzip2 block with bounded output, mirroring the lazy AOSP reader that
 stops once the new file is complete, so every patch AOSP's bspatch accepts is accepted here too.
+
+Large diffs run in forked children (ota/forked.py): their memory peak ends with the child, and
+independent diffs (imgdiff's chunks) use several cores. docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
 
 import bz2
+import functools
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import bsdiff4
 
+from ota import forked
 from ota.errors import OtaError
 
 MAGIC = b"BSDIFF40"
@@ -30,6 +35,15 @@ DIFF_THREAD_STACK = 1 << 30
 # The default ceiling for any buffer a patch may make us allocate (callers that know the real
 # target size should pass it instead).
 DEFAULT_LIMIT = 1 << 31
+
+# Source plus target bytes from which a diff runs in a forked child (ota/forked.py). Below it the
+# diff's peak (~18x, under 20 MB) is less than the interpreter's own, and a fork of a large
+# parent (page tables, a pipe, a wait) would cost more than the diff.
+IN_PROCESS_LIMIT = 1 << 20
+
+# bsdiff4's peak per byte of the old file: two 8-byte suffix sort arrays plus the inputs
+# (bench/bench_diff_speed.py measures 18.5x on a 24 MB kernel Image).
+PEAK_PER_SOURCE_BYTE = 18
 
 # Old positions outside this range cannot be legitimate and would overflow bsdiff4's int64 sums.
 _OLDPOS_BOUND = 1 << 62
@@ -179,12 +193,38 @@ def apply(source: bytes, patch: bytes | memoryview, *, where: str = "patch", lim
 
 
 def diff(source: bytes, target: bytes, *, where: str = "bsdiff") -> bytes:
-    """Makes a BSDIFF40 patch (bzip2 level 9, as AOSP) in a thread with a stack big enough for
-    bsdiff4's recursive suffix sort on inputs of tens of megabytes.
+    """Makes a BSDIFF40 patch (bzip2 level 9, as AOSP); see diff_many."""
+    return diff_many([(source, target)], where=where)[0]
+
+
+def diff_many(pairs: Sequence[tuple[bytes, bytes]], *, where: str = "bsdiff", parallel: int | None = None) -> list[bytes]:
+    """BSDIFF40 patches of independent (source, target) pairs, in order, each byte-identical to
+    bsdiff4's diff. Pairs of at least IN_PROCESS_LIMIT bytes run in forked children, up to
+    `parallel` at once (default: every core this process may use) and only as many side by side
+    as the memory the kernel reports available can hold, so that their peak memory goes back to
+    the system when they end and they use more than one core; smaller pairs run here, where a
+    fork would cost more than the diff.
 
     Running out of memory (bsdiff4 needs about 18x the source) is an OtaError naming `where`,
     so a tool under a memory limit fails with one line like any other bad input.
     """
+    results: list[bytes | None] = [None] * len(pairs)
+    big = [index for index, (source, target) in enumerate(pairs) if len(source) + len(target) >= IN_PROCESS_LIMIT]
+    jobs = [functools.partial(_diff_here, *pairs[index], where) for index in big]
+    costs = [PEAK_PER_SOURCE_BYTE * len(pairs[index][0]) + 2 * len(pairs[index][1]) for index in big]
+    made_big = forked.run(jobs, parallel=parallel or forked.default_jobs(), where=where, costs=costs,
+                          budget=forked.available_memory())
+    for index, made in zip(big, made_big):
+        results[index] = made
+    for index, (source, target) in enumerate(pairs):
+        if results[index] is None:
+            results[index] = _diff_here(source, target, where)
+    return results  # type: ignore[return-value]
+
+
+def _diff_here(source: bytes, target: bytes, where: str) -> bytes:
+    """bsdiff4's diff in this process, in a thread with a stack big enough for its recursive
+    suffix sort on inputs of tens of megabytes."""
     outcome: dict[str, object] = {}
 
     def work() -> None:

@@ -143,26 +143,31 @@ def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source",
 
 def _write(source: bytes, target: bytes, pairs: Sequence[tuple[_Piece, _Piece]]) -> bytes:
     """Diffs each pair and applies the RAW rule (2018+): RAW when the target bytes are smaller than
-    their patch, or a NORMAL chunk of at most RAW_THRESHOLD bytes."""
+    their patch, or a NORMAL chunk of at most RAW_THRESHOLD bytes. The chunks' diffs are
+    independent, so bsdiff.diff_many runs the large ones side by side in child processes."""
     chunks: list[Chunk] = []
-    patches: list[bytes | None] = []
+    to_diff: list[tuple[bytes, bytes]] = []
     for src, tgt in pairs:
-        target_raw = tgt.raw(target)
-        if not tgt.is_deflate and len(target_raw) <= RAW_THRESHOLD:
-            chunks.append(RawChunk(target_raw))
-            patches.append(None)
+        if not tgt.is_deflate and tgt.length <= RAW_THRESHOLD:
+            chunks.append(RawChunk(tgt.raw(target)))
             continue
         if tgt.is_deflate:
-            made = bsdiff.diff(src.inflated, tgt.inflated)
             level, mem_level = tgt.params
-            chunk: Chunk = DeflateChunk(src.start, src.length, len(src.inflated), len(tgt.inflated), level, mem_level)
+            chunks.append(DeflateChunk(src.start, src.length, len(src.inflated), len(tgt.inflated), level, mem_level))
+            to_diff.append((src.inflated, tgt.inflated))
         else:
-            made = bsdiff.diff(src.raw(source), target_raw)
-            chunk = NormalChunk(src.start, src.length)
-        if len(target_raw) < len(made):
-            chunks.append(RawChunk(target_raw))
+            chunks.append(NormalChunk(src.start, src.length))
+            to_diff.append((src.raw(source), tgt.raw(target)))
+    made = iter(bsdiff.diff_many(to_diff))
+    patches: list[bytes | None] = []
+    for index, ((_, tgt), chunk) in enumerate(zip(pairs, chunks)):
+        if isinstance(chunk, RawChunk):
+            patches.append(None)
+            continue
+        patch = next(made)
+        if tgt.length < len(patch):
+            chunks[index] = RawChunk(tgt.raw(target))
             patches.append(None)
         else:
-            chunks.append(chunk)
-            patches.append(made)
+            patches.append(patch)
     return imgdiff_format.pack(chunks, patches)
