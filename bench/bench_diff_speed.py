@@ -240,7 +240,7 @@ def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
     if "sort only: divsufsort 32-bit" in results:
         fast = results["sort only: divsufsort 32-bit"][0]
         print(f"divsufsort/qsufsort: time {fast.seconds / sort.seconds:.2f}x, peak {fast.peak_mb / sort.peak_mb:.2f}x")
-    print("AOSP's C++ imgdiff: not built here (its sources need network access); docs/performance.md records the figures measured elsewhere")
+    print("AOSP's C++ imgdiff: not built here (its sources need network access); docs/performance.md")
 
 
 def main() -> None:
