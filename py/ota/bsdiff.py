@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import bz2
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import bsdiff4
 
@@ -193,7 +193,7 @@ def diff(source: bytes, target: bytes, *, where: str = "bsdiff") -> bytes:
         except MemoryError:
             outcome["error"] = OtaError(where, f"out of memory diffing a {len(source)}-byte source "
                                                "(bsdiff needs about 18 times its size)")
-        except BaseException as err:  # re-raised in the caller's thread
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = err
 
     worker = _start_with_large_stack(work, where)

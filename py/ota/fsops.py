@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -61,7 +62,7 @@ class FaultPoint:
         return f"{self.mode}:{self.index}"
 
     @classmethod
-    def parse(cls, text: str) -> "FaultPoint":
+    def parse(cls, text: str) -> FaultPoint:
         """Parses ``mode:N``; raises ValueError with a readable message."""
         mode, _, number = text.partition(":")
         if mode not in MODES or not number.isdigit() or int(number) < 1:
@@ -99,7 +100,7 @@ class FsOps:
         self._log_path = log_path
 
     @classmethod
-    def from_env(cls, fault_text: str | None = None) -> "FsOps":
+    def from_env(cls, fault_text: str | None = None) -> FsOps:
         """The FsOps of a tool run: fault from `fault_text` or $OTA_FAULT, crash by os._exit."""
         text = fault_text or os.environ.get(ENV_FAULT, "")
         fault = FaultPoint.parse(text) if text else None

@@ -27,7 +27,7 @@ from ota.proto import ota_manifest_pb2 as pb
 _CHUNK = 1 << 20
 # Everything zipfile and zlib raise for damaged archives; all of it is bad input here.
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
-               NotImplementedError, RuntimeError, OverflowError, UnicodeDecodeError)  # fmt: skip
+               NotImplementedError, RuntimeError, OverflowError, UnicodeDecodeError)
 _ENTRY_OPS = (pb.FileOperation.PATCH, pb.FileOperation.WRITE)
 
 
@@ -58,12 +58,12 @@ class Package:
             self.payload = {entry.name: entry for entry in self.manifest.payload}
             self._check_payload()
             self.signature = (self._read_raw(SIGNATURE_ENTRY, limits.max_signature_bytes)
-                              if SIGNATURE_ENTRY in self._infos else None)  # fmt: skip
+                              if SIGNATURE_ENTRY in self._infos else None)
         except BaseException:
             self._zip.close()
             raise
 
-    def __enter__(self) -> "Package":
+    def __enter__(self) -> Package:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -84,7 +84,7 @@ class Package:
                 raise OtaError(self.path, f"zip entry {info.filename!r}: encrypted")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 raise OtaError(self.path, f"zip entry {info.filename!r}: compression method {info.compress_type} "
-                                          "is not stored (0) or deflate (8)")  # fmt: skip
+                                          "is not stored (0) or deflate (8)")
             by_name[info.filename] = info
         if MANIFEST_ENTRY not in by_name:
             raise OtaError(self.path, f"{MANIFEST_ENTRY}: missing")
@@ -181,7 +181,7 @@ def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
         raise OtaError(where, f"{MANIFEST_ENTRY}: not a valid OtaManifest ({_reason(err)})") from None
     if manifest.format_version != FORMAT_VERSION:
         raise OtaError(where, f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
-                              f"(this reader knows {FORMAT_VERSION})")  # fmt: skip
+                              f"(this reader knows {FORMAT_VERSION})")
     if manifest.type not in (pb.OtaManifest.FULL, pb.OtaManifest.INCREMENTAL):
         raise OtaError(where, f"{MANIFEST_ENTRY} type: {manifest.type} is not FULL or INCREMENTAL")
     return manifest

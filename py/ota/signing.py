@@ -35,8 +35,9 @@ import re
 import shutil
 import zipfile
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, NewType, Sequence, Union
+from typing import BinaryIO, NewType
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -65,9 +66,9 @@ _ALGORITHM_NAME = re.compile(r"[a-z0-9-]{1,32}")
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 KeyId = NewType("KeyId", str)
-PublicKey = Union[ed25519.Ed25519PublicKey, rsa.RSAPublicKey]
-PrivateKey = Union[ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey]
-Package = Union[str, os.PathLike, BinaryIO, zipfile.ZipFile]
+PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+Package = str | os.PathLike | BinaryIO | zipfile.ZipFile
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ota.build import hashing
 from ota.build.paths import check_path
@@ -41,7 +41,7 @@ class Entry:
     size: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> "Entry":
+    def of(cls, st: os.stat_result) -> Entry:
         if stat.S_ISREG(st.st_mode):
             kind = "file"
         elif stat.S_ISDIR(st.st_mode):

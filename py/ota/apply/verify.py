@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Callable
+from collections.abc import Callable
 
-from ota.applypatch import protocol
-from ota.applypatch.cache import BACKUP_NAME
-from ota.applypatch.backends import open_partition
-from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
 from ota.apply.manifest_rules import PATCH_SCRATCH_SUFFIX, shown
 from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
+from ota.applypatch import protocol
+from ota.applypatch.backends import open_partition
+from ota.applypatch.cache import BACKUP_NAME
+from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ota.errors import OtaError
 from ota.fsops import FsOps
@@ -35,7 +35,7 @@ class FileMeta:
     gid: int = 0
 
     @classmethod
-    def of(cls, path: str) -> "FileMeta":
+    def of(cls, path: str) -> FileMeta:
         info = os.stat(path)
         return cls(stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
 

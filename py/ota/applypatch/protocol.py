@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ota import patch as patch_engine
 from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
 from ota.applypatch.cache import Cache, FileMeta
 from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, load_by_spec,
-                                 parse_partition_spec)
+from ota.applypatch.spec import Digest, Pair, first_match, is_partition_spec, load_by_spec, parse_partition_spec
 from ota.cli.fileio import read_file
 from ota.errors import OtaError
 from ota.fsops import FsOps

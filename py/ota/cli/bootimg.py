@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from absl import flags
 
@@ -106,13 +106,13 @@ def _build() -> None:
     addresses = bootimg.addresses(
         version, has_ramdisk=bool(parts["ramdisk"]), has_second=bool(parts["second"]),
         **{name: getattr(FLAGS, name) for name in _OFFSET_FLAGS},
-    )  # fmt: skip
+    )
     image = bootimg.BootImage(
         header_version=version,
         page_size=int(FLAGS.pagesize) if version < 3 else None,
         os_version=bootimg.encode_os_version(FLAGS.os_version, FLAGS.os_patch_level),
         **parts, **text, **addresses,
-    )  # fmt: skip
+    )
     _write(Path(output), bootimg.build(image, where=output))
 
 
@@ -123,7 +123,7 @@ def _image_arg(argv: Sequence[str], command: str) -> tuple[str, bootimg.ParsedBo
 
 
 def _unpack(argv: Sequence[str]) -> None:
-    path, parsed = _image_arg(argv, "unpack")
+    _, parsed = _image_arg(argv, "unpack")
     out = Path(_require("out"))
     try:
         out.mkdir(parents=True, exist_ok=True)
