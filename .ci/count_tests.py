@@ -40,8 +40,11 @@ def main() -> int:
             if case.find("failure") is not None or case.find("error") is not None:
                 failed += 1
             elif skipped is not None:
-                # pytest puts a test's skip reason in `message`; a skipped module's is in the text.
-                reason = " ".join(filter(None, (skipped.get("message"), (skipped.text or "").strip())))
+                # pytest puts a test's skip reason in `message` (the text repeats it with the place);
+                # a skipped module's message is "collection skipped" and its reason is in the text.
+                reason, text = skipped.get("message") or "", (skipped.text or "").strip()
+                if reason not in text:
+                    reason = f"{reason} {text}".strip()
                 skips.append(f"{path.parent.relative_to(testlogs)}: {case.get('name')}: {reason}")
             else:
                 passed += 1
