@@ -61,7 +61,7 @@ def _code(rng: random.Random, isa: Isa, size: int) -> bytes:
 
 def _symbols(rng: random.Random, count: int) -> list[bytes]:
     parts = [b"init", b"get", b"set", b"dev", b"irq", b"dma", b"mm", b"page", b"lock", b"sched", b"net", b"fs",
-             b"probe", b"free", b"alloc", b"read", b"write", b"ops", b"ctl", b"buf", b"queue", b"work"]  # fmt: skip
+             b"probe", b"free", b"alloc", b"read", b"write", b"ops", b"ctl", b"buf", b"queue", b"work"]
     return [b"_".join(rng.choices(parts, k=rng.randint(2, 4))) + b"%d" % rng.randrange(100) for _ in range(count)]
 
 
@@ -175,7 +175,7 @@ def gnu_gzip(data: bytes) -> bytes:
 def boot_image(kernel_gz: bytes, ramdisk_gz: bytes) -> bytes:
     fields = bootimg.addresses(2, has_ramdisk=True, has_second=False)
     return bootimg.build(bootimg.BootImage(header_version=2, kernel=kernel_gz, ramdisk=ramdisk_gz, dtb=b"\xd0\x0d\xfe\xed" * 16000,
-                                           page_size=4096, cmdline=b"console=ttyAMA0 androidboot.hardware=bench", **fields))  # fmt: skip
+                                           page_size=4096, cmdline=b"console=ttyAMA0 androidboot.hardware=bench", **fields))
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def run_child(argv: list[str], work: Path) -> Run:
     report = work / "time.txt"
     start = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *argv],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)  # fmt: skip
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
     elapsed = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
@@ -216,7 +216,7 @@ def tools(old: Path, new: Path, patch: Path, out: Path) -> dict[str, tuple[list[
                        ["xdelta3", "-D", "-f", "-d", "-s", str(old), str(patch), str(out)]),
         "zstd -19 --long=27": (["zstd", "-q", "-f", "-19", "--long=27", f"--patch-from={old}", str(new), "-o", str(patch)],
                                ["zstd", "-q", "-f", "-d", "--long=27", f"--patch-from={old}", str(patch), "-o", str(out)]),
-    }  # fmt: skip
+    }
 
 
 def measure(name: str, old_bytes: bytes, new_bytes: bytes, work: Path) -> list[tuple]:
@@ -274,7 +274,7 @@ def main() -> None:
         print(f"normalize Image.gz ({version}): {report.line()}")
     print(f"inputs built in {time.perf_counter() - started:.1f}s: kernel {len(images['v1']) / MB:.1f} MB "
           f"(zlib gz {len(zlib_kernels['v1']) / MB:.1f} MB, GNU gz {len(gnu_kernels['v1']) / MB:.1f} MB), "
-          f"ramdisk {len(tree_v1)} files, gz {len(ramdisks['v1']) / MB:.1f} MB")  # fmt: skip
+          f"ramdisk {len(tree_v1)} files, gz {len(ramdisks['v1']) / MB:.1f} MB")
 
     for name, member in (("ramdisk.gz (zlib 9)", ramdisks["v2"]), ("Image.gz (zlib 9)", zlib_kernels["v2"]),
                          ("Image.gz (GNU -9n)", gnu_kernels["v2"])):
@@ -297,7 +297,7 @@ def main() -> None:
 
     header = ("scenario", "tool", "patch bytes", "ratio", "diff s", "apply s", "diff MB", "apply MB")
     print(f"\n{header[0]:<22} {header[1]:<21} {header[2]:>12} {header[3]:>7} {header[4]:>7} {header[5]:>7} "
-          f"{header[6]:>8} {header[7]:>8}")  # fmt: skip
+          f"{header[6]:>8} {header[7]:>8}")
     for scenario, tool, size, ratio, diff_s, apply_s, diff_mb, apply_mb in rows:
         print(f"{scenario:<22} {tool:<21} {size:>12,} {ratio:>7.2%} {diff_s:>7.1f} {apply_s:>7.1f} {diff_mb:>8.0f} {apply_mb:>8.0f}")
     sizes = {(row[0], row[1]): row[2] for row in rows}

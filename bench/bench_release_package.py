@@ -166,7 +166,7 @@ def boot_image(kernel_gz: bytes, ramdisk_gz: bytes, normalize: bool) -> bytes:
         print(f"  normalize kernel: {kernel_report.line()}\n  normalize ramdisk: {ramdisk_report.line()}")
     fields = bootimg.addresses(2, has_ramdisk=True, has_second=False)
     return bootimg.build(bootimg.BootImage(header_version=2, kernel=kernel_gz, ramdisk=ramdisk_gz, page_size=4096,
-                                           cmdline=b"console=ttyAMA0 root=/dev/vda2 rw", **fields))  # fmt: skip
+                                           cmdline=b"console=ttyAMA0 root=/dev/vda2 rw", **fields))
 
 
 def rest_of_image(image: bytes) -> bytes:
@@ -209,10 +209,10 @@ def boot_rows(kernel_a: pathlib.Path, kernel_b: pathlib.Path) -> list[tuple[str,
     cpios = [pack_cpio(tree) for tree in trees]
     ramdisks = [gzipper.compress(c) for c in cpios]
     print(f"ramdisk: {len(trees[0])} -> {len(trees[1])} files from {FLAGS.doc_root}, cpio {len(cpios[0]):,} B, "
-          f"zlib gz {len(ramdisks[0]):,} B")  # fmt: skip
-    shipped = [boot_image(k, r, normalize=False) for k, r in zip(kernels, ramdisks)]
+          f"zlib gz {len(ramdisks[0]):,} B")
+    shipped = [boot_image(k, r, normalize=False) for k, r in zip(kernels, ramdisks, strict=True)]
     print("boot image with normalization:")
-    normalized = [boot_image(k, r, normalize=True) for k, r in zip(kernels, ramdisks)]
+    normalized = [boot_image(k, r, normalize=True) for k, r in zip(kernels, ramdisks, strict=True)]
     images = [gzipper.parse_member(k, "kernel").inflated for k in kernels]
     print(f"boot image {len(shipped[1]):,} B (normalized {len(normalized[1]):,} B); Image {len(images[1]):,} B")
 

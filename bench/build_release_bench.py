@@ -60,7 +60,7 @@ def serial_pipeline(tree: pathlib.Path, exec_log: pathlib.Path, out_dir: pathlib
     start = time.monotonic()
     done = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "build_serial_pipeline.py"),
                            "--exec_log", str(exec_log), "--out_dir", str(out_dir)],
-                          cwd=tree, env=env, capture_output=True, text=True)
+                          cwd=tree, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"serial pipeline failed:\n{done.stderr}")
     report = json.loads(done.stdout)
@@ -122,15 +122,15 @@ def bench(work: pathlib.Path, cache: str, venv_root: pathlib.Path, python313: st
         ("cold: patch + package actions (Bazel, 2 jobs)", f"{cold.seconds:.1f} s",
          f"{patches} patch actions, {cold_ran['OtaPackage']} package; ran: {dict(cold_ran)}"),
         ("serial single-process pipeline, same inputs", f"{serial['seconds_process']:.1f} s",
-         f"diffs {serial['seconds_patches']:.1f} s + package {serial['seconds_package']:.1f} s; "
+         (f"diffs {serial['seconds_patches']:.1f} s + package {serial['seconds_package']:.1f} s; "
          f"Bazel/serial = {cold.seconds / serial['seconds_process']:.2f}; "
-         f"package bytes identical: {same}"),
+         f"package bytes identical: {same}")),
         ("warm: one system file changed", f"{warm.seconds:.1f} s",
          f"{warm.seconds / cold.seconds:.2f} of cold; ran: {dict(warm_ran)}"),
         ("A whole cold build (server start, @pypi fetch, images, package)", f"{a_total:.1f} s", ""),
         (f"clone B, fresh output base, {cache} remote cache", f"{clone_b.seconds:.1f} s",
-         f"{clone_b.seconds / a_total:.2f} of A's; executed patch actions: "
-         f"{sum(b_ran[m] for m in PATCH_MNEMONICS)}; ran: {dict(b_ran)}"),
+         (f"{clone_b.seconds / a_total:.2f} of A's; executed patch actions: "
+         f"{sum(b_ran[m] for m in PATCH_MNEMONICS)}; ran: {dict(b_ran)}")),
     ]
 
 

@@ -67,7 +67,7 @@ def layout(files: int, total_bytes: int, changed: float, seed: int, max_diff_siz
     tail = [{"kind": _TAIL_KIND, "path": _TAIL_PATTERN.format(n=f"{n:04d}"), "size": max(int(w * scale), 1 << 20)}
             for n, w in enumerate(weights)]
     out += tail
-    step = max(int(round(1 / changed)), 1) if changed > 0 else len(out) + 1
+    step = max(round(1 / changed), 1) if changed > 0 else len(out) + 1
     for index, f in enumerate(out):
         f["changed"] = index % step == step // 2
     tail[0]["changed"] = True
@@ -116,7 +116,7 @@ def peak_rss(tree: pathlib.Path, args: tuple[str, ...], scratch: pathlib.Path) -
              "code = subprocess.run(sys.argv[1:]).returncode; "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.monotonic() - t, code)")
     done = subprocess.run(["/usr/bin/python3", "-c", probe, *argv], cwd=tree, capture_output=True, text=True,
-                          env={"PATH": "/bin:/usr/bin"})
+                          env={"PATH": "/bin:/usr/bin"}, check=False)
     kib, seconds, code = done.stdout.split()
     if code != "0":
         raise SystemExit(f"re-running {argv[0]} failed:\n{done.stderr}")
@@ -165,16 +165,16 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
     total = sum(f["size"] for f in entries)
     return [
         ("release", f"{len(entries)} files",
-         f"{total / 2**30:.2f} GiB; {len(changed)} changed ({sum(f['size'] for f in changed) / 2**20:.0f} MiB); "
-         f"largest {max(f['size'] for f in entries) / 2**20:.0f} MiB"),
+         (f"{total / 2**30:.2f} GiB; {len(changed)} changed ({sum(f['size'] for f in changed) / 2**20:.0f} MiB); "
+         f"largest {max(f['size'] for f in entries) / 2**20:.0f} MiB")),
         ("generate + image both builds (Bazel)", f"{inputs.seconds:.1f} s", ""),
         ("incremental package, Bazel --jobs=2", f"{build.seconds:.1f} s", f"{len(spawns)} OtaFilePatch actions"),
         ("serial single-process pipeline", f"{serial['seconds_process']:.1f} s",
-         f"Bazel/serial = {build.seconds / serial['seconds_process']:.2f}; "
-         f"package bytes identical: {serial['package_sha256'] == bazel_sha}"),
+         (f"Bazel/serial = {build.seconds / serial['seconds_process']:.2f}; "
+         f"package bytes identical: {serial['package_sha256'] == bazel_sha}")),
         ("serial pipeline process, peak RSS", f"{serial['peak_rss_bytes'] / 2**20:.0f} MiB",
-         f"largest diffed file {serial['largest_diffed_bytes'] / 2**20:.1f} MiB: "
-         f"{serial['peak_rss_bytes'] / max(serial['largest_diffed_bytes'], 1):.1f}x its size"),
+         (f"largest diffed file {serial['largest_diffed_bytes'] / 2**20:.1f} MiB: "
+         f"{serial['peak_rss_bytes'] / max(serial['largest_diffed_bytes'], 1):.1f}x its size")),
         *probes,
     ]
 

@@ -29,8 +29,8 @@ from ota import signing
 from ota.build import file_patch, jsonio, package_writer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench import spawn_args  # noqa: E402 - after the repository root is on sys.path
-from tests.cache import execlog  # noqa: E402
+from bench import spawn_args
+from tests.cache import execlog
 
 PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
 

@@ -17,9 +17,9 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).absolute().parent.parent / "tests" / "fuzz"))
 
-from fuzz_runs import run_atheris  # noqa: E402
-from harnesses import TARGETS  # noqa: E402
-from mutate import run_loop  # noqa: E402
+from fuzz_runs import run_atheris
+from harnesses import TARGETS
+from mutate import run_loop
 
 
 def main() -> int:

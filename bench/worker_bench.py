@@ -62,7 +62,7 @@ def add_import_case(client: workspace.Bazel, tree: pathlib.Path, flags: list[str
     (tree / "imported/BUILD").write_text(
         'load("//rules:defs.bzl", "ota_package")\n\n'
         'ota_package(\n    name = "incremental_ota",\n    source = "@shipped_v1//:build",\n'
-        '    target = "//release:v2",\n)\n')  # fmt: skip
+        '    target = "//release:v2",\n)\n')
 
 
 def bazel_plain(client: workspace.Bazel, *command: str) -> None:
@@ -80,7 +80,7 @@ def cold_build(client: workspace.Bazel, case: str, mode: str, round_: int, flags
     release_bench.must(client.run("build", name + "-images", images, flags), f"{name}: images")
     result = release_bench.must(client.run("build", name, [package], flags + MODES[mode]), f"{name}: package")
     runs = collections.Counter((s.mnemonic, s.runner) for s in execlog.read_spawns(result.exec_log)
-                               if s.mnemonic in PATCH_MNEMONICS)  # fmt: skip
+                               if s.mnemonic in PATCH_MNEMONICS)
     digest = hashlib.sha256((client.workspace / "bazel-bin" / output).read_bytes()).hexdigest()
     return result.seconds, runs, digest
 
@@ -108,10 +108,10 @@ def bench(work: pathlib.Path, rounds: int, jobs: int) -> list[release_bench.Row]
             for mode in MODES:
                 times = ", ".join(f"{t:.1f}" for t in seconds[mode])
                 rows.append((f"{case}: cold package build, {mode}", f"{median[mode]:.1f} s",
-                             f"{actions} patch actions; ran {dict(runs[mode])}; rounds: {times} s"))  # fmt: skip
+                             f"{actions} patch actions; ran {dict(runs[mode])}; rounds: {times} s"))
             rows.append((f"{case}: workers / sandboxed", f"{median['workers'] / median['sandboxed']:.2f}",
-                         f"per patch action: {median['workers'] / actions * 1000:.0f} ms vs "
-                         f"{median['sandboxed'] / actions * 1000:.0f} ms; package bytes identical: {len(digests) == 1}"))  # fmt: skip
+                         (f"per patch action: {median['workers'] / actions * 1000:.0f} ms vs "
+                         f"{median['sandboxed'] / actions * 1000:.0f} ms; package bytes identical: {len(digests) == 1}")))
     finally:
         client.shutdown()
     return rows

@@ -31,12 +31,7 @@ _SEED = b"rules_ota example release"
 # compresses to roughly 70 %, like real stripped binaries.
 _CODE = bytes((b % 48) * 5 % 256 for b in range(256))
 
-_WORDS = (
-    "service start stop class core main late boot init property persist sys ro vendor "
-    "system data cache user group root shell media audio wifi radio camera net log "
-    "permission allow deny default path value enable disable on off true false device "
-    "driver module firmware kernel socket stream dgram mode owner label context"
-).split()
+_WORDS = ["service", "start", "stop", "class", "core", "main", "late", "boot", "init", "property", "persist", "sys", "ro", "vendor", "system", "data", "cache", "user", "group", "root", "shell", "media", "audio", "wifi", "radio", "camera", "net", "log", "permission", "allow", "deny", "default", "path", "value", "enable", "disable", "on", "off", "true", "false", "device", "driver", "module", "firmware", "kernel", "socket", "stream", "dgram", "mode", "owner", "label", "context"]
 
 
 def _stream(label: str, size: int) -> bytes:

@@ -8,7 +8,7 @@ def pytest_test(name, srcs, deps = [], data = [], env = {}, **kwargs):
     Args:
       name: target name.
       srcs: pytest files; files named test_*.py are collected, the others are importable helpers.
-      deps: extra py deps; //py:ota, pytest and hypothesis are always there.
+      deps: extra py deps; //py:ota, //tests:environment, pytest and hypothesis are always there.
       data: runtime files.
       env: extra environment.
       **kwargs: passed to py_test (size, tags, timeout, shard_count...).
@@ -23,6 +23,7 @@ def pytest_test(name, srcs, deps = [], data = [], env = {}, **kwargs):
         main = "//tests:pytest_main.py",
         deps = deps + [
             "//py:ota",
+            "//tests:environment",
             "@pypi//pytest",
             "@pypi//hypothesis",
         ],

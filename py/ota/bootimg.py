@@ -197,7 +197,7 @@ def addresses(
     kernel_offset: int = DEFAULT_KERNEL_OFFSET, ramdisk_offset: int = DEFAULT_RAMDISK_OFFSET,
     second_offset: int = DEFAULT_SECOND_OFFSET, tags_offset: int = DEFAULT_TAGS_OFFSET,
     dtb_offset: int = DEFAULT_DTB_OFFSET,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """mkbootimg's address fields from base + offsets: ramdisk/second addresses are 0 when the
     section is absent, dtb_addr exists from v2, and v3/v4 headers hold no addresses at all."""
     if version >= 3:
@@ -277,7 +277,7 @@ def build(img: BootImage, *, where: str = "boot image") -> bytes:
     header_size = HEADER_SIZES[version] if img.header_size is None else img.header_size
     if version >= 3:
         head = _V3.pack(MAGIC, sizes["kernel"], sizes["ramdisk"], img.os_version, header_size,
-                        version, img.cmdline)  # fmt: skip
+                        version, img.cmdline)
         if version == 4:
             head += _V4_TAIL.pack(sizes["boot_signature"])
     else:
@@ -285,7 +285,7 @@ def build(img: BootImage, *, where: str = "boot image") -> bytes:
             MAGIC, sizes["kernel"], img.kernel_addr, sizes["ramdisk"], img.ramdisk_addr,
             sizes["second"], img.second_addr, img.tags_addr, page, version, img.os_version,
             img.board, img.cmdline, img.compute_id(), img.extra_cmdline,
-        )  # fmt: skip
+        )
         if version >= 1:
             dtbo = layout(version, page, sizes)[3]
             head += _V1_TAIL.pack(dtbo.size, dtbo.offset if dtbo.size else 0, header_size)
@@ -366,7 +366,7 @@ def _read_header(data: bytes, version: int, where: str) -> tuple[dict, dict[str,
         fields = {"cmdline": _text(cmdline), "os_version": os_version, "header_size": header_size}
         return fields, sizes, b"", 0
     (_, kernel, kernel_addr, ramdisk, ramdisk_addr, second, second_addr, tags_addr, page_size, _,
-     os_version, board, cmdline, stored_id, extra) = _V0.unpack_from(data)  # fmt: skip
+     os_version, board, cmdline, stored_id, extra) = _V0.unpack_from(data)
     if page_size not in PAGE_SIZES:
         raise OtaError(where, f"page_size: {page_size} is not one of {', '.join(map(str, PAGE_SIZES))}")
     sizes = {"kernel": kernel, "ramdisk": ramdisk, "second": second}
@@ -374,7 +374,7 @@ def _read_header(data: bytes, version: int, where: str) -> tuple[dict, dict[str,
         "page_size": page_size, "kernel_addr": kernel_addr, "ramdisk_addr": ramdisk_addr,
         "second_addr": second_addr, "tags_addr": tags_addr, "os_version": os_version,
         "board": _text(board), "cmdline": _text(cmdline), "extra_cmdline": _text(extra),
-    }  # fmt: skip
+    }
     dtbo_offset = 0
     if version >= 1:
         sizes["recovery_dtbo"], dtbo_offset, fields["header_size"] = _V1_TAIL.unpack_from(data, _V0.size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -233,7 +234,7 @@ def _diff_here(source: bytes, target: bytes, where: str) -> bytes:
         except MemoryError:
             outcome["error"] = OtaError(where, f"out of memory diffing a {len(source)}-byte source "
                                                "(bsdiff needs about 18 times its size)")
-        except BaseException as err:  # re-raised in the caller's thread
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = err
 
     worker = _start_with_large_stack(work, where)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import enum
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from ota.errors import OtaError
 
@@ -28,7 +28,7 @@ _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _FIELDS = (
     "ino", "mode", "uid", "gid", "nlink", "mtime", "filesize",
     "devmajor", "devminor", "rdevmajor", "rdevminor", "namesize", "check",
-)  # fmt: skip
+)
 
 
 class Kind(enum.Enum):
@@ -88,7 +88,7 @@ def _pad4(size: int) -> bytes:
 
 
 def _record(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, name: str,
-            data: bytes, rdev: tuple[int, int]) -> bytes:  # fmt: skip
+            data: bytes, rdev: tuple[int, int]) -> bytes:
     encoded = name.encode() + b"\0"
     values = (ino, mode, uid, gid, nlink, mtime, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
     head = MAGIC + b"".join(_field(v) for v in values) + encoded
@@ -120,7 +120,7 @@ def write(entries: Iterable[Entry], *, mtime: int = 0) -> bytes:
     for ino, entry in enumerate(check_tree(entries), FIRST_INODE):
         nlink = 2 if entry.kind is Kind.DIR else 1
         out += _record(ino, entry.kind.value | entry.mode, entry.uid, entry.gid, nlink, mtime,
-                       entry.path, entry.data, entry.rdev)  # fmt: skip
+                       entry.path, entry.data, entry.rdev)
     out += _record(0, 0, 0, 0, 1, 0, TRAILER_NAME, b"", (0, 0))
     return bytes(out)
 
@@ -128,7 +128,7 @@ def write(entries: Iterable[Entry], *, mtime: int = 0) -> bytes:
 def entries_from_tree(
     root: Path, *, uid: int = 0, gid: int = 0, dir_mode: int = 0o755, file_mode: int = 0o644,
     exec_mode: int = 0o755,
-) -> list[Entry]:  # fmt: skip
+) -> list[Entry]:
     """Entries for every file, directory and symlink under `root` (not `root` itself).
 
     Modes are not copied from the disk (they depend on the checkout's umask): directories get

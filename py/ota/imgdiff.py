@@ -12,8 +12,8 @@ NORMAL, DEFLATE and RAW records.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ota import bsdiff, deflate, imgdiff_format, imgpatch, zipscan
 from ota.errors import OtaError
@@ -52,8 +52,9 @@ def _merge_normals(pieces: Sequence[_Piece]) -> list[_Piece]:
     for piece in pieces:
         if merged and not piece.is_deflate and not merged[-1].is_deflate:
             last = merged.pop()
-            piece = _Piece(last.start, piece.start + piece.length - last.start)
-        merged.append(piece)
+            merged.append(_Piece(last.start, piece.start + piece.length - last.start))
+        else:
+            merged.append(piece)
     return merged
 
 
@@ -93,7 +94,7 @@ def make_image_patch(source: bytes, target: bytes, *, bonus: bytes | None = None
     if _shape(src_pieces) != _shape(tgt_pieces):
         raise OtaError(target_name, f"chunk structure ({len(tgt_pieces)} chunks: {_shape(tgt_pieces)}) differs from "
                                     f"{source_name} ({len(src_pieces)} chunks: {_shape(src_pieces)})")
-    for index, (src, tgt) in enumerate(zip(src_pieces, tgt_pieces)):
+    for index, (src, tgt) in enumerate(zip(src_pieces, tgt_pieces, strict=True)):
         if src.is_deflate:
             src_pieces[index], tgt_pieces[index] = _pair_deflate(src, tgt, source, target)
     src_pieces, tgt_pieces = _merge_normals(src_pieces), _merge_normals(tgt_pieces)
@@ -102,7 +103,7 @@ def make_image_patch(source: bytes, target: bytes, *, bonus: bytes | None = None
             raise OtaError(source_name, "bonus data needs chunk 1 to be a changed, reproducible deflate chunk "
                                         f"(chunks: {_shape(src_pieces)})")
         src_pieces[1] = dataclasses.replace(src_pieces[1], inflated=src_pieces[1].inflated + bonus)
-    return _write(source, target, list(zip(src_pieces, tgt_pieces)))
+    return _write(source, target, list(zip(src_pieces, tgt_pieces, strict=True)))
 
 
 def _zip_pieces(data: bytes, where: str) -> list[_Piece]:

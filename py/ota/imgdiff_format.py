@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 from ota.errors import OtaError
 
@@ -59,7 +59,7 @@ class RawChunk:
     data: bytes
 
 
-Chunk = Union[NormalChunk, DeflateChunk, RawChunk]
+Chunk = NormalChunk | DeflateChunk | RawChunk
 
 
 def record_size(chunk: Chunk) -> int:
@@ -82,15 +82,15 @@ def pack(chunks: Sequence[Chunk], patches: Sequence[bytes | None]) -> bytes:
         if isinstance(chunk, RawChunk):
             records.append(_TYPE.pack(CHUNK_RAW) + _RAW.pack(len(chunk.data)) + chunk.data)
             continue
-        chunk = dataclasses.replace(chunk, patch_offset=offset)
+        placed = dataclasses.replace(chunk, patch_offset=offset)
         offset += len(bsdiff_patch)
-        if isinstance(chunk, NormalChunk):
-            records.append(_TYPE.pack(CHUNK_NORMAL) + _NORMAL.pack(chunk.src_start, chunk.src_len, chunk.patch_offset))
+        if isinstance(placed, NormalChunk):
+            records.append(_TYPE.pack(CHUNK_NORMAL) + _NORMAL.pack(placed.src_start, placed.src_len, placed.patch_offset))
         else:
             records.append(_TYPE.pack(CHUNK_DEFLATE) + _DEFLATE.pack(
-                chunk.src_start, chunk.src_len, chunk.patch_offset, chunk.src_expanded_len,
-                chunk.tgt_expanded_len, chunk.level, chunk.method, chunk.window_bits, chunk.mem_level,
-                chunk.strategy))
+                placed.src_start, placed.src_len, placed.patch_offset, placed.src_expanded_len,
+                placed.tgt_expanded_len, placed.level, placed.method, placed.window_bits, placed.mem_level,
+                placed.strategy))
     records.extend(p for p in patches if p is not None)
     return b"".join(records)
 
@@ -130,7 +130,7 @@ def _parse_record(patch: bytes, pos: int, index: int, where: str) -> tuple[Chunk
             raise OtaError(where, f"chunk {index}: RAW data_len {data_len} runs past the end of the patch")
         return RawChunk(patch[pos:pos + data_len]), pos + data_len
     names = ("src_start", "src_len", "patch_offset") + (("src_expanded_len", "tgt_expanded_len") if kind == CHUNK_DEFLATE else ())
-    for name, value in zip(names, fields):
+    for name, value in zip(names, fields, strict=False):  # a DEFLATE record's zlib settings follow
         if value < 0:
             raise OtaError(where, f"chunk {index}: {name} is negative ({value})")
     if fields[2] >= len(patch):

@@ -107,12 +107,23 @@ class Package:
         except OSError as err:
             self._file.close()
             raise OtaError(path, f"cannot read package ({err.strerror or err})") from None
+            self._zip = zipfile.ZipFile(path)
+        except _ZIP_ERRORS as err:
+            raise OtaError(path, f"not a readable zip file ({_reason(err)})") from None
+        try:
+            self._infos = self._check_zip()
+            self.manifest_bytes = self._read_raw(MANIFEST_ENTRY, limits.max_manifest_bytes)
+            self.manifest = _parse_manifest(self.manifest_bytes, path)
+            self.payload = {entry.name: entry for entry in self.manifest.payload}
+            self._check_payload()
+            self.signature = (self._read_raw(SIGNATURE_ENTRY, limits.max_signature_bytes)
+                              if SIGNATURE_ENTRY in self._infos else None)
         except BaseException:
             self._file.close()
             raise
         self._members: dict[str, zipscan.Member] | None = None
 
-    def __enter__(self) -> "Package":
+    def __enter__(self) -> Package:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,6 +135,23 @@ class Package:
     @functools.cached_property
     def header(self) -> Message:
         """The manifest's small fields only (`HEADER_FIELDS`), for the checks that come first.
+    def _check_zip(self) -> dict[str, zipfile.ZipInfo]:
+        infos = self._zip.infolist()
+        if len(infos) > self.limits.max_entries:
+            raise OtaError(self.path, f"zip: {len(infos)} entries, more than the limit of {self.limits.max_entries}")
+        by_name: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            if info.filename in by_name:
+                raise OtaError(self.path, f"zip entry {info.filename!r}: appears twice")
+            if info.flag_bits & 0x1:
+                raise OtaError(self.path, f"zip entry {info.filename!r}: encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise OtaError(self.path, f"zip entry {info.filename!r}: compression method {info.compress_type} "
+                                          "is not stored (0) or deflate (8)")
+            by_name[info.filename] = info
+        if MANIFEST_ENTRY not in by_name:
+            raise OtaError(self.path, f"{MANIFEST_ENTRY}: missing")
+        return by_name
 
         Files and payload are skipped, not built: checking device, builds and partitions costs
         about the manifest's size in memory however many operations it lists.
@@ -246,7 +274,7 @@ def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
 def _check_version_and_type(manifest: Message, where: str) -> None:
     if manifest.format_version != FORMAT_VERSION:
         raise OtaError(where, f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
-                              f"(this reader knows {FORMAT_VERSION})")  # fmt: skip
+                              f"(this reader knows {FORMAT_VERSION})")
     if manifest.type not in (pb.OtaManifest.FULL, pb.OtaManifest.INCREMENTAL):
         raise OtaError(where, f"{MANIFEST_ENTRY} type: {manifest.type} is not FULL or INCREMENTAL")
 

@@ -37,7 +37,7 @@ import re
 import shutil
 import zipfile
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, NewType, Sequence, Union
+from typing import BinaryIO, NewType
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization

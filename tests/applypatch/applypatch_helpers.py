@@ -37,7 +37,7 @@ def sha1_of(path: str) -> str:
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Runs the applypatch CLI in a child process (PYTHONPATH is inherited)."""
     return subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True,
-                          env=None if env is None else {**os.environ, **env}, cwd=cwd)
+                          env=None if env is None else {**os.environ, **env}, cwd=cwd, check=False)
 
 
 def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:

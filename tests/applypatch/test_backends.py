@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import os
+import itertools
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from ota.applypatch.scenarios import loop_device, loop_unavailable
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps
+from tests.environment import require
 
 IMAGE = bytes(range(251)) * 1000  # 251000 bytes: not a multiple of any piece or page
 
@@ -57,15 +60,17 @@ def test_mtd_partition_skips_bad_blocks_and_erases_the_rest(tmp_path):
     erase, page = 65536, 2048
     path = str(tmp_path / "nand.img")
     NandSim.create(path, 16 * erase, erasesize=erase, writesize=page, bad_blocks=(1, 5))
-    raw = bytearray(open(path, "rb").read())
+    raw = bytearray(Path(path).read_bytes())
     raw[12 * erase:13 * erase] = b"\x00" * erase  # a stale older image's tail (a real chip had it programmed)
     open(path, "wb").write(raw)
     ops = FaultyFsOps()  # counts the operations
+    Path(path).write_bytes(raw)
+    ops = FsOps()
     part = MtdPartition("MTD:boot", NandSim(path, ops))
     assert part.capacity() == 14 * erase
     part.write_image(IMAGE)
     assert part.read(0, len(IMAGE)) == IMAGE
-    flash = open(path, "rb").read()
+    flash = Path(path).read_bytes()
     assert flash[:erase] == IMAGE[:erase]
     assert flash[erase:2 * erase] == b"\xff" * erase            # bad block 1 untouched
     assert flash[2 * erase:3 * erase] == IMAGE[erase:2 * erase]   # block 2 holds the 2nd logical block
@@ -125,8 +130,8 @@ def test_device_config_errors_name_the_line():
     assert config == DeviceConfig({"boot": PartitionEntry("boot", "file", "/dev-root/b.img")}, "/dev-root/c", 1000)
 
 
-@pytest.mark.skipif(loop_unavailable() is not None, reason=f"loop device: {loop_unavailable()}")
 def test_block_device_backend_on_a_real_loop_device(tmp_path):
+    require(loop_unavailable())
     backing = image_file(tmp_path)
     with loop_device(backing) as device:
         ops = FaultyFsOps()  # counts the operations
@@ -153,7 +158,7 @@ def test_read_back_retries_are_bounded(tmp_path):
         part.write_image(IMAGE)
     part.close()
     starts = [int(r.target.split("@")[1].split("+")[0]) for r in ops.log if r.kind == "write"]
-    resumes = [start for start, previous in zip(starts[1:], starts) if start <= previous]
+    resumes = [start for previous, start in itertools.pairwise(starts) if start <= previous]
     assert len(resumes) == MAX_ATTEMPTS - 1 and resumes == sorted(resumes)  # each retry from a later mismatch
 
 
@@ -166,8 +171,8 @@ def test_mtd_block_that_never_reads_back_fails_cleanly(tmp_path):
     part.close()
 
 
-@pytest.mark.skipif(loop_unavailable() is not None, reason=f"loop device: {loop_unavailable()}")
 def test_loop_device_dropped_write_is_rewritten_from_the_first_mismatch(tmp_path):
+    require(loop_unavailable())
     backing = image_file(tmp_path)
     with loop_device(backing) as device:
         ops = FaultyFsOps(FaultPoint("lie", 1))  # the first piece reaches the device only half written

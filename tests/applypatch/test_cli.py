@@ -136,7 +136,7 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
         args = patch_args(device, small, tgt_sha="1" * 40)
     elif case == "cache_full":
         (device / "cache" / "precious").write_bytes(b"p" * 200_000)
-        held = open(device / "cache" / "precious", "rb")
+        held = open(device / "cache" / "precious", "rb")  # noqa: SIM115 - open during the run, closed after
         extra = ["--cache_limit=250000"]
         (device / "dev.cfg").write_text("partition boot file boot.img\n")
         extra.append(f"--cache_dir={device / 'cache'}")

@@ -13,6 +13,7 @@ import pytest
 
 from applypatch_helpers import Small, contents_mode_owner, run_cli, setuid_source, sha1_of
 from ota import imgdiff
+from tests.environment import require, root_missing
 
 
 def sha1(data: bytes) -> str:
@@ -62,8 +63,8 @@ def test_aosp_check_mode_emmc_vectors_without_any_flags(vectors):
         spec = spec_of(file, *pairs)
         # Our flag after the classic arguments: keeps the host's /cache out of the check.
         result = run_cli("-c", spec, f"--cache_dir={root}")
-        assert (result.returncode, result.stderr) == (1, f"applypatch: error: {spec}: check failed (EMMC:{file}: "
-                                                         f"holds none of the listed images ({why}); no cache copy)\n")
+        assert (result.returncode, result.stderr) == (1, (f"applypatch: error: {spec}: check failed (EMMC:{file}: "
+                                                         f"holds none of the listed images ({why}); no cache copy)\n"))
 
 
 def test_classic_check_with_sha256_arguments_and_flags_anywhere(vectors, tmp_path):
@@ -150,9 +151,9 @@ def test_flash_refuses_a_wrong_image_and_says_already(tmp_path, small: Small):
     assert run_cli("--flash", str(tmp_path / "new.img"), "--target", target).stdout.endswith("already target\n")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
 def test_file_target_keeps_setuid_mode_and_owner(tmp_path, small: Small):
     """The target gets the source's mode and owner; chown before chmod keeps setuid/setgid."""
+    require(root_missing("giving a file another owner"))
     tool = setuid_source(tmp_path, small, 0o6750)
     result = run_cli(f"--cache_dir={tmp_path / 'cache'}", tool, "-", small.tgt_sha, str(len(small.target)),
                      f"{small.src_sha}:{tmp_path / 'p'}")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from ota.applypatch.scenarios import PartitionScenario, loop_device, loop_unavailable
 from ota.testing.sweep import sweep
+from tests.environment import require
 
 
 def assert_all_recovered(result, minimum_points: int) -> None:
@@ -36,8 +35,8 @@ def test_every_crash_point_on_the_nand_simulator(tmp_path, boot_update):
     assert_all_recovered(result, 90)
 
 
-@pytest.mark.skipif(loop_unavailable() is not None, reason=f"loop device: {loop_unavailable()}")
 def test_every_crash_point_on_a_loop_device(tmp_path, boot_update):
+    require(loop_unavailable())
     backing = str(tmp_path / "loop.img")
     with open(backing, "wb") as stream:
         stream.truncate(6 << 20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_torn_program_leaves_a_partial_page_that_fails_ecc(tmp_path, chip):
     after = NandSim(chip.path, FsOps())  # state survives the "reboot"
     assert after.read(0, 2 * PAGE) == data[:2 * PAGE]
     assert errno_of(lambda: after.read(2 * PAGE, PAGE)) == errno.EBADMSG
-    raw = open(chip.path, "rb").read()
+    raw = Path(chip.path).read_bytes()
     assert raw[2 * PAGE:2 * PAGE + PAGE // 2] == data[2 * PAGE:2 * PAGE + PAGE // 2]
     assert raw[2 * PAGE + PAGE // 2:3 * PAGE] == b"\xff" * (PAGE // 2)
     assert errno_of(lambda: after.write(2 * PAGE, b"\0" * PAGE)) == errno.EIO

@@ -15,6 +15,7 @@ from ota.applypatch.mtdsim import NandSim
 from ota.applypatch.spec import Digest
 from ota.fsops import FsOps
 from ota.testing.faults import FaultyFsOps
+from tests.environment import require, root_missing
 
 PIECE = 65536
 
@@ -49,9 +50,9 @@ def test_partition_patch_order_backup_durable_before_the_partition_backup_delete
     assert (tmp_path / "boot.img").read_bytes()[:len(small.target)] == small.target
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
 def test_low_space_cache_path_keeps_setuid_mode_and_owner(tmp_path, small: Small):
     """Source parked in the cache and unlinked: the backup and then the target keep its mode and owner."""
+    require(root_missing("giving a file another owner"))
     tool = setuid_source(tmp_path, small, 0o4755)
     ops = FaultyFsOps()  # counts the operations
     context = protocol.Context(DeviceConfig(), Cache(str(tmp_path / "cache")), ops, target_free=lambda _: 0,

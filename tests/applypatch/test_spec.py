@@ -6,8 +6,15 @@ import hashlib
 
 import pytest
 
-from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, load_by_spec,
-                                 parse_partition_spec, parse_size)
+from ota.applypatch.spec import (
+    Digest,
+    Pair,
+    first_match,
+    is_partition_spec,
+    load_by_spec,
+    parse_partition_spec,
+    parse_size,
+)
 from ota.errors import OtaError
 
 OLD = b"old image " * 1000

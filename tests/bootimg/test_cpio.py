@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bootimg_helpers import mutate
 from ota import cpio
@@ -119,7 +120,7 @@ def test_tree_archive_ignores_creation_order_mtimes_and_umask(tmp_path: Path) ->
     assert one == two
     modes = {e.path: e.mode for e in cpio.read(one, "one.cpio")}
     assert modes == {"bin": 0o755, "bin/run.sh": 0o755, "bin/tool": 0o644, "etc": 0o755, "etc/deep": 0o755,
-                     "etc/deep/conf": 0o644, "etc/link": 0o777, "init.rc": 0o644, "z": 0o644}  # fmt: skip
+                     "etc/deep/conf": 0o644, "etc/link": 0o777, "init.rc": 0o644, "z": 0o644}
 
 
 def test_reader_accepts_gnu_cpio_output(tmp_path: Path) -> None:
@@ -138,7 +139,7 @@ def test_reader_accepts_gnu_cpio_output(tmp_path: Path) -> None:
         ([Entry("a", Kind.FILE, 0o644), Entry("a/b", Kind.FILE, 0o644)], "a/b: cpio parent directory 'a' is not a directory"),
         ([Entry("a", Kind.DIR, 0o755), Entry("a", Kind.FILE, 0o644)], "a: cpio path: listed twice"),
     ],
-)  # fmt: skip
+)
 def test_writer_rejects_trees_a_kernel_cannot_unpack(entries: list[Entry], message: str) -> None:
     with pytest.raises(OtaError) as err:
         cpio.write(entries)
@@ -192,7 +193,7 @@ def test_reader_rejects_malformed_archives(data: bytes, message: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(edits=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=6),
-       cut=st.integers(0, len(GOOD)))  # fmt: skip
+       cut=st.integers(0, len(GOOD)))
 def test_reader_only_raises_ota_error(edits: list[tuple[int, int]], cut: int) -> None:
     data = mutate(GOOD, edits, cut)
     try:

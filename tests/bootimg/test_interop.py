@@ -12,13 +12,12 @@ import pytest
 
 from bootimg_helpers import blob, run_bootimg, sample_image
 from ota import bootimg
+from tests.environment import require, tools_missing
 
 UNPACK_BOOTIMG = "/usr/bin/unpack_bootimg"
 ABOOTIMG = "/usr/bin/abootimg"
 MKBOOTIMG = "/usr/bin/mkbootimg"
-for _tool in (UNPACK_BOOTIMG, ABOOTIMG, MKBOOTIMG):
-    if not Path(_tool).exists():
-        pytest.fail(f"{_tool} is missing: install Debian's mkbootimg and abootimg packages", pytrace=False)
+require(tools_missing(UNPACK_BOOTIMG, ABOOTIMG, MKBOOTIMG, package="mkbootimg and abootimg"))
 
 
 def _run(*args: str | Path, cwd: Path | None = None) -> str:
@@ -98,7 +97,7 @@ MKBOOTIMG_CASES = {
     "v2": ["--header_version", "2", "--ramdisk", "ramdisk", "--dtb", "dtb", "--dtb_offset", "0x2000000",
            "--tags_offset", "0x200"],
     "v3": ["--header_version", "3", "--ramdisk", "ramdisk", "--cmdline", "init=/init", "--os_version", "11"],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(MKBOOTIMG_CASES))
@@ -118,7 +117,7 @@ def test_mkbootimg_images_parse_and_rebuild_identically(tmp_path: Path, case: st
     # The same flags through our CLI give the same bytes, except v3's header_size: Debian's tool
     # writes 1596 where the v3 struct (and current AOSP) has 1580.
     done = run_bootimg("build", "--kernel", tmp_path / "kernel",
-                       *(str(tmp_path / f) if f in parts else f for f in flags), "--output", tmp_path / "ours.img")  # fmt: skip
+                       *(str(tmp_path / f) if f in parts else f for f in flags), "--output", tmp_path / "ours.img")
     assert done.returncode == 0, done.stderr
     ours = (tmp_path / "ours.img").read_bytes()
     if case == "v3":
@@ -142,6 +141,6 @@ def test_unpack_then_build_from_parts_reproduces_the_image(tmp_path: Path) -> No
         f"--pagesize={header['page_size']}", f"--cmdline={header['cmdline']}{header['extra_cmdline']}",
         f"--os_version={header['os_version']}", f"--os_patch_level={header['os_patch_level']}",
         "--output", tmp_path / "again.img",
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "again.img").read_bytes() == image.read_bytes()

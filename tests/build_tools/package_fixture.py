@@ -11,7 +11,6 @@ import random
 from pathlib import Path
 
 from build_helpers import Item, run_ok, write_tree
-
 from ota import gzipper
 
 _RNG = random.Random(1234)
@@ -65,14 +64,14 @@ def build_inputs(work: Path, **run_kwargs) -> Path:
     (work / "boot_target.img").write_bytes(boot_image(RAMDISK_NEW))
     for side in ("source", "target"):
         run_ok("ota.build.system_manifest", "--tree", f"{side}.tree.json", "--out", f"{side}.manifest.json",
-               cwd=work, **run_kwargs)  # fmt: skip
+               cwd=work, **run_kwargs)
     patches = []
     for index, path in enumerate(PATCHED):
         run_ok("ota.build.file_patch", "--source", f"source/{path}", "--target", f"target/{path}", "--path", path,
-               "--out_data", f"p{index}.data", "--out_info", f"p{index}.json", cwd=work, **run_kwargs)  # fmt: skip
+               "--out_data", f"p{index}.data", "--out_info", f"p{index}.json", cwd=work, **run_kwargs)
         patches.append({"path": path, "info": f"p{index}.json", "data": f"p{index}.data"})
     run_ok("ota.build.file_patch", "--source", "boot_source.img", "--target", "boot_target.img", "--path", "boot.img",
-           "--out_data", "boot.data", "--out_info", "boot.json", cwd=work, **run_kwargs)  # fmt: skip
+           "--out_data", "boot.data", "--out_info", "boot.json", cwd=work, **run_kwargs)
     params = {
         "type": "INCREMENTAL", "downgrade": False,
         "source": {"device": "sargo", "fingerprint": "v1/fp", "timestamp": 1000, "system_manifest": "source.manifest.json"},
@@ -80,6 +79,6 @@ def build_inputs(work: Path, **run_kwargs) -> Path:
         "file_patches": patches,
         "whole_files": [{"path": "etc/new", "file": "target/etc/new"}],
         "partitions": [{"name": "boot", "info": "boot.json", "data": "boot.data"}],
-    }  # fmt: skip
+    }
     (work / "params.json").write_text(json.dumps(params, sort_keys=True))
     return work / "params.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from build_helpers import run_ok, run_tool
 from google.protobuf import text_format
 
+from build_helpers import run_ok, run_tool
 from ota.build import zipwrite
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -42,7 +42,7 @@ def test_report(tmp_path: Path) -> None:
         "         100  patch/system/a.p",
         "",
         "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
-    ]) + "\n"  # fmt: skip
+    ]) + "\n"
 
 
 def test_bad_package_is_one_line_error(tmp_path: Path) -> None:

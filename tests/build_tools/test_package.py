@@ -6,11 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import package_fixture as fx
 import pytest
-from build_helpers import run_ok, run_tool
 from google.protobuf import text_format
 
+import package_fixture as fx
+from build_helpers import run_ok, run_tool
 from ota import package_reader
 from ota.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
@@ -46,26 +46,26 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
     m.files.add(path="bin", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755, gid=2000)
     m.files.add(path="bin/keep", op=Op.KEEP, source_kind=Op.SOURCE_FILE, source=s("bin/keep"), target=t("bin/keep"), mode=0o755, gid=2000)
     m.files.add(path="bin/tool", op=Op.PATCH, source_kind=Op.SOURCE_FILE, source=s("bin/tool"), target=t("bin/tool"), entry="patch/system/bin/tool.p",
-                method=pb.BSDIFF, mode=0o750, gid=2000)  # fmt: skip
+                method=pb.BSDIFF, mode=0o750, gid=2000)
     m.files.add(path="etc", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
     m.files.add(path="etc/conf", op=Op.KEEP, source_kind=Op.SOURCE_FILE, source=s("etc/conf"), target=t("etc/conf"), mode=0o600, uid=1000, gid=1000)
     m.files.add(path="etc/new", op=Op.WRITE, target=t("etc/new"), entry="system/etc/new", method=pb.WHOLE, mode=0o644)
     m.files.add(path="etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
     m.files.add(path="etc/random", op=Op.WRITE, source_kind=Op.SOURCE_FILE, source=s("etc/random"), target=t("etc/random"),
-                entry="system/etc/random", method=pb.WHOLE, mode=0o644)  # fmt: skip
+                entry="system/etc/random", method=pb.WHOLE, mode=0o644)
     m.files.add(path="lib", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
     m.files.add(path="lib/libc.so", op=Op.SYMLINK, symlink_target="libc.so.6", mode=0o777)
     m.files.add(path="lib/link", op=Op.DELETE, source_kind=Op.SOURCE_SYMLINK)
     m.files.add(path="var", op=Op.MKDIR, mode=0o771, uid=1000, gid=1000)
     boot_patch = (work / "boot.data").read_bytes()
     m.partitions.add(name="boot", source=_ci(fx.boot_image(fx.RAMDISK_OLD)), target=_ci(fx.boot_image(fx.RAMDISK_NEW)),
-                     entry="patch/boot.img.p", method=pb.IMGDIFF)  # fmt: skip
+                     entry="patch/boot.img.p", method=pb.IMGDIFF)
     tool_patch = (work / "p0.data").read_bytes()
     m.cache_bytes_required = len(fx.boot_image(fx.RAMDISK_OLD)) + len(boot_patch) + len(tool_patch)
     for name, data in sorted({
         "patch/boot.img.p": boot_patch, "patch/system/bin/tool.p": tool_patch,
         "system/etc/new": _data(fx.TARGET, "etc/new"), "system/etc/random": fx.RANDOM_NEW,
-    }.items()):  # fmt: skip
+    }.items()):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     return m
 
@@ -96,7 +96,7 @@ def test_zip_layout_is_fixed(built: Path) -> None:
     with zipfile.ZipFile(built / "out.zip") as archive:
         infos = archive.infolist()
     assert [i.filename for i in infos] == ["manifest.pb", "patch/boot.img.p", "patch/system/bin/tool.p",
-                                           "system/etc/new", "system/etc/random"]  # fmt: skip
+                                           "system/etc/new", "system/etc/random"]
     assert {(i.date_time, i.create_system, i.external_attr >> 16) for i in infos} == {((1980, 1, 1, 0, 0, 0), 3, 0o100644)}
     assert [i.compress_type for i in infos] == [0, 0, 0, 8, 8]
 
@@ -105,7 +105,7 @@ def test_package_is_byte_reproducible_across_cwd_tz_umask(tmp_path: Path, built:
     work = tmp_path / "elsewhere" / "deeper"
     fx.build_inputs(work, umask=0o077, TZ="America/Los_Angeles")
     run_ok("ota.build.package_writer", "--params", "params.json", "--out", "again.zip", cwd=work, umask=0o077,
-           TZ="America/Los_Angeles")  # fmt: skip
+           TZ="America/Los_Angeles")
     assert (work / "again.zip").read_bytes() == (built / "out.zip").read_bytes()
 
 
@@ -114,11 +114,11 @@ def test_full_package(tmp_path: Path, built: Path) -> None:
     files = [i.path for i in fx.TARGET if i.kind == "file"]
     params.update(type="FULL", source=None, file_patches=[],
                   whole_files=[{"path": p, "file": str(built / "target" / p)} for p in files],
-                  partitions=[{"name": "boot", "info": "full_boot.json", "data": "full_boot.data"}])  # fmt: skip
+                  partitions=[{"name": "boot", "info": "full_boot.json", "data": "full_boot.data"}])
     params["target"]["system_manifest"] = str(built / "target.manifest.json")
     (tmp_path / "boot.img").write_bytes(fx.boot_image(fx.RAMDISK_NEW))
     run_ok("ota.build.file_patch", "--target", "boot.img", "--path", "boot.img", "--out_data", "full_boot.data",
-           "--out_info", "full_boot.json", cwd=tmp_path)  # fmt: skip
+           "--out_info", "full_boot.json", cwd=tmp_path)
     (tmp_path / "p.json").write_text(json.dumps(params))
     run_ok("ota.build.package_writer", "--params", "p.json", "--out", "full.zip", cwd=tmp_path)
     with package_reader.open_package(str(tmp_path / "full.zip")) as package:
@@ -171,7 +171,7 @@ def _set(key: str, value: object):  # type: ignore[no-untyped-def]
     (lambda p: p["partitions"][0].__setitem__("name", "../boot"), "bad.json: partitions: name '../boot' must match "),
     (lambda p: p.__setitem__("type", "DELTA"), "bad.json: type: 'DELTA' is not FULL or INCREMENTAL"),
     (lambda p: p["target"].pop("fingerprint"), "bad.json: target.fingerprint: missing"),
-])  # fmt: skip
+])
 def test_bad_params_are_one_line_errors(built: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
     stderr = _edit(built, change)
     assert stderr.startswith("package: error: " + message) and stderr.count("\n") == 1, stderr

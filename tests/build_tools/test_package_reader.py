@@ -35,9 +35,8 @@ def _write(path: Path, entries: dict[str, bytes] | list[tuple[str, bytes]], mani
 
 
 def _error(path: str, **limits: int) -> str:
-    with pytest.raises(OtaError) as info:
-        with package_reader.open_package(path, package_reader.Limits(**limits)) as package:
-            package.verify_all()
+    with pytest.raises(OtaError) as info, package_reader.open_package(path, package_reader.Limits(**limits)) as package:
+        package.verify_all()
     return str(info.value)
 
 
@@ -67,7 +66,7 @@ def test_rejections(tmp_path: Path) -> None:
     assert _error(p) == f"{p}: zip entry system/b: 11 bytes, the manifest says 10"
     _write(tmp_path / "p.zip", {**GOOD, "system/b": b"WHOLE FILE"}, good)
     assert _error(p) == (f"{p}: zip entry system/b: sha256 {hashlib.sha256(b'WHOLE FILE').hexdigest()} does not "
-                         f"match the manifest's {hashlib.sha256(b'whole file').hexdigest()}")  # fmt: skip
+                         f"match the manifest's {hashlib.sha256(b'whole file').hexdigest()}")
     with pytest.warns(UserWarning, match="Duplicate name"):
         _write(tmp_path / "p.zip", [*GOOD.items(), ("system/b", b"whole file")], good)
     assert _error(p) == f"{p}: zip entry 'system/b': appears twice"

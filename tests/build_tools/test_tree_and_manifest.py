@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from build_helpers import Item, run_ok, run_tool, write_tree
 
+from build_helpers import Item, run_ok, run_tool, write_tree
 from ota.build import tree
 from ota.errors import OtaError
 
 
 def test_system_manifest_output_is_exact_and_reproducible(tmp_path: Path) -> None:
     items = [Item("bin", "dir", mode=0o755), Item("bin/sh", data=b"#!sh\n", mode=0o755, gid=2000),
-             Item("lib", "dir", mode=0o750, uid=1, gid=2), Item("lib/l", "symlink", target="/x", mode=0o777)]  # fmt: skip
+             Item("lib", "dir", mode=0o750, uid=1, gid=2), Item("lib/l", "symlink", target="/x", mode=0o777)]
     for name, tz, umask in (("a", "UTC", 0o022), ("b/c", "Europe/Paris", 0o077)):
         work = tmp_path / name
         work.mkdir(parents=True)
@@ -51,7 +51,7 @@ def _entry(path: str, kind: str = "dir", **extra: object) -> dict:
     ([_entry("a", gid=True)], "T: a: gid: expected int, got True"),
     ([_entry("a", "symlink", target="")], "T: a: symlink target must be non-empty and free of NUL"),
     ([_entry("a", "file")], "T: a: file: missing"),
-])  # fmt: skip
+])
 def test_malformed_trees(entries: list, message: str) -> None:
     with pytest.raises(OtaError) as info:
         tree.parse({"entries": entries}, "T", manifest=False)

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from build_helpers import run_tool, tool_env
 
+from build_helpers import run_tool, tool_env
 from ota.build import worker
 from ota.errors import OtaError
 from ota.proto import worker_protocol_pb2 as pb
@@ -40,7 +40,7 @@ def inputs(tmp_path: Path) -> Path:
 def _args(name: str, target: str, source: str | None = None, *extra: str) -> list[str]:
     args = ["--source", source] if source else []
     return args + ["--target", target, "--path", f"system/{name}", "--out_data", f"{name}.p",
-                   "--out_info", f"{name}.json", *extra]  # fmt: skip
+                   "--out_info", f"{name}.json", *extra]
 
 
 class Worker:
@@ -49,7 +49,7 @@ class Worker:
     def __init__(self, cwd: Path) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "ota.build.worker", "--persistent_worker"], cwd=cwd,
                                      env=tool_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)  # fmt: skip
+                                     stderr=subprocess.PIPE)
 
     def send(self, args: list[str], request_id: int = 0) -> pb.WorkResponse:
         request = pb.WorkRequest(arguments=args, request_id=request_id, inputs=[pb.Input(path="x", digest=b"\1")])
@@ -88,7 +88,7 @@ def test_requests_get_the_one_shot_results_and_a_failure_does_not_end_the_worker
     oneshot.mkdir()
     for name in ("old.bin", "new.bin", "same.bin", "other.bin"):
         (oneshot / name).write_bytes((inputs / name).read_bytes())
-    for args, response in zip(requests, responses):
+    for args, response in zip(requests, responses, strict=True):
         name = args[args.index("--out_info") + 1][: -len(".json")]
         proc = run_tool("ota.build.file_patch", *args, cwd=oneshot)
         assert response.exit_code == proc.returncode, name
@@ -105,10 +105,10 @@ def test_requests_get_the_one_shot_results_and_a_failure_does_not_end_the_worker
     assert responses[1].output == "file_patch: error: no-such-file: cannot read: No such file or directory\n"
     assert responses[2].output.startswith("file_patch: usage: ") and "xdelta" in responses[2].output
     assert responses[5].output == ("WARNING: system/too_big: BSDIFF failed (skipped: input larger than "
-                                   "--max_diff_size=100 bytes); shipping the whole file\n")  # fmt: skip
+                                   "--max_diff_size=100 bytes); shipping the whole file\n")
     methods = [(inputs / f"{name}.json").read_text() for name in ("patched", "unchanged", "whole", "patched_again")]
     assert ['"method":"BSDIFF"' in methods[0], '"UNCHANGED"' in methods[1], '"WHOLE"' in methods[2],
-            '"BSDIFF"' in methods[3]] == [True] * 4  # fmt: skip
+            '"BSDIFF"' in methods[3]] == [True] * 4
     assert (inputs / "whole.p").read_bytes() == (inputs / "new.bin").read_bytes()
 
 

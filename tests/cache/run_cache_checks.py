@@ -194,7 +194,7 @@ def start_server(run: Run, kind: str) -> servers.Server | None:
             server = servers.start_nginx(run.args.nginx, run.work, pid_dir)
         else:
             raise ValueError(f"unknown cache kind {kind!r} (grpc or http)")
-    except Exception as error:  # any failure to start is one failed check, not a crash
+    except Exception as error:  # noqa: BLE001 - any failure to start is one failed check, not a crash
         run.checks.check(False, f"[{kind}] cache server starts", str(error))
         return None
     run.checks.check(True, f"[{kind}] cache server {server.name} listens on {server.url} (pid {server.process.pid})")

@@ -80,7 +80,7 @@ class Bazel:
             out.write("$ " + " ".join(argv) + "\n")
             out.flush()
             code = subprocess.run(argv, cwd=self.workspace, env=self.env, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False).returncode
         return Result(code, time.monotonic() - start, exec_log, bep, console)
 
     def shutdown(self) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from engine_helpers import bsdiff40, run_tool
 from ota import bootimg, bsdiff, cpio, deflate, imgdiff_format
-from ota.imgdiff_format import DeflateChunk, RawChunk
+from ota.imgdiff_format import DeflateChunk
 
 LIMIT = 256 << 20
 HUGE = (1 << 31) - 1  # the largest size the default limits let through to the readers
@@ -90,8 +90,8 @@ def test_boot_image_section_sizes(tmp_path: Path, version: int, offset: int, fie
     for command in (["info", path], ["unpack", path, "--out", tmp_path / "out"]):
         done = run_tool("bootimg", *command, address_space=LIMIT)
         assert (done.returncode, done.stderr) == (
-            1, f"ota_bootimg: error: {path}: {field}: 4294967295 bytes at offset {at} run past the end "
-               f"of the file ({len(image)} bytes)\n")
+            1, (f"ota_bootimg: error: {path}: {field}: 4294967295 bytes at offset {at} run past the end "
+               f"of the file ({len(image)} bytes)\n"))
 
 
 _READ_CPIO = """
@@ -149,7 +149,7 @@ def test_diff_out_of_memory_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "tgt").write_bytes(b"small")
     done = run_tool("bsdiff", tmp_path / "src", tmp_path / "tgt", tmp_path / "p", address_space=LIMIT)
     assert (done.returncode, done.stderr) == (
-        1, f"bsdiff: error: {tmp_path / 'src'}: out of memory diffing a {20 << 20}-byte source "
-           "(bsdiff needs about 18 times its size)\n")
+        1, (f"bsdiff: error: {tmp_path / 'src'}: out of memory diffing a {20 << 20}-byte source "
+           "(bsdiff needs about 18 times its size)\n"))
     small = run_tool("bsdiff", tmp_path / "tgt", tmp_path / "tgt", tmp_path / "p", address_space=LIMIT)
     assert (small.returncode, small.stderr) == (0, "")  # the 1 GiB stack fell back to one that fits

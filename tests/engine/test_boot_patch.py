@@ -46,7 +46,7 @@ COMPRESSORS = {
     "zlib level 9": lambda data, _: gzipper.compress(data, 9),
     "zlib level 6": lambda data, _: gzipper.compress(data, 6),
     "GNU gzip -9n": lambda data, tmp_path: _gnu(data, tmp_path, "-9n"),
-    "GNU gzip, stored name": lambda data, tmp_path: _gnu(data, tmp_path),
+    "GNU gzip, stored name": _gnu,
 }
 
 

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine_helpers import bsdiff40, peak_rss_mb, run_tool
 from ota import bsdiff, patch
@@ -145,7 +146,7 @@ def test_bad_patch_exits_1_naming_file_and_field(tmp_path: Path, name: str) -> N
     done = run_tool("bspatch", tmp_path / "src", tmp_path / "out", bad)
     assert (done.returncode, done.stderr, done.stdout) == (1, f"bspatch: error: {bad}: {problem}\n", "")
     assert not (tmp_path / "out").exists()
-    with pytest.raises(OtaError, match="^x: "):
+    with pytest.raises(OtaError, match=r"^x: "):
         patch.apply_patch(b"abc", data, where="x")
 
 

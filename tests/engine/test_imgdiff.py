@@ -12,7 +12,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine_helpers import run_tool
 from ota import deflate, imgdiff, imgdiff_format, patch
@@ -154,8 +155,8 @@ def test_chunk_structure_mismatch_fails_with_exit_1(tmp_path: Path) -> None:
     (tmp_path / "t").write_bytes(b"x" * 100)
     done = run_tool("imgdiff", tmp_path / "s", tmp_path / "t", tmp_path / "p")
     assert (done.returncode, done.stderr) == (
-        1, f"imgdiff: error: {tmp_path / 't'}: chunk structure (1 chunks: normal) differs from "
-           f"{tmp_path / 's'} (3 chunks: normal,deflate,normal)\n")
+        1, (f"imgdiff: error: {tmp_path / 't'}: chunk structure (1 chunks: normal) differs from "
+           f"{tmp_path / 's'} (3 chunks: normal,deflate,normal)\n"))
     assert not (tmp_path / "p").exists()
 
 

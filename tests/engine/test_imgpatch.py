@@ -143,8 +143,8 @@ def test_bspatch_applies_imgdiff_output(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     assert (tmp_path / "out").read_bytes() == target
     done = run_tool("bspatch", f"--expand_limit={len(NEW_TEXT) - 1}", tmp_path / "src", tmp_path / "out2", tmp_path / "p")
-    assert (done.returncode, done.stderr) == (1, f"bspatch: error: {tmp_path / 'p'}: chunk 1: tgt_expanded_len "
-                                                 f"{len(NEW_TEXT)} exceeds the expansion limit {len(NEW_TEXT) - 1}\n")
+    assert (done.returncode, done.stderr) == (1, (f"bspatch: error: {tmp_path / 'p'}: chunk 1: tgt_expanded_len "
+                                                 f"{len(NEW_TEXT)} exceeds the expansion limit {len(NEW_TEXT) - 1}\n"))
 
 
 def test_bad_patch_through_applypatch_is_one_line_exit_1(tmp_path: Path) -> None:

@@ -48,12 +48,12 @@ def test_cli_exit_codes(tmp_path):
             return 0
         runner.run_absl("tool", main)
     """))
-    ok = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    fail = subprocess.run([sys.executable, str(script), "--mode=fail"], capture_output=True, text=True)
+    fail = subprocess.run([sys.executable, str(script), "--mode=fail"], capture_output=True, text=True, check=False)
     assert fail.returncode == 1
     assert fail.stderr == "tool: error: input.bin: magic is not BSDIFF40\n"
-    usage = subprocess.run([sys.executable, str(script), "--no_such_flag"], capture_output=True, text=True)
+    usage = subprocess.run([sys.executable, str(script), "--no_such_flag"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2
     assert "no_such_flag" in usage.stderr
 
@@ -66,6 +66,6 @@ def test_help_exits_zero_and_describes_flags(tmp_path):
         flags.DEFINE_string("mode", "ok", "what to do")
         runner.run_absl("tool", lambda argv: 0)
     """))
-    shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
+    shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
     assert shown.returncode == 0
     assert "--mode: what to do" in shown.stdout

@@ -11,13 +11,14 @@ builder, cpio writer, signer), so no binary corpus lives in git and seeds follow
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import random
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -64,11 +65,9 @@ def _bsdiff_run(data: bytes) -> None:
 
 
 def _bsdiff_seeds() -> list[bytes]:
-    seeds = []
-    for index, source in enumerate(_BSDIFF_SOURCES):
-        for target in (source + b"appended tail\n", source[::-1][:500], _text_blob(10 + index, 25), b""):
-            seeds.append(bytes([index]) + bsdiff.diff(source, target))
-    return seeds
+    return [bytes([index]) + bsdiff.diff(source, target)
+            for index, source in enumerate(_BSDIFF_SOURCES)
+            for target in (source + b"appended tail\n", source[::-1][:500], _text_blob(10 + index, 25), b"")]
 
 
 # --- IMGDIFF2 --------------------------------------------------------------------------------
@@ -197,7 +196,5 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 
 def run_guarded(target: Target, data: bytes) -> None:
     """Runs one input: OtaError is the expected outcome of bad input and is swallowed."""
-    try:
+    with contextlib.suppress(OtaError):
         target.run(data)
-    except OtaError:
-        pass

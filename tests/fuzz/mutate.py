@@ -103,7 +103,7 @@ def run_loop(target: Target, *, iterations: int | None = None, seconds: float | 
         started = time.monotonic()
         try:
             run_guarded(target, data)
-        except Exception as err:  # the point of the loop: anything but OtaError is a finding
+        except Exception as err:  # noqa: BLE001 - the point of the loop: anything but OtaError is a finding
             last = traceback.extract_tb(err.__traceback__)[-1]
             findings.append(Finding(target.name, execs, f"{type(err).__name__}: {err} "
                                     f"(at {last.filename}:{last.lineno})", data))

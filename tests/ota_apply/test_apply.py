@@ -55,7 +55,7 @@ def test_cli_success_rerun_and_progress_lines(release, tmp_path):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     steps = {line.split()[2] for line in progress}
     assert {"verify", "stage", "patch", "write", "symlink", "metadata", "partition", "check", "finish"} <= steps
-    assert "progress 1.0000 finish -" == progress[-1]
+    assert progress[-1] == "progress 1.0000 finish -"
     assert any(line.endswith(" patch bin/sh") for line in progress)
     again = run_cli("--package", release.incremental, "--device", config)
     assert (again.returncode, again.stdout) == (0, f"ota_apply: the device already runs {TARGET_FP}; nothing to do\n")

@@ -14,11 +14,11 @@ import pytest
 
 from apply_helpers import TARGET_FP, _boot, _noise, make_release, source_spec, target_spec
 from ota import bsdiff
+from ota.apply.manifest_rules import check_manifest
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
 from ota.applypatch.device_config import DeviceConfig, PartitionEntry
 from ota.applypatch.spec import Digest
-from ota.apply.manifest_rules import check_manifest
 from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
 from ota.fsops import FsOps
@@ -26,6 +26,7 @@ from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.testing.builds import make_package, write_build
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
+from ota.testing.builds import make_package, write_build
 
 Op = pb.FileOperation
 OLD = b"".join(b"line %d of the old file\n" % i for i in range(2000))

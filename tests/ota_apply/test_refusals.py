@@ -86,8 +86,8 @@ _NEITHER = "(neither the source nor the target build's contents, and no matching
     ("etc/hosts", _append, "system file is modified (its SHA-256 is not the source build's)"),
     ("lib/libc.so", os.unlink, f"system file is missing {_NEITHER}"),
     ("app/same.apk", os.unlink, "system file is missing (the package keeps it unchanged)"),
-    ("etc/new.conf", _create, "unexpected file where the package creates a new one (not the target build's "
-                              "contents)"),
+    ("etc/new.conf", _create, ("unexpected file where the package creates a new one (not the target build's "
+                              "contents)")),
 ])
 def test_system_file_not_as_expected(release, device, path, change, problem):
     directory, _ = device
@@ -100,8 +100,8 @@ def test_partition_holding_neither_source_nor_target(release, device, name):
     directory, config = device
     image = os.path.join(directory, "partitions", f"{name}.img")
     if name == "radio":  # NAND: program garbage into the erased chip the way flash allows
-        from ota.applypatch.backends import open_partition
         from ota.apply.device import load
+        from ota.applypatch.backends import open_partition
         from ota.fsops import FsOps
 
         partition = open_partition("MTD", name, load(config).hardware, FsOps(), writable=True)

@@ -81,7 +81,7 @@ class NestedWorkspace:
     extra_flags: list[str] = field(default_factory=list)
 
     @classmethod
-    def create(cls, base: pathlib.Path, name: str) -> "NestedWorkspace":
+    def create(cls, base: pathlib.Path, name: str) -> NestedWorkspace:
         """Copies the checkout to base/name/<checkout> with an output root base/name/out."""
         checkout = base / name / "checkout"
         copy_checkout(source_checkout(), checkout)
@@ -101,7 +101,7 @@ class NestedWorkspace:
         command = [BAZEL, f"--output_user_root={self.output_user_root}", "--max_idle_secs=300", *args]
         if args and args[0] in ("build", "test", "aquery"):
             command += ["--curses=no", "--noshow_progress", *self.extra_flags]
-        proc = subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-6000:]}")
         return proc
@@ -120,4 +120,4 @@ class NestedWorkspace:
         """Stops the nested server (it would otherwise idle for --max_idle_secs)."""
         subprocess.run([BAZEL, f"--output_user_root={self.output_user_root}", "shutdown"], cwd=self.root,
                        env={"PATH": "/bin:/usr/bin", "HOME": str(self.output_user_root.parent)},
-                       capture_output=True, timeout=120)  # fmt: skip
+                       capture_output=True, timeout=120, check=False)

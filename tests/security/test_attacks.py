@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pathlib
 
-import attacks
 import pytest
+
+import attacks
 
 DOC = pathlib.Path(__file__).absolute().parents[2] / "docs" / "security.md"  # not resolve(): runfiles
 

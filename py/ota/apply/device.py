@@ -83,7 +83,7 @@ def load(path: str) -> Device:
         raise OtaError(path, "policy: expected an object")
     unknown = set(policy_value) - {"allow_downgrade", "require_signature"}
     if unknown:
-        raise OtaError(path, f"policy: unknown key {sorted(unknown)[0]!r}")
+        raise OtaError(path, f"policy: unknown key {min(unknown)!r}")
     flags = {}
     for key in ("allow_downgrade", "require_signature"):
         flag = policy_value.get(key, getattr(Policy, key))

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ota import package_reader, signing
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
 from ota.apply import resume, verify
+from ota.apply import verify
 from ota.apply.device import Device
 from ota.apply.execute import STAGED_DIR, Executor
 from ota.apply.journal import Journal
@@ -44,6 +45,8 @@ from ota.apply.manifest_rules import shown
 from ota.apply.plan import Plan, make_plan
 from ota.apply.progress import Progress
 from ota.apply.sysroot import SysRoot
+from ota.applypatch import protocol
+from ota.applypatch.cache import Cache
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb

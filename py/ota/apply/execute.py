@@ -10,18 +10,18 @@ patches them through a `RootFile`, so no path is reopened by name after it was c
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from ota.applypatch import protocol
 from ota.apply import verify
-from ota.build import jsonio
-from ota.build.build_info import BuildInfo
 from ota.apply.journal import Journal
 from ota.apply.plan import BATCHED_PHASES, Op, Plan, Step
 from ota.apply.progress import APPLY_SHARE, Progress
 from ota.apply.resume import result_digests
 from ota.apply.sysroot import SysRoot
+from ota.applypatch import protocol
+from ota.build import jsonio
+from ota.build.build_info import BuildInfo
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb

@@ -58,7 +58,7 @@ class Journal:
         return os.path.join(cache_dir, JOURNAL_NAME)
 
     @classmethod
-    def load(cls, cache_dir: str, ops: FsOps) -> "Journal | None":
+    def load(cls, cache_dir: str, ops: FsOps) -> Journal | None:
         """The journal in `cache_dir`, or None if there is none (no update in progress)."""
         path = cls.location(cache_dir)
         try:
@@ -89,7 +89,7 @@ class Journal:
         return cls(path, words[1], ops, claimed, set(), len(header) + 1 + len(complete))
 
     @classmethod
-    def begin(cls, cache_dir: str, package_id: str, ops: FsOps) -> "Journal":
+    def begin(cls, cache_dir: str, package_id: str, ops: FsOps) -> Journal:
         """Creates the journal of a new update (atomically: temp name, fsync, rename, fsync dir)."""
         path = cls.location(cache_dir)
         temp = path + _TEMP_SUFFIX

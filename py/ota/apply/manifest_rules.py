@@ -16,7 +16,7 @@ Every refusal is one line naming the package, the path and the field.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
@@ -39,14 +39,17 @@ def shown(path: str) -> str:
     return f"{path[:60]!r}...{path[-40:]!r} ({len(path.encode())} bytes)"
 
 
+def _refuser(where: str, subject: str) -> Callable[[str], OtaError]:
+    """The error for one manifest item: every refusal names the package and the item."""
+    return lambda problem: OtaError(where, f"{subject}: {problem}")
+
+
 def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.PayloadEntry]) -> None:
     """Raises OtaError (naming `where`, the package) at the first rule the manifest breaks."""
     files = {op.path: op for op in manifest.files}
     incremental = manifest.type == pb.OtaManifest.INCREMENTAL
     for path, op in files.items():
-        def refuse(problem: str) -> OtaError:
-            return OtaError(where, f"{MANIFEST_ENTRY} files: {shown(path)}: {problem}")
-
+        refuse = _refuser(where, f"{MANIFEST_ENTRY} files: {shown(path)}")
         if not incremental and op.op not in _FULL_OPS:
             raise refuse(f"op {Op.Op.Name(op.op)}: a FULL package only writes (WRITE, MKDIR, SYMLINK)")
 
@@ -61,9 +64,7 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
         if incremental:
             _check_source_kind(op, refuse)
     for index, part in enumerate(manifest.partitions):
-        def refuse_part(problem: str) -> OtaError:
-            return OtaError(where, f"{MANIFEST_ENTRY} partitions[{index}] ({part.name}): {problem}")
-
+        refuse_part = _refuser(where, f"{MANIFEST_ENTRY} partitions[{index}] ({part.name})")
         if not incremental and (part.method != pb.WHOLE or part.HasField("source")):
             raise refuse_part("a FULL package writes every partition WHOLE, from no source")
         if part.entry and part.method != pb.WHOLE and not part.HasField("source"):

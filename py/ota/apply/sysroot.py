@@ -27,8 +27,8 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ota.applypatch.cache import FileMeta
 from ota.build import hashing
@@ -50,7 +50,7 @@ class Entry:
     size: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> "Entry":
+    def of(cls, st: os.stat_result) -> Entry:
         if stat.S_ISREG(st.st_mode):
             kind = "file"
         elif stat.S_ISDIR(st.st_mode):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 from google.protobuf.message import Message
 
@@ -28,6 +28,10 @@ from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
 from ota.build.layout import MANIFEST_ENTRY
+from ota.applypatch import protocol
+from ota.applypatch.backends import open_partition
+from ota.applypatch.cache import BACKUP_NAME
+from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb

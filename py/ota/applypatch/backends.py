@@ -100,7 +100,7 @@ class SeekablePartition(Partition):
             expected = data[offset:offset + self._piece]
             actual = os.pread(self._fd, len(expected), offset)
             if actual != expected:
-                return offset + next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b),
+                return offset + next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
                                      min(len(actual), len(expected)))
         return None
 

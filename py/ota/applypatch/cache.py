@@ -27,8 +27,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ota.applypatch.spec import Digest, first_match
 from ota.cli.fileio import MAX_INPUT_BYTES, os_problem, read_bounded
@@ -62,7 +62,7 @@ class FileMeta:
     gid: int = 0
 
     @classmethod
-    def of(cls, path: str) -> "FileMeta":
+    def of(cls, path: str) -> FileMeta:
         info = os.stat(path)
         return cls(stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
 

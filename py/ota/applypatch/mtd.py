@@ -58,7 +58,7 @@ class MtdInfo:
                                   self.oobsize, 0)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "MtdInfo":
+    def unpack(cls, raw: bytes) -> MtdInfo:
         kind, flags, size, erasesize, writesize, oobsize, _ = MTD_INFO_USER.unpack(raw)
         return cls(kind, flags, size, erasesize, writesize, oobsize)
 

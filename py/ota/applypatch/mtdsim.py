@@ -48,7 +48,7 @@ class Geometry:
                 f"torn {' '.join(map(str, sorted(self.torn_pages)))}\n")
 
     @classmethod
-    def parse(cls, text: str, where: str) -> "Geometry":
+    def parse(cls, text: str, where: str) -> Geometry:
         values: dict[str, list[int]] = {}
         for number, line in enumerate(text.splitlines(), 1):
             key, *rest = line.split() or [""]

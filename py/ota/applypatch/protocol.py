@@ -37,6 +37,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
 
 from ota import imgpatch, patch as patch_engine
 from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
@@ -45,6 +46,8 @@ from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, load_by_spec,
                                  parse_partition_spec)
 from ota.cli.fileio import os_problem, read_file, read_optional
+from ota.applypatch.spec import Digest, Pair, first_match, is_partition_spec, load_by_spec, parse_partition_spec
+from ota.cli.fileio import read_file
 from ota.errors import OtaError
 from ota.fsops import FsOps
 

@@ -17,8 +17,8 @@ import random
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ota import bootimg, imgdiff
 from ota.applypatch import protocol
@@ -42,7 +42,7 @@ class BootUpdate:
     patch: bytes
 
     @classmethod
-    def make(cls, kernel_size: int = 4 * MIB, seed: int = 2009) -> "BootUpdate":
+    def make(cls, kernel_size: int = 4 * MIB, seed: int = 2009) -> BootUpdate:
         rng = random.Random(seed)
         kernel = bytearray(rng.randbytes(kernel_size))
         new_kernel = bytearray(kernel)
@@ -88,7 +88,7 @@ def loop_unavailable() -> str | None:
 @contextlib.contextmanager
 def loop_device(backing: str) -> Iterator[str]:
     """Attaches `backing` to a free loop device and always detaches it."""
-    result = subprocess.run([_losetup(), "--find", "--show", backing], capture_output=True, text=True)
+    result = subprocess.run([_losetup(), "--find", "--show", backing], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise OSError(f"losetup failed: {result.stderr.strip()}")
     device = result.stdout.strip()

@@ -9,8 +9,8 @@ matches. SHA-256 digests (64 hex digits) are accepted wherever AOSP takes a SHA-
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from ota.errors import OtaError
 
@@ -27,14 +27,14 @@ class Digest:
     hex: str
 
     @classmethod
-    def parse(cls, text: str, where: str, field: str = "sha1") -> "Digest":
+    def parse(cls, text: str, where: str, field: str = "sha1") -> Digest:
         algorithm = _ALGORITHMS.get(len(text))
         if algorithm is None or any(c not in "0123456789abcdefABCDEF" for c in text):
             raise OtaError(where, f"{field} {text!r} is not 40 (SHA-1) or 64 (SHA-256) hex digits")
         return cls(algorithm, text.lower())
 
     @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha1") -> "Digest":
+    def of(cls, data: bytes, algorithm: str = "sha1") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def matches(self, data: bytes) -> bool:
@@ -60,7 +60,7 @@ def parse_size(text: str, where: str, field: str, *, any_base: bool = False) -> 
     body = text.lower()
     try:
         if any_base and body.startswith("0x"):
-            value = int(body[2:], 16)
+            value = int(body, 16)
         elif any_base and len(body) > 1 and body.startswith("0"):
             value = int(body[1:], 8)
         else:
@@ -106,10 +106,9 @@ def parse_partition_spec(text: str) -> PartitionSpec:
         raise OtaError(text, "partition spec must be MTD|EMMC:<name>:<size>:<sha1>[:<size>:<sha1>...]")
     if not fields[1]:
         raise OtaError(text, "partition spec has an empty name")
-    pairs = []
-    for index in range(2, len(fields), 2):
-        pairs.append(Pair(parse_size(fields[index], text, f"size #{index // 2}"),
-                          Digest.parse(fields[index + 1], text, f"sha1 #{index // 2}")))
+    pairs = [Pair(parse_size(fields[index], text, f"size #{index // 2}"),
+                  Digest.parse(fields[index + 1], text, f"sha1 #{index // 2}"))
+             for index in range(2, len(fields), 2)]
     return PartitionSpec(fields[0], fields[1], tuple(pairs), text)
 
 

@@ -20,7 +20,7 @@ class BuildInfo:
         return {"device": self.device, "fingerprint": self.fingerprint, "timestamp": self.timestamp}
 
     @classmethod
-    def from_json(cls, raw: Any, where: str, prefix: str = "") -> "BuildInfo":
+    def from_json(cls, raw: Any, where: str, prefix: str = "") -> BuildInfo:
         """Parses {"device", "fingerprint", "timestamp"}; `prefix` names the object in errors."""
 
         def text(key: str) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from absl import flags
 
@@ -77,7 +77,7 @@ def whole_warning(path: str, method: str, reason: str) -> str:
 
 
 def make_patch(source: bytes | None, target: bytes, path: str, method: str = "auto",
-               threshold: float = DEFAULT_THRESHOLD) -> PatchResult:  # fmt: skip
+               threshold: float = DEFAULT_THRESHOLD) -> PatchResult:
     """Diffs `source` into `target` and decides what ships.
 
     UNCHANGED for identical contents; the patch if it applies back to exactly `target` and is at
@@ -120,7 +120,7 @@ def _size(path: str) -> int:
 
 
 def patch_files(source_path: str | None, target_path: str, path: str, out_data: str, *, method: str = "auto",
-                threshold: float = DEFAULT_THRESHOLD, max_diff_size: int = DEFAULT_MAX_DIFF_SIZE) -> FilePatch:  # fmt: skip
+                threshold: float = DEFAULT_THRESHOLD, max_diff_size: int = DEFAULT_MAX_DIFF_SIZE) -> FilePatch:
     """Runs `make_patch` on two files and writes `out_data`; inputs above `max_diff_size` bytes
     are only hashed and copied, never read whole, so a huge image cannot exhaust memory."""
     large = max(_size(target_path), _size(source_path) if source_path else 0) > max_diff_size
@@ -131,7 +131,7 @@ def patch_files(source_path: str | None, target_path: str, path: str, out_data: 
         fileio.write_file(out_data, result.data)
         data = hashing.of_bytes(result.data)
         return FilePatch(path, result.method, None if source is None else hashing.of_bytes(source),
-                         hashing.of_bytes(target), data.size, data.sha256, result.warning)  # fmt: skip
+                         hashing.of_bytes(target), data.size, data.sha256, result.warning)
     source_info = hashing.of_file(source_path) if source_path else None
     target_info = hashing.of_file(target_path)
     if source_info == target_info:
@@ -157,7 +157,7 @@ def patch_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
     if not (values.target and values.path and values.out_data and values.out_info):
         raise UsageError("--target, --path, --out_data and --out_info are required")
     result = patch_files(values.source, values.target, values.path, values.out_data, method=values.method,
-                         threshold=values.patch_threshold, max_diff_size=values.max_diff_size)  # fmt: skip
+                         threshold=values.patch_threshold, max_diff_size=values.max_diff_size)
     if result.warning:
         print(result.warning, file=sys.stderr)
     jsonio.write(values.out_info, result.to_json())

@@ -26,7 +26,7 @@ class ContentInfo:
         return {"sha1": self.sha1, "sha256": self.sha256, "size": self.size}
 
     @classmethod
-    def from_json(cls, value: Any, where: str, field: str) -> "ContentInfo":
+    def from_json(cls, value: Any, where: str, field: str) -> ContentInfo:
         """Parses {"size", "sha256", "sha1"}; anything else is an OtaError naming `field`."""
         if not isinstance(value, dict):
             raise OtaError(where, f"{field}: expected an object with size, sha256 and sha1")

@@ -9,7 +9,7 @@ are. Silent on success, as a build action should be; a damaged gzip is a one-lin
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

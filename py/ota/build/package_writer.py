@@ -10,18 +10,26 @@ The output is byte-reproducible: sorted entries, fixed zip metadata, determinist
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from absl import flags
 
 from ota.build import hashing, jsonio, tree, zipwrite
 from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo
-from ota.build.layout import (FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, file_patch_entry,
-                              partition_image_entry, partition_patch_entry, whole_file_entry)
-from ota.build.paths import check_path
+from ota.build.layout import (
+    FORMAT_VERSION,
+    MANIFEST_ENTRY,
+    PARTITION_NAME,
+    file_patch_entry,
+    partition_image_entry,
+    partition_patch_entry,
+    whole_file_entry,
+)
 from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
+from ota.build.paths import check_path
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
 from ota.proto import ota_manifest_pb2 as pb
@@ -104,7 +112,7 @@ def load_params(path: str) -> Params:
             key: Produced(key, FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {key}: info")),
                           jsonio.get(item, "data", str, path, f"{field_name} {key}: data"))
             for key, item in items.items()
-        }  # fmt: skip
+        }
 
     return Params(
         full=kind == "FULL",
@@ -125,7 +133,7 @@ class _Payload:
     infos: dict[str, ContentInfo] = field(default_factory=dict)
 
     def add(self, name: str, file: str, deflate: bool, expected: ContentInfo | None = None,
-            expected_sha256: str | None = None, why: str = "") -> None:  # fmt: skip
+            expected_sha256: str | None = None, why: str = "") -> None:
         """Adds `file` as entry `name`, checking it holds what the manifest will promise."""
         actual = hashing.of_file(file)
         want = expected_sha256 if expected is None else expected.sha256
@@ -173,7 +181,7 @@ class _Assembler:
         older = p.target.info.timestamp < p.source.info.timestamp
         if older and not p.downgrade:
             raise OtaError(self.where, f"target.timestamp {p.target.info.timestamp} is older than source.timestamp "
-                                       f"{p.source.info.timestamp}: set downgrade to build a downgrade package")  # fmt: skip
+                                       f"{p.source.info.timestamp}: set downgrade to build a downgrade package")
         if p.downgrade and not older:
             raise OtaError(self.where, "downgrade: set, but the target build is not older than the source build")
         m.precondition.device.append(p.source.info.device)
@@ -224,7 +232,7 @@ class _Assembler:
             else:
                 op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(path)
                 self.payload.add(op.entry, produced.data, False, expected_sha256=produced.info.data_sha256,
-                                 why=f"patch info's data_sha256 of {path}")  # fmt: skip
+                                 why=f"patch info's data_sha256 of {path}")
         elif whole is not None:
             op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(path)
             self.payload.add(op.entry, whole, True, new, why=f"target manifest's {path}")
@@ -234,7 +242,7 @@ class _Assembler:
             op.op = Op.KEEP
         else:
             raise OtaError(self.where, f"{path}: {'changed' if old else 'new'} in the target build but has no "
-                                       "file_patches or whole_files entry")  # fmt: skip
+                                       "file_patches or whole_files entry")
 
     def partitions(self) -> None:
         for name in sorted(self.params.partitions):
@@ -256,13 +264,13 @@ class _Assembler:
                 raise OtaError(self.where, f"partition {name}: a FULL package ships every partition WHOLE, not {info.method}")
             op.method, op.entry = _METHOD[info.method], partition_patch_entry(name)
             self.payload.add(op.entry, produced.data, False, expected_sha256=info.data_sha256,
-                             why=f"partition {name}'s patch info data_sha256")  # fmt: skip
+                             why=f"partition {name}'s patch info data_sha256")
 
     def finish(self) -> None:
         """cache_bytes_required and the payload list (see docs/package-format.md for why)."""
         m = self.manifest
         backup = max((op.source.size for op in m.partitions if op.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)),
-                     default=0)  # fmt: skip
+                     default=0)
         staged = sum(info.size for name, info in self.payload.infos.items() if name.startswith("patch/"))
         m.cache_bytes_required = backup + staged
         for name in sorted(self.payload.infos):

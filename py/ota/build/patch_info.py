@@ -37,10 +37,10 @@ class FilePatch:
             "source": None if self.source is None else self.source.to_json(),
             "target": self.target.to_json(),
             "data_size": self.data_size, "data_sha256": self.data_sha256, "warning": self.warning,
-        }  # fmt: skip
+        }
 
     @classmethod
-    def load(cls, path: str) -> "FilePatch":
+    def load(cls, path: str) -> FilePatch:
         """Reads and checks an info file (written by this project's file_patch action)."""
         doc = jsonio.read(path)
         method = jsonio.get(doc, "method", str, path)
@@ -56,4 +56,4 @@ class FilePatch:
         if method != WHOLE and source is None:
             raise OtaError(path, f"source: method {method} needs the source's contents")
         return cls(jsonio.get(doc, "path", str, path), method, source, target, size, sha256,
-                   jsonio.get(doc, "warning", str, path))  # fmt: skip
+                   jsonio.get(doc, "warning", str, path))

@@ -7,7 +7,7 @@ can work on the uncompressed ramdisk instead of its compressed bytes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -19,7 +19,7 @@ from ota.errors import UsageError
 _TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) of the ramdisk's contents.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the gzip'd cpio archive.")
 _LEVEL = flags.DEFINE_enum("level", str(gzipper.DEFAULT_LEVEL), [str(v) for v in gzipper.IMGDIFF_LEVELS],
-                           "zlib level (only levels imgdiff reproduces).")  # fmt: skip
+                           "zlib level (only levels imgdiff reproduces).")
 
 _KINDS = {tree.FILE: cpio.Kind.FILE, tree.DIR: cpio.Kind.DIR, tree.SYMLINK: cpio.Kind.SYMLINK}
 

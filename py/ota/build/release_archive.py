@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from absl import flags
 
@@ -46,7 +46,7 @@ def _same_shape(tree_entries: Sequence[tree.TreeEntry], manifest: Sequence[tree.
 
 
 def write_release_archive(build: BuildInfo, manifest_path: str, tree_path: str, partitions: dict[str, str],
-                          out_path: str) -> None:  # fmt: skip
+                          out_path: str) -> None:
     """Writes the archive, checking every file's bytes against the manifest on the way."""
     manifest = tree.load_manifest(manifest_path)
     described = tree.load_tree(tree_path)
@@ -69,7 +69,7 @@ def write_release_archive(build: BuildInfo, manifest_path: str, tree_path: str, 
         if want is not None and (want.size, want.sha256) != (written.size, written.sha256):
             raise OtaError(files[written.name[len(SYSTEM_PREFIX):]],
                            f"sha256 {written.sha256} is not the system manifest's {want.sha256} for "
-                           f"{written.name[len(SYSTEM_PREFIX):]}")  # fmt: skip
+                           f"{written.name[len(SYSTEM_PREFIX):]}")
 
 
 def parse_partition_flags(values: Sequence[str]) -> dict[str, str]:
@@ -118,7 +118,7 @@ def read_release_archive(path: str, *, max_bytes: int = 1 << 32) -> ReleaseArchi
             raise OtaError(path, f"{name}: missing")
     build = BuildInfo.from_json(jsonio.loads(contents[BUILD_ENTRY], f"{path}:{BUILD_ENTRY}"), f"{path}:{BUILD_ENTRY}")
     manifest = tree.parse(jsonio.loads(contents[MANIFEST_ENTRY], f"{path}:{MANIFEST_ENTRY}"), f"{path}:{MANIFEST_ENTRY}",
-                          manifest=True)  # fmt: skip
+                          manifest=True)
     files, images = {}, {}
     wanted = {SYSTEM_PREFIX + e.path: e for e in manifest if e.kind == tree.FILE}
     for name, data in contents.items():

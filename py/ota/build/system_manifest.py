@@ -9,7 +9,7 @@ not on file locations, and the manifest stays identical when only a file's exec 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

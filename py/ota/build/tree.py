@@ -8,8 +8,9 @@ duplicate path, an unsafe path, or a file sitting where a directory should be.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ota.build import jsonio
 from ota.build.hashing import ContentInfo
@@ -41,7 +42,7 @@ class TreeEntry:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode,
-                               "uid": self.uid, "gid": self.gid}  # fmt: skip
+                               "uid": self.uid, "gid": self.gid}
         if self.file is not None:
             out["file"] = self.file
         if self.content is not None:

@@ -23,8 +23,9 @@ import io
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 from absl import flags
 

@@ -9,6 +9,7 @@ entries are streamed, so a multi-GiB partition image never sits in memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import zipfile
 from dataclasses import dataclass
 
@@ -67,14 +68,12 @@ def _stream_size(source: ZipSource) -> int:
 def write_zip(out_path: str, sources: list[ZipSource]) -> list[Written]:
     """Writes `sources` sorted by name; returns each entry's size and SHA-256, in that order."""
     ordered = sorted(sources, key=lambda s: s.name)
-    for first, second in zip(ordered, ordered[1:]):
+    for first, second in itertools.pairwise(ordered):
         if first.name == second.name:
             raise OtaError(out_path, f"zip entry {first.name!r} would be written twice")
-    written = []
     try:
         with zipfile.ZipFile(out_path, "w", allowZip64=True) as archive:
-            for source in ordered:
-                written.append(_write_entry(archive, source))
+            written = [_write_entry(archive, source) for source in ordered]
     except OSError as err:
         raise OtaError(out_path, f"cannot write: {err.strerror or err}") from None
     return written

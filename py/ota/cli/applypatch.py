@@ -23,7 +23,7 @@ See docs/applypatch.md.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -97,7 +97,7 @@ def _classic(args: list[str]) -> int:
         if len(args) < 3:
             raise UsageError("-b needs <bonus-file> before <src>")
         bonus, args = args[1], args[2:]
-    if len(args) < 4 or args[0].startswith("-") and args[0] != "-":
+    if len(args) < 4 or (args[0].startswith("-") and args[0] != "-"):
         raise UsageError("expected <src> <tgt|-> <tgt-sha1> <tgt-size> [<src-sha1>:<patch> ...]")
     source, target, tgt_sha, tgt_size = args[:4]
     if target == "-":

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from absl import flags
 
@@ -92,7 +92,7 @@ def _build() -> None:
     addresses = bootimg.addresses(
         version, has_ramdisk=bool(parts["ramdisk"]), has_second=bool(parts["second"]),
         **{name: getattr(FLAGS, name) for name in _OFFSET_FLAGS},
-    )  # fmt: skip
+    )
     image = bootimg.BootImage(
         header_version=version,
         page_size=int(FLAGS.pagesize) if version < 3 else None,
@@ -100,6 +100,8 @@ def _build() -> None:
         **parts, **text, **addresses,
     )  # fmt: skip
     fileio.write_file(output, bootimg.build(image, where=output))
+    )
+    _write(Path(output), bootimg.build(image, where=output))
 
 
 def _image_arg(argv: Sequence[str], command: str) -> tuple[str, bootimg.ParsedBootImage]:
@@ -109,7 +111,7 @@ def _image_arg(argv: Sequence[str], command: str) -> tuple[str, bootimg.ParsedBo
 
 
 def _unpack(argv: Sequence[str]) -> None:
-    path, parsed = _image_arg(argv, "unpack")
+    _, parsed = _image_arg(argv, "unpack")
     out = Path(_require("out"))
     try:
         out.mkdir(parents=True, exist_ok=True)

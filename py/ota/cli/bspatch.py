@@ -10,7 +10,7 @@ naming the patch file and the field), 2 bad command line.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

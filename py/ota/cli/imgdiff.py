@@ -9,7 +9,7 @@ whose bytes the applier appends to the source's chunk 1 (image mode only). Exit 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

@@ -9,7 +9,7 @@ rerun after a power cut resumes and a rerun after success changes nothing. Exit 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

@@ -9,10 +9,9 @@ The package is opened with ota.package_reader, so every entry is checked on the 
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
-
 from google.protobuf import text_format
 
 from ota import package_reader
@@ -63,7 +62,7 @@ def report(package: package_reader.Package, top: int) -> str:
     ratio = f"{100.0 * payload / full:.2f}%" if full else "n/a"
     lines.append("")
     lines.append(f"# total: {payload} payload bytes in {len(manifest.payload)} entries; "
-                 f"a full package would carry {full} bytes; ratio {ratio}")  # fmt: skip
+                 f"a full package would carry {full} bytes; ratio {ratio}")
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,7 @@ signing host, over the unsigned package the build produced (docs/security.md).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

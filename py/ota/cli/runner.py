@@ -7,7 +7,7 @@ scripts written for them rely on that, so every tool here does the same.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
@@ -42,7 +42,7 @@ def _parse_flags_or_exit_2(argv: list[str]) -> list[str]:
     except flags.Error as err:
         print(f"{argv[0]}: usage: {err}\nTry --help.", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    except SystemExit as exit_:
+    except SystemExit:
         # absl's --help flag prints the usage and exits 1; asking for help is not a failure.
         if _HELP_FLAGS.intersection(argv[1:]):
             sys.exit(EXIT_OK)

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ota.build.build_info import BuildInfo
 from ota.build import file_patch, jsonio, package_writer, tree
+from ota.build.build_info import BuildInfo
 from ota.build.patch_info import UNCHANGED
 from ota.errors import OtaError
 from ota.testing.device_check import Build

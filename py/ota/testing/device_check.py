@@ -29,12 +29,12 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from ota.applypatch import backends, device_config
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply import device as device_mod
 from ota.apply.engine import ALREADY, apply_package
 from ota.apply.progress import Progress
+from ota.applypatch import backends, device_config
+from ota.applypatch.mtdsim import NandSim
+from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.build import jsonio, tree
 from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo, of_file

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 
