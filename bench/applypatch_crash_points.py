@@ -27,8 +27,10 @@ def report(name: str, scenario: Scenario, every: int = 1) -> bool:
     started = time.monotonic()
     result = sweep(scenario, every_point[::every])
     sampled = f" (every {every}th of {len(every_point)})" if every > 1 else ""
-    print(f"{name:<22} crash points: {len(result.points)}, recovered: {result.recovered}{sampled}"
-          f"  [{time.monotonic() - started:.1f} s]")
+    print(
+        f"{name:<22} crash points: {len(result.points)}, recovered: {result.recovered}{sampled}"
+        f"  [{time.monotonic() - started:.1f} s]"
+    )
     for outcome in result.failures():
         print(f"  {outcome.point}: {outcome.problem}")
     return not result.failures()
@@ -42,6 +44,7 @@ def main() -> int:
     print(f"boot image: {len(update.source)} -> {len(update.target)} bytes, IMGDIFF2 patch {len(update.patch)} bytes")
     ok = True
     with tempfile.TemporaryDirectory() as root:
+
         def workdir(name: str) -> str:
             path = os.path.join(root, name)
             os.makedirs(path)
@@ -54,8 +57,11 @@ def main() -> int:
             with open(backing, "wb") as stream:
                 stream.truncate(6 << 20)
             with loop_device(backing) as device:
-                ok &= report("partition/loop", PartitionScenario(workdir("loop"), update, "block", device_path=device),
-                             args.loop_every)
+                ok &= report(
+                    "partition/loop",
+                    PartitionScenario(workdir("loop"), update, "block", device_path=device),
+                    args.loop_every,
+                )
         else:
             print(f"partition/loop         skipped: {reason}")
         ok &= report("partition/mtdsim", PartitionScenario(workdir("mtd"), update, "mtdsim"))

@@ -60,8 +60,30 @@ def _code(rng: random.Random, isa: Isa, size: int) -> bytes:
 
 
 def _symbols(rng: random.Random, count: int) -> list[bytes]:
-    parts = [b"init", b"get", b"set", b"dev", b"irq", b"dma", b"mm", b"page", b"lock", b"sched", b"net", b"fs",
-             b"probe", b"free", b"alloc", b"read", b"write", b"ops", b"ctl", b"buf", b"queue", b"work"]
+    parts = [
+        b"init",
+        b"get",
+        b"set",
+        b"dev",
+        b"irq",
+        b"dma",
+        b"mm",
+        b"page",
+        b"lock",
+        b"sched",
+        b"net",
+        b"fs",
+        b"probe",
+        b"free",
+        b"alloc",
+        b"read",
+        b"write",
+        b"ops",
+        b"ctl",
+        b"buf",
+        b"queue",
+        b"work",
+    ]
     return [b"_".join(rng.choices(parts, k=rng.randint(2, 4))) + b"%d" % rng.randrange(100) for _ in range(count)]
 
 
@@ -92,7 +114,9 @@ def make_kernel(rng: random.Random, isa: Isa, size: int) -> Kernel:
         body = _code(rng, isa, rng.choice((64, 128, 256, 512, 1024, 4096, 16384)))
         functions.append(body)
         total += len(body) + 8
-    blobs = b"".join(rng.randbytes(rng.randint(1000, 9000)) + bytes(rng.randint(0, 3000)) for _ in range(size // 100000))
+    blobs = b"".join(
+        rng.randbytes(rng.randint(1000, 9000)) + bytes(rng.randint(0, 3000)) for _ in range(size // 100000)
+    )
     strings = b"\0".join(rng.choices(_symbols(rng, 3000), k=size // 160))  # printk formats, kallsyms
     rodata = blobs + strings
     return Kernel(functions, _symbols(rng, len(functions)), rodata)
@@ -174,8 +198,17 @@ def gnu_gzip(data: bytes) -> bytes:
 
 def boot_image(kernel_gz: bytes, ramdisk_gz: bytes) -> bytes:
     fields = bootimg.addresses(2, has_ramdisk=True, has_second=False)
-    return bootimg.build(bootimg.BootImage(header_version=2, kernel=kernel_gz, ramdisk=ramdisk_gz, dtb=b"\xd0\x0d\xfe\xed" * 16000,
-                                           page_size=4096, cmdline=b"console=ttyAMA0 androidboot.hardware=bench", **fields))
+    return bootimg.build(
+        bootimg.BootImage(
+            header_version=2,
+            kernel=kernel_gz,
+            ramdisk=ramdisk_gz,
+            dtb=b"\xd0\x0d\xfe\xed" * 16000,
+            page_size=4096,
+            cmdline=b"console=ttyAMA0 androidboot.hardware=bench",
+            **fields,
+        )
+    )
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -194,8 +227,13 @@ def run_child(argv: list[str], work: Path) -> Run:
     env = dict(os.environ, PYTHONPATH=str(Path(gzipper.__file__).resolve().parent.parent))
     report = work / "time.txt"
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *argv],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(report), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        check=False,
+    )
     elapsed = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
@@ -212,10 +250,14 @@ def tools(old: Path, new: Path, patch: Path, out: Path) -> dict[str, tuple[list[
     return {
         "imgdiff (ours)": (_python_tool("imgdiff", str(old), str(new), str(patch)), apply),
         "bsdiff (ours, whole)": (_python_tool("bsdiff", str(old), str(new), str(patch)), apply),
-        "xdelta3 -9 -D": (["xdelta3", "-9", "-D", "-f", "-e", "-s", str(old), str(new), str(patch)],
-                       ["xdelta3", "-D", "-f", "-d", "-s", str(old), str(patch), str(out)]),
-        "zstd -19 --long=27": (["zstd", "-q", "-f", "-19", "--long=27", f"--patch-from={old}", str(new), "-o", str(patch)],
-                               ["zstd", "-q", "-f", "-d", "--long=27", f"--patch-from={old}", str(patch), "-o", str(out)]),
+        "xdelta3 -9 -D": (
+            ["xdelta3", "-9", "-D", "-f", "-e", "-s", str(old), str(new), str(patch)],
+            ["xdelta3", "-D", "-f", "-d", "-s", str(old), str(patch), str(out)],
+        ),
+        "zstd -19 --long=27": (
+            ["zstd", "-q", "-f", "-19", "--long=27", f"--patch-from={old}", str(new), "-o", str(patch)],
+            ["zstd", "-q", "-f", "-d", "--long=27", f"--patch-from={old}", str(patch), "-o", str(out)],
+        ),
     }
 
 
@@ -232,7 +274,9 @@ def measure(name: str, old_bytes: bytes, new_bytes: bytes, work: Path) -> list[t
             raise SystemExit(f"{tool} on {name}: applied output differs from the target")
         out.unlink()
         size = patch.stat().st_size
-        rows.append((name, tool, size, size / len(new_bytes), diffed.seconds, applied.seconds, diffed.peak_mb, applied.peak_mb))
+        rows.append(
+            (name, tool, size, size / len(new_bytes), diffed.seconds, applied.seconds, diffed.peak_mb, applied.peak_mb)
+        )
     return rows
 
 
@@ -248,7 +292,9 @@ def search_cost(name: str, member_gz: bytes) -> str:
     deflate.deflate(member.inflated, 9)
     once = time.process_time() - start
     outcome = f"found (level, memLevel) {found}" if found else "no setting reproduces it"
-    return f"search {name}: {outcome}; {searched:.2f}s CPU = {searched / once:.2f}x one level-9 compression ({once:.2f}s)"
+    return (
+        f"search {name}: {outcome}; {searched:.2f}s CPU = {searched / once:.2f}x one level-9 compression ({once:.2f}s)"
+    )
 
 
 def main() -> None:
@@ -272,12 +318,17 @@ def main() -> None:
     for version, gnu in gnu_kernels.items():
         normalized[version], report = gzipper.normalize(gnu, f"Image.gz ({version})")
         print(f"normalize Image.gz ({version}): {report.line()}")
-    print(f"inputs built in {time.perf_counter() - started:.1f}s: kernel {len(images['v1']) / MB:.1f} MB "
-          f"(zlib gz {len(zlib_kernels['v1']) / MB:.1f} MB, GNU gz {len(gnu_kernels['v1']) / MB:.1f} MB), "
-          f"ramdisk {len(tree_v1)} files, gz {len(ramdisks['v1']) / MB:.1f} MB")
+    print(
+        f"inputs built in {time.perf_counter() - started:.1f}s: kernel {len(images['v1']) / MB:.1f} MB "
+        f"(zlib gz {len(zlib_kernels['v1']) / MB:.1f} MB, GNU gz {len(gnu_kernels['v1']) / MB:.1f} MB), "
+        f"ramdisk {len(tree_v1)} files, gz {len(ramdisks['v1']) / MB:.1f} MB"
+    )
 
-    for name, member in (("ramdisk.gz (zlib 9)", ramdisks["v2"]), ("Image.gz (zlib 9)", zlib_kernels["v2"]),
-                         ("Image.gz (GNU -9n)", gnu_kernels["v2"])):
+    for name, member in (
+        ("ramdisk.gz (zlib 9)", ramdisks["v2"]),
+        ("Image.gz (zlib 9)", zlib_kernels["v2"]),
+        ("Image.gz (GNU -9n)", gnu_kernels["v2"]),
+    ):
         print(search_cost(name, member))
 
     scenarios = {
@@ -296,10 +347,14 @@ def main() -> None:
             rows += measure(name, pair["v1"], pair["v2"], Path(tmp))
 
     header = ("scenario", "tool", "patch bytes", "ratio", "diff s", "apply s", "diff MB", "apply MB")
-    print(f"\n{header[0]:<22} {header[1]:<21} {header[2]:>12} {header[3]:>7} {header[4]:>7} {header[5]:>7} "
-          f"{header[6]:>8} {header[7]:>8}")
+    print(
+        f"\n{header[0]:<22} {header[1]:<21} {header[2]:>12} {header[3]:>7} {header[4]:>7} {header[5]:>7} "
+        f"{header[6]:>8} {header[7]:>8}"
+    )
     for scenario, tool, size, ratio, diff_s, apply_s, diff_mb, apply_mb in rows:
-        print(f"{scenario:<22} {tool:<21} {size:>12,} {ratio:>7.2%} {diff_s:>7.1f} {apply_s:>7.1f} {diff_mb:>8.0f} {apply_mb:>8.0f}")
+        print(
+            f"{scenario:<22} {tool:<21} {size:>12,} {ratio:>7.2%} {diff_s:>7.1f} {apply_s:>7.1f} {diff_mb:>8.0f} {apply_mb:>8.0f}"
+        )
     sizes = {(row[0], row[1]): row[2] for row in rows}
     gain = sizes[("ramdisk.gz alone", "bsdiff (ours, whole)")] / sizes[("ramdisk.gz alone", "imgdiff (ours)")]
     verdict = "holds" if gain >= 4 else "FAILS"

@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_boot_patch as boot  # noqa: E402 - the generators live next to this script
-
-from ota import gzipper  # noqa: E402
+import bench_boot_patch as boot
+from ota import gzipper
 
 MB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +88,12 @@ def run_child(argv: list[str], work: Path, env: dict[str, str]) -> Run:
     thread samples the PSS of the whole process tree."""
     report = work / "time.txt"
     start = time.perf_counter()
-    child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(report), *argv],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    child = subprocess.Popen(
+        ["/usr/bin/time", "-f", "%M", "-o", str(report), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     tree_kb = 0
     done = threading.Event()
 
@@ -171,7 +174,9 @@ def build_inputs(scale: float, change: float) -> Inputs:
     images = (kernel_v1.render(), kernel_v2.render())
     tree_v1 = boot.make_ramdisk(random.Random(2), isa, max(50, int(3000 * scale)))
     ramdisks = (boot.pack_ramdisk(tree_v1), boot.pack_ramdisk(boot.change_ramdisk(rng, tree_v1, change)))
-    boots = tuple(boot.boot_image(gzipper.compress(image), ramdisk) for image, ramdisk in zip(images, ramdisks))
+    boots = tuple(
+        boot.boot_image(gzipper.compress(image), ramdisk) for image, ramdisk in zip(images, ramdisks, strict=False)
+    )
     ramdisk_size = len(gzipper.parse_member(ramdisks[1], "ramdisk").inflated)
     return Inputs(images, boots, max(*map(len, images), ramdisk_size))  # type: ignore[arg-type]
 
@@ -225,18 +230,24 @@ def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
         print(f"{label:<30} {run.seconds:>8.1f} {run.peak_mb:>8.0f} {run.tree_mb:>8.0f} {size:>12,}")
     today, now = results["imgdiff today"], results["imgdiff now"]
     chunk_mb = inputs.largest_chunk / MB
-    print(f"\nimgdiff now/today: time {now[0].seconds / today[0].seconds:.2f}x, "
-          f"tree memory {now[0].tree_mb / today[0].tree_mb:.2f}x, bytes {now[1] / today[1]:.4f}x; "
-          f"memory per larger decompressed chunk ({chunk_mb:.1f} MB): today {today[0].tree_mb / chunk_mb:.1f}x, "
-          f"now {now[0].tree_mb / chunk_mb:.1f}x")  # fmt: skip
+    print(
+        f"\nimgdiff now/today: time {now[0].seconds / today[0].seconds:.2f}x, "
+        f"tree memory {now[0].tree_mb / today[0].tree_mb:.2f}x, bytes {now[1] / today[1]:.4f}x; "
+        f"memory per larger decompressed chunk ({chunk_mb:.1f} MB): today {today[0].tree_mb / chunk_mb:.1f}x, "
+        f"now {now[0].tree_mb / chunk_mb:.1f}x"
+    )
     peer_run, ours_run = results["bsdiff4.diff (peer)"], results["bsdiff now"]
     input_mb = len(inputs.kernel[0]) / MB
-    print(f"bsdiff now/bsdiff4: time {ours_run[0].seconds / peer_run[0].seconds:.2f}x, "
-          f"tree memory {ours_run[0].tree_mb / peer_run[0].tree_mb:.2f}x ({ours_run[0].tree_mb / input_mb:.1f}x the "
-          f"{input_mb:.1f} MB input), bytes {ours_run[1] / peer_run[1]:.4f}x")  # fmt: skip
+    print(
+        f"bsdiff now/bsdiff4: time {ours_run[0].seconds / peer_run[0].seconds:.2f}x, "
+        f"tree memory {ours_run[0].tree_mb / peer_run[0].tree_mb:.2f}x ({ours_run[0].tree_mb / input_mb:.1f}x the "
+        f"{input_mb:.1f} MB input), bytes {ours_run[1] / peer_run[1]:.4f}x"
+    )
     sort = results["sort only: qsufsort 64-bit"][0]
-    print(f"qsufsort alone is {sort.seconds / peer_run[0].seconds:.0%} of bsdiff4's diff time "
-          f"({sort.peak_mb:.0f} MB peak)")  # fmt: skip
+    print(
+        f"qsufsort alone is {sort.seconds / peer_run[0].seconds:.0%} of bsdiff4's diff time "
+        f"({sort.peak_mb:.0f} MB peak)"
+    )
     if "sort only: divsufsort 32-bit" in results:
         fast = results["sort only: divsufsort 32-bit"][0]
         print(f"divsufsort/qsufsort: time {fast.seconds / sort.seconds:.2f}x, peak {fast.peak_mb / sort.peak_mb:.2f}x")
@@ -253,9 +264,11 @@ def main() -> None:
 
     started = time.perf_counter()
     inputs = build_inputs(args.scale, args.change)
-    print(f"inputs built in {time.perf_counter() - started:.1f}s: kernel Image {len(inputs.kernel[0]) / MB:.1f} MB, "
-          f"boot image {len(inputs.boot[0]) / MB:.1f} MB; cores {len(os.sched_getaffinity(0))}, "
-          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"inputs built in {time.perf_counter() - started:.1f}s: kernel Image {len(inputs.kernel[0]) / MB:.1f} MB, "
+        f"boot image {len(inputs.boot[0]) / MB:.1f} MB; cores {len(os.sched_getaffinity(0))}, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench_diff_") as tmp:
         work = Path(tmp)
         baseline_py = extract_baseline(args.baseline, work)

@@ -53,9 +53,11 @@ flags.DEFINE_string("incremental", None, "built //release:incremental_ota zip (e
 flags.DEFINE_string("full", None, "built //release:full_ota zip (else built in a scratch copy)")
 flags.DEFINE_string("kernel_a", None, "source kernel: gzip'd Image, or raw Image (gzip'd here by GNU gzip -n -9)")
 flags.DEFINE_string("kernel_b", None, "target kernel, like --kernel_a")
-flags.DEFINE_list("kernel_packages", ["linux-image-6.1.0-47-cloud-arm64-unsigned:arm64",
-                                      "linux-image-6.1.0-50-cloud-arm64-unsigned:arm64"],
-                  "two Debian packages to take vmlinuz from when --kernel_a/--kernel_b are not given")
+flags.DEFINE_list(
+    "kernel_packages",
+    ["linux-image-6.1.0-47-cloud-arm64-unsigned:arm64", "linux-image-6.1.0-50-cloud-arm64-unsigned:arm64"],
+    "two Debian packages to take vmlinuz from when --kernel_a/--kernel_b are not given",
+)
 flags.DEFINE_string("cache_dir", "/var/tmp/rules_ota-bench-kernels", "where fetched packages are kept")
 flags.DEFINE_string("doc_root", "/usr/share/doc", "real files for the ramdisk")
 flags.DEFINE_integer("ramdisk_files", 400, "files in the ramdisk", lower_bound=10)
@@ -89,8 +91,10 @@ def build_release(work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
 
 def release_rows(incremental: pathlib.Path, full: pathlib.Path) -> list[tuple[str, int, str]]:
     inc, whole = incremental.stat().st_size, full.stat().st_size
-    return [("//release full package", whole, "1.000 of full"),
-            ("//release incremental package", inc, f"{inc / whole:.3f} of full")]
+    return [
+        ("//release full package", whole, "1.000 of full"),
+        ("//release incremental package", inc, f"{inc / whole:.3f} of full"),
+    ]
 
 
 # --- (b) inputs -------------------------------------------------------------------------------
@@ -165,8 +169,16 @@ def boot_image(kernel_gz: bytes, ramdisk_gz: bytes, normalize: bool) -> bytes:
         ramdisk_gz, ramdisk_report = gzipper.normalize(ramdisk_gz, "ramdisk")
         print(f"  normalize kernel: {kernel_report.line()}\n  normalize ramdisk: {ramdisk_report.line()}")
     fields = bootimg.addresses(2, has_ramdisk=True, has_second=False)
-    return bootimg.build(bootimg.BootImage(header_version=2, kernel=kernel_gz, ramdisk=ramdisk_gz, page_size=4096,
-                                           cmdline=b"console=ttyAMA0 root=/dev/vda2 rw", **fields))
+    return bootimg.build(
+        bootimg.BootImage(
+            header_version=2,
+            kernel=kernel_gz,
+            ramdisk=ramdisk_gz,
+            page_size=4096,
+            cmdline=b"console=ttyAMA0 root=/dev/vda2 rw",
+            **fields,
+        )
+    )
 
 
 def rest_of_image(image: bytes) -> bytes:
@@ -208,8 +220,10 @@ def boot_rows(kernel_a: pathlib.Path, kernel_b: pathlib.Path) -> list[tuple[str,
     trees = ramdisk_trees(pathlib.Path(FLAGS.doc_root), FLAGS.ramdisk_files)
     cpios = [pack_cpio(tree) for tree in trees]
     ramdisks = [gzipper.compress(c) for c in cpios]
-    print(f"ramdisk: {len(trees[0])} -> {len(trees[1])} files from {FLAGS.doc_root}, cpio {len(cpios[0]):,} B, "
-          f"zlib gz {len(ramdisks[0]):,} B")
+    print(
+        f"ramdisk: {len(trees[0])} -> {len(trees[1])} files from {FLAGS.doc_root}, cpio {len(cpios[0]):,} B, "
+        f"zlib gz {len(ramdisks[0]):,} B"
+    )
     shipped = [boot_image(k, r, normalize=False) for k, r in zip(kernels, ramdisks, strict=True)]
     print("boot image with normalization:")
     normalized = [boot_image(k, r, normalize=True) for k, r in zip(kernels, ramdisks, strict=True)]
@@ -219,17 +233,26 @@ def boot_rows(kernel_a: pathlib.Path, kernel_b: pathlib.Path) -> list[tuple[str,
     on = checked("imgdiff, normalization on", lambda: imgdiff.make_image_patch(*normalized), *normalized)
     off = checked("imgdiff, normalization off", lambda: imgdiff.make_image_patch(*shipped), *shipped)
     whole = checked("bsdiff, whole image", lambda: bsdiff.diff(*shipped), *shipped)
-    parts = [checked(f"  bsdiff {what}", lambda pair=pair: bsdiff.diff(*pair), *pair)
-             for what, pair in (("kernel Image", images), ("ramdisk cpio", cpios),
-                                ("rest (header, padding)", [rest_of_image(i) for i in normalized]))]
+    parts = [
+        checked(f"  bsdiff {what}", lambda pair=pair: bsdiff.diff(*pair), *pair)
+        for what, pair in (
+            ("kernel Image", images),
+            ("ramdisk cpio", cpios),
+            ("rest (header, padding)", [rest_of_image(i) for i in normalized]),
+        )
+    ]
     ideal = sum(p.size for p in parts)
     target = len(normalized[1])
-    rows = [(m.name, m.size, f"{m.size / ideal:.3f} x ideal, {m.size / target:.2%} of image, {m.seconds:.0f} s")
-            for m in (on, off, whole)]
+    rows = [
+        (m.name, m.size, f"{m.size / ideal:.3f} x ideal, {m.size / target:.2%} of image, {m.seconds:.0f} s")
+        for m in (on, off, whole)
+    ]
     rows.append(("ideal: bsdiff of decompressed parts", ideal, f"{ideal / target:.2%} of image"))
     rows += [(p.name, p.size, f"{p.seconds:.0f} s") for p in parts]
     verdict = "holds" if on.size <= FLAGS.expected_ratio * ideal else "FAILS"
-    rows.append((f"expectation: normalized <= {FLAGS.expected_ratio} x ideal", on.size, f"{on.size / ideal:.3f} -> {verdict}"))
+    rows.append(
+        (f"expectation: normalized <= {FLAGS.expected_ratio} x ideal", on.size, f"{on.size / ideal:.3f} -> {verdict}")
+    )
     return rows
 
 

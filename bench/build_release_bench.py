@@ -58,9 +58,21 @@ def serial_pipeline(tree: pathlib.Path, exec_log: pathlib.Path, out_dir: pathlib
     """Runs build_serial_pipeline.py with Debian's python3 (the interpreter Bazel's tools use)."""
     env = {"PATH": "/bin:/usr/bin", "PYTHONPATH": tool_pythonpath(tree, exec_log), "PYTHONHASHSEED": "0"}
     start = time.monotonic()
-    done = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "build_serial_pipeline.py"),
-                           "--exec_log", str(exec_log), "--out_dir", str(out_dir)],
-                          cwd=tree, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            "/usr/bin/python3",
+            str(REPO / "bench" / "build_serial_pipeline.py"),
+            "--exec_log",
+            str(exec_log),
+            "--out_dir",
+            str(out_dir),
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"serial pipeline failed:\n{done.stderr}")
     report = json.loads(done.stdout)
@@ -119,18 +131,34 @@ def bench(work: pathlib.Path, cache: str, venv_root: pathlib.Path, python313: st
     patches = sum(cold_ran[m] for m in PATCH_MNEMONICS)
     a_total = inputs.seconds + cold.seconds
     return [
-        ("cold: patch + package actions (Bazel, 2 jobs)", f"{cold.seconds:.1f} s",
-         f"{patches} patch actions, {cold_ran['OtaPackage']} package; ran: {dict(cold_ran)}"),
-        ("serial single-process pipeline, same inputs", f"{serial['seconds_process']:.1f} s",
-         (f"diffs {serial['seconds_patches']:.1f} s + package {serial['seconds_package']:.1f} s; "
-         f"Bazel/serial = {cold.seconds / serial['seconds_process']:.2f}; "
-         f"package bytes identical: {same}")),
-        ("warm: one system file changed", f"{warm.seconds:.1f} s",
-         f"{warm.seconds / cold.seconds:.2f} of cold; ran: {dict(warm_ran)}"),
+        (
+            "cold: patch + package actions (Bazel, 2 jobs)",
+            f"{cold.seconds:.1f} s",
+            f"{patches} patch actions, {cold_ran['OtaPackage']} package; ran: {dict(cold_ran)}",
+        ),
+        (
+            "serial single-process pipeline, same inputs",
+            f"{serial['seconds_process']:.1f} s",
+            (
+                f"diffs {serial['seconds_patches']:.1f} s + package {serial['seconds_package']:.1f} s; "
+                f"Bazel/serial = {cold.seconds / serial['seconds_process']:.2f}; "
+                f"package bytes identical: {same}"
+            ),
+        ),
+        (
+            "warm: one system file changed",
+            f"{warm.seconds:.1f} s",
+            f"{warm.seconds / cold.seconds:.2f} of cold; ran: {dict(warm_ran)}",
+        ),
         ("A whole cold build (server start, @pypi fetch, images, package)", f"{a_total:.1f} s", ""),
-        (f"clone B, fresh output base, {cache} remote cache", f"{clone_b.seconds:.1f} s",
-         (f"{clone_b.seconds / a_total:.2f} of A's; executed patch actions: "
-         f"{sum(b_ran[m] for m in PATCH_MNEMONICS)}; ran: {dict(b_ran)}")),
+        (
+            f"clone B, fresh output base, {cache} remote cache",
+            f"{clone_b.seconds:.1f} s",
+            (
+                f"{clone_b.seconds / a_total:.2f} of A's; executed patch actions: "
+                f"{sum(b_ran[m] for m in PATCH_MNEMONICS)}; ran: {dict(b_ran)}"
+            ),
+        ),
     ]
 
 
@@ -162,8 +190,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--venv_root", type=pathlib.Path, default=pathlib.Path("/var/tmp/rules_ota-venvs"))
     parser.add_argument("--buildgrid_python", default=os.path.expanduser("~/.pyenv/versions/3.13.0/bin/python3"))
     args = parser.parse_args(argv)
-    print_table(in_scratch(args.work_dir, "rules_ota-bench.",
-                           lambda work: bench(work, args.cache, args.venv_root, args.buildgrid_python)))
+    print_table(
+        in_scratch(
+            args.work_dir,
+            "rules_ota-bench.",
+            lambda work: bench(work, args.cache, args.venv_root, args.buildgrid_python),
+        )
+    )
     return 0
 
 

@@ -60,17 +60,23 @@ def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict
     wanted = {entry["data"] for entry in params["file_patches"] + params["partitions"]}
     work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
     # Smallest first, so the process's peak RSS is the largest diff's peak.
-    work = sorted((flags for flags in work if flags["out_data"] in wanted),
-                  key=lambda flags: os.stat(flags["target"]).st_size)
+    work = sorted(
+        (flags for flags in work if flags["out_data"] in wanted), key=lambda flags: os.stat(flags["target"]).st_size
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     renamed: dict[str, str] = {}
 
     start = time.perf_counter()
     for index, flags in enumerate(work):
         data, info = out_dir / f"{index}.p", out_dir / f"{index}.json"
-        result = file_patch.patch_files(flags.get("source"), flags["target"], flags["path"], str(data),
-                                        method=flags.get("method", "auto"),
-                                        threshold=float(flags.get("patch_threshold", file_patch.DEFAULT_THRESHOLD)))
+        result = file_patch.patch_files(
+            flags.get("source"),
+            flags["target"],
+            flags["path"],
+            str(data),
+            method=flags.get("method", "auto"),
+            threshold=float(flags.get("patch_threshold", file_patch.DEFAULT_THRESHOLD)),
+        )
         jsonio.write(str(info), result.to_json())
         renamed[flags["out_data"]], renamed[flags["out_info"]] = str(data), str(info)
     patches_done = time.perf_counter()
@@ -94,17 +100,22 @@ def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict
         "package_bytes": out.stat().st_size,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         # Inputs above the bound are hashed and copied in blocks, never diffed: not the peak.
-        "largest_diffed_bytes": max((size for size in (os.stat(f["target"]).st_size for f in work)
-                                     if size <= file_patch.DEFAULT_MAX_DIFF_SIZE), default=0),
+        "largest_diffed_bytes": max(
+            (size for size in (os.stat(f["target"]).st_size for f in work) if size <= file_patch.DEFAULT_MAX_DIFF_SIZE),
+            default=0,
+        ),
     }
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exec_log", type=pathlib.Path, required=True, help="Bazel --execution_log_json_file")
-    parser.add_argument("--package_out", default="incremental_ota.unsigned.zip",
-                        help="the OtaPackage output (suffix of its --out) whose work to redo; "
-                             "an OtaSign action signing it is redone too")
+    parser.add_argument(
+        "--package_out",
+        default="incremental_ota.unsigned.zip",
+        help="the OtaPackage output (suffix of its --out) whose work to redo; "
+        "an OtaSign action signing it is redone too",
+    )
     parser.add_argument("--out_dir", type=pathlib.Path, required=True)
     args = parser.parse_args(argv)
     print(json.dumps(run(args.exec_log, args.package_out, args.out_dir)))

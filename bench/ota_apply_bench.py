@@ -30,7 +30,9 @@ from ota.build.release_archive import read_release_archive
 from ota.package_reader import open_package
 from ota.testing import device_check as dc
 
-_SOURCE = flags.DEFINE_string("source_archive", None, "Release archive (docs/contracts.md#5-release-archive) of the source build.")
+_SOURCE = flags.DEFINE_string(
+    "source_archive", None, "Release archive (docs/contracts.md#5-release-archive) of the source build."
+)
 _INCREMENTAL = flags.DEFINE_string("incremental", None, "The incremental package (source -> target).")
 _FULL = flags.DEFINE_string("full", None, "The full package of the target build.")
 _RUNS = flags.DEFINE_integer("runs", 3, "Runs per measurement; the best is reported.", lower_bound=1)
@@ -52,8 +54,12 @@ def _timed(argv: list[str], scratch: str) -> Measured:
     """
     report = os.path.join(scratch, "time.txt")
     start = time.monotonic()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report, *argv], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, check=False)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", report, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     seconds = time.monotonic() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
@@ -88,8 +94,10 @@ def _layout(source: dc.Build, packages: list[str], mtd: list[str]) -> dc.Layout:
             for part in opened.manifest.partitions:
                 sizes[part.name] = max(sizes.get(part.name, 0), part.target.size)
     block = dc.MTD_ERASESIZE
-    return dc.Layout({n: ("mtdsim" if n in mtd else "file") for n in sizes},
-                     {n: (-(-size // block) + 1) * block for n, size in sizes.items()})
+    return dc.Layout(
+        {n: ("mtdsim" if n in mtd else "file") for n in sizes},
+        {n: (-(-size // block) + 1) * block for n, size in sizes.items()},
+    )
 
 
 def _largest(package: str) -> tuple[int, str]:
@@ -112,8 +120,21 @@ def main(argv: list[str]) -> None:
             for run in range(_RUNS.value):
                 device = os.path.join(work, f"{label}-{run}")
                 config = dc.materialize(source, device, layout)
-                runs.append(_timed([sys.executable, "-m", "ota.cli.ota_apply", "--package", package,
-                                    "--device", config, "--progress=none"], work))
+                runs.append(
+                    _timed(
+                        [
+                            sys.executable,
+                            "-m",
+                            "ota.cli.ota_apply",
+                            "--package",
+                            package,
+                            "--device",
+                            config,
+                            "--progress=none",
+                        ],
+                        work,
+                    )
+                )
                 shutil.rmtree(device)
             results[label] = _best(runs)
         unzip_runs = []
@@ -129,25 +150,33 @@ def main(argv: list[str]) -> None:
 
     unzip = results["unzip full (peer)"]
     files = sum(1 for e in source.entries if e.kind == tree.FILE)
-    print(f"source: {source.info.fingerprint}, {files} files; packages: incremental "
-          f"{os.path.getsize(_INCREMENTAL.value):,} B, full {os.path.getsize(_FULL.value):,} B; best of {_RUNS.value}")
+    print(
+        f"source: {source.info.fingerprint}, {files} files; packages: incremental "
+        f"{os.path.getsize(_INCREMENTAL.value):,} B, full {os.path.getsize(_FULL.value):,} B; best of {_RUNS.value}"
+    )
     print(f"{'':22} {'wall s':>8} {'x unzip':>8} {'peak RSS MiB':>13}")
     for label, measured in results.items():
-        print(f"{label:22} {measured.seconds:8.2f} {measured.seconds / unzip.seconds:8.2f} "
-              f"{measured.peak_rss / 2**20:13.1f}")
+        print(
+            f"{label:22} {measured.seconds:8.2f} {measured.seconds / unzip.seconds:8.2f} "
+            f"{measured.peak_rss / 2**20:13.1f}"
+        )
     print(f"{'python + imports only':22} {baseline.seconds:8.2f} {'':8} {baseline.peak_rss / 2**20:13.1f}")
     for label in ("incremental", "full"):
         size, what = _largest(_INCREMENTAL.value if label == "incremental" else _FULL.value)
         above = results[label].peak_rss - baseline.peak_rss
-        print(f"{label}: largest item {what} = {size / 2**20:.1f} MiB; peak RSS above the interpreter "
-              f"= {above / 2**20:.1f} MiB = {above / max(size, 1):.1f}x that item")
-    print("What bounds it: items are applied one at a time, so peak RSS is the interpreter plus a "
-          "multiple of the largest file or partition, whatever the number of files. Incremental: "
-          "applypatch's file protocol holds the current file (read for its 'already the target?' test), "
-          "the source (read again), the patch and the result: about 4x the file (24 MiB file: 4.3x "
-          "measured, 2026-11). Full: the entry's bytes plus the inflater's: about 2x. So a device "
-          "needs roughly 4x its largest file of free RAM for an incremental update, 2x for a full "
-          "one; less needs streaming in bounded pieces (AOSP's later block-based OTA).")
+        print(
+            f"{label}: largest item {what} = {size / 2**20:.1f} MiB; peak RSS above the interpreter "
+            f"= {above / 2**20:.1f} MiB = {above / max(size, 1):.1f}x that item"
+        )
+    print(
+        "What bounds it: items are applied one at a time, so peak RSS is the interpreter plus a "
+        "multiple of the largest file or partition, whatever the number of files. Incremental: "
+        "applypatch's file protocol holds the current file (read for its 'already the target?' test), "
+        "the source (read again), the patch and the result: about 4x the file (24 MiB file: 4.3x "
+        "measured, 2026-11). Full: the entry's bytes plus the inflater's: about 2x. So a device "
+        "needs roughly 4x its largest file of free RAM for an incremental update, 2x for a full "
+        "one; less needs streaming in bounded pieces (AOSP's later block-based OTA)."
+    )
 
 
 def run() -> None:

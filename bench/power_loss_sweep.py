@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario, loop_device, loop_unavailable
 from ota.testing import device_check as dc
@@ -29,7 +29,7 @@ from ota.testing.sweep import Scenario, sweep
 
 
 def _line(name: str, loss: LossModel, points: int, recovered: int, started: float) -> str:
-    return f"{name:<26} {str(loss):<22}: {points} points, {recovered} recovered  [{time.monotonic() - started:.0f} s]"
+    return f"{name:<26} {loss!s:<22}: {points} points, {recovered} recovered  [{time.monotonic() - started:.0f} s]"
 
 
 def applypatch_target(name: str, scenario: Scenario, loss: LossModel) -> bool:
@@ -43,8 +43,9 @@ def applypatch_target(name: str, scenario: Scenario, loss: LossModel) -> bool:
 
 def ota_apply_target(name: str, release, package: str, scratch: str, loss: LossModel) -> bool:
     started = time.monotonic()
-    report = dc.check_update(release.source, release.target, package, scratch, release.layout, interrupt=True,
-                             loss=loss)
+    report = dc.check_update(
+        release.source, release.target, package, scratch, release.layout, interrupt=True, loss=loss
+    )
     assert report.sweep is not None
     print(_line(name, loss, len(report.sweep.points), report.sweep.recovered, started), flush=True)
     for problem in report.problems:
@@ -69,8 +70,10 @@ def main() -> int:
 
         if args.only in (None, "applypatch"):
             update = BootUpdate.make()
-            print(f"applypatch: boot image {len(update.source)} -> {len(update.target)} bytes, "
-                  f"IMGDIFF2 patch {len(update.patch)} bytes")
+            print(
+                f"applypatch: boot image {len(update.source)} -> {len(update.target)} bytes, "
+                f"IMGDIFF2 patch {len(update.patch)} bytes"
+            )
             targets: list[tuple[str, Callable[[], Scenario]]] = [
                 ("file", lambda: FileScenario(workdir(), update, low_space=False)),
                 ("file/low-space", lambda: FileScenario(workdir(), update, low_space=True)),

@@ -27,8 +27,10 @@ def expand(args: Sequence[str], root: pathlib.Path) -> list[str]:
         try:
             text = params.read_bytes().decode("utf-8")
         except FileNotFoundError:
-            raise SystemExit(f"{params}: param file missing; its action was probably a cache hit, so Bazel "
-                             "never wrote it. Rebuild with --disk_cache= --remote_cache= so the action runs") from None
+            raise SystemExit(
+                f"{params}: param file missing; its action was probably a cache hit, so Bazel "
+                "never wrote it. Rebuild with --disk_cache= --remote_cache= so the action runs"
+            ) from None
         lines = text.split("\n")
         expanded += lines[:-1] if lines[-1] == "" else lines
     return expanded

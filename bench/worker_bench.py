@@ -56,13 +56,16 @@ def add_import_case(client: workspace.Bazel, tree: pathlib.Path, flags: list[str
     shutil.copyfile(tree / "bazel-bin/release/v1_archive.zip", tree / "shipped/v1.zip")
     (tree / "shipped/BUILD").write_text('exports_files(["v1.zip"])\n')
     with (tree / "WORKSPACE").open("a") as out:
-        out.write('\nload("//rules:defs.bzl", "ota_release_archive")\n\n'
-                  'ota_release_archive(\n    name = "shipped_v1",\n    archive = "//shipped:v1.zip",\n)\n')
+        out.write(
+            '\nload("//rules:defs.bzl", "ota_release_archive")\n\n'
+            'ota_release_archive(\n    name = "shipped_v1",\n    archive = "//shipped:v1.zip",\n)\n'
+        )
     (tree / "imported").mkdir()
     (tree / "imported/BUILD").write_text(
         'load("//rules:defs.bzl", "ota_package")\n\n'
         'ota_package(\n    name = "incremental_ota",\n    source = "@shipped_v1//:build",\n'
-        '    target = "//release:v2",\n)\n')
+        '    target = "//release:v2",\n)\n'
+    )
 
 
 def bazel_plain(client: workspace.Bazel, *command: str) -> None:
@@ -71,7 +74,9 @@ def bazel_plain(client: workspace.Bazel, *command: str) -> None:
     subprocess.run(argv, cwd=client.workspace, env=client.env, check=True, capture_output=True)
 
 
-def cold_build(client: workspace.Bazel, case: str, mode: str, round_: int, flags: list[str]) -> tuple[float, collections.Counter, str]:
+def cold_build(
+    client: workspace.Bazel, case: str, mode: str, round_: int, flags: list[str]
+) -> tuple[float, collections.Counter, str]:
     """One cold package build: seconds, patch spawns by (mnemonic, runner), package SHA-256."""
     images, package, output = CASES[case]
     bazel_plain(client, "clean")
@@ -79,8 +84,9 @@ def cold_build(client: workspace.Bazel, case: str, mode: str, round_: int, flags
     name = f"{case}-{mode}-{round_}"
     release_bench.must(client.run("build", name + "-images", images, flags), f"{name}: images")
     result = release_bench.must(client.run("build", name, [package], flags + MODES[mode]), f"{name}: package")
-    runs = collections.Counter((s.mnemonic, s.runner) for s in execlog.read_spawns(result.exec_log)
-                               if s.mnemonic in PATCH_MNEMONICS)
+    runs = collections.Counter(
+        (s.mnemonic, s.runner) for s in execlog.read_spawns(result.exec_log) if s.mnemonic in PATCH_MNEMONICS
+    )
     digest = hashlib.sha256((client.workspace / "bazel-bin" / output).read_bytes()).hexdigest()
     return result.seconds, runs, digest
 
@@ -107,11 +113,23 @@ def bench(work: pathlib.Path, rounds: int, jobs: int) -> list[release_bench.Row]
             actions = sum(runs["workers"].values())
             for mode in MODES:
                 times = ", ".join(f"{t:.1f}" for t in seconds[mode])
-                rows.append((f"{case}: cold package build, {mode}", f"{median[mode]:.1f} s",
-                             f"{actions} patch actions; ran {dict(runs[mode])}; rounds: {times} s"))
-            rows.append((f"{case}: workers / sandboxed", f"{median['workers'] / median['sandboxed']:.2f}",
-                         (f"per patch action: {median['workers'] / actions * 1000:.0f} ms vs "
-                         f"{median['sandboxed'] / actions * 1000:.0f} ms; package bytes identical: {len(digests) == 1}")))
+                rows.append(
+                    (
+                        f"{case}: cold package build, {mode}",
+                        f"{median[mode]:.1f} s",
+                        f"{actions} patch actions; ran {dict(runs[mode])}; rounds: {times} s",
+                    )
+                )
+            rows.append(
+                (
+                    f"{case}: workers / sandboxed",
+                    f"{median['workers'] / median['sandboxed']:.2f}",
+                    (
+                        f"per patch action: {median['workers'] / actions * 1000:.0f} ms vs "
+                        f"{median['sandboxed'] / actions * 1000:.0f} ms; package bytes identical: {len(digests) == 1}"
+                    ),
+                )
+            )
     finally:
         client.shutdown()
     return rows
@@ -124,8 +142,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--work_dir", type=pathlib.Path, help="scratch directory (default: a new one, removed after)")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    release_bench.print_table(release_bench.in_scratch(args.work_dir, "rules_ota-worker.",
-                                                       lambda work: bench(work, args.rounds, args.jobs)))
+    release_bench.print_table(
+        release_bench.in_scratch(args.work_dir, "rules_ota-worker.", lambda work: bench(work, args.rounds, args.jobs))
+    )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -26,8 +26,12 @@ class BuildPyWithProto(build_py):
         out = pathlib.Path(self.build_lib) / "ota" / "proto"
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [protoc, f"--proto_path={PROTO_DIR}", f"--python_out={out}",
-             *sorted(str(p) for p in PROTO_DIR.glob("*.proto"))],
+            [
+                protoc,
+                f"--proto_path={PROTO_DIR}",
+                f"--python_out={out}",
+                *sorted(str(p) for p in PROTO_DIR.glob("*.proto")),
+            ],
             check=True,
         )
 

@@ -30,8 +30,7 @@ def require(missing: str | None) -> None:
     if missing is None:
         return
     if in_ci():
-        pytest.fail(f"cannot run: {missing}; CI must run every test (CI is set: a skip would hide this)",
-                    pytrace=False)
+        pytest.fail(f"cannot run: {missing}; CI must run every test (CI is set: a skip would hide this)", pytrace=False)
     pytest.skip(f"cannot run: {missing}", allow_module_level=True)
 
 

@@ -188,14 +188,22 @@ def split_cmdline(cmdline: bytes) -> tuple[bytes, bytes]:
     NUL-terminated as bootloaders read them as C strings."""
     first = CMDLINE_SIZE - 1
     if len(cmdline) > first + EXTRA_CMDLINE_SIZE - 1:
-        raise OtaError("cmdline", f"{len(cmdline)} bytes exceed the {first + EXTRA_CMDLINE_SIZE - 1} bytes a v0-v2 header holds")
+        raise OtaError(
+            "cmdline", f"{len(cmdline)} bytes exceed the {first + EXTRA_CMDLINE_SIZE - 1} bytes a v0-v2 header holds"
+        )
     return cmdline[:first], cmdline[first:]
 
 
 def addresses(
-    version: int, *, has_ramdisk: bool, has_second: bool, base: int = DEFAULT_BASE,
-    kernel_offset: int = DEFAULT_KERNEL_OFFSET, ramdisk_offset: int = DEFAULT_RAMDISK_OFFSET,
-    second_offset: int = DEFAULT_SECOND_OFFSET, tags_offset: int = DEFAULT_TAGS_OFFSET,
+    version: int,
+    *,
+    has_ramdisk: bool,
+    has_second: bool,
+    base: int = DEFAULT_BASE,
+    kernel_offset: int = DEFAULT_KERNEL_OFFSET,
+    ramdisk_offset: int = DEFAULT_RAMDISK_OFFSET,
+    second_offset: int = DEFAULT_SECOND_OFFSET,
+    tags_offset: int = DEFAULT_TAGS_OFFSET,
     dtb_offset: int = DEFAULT_DTB_OFFSET,
 ) -> dict[str, int]:
     """mkbootimg's address fields from base + offsets: ramdisk/second addresses are 0 when the
@@ -276,15 +284,26 @@ def build(img: BootImage, *, where: str = "boot image") -> bytes:
     sizes = {name: len(data) for name, data in img.section_data().items()}
     header_size = HEADER_SIZES[version] if img.header_size is None else img.header_size
     if version >= 3:
-        head = _V3.pack(MAGIC, sizes["kernel"], sizes["ramdisk"], img.os_version, header_size,
-                        version, img.cmdline)
+        head = _V3.pack(MAGIC, sizes["kernel"], sizes["ramdisk"], img.os_version, header_size, version, img.cmdline)
         if version == 4:
             head += _V4_TAIL.pack(sizes["boot_signature"])
     else:
         head = _V0.pack(
-            MAGIC, sizes["kernel"], img.kernel_addr, sizes["ramdisk"], img.ramdisk_addr,
-            sizes["second"], img.second_addr, img.tags_addr, page, version, img.os_version,
-            img.board, img.cmdline, img.compute_id(), img.extra_cmdline,
+            MAGIC,
+            sizes["kernel"],
+            img.kernel_addr,
+            sizes["ramdisk"],
+            img.ramdisk_addr,
+            sizes["second"],
+            img.second_addr,
+            img.tags_addr,
+            page,
+            version,
+            img.os_version,
+            img.board,
+            img.cmdline,
+            img.compute_id(),
+            img.extra_cmdline,
         )
         if version >= 1:
             dtbo = layout(version, page, sizes)[3]
@@ -365,15 +384,36 @@ def _read_header(data: bytes, version: int, where: str) -> tuple[dict, dict[str,
             (sizes["boot_signature"],) = _V4_TAIL.unpack_from(data, HEADER_SIZES[3])
         fields = {"cmdline": _text(cmdline), "os_version": os_version, "header_size": header_size}
         return fields, sizes, b"", 0
-    (_, kernel, kernel_addr, ramdisk, ramdisk_addr, second, second_addr, tags_addr, page_size, _,
-     os_version, board, cmdline, stored_id, extra) = _V0.unpack_from(data)
+    (
+        _,
+        kernel,
+        kernel_addr,
+        ramdisk,
+        ramdisk_addr,
+        second,
+        second_addr,
+        tags_addr,
+        page_size,
+        _,
+        os_version,
+        board,
+        cmdline,
+        stored_id,
+        extra,
+    ) = _V0.unpack_from(data)
     if page_size not in PAGE_SIZES:
         raise OtaError(where, f"page_size: {page_size} is not one of {', '.join(map(str, PAGE_SIZES))}")
     sizes = {"kernel": kernel, "ramdisk": ramdisk, "second": second}
     fields = {
-        "page_size": page_size, "kernel_addr": kernel_addr, "ramdisk_addr": ramdisk_addr,
-        "second_addr": second_addr, "tags_addr": tags_addr, "os_version": os_version,
-        "board": _text(board), "cmdline": _text(cmdline), "extra_cmdline": _text(extra),
+        "page_size": page_size,
+        "kernel_addr": kernel_addr,
+        "ramdisk_addr": ramdisk_addr,
+        "second_addr": second_addr,
+        "tags_addr": tags_addr,
+        "os_version": os_version,
+        "board": _text(board),
+        "cmdline": _text(cmdline),
+        "extra_cmdline": _text(extra),
     }
     dtbo_offset = 0
     if version >= 1:

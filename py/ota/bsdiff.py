@@ -16,9 +16,8 @@ from __future__ import annotations
 import bz2
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import bsdiff4
 
@@ -85,15 +84,23 @@ def parse_header(patch: bytes | memoryview, where: str, *, limit: int = DEFAULT_
         raise OtaError(where, f"magic is {bytes(patch[:8])!r}, expected {MAGIC!r}")
     header = Header(decode_offset(patch[8:16]), decode_offset(patch[16:24]), decode_offset(patch[24:32]))
     body = len(patch) - HEADER_SIZE
-    for field, value in (("control block length", header.control_len), ("diff block length", header.diff_len),
-                         ("new size", header.new_size)):
+    for field, value in (
+        ("control block length", header.control_len),
+        ("diff block length", header.diff_len),
+        ("new size", header.new_size),
+    ):
         if value < 0:
             raise OtaError(where, f"BSDIFF40 {field} is negative ({value})")
     if header.control_len > body:
-        raise OtaError(where, f"BSDIFF40 control block length {header.control_len} exceeds the {body} bytes after the header")
+        raise OtaError(
+            where, f"BSDIFF40 control block length {header.control_len} exceeds the {body} bytes after the header"
+        )
     if header.control_len + header.diff_len > body:
-        raise OtaError(where, f"BSDIFF40 diff block length {header.diff_len} exceeds the "
-                              f"{body - header.control_len} bytes after the control block")
+        raise OtaError(
+            where,
+            f"BSDIFF40 diff block length {header.diff_len} exceeds the "
+            f"{body - header.control_len} bytes after the control block",
+        )
     if header.new_size > limit:
         raise OtaError(where, f"BSDIFF40 new size {header.new_size} exceeds the limit {limit}")
     return header
@@ -142,20 +149,29 @@ def _read_controls(block: _Block, header: Header, old_size: int, where: str) -> 
         if len(pending) < TUPLE_SIZE:
             pending += block.read(_READ_CHUNK)
             if len(pending) < TUPLE_SIZE:
-                raise OtaError(where, f"BSDIFF40 control block ends at new position {newpos} "
-                                      f"before the new size {header.new_size}")
+                raise OtaError(
+                    where, f"BSDIFF40 control block ends at new position {newpos} before the new size {header.new_size}"
+                )
         index = len(used) // TUPLE_SIZE
         if index >= max_tuples:
-            raise OtaError(where, f"BSDIFF40 control block has more than {max_tuples} tuples for new size {header.new_size}")
-        x, y, z = (decode_offset(pending[k:k + 8]) for k in (0, 8, 16))
+            raise OtaError(
+                where, f"BSDIFF40 control block has more than {max_tuples} tuples for new size {header.new_size}"
+            )
+        x, y, z = (decode_offset(pending[k : k + 8]) for k in (0, 8, 16))
         if x < 0 or y < 0:
             raise OtaError(where, f"BSDIFF40 control tuple {index}: negative length (x={x}, y={y})")
         if newpos + x > header.new_size:
-            raise OtaError(where, f"BSDIFF40 control tuple {index}: diff length x={x} at new position {newpos} "
-                                  f"runs past the new size {header.new_size}")
+            raise OtaError(
+                where,
+                f"BSDIFF40 control tuple {index}: diff length x={x} at new position {newpos} "
+                f"runs past the new size {header.new_size}",
+            )
         if newpos + x + y > header.new_size:
-            raise OtaError(where, f"BSDIFF40 control tuple {index}: extra length y={y} at new position {newpos + x} "
-                                  f"runs past the new size {header.new_size}")
+            raise OtaError(
+                where,
+                f"BSDIFF40 control tuple {index}: extra length y={y} at new position {newpos + x} "
+                f"runs past the new size {header.new_size}",
+            )
         oldpos += x + z
         if abs(oldpos) > _OLDPOS_BOUND + old_size:
             raise OtaError(where, f"BSDIFF40 control tuple {index}: seek z={z} moves the old position out of range")
@@ -198,7 +214,9 @@ def diff(source: bytes, target: bytes, *, where: str = "bsdiff") -> bytes:
     return diff_many([(source, target)], where=where)[0]
 
 
-def diff_many(pairs: Sequence[tuple[bytes, bytes]], *, where: str = "bsdiff", parallel: int | None = None) -> list[bytes]:
+def diff_many(
+    pairs: Sequence[tuple[bytes, bytes]], *, where: str = "bsdiff", parallel: int | None = None
+) -> list[bytes]:
     """BSDIFF40 patches of independent (source, target) pairs, in order, each byte-identical to
     bsdiff4's diff. Pairs of at least IN_PROCESS_LIMIT bytes run in forked children, up to
     `parallel` at once (default: every core this process may use) and only as many side by side
@@ -213,9 +231,10 @@ def diff_many(pairs: Sequence[tuple[bytes, bytes]], *, where: str = "bsdiff", pa
     big = [index for index, (source, target) in enumerate(pairs) if len(source) + len(target) >= IN_PROCESS_LIMIT]
     jobs = [functools.partial(_diff_here, *pairs[index], where) for index in big]
     costs = [PEAK_PER_SOURCE_BYTE * len(pairs[index][0]) + 2 * len(pairs[index][1]) for index in big]
-    made_big = forked.run(jobs, parallel=parallel or forked.default_jobs(), where=where, costs=costs,
-                          budget=forked.available_memory())
-    for index, made in zip(big, made_big):
+    made_big = forked.run(
+        jobs, parallel=parallel or forked.default_jobs(), where=where, costs=costs, budget=forked.available_memory()
+    )
+    for index, made in zip(big, made_big, strict=False):
         results[index] = made
     for index, (source, target) in enumerate(pairs):
         if results[index] is None:
@@ -232,8 +251,9 @@ def _diff_here(source: bytes, target: bytes, where: str) -> bytes:
         try:
             outcome["patch"] = bsdiff4.diff(source, target)
         except MemoryError:
-            outcome["error"] = OtaError(where, f"out of memory diffing a {len(source)}-byte source "
-                                               "(bsdiff needs about 18 times its size)")
+            outcome["error"] = OtaError(
+                where, f"out of memory diffing a {len(source)}-byte source (bsdiff needs about 18 times its size)"
+            )
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = err
 

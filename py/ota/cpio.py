@@ -26,8 +26,19 @@ FIRST_INODE = 300000  # where Android's mkbootfs starts counting; any fixed star
 MAX_NAME = 4096  # PATH_MAX, including the NUL
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _FIELDS = (
-    "ino", "mode", "uid", "gid", "nlink", "mtime", "filesize",
-    "devmajor", "devminor", "rdevmajor", "rdevminor", "namesize", "check",
+    "ino",
+    "mode",
+    "uid",
+    "gid",
+    "nlink",
+    "mtime",
+    "filesize",
+    "devmajor",
+    "devminor",
+    "rdevmajor",
+    "rdevminor",
+    "namesize",
+    "check",
 )
 
 
@@ -68,7 +79,12 @@ class Entry:
             raise OtaError(self.path[:64], f"cpio path: longer than {MAX_NAME - 1} bytes")
         if self.mode & ~0o7777:
             raise OtaError(self.path, f"cpio mode: 0o{self.mode:o} has bits beyond 0o7777")
-        for name, value in (("uid", self.uid), ("gid", self.gid), ("rdev major", self.rdev[0]), ("rdev minor", self.rdev[1])):
+        for name, value in (
+            ("uid", self.uid),
+            ("gid", self.gid),
+            ("rdev major", self.rdev[0]),
+            ("rdev minor", self.rdev[1]),
+        ):
             if not 0 <= value <= 0xFFFFFFFF:
                 raise OtaError(self.path, f"cpio {name}: {value} does not fit 32 bits")
         if self.data and self.kind not in (Kind.FILE, Kind.SYMLINK):
@@ -87,8 +103,9 @@ def _pad4(size: int) -> bytes:
     return b"\0" * (-size & 3)
 
 
-def _record(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, name: str,
-            data: bytes, rdev: tuple[int, int]) -> bytes:
+def _record(
+    ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, name: str, data: bytes, rdev: tuple[int, int]
+) -> bytes:
     encoded = name.encode() + b"\0"
     values = (ino, mode, uid, gid, nlink, mtime, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
     head = MAGIC + b"".join(_field(v) for v in values) + encoded
@@ -119,14 +136,20 @@ def write(entries: Iterable[Entry], *, mtime: int = 0) -> bytes:
     out = bytearray()
     for ino, entry in enumerate(check_tree(entries), FIRST_INODE):
         nlink = 2 if entry.kind is Kind.DIR else 1
-        out += _record(ino, entry.kind.value | entry.mode, entry.uid, entry.gid, nlink, mtime,
-                       entry.path, entry.data, entry.rdev)
+        out += _record(
+            ino, entry.kind.value | entry.mode, entry.uid, entry.gid, nlink, mtime, entry.path, entry.data, entry.rdev
+        )
     out += _record(0, 0, 0, 0, 1, 0, TRAILER_NAME, b"", (0, 0))
     return bytes(out)
 
 
 def entries_from_tree(
-    root: Path, *, uid: int = 0, gid: int = 0, dir_mode: int = 0o755, file_mode: int = 0o644,
+    root: Path,
+    *,
+    uid: int = 0,
+    gid: int = 0,
+    dir_mode: int = 0o755,
+    file_mode: int = 0o644,
     exec_mode: int = 0o755,
 ) -> list[Entry]:
     """Entries for every file, directory and symlink under `root` (not `root` itself).

@@ -37,8 +37,15 @@ def inflate_exact(data: bytes | memoryview, expected_len: int, where: str, field
     return out
 
 
-def deflate(data: bytes, level: int, mem_level: int = 8, *, method: int = zlib.DEFLATED,
-            window_bits: int = RAW_WBITS, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+def deflate(
+    data: bytes,
+    level: int,
+    mem_level: int = 8,
+    *,
+    method: int = zlib.DEFLATED,
+    window_bits: int = RAW_WBITS,
+    strategy: int = zlib.Z_DEFAULT_STRATEGY,
+) -> bytes:
     """Compresses in one call; zlib's output does not depend on how input is split, so this
     equals AOSP's streamed Z_NO_FLUSH…Z_FINISH loop byte for byte."""
     compressor = zlib.compressobj(level, method, window_bits, mem_level, strategy)
@@ -82,7 +89,7 @@ def gzip_header_len(data: bytes, pos: int) -> int | None:
     AOSP recognises only FLG=0 headers; GNU gzip without -n sets FNAME, and such members are
     just as patchable once the whole header is treated as opaque bytes.
     """
-    if data[pos:pos + 3] != GZIP_MAGIC or len(data) - pos < GZIP_FIXED_HEADER:
+    if data[pos : pos + 3] != GZIP_MAGIC or len(data) - pos < GZIP_FIXED_HEADER:
         return None
     flags = data[pos + 3]
     if flags & _FRESERVED:
@@ -91,7 +98,7 @@ def gzip_header_len(data: bytes, pos: int) -> int | None:
     if flags & _FEXTRA:
         if end + 2 > len(data):
             return None
-        end += 2 + int.from_bytes(data[end:end + 2], "little")
+        end += 2 + int.from_bytes(data[end : end + 2], "little")
     for flag in (_FNAME, _FCOMMENT):
         if flags & flag:
             nul = data.find(b"\0", end)
@@ -99,7 +106,7 @@ def gzip_header_len(data: bytes, pos: int) -> int | None:
                 return None
             end = nul + 1
     if flags & _FHCRC:
-        if end + 2 > len(data) or int.from_bytes(data[end:end + 2], "little") != zlib.crc32(data[pos:end]) & 0xFFFF:
+        if end + 2 > len(data) or int.from_bytes(data[end : end + 2], "little") != zlib.crc32(data[pos:end]) & 0xFFFF:
             return None
         end += 2
     return end - pos if end <= len(data) else None
@@ -119,7 +126,7 @@ def inflate_stream(data: bytes, start: int, limit: int) -> tuple[bytes, int] | N
     view = memoryview(data)
     try:
         while not inflater.eof and pos < len(data):
-            piece = inflater.decompress(view[pos:pos + _FEED], limit - size + 1)
+            piece = inflater.decompress(view[pos : pos + _FEED], limit - size + 1)
             pos += _FEED
             size += len(piece)
             parts.append(piece)
@@ -150,7 +157,7 @@ def read_gzip_member(data: bytes, pos: int, limit: int) -> GzipMember | None:
     footer = pos + header_len + deflate_len
     if footer + GZIP_FOOTER > len(data):
         return None
-    if int.from_bytes(data[footer + 4:footer + 8], "little") != len(inflated) & 0xFFFFFFFF:
+    if int.from_bytes(data[footer + 4 : footer + 8], "little") != len(inflated) & 0xFFFFFFFF:
         return None
     return GzipMember(pos, header_len, deflate_len, inflated)
 
@@ -207,17 +214,17 @@ def _race(candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: 
     view = memoryview(inflated)
     pos, piece_size = 0, _FIRST_PIECE
     while pos < len(inflated) and alive:
-        piece = view[pos:pos + piece_size]
+        piece = view[pos : pos + piece_size]
         for params in list(alive):
             out = alive[params].compress(piece)
             done = produced[params]
-            if out and compressed[done:done + len(out)] != out:
+            if out and compressed[done : done + len(out)] != out:
                 del alive[params]
             produced[params] = done + len(out)
         pos += piece_size
         piece_size = min(2 * piece_size, _MAX_PIECE)
     for params, compressor in alive.items():
         tail = compressor.flush(zlib.Z_FINISH)
-        if produced[params] + len(tail) == len(compressed) and compressed[produced[params]:] == tail:
+        if produced[params] + len(tail) == len(compressed) and compressed[produced[params] :] == tail:
             return params
     return None

@@ -14,13 +14,14 @@ re-raised here as RuntimeError with the child's traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import selectors
 import signal
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ota.errors import OtaError
 
@@ -66,7 +67,7 @@ def _child_main(job: Job, write_fd: int) -> None:
         data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
         view = memoryview(data)
         while view:
-            view = view[os.write(write_fd, view):]
+            view = view[os.write(write_fd, view) :]
     except BaseException:  # noqa: BLE001 - the pipe broke: the parent reports the missing outcome
         code = 1
     finally:
@@ -88,13 +89,15 @@ def _finish(child: _Child, where: str) -> bytes:
     _, status = os.waitpid(child.pid, 0)
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        raise OtaError(where, f"the diff process was killed by signal {number} ({signal.Signals(number).name}; "
-                              "out of memory?)")
+        raise OtaError(
+            where, f"the diff process was killed by signal {number} ({signal.Signals(number).name}; out of memory?)"
+        )
     try:
         outcome = pickle.loads(child.received)
     except Exception:  # noqa: BLE001 - a truncated message: the child died while sending
-        raise OtaError(where, f"the diff process ended (status {os.waitstatus_to_exitcode(status)}) "
-                              "without sending its result") from None
+        raise OtaError(
+            where, f"the diff process ended (status {os.waitstatus_to_exitcode(status)}) without sending its result"
+        ) from None
     if outcome[0] == "ok":
         return outcome[1]
     if outcome[0] == "ota":
@@ -105,16 +108,15 @@ def _finish(child: _Child, where: str) -> bytes:
 def _stop(children: Sequence[_Child]) -> None:
     """Kills and reaps children still running after another one failed."""
     for child in children:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         os.waitpid(child.pid, 0)
         os.close(child.fd)
 
 
-def run(jobs: Sequence[Job], *, parallel: int, where: str, costs: Sequence[int] | None = None,
-        budget: int | None = None) -> list[bytes]:
+def run(
+    jobs: Sequence[Job], *, parallel: int, where: str, costs: Sequence[int] | None = None, budget: int | None = None
+) -> list[bytes]:
     """Each job's result, in order. At most `parallel` children run at once and, when `costs`
     (each job's expected peak bytes) and `budget` are given, a child only starts beside others if
     the running ones' costs and its own fit the budget: side by side, children's peaks add up,

@@ -15,7 +15,8 @@ the loss of unsynced data; the device tools never import it.
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -25,8 +26,7 @@ class FsOps:
 
     # -- the one primitive -------------------------------------------------------------------
 
-    def perform(self, kind: str, target: str, action: Callable[[], T],
-                tear: Callable[[], None] | None = None) -> T:
+    def perform(self, kind: str, target: str, action: Callable[[], T], tear: Callable[[], None] | None = None) -> T:
         """Runs `action`, one state-changing operation of `kind` on `target` (a path, or a path
         with a suffix such as ``@offset+length``).
 
@@ -50,11 +50,16 @@ class FsOps:
             while done < len(part):
                 done += os.pwrite(fd, part[done:], offset + done)
 
-        self.perform("write", f"{target}@{offset}+{len(view)}", lambda: write_all(view),
-                     tear=lambda: write_all(view[: len(view) // 2]))
+        self.perform(
+            "write",
+            f"{target}@{offset}+{len(view)}",
+            lambda: write_all(view),
+            tear=lambda: write_all(view[: len(view) // 2]),
+        )
 
-    def write_pieces(self, fd: int, data: bytes, target: str, piece: int, *, start: int = 0,
-                     fsync_each: bool = False) -> None:
+    def write_pieces(
+        self, fd: int, data: bytes, target: str, piece: int, *, start: int = 0, fsync_each: bool = False
+    ) -> None:
         """Writes `data[start:]` at the same offsets in pieces ending on multiples of `piece`.
 
         Bounded pieces keep the number of crash points (and the work lost to a cut) in proportion
@@ -108,8 +113,15 @@ class FsOps:
 
         self.perform("chmod", f"{target}:{mode:o}", apply)
 
-    def ioctl(self, fd: int, request: int, arg: bytearray | int, target: str, kind: str = "ioctl",
-              tear: Callable[[], None] | None = None) -> int:
+    def ioctl(
+        self,
+        fd: int,
+        request: int,
+        arg: bytearray | int,
+        target: str,
+        kind: str = "ioctl",
+        tear: Callable[[], None] | None = None,
+    ) -> int:
         """A state-changing ioctl (MEMERASE, BLKFLSBUF); returns the ioctl's return value."""
         import fcntl  # only device paths need it
 

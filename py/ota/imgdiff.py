@@ -40,7 +40,7 @@ class _Piece:
         return self.inflated is not None
 
     def raw(self, data: bytes) -> bytes:
-        return data[self.start:self.start + self.length]
+        return data[self.start : self.start + self.length]
 
     def as_normal(self) -> _Piece:
         return _Piece(self.start, self.length)
@@ -87,21 +87,33 @@ def _pair_deflate(source_piece: _Piece, target_piece: _Piece, source: bytes, tar
     return source_piece, dataclasses.replace(target_piece, params=params)
 
 
-def make_image_patch(source: bytes, target: bytes, *, bonus: bytes | None = None, source_name: str = "source",
-                     target_name: str = "target", limit: int = DEFAULT_LIMIT) -> bytes:
+def make_image_patch(
+    source: bytes,
+    target: bytes,
+    *,
+    bonus: bytes | None = None,
+    source_name: str = "source",
+    target_name: str = "target",
+    limit: int = DEFAULT_LIMIT,
+) -> bytes:
     """Image mode: chunk both files by gzip members; their shapes must match, else OtaError."""
     src_pieces, tgt_pieces = _image_pieces(source, limit), _image_pieces(target, limit)
     if _shape(src_pieces) != _shape(tgt_pieces):
-        raise OtaError(target_name, f"chunk structure ({len(tgt_pieces)} chunks: {_shape(tgt_pieces)}) differs from "
-                                    f"{source_name} ({len(src_pieces)} chunks: {_shape(src_pieces)})")
+        raise OtaError(
+            target_name,
+            f"chunk structure ({len(tgt_pieces)} chunks: {_shape(tgt_pieces)}) differs from "
+            f"{source_name} ({len(src_pieces)} chunks: {_shape(src_pieces)})",
+        )
     for index, (src, tgt) in enumerate(zip(src_pieces, tgt_pieces, strict=True)):
         if src.is_deflate:
             src_pieces[index], tgt_pieces[index] = _pair_deflate(src, tgt, source, target)
     src_pieces, tgt_pieces = _merge_normals(src_pieces), _merge_normals(tgt_pieces)
     if bonus is not None:
         if len(src_pieces) < 2 or not src_pieces[1].is_deflate:
-            raise OtaError(source_name, "bonus data needs chunk 1 to be a changed, reproducible deflate chunk "
-                                        f"(chunks: {_shape(src_pieces)})")
+            raise OtaError(
+                source_name,
+                f"bonus data needs chunk 1 to be a changed, reproducible deflate chunk (chunks: {_shape(src_pieces)})",
+            )
         src_pieces[1] = dataclasses.replace(src_pieces[1], inflated=src_pieces[1].inflated + bonus)
     return _write(source, target, list(zip(src_pieces, tgt_pieces, strict=True)))
 
@@ -113,8 +125,9 @@ def _zip_pieces(data: bytes, where: str) -> list[_Piece]:
         if entry.method != zipscan.METHOD_DEFLATED:
             continue
         try:
-            inflated = deflate.inflate_exact(memoryview(data)[entry.data_start:entry.data_end],
-                                             entry.uncompressed_size, where, "uncompressed size")
+            inflated = deflate.inflate_exact(
+                memoryview(data)[entry.data_start : entry.data_end], entry.uncompressed_size, where, "uncompressed size"
+            )
         except OtaError:
             continue  # not a clean deflate stream (e.g. encrypted): ordinary bytes
         pieces.append(_Piece(entry.data_start, entry.compressed_size, inflated, entry.name))
@@ -161,7 +174,7 @@ def _write(source: bytes, target: bytes, pairs: Sequence[tuple[_Piece, _Piece]])
             to_diff.append((src.raw(source), tgt.raw(target)))
     made = iter(bsdiff.diff_many(to_diff))
     patches: list[bytes | None] = []
-    for index, ((_, tgt), chunk) in enumerate(zip(pairs, chunks)):
+    for index, ((_, tgt), chunk) in enumerate(zip(pairs, chunks, strict=False)):
         if isinstance(chunk, RawChunk):
             patches.append(None)
             continue

@@ -85,12 +85,25 @@ def pack(chunks: Sequence[Chunk], patches: Sequence[bytes | None]) -> bytes:
         placed = dataclasses.replace(chunk, patch_offset=offset)
         offset += len(bsdiff_patch)
         if isinstance(placed, NormalChunk):
-            records.append(_TYPE.pack(CHUNK_NORMAL) + _NORMAL.pack(placed.src_start, placed.src_len, placed.patch_offset))
+            records.append(
+                _TYPE.pack(CHUNK_NORMAL) + _NORMAL.pack(placed.src_start, placed.src_len, placed.patch_offset)
+            )
         else:
-            records.append(_TYPE.pack(CHUNK_DEFLATE) + _DEFLATE.pack(
-                placed.src_start, placed.src_len, placed.patch_offset, placed.src_expanded_len,
-                placed.tgt_expanded_len, placed.level, placed.method, placed.window_bits, placed.mem_level,
-                placed.strategy))
+            records.append(
+                _TYPE.pack(CHUNK_DEFLATE)
+                + _DEFLATE.pack(
+                    placed.src_start,
+                    placed.src_len,
+                    placed.patch_offset,
+                    placed.src_expanded_len,
+                    placed.tgt_expanded_len,
+                    placed.level,
+                    placed.method,
+                    placed.window_bits,
+                    placed.mem_level,
+                    placed.strategy,
+                )
+            )
     records.extend(p for p in patches if p is not None)
     return b"".join(records)
 
@@ -128,15 +141,20 @@ def _parse_record(patch: bytes, pos: int, index: int, where: str) -> tuple[Chunk
         (data_len,) = fields
         if data_len < 0 or pos + data_len > len(patch):
             raise OtaError(where, f"chunk {index}: RAW data_len {data_len} runs past the end of the patch")
-        return RawChunk(patch[pos:pos + data_len]), pos + data_len
-    names = ("src_start", "src_len", "patch_offset") + (("src_expanded_len", "tgt_expanded_len") if kind == CHUNK_DEFLATE else ())
+        return RawChunk(patch[pos : pos + data_len]), pos + data_len
+    names = ("src_start", "src_len", "patch_offset") + (
+        ("src_expanded_len", "tgt_expanded_len") if kind == CHUNK_DEFLATE else ()
+    )
     for name, value in zip(names, fields, strict=False):  # a DEFLATE record's zlib settings follow
         if value < 0:
             raise OtaError(where, f"chunk {index}: {name} is negative ({value})")
     if fields[2] >= len(patch):
-        raise OtaError(where, f"chunk {index}: patch_offset {fields[2]} is past the end of the patch ({len(patch)} bytes)")
+        raise OtaError(
+            where, f"chunk {index}: patch_offset {fields[2]} is past the end of the patch ({len(patch)} bytes)"
+        )
     if kind == CHUNK_NORMAL:
         return NormalChunk(*fields), pos
     src_start, src_len, patch_offset, src_exp, tgt_exp, level, method, window_bits, mem_level, strategy = fields
-    return DeflateChunk(src_start, src_len, src_exp, tgt_exp, level, mem_level, method, window_bits, strategy,
-                        patch_offset), pos
+    return DeflateChunk(
+        src_start, src_len, src_exp, tgt_exp, level, mem_level, method, window_bits, strategy, patch_offset
+    ), pos

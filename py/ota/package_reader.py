@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -60,15 +61,16 @@ class Limits:
 def open_file(path: str) -> BinaryIO:
     """The package file, opened for reading; one line if it cannot be."""
     try:
-        return open(path, "rb")  # noqa: SIM115 - the caller owns it
+        return open(path, "rb")
     except FileNotFoundError:
         raise OtaError(path, "no such package file") from None
     except OSError as err:
         raise OtaError(path, f"cannot read package ({err.strerror or err})") from None
 
 
-def read_signed_parts(file: BinaryIO, where: str, limits: Limits = Limits()
-                      ) -> tuple[zipscan.Directory, bytes, bytes | None]:
+def read_signed_parts(
+    file: BinaryIO, where: str, limits: Limits = Limits()
+) -> tuple[zipscan.Directory, bytes, bytes | None]:
     """The directory, the manifest bytes and the signature block (None if absent), read with bounds.
 
     This is everything read before the signature is verified, by ota_apply and by
@@ -77,14 +79,18 @@ def read_signed_parts(file: BinaryIO, where: str, limits: Limits = Limits()
     entry verified is the entry applied), and the two entries, each under its size limit.
     Memory: the two entries plus the directory's names; time: linear in the bounded directory.
     """
-    directory = zipscan.find_directory(file, where, zipscan.DirectoryLimits(limits.max_entries,
-                                                                            limits.max_directory_bytes))
+    directory = zipscan.find_directory(
+        file, where, zipscan.DirectoryLimits(limits.max_entries, limits.max_directory_bytes)
+    )
     found = zipscan.find_members(file, directory, SIGNED_PARTS, where)
     if MANIFEST_ENTRY not in found:
         raise OtaError(where, f"{MANIFEST_ENTRY}: missing")
     manifest = zipscan.read_member(file, found[MANIFEST_ENTRY], directory, where, limits.max_manifest_bytes)
-    signature = (zipscan.read_member(file, found[SIGNATURE_ENTRY], directory, where, limits.max_signature_bytes)
-                 if SIGNATURE_ENTRY in found else None)  # fmt: skip
+    signature = (
+        zipscan.read_member(file, found[SIGNATURE_ENTRY], directory, where, limits.max_signature_bytes)
+        if SIGNATURE_ENTRY in found
+        else None
+    )
     return directory, manifest, signature
 
 
@@ -107,17 +113,6 @@ class Package:
         except OSError as err:
             self._file.close()
             raise OtaError(path, f"cannot read package ({err.strerror or err})") from None
-            self._zip = zipfile.ZipFile(path)
-        except _ZIP_ERRORS as err:
-            raise OtaError(path, f"not a readable zip file ({_reason(err)})") from None
-        try:
-            self._infos = self._check_zip()
-            self.manifest_bytes = self._read_raw(MANIFEST_ENTRY, limits.max_manifest_bytes)
-            self.manifest = _parse_manifest(self.manifest_bytes, path)
-            self.payload = {entry.name: entry for entry in self.manifest.payload}
-            self._check_payload()
-            self.signature = (self._read_raw(SIGNATURE_ENTRY, limits.max_signature_bytes)
-                              if SIGNATURE_ENTRY in self._infos else None)
         except BaseException:
             self._file.close()
             raise
@@ -135,23 +130,6 @@ class Package:
     @functools.cached_property
     def header(self) -> Message:
         """The manifest's small fields only (`HEADER_FIELDS`), for the checks that come first.
-    def _check_zip(self) -> dict[str, zipfile.ZipInfo]:
-        infos = self._zip.infolist()
-        if len(infos) > self.limits.max_entries:
-            raise OtaError(self.path, f"zip: {len(infos)} entries, more than the limit of {self.limits.max_entries}")
-        by_name: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            if info.filename in by_name:
-                raise OtaError(self.path, f"zip entry {info.filename!r}: appears twice")
-            if info.flag_bits & 0x1:
-                raise OtaError(self.path, f"zip entry {info.filename!r}: encrypted")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise OtaError(self.path, f"zip entry {info.filename!r}: compression method {info.compress_type} "
-                                          "is not stored (0) or deflate (8)")
-            by_name[info.filename] = info
-        if MANIFEST_ENTRY not in by_name:
-            raise OtaError(self.path, f"{MANIFEST_ENTRY}: missing")
-        return by_name
 
         Files and payload are skipped, not built: checking device, builds and partitions costs
         about the manifest's size in memory however many operations it lists.
@@ -198,8 +176,10 @@ class Package:
             if member is None:
                 raise OtaError(self.path, f"payload entry {entry.name}: missing from the zip")
             if member.uncompressed_size != entry.size:
-                raise OtaError(self.path, f"zip entry {entry.name}: {member.uncompressed_size} bytes, the manifest "
-                                          f"says {entry.size}")
+                raise OtaError(
+                    self.path,
+                    f"zip entry {entry.name}: {member.uncompressed_size} bytes, the manifest says {entry.size}",
+                )
         self._members = members
 
     def _verified(self, name: str, sink: Callable[[bytes], object]) -> None:
@@ -219,14 +199,17 @@ class Package:
         except OSError as err:
             raise OtaError(self.path, f"zip entry {name}: unreadable ({err.strerror or err})") from None
         if digest.hexdigest() != entry.sha256:
-            raise OtaError(self.path, f"zip entry {name}: sha256 {digest.hexdigest()} does not match the "
-                                      f"manifest's {entry.sha256}")
+            raise OtaError(
+                self.path, f"zip entry {name}: sha256 {digest.hexdigest()} does not match the manifest's {entry.sha256}"
+            )
 
     def read(self, name: str) -> bytes:
         """The bytes of payload entry `name`, checked against the manifest's size and SHA-256."""
         size = self.payload[name].size if name in self.payload else 0
         if size > self.limits.max_read_bytes:
-            raise OtaError(self.path, f"{name}: {size} bytes, more than the in-memory limit of {self.limits.max_read_bytes}")
+            raise OtaError(
+                self.path, f"{name}: {size} bytes, more than the in-memory limit of {self.limits.max_read_bytes}"
+            )
         out = bytearray()
         self._verified(name, out.extend)
         return bytes(out)
@@ -251,14 +234,18 @@ def _header_class() -> type[Message]:
     full = pb.OtaManifest.DESCRIPTOR
     proto = descriptor_pb2.DescriptorProto()
     full.CopyToProto(proto)
-    file = descriptor_pb2.FileDescriptorProto(name=f"{full.file.package}/ota_manifest_header.proto",
-                                              package=full.file.package, syntax="proto3",
-                                              dependency=[full.file.name])
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"{full.file.package}/ota_manifest_header.proto",
+        package=full.file.package,
+        syntax="proto3",
+        dependency=[full.file.name],
+    )
     header = file.message_type.add(name="OtaManifestHeader")
     header.field.extend(field for field in proto.field if field.name in HEADER_FIELDS)
     full.file.pool.Add(file)
-    return message_factory.GetMessageClass(full.file.pool.FindMessageTypeByName(
-        f"{full.file.package}.OtaManifestHeader"))
+    return message_factory.GetMessageClass(
+        full.file.pool.FindMessageTypeByName(f"{full.file.package}.OtaManifestHeader")
+    )
 
 
 def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
@@ -273,8 +260,11 @@ def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
 
 def _check_version_and_type(manifest: Message, where: str) -> None:
     if manifest.format_version != FORMAT_VERSION:
-        raise OtaError(where, f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
-                              f"(this reader knows {FORMAT_VERSION})")
+        raise OtaError(
+            where,
+            f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
+            f"(this reader knows {FORMAT_VERSION})",
+        )
     if manifest.type not in (pb.OtaManifest.FULL, pb.OtaManifest.INCREMENTAL):
         raise OtaError(where, f"{MANIFEST_ENTRY} type: {manifest.type} is not FULL or INCREMENTAL")
 
@@ -307,7 +297,9 @@ def _check_operations(manifest: pb.OtaManifest, payload: dict[str, pb.PayloadEnt
             raise OtaError(where, f"{MANIFEST_ENTRY} partitions: name {part.name!r} is invalid or listed twice")
         names.add(part.name)
         if part.entry and part.entry not in payload:
-            raise OtaError(where, f"{MANIFEST_ENTRY} partitions: {part.name}: entry {part.entry!r} is not in the payload")
+            raise OtaError(
+                where, f"{MANIFEST_ENTRY} partitions: {part.name}: entry {part.entry!r} is not in the payload"
+            )
 
 
 def open_package(path: str, limits: Limits = Limits()) -> Package:

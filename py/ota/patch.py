@@ -8,8 +8,15 @@ from ota.errors import OtaError
 DEFAULT_LIMIT = bsdiff.DEFAULT_LIMIT
 
 
-def apply_patch(source: bytes, patch: bytes, *, bonus: bytes | None = None, where: str = "patch",
-                limit: int = DEFAULT_LIMIT, expand_limit: int = DEFAULT_LIMIT) -> bytes:
+def apply_patch(
+    source: bytes,
+    patch: bytes,
+    *,
+    bonus: bytes | None = None,
+    where: str = "patch",
+    limit: int = DEFAULT_LIMIT,
+    expand_limit: int = DEFAULT_LIMIT,
+) -> bytes:
     """Applies a BSDIFF40 or IMGDIFF2 patch to `source` and returns the target bytes.
 
     Args:
@@ -30,7 +37,5 @@ def apply_patch(source: bytes, patch: bytes, *, bonus: bytes | None = None, wher
     if magic == bsdiff.MAGIC:
         return bsdiff.apply(source, patch, where=where, limit=limit)
     if magic == imgdiff_format.MAGIC:
-        return imgpatch.apply(source, patch, bonus=bonus, where=where, limit=limit,
-                              expand_limit=expand_limit)
+        return imgpatch.apply(source, patch, bonus=bonus, where=where, limit=limit, expand_limit=expand_limit)
     raise OtaError(where, f"unknown patch format (magic {magic!r}; expected BSDIFF40 or IMGDIFF2)")
-

@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NewType
 
@@ -68,9 +69,9 @@ _ALGORITHM_NAME = re.compile(r"[a-z0-9-]{1,32}")
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 KeyId = NewType("KeyId", str)
-PublicKey = Union[ed25519.Ed25519PublicKey, rsa.RSAPublicKey]
-PrivateKey = Union[ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey]
-Package = Union[str, os.PathLike, BinaryIO]
+PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+Package = str | os.PathLike | BinaryIO
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,9 @@ def _verify_one(signature: Signature, key: PublicKey, message: bytes) -> bool:
     return False  # algorithm does not fit the trusted key's type
 
 
-def verify_manifest(manifest: bytes, block: bytes, trusted_public_keys: Iterable[PublicKey], *,
-                    where: str = "package") -> KeyId:
+def verify_manifest(
+    manifest: bytes, block: bytes, trusted_public_keys: Iterable[PublicKey], *, where: str = "package"
+) -> KeyId:
     """Checks `block` over `manifest`; returns the id of the trusted key whose signature verifies.
 
     Succeeds when any signature by a trusted key verifies (key rotation: packages signed by the old
@@ -256,12 +258,13 @@ def _check_signatures(manifest: bytes, block: bytes, trusted: dict[str, PublicKe
         failed.append(signature)
     if failed:
         first = failed[0]
-        raise OtaError(where, f"bad signature: {first.algorithm} signature by trusted key {first.key_id} "
-                              f"does not match manifest.pb")
+        raise OtaError(
+            where,
+            f"bad signature: {first.algorithm} signature by trusted key {first.key_id} does not match manifest.pb",
+        )
     unknown = sorted({s.algorithm for s in signatures if s.algorithm not in ALGORITHMS})
     if unknown and all(s.algorithm not in ALGORITHMS for s in signatures):
-        raise OtaError(where, f"unknown signature algorithm {', '.join(unknown)} "
-                              f"(known: {', '.join(ALGORITHMS)})")
+        raise OtaError(where, f"unknown signature algorithm {', '.join(unknown)} (known: {', '.join(ALGORITHMS)})")
     ids = ", ".join(sorted({s.key_id for s in signatures if s.algorithm in ALGORITHMS}))
     raise OtaError(where, f"unknown key: signed only by keys the device does not trust ({ids})")
 
@@ -278,8 +281,7 @@ def _package_name(package: Package) -> str:
 
 def _signed_parts(file: BinaryIO, where: str) -> tuple[bytes, bytes | None]:
     """The manifest and signature block, read by the package reader's bounded pre-signature pass."""
-    limits = package_reader.Limits(max_manifest_bytes=MAX_MANIFEST_BYTES,
-                                   max_signature_bytes=MAX_SIGNATURE_BLOCK_BYTES)
+    limits = package_reader.Limits(max_manifest_bytes=MAX_MANIFEST_BYTES, max_signature_bytes=MAX_SIGNATURE_BLOCK_BYTES)
     try:
         _, manifest, block = package_reader.read_signed_parts(file, where, limits)
     except OSError as err:
@@ -332,8 +334,10 @@ def sign(package_in: str, package_out: str, keys: Sequence[PrivateKey]) -> bytes
     with package_reader.open_file(package_in) as file:
         manifest, existing = _signed_parts(file, package_in)
     if existing is not None:
-        raise OtaError(package_in, f"already signed ({SIGNATURE_ENTRY} present); "
-                                   f"sign the unsigned package with every key in one run")
+        raise OtaError(
+            package_in,
+            f"already signed ({SIGNATURE_ENTRY} present); sign the unsigned package with every key in one run",
+        )
     block = sign_manifest(manifest, keys)
     tmp = f"{package_out}.tmp"
     try:
@@ -347,4 +351,3 @@ def sign(package_in: str, package_out: str, keys: Sequence[PrivateKey]) -> bytes
         if os.path.exists(tmp):
             os.unlink(tmp)
     return block
-

@@ -22,8 +22,9 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from ota.errors import OtaError
 
@@ -113,11 +114,14 @@ def find_directory(file: BinaryIO, where: str, limits: DirectoryLimits = Directo
     if limits.max_entries is not None and directory.count > limits.max_entries:
         raise OtaError(where, f"zip: {directory.count} entries, more than the limit of {limits.max_entries}")
     if limits.max_directory_bytes is not None and directory.size > limits.max_directory_bytes:
-        raise OtaError(where, f"zip: central directory of {directory.size} bytes, more than the limit of "
-                              f"{limits.max_directory_bytes}")
+        raise OtaError(
+            where,
+            f"zip: central directory of {directory.size} bytes, more than the limit of {limits.max_directory_bytes}",
+        )
     if directory.count * _CENTRAL.size > directory.size:
-        raise OtaError(where, f"zip: central directory of {directory.size} bytes cannot hold its "
-                              f"{directory.count} entries")
+        raise OtaError(
+            where, f"zip: central directory of {directory.size} bytes cannot hold its {directory.count} entries"
+        )
     return directory
 
 
@@ -149,7 +153,7 @@ def _directory_at(file: BinaryIO, tail: bytes, pos: int, base: int, where: str) 
 
 def _zip64_directory(file: BinaryIO, tail: bytes, eocd: int, base: int, where: str) -> Directory | None:
     locator = eocd - _LOCATOR.size
-    if locator < 0 or tail[locator:locator + 4] != _LOCATOR_SIG:
+    if locator < 0 or tail[locator : locator + 4] != _LOCATOR_SIG:
         return None
     _, disk, record, _ = _LOCATOR.unpack_from(tail, locator)
     file.seek(record)
@@ -180,19 +184,29 @@ def members(file: BinaryIO, directory: Directory, where: str) -> Iterator[Member
 
 def _parse_central(buffer: bytes, at: int, buffer_at: int, end: int, index: int, where: str) -> tuple[Member, int]:
     pos = buffer_at + at
-    if pos + _CENTRAL.size > end or buffer[at:at + 4] != _CENTRAL_SIG:
+    if pos + _CENTRAL.size > end or buffer[at : at + 4] != _CENTRAL_SIG:
         raise OtaError(where, f"zip central directory entry {index} at offset {pos} is missing or truncated")
     fields = _CENTRAL.unpack_from(buffer, at)
     flags, method, crc, csize, usize, name_len, extra_len, comment_len, local = (
-        fields[3], fields[4], fields[7], fields[8], fields[9], fields[10], fields[11], fields[12], fields[16])
+        fields[3],
+        fields[4],
+        fields[7],
+        fields[8],
+        fields[9],
+        fields[10],
+        fields[11],
+        fields[12],
+        fields[16],
+    )
     name_start = at + _CENTRAL.size
     after = pos + _CENTRAL.size + name_len + extra_len + comment_len
     if after > end:
         raise OtaError(where, f"zip central directory entry {index} runs past the directory")
-    name = _decode_name(buffer[name_start:name_start + name_len], flags)
+    name = _decode_name(buffer[name_start : name_start + name_len], flags)
     if _MAX32 in (usize, csize, local):
-        usize, csize, local = _apply_zip64_extra(buffer[name_start + name_len:name_start + name_len + extra_len],
-                                                 usize, csize, local, f"{where}: {name}")
+        usize, csize, local = _apply_zip64_extra(
+            buffer[name_start + name_len : name_start + name_len + extra_len], usize, csize, local, f"{where}: {name}"
+        )
     return Member(name, flags, method, crc, csize, usize, local), after
 
 
@@ -208,9 +222,9 @@ def _apply_zip64_extra(extra: bytes, usize: int, csize: int, local: int, where: 
     pos = 0
     while pos + 4 <= len(extra):
         tag, size = struct.unpack_from("<HH", extra, pos)
-        body = extra[pos + 4:pos + 4 + size]
+        body = extra[pos + 4 : pos + 4 + size]
         if tag == _ZIP64_EXTRA_ID:
-            values = [int.from_bytes(body[k:k + 8], "little") for k in range(0, len(body) - 7, 8)]
+            values = [int.from_bytes(body[k : k + 8], "little") for k in range(0, len(body) - 7, 8)]
             wanted = [usize == _MAX32, csize == _MAX32, local == _MAX32]
             if len(values) < sum(wanted):
                 raise OtaError(where, "zip64 extra field is shorter than the saturated sizes need")
@@ -245,8 +259,9 @@ def check_member(member: Member, where: str) -> None:
     if member.flags & _ENCRYPTED_FLAG:
         raise OtaError(where, f"zip entry {member.name!r}: encrypted")
     if member.method not in (METHOD_STORED, METHOD_DEFLATED):
-        raise OtaError(where, f"zip entry {member.name!r}: compression method {member.method} is not stored (0) "
-                              "or deflate (8)")
+        raise OtaError(
+            where, f"zip entry {member.name!r}: compression method {member.method} is not stored (0) or deflate (8)"
+        )
 
 
 def data_start(file: BinaryIO, member: Member, directory: Directory, where: str) -> int:
@@ -254,13 +269,18 @@ def data_start(file: BinaryIO, member: Member, directory: Directory, where: str)
     file.seek(member.header_offset)
     raw = file.read(_LOCAL.size)
     if member.header_offset + _LOCAL.size > directory.offset or len(raw) != _LOCAL.size or raw[:4] != _LOCAL_SIG:
-        raise OtaError(where, f"zip entry {member.name}: local header offset {member.header_offset} does not "
-                              "point at a local header")
+        raise OtaError(
+            where,
+            f"zip entry {member.name}: local header offset {member.header_offset} does not point at a local header",
+        )
     fields = _LOCAL.unpack(raw)
     start = member.header_offset + _LOCAL.size + fields[9] + fields[10]
     if start + member.compressed_size > directory.offset:
-        raise OtaError(where, f"zip entry {member.name}: compressed size {member.compressed_size} at offset {start} "
-                              "runs into the central directory")
+        raise OtaError(
+            where,
+            f"zip entry {member.name}: compressed size {member.compressed_size} at offset {start} "
+            "runs into the central directory",
+        )
     return start
 
 
@@ -274,8 +294,9 @@ def stream(file: BinaryIO, member: Member, directory: Directory, where: str, sin
     check_member(member, where)
     declared = member.uncompressed_size
     if member.method == METHOD_STORED and member.compressed_size != declared:
-        raise OtaError(where, f"zip entry {member.name}: stored with {member.compressed_size} bytes, "
-                              f"declares {declared}")
+        raise OtaError(
+            where, f"zip entry {member.name}: stored with {member.compressed_size} bytes, declares {declared}"
+        )
     position = data_start(file, member, directory, where)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS) if member.method == METHOD_DEFLATED else None
     crc, total, left = 0, 0, member.compressed_size
@@ -305,15 +326,19 @@ def stream(file: BinaryIO, member: Member, directory: Directory, where: str, sin
             while not inflater.eof and (piece := inflater.decompress(b"", min(_PIECE, declared - total + 1))):
                 emit(piece)
             if not inflater.eof or inflater.unused_data:
-                raise OtaError(where, f"zip entry {member.name}: deflate stream does not end with its "
-                                      f"{member.compressed_size} compressed bytes")
+                raise OtaError(
+                    where,
+                    f"zip entry {member.name}: deflate stream does not end with its "
+                    f"{member.compressed_size} compressed bytes",
+                )
     except zlib.error as err:
         raise OtaError(where, f"zip entry {member.name}: unreadable ({' '.join(str(err).split())})") from None
     if total != declared:
         raise OtaError(where, f"zip entry {member.name}: holds {total} bytes, not its declared {declared}")
     if crc != member.crc32:
-        raise OtaError(where, f"zip entry {member.name}: CRC-32 {crc:08x} does not match the directory's "
-                              f"{member.crc32:08x}")
+        raise OtaError(
+            where, f"zip entry {member.name}: CRC-32 {crc:08x} does not match the directory's {member.crc32:08x}"
+        )
 
 
 def read_member(file: BinaryIO, member: Member, directory: Directory, where: str, limit: int) -> bytes:
@@ -329,5 +354,7 @@ def read_entries(data: bytes, where: str) -> list[ZipEntry]:
     """All entries of the zip in `data`, in central-directory order, with where each one's data lies."""
     file = io.BytesIO(data)
     directory = find_directory(file, where)
-    return [ZipEntry(m.name, m.method, data_start(file, m, directory, where), m.compressed_size, m.uncompressed_size)
-            for m in members(file, directory, where)]
+    return [
+        ZipEntry(m.name, m.method, data_start(file, m, directory, where), m.compressed_size, m.uncompressed_size)
+        for m in members(file, directory, where)
+    ]

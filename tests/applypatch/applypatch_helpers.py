@@ -36,15 +36,25 @@ def sha1_of(path: str) -> str:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Runs the applypatch CLI in a child process (PYTHONPATH is inherited)."""
-    return subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True,
-                          env=None if env is None else {**os.environ, **env}, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ota.cli.applypatch", *args],
+        capture_output=True,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+        cwd=cwd,
+        check=False,
+    )
 
 
 def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
     """Runs the real applypatch CLI under the test entry point with the fault injector (`faults`:
     its options, e.g. ["--fault=tear:7"] or ["--fault_log=ops.log"])."""
-    return subprocess.run([sys.executable, "-m", "ota.testing.faulty_cli", *faults, "applypatch", *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "ota.testing.faulty_cli", *faults, "applypatch", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def setuid_source(tmp_path, small: Small, mode: int) -> str:

@@ -10,15 +10,14 @@ import contextlib
 import os
 import random
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache, is_recovery_state
 from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
-from ota.testing.sweep import sweep
 
 MIB = 1 << 20
 
@@ -65,7 +64,7 @@ class Leftovers:
     def lay(self, cache: str, source: bytes) -> None:
         if self.temp_bytes:
             with open(os.path.join(cache, "saved.file.tmp"), "wb") as stream:
-                stream.write(source[:self.temp_bytes])
+                stream.write(source[: self.temp_bytes])
         for name, data in self.junk.items():
             with open(os.path.join(cache, name), "wb") as stream:
                 stream.write(data)
@@ -74,14 +73,28 @@ class Leftovers:
 class BudgetedPartition(PartitionScenario):
     """applypatch's boot-partition scenario with a cache budget, a reserve and leftovers."""
 
-    def __init__(self, workdir: str, update: BootUpdate, backend: str, *, limit: int | None, reserve: int,
-                 leftovers: Leftovers = Leftovers(), **kwargs) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        update: BootUpdate,
+        backend: str,
+        *,
+        limit: int | None,
+        reserve: int,
+        leftovers: Leftovers | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(workdir, update, backend, **kwargs)
-        self.limit, self.reserve, self.leftovers = limit, reserve, leftovers
+        self.limit, self.reserve, self.leftovers = limit, reserve, leftovers or Leftovers()
 
     def context(self, ops: FaultyFsOps) -> protocol.Context:
-        return protocol.Context(self.config, Cache(self.cache_dir, self.limit, self.reserve, self.piece), ops,
-                                self.piece, out=lambda _: None)
+        return protocol.Context(
+            self.config,
+            Cache(self.cache_dir, self.limit, self.reserve, self.piece),
+            ops,
+            self.piece,
+            out=lambda _: None,
+        )
 
     def prepare(self) -> None:
         super().prepare()
@@ -105,8 +118,14 @@ class BudgetedFile(FileScenario):
         self.limit, self.reserve = limit, reserve
 
     def run(self, ops: FaultyFsOps) -> None:
-        context = protocol.Context(DeviceConfig(), Cache(self.cache_dir, self.limit, self.reserve, self.piece), ops,
-                                   self.piece, target_free=lambda _: 0, out=lambda _: None)
+        context = protocol.Context(
+            DeviceConfig(),
+            Cache(self.cache_dir, self.limit, self.reserve, self.piece),
+            ops,
+            self.piece,
+            target_free=lambda _: 0,
+            out=lambda _: None,
+        )
         protocol.patch(context, self.update.request(self.path, self.path, self.patch_path))
 
 

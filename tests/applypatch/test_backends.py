@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-
 import os
-import itertools
 from pathlib import Path
 
 import pytest
@@ -51,7 +49,9 @@ def test_dropped_write_is_found_by_read_back_and_rewritten_from_the_first_mismat
 
 def test_partition_smaller_than_target(tmp_path):
     part = SeekablePartition("EMMC:boot", image_file(tmp_path, 1000), FsOps(), block=False, writable=True)
-    with pytest.raises(OtaError, match=r"^EMMC:boot: partition \(1000 bytes\) is smaller than the target \(251000 bytes\)$"):
+    with pytest.raises(
+        OtaError, match=r"^EMMC:boot: partition \(1000 bytes\) is smaller than the target \(251000 bytes\)$"
+    ):
         part.write_image(IMAGE)
     part.close()
 
@@ -61,20 +61,18 @@ def test_mtd_partition_skips_bad_blocks_and_erases_the_rest(tmp_path):
     path = str(tmp_path / "nand.img")
     NandSim.create(path, 16 * erase, erasesize=erase, writesize=page, bad_blocks=(1, 5))
     raw = bytearray(Path(path).read_bytes())
-    raw[12 * erase:13 * erase] = b"\x00" * erase  # a stale older image's tail (a real chip had it programmed)
-    open(path, "wb").write(raw)
-    ops = FaultyFsOps()  # counts the operations
+    raw[12 * erase : 13 * erase] = b"\x00" * erase  # a stale older image's tail (a real chip had it programmed)
     Path(path).write_bytes(raw)
-    ops = FsOps()
+    ops = FaultyFsOps()  # counts the operations
     part = MtdPartition("MTD:boot", NandSim(path, ops))
     assert part.capacity() == 14 * erase
     part.write_image(IMAGE)
     assert part.read(0, len(IMAGE)) == IMAGE
     flash = Path(path).read_bytes()
     assert flash[:erase] == IMAGE[:erase]
-    assert flash[erase:2 * erase] == b"\xff" * erase            # bad block 1 untouched
-    assert flash[2 * erase:3 * erase] == IMAGE[erase:2 * erase]   # block 2 holds the 2nd logical block
-    assert flash[12 * erase:13 * erase] == b"\xff" * erase       # the rest was erased
+    assert flash[erase : 2 * erase] == b"\xff" * erase  # bad block 1 untouched
+    assert flash[2 * erase : 3 * erase] == IMAGE[erase : 2 * erase]  # block 2 holds the 2nd logical block
+    assert flash[12 * erase : 13 * erase] == b"\xff" * erase  # the rest was erased
     kinds = [r.kind for r in ops.log]
     assert kinds.count("erase") == 14 and kinds.count("write") == 4
     part.close()
@@ -92,8 +90,9 @@ def test_mtd_torn_program_detected_by_read_back_and_retried(tmp_path):
 
 
 def test_open_partition_errors(tmp_path):
-    config = parse(f"partition boot file {tmp_path}/missing.img\npartition dir file {tmp_path}\n", "dev.cfg",
-                   str(tmp_path))
+    config = parse(
+        f"partition boot file {tmp_path}/missing.img\npartition dir file {tmp_path}\n", "dev.cfg", str(tmp_path)
+    )
     with pytest.raises(OtaError, match=r"^EMMC:boot: cannot open .*missing.img: No such file or directory$"):
         open_partition("EMMC", "boot", config, FsOps(), writable=False)
     with pytest.raises(OtaError, match=r"^EMMC:dir: cannot open .*: Is a directory$"):
@@ -158,7 +157,7 @@ def test_read_back_retries_are_bounded(tmp_path):
         part.write_image(IMAGE)
     part.close()
     starts = [int(r.target.split("@")[1].split("+")[0]) for r in ops.log if r.kind == "write"]
-    resumes = [start for previous, start in itertools.pairwise(starts) if start <= previous]
+    resumes = [start for start, previous in zip(starts[1:], starts, strict=False) if start <= previous]
     assert len(resumes) == MAX_ATTEMPTS - 1 and resumes == sorted(resumes)  # each retry from a later mismatch
 
 
@@ -187,8 +186,10 @@ def test_loop_device_dropped_write_is_rewritten_from_the_first_mismatch(tmp_path
 
 
 def test_mtd_names_are_found_in_proc_mtd(tmp_path):
-    (tmp_path / "proc_mtd").write_text('dev:    size   erasesize  name\nmtd0: 00100000 00020000 "recovery_boot"\n'
-                                       'mtd1: 00400000 00020000 "boot"\nmtd2: 00400000 00020000 "misc"\n')
+    (tmp_path / "proc_mtd").write_text(
+        'dev:    size   erasesize  name\nmtd0: 00100000 00020000 "recovery_boot"\n'
+        'mtd1: 00400000 00020000 "boot"\nmtd2: 00400000 00020000 "misc"\n'
+    )
     dev, legacy = tmp_path / "dev", tmp_path / "dev_mtd"
     dev.mkdir()
     legacy.mkdir()

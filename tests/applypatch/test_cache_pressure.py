@@ -18,12 +18,27 @@ import random
 import re
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from applypatch_helpers import run_cli
-from cache_faults import (MIB, BudgetedFile, BudgetedPartition, FaultPoint, FaultyFsOps, Leftovers, add_junk,
-                          budgets, clean_points, mount_unavailable, read_only, recovery_state, run_cut, sweep)
+from cache_faults import (
+    MIB,
+    BudgetedFile,
+    BudgetedPartition,
+    FaultPoint,
+    FaultyFsOps,
+    Leftovers,
+    add_junk,
+    budgets,
+    clean_points,
+    mount_unavailable,
+    read_only,
+    recovery_state,
+    run_cut,
+    sweep,
+)
 from ota.applypatch import protocol
 from ota.applypatch.backends import open_partition
 from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
@@ -66,14 +81,16 @@ def test_minimal_budget_is_the_documented_rule(tmp_path, update, backend):
     for index in range(3):
         reserve = rng.randrange(0, 512 * 1024)
         minimal = minimal_budget(update, reserve)
-        tight = BudgetedPartition(str(tmp_path / f"{index}"), update, backend, limit=minimal - 1, reserve=reserve,
-                                  piece=PIECE)
+        tight = BudgetedPartition(
+            str(tmp_path / f"{index}"), update, backend, limit=minimal - 1, reserve=reserve, piece=PIECE
+        )
         tight.prepare()
         with pytest.raises(OtaError, match=r"not enough cache space: the update needs \d+ bytes"):
             tight.run(FaultyFsOps())
         assert partition_bytes(tight, len(update.source)) == update.source and os.listdir(tight.cache_dir) == []
-        enough = BudgetedPartition(str(tmp_path / f"{index}"), update, backend, limit=minimal, reserve=reserve,
-                                   piece=PIECE)
+        enough = BudgetedPartition(
+            str(tmp_path / f"{index}"), update, backend, limit=minimal, reserve=reserve, piece=PIECE
+        )
         enough.prepare()
         enough.run(FaultyFsOps())
         assert enough.check(None) is None
@@ -91,8 +108,16 @@ def _sweep_budgets(workdir: str, update: BootUpdate, backend: str, seed: int, ra
             leftovers.temp_bytes = rng.randrange(1, len(update.source))
             room = limit - leftovers.temp_bytes
             leftovers.junk = {f"junk.{k}": rng.randbytes(rng.randrange(1, max(2, room // 4))) for k in range(2)}
-        scenario = BudgetedPartition(os.path.join(workdir, str(index)), update, backend, limit=limit,
-                                     reserve=DEFAULT_RESERVE, leftovers=leftovers, piece=PIECE, **kwargs)
+        scenario = BudgetedPartition(
+            os.path.join(workdir, str(index)),
+            update,
+            backend,
+            limit=limit,
+            reserve=DEFAULT_RESERVE,
+            leftovers=leftovers,
+            piece=PIECE,
+            **kwargs,
+        )
         result = sweep(scenario)
         assert_all_recovered(result)
         cuts += len(result.points)
@@ -102,8 +127,15 @@ def _sweep_budgets(workdir: str, update: BootUpdate, backend: str, seed: int, ra
 @pytest.mark.parametrize("backend", ["file", "mtdsim"])
 def test_every_cut_recovers_at_tight_budgets(tmp_path, update, backend):
     # The simulator is slow per operation (every page program and erase is a crash point): one random budget.
-    cuts = _sweep_budgets(str(tmp_path), update, backend, seed={"file": 1, "mtdsim": 2}[backend],
-                          randoms={"file": 2, "mtdsim": 1}[backend], erasesize=128 * 1024, writesize=4096)
+    cuts = _sweep_budgets(
+        str(tmp_path),
+        update,
+        backend,
+        seed={"file": 1, "mtdsim": 2}[backend],
+        randoms={"file": 2, "mtdsim": 1}[backend],
+        erasesize=128 * 1024,
+        writesize=4096,
+    )
     assert cuts > 3 * 20
 
 
@@ -134,9 +166,17 @@ def test_a_stale_temporary_never_blocks_a_rerun(tmp_path, update):
         leftovers = Leftovers(rng.randrange(1, len(update.source) + 1))
         if slack:
             leftovers.junk = {"last_log": rng.randbytes(rng.randrange(1, slack + 1))}
-        scenario = BudgetedPartition(str(tmp_path / str(index)), update, rng.choice(["file", "mtdsim"]),
-                                     limit=minimal + slack, reserve=DEFAULT_RESERVE, leftovers=leftovers,
-                                     piece=PIECE, erasesize=64 * 1024, writesize=2048)
+        scenario = BudgetedPartition(
+            str(tmp_path / str(index)),
+            update,
+            rng.choice(["file", "mtdsim"]),
+            limit=minimal + slack,
+            reserve=DEFAULT_RESERVE,
+            leftovers=leftovers,
+            piece=PIECE,
+            erasesize=64 * 1024,
+            writesize=2048,
+        )
         scenario.prepare()
         scenario.run(FaultyFsOps())
         assert scenario.check(None) is None, (index, leftovers.temp_bytes, slack)
@@ -145,8 +185,14 @@ def test_a_stale_temporary_never_blocks_a_rerun(tmp_path, update):
 def test_double_cuts_at_the_minimal_budget_recover(tmp_path, update):
     """A cut, then a cut of the rerun at a random point of its own, then a clean rerun."""
     rng = random.Random(7)
-    scenario = BudgetedPartition(str(tmp_path), update, "file", limit=minimal_budget(update, DEFAULT_RESERVE),
-                                 reserve=DEFAULT_RESERVE, piece=PIECE)
+    scenario = BudgetedPartition(
+        str(tmp_path),
+        update,
+        "file",
+        limit=minimal_budget(update, DEFAULT_RESERVE),
+        reserve=DEFAULT_RESERVE,
+        piece=PIECE,
+    )
     points = clean_points(scenario)
     for first in rng.sample(points, 10):
         scenario.prepare()
@@ -180,8 +226,9 @@ def test_cleaners_never_free_recovery_state(tmp_path, update):
     and against another update's patch-mode freeing; then the cut update still finishes."""
     rng = random.Random(8)
     minimal = minimal_budget(update, DEFAULT_RESERVE)
-    scenario = BudgetedPartition(str(tmp_path / "boot"), update, "file", limit=minimal + MIB, reserve=DEFAULT_RESERVE,
-                                 piece=PIECE)
+    scenario = BudgetedPartition(
+        str(tmp_path / "boot"), update, "file", limit=minimal + MIB, reserve=DEFAULT_RESERVE, piece=PIECE
+    )
     other = BootUpdate.make(kernel_size=64 * 1024, seed=9)
     radio_image = tmp_path / "radio.img"
     radio_patch = tmp_path / "radio.p"
@@ -197,37 +244,48 @@ def test_cleaners_never_free_recovery_state(tmp_path, update):
             seen_states.add(tuple(sorted(kept)))
             if cleaner == "free-space mode":
                 wanted = rng.randrange(0, 2 * MIB)
-                result = run_cli(f"--cache_dir={scenario.cache_dir}", f"--cache_limit={scenario.limit}", "-s",
-                                 str(wanted))
+                result = run_cli(
+                    f"--cache_dir={scenario.cache_dir}", f"--cache_limit={scenario.limit}", "-s", str(wanted)
+                )
                 assert result.returncode in (0, 1) and "Traceback" not in result.stderr
                 assert recovery_state(scenario.cache_dir) == kept, (str(point), wanted)
             else:
                 radio_image.write_bytes(other.source.ljust(len(other.target) + 4096, b"\0"))
                 spec = other.spec("EMMC", "radio")
-                context = protocol.Context(radio_config, Cache(scenario.cache_dir, scenario.limit, DEFAULT_RESERVE,
-                                                               PIECE), FaultyFsOps(), PIECE, out=lambda _: None)
+                context = protocol.Context(
+                    radio_config,
+                    Cache(scenario.cache_dir, scenario.limit, DEFAULT_RESERVE, PIECE),
+                    FaultyFsOps(),
+                    PIECE,
+                    out=lambda _: None,
+                )
                 try:
                     protocol.patch(context, other.request(spec, spec, str(radio_patch)))
                 except OtaError as err:  # refused: another update's backup is in the slot
                     assert "saved.file: holds the source backup of another update" in str(err)
                 after = recovery_state(scenario.cache_dir)
                 # A save replaces only a dead save's temporary; the backup itself is never replaced or freed.
-                assert {k: v for k, v in after.items() if k != "saved.file.tmp"} == \
-                    {k: v for k, v in kept.items() if k != "saved.file.tmp"}, str(point)
+                assert {k: v for k, v in after.items() if k != "saved.file.tmp"} == {
+                    k: v for k, v in kept.items() if k != "saved.file.tmp"
+                }, str(point)
             assert scenario.check(scenario.recover()) is None, (str(point), cleaner)
     assert ("saved.file",) in seen_states and ("saved.file.tmp",) in seen_states
 
 
 def test_one_rule_covers_every_name_a_run_creates_in_the_cache(tmp_path, update):
     for backend, kwargs in (("file", {}), ("mtdsim", {"erasesize": 64 * 1024, "writesize": 2048})):
-        scenario = BudgetedPartition(str(tmp_path / backend), update, backend, limit=None, reserve=0, piece=PIECE,
-                                     **kwargs)
+        scenario = BudgetedPartition(
+            str(tmp_path / backend), update, backend, limit=None, reserve=0, piece=PIECE, **kwargs
+        )
         scenario.prepare()
         ops = FaultyFsOps()
         scenario.run(ops)
-        names = {os.path.relpath(target, scenario.cache_dir).split(os.sep)[0]
-                 for record in ops.log for target in record.target.split("@")[0].split("->")
-                 if target.startswith(scenario.cache_dir + os.sep)}
+        names = {
+            os.path.relpath(target, scenario.cache_dir).split(os.sep)[0]
+            for record in ops.log
+            for target in record.target.split("@")[0].split("->")
+            if target.startswith(scenario.cache_dir + os.sep)
+        }
         assert names and all(is_recovery_state(name.split(":")[0]) for name in names), names
 
 
@@ -240,8 +298,14 @@ def _cli_device(tmp_path, update: BootUpdate, image: bytes) -> tuple[str, list[s
     (tmp_path / "boot.p").write_bytes(update.patch)
     (tmp_path / "dev.cfg").write_text("partition boot file boot.img\ncache cache\n")
     spec = update.spec("EMMC", "boot")
-    patch = [f"--device_config={tmp_path / 'dev.cfg'}", spec, "-", hashlib.sha1(update.target).hexdigest(),
-             str(len(update.target)), f"{hashlib.sha1(update.source).hexdigest()}:{tmp_path / 'boot.p'}"]
+    patch = [
+        f"--device_config={tmp_path / 'dev.cfg'}",
+        spec,
+        "-",
+        hashlib.sha1(update.target).hexdigest(),
+        str(len(update.target)),
+        f"{hashlib.sha1(update.source).hexdigest()}:{tmp_path / 'boot.p'}",
+    ]
     return spec, patch
 
 
@@ -267,8 +331,11 @@ def test_read_only_cache(tmp_path, update, stale_backup):
     with read_only(str(cache)):
         refused = run_cli(*patch)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert re.fullmatch(rf"applypatch: error: {re.escape(str(cache))}/saved.file.tmp: cannot save the source "
-                        r"backup: Read-only file system \(EROFS\)\n", refused.stderr), refused.stderr
+    assert re.fullmatch(
+        rf"applypatch: error: {re.escape(str(cache))}/saved.file.tmp: cannot save the source "
+        r"backup: Read-only file system \(EROFS\)\n",
+        refused.stderr,
+    ), refused.stderr
     assert (tmp_path / "boot.img").read_bytes() == before and os.listdir(cache) == []
 
 
@@ -319,15 +386,17 @@ def test_an_unreadable_backup_is_not_no_cache_copy_eacces(request, update):
     with open(backup, "wb") as stream:
         stream.write(update.source)
     os.chmod(backup, 0o600)
-    before = open(scenario.device_path, "rb").read()
+    before = Path(scenario.device_path).read_bytes()
     request_ = update.request(scenario.spec, scenario.spec, scenario.patch_path)
     expected = f"{backup}: cannot read the source backup: Permission denied (EACCES)"
-    for mode in (lambda: protocol.patch(scenario.context(FaultyFsOps()), request_),
-                 lambda: protocol.check(scenario.context(FaultyFsOps()), scenario.spec, []),
-                 lambda: protocol.dry_run(scenario.context(FaultyFsOps()), request_)):
+    for mode in (
+        lambda: protocol.patch(scenario.context(FaultyFsOps()), request_),
+        lambda: protocol.check(scenario.context(FaultyFsOps()), scenario.spec, []),
+        lambda: protocol.dry_run(scenario.context(FaultyFsOps()), request_),
+    ):
         assert _as_user(uid, mode) == expected
-    assert open(scenario.device_path, "rb").read() == before
-    assert open(backup, "rb").read() == update.source
+    assert Path(scenario.device_path).read_bytes() == before
+    assert Path(backup).read_bytes() == update.source
     assert scenario.check(scenario.recover()) is None  # root can read it: the rerun patches from it
 
 
@@ -352,8 +421,11 @@ def test_an_unreadable_backup_is_not_no_cache_copy_eio(tmp_path, update, monkeyp
     monkeypatch.setattr(os, "read", failing_read)
     request = update.request(scenario.spec, scenario.spec, scenario.patch_path)
     expected = f"{backup}: cannot read the source backup: Input/output error (EIO)"
-    for mode in (lambda ctx: protocol.patch(ctx, request), lambda ctx: protocol.check(ctx, scenario.spec, []),
-                 lambda ctx: protocol.dry_run(ctx, request)):
+    for mode in (
+        lambda ctx: protocol.patch(ctx, request),
+        lambda ctx: protocol.check(ctx, scenario.spec, []),
+        lambda ctx: protocol.dry_run(ctx, request),
+    ):
         ops = FaultyFsOps()
         with pytest.raises(OtaError) as error:
             mode(scenario.context(ops))

@@ -44,7 +44,7 @@ def partition(device) -> bytes:
 def test_classic_partition_patch_then_already_target(device, small):
     result = cli(device, *patch_args(device, small))
     assert result.returncode == 0, result.stderr
-    assert partition(device)[:len(small.target)] == small.target
+    assert partition(device)[: len(small.target)] == small.target
     assert os.listdir(device / "cache") == []
     again = cli(device, *patch_args(device, small))
     assert again.returncode == 0 and "EMMC:boot: already target" in again.stdout
@@ -55,8 +55,14 @@ def test_classic_file_patch_with_sha256_and_hex_size(tmp_path, small):
     target = tmp_path / "app.bin"
     target.write_bytes(small.source)
     (tmp_path / "p").write_bytes(small.patch)
-    result = run_cli(f"--cache_dir={tmp_path / 'cache'}", str(target), "-", hashlib.sha256(small.target).hexdigest(),
-                     hex(len(small.target)), f"{hashlib.sha256(small.source).hexdigest()}:{tmp_path / 'p'}")
+    result = run_cli(
+        f"--cache_dir={tmp_path / 'cache'}",
+        str(target),
+        "-",
+        hashlib.sha256(small.target).hexdigest(),
+        hex(len(small.target)),
+        f"{hashlib.sha256(small.source).hexdigest()}:{tmp_path / 'p'}",
+    )
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == small.target and sorted(os.listdir(tmp_path)) == ["app.bin", "cache", "p"]
 
@@ -70,7 +76,7 @@ def test_android9_form_patch_check_and_flash(device, small):
     assert cli(device, "--check", tgt_spec).returncode == 0
     (device / "image").write_bytes(small.source)
     assert cli(device, "--flash", str(device / "image"), "--target", src_spec).returncode == 0
-    assert partition(device)[:len(small.source)] == small.source
+    assert partition(device)[: len(small.source)] == small.source
 
 
 def test_check_mode_classic(device, small):
@@ -86,21 +92,28 @@ def test_check_passes_on_a_torn_partition_when_the_cache_copy_matches(device, sm
     crashed = faulty(device, ["--fault=tear:7"], *patch_args(device, small))
     assert crashed.returncode == CRASH_EXIT_CODE
     torn = partition(device)
-    assert torn[:len(small.source)] != small.source, "the cut must leave the source overwritten"
-    assert torn[:len(small.target)] != small.target, "the cut must leave the target incomplete"
+    assert torn[: len(small.source)] != small.source, "the cut must leave the source overwritten"
+    assert torn[: len(small.target)] != small.target, "the cut must leave the target incomplete"
     assert cli(device, "-c", small.spec(), small.src_sha).returncode == 0  # AOSP passed this one too
     check = cli(device, "-c", small.spec())
     assert check.returncode == 0 and "cache copy matches" in check.stdout
     assert cli(device, *patch_args(device, small)).returncode == 0
-    assert partition(device)[:len(small.target)] == small.target and os.listdir(device / "cache") == []
+    assert partition(device)[: len(small.target)] == small.target and os.listdir(device / "cache") == []
 
 
 def test_license_and_usage(device):
     for args in (["-l"], ["--license"]):
         result = run_cli(*args)
         assert result.returncode == 0 and "bsdiff4" in result.stdout and "zlib" in result.stdout
-    for args in ([], ["-c"], ["-s", "lots"], ["a", "b", "c"], ["-b", "x"], ["src", "-", "0" * 40, "10", "nocolon"],
-                 ["--check", "x", "src"]):
+    for args in (
+        [],
+        ["-c"],
+        ["-s", "lots"],
+        ["a", "b", "c"],
+        ["-b", "x"],
+        ["src", "-", "0" * 40, "10", "nocolon"],
+        ["--check", "x", "src"],
+    ):
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
     assert run_cli("--help").stdout.count("--device_config") == 1
@@ -123,8 +136,19 @@ def test_free_space_mode_deletes_only_what_may_go(device, small):
     assert sorted(os.listdir(cache)) == ["b.log", "held.log", "saved.file"]  # refused before deleting anything
 
 
-@pytest.mark.parametrize("case", ["patch_mismatch", "wrong_target_hash", "cache_full", "too_small",
-                                  "unknown_name", "malformed_spec", "unreadable_device", "missing_patch"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "patch_mismatch",
+        "wrong_target_hash",
+        "cache_full",
+        "too_small",
+        "unknown_name",
+        "malformed_spec",
+        "unreadable_device",
+        "missing_patch",
+    ],
+)
 def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
     args = patch_args(device, small)
     extra: list[str] = []
@@ -155,10 +179,16 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("applypatch: error: "), result.stderr
-    expected = {"patch_mismatch": "is not the expected target", "wrong_target_hash": "is not the expected target",
-                "cache_full": "not enough cache space", "too_small": "is smaller than the target",
-                "unknown_name": "unknown partition", "malformed_spec": "partition spec must be",
-                "unreadable_device": "cannot open", "missing_patch": "cannot read"}[case]
+    expected = {
+        "patch_mismatch": "is not the expected target",
+        "wrong_target_hash": "is not the expected target",
+        "cache_full": "not enough cache space",
+        "too_small": "is smaller than the target",
+        "unknown_name": "unknown partition",
+        "malformed_spec": "partition spec must be",
+        "unreadable_device": "cannot open",
+        "missing_patch": "cannot read",
+    }[case]
     assert expected in lines[0]
     after = sha1_of(str(device / "boot.img")), sorted(os.listdir(device)), sorted(os.listdir(device / "cache"))
     assert after == before
@@ -178,4 +208,4 @@ def test_cut_child_process_then_rerun_finishes(device, small):
         crashed = faulty(device, [f"--fault=before:{index}", *lossy], *patch_args(device, small))
         assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
         assert cli(device, *patch_args(device, small)).returncode == 0
-        assert partition(device)[:len(small.target)] == small.target and os.listdir(device / "cache") == []
+        assert partition(device)[: len(small.target)] == small.target and os.listdir(device / "cache") == []

@@ -63,8 +63,13 @@ def test_aosp_check_mode_emmc_vectors_without_any_flags(vectors):
         spec = spec_of(file, *pairs)
         # Our flag after the classic arguments: keeps the host's /cache out of the check.
         result = run_cli("-c", spec, f"--cache_dir={root}")
-        assert (result.returncode, result.stderr) == (1, (f"applypatch: error: {spec}: check failed (EMMC:{file}: "
-                                                         f"holds none of the listed images ({why}); no cache copy)\n"))
+        assert (result.returncode, result.stderr) == (
+            1,
+            (
+                f"applypatch: error: {spec}: check failed (EMMC:{file}: "
+                f"holds none of the listed images ({why}); no cache copy)\n"
+            ),
+        )
 
 
 def test_classic_check_with_sha256_arguments_and_flags_anywhere(vectors, tmp_path):
@@ -102,12 +107,17 @@ def boot_and_recovery(tmp_path):
     bonus = b"recovery resources: " + b" ".join(rng.choice(words) for _ in range(8_000))
     boot = b"ANDROID!" + rng.randbytes(4088) + gzip.compress(text, 6, mtime=0) + b"\0" * 1000
     recovery = b"ANDROID!" + rng.randbytes(4088) + gzip.compress(text + b"\nrecovery\n" + bonus, 6, mtime=0)
-    for name, data in (("boot.img", boot + b"\0" * 8192), ("recovery.img", b"\xee" * (len(recovery) + 4096)),
-                       ("bonus.dat", bonus), ("recovery.p", imgdiff.make_image_patch(boot, recovery, bonus=bonus))):
+    for name, data in (
+        ("boot.img", boot + b"\0" * 8192),
+        ("recovery.img", b"\xee" * (len(recovery) + 4096)),
+        ("bonus.dat", bonus),
+        ("recovery.p", imgdiff.make_image_patch(boot, recovery, bonus=bonus)),
+    ):
         (tmp_path / name).write_bytes(data)
     (tmp_path / "cache").mkdir()
-    (tmp_path / "dev.cfg").write_text("partition boot file boot.img\npartition recovery file recovery.img\n"
-                                      "cache cache\n")
+    (tmp_path / "dev.cfg").write_text(
+        "partition boot file boot.img\npartition recovery file recovery.img\ncache cache\n"
+    )
     return boot, recovery
 
 
@@ -119,8 +129,16 @@ def test_bonus_data_patches_recovery_from_boot(tmp_path, form):
     target = f"EMMC:recovery:{len(recovery)}:{sha1(recovery)}"
     patch, bonus, config = tmp_path / "recovery.p", tmp_path / "bonus.dat", f"--device_config={tmp_path / 'dev.cfg'}"
     if form == "classic":
-        with_bonus = ["-b", str(bonus), source, target, sha1(recovery), str(len(recovery)), f"{sha1(boot)}:{patch}",
-                      config]
+        with_bonus = [
+            "-b",
+            str(bonus),
+            source,
+            target,
+            sha1(recovery),
+            str(len(recovery)),
+            f"{sha1(boot)}:{patch}",
+            config,
+        ]
         without = with_bonus[2:]
     else:
         without = [config, f"--patch={patch}", f"--source={source}", f"--target={target}"]
@@ -131,7 +149,7 @@ def test_bonus_data_patches_recovery_from_boot(tmp_path, form):
     assert (sha1_of(str(tmp_path / "boot.img")), sha1_of(str(tmp_path / "recovery.img"))) == before
     done = run_cli(*with_bonus)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "recovery.img").read_bytes()[:len(recovery)] == recovery
+    assert (tmp_path / "recovery.img").read_bytes()[: len(recovery)] == recovery
     assert sha1_of(str(tmp_path / "boot.img")) == before[0] and os.listdir(tmp_path / "cache") == []
     assert "already target" in run_cli(*with_bonus).stdout
 
@@ -147,7 +165,7 @@ def test_flash_refuses_a_wrong_image_and_says_already(tmp_path, small: Small):
     assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1 and "does not match the target spec" in wrong.stderr
     assert sha1_of(str(part)) == before
     assert run_cli("--flash", str(tmp_path / "new.img"), "--target", target).returncode == 0
-    assert part.read_bytes() == small.target + original[len(small.target):]
+    assert part.read_bytes() == small.target + original[len(small.target) :]
     assert run_cli("--flash", str(tmp_path / "new.img"), "--target", target).stdout.endswith("already target\n")
 
 
@@ -155,8 +173,14 @@ def test_file_target_keeps_setuid_mode_and_owner(tmp_path, small: Small):
     """The target gets the source's mode and owner; chown before chmod keeps setuid/setgid."""
     require(root_missing("giving a file another owner"))
     tool = setuid_source(tmp_path, small, 0o6750)
-    result = run_cli(f"--cache_dir={tmp_path / 'cache'}", tool, "-", small.tgt_sha, str(len(small.target)),
-                     f"{small.src_sha}:{tmp_path / 'p'}")
+    result = run_cli(
+        f"--cache_dir={tmp_path / 'cache'}",
+        tool,
+        "-",
+        small.tgt_sha,
+        str(len(small.target)),
+        f"{small.src_sha}:{tmp_path / 'p'}",
+    )
     assert result.returncode == 0, result.stderr
     assert contents_mode_owner(tool) == (small.target, 0o6750, 1000, 2000)
 
@@ -170,9 +194,17 @@ def test_freeing_the_cache_keeps_the_patch_named_on_the_command_line(tmp_path, s
     (tmp_path / "boot.img").write_bytes(small.source + b"\0" * 4096)
     # 1000 bytes short of room for the backup: the log must go, the patch (first by name) must stay.
     limit = len(small.patch) + 200_000 + len(small.source) - 1000
-    args = [small.spec("EMMC", str(tmp_path / "boot.img")), "-", small.tgt_sha, str(len(small.target)),
-            f"{small.src_sha}:{cache / 'a-boot.p'}", f"--cache_dir={cache}", f"--cache_limit={limit}", "--min_free=0"]
+    args = [
+        small.spec("EMMC", str(tmp_path / "boot.img")),
+        "-",
+        small.tgt_sha,
+        str(len(small.target)),
+        f"{small.src_sha}:{cache / 'a-boot.p'}",
+        f"--cache_dir={cache}",
+        f"--cache_limit={limit}",
+        "--min_free=0",
+    ]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(cache)) == ["a-boot.p"]
-    assert (tmp_path / "boot.img").read_bytes()[:len(small.target)] == small.target
+    assert (tmp_path / "boot.img").read_bytes()[: len(small.target)] == small.target

@@ -26,8 +26,9 @@ def assert_all_recovered(result: SweepResult, minimum_points: int) -> None:
 
 @pytest.mark.parametrize("low_space, minimum_points", [(False, 14), (True, 30)])
 def test_file_target_worst_case(tmp_path, boot_update, low_space, minimum_points):
-    assert_all_recovered(sweep(FileScenario(str(tmp_path), boot_update, low_space=low_space), loss=WORST),
-                         minimum_points)
+    assert_all_recovered(
+        sweep(FileScenario(str(tmp_path), boot_update, low_space=low_space), loss=WORST), minimum_points
+    )
 
 
 def test_file_target_seeded_random_losses(tmp_path, boot_update):
@@ -55,5 +56,6 @@ def test_loop_device_worst_case(tmp_path, boot_update):
     with loop_device(backing) as device:
         workdir = tmp_path / "work"
         workdir.mkdir()
-        assert_all_recovered(sweep(PartitionScenario(str(workdir), boot_update, "block", device_path=device),
-                                   loss=WORST), 30)
+        assert_all_recovered(
+            sweep(PartitionScenario(str(workdir), boot_update, "block", device_path=device), loss=WORST), 30
+        )

@@ -18,27 +18,36 @@ import stat
 import pytest
 
 from applypatch_helpers import Small, run_cli
-from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
-from ota.testing.sweep import sweep
 from ota.applypatch import protocol
 from ota.applypatch.cache import Cache
 from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import Digest
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
+from ota.testing.sweep import sweep
 
 CASES = 30
 _NAMES = ["foo", "lib x.so", "über.conf", ".hidden", "...", "a.patch", "日本"]
 
 
 def _request(small: Small, target: str, patch: str) -> protocol.PatchRequest:
-    return protocol.PatchRequest(source=target, target=target, target_size=len(small.target),
-                                 target_digest=Digest("sha1", small.tgt_sha),
-                                 patches=((Digest("sha1", small.src_sha), patch),))
+    return protocol.PatchRequest(
+        source=target,
+        target=target,
+        target_size=len(small.target),
+        target_digest=Digest("sha1", small.tgt_sha),
+        patches=((Digest("sha1", small.src_sha), patch),),
+    )
 
 
 def _context(cache: str, ops: FaultyFsOps, *, low_space: bool = False) -> protocol.Context:
-    return protocol.Context(DeviceConfig(), Cache(cache, piece=65536), ops, 65536,
-                            target_free=(lambda _: 0) if low_space else protocol.filesystem_free,
-                            out=lambda _: None)
+    return protocol.Context(
+        DeviceConfig(),
+        Cache(cache, piece=65536),
+        ops,
+        65536,
+        target_free=(lambda _: 0) if low_space else protocol.filesystem_free,
+        out=lambda _: None,
+    )
 
 
 def _snapshot(directory: str) -> dict[str, str]:
@@ -73,8 +82,14 @@ class Neighbourhood:
         self.target = os.path.join(self.dir, self.name)
         self.mode = rng.choice([0o644, 0o600, 0o755])
         self.neighbours: list[tuple[str, str, bytes]] = []
-        patterns = [f"{self.name}.patch", f".{self.name}.patch", f"{self.name}~", f"{self.name}.new",
-                    f".applypatch-{rng.randbytes(16).hex()}.tmp", f".applypatch-{rng.randbytes(16).hex()}.tmp"]
+        patterns = [
+            f"{self.name}.patch",
+            f".{self.name}.patch",
+            f"{self.name}~",
+            f"{self.name}.new",
+            f".applypatch-{rng.randbytes(16).hex()}.tmp",
+            f".applypatch-{rng.randbytes(16).hex()}.tmp",
+        ]
         for name in rng.sample(patterns, rng.randint(1, len(patterns))):
             kind = rng.choice(["file", "file", "symlink", "dir"])
             self.neighbours.append((name, kind, rng.randbytes(rng.randint(0, 3000))))
@@ -107,8 +122,9 @@ class Neighbourhood:
         self.outside_before = _snapshot(self.outside)
 
     def patch_now(self, ops: FaultyFsOps, *, low_space: bool = False) -> str:
-        return protocol.patch(_context(self.cache, ops, low_space=low_space),
-                              _request(self.small, self.target, self.patch))
+        return protocol.patch(
+            _context(self.cache, ops, low_space=low_space), _request(self.small, self.target, self.patch)
+        )
 
     def problems(self) -> list[str]:
         found = []
@@ -191,8 +207,12 @@ def test_scratch_left_between_link_and_rename_is_removed_by_the_rerun(tmp_path, 
     hood.prepare()
     with pytest.raises(PowerLoss):
         hood.patch_now(FaultyFsOps(FaultPoint("before", rename)))
-    orphans = [n for n in os.listdir(hood.dir) if protocol.SCRATCH_NAME.fullmatch(n)
-               and os.path.join(hood.dir, n) not in {os.path.join(hood.dir, m) for m, _, _ in hood.neighbours}]
+    orphans = [
+        n
+        for n in os.listdir(hood.dir)
+        if protocol.SCRATCH_NAME.fullmatch(n)
+        and os.path.join(hood.dir, n) not in {os.path.join(hood.dir, m) for m, _, _ in hood.neighbours}
+    ]
     assert len(orphans) == 1
     with open(os.path.join(hood.dir, orphans[0]), "rb") as stream:
         assert stream.read() == small.target
@@ -208,8 +228,14 @@ def test_cli_keeps_a_users_foo_patch(tmp_path, small):
     target.write_bytes(small.source)
     mine.write_bytes(b"the user's own patch notes\n")
     inode = os.stat(mine).st_ino
-    result = run_cli(f"--cache_dir={tmp_path / 'cache'}", str(target), "-", small.tgt_sha, str(len(small.target)),
-                     f"{small.src_sha}:{tmp_path / 'p'}")
+    result = run_cli(
+        f"--cache_dir={tmp_path / 'cache'}",
+        str(target),
+        "-",
+        small.tgt_sha,
+        str(len(small.target)),
+        f"{small.src_sha}:{tmp_path / 'p'}",
+    )
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == small.target
     assert mine.read_bytes() == b"the user's own patch notes\n" and os.stat(mine).st_ino == inode

@@ -3,14 +3,13 @@ path; and that the production I/O layer and tools have no way to turn it on."""
 
 from __future__ import annotations
 
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
-
-import ast
-import pathlib
 
 import ota
 from ota.fsops import FsOps
@@ -35,16 +34,30 @@ def test_clean_run_counts_and_lists_crash_points(tmp_path):
     assert [r.kind for r in ops.log] == ["create", "write", "write", "write", "fsync", "rename", "fsync_dir"]
     assert [r.tearable for r in ops.log] == [False, True, True, True, False, False, False]
     points = [str(p) for p in ops.crash_points()]
-    assert points == ["before:1", "before:2", "tear:2", "before:3", "tear:3", "before:4", "tear:4",
-                      "before:5", "before:6", "before:7", "after:7"]
+    assert points == [
+        "before:1",
+        "before:2",
+        "tear:2",
+        "before:3",
+        "tear:3",
+        "before:4",
+        "tear:4",
+        "before:5",
+        "before:6",
+        "before:7",
+        "after:7",
+    ]
     assert (tmp_path / "f.done").read_bytes() == b"0123456789"
 
 
-@pytest.mark.parametrize("point, expected", [
-    ("before:3", b"0123"),      # second piece never written
-    ("tear:3", b"012345"),      # half of the second piece
-    ("after:3", b"01234567"),   # second piece written, then the cut
-])
+@pytest.mark.parametrize(
+    "point, expected",
+    [
+        ("before:3", b"0123"),  # second piece never written
+        ("tear:3", b"012345"),  # half of the second piece
+        ("after:3", b"01234567"),  # second piece written, then the cut
+    ],
+)
 def test_cut_leaves_exactly_what_was_done(tmp_path, point, expected):
     ops = FaultyFsOps(FaultPoint.parse(point))
     with pytest.raises(PowerLoss):
@@ -83,11 +96,12 @@ print("finished")
 
 def test_a_child_crashes_with_os_exit_and_logs_ops(tmp_path):
     log = tmp_path / "ops.log"
-    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "f"), "after:3", str(log)],
-                            capture_output=True, text=True)
-    env = {**os.environ, "OTA_FAULT": "after:3", "OTA_FAULT_LOG": str(log)}
-    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "f")], env=env, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "f"), "after:3", str(log)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == CRASH_EXIT_CODE and "finished" not in result.stdout
     assert (tmp_path / "f").read_bytes() == b"abcd"
     assert [(r.index, r.kind) for r in read_fault_log(str(log))] == [(1, "create"), (2, "write"), (3, "write")]
@@ -108,8 +122,13 @@ def test_chmod_keeps_setuid_when_the_owner_changes(tmp_path):
 
 
 def _tool(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def test_production_tools_ignore_the_fault_environment_and_reject_a_fault_flag(tmp_path, small):
@@ -119,8 +138,14 @@ def test_production_tools_ignore_the_fault_environment_and_reject_a_fault_flag(t
     (tmp_path / "p").write_bytes(small.patch)
     (tmp_path / "cache").mkdir()
     target = small.target
-    args = [f"--cache_dir={tmp_path / 'cache'}", str(source), "-", small.tgt_sha, str(len(target)),
-            f"{small.src_sha}:{tmp_path / 'p'}"]
+    args = [
+        f"--cache_dir={tmp_path / 'cache'}",
+        str(source),
+        "-",
+        small.tgt_sha,
+        str(len(target)),
+        f"{small.src_sha}:{tmp_path / 'p'}",
+    ]
     hostile = {"OTA_FAULT": "lie:2", "OTA_FAULT_LOG": str(tmp_path / "log")}
     done = _tool("ota.cli.applypatch", *args, env=hostile)
     assert done.returncode == 0, done.stderr
@@ -143,8 +168,11 @@ def test_no_production_module_imports_the_injector():
         if relative.parts[0] == "testing":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             offenders += [f"{relative}: {name}" for name in names if name.split(".")[:2] == ["ota", "testing"]]
     assert offenders == []
     assert not hasattr(FsOps, "crash_points") and not hasattr(FsOps(), "fault")

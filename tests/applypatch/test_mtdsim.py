@@ -49,9 +49,9 @@ def test_factory_state_info_and_bad_blocks(chip):
 def test_program_rules(chip):
     chip.write(0, b"\x0f" * PAGE)
     assert chip.read(0, PAGE) == b"\x0f" * PAGE
-    assert errno_of(lambda: chip.write(0, b"\x00" * PAGE)) == errno.EIO           # programmed page
+    assert errno_of(lambda: chip.write(0, b"\x00" * PAGE)) == errno.EIO  # programmed page
     assert errno_of(lambda: chip.write(PAGE + 1, b"\x00" * PAGE)) == errno.EINVAL  # unaligned
-    assert errno_of(lambda: chip.write(PAGE, b"\x00" * 100)) == errno.EINVAL       # partial page
+    assert errno_of(lambda: chip.write(PAGE, b"\x00" * 100)) == errno.EINVAL  # partial page
     assert errno_of(lambda: chip.erase(100, ERASE)) == errno.EINVAL
     assert errno_of(lambda: chip.erase(0, 8 * ERASE + ERASE)) == errno.EINVAL
     chip.erase(0, ERASE)
@@ -66,11 +66,11 @@ def test_torn_program_leaves_a_partial_page_that_fails_ecc(tmp_path, chip):
         torn.write(0, data)
     torn.close()
     after = NandSim(chip.path, FsOps())  # state survives the "reboot"
-    assert after.read(0, 2 * PAGE) == data[:2 * PAGE]
+    assert after.read(0, 2 * PAGE) == data[: 2 * PAGE]
     assert errno_of(lambda: after.read(2 * PAGE, PAGE)) == errno.EBADMSG
     raw = Path(chip.path).read_bytes()
-    assert raw[2 * PAGE:2 * PAGE + PAGE // 2] == data[2 * PAGE:2 * PAGE + PAGE // 2]
-    assert raw[2 * PAGE + PAGE // 2:3 * PAGE] == b"\xff" * (PAGE // 2)
+    assert raw[2 * PAGE : 2 * PAGE + PAGE // 2] == data[2 * PAGE : 2 * PAGE + PAGE // 2]
+    assert raw[2 * PAGE + PAGE // 2 : 3 * PAGE] == b"\xff" * (PAGE // 2)
     assert errno_of(lambda: after.write(2 * PAGE, b"\0" * PAGE)) == errno.EIO
     after.erase(0, ERASE)  # erasing heals the block
     assert after.read(0, ERASE) == b"\xff" * ERASE

@@ -123,7 +123,7 @@ def test_entry_changes_come_back_until_the_directory_is_synced(tmp_path):
     d = str(tmp_path)
 
     def body(ops: FsOps) -> None:
-        write(ops, os.path.join(d, "b"), b"bbb", sync=True)       # data durable, entry not
+        write(ops, os.path.join(d, "b"), b"bbb", sync=True)  # data durable, entry not
         ops.rename(os.path.join(d, "a"), os.path.join(d, "c"))
         ops.perform("mkdir", os.path.join(d, "sub"), lambda: os.mkdir(os.path.join(d, "sub")))
         ops.perform("symlink", os.path.join(d, "l"), lambda: os.symlink("a", os.path.join(d, "l")))
@@ -155,8 +155,9 @@ def test_replaced_and_removed_files_and_directories_are_restored_via_dir_fd(tmp_
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
 
     def body(ops: FsOps) -> None:
-        fd = ops.perform("create", "t", lambda: os.open("t", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600,
-                                                        dir_fd=dir_fd))
+        fd = ops.perform(
+            "create", "t", lambda: os.open("t", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+        )
         ops.pwrite(fd, b"replacement", 0, "t")
         ops.fsync(fd, "t")
         os.close(fd)

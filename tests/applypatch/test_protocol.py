@@ -25,8 +25,9 @@ def pieces(size: int) -> int:
 
 
 def request(small: Small, source: str, target: str, patch: str) -> protocol.PatchRequest:
-    return protocol.PatchRequest(source, target, len(small.target), Digest.of(small.target),
-                                 ((Digest.of(small.source), patch),))
+    return protocol.PatchRequest(
+        source, target, len(small.target), Digest.of(small.target), ((Digest.of(small.source), patch),)
+    )
 
 
 def test_partition_patch_order_backup_durable_before_the_partition_backup_deleted_last(tmp_path, small: Small):
@@ -39,15 +40,21 @@ def test_partition_patch_order_backup_durable_before_the_partition_backup_delete
     context = protocol.Context(config, Cache(str(tmp_path / "cache"), piece=PIECE), ops, PIECE, out=lambda _: None)
     spec = small.spec("EMMC", "boot")
     assert protocol.patch(context, request(small, spec, spec, str(tmp_path / "p"))) == protocol.PATCHED
-    cache, tmp, saved = str(tmp_path / "cache"), str(tmp_path / "cache" / "saved.file.tmp"), \
-        str(tmp_path / "cache" / "saved.file")
-    expected = ([("create", tmp)] + [("write", tmp)] * pieces(len(small.source))
-                + [("chmod", tmp), ("fsync", tmp), ("rename", f"{tmp}->{saved}"), ("fsync_dir", cache)]
-                + [("write", "EMMC:boot"), ("fsync", "EMMC:boot")] * pieces(len(small.target))
-                + [("unlink", saved), ("fsync_dir", cache)])
+    cache, tmp, saved = (
+        str(tmp_path / "cache"),
+        str(tmp_path / "cache" / "saved.file.tmp"),
+        str(tmp_path / "cache" / "saved.file"),
+    )
+    expected = (
+        [("create", tmp)]
+        + [("write", tmp)] * pieces(len(small.source))
+        + [("chmod", tmp), ("fsync", tmp), ("rename", f"{tmp}->{saved}"), ("fsync_dir", cache)]
+        + [("write", "EMMC:boot"), ("fsync", "EMMC:boot")] * pieces(len(small.target))
+        + [("unlink", saved), ("fsync_dir", cache)]
+    )
     where = {"write": lambda t: t.split("@")[0], "chmod": lambda t: t.rsplit(":", 1)[0]}  # drop offsets, modes
     assert [(r.kind, where.get(r.kind, str)(r.target)) for r in ops.log] == expected
-    assert (tmp_path / "boot.img").read_bytes()[:len(small.target)] == small.target
+    assert (tmp_path / "boot.img").read_bytes()[: len(small.target)] == small.target
 
 
 def test_low_space_cache_path_keeps_setuid_mode_and_owner(tmp_path, small: Small):
@@ -55,8 +62,9 @@ def test_low_space_cache_path_keeps_setuid_mode_and_owner(tmp_path, small: Small
     require(root_missing("giving a file another owner"))
     tool = setuid_source(tmp_path, small, 0o4755)
     ops = FaultyFsOps()  # counts the operations
-    context = protocol.Context(DeviceConfig(), Cache(str(tmp_path / "cache")), ops, target_free=lambda _: 0,
-                               out=lambda _: None)
+    context = protocol.Context(
+        DeviceConfig(), Cache(str(tmp_path / "cache")), ops, target_free=lambda _: 0, out=lambda _: None
+    )
     protocol.patch(context, request(small, tool, tool, str(tmp_path / "p")))
     assert ("unlink", tool) in [(r.kind, r.target) for r in ops.log]  # the cache path was taken
     assert contents_mode_owner(tool) == (small.target, 0o4755, 1000, 2000)
@@ -92,8 +100,14 @@ def test_mtd_bad_input_is_one_line_exit_1_and_writes_nothing(tmp_path, small: Sm
         expected = f"MTD:boot: partition (307200 bytes) is smaller than the target ({len(small.target)} bytes)"
     before = mtd_state(tmp_path, path)
     spec = small.spec("MTD", "boot")
-    result = run_cli(spec, "-", small.tgt_sha, str(len(small.target)), f"{small.src_sha}:{tmp_path / 'p'}",
-                     f"--device_config={tmp_path / 'dev.cfg'}")
+    result = run_cli(
+        spec,
+        "-",
+        small.tgt_sha,
+        str(len(small.target)),
+        f"{small.src_sha}:{tmp_path / 'p'}",
+        f"--device_config={tmp_path / 'dev.cfg'}",
+    )
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr
     assert mtd_state(tmp_path, path) == before

@@ -25,7 +25,8 @@ def reader(data: bytes, fail_at: int | None = None):
     def read(offset: int, size: int) -> bytes:
         if fail_at is not None and offset + size > fail_at:
             raise OSError(74, "Bad message")
-        return data[offset:offset + size]
+        return data[offset : offset + size]
+
     return read
 
 
@@ -40,15 +41,18 @@ def test_parse_spec_with_two_pairs_and_sha256():
     assert spec.pairs == (pair(OLD), Pair(len(NEW), Digest("sha256", sha256.lower())))
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("MTD:boot:10", "partition spec must be"),
-    ("MTD:boot:10:" + "a" * 40 + ":20", "partition spec must be"),
-    ("EMMC::10:" + "a" * 40, "empty name"),
-    ("MTD:boot:0:" + "a" * 40, "size #1 '0' is not a positive integer"),
-    ("MTD:boot:ten:" + "a" * 40, "size #1 'ten'"),
-    ("MTD:boot:10:" + "g" * 40, "sha1 #1"),
-    ("MTD:boot:10:" + "a" * 41, "not 40 (SHA-1) or 64 (SHA-256) hex digits"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("MTD:boot:10", "partition spec must be"),
+        ("MTD:boot:10:" + "a" * 40 + ":20", "partition spec must be"),
+        ("EMMC::10:" + "a" * 40, "empty name"),
+        ("MTD:boot:0:" + "a" * 40, "size #1 '0' is not a positive integer"),
+        ("MTD:boot:ten:" + "a" * 40, "size #1 'ten'"),
+        ("MTD:boot:10:" + "g" * 40, "sha1 #1"),
+        ("MTD:boot:10:" + "a" * 41, "not 40 (SHA-1) or 64 (SHA-256) hex digits"),
+    ],
+)
 def test_malformed_specs_are_one_line_errors(text, problem):
     with pytest.raises(OtaError) as info:
         parse_partition_spec(text)

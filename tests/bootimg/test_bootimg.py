@@ -49,7 +49,12 @@ def test_v0_header_fields_sit_at_spec_offsets() -> None:
     assert data[48:64] == b"otaboard".ljust(16, b"\0")
     assert data[64:576] == img.cmdline.ljust(512, b"\0")
     manual = hashlib.sha1(
-        img.kernel + struct.pack("<I", 5001) + img.ramdisk + struct.pack("<I", 4096) + img.second + struct.pack("<I", 17)
+        img.kernel
+        + struct.pack("<I", 5001)
+        + img.ramdisk
+        + struct.pack("<I", 4096)
+        + img.second
+        + struct.pack("<I", 17)
     ).digest()
     assert data[576:608] == manual + bytes(12)
     assert data[608:1632] == b"quiet".ljust(1024, b"\0")

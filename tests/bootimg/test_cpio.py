@@ -119,13 +119,24 @@ def test_tree_archive_ignores_creation_order_mtimes_and_umask(tmp_path: Path) ->
     two = cpio.write(cpio.entries_from_tree(tmp_path / "two"))
     assert one == two
     modes = {e.path: e.mode for e in cpio.read(one, "one.cpio")}
-    assert modes == {"bin": 0o755, "bin/run.sh": 0o755, "bin/tool": 0o644, "etc": 0o755, "etc/deep": 0o755,
-                     "etc/deep/conf": 0o644, "etc/link": 0o777, "init.rc": 0o644, "z": 0o644}
+    assert modes == {
+        "bin": 0o755,
+        "bin/run.sh": 0o755,
+        "bin/tool": 0o644,
+        "etc": 0o755,
+        "etc/deep": 0o755,
+        "etc/deep/conf": 0o644,
+        "etc/link": 0o777,
+        "init.rc": 0o644,
+        "z": 0o644,
+    }
 
 
 def test_reader_accepts_gnu_cpio_output(tmp_path: Path) -> None:
     _make_tree(tmp_path, ["a/b/c", "a/link", "top.sh"], 0o022, 0)
-    found = subprocess.run("find . | cpio -o -H newc --quiet", shell=True, cwd=tmp_path, capture_output=True, check=True)
+    found = subprocess.run(
+        "find . | cpio -o -H newc --quiet", shell=True, cwd=tmp_path, capture_output=True, check=True
+    )
     entries = {e.path: e for e in cpio.read(found.stdout, "gnu.cpio")}
     assert sorted(entries) == ["a", "a/b", "a/b/c", "a/link", "top.sh"]
     assert entries["a/b/c"].data == b"a/b/c" * 3
@@ -136,7 +147,10 @@ def test_reader_accepts_gnu_cpio_output(tmp_path: Path) -> None:
     "entries,message",
     [
         ([Entry("a/b", Kind.FILE, 0o644)], "a/b: cpio parent directory 'a' is not in the archive"),
-        ([Entry("a", Kind.FILE, 0o644), Entry("a/b", Kind.FILE, 0o644)], "a/b: cpio parent directory 'a' is not a directory"),
+        (
+            [Entry("a", Kind.FILE, 0o644), Entry("a/b", Kind.FILE, 0o644)],
+            "a/b: cpio parent directory 'a' is not a directory",
+        ),
         ([Entry("a", Kind.DIR, 0o755), Entry("a", Kind.FILE, 0o644)], "a: cpio path: listed twice"),
     ],
 )
@@ -192,8 +206,10 @@ def test_reader_rejects_malformed_archives(data: bytes, message: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(edits=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=6),
-       cut=st.integers(0, len(GOOD)))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, len(GOOD)),
+)
 def test_reader_only_raises_ota_error(edits: list[tuple[int, int]], cut: int) -> None:
     data = mutate(GOOD, edits, cut)
     try:

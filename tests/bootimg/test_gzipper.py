@@ -82,7 +82,11 @@ def test_normalize_leaves_zlib_streams_alone(level: int) -> None:
 
 def test_normalize_rewrites_only_the_header_when_the_deflate_is_ours() -> None:
     body = deflate.deflate(TEXT, 9)
-    named = b"\x1f\x8b\x08\x08\x01\x02\x03\x04\x02\x03ramdisk.cpio\0" + body + struct.pack("<II", zlib.crc32(TEXT), len(TEXT))
+    named = (
+        b"\x1f\x8b\x08\x08\x01\x02\x03\x04\x02\x03ramdisk.cpio\0"
+        + body
+        + struct.pack("<II", zlib.crc32(TEXT), len(TEXT))
+    )
     out, report = gzipper.normalize(named, "ramdisk.gz")
     assert (report.action, report.level) == ("reheadered", 9)
     assert out == gzipper.compress(TEXT, 9)
@@ -109,9 +113,17 @@ SMALL = _gnu_gzip(TEXT[:2000], "-9n")
         (GOOD + GOOD, None, f"gzip: {len(GOOD)} bytes after the first member (one member expected)"),
         (GOOD[:2] + b"\x07" + GOOD[3:], None, "gzip magic: expected 1f8b08 (deflate), found 1f8b07"),
         (GOOD[:3] + b"\xe0" + GOOD[4:], None, "gzip header: reserved FLG bits, truncated optional fields"),
-        (GOOD[:3] + b"\x08" + GOOD[4:10] + b"noterminator", None, "gzip header: reserved FLG bits, truncated optional fields"),
+        (
+            GOOD[:3] + b"\x08" + GOOD[4:10] + b"noterminator",
+            None,
+            "gzip header: reserved FLG bits, truncated optional fields",
+        ),
         (GOOD[:10] + b"\xff\xff" + GOOD[12:], None, "gzip data: not one complete deflate stream"),
-        (gzipper.compress(bytes(50 << 20)), 1 << 20, "gzip data: not one complete deflate stream inflating to at most 1048576 bytes"),
+        (
+            gzipper.compress(bytes(50 << 20)),
+            1 << 20,
+            "gzip data: not one complete deflate stream inflating to at most 1048576 bytes",
+        ),
     ],
 )
 def test_bad_gzip_is_one_clean_error(data: bytes, limit: int | None, message: str) -> None:
@@ -144,7 +156,10 @@ def test_cli_ramdisk_packs_a_tree_reproducibly(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]
     entries = cpio.read(zlib.decompress(outputs[0], 31), "ramdisk")
     assert [(e.path, e.mode, e.gid) for e in entries] == [
-        ("init.rc", 0o644, 2000), ("sbin", 0o755, 2000), ("sbin/adbd", 0o755, 2000)]
+        ("init.rc", 0o644, 2000),
+        ("sbin", 0o755, 2000),
+        ("sbin/adbd", 0o755, 2000),
+    ]
     assert _imgdiff_reproduces(outputs[0])
 
 

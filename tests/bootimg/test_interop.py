@@ -90,12 +90,36 @@ def test_abootimg_reads_our_v0_image(tmp_path: Path) -> None:
 # Debian's mkbootimg (1:29.0.6) crashes on --recovery_dtbo under Python 3 (float page count) and
 # does not know v4, so its images here are v0-v3 without a recovery dtbo.
 MKBOOTIMG_CASES = {
-    "v0_full": ["--header_version", "0", "--ramdisk", "ramdisk", "--second", "second", "--board", "deb",
-                "--cmdline", "console=ttyS0 " + "x" * 400, "--os_version", "10.0.0", "--os_patch_level", "2020-06"],
+    "v0_full": [
+        "--header_version",
+        "0",
+        "--ramdisk",
+        "ramdisk",
+        "--second",
+        "second",
+        "--board",
+        "deb",
+        "--cmdline",
+        "console=ttyS0 " + "x" * 400,
+        "--os_version",
+        "10.0.0",
+        "--os_patch_level",
+        "2020-06",
+    ],
     "v0_kernel_only": ["--header_version", "0", "--pagesize", "16384", "--base", "0x80000000"],
     "v1": ["--header_version", "1", "--ramdisk", "ramdisk", "--pagesize", "4096", "--kernel_offset", "0x80000"],
-    "v2": ["--header_version", "2", "--ramdisk", "ramdisk", "--dtb", "dtb", "--dtb_offset", "0x2000000",
-           "--tags_offset", "0x200"],
+    "v2": [
+        "--header_version",
+        "2",
+        "--ramdisk",
+        "ramdisk",
+        "--dtb",
+        "dtb",
+        "--dtb_offset",
+        "0x2000000",
+        "--tags_offset",
+        "0x200",
+    ],
     "v3": ["--header_version", "3", "--ramdisk", "ramdisk", "--cmdline", "init=/init", "--os_version", "11"],
 }
 
@@ -116,8 +140,14 @@ def test_mkbootimg_images_parse_and_rebuild_identically(tmp_path: Path, case: st
     assert bootimg.build(parsed.image) == debian
     # The same flags through our CLI give the same bytes, except v3's header_size: Debian's tool
     # writes 1596 where the v3 struct (and current AOSP) has 1580.
-    done = run_bootimg("build", "--kernel", tmp_path / "kernel",
-                       *(str(tmp_path / f) if f in parts else f for f in flags), "--output", tmp_path / "ours.img")
+    done = run_bootimg(
+        "build",
+        "--kernel",
+        tmp_path / "kernel",
+        *(str(tmp_path / f) if f in parts else f for f in flags),
+        "--output",
+        tmp_path / "ours.img",
+    )
     assert done.returncode == 0, done.stderr
     ours = (tmp_path / "ours.img").read_bytes()
     if case == "v3":
@@ -137,10 +167,16 @@ def test_unpack_then_build_from_parts_reproduces_the_image(tmp_path: Path) -> No
     header = json.loads((out / "header.json").read_text())
     sections = [f"--{name}={out / name}" for name in header["sections"]]
     done = run_bootimg(
-        "build", *sections, f"--header_version={header['header_version']}", f"--board={header['board']}",
-        f"--pagesize={header['page_size']}", f"--cmdline={header['cmdline']}{header['extra_cmdline']}",
-        f"--os_version={header['os_version']}", f"--os_patch_level={header['os_patch_level']}",
-        "--output", tmp_path / "again.img",
+        "build",
+        *sections,
+        f"--header_version={header['header_version']}",
+        f"--board={header['board']}",
+        f"--pagesize={header['page_size']}",
+        f"--cmdline={header['cmdline']}{header['extra_cmdline']}",
+        f"--os_version={header['os_version']}",
+        f"--os_patch_level={header['os_patch_level']}",
+        "--output",
+        tmp_path / "again.img",
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "again.img").read_bytes() == image.read_bytes()

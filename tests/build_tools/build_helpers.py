@@ -53,8 +53,15 @@ def tool_env(**extra: str) -> dict[str, str]:
 def run_tool(module: str, *args: str, cwd: Path, umask: int | None = None, **env: str) -> subprocess.CompletedProcess:
     """Runs `python -m <module> args...` in `cwd`; returns the completed process (text mode)."""
     preexec = None if umask is None else (lambda: os.umask(umask))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=tool_env(**env), capture_output=True,
-                          text=True, preexec_fn=preexec, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=tool_env(**env),
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        check=False,
+    )
 
 
 def run_ok(module: str, *args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:

@@ -63,19 +63,63 @@ def build_inputs(work: Path, **run_kwargs) -> Path:
     (work / "boot_source.img").write_bytes(boot_image(RAMDISK_OLD))
     (work / "boot_target.img").write_bytes(boot_image(RAMDISK_NEW))
     for side in ("source", "target"):
-        run_ok("ota.build.system_manifest", "--tree", f"{side}.tree.json", "--out", f"{side}.manifest.json",
-               cwd=work, **run_kwargs)
+        run_ok(
+            "ota.build.system_manifest",
+            "--tree",
+            f"{side}.tree.json",
+            "--out",
+            f"{side}.manifest.json",
+            cwd=work,
+            **run_kwargs,
+        )
     patches = []
     for index, path in enumerate(PATCHED):
-        run_ok("ota.build.file_patch", "--source", f"source/{path}", "--target", f"target/{path}", "--path", path,
-               "--out_data", f"p{index}.data", "--out_info", f"p{index}.json", cwd=work, **run_kwargs)
+        run_ok(
+            "ota.build.file_patch",
+            "--source",
+            f"source/{path}",
+            "--target",
+            f"target/{path}",
+            "--path",
+            path,
+            "--out_data",
+            f"p{index}.data",
+            "--out_info",
+            f"p{index}.json",
+            cwd=work,
+            **run_kwargs,
+        )
         patches.append({"path": path, "info": f"p{index}.json", "data": f"p{index}.data"})
-    run_ok("ota.build.file_patch", "--source", "boot_source.img", "--target", "boot_target.img", "--path", "boot.img",
-           "--out_data", "boot.data", "--out_info", "boot.json", cwd=work, **run_kwargs)
+    run_ok(
+        "ota.build.file_patch",
+        "--source",
+        "boot_source.img",
+        "--target",
+        "boot_target.img",
+        "--path",
+        "boot.img",
+        "--out_data",
+        "boot.data",
+        "--out_info",
+        "boot.json",
+        cwd=work,
+        **run_kwargs,
+    )
     params = {
-        "type": "INCREMENTAL", "downgrade": False,
-        "source": {"device": "sargo", "fingerprint": "v1/fp", "timestamp": 1000, "system_manifest": "source.manifest.json"},
-        "target": {"device": "sargo", "fingerprint": "v2/fp", "timestamp": 2000, "system_manifest": "target.manifest.json"},
+        "type": "INCREMENTAL",
+        "downgrade": False,
+        "source": {
+            "device": "sargo",
+            "fingerprint": "v1/fp",
+            "timestamp": 1000,
+            "system_manifest": "source.manifest.json",
+        },
+        "target": {
+            "device": "sargo",
+            "fingerprint": "v2/fp",
+            "timestamp": 2000,
+            "system_manifest": "target.manifest.json",
+        },
         "file_patches": patches,
         "whole_files": [{"path": "etc/new", "file": "target/etc/new"}],
         "partitions": [{"name": "boot", "info": "boot.json", "data": "boot.data"}],

@@ -49,10 +49,19 @@ def _run(tmp_path: Path, source: bytes | None, target: bytes, path: str, *flags:
     return info, (tmp_path / "d").read_bytes(), proc.stderr
 
 
-@pytest.mark.parametrize(("path", "method"), [
-    ("lib/libc.so", "BSDIFF"), ("a/b.gz", "IMGDIFF"), ("boot.img", "IMGDIFF"), ("x.ZIP", "IMGDIFF_ZIP"),
-    ("app.apk", "IMGDIFF_ZIP"), ("f.jar", "IMGDIFF_ZIP"), ("archive.tar", "BSDIFF"), ("gz", "BSDIFF"),
-])
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("lib/libc.so", "BSDIFF"),
+        ("a/b.gz", "IMGDIFF"),
+        ("boot.img", "IMGDIFF"),
+        ("x.ZIP", "IMGDIFF_ZIP"),
+        ("app.apk", "IMGDIFF_ZIP"),
+        ("f.jar", "IMGDIFF_ZIP"),
+        ("archive.tar", "BSDIFF"),
+        ("gz", "BSDIFF"),
+    ],
+)
 def test_auto_method_follows_the_target_extension(path: str, method: str) -> None:
     assert file_patch.choose_method(path) == method
     assert file_patch.choose_method(path, "bsdiff") == "BSDIFF"
@@ -63,19 +72,29 @@ def test_identical_contents_are_unchanged_with_empty_data(tmp_path: Path) -> Non
     info, out, stderr = _run(tmp_path, data, data, "etc/x")
     digest = hashlib.sha256(data).hexdigest()
     assert info == {
-        "path": "etc/x", "method": "UNCHANGED", "warning": "",
+        "path": "etc/x",
+        "method": "UNCHANGED",
+        "warning": "",
         "source": {"size": len(data), "sha256": digest, "sha1": hashlib.sha1(data).hexdigest()},
         "target": {"size": len(data), "sha256": digest, "sha1": hashlib.sha1(data).hexdigest()},
-        "data_size": 0, "data_sha256": hashlib.sha256(b"").hexdigest(),
+        "data_size": 0,
+        "data_sha256": hashlib.sha256(b"").hexdigest(),
     }
     assert out == b"" and stderr == ""
 
 
-@pytest.mark.parametrize(("path", "source", "target"), [
-    ("bin/tool", _text(2), _changed(_text(2))),
-    ("share/doc.gz", gzipper.compress(_text(3)), gzipper.compress(_changed(_text(3)))),
-    ("app/x.apk", _zip({"a.txt": _text(4), "b.txt": _text(5)}), _zip({"a.txt": _changed(_text(4)), "b.txt": _text(5)})),
-])
+@pytest.mark.parametrize(
+    ("path", "source", "target"),
+    [
+        ("bin/tool", _text(2), _changed(_text(2))),
+        ("share/doc.gz", gzipper.compress(_text(3)), gzipper.compress(_changed(_text(3)))),
+        (
+            "app/x.apk",
+            _zip({"a.txt": _text(4), "b.txt": _text(5)}),
+            _zip({"a.txt": _changed(_text(4)), "b.txt": _text(5)}),
+        ),
+    ],
+)
 def test_patch_applies_to_the_exact_target(tmp_path: Path, path: str, source: bytes, target: bytes) -> None:
     info, patch, stderr = _run(tmp_path, source, target, path)
     assert info["method"] == file_patch.choose_method(path)
@@ -114,8 +133,10 @@ def test_inputs_above_max_diff_size_ship_whole_without_diffing(tmp_path: Path) -
     source, target = _text(10), _changed(_text(10))
     info, out, stderr = _run(tmp_path, source, target, "big.bin", "--max_diff_size", "1000")
     assert (info["method"], out) == ("WHOLE", target)
-    assert stderr == ("WARNING: big.bin: BSDIFF failed (skipped: input larger than --max_diff_size=1000 bytes); "
-                      "shipping the whole file\n")
+    assert stderr == (
+        "WARNING: big.bin: BSDIFF failed (skipped: input larger than --max_diff_size=1000 bytes); "
+        "shipping the whole file\n"
+    )
     info, out, stderr = _run(tmp_path, source, source, "big.bin", "--max_diff_size", "1000")
     assert (info["method"], out, stderr) == ("UNCHANGED", b"", "")
 
@@ -127,8 +148,9 @@ def test_no_source_ships_whole_without_warning(tmp_path: Path) -> None:
 
 def test_missing_input_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "t").write_bytes(b"x")
-    proc = run_tool(TOOL, "--source", "nope", "--target", "t", "--path", "p", "--out_data", "d", "--out_info", "i",
-                    cwd=tmp_path)
+    proc = run_tool(
+        TOOL, "--source", "nope", "--target", "t", "--path", "p", "--out_data", "d", "--out_info", "i", cwd=tmp_path
+    )
     assert (proc.returncode, proc.stderr) == (1, "file_patch: error: nope: cannot read: No such file or directory\n")
     assert not (tmp_path / "i").exists()
 
@@ -140,7 +162,21 @@ def test_output_is_byte_reproducible_across_cwd_tz_umask(tmp_path: Path) -> None
         work.mkdir(parents=True)
         (work / "s").write_bytes(_text(11))
         (work / "t").write_bytes(_changed(_text(11)))
-        run_ok(TOOL, "--source", "s", "--target", "t", "--path", "p", "--out_data", "d", "--out_info", "i",
-               cwd=work, umask=umask, TZ=tz)
+        run_ok(
+            TOOL,
+            "--source",
+            "s",
+            "--target",
+            "t",
+            "--path",
+            "p",
+            "--out_data",
+            "d",
+            "--out_info",
+            "i",
+            cwd=work,
+            umask=umask,
+            TZ=tz,
+        )
         outputs.append(((work / "d").read_bytes(), (work / "i").read_bytes()))
     assert outputs[0] == outputs[1]

@@ -16,7 +16,13 @@ ENTRIES = {"patch/system/a.p": b"p" * 100, "system/b": b"w" * 50, "patch/boot.im
 
 def _package(path: Path) -> pb.OtaManifest:
     m = pb.OtaManifest(format_version=1, type=pb.OtaManifest.INCREMENTAL)
-    m.files.add(path="a", op=pb.FileOperation.PATCH, entry="patch/system/a.p", method=pb.BSDIFF, target=pb.ContentInfo(size=1000))
+    m.files.add(
+        path="a",
+        op=pb.FileOperation.PATCH,
+        entry="patch/system/a.p",
+        method=pb.BSDIFF,
+        target=pb.ContentInfo(size=1000),
+    )
     m.files.add(path="b", op=pb.FileOperation.WRITE, entry="system/b", method=pb.WHOLE, target=pb.ContentInfo(size=50))
     m.files.add(path="c", op=pb.FileOperation.DELETE)
     m.partitions.add(name="boot", entry="patch/boot.img.p", method=pb.IMGDIFF, target=pb.ContentInfo(size=4000))
@@ -30,23 +36,34 @@ def _package(path: Path) -> pb.OtaManifest:
 def test_report(tmp_path: Path) -> None:
     manifest = _package(tmp_path / "p.zip")
     out = run_ok("ota.cli.ota_inspect", "--top", "2", "p.zip", cwd=tmp_path).stdout
-    assert out == "\n".join([
-        "# manifest.pb", text_format.MessageToString(manifest).rstrip(), "",
-        "# payload by operation and method",
-        "         300 bytes       1 entries  partition IMGDIFF",
-        "         100 bytes       1 entries  file PATCH BSDIFF",
-        "          50 bytes       1 entries  file WRITE WHOLE",
-        "",
-        "# largest entries (top 2)",
-        "         300  patch/boot.img.p",
-        "         100  patch/system/a.p",
-        "",
-        "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
-    ]) + "\n"
+    assert (
+        out
+        == "\n".join(
+            [
+                "# manifest.pb",
+                text_format.MessageToString(manifest).rstrip(),
+                "",
+                "# payload by operation and method",
+                "         300 bytes       1 entries  partition IMGDIFF",
+                "         100 bytes       1 entries  file PATCH BSDIFF",
+                "          50 bytes       1 entries  file WRITE WHOLE",
+                "",
+                "# largest entries (top 2)",
+                "         300  patch/boot.img.p",
+                "         100  patch/system/a.p",
+                "",
+                "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
+            ]
+        )
+        + "\n"
+    )
 
 
 def test_bad_package_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "p.zip").write_bytes(b"PK\x03\x04 nonsense")
     proc = run_tool("ota.cli.ota_inspect", "p.zip", cwd=tmp_path)
-    assert (proc.returncode, proc.stderr) == (1, "ota_inspect: error: p.zip: not a zip file (no end of central directory record)\n")
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        "ota_inspect: error: p.zip: not a zip file (no end of central directory record)\n",
+    )
     assert run_tool("ota.cli.ota_inspect", cwd=tmp_path).returncode == 2

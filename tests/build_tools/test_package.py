@@ -44,28 +44,71 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
     m.postcondition.build_fingerprint.append("v2/fp")
     m.postcondition.timestamp = 2000
     m.files.add(path="bin", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755, gid=2000)
-    m.files.add(path="bin/keep", op=Op.KEEP, source_kind=Op.SOURCE_FILE, source=s("bin/keep"), target=t("bin/keep"), mode=0o755, gid=2000)
-    m.files.add(path="bin/tool", op=Op.PATCH, source_kind=Op.SOURCE_FILE, source=s("bin/tool"), target=t("bin/tool"), entry="patch/system/bin/tool.p",
-                method=pb.BSDIFF, mode=0o750, gid=2000)
+    m.files.add(
+        path="bin/keep",
+        op=Op.KEEP,
+        source_kind=Op.SOURCE_FILE,
+        source=s("bin/keep"),
+        target=t("bin/keep"),
+        mode=0o755,
+        gid=2000,
+    )
+    m.files.add(
+        path="bin/tool",
+        op=Op.PATCH,
+        source_kind=Op.SOURCE_FILE,
+        source=s("bin/tool"),
+        target=t("bin/tool"),
+        entry="patch/system/bin/tool.p",
+        method=pb.BSDIFF,
+        mode=0o750,
+        gid=2000,
+    )
     m.files.add(path="etc", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
-    m.files.add(path="etc/conf", op=Op.KEEP, source_kind=Op.SOURCE_FILE, source=s("etc/conf"), target=t("etc/conf"), mode=0o600, uid=1000, gid=1000)
+    m.files.add(
+        path="etc/conf",
+        op=Op.KEEP,
+        source_kind=Op.SOURCE_FILE,
+        source=s("etc/conf"),
+        target=t("etc/conf"),
+        mode=0o600,
+        uid=1000,
+        gid=1000,
+    )
     m.files.add(path="etc/new", op=Op.WRITE, target=t("etc/new"), entry="system/etc/new", method=pb.WHOLE, mode=0o644)
     m.files.add(path="etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
-    m.files.add(path="etc/random", op=Op.WRITE, source_kind=Op.SOURCE_FILE, source=s("etc/random"), target=t("etc/random"),
-                entry="system/etc/random", method=pb.WHOLE, mode=0o644)
+    m.files.add(
+        path="etc/random",
+        op=Op.WRITE,
+        source_kind=Op.SOURCE_FILE,
+        source=s("etc/random"),
+        target=t("etc/random"),
+        entry="system/etc/random",
+        method=pb.WHOLE,
+        mode=0o644,
+    )
     m.files.add(path="lib", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
     m.files.add(path="lib/libc.so", op=Op.SYMLINK, symlink_target="libc.so.6", mode=0o777)
     m.files.add(path="lib/link", op=Op.DELETE, source_kind=Op.SOURCE_SYMLINK)
     m.files.add(path="var", op=Op.MKDIR, mode=0o771, uid=1000, gid=1000)
     boot_patch = (work / "boot.data").read_bytes()
-    m.partitions.add(name="boot", source=_ci(fx.boot_image(fx.RAMDISK_OLD)), target=_ci(fx.boot_image(fx.RAMDISK_NEW)),
-                     entry="patch/boot.img.p", method=pb.IMGDIFF)
+    m.partitions.add(
+        name="boot",
+        source=_ci(fx.boot_image(fx.RAMDISK_OLD)),
+        target=_ci(fx.boot_image(fx.RAMDISK_NEW)),
+        entry="patch/boot.img.p",
+        method=pb.IMGDIFF,
+    )
     tool_patch = (work / "p0.data").read_bytes()
     m.cache_bytes_required = len(fx.boot_image(fx.RAMDISK_OLD)) + len(boot_patch) + len(tool_patch)
-    for name, data in sorted({
-        "patch/boot.img.p": boot_patch, "patch/system/bin/tool.p": tool_patch,
-        "system/etc/new": _data(fx.TARGET, "etc/new"), "system/etc/random": fx.RANDOM_NEW,
-    }.items()):
+    for name, data in sorted(
+        {
+            "patch/boot.img.p": boot_patch,
+            "patch/system/bin/tool.p": tool_patch,
+            "system/etc/new": _data(fx.TARGET, "etc/new"),
+            "system/etc/random": fx.RANDOM_NEW,
+        }.items()
+    ):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     return m
 
@@ -80,8 +123,10 @@ def test_every_patch_applies_to_its_source_to_the_exact_target(built: Path) -> N
     sources = {op.path: _data(fx.SOURCE, op.path) for op in _expected_manifest(built).files if op.op == Op.PATCH}
     sources["boot"] = fx.boot_image(fx.RAMDISK_OLD)
     with package_reader.open_package(str(built / "out.zip")) as package:
-        ops = [*[op for op in package.manifest.files if op.op == Op.PATCH],
-               *[p for p in package.manifest.partitions if p.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)]]
+        ops = [
+            *[op for op in package.manifest.files if op.op == Op.PATCH],
+            *[p for p in package.manifest.partitions if p.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)],
+        ]
         assert len(ops) == 2
         for op in ops:
             key = getattr(op, "path", "") or op.name
@@ -95,30 +140,59 @@ def test_zip_layout_is_fixed(built: Path) -> None:
 
     with zipfile.ZipFile(built / "out.zip") as archive:
         infos = archive.infolist()
-    assert [i.filename for i in infos] == ["manifest.pb", "patch/boot.img.p", "patch/system/bin/tool.p",
-                                           "system/etc/new", "system/etc/random"]
-    assert {(i.date_time, i.create_system, i.external_attr >> 16) for i in infos} == {((1980, 1, 1, 0, 0, 0), 3, 0o100644)}
+    assert [i.filename for i in infos] == [
+        "manifest.pb",
+        "patch/boot.img.p",
+        "patch/system/bin/tool.p",
+        "system/etc/new",
+        "system/etc/random",
+    ]
+    assert {(i.date_time, i.create_system, i.external_attr >> 16) for i in infos} == {
+        ((1980, 1, 1, 0, 0, 0), 3, 0o100644)
+    }
     assert [i.compress_type for i in infos] == [0, 0, 0, 8, 8]
 
 
 def test_package_is_byte_reproducible_across_cwd_tz_umask(tmp_path: Path, built: Path) -> None:
     work = tmp_path / "elsewhere" / "deeper"
     fx.build_inputs(work, umask=0o077, TZ="America/Los_Angeles")
-    run_ok("ota.build.package_writer", "--params", "params.json", "--out", "again.zip", cwd=work, umask=0o077,
-           TZ="America/Los_Angeles")
+    run_ok(
+        "ota.build.package_writer",
+        "--params",
+        "params.json",
+        "--out",
+        "again.zip",
+        cwd=work,
+        umask=0o077,
+        TZ="America/Los_Angeles",
+    )
     assert (work / "again.zip").read_bytes() == (built / "out.zip").read_bytes()
 
 
 def test_full_package(tmp_path: Path, built: Path) -> None:
     params = json.loads((built / "params.json").read_text())
     files = [i.path for i in fx.TARGET if i.kind == "file"]
-    params.update(type="FULL", source=None, file_patches=[],
-                  whole_files=[{"path": p, "file": str(built / "target" / p)} for p in files],
-                  partitions=[{"name": "boot", "info": "full_boot.json", "data": "full_boot.data"}])
+    params.update(
+        type="FULL",
+        source=None,
+        file_patches=[],
+        whole_files=[{"path": p, "file": str(built / "target" / p)} for p in files],
+        partitions=[{"name": "boot", "info": "full_boot.json", "data": "full_boot.data"}],
+    )
     params["target"]["system_manifest"] = str(built / "target.manifest.json")
     (tmp_path / "boot.img").write_bytes(fx.boot_image(fx.RAMDISK_NEW))
-    run_ok("ota.build.file_patch", "--target", "boot.img", "--path", "boot.img", "--out_data", "full_boot.data",
-           "--out_info", "full_boot.json", cwd=tmp_path)
+    run_ok(
+        "ota.build.file_patch",
+        "--target",
+        "boot.img",
+        "--path",
+        "boot.img",
+        "--out_data",
+        "full_boot.data",
+        "--out_info",
+        "full_boot.json",
+        cwd=tmp_path,
+    )
     (tmp_path / "p.json").write_text(json.dumps(params))
     run_ok("ota.build.package_writer", "--params", "p.json", "--out", "full.zip", cwd=tmp_path)
     with package_reader.open_package(str(tmp_path / "full.zip")) as package:
@@ -126,7 +200,8 @@ def test_full_package(tmp_path: Path, built: Path) -> None:
         assert m.type == pb.OtaManifest.FULL and list(m.precondition.device) == ["sargo"]
         assert not m.precondition.build_fingerprint and m.cache_bytes_required == 0
         assert [(op.path, Op.Op.Name(op.op)) for op in m.files if op.op in (Op.WRITE, Op.DELETE)] == [
-            (p, "WRITE") for p in files]
+            (p, "WRITE") for p in files
+        ]
         assert [(p.name, p.entry, p.HasField("source")) for p in m.partitions] == [("boot", "boot.img", False)]
         assert package.read("boot.img") == fx.boot_image(fx.RAMDISK_NEW)
         assert package.read("system/bin/tool") == _data(fx.TARGET, "bin/tool")
@@ -145,33 +220,70 @@ def _set(key: str, value: object):  # type: ignore[no-untyped-def]
     return lambda p: p.__setitem__(key, value)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda p: p["file_patches"].append(p["file_patches"][0]), "bad.json: file_patches: 'bin/tool' listed twice"),
-    (lambda p: p["whole_files"].append({"path": "bin/tool", "file": "target/bin/tool"}),
-     "bad.json: bin/tool: listed in both file_patches and whole_files"),
-    (lambda p: p["whole_files"].append({"path": "../etc/passwd", "file": "x"}),
-     "bad.json: file_patches/whole_files path '../etc/passwd': empty, '.' or '..' path component"),
-    (lambda p: p["whole_files"].append({"path": "/abs", "file": "x"}),
-     "bad.json: file_patches/whole_files path '/abs': absolute paths are not allowed"),
-    (lambda p: p["whole_files"].append({"path": "a\\b", "file": "x"}),
-     "bad.json: file_patches/whole_files path 'a\\\\b': backslash or NUL in path"),
-    (lambda p: p["whole_files"].append({"path": "a\0b", "file": "x"}),
-     "bad.json: file_patches/whole_files path 'a\\x00b': backslash or NUL in path"),
-    (lambda p: p.__setitem__("whole_files", []), "bad.json: etc/new: new in the target build but has no file_patches or whole_files entry"),
-    (lambda p: p["file_patches"].pop(0), "bad.json: bin/tool: changed in the target build but has no file_patches or whole_files entry"),
-    (lambda p: p["whole_files"].append({"path": "var", "file": "x"}),
-     "bad.json: var: has a file_patches/whole_files entry but is not a file of the target build"),
-    (lambda p: p["file_patches"][0].__setitem__("info", "p1.json"), "bad.json: bin/tool: its info file says path 'etc/conf'"),
-    (lambda p: p["file_patches"][0].__setitem__("data", "p1.data"),
-     "p1.data: sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 is not the patch info's data_sha256 "),
-    (lambda p: p["target"].__setitem__("timestamp", 10),
-     "bad.json: target.timestamp 10 is older than source.timestamp 1000: set downgrade to build a downgrade package"),
-    (lambda p: p.__setitem__("downgrade", True), "bad.json: downgrade: set, but the target build is not older than the source build"),
-    (lambda p: p["source"].__setitem__("device", "other"), "bad.json: target.device 'sargo' differs from source.device 'other'"),
-    (lambda p: p["partitions"][0].__setitem__("name", "../boot"), "bad.json: partitions: name '../boot' must match "),
-    (lambda p: p.__setitem__("type", "DELTA"), "bad.json: type: 'DELTA' is not FULL or INCREMENTAL"),
-    (lambda p: p["target"].pop("fingerprint"), "bad.json: target.fingerprint: missing"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["file_patches"].append(p["file_patches"][0]), "bad.json: file_patches: 'bin/tool' listed twice"),
+        (
+            lambda p: p["whole_files"].append({"path": "bin/tool", "file": "target/bin/tool"}),
+            "bad.json: bin/tool: listed in both file_patches and whole_files",
+        ),
+        (
+            lambda p: p["whole_files"].append({"path": "../etc/passwd", "file": "x"}),
+            "bad.json: file_patches/whole_files path '../etc/passwd': empty, '.' or '..' path component",
+        ),
+        (
+            lambda p: p["whole_files"].append({"path": "/abs", "file": "x"}),
+            "bad.json: file_patches/whole_files path '/abs': absolute paths are not allowed",
+        ),
+        (
+            lambda p: p["whole_files"].append({"path": "a\\b", "file": "x"}),
+            "bad.json: file_patches/whole_files path 'a\\\\b': backslash or NUL in path",
+        ),
+        (
+            lambda p: p["whole_files"].append({"path": "a\0b", "file": "x"}),
+            "bad.json: file_patches/whole_files path 'a\\x00b': backslash or NUL in path",
+        ),
+        (
+            lambda p: p.__setitem__("whole_files", []),
+            "bad.json: etc/new: new in the target build but has no file_patches or whole_files entry",
+        ),
+        (
+            lambda p: p["file_patches"].pop(0),
+            "bad.json: bin/tool: changed in the target build but has no file_patches or whole_files entry",
+        ),
+        (
+            lambda p: p["whole_files"].append({"path": "var", "file": "x"}),
+            "bad.json: var: has a file_patches/whole_files entry but is not a file of the target build",
+        ),
+        (
+            lambda p: p["file_patches"][0].__setitem__("info", "p1.json"),
+            "bad.json: bin/tool: its info file says path 'etc/conf'",
+        ),
+        (
+            lambda p: p["file_patches"][0].__setitem__("data", "p1.data"),
+            "p1.data: sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 is not the patch info's data_sha256 ",
+        ),
+        (
+            lambda p: p["target"].__setitem__("timestamp", 10),
+            "bad.json: target.timestamp 10 is older than source.timestamp 1000: set downgrade to build a downgrade package",
+        ),
+        (
+            lambda p: p.__setitem__("downgrade", True),
+            "bad.json: downgrade: set, but the target build is not older than the source build",
+        ),
+        (
+            lambda p: p["source"].__setitem__("device", "other"),
+            "bad.json: target.device 'sargo' differs from source.device 'other'",
+        ),
+        (
+            lambda p: p["partitions"][0].__setitem__("name", "../boot"),
+            "bad.json: partitions: name '../boot' must match ",
+        ),
+        (lambda p: p.__setitem__("type", "DELTA"), "bad.json: type: 'DELTA' is not FULL or INCREMENTAL"),
+        (lambda p: p["target"].pop("fingerprint"), "bad.json: target.fingerprint: missing"),
+    ],
+)
 def test_bad_params_are_one_line_errors(built: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
     stderr = _edit(built, change)
     assert stderr.startswith("package: error: " + message) and stderr.count("\n") == 1, stderr

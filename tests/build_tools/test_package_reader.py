@@ -65,8 +65,10 @@ def test_rejections(tmp_path: Path) -> None:
     _write(tmp_path / "p.zip", {**GOOD, "system/b": b"whole file!"}, good)
     assert _error(p) == f"{p}: zip entry system/b: 11 bytes, the manifest says 10"
     _write(tmp_path / "p.zip", {**GOOD, "system/b": b"WHOLE FILE"}, good)
-    assert _error(p) == (f"{p}: zip entry system/b: sha256 {hashlib.sha256(b'WHOLE FILE').hexdigest()} does not "
-                         f"match the manifest's {hashlib.sha256(b'whole file').hexdigest()}")
+    assert _error(p) == (
+        f"{p}: zip entry system/b: sha256 {hashlib.sha256(b'WHOLE FILE').hexdigest()} does not "
+        f"match the manifest's {hashlib.sha256(b'whole file').hexdigest()}"
+    )
     with pytest.warns(UserWarning, match="Duplicate name"):
         _write(tmp_path / "p.zip", [*GOOD.items(), ("system/b", b"whole file")], good)
     assert _error(p) == f"{p}: zip entry 'system/b': appears twice"

@@ -9,9 +9,14 @@ from pathlib import Path
 from build_helpers import Item, run_ok, run_tool, write_tree
 from ota import cpio, gzipper
 
-ITEMS = [Item("init", data=b"#!/bin/sh\necho hi\n", mode=0o750), Item("dev", "dir", mode=0o755),
-         Item("system", "dir", mode=0o755, uid=0, gid=0), Item("system/bin", "symlink", target="/bin", mode=0o777),
-         Item("etc", "dir"), Item("etc/fstab", data=b"none / tmpfs\n", uid=1000, gid=1000)]
+ITEMS = [
+    Item("init", data=b"#!/bin/sh\necho hi\n", mode=0o750),
+    Item("dev", "dir", mode=0o755),
+    Item("system", "dir", mode=0o755, uid=0, gid=0),
+    Item("system/bin", "symlink", target="/bin", mode=0o777),
+    Item("etc", "dir"),
+    Item("etc/fstab", data=b"none / tmpfs\n", uid=1000, gid=1000),
+]
 
 
 def test_ramdisk_is_cpio_of_the_tree_and_reproducible(tmp_path: Path) -> None:
@@ -27,10 +32,13 @@ def test_ramdisk_is_cpio_of_the_tree_and_reproducible(tmp_path: Path) -> None:
     assert outputs[0] == gzipper.compress(member.inflated, 9)  # zlib level 9, what imgdiff re-creates
     entries = cpio.read(member.inflated, "ramdisk")
     assert [(e.path, e.kind.name, e.mode, e.uid, e.gid, e.data) for e in entries] == [
-        ("dev", "DIR", 0o755, 0, 0, b""), ("etc", "DIR", 0o644, 0, 0, b""),
+        ("dev", "DIR", 0o755, 0, 0, b""),
+        ("etc", "DIR", 0o644, 0, 0, b""),
         ("etc/fstab", "FILE", 0o644, 1000, 1000, b"none / tmpfs\n"),
-        ("init", "FILE", 0o750, 0, 0, b"#!/bin/sh\necho hi\n"), ("system", "DIR", 0o755, 0, 0, b""),
-        ("system/bin", "SYMLINK", 0o777, 0, 0, b"/bin")]
+        ("init", "FILE", 0o750, 0, 0, b"#!/bin/sh\necho hi\n"),
+        ("system", "DIR", 0o755, 0, 0, b""),
+        ("system/bin", "SYMLINK", 0o777, 0, 0, b"/bin"),
+    ]
 
 
 def test_normalize_gnu_gzip(tmp_path: Path) -> None:

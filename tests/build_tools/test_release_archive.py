@@ -12,9 +12,13 @@ from build_helpers import Item, run_ok, run_tool, write_tree
 from ota.build import release_archive
 from ota.errors import OtaError
 
-ITEMS = [Item("bin", "dir", mode=0o755), Item("bin/sh", data=b"shell\n" * 100, mode=0o755, gid=2000),
-         Item("etc", "dir"), Item("etc/hosts", data=b"127.0.0.1 localhost\n"),
-         Item("etc/link", "symlink", target="hosts", mode=0o777)]
+ITEMS = [
+    Item("bin", "dir", mode=0o755),
+    Item("bin/sh", data=b"shell\n" * 100, mode=0o755, gid=2000),
+    Item("etc", "dir"),
+    Item("etc/hosts", data=b"127.0.0.1 localhost\n"),
+    Item("etc/link", "symlink", target="hosts", mode=0o777),
+]
 BUILD = {"device": "sargo", "fingerprint": "google/sargo/v1", "timestamp": 1700000000}
 
 
@@ -24,24 +28,46 @@ def _make(work: Path, **kwargs) -> Path:  # type: ignore[no-untyped-def]
     (work / "boot.img").write_bytes(b"ANDROID!" + bytes(2040))
     (work / "build.json").write_text(json.dumps(BUILD))
     run_ok("ota.build.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=work, **kwargs)
-    run_ok("ota.build.release_archive", "--build_json", "build.json", "--system_manifest", "m.json", "--tree",
-           "sys.tree.json", "--partition", "boot=boot.img", "--out", "release.zip", cwd=work, **kwargs)
+    run_ok(
+        "ota.build.release_archive",
+        "--build_json",
+        "build.json",
+        "--system_manifest",
+        "m.json",
+        "--tree",
+        "sys.tree.json",
+        "--partition",
+        "boot=boot.img",
+        "--out",
+        "release.zip",
+        cwd=work,
+        **kwargs,
+    )
     return work / "release.zip"
 
 
 def test_layout_and_read_back(tmp_path: Path) -> None:
     path = _make(tmp_path)
     with zipfile.ZipFile(path) as archive:
-        assert archive.namelist() == ["IMAGES/boot.img", "META/build.json", "META/system_manifest.json",
-                                      "SYSTEM/bin/sh", "SYSTEM/etc/hosts"]
+        assert archive.namelist() == [
+            "IMAGES/boot.img",
+            "META/build.json",
+            "META/system_manifest.json",
+            "SYSTEM/bin/sh",
+            "SYSTEM/etc/hosts",
+        ]
         assert archive.read("META/system_manifest.json") == (tmp_path / "m.json").read_bytes()
     release = release_archive.read_release_archive(str(path))
     assert release.build.to_json() == BUILD
     assert release.files == {"bin/sh": b"shell\n" * 100, "etc/hosts": b"127.0.0.1 localhost\n"}
     assert release.images == {"boot": b"ANDROID!" + bytes(2040)}
     assert [(e.path, e.kind, e.mode, e.gid, e.target) for e in release.manifest] == [
-        ("bin", "dir", 0o755, 0, None), ("bin/sh", "file", 0o755, 2000, None), ("etc", "dir", 0o644, 0, None),
-        ("etc/hosts", "file", 0o644, 0, None), ("etc/link", "symlink", 0o777, 0, "hosts")]
+        ("bin", "dir", 0o755, 0, None),
+        ("bin/sh", "file", 0o755, 2000, None),
+        ("etc", "dir", 0o644, 0, None),
+        ("etc/hosts", "file", 0o644, 0, None),
+        ("etc/link", "symlink", 0o777, 0, "hosts"),
+    ]
 
 
 def test_byte_reproducible_across_cwd_tz_umask(tmp_path: Path) -> None:
@@ -52,13 +78,35 @@ def test_byte_reproducible_across_cwd_tz_umask(tmp_path: Path) -> None:
 def test_tree_and_manifest_must_agree(tmp_path: Path) -> None:
     _make(tmp_path)
     (tmp_path / "sys" / "etc" / "hosts").write_bytes(b"changed\n")
-    proc = run_tool("ota.build.release_archive", "--build_json", "build.json", "--system_manifest", "m.json", "--tree",
-                    "sys.tree.json", "--out", "r2.zip", cwd=tmp_path)
+    proc = run_tool(
+        "ota.build.release_archive",
+        "--build_json",
+        "build.json",
+        "--system_manifest",
+        "m.json",
+        "--tree",
+        "sys.tree.json",
+        "--out",
+        "r2.zip",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("release_archive: error: sys/etc/hosts: sha256 ")
     assert proc.stderr.endswith(" for etc/hosts\n")
-    proc = run_tool("ota.build.release_archive", "--build_json", "build.json", "--system_manifest", "m.json", "--tree",
-                    "sys.tree.json", "--partition", "../boot=boot.img", "--out", "r2.zip", cwd=tmp_path)
+    proc = run_tool(
+        "ota.build.release_archive",
+        "--build_json",
+        "build.json",
+        "--system_manifest",
+        "m.json",
+        "--tree",
+        "sys.tree.json",
+        "--partition",
+        "../boot=boot.img",
+        "--out",
+        "r2.zip",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
 
 
@@ -69,4 +117,7 @@ def test_reader_rejects_tampered_file(tmp_path: Path) -> None:
             out.writestr(name, b"tampered\n" if name == "SYSTEM/etc/hosts" else archive.read(name))
     with pytest.raises(OtaError) as info:
         release_archive.read_release_archive(str(tmp_path / "bad.zip"))
-    assert str(info.value) == f"{tmp_path / 'bad.zip'}: SYSTEM/etc/hosts: contents do not match the system manifest's size/sha256"
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'bad.zip'}: SYSTEM/etc/hosts: contents do not match the system manifest's size/sha256"
+    )

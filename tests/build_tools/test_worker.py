@@ -39,17 +39,31 @@ def inputs(tmp_path: Path) -> Path:
 
 def _args(name: str, target: str, source: str | None = None, *extra: str) -> list[str]:
     args = ["--source", source] if source else []
-    return args + ["--target", target, "--path", f"system/{name}", "--out_data", f"{name}.p",
-                   "--out_info", f"{name}.json", *extra]
+    return args + [
+        "--target",
+        target,
+        "--path",
+        f"system/{name}",
+        "--out_data",
+        f"{name}.p",
+        "--out_info",
+        f"{name}.json",
+        *extra,
+    ]
 
 
 class Worker:
     """A worker process speaking the protocol on pipes, as Bazel starts it."""
 
     def __init__(self, cwd: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "ota.build.worker", "--persistent_worker"], cwd=cwd,
-                                     env=tool_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ota.build.worker", "--persistent_worker"],
+            cwd=cwd,
+            env=tool_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def send(self, args: list[str], request_id: int = 0) -> pb.WorkResponse:
         request = pb.WorkRequest(arguments=args, request_id=request_id, inputs=[pb.Input(path="x", digest=b"\1")])
@@ -104,11 +118,17 @@ def test_requests_get_the_one_shot_results_and_a_failure_does_not_end_the_worker
     assert [r.exit_code for r in responses] == [0, 1, 2, 0, 0, 0, 0, 0]
     assert responses[1].output == "file_patch: error: no-such-file: cannot read: No such file or directory\n"
     assert responses[2].output.startswith("file_patch: usage: ") and "xdelta" in responses[2].output
-    assert responses[5].output == ("WARNING: system/too_big: BSDIFF failed (skipped: input larger than "
-                                   "--max_diff_size=100 bytes); shipping the whole file\n")
+    assert responses[5].output == (
+        "WARNING: system/too_big: BSDIFF failed (skipped: input larger than "
+        "--max_diff_size=100 bytes); shipping the whole file\n"
+    )
     methods = [(inputs / f"{name}.json").read_text() for name in ("patched", "unchanged", "whole", "patched_again")]
-    assert ['"method":"BSDIFF"' in methods[0], '"UNCHANGED"' in methods[1], '"WHOLE"' in methods[2],
-            '"BSDIFF"' in methods[3]] == [True] * 4
+    assert [
+        '"method":"BSDIFF"' in methods[0],
+        '"UNCHANGED"' in methods[1],
+        '"WHOLE"' in methods[2],
+        '"BSDIFF"' in methods[3],
+    ] == [True] * 4
     assert (inputs / "whole.p").read_bytes() == (inputs / "new.bin").read_bytes()
 
 
@@ -128,7 +148,9 @@ def test_param_file_one_shot_equals_the_plain_command_line(inputs: Path, tmp_pat
 
     failed = run_tool("ota.build.worker", "@missing.params", cwd=inputs)
     assert (failed.returncode, failed.stderr) == (
-        1, "file_patch: error: missing.params: cannot read the param file: No such file or directory\n")
+        1,
+        "file_patch: error: missing.params: cannot read the param file: No such file or directory\n",
+    )
 
 
 def test_a_path_with_odd_characters_survives_the_param_file(inputs: Path) -> None:

@@ -18,8 +18,10 @@ def _file_path(uri: str) -> pathlib.Path:
     `bytestream://` CAS address unless `--experimental_build_event_upload_strategy=local`."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme != "file":
-        raise ValueError(f"build event names {uri}, not a local file "
-                         "(run Bazel with --experimental_build_event_upload_strategy=local)")
+        raise ValueError(
+            f"build event names {uri}, not a local file "
+            "(run Bazel with --experimental_build_event_upload_strategy=local)"
+        )
     return pathlib.Path(urllib.parse.unquote(parsed.path))
 
 
@@ -37,7 +39,8 @@ def top_level_outputs(bep_json: pathlib.Path) -> dict[str, dict[str, pathlib.Pat
         elif "targetCompleted" in event_id and event.get("completed", {}).get("success"):
             groups = event["completed"].get("outputGroup", [])
             targets[event_id["targetCompleted"]["label"]] = [
-                s["id"] for g in groups if g.get("name") == "default" for s in g.get("fileSets", [])]
+                s["id"] for g in groups if g.get("name") == "default" for s in g.get("fileSets", [])
+            ]
 
     def files_of(set_ids: list[str], seen: set[str]) -> dict[str, pathlib.Path]:
         found: dict[str, pathlib.Path] = {}
@@ -65,6 +68,8 @@ def sha256_file(path: pathlib.Path) -> str:
 
 def output_digests(bep_json: pathlib.Path) -> dict[str, str]:
     """{`label output-name`: sha256} of every default output of every top-level target built."""
-    return {f"{label} {name}": sha256_file(path)
-            for label, files in top_level_outputs(bep_json).items()
-            for name, path in sorted(files.items())}
+    return {
+        f"{label} {name}": sha256_file(path)
+        for label, files in top_level_outputs(bep_json).items()
+        for name, path in sorted(files.items())
+    }

@@ -30,27 +30,44 @@ DEFAULT_MNEMONICS = ["OtaFilePatch", "OtaBootPatch", "OtaPackage"]
 
 
 def _default_buildgrid_python() -> str:
-    candidates = [os.environ.get("RULES_OTA_BUILDGRID_PYTHON", ""),
-                  os.path.expanduser("~/.pyenv/versions/3.13.0/bin/python3"),
-                  shutil.which("python3.13") or ""]
+    candidates = [
+        os.environ.get("RULES_OTA_BUILDGRID_PYTHON", ""),
+        os.path.expanduser("~/.pyenv/versions/3.13.0/bin/python3"),
+        shutil.which("python3.13") or "",
+    ]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), "python3.13")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work_dir", type=pathlib.Path, required=True,
-                        help="empty scratch directory (copies, output bases, server stores, pids/)")
+    parser.add_argument(
+        "--work_dir",
+        type=pathlib.Path,
+        required=True,
+        help="empty scratch directory (copies, output bases, server stores, pids/)",
+    )
     parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS, help="targets to build")
-    parser.add_argument("--mnemonics", default=",".join(DEFAULT_MNEMONICS),
-                        help="comma-separated mnemonics whose every action must be a cache hit in B")
+    parser.add_argument(
+        "--mnemonics",
+        default=",".join(DEFAULT_MNEMONICS),
+        help="comma-separated mnemonics whose every action must be a cache hit in B",
+    )
     parser.add_argument("--caches", default="grpc,http", help="which caches to check: grpc, http")
-    parser.add_argument("--hermetic", choices=["test", "build", "off"], default="test",
-                        help="copy C runs `bazel test //...` (which builds the targets too), or only "
-                             "builds the targets")
-    parser.add_argument("--buildgrid_python", default=_default_buildgrid_python(),
-                        help="Python >= 3.13 for BuildGrid's venv")
-    parser.add_argument("--venv_root", type=pathlib.Path, default=pathlib.Path("/var/tmp/rules_ota-venvs"),
-                        help="where BuildGrid's venv is kept (reused while its lock is unchanged)")
+    parser.add_argument(
+        "--hermetic",
+        choices=["test", "build", "off"],
+        default="test",
+        help="copy C runs `bazel test //...` (which builds the targets too), or only builds the targets",
+    )
+    parser.add_argument(
+        "--buildgrid_python", default=_default_buildgrid_python(), help="Python >= 3.13 for BuildGrid's venv"
+    )
+    parser.add_argument(
+        "--venv_root",
+        type=pathlib.Path,
+        default=pathlib.Path("/var/tmp/rules_ota-venvs"),
+        help="where BuildGrid's venv is kept (reused while its lock is unchanged)",
+    )
     parser.add_argument("--nginx", default="/usr/sbin/nginx")
     parser.add_argument("--bazel", default="bazel")
     return parser.parse_args(argv)
@@ -65,8 +82,17 @@ def hermetic_env(work: pathlib.Path) -> dict[str, str]:
     """Environment of copy C: another HOME, TZ and locale; nothing else of the caller's shell."""
     home = work / "home-c"
     home.mkdir(exist_ok=True)
-    keep = ("PATH", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT",
-            "PIP_DEFAULT_TIMEOUT", "PIP_CONFIG_FILE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+    keep = (
+        "PATH",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_FIND_LINKS",
+        "PIP_CERT",
+        "PIP_DEFAULT_TIMEOUT",
+        "PIP_CONFIG_FILE",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+    )
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update(HOME=str(home), TZ="Asia/Kolkata", LC_ALL="C", LANG="C", USER="nobody-in-particular")
     return env
@@ -96,15 +122,18 @@ class Run:
         tree = self.work / path
         if not tree.exists():
             shutil.copytree(snapshot, tree, symlinks=True)
-        bazel = workspace.Bazel(tree, self.work / "output-roots" / name, self.work / "logs", env,
-                                bazel=self.args.bazel)
+        bazel = workspace.Bazel(tree, self.work / "output-roots" / name, self.work / "logs", env, bazel=self.args.bazel)
         self.clients.append(bazel)
         return bazel
 
     def built(self, result: workspace.Result, what: str) -> bool:
-        return self.checks.check(result.exit_code == 0, f"{what} exits 0 ({result.seconds:.1f} s)",
-                                 "" if result.exit_code == 0 else
-                                 f"exit {result.exit_code}, {result.console}:\n" + workspace.tail(result.console))
+        return self.checks.check(
+            result.exit_code == 0,
+            f"{what} exits 0 ({result.seconds:.1f} s)",
+            ""
+            if result.exit_code == 0
+            else f"exit {result.exit_code}, {result.console}:\n" + workspace.tail(result.console),
+        )
 
     def counts(self, result: workspace.Result) -> dict[str, execlog.Tally]:
         return execlog.tally(execlog.read_spawns(result.exec_log), self.mnemonics)
@@ -116,20 +145,28 @@ class Run:
     def check_outputs_present(self, digests: dict[str, str], what: str) -> bool:
         labels = {key.split(" ", 1)[0] for key in digests}
         missing = [t for t in self.targets if t not in labels]
-        return self.checks.check(bool(digests) and not missing, f"{what}: every target has outputs",
-                                 f"no outputs for {missing}" if missing else "")
+        return self.checks.check(
+            bool(digests) and not missing,
+            f"{what}: every target has outputs",
+            f"no outputs for {missing}" if missing else "",
+        )
 
     def compare(self, reference: dict[str, str], other: dict[str, str], what: str) -> None:
         differing = [k for k in reference if other.get(k) != reference[k]]
         detail = "; ".join(f"{k}: {reference[k][:12]} vs {other.get(k, 'missing')[:12]}" for k in differing)
         if not differing:
-            detail = f"{len(reference)} files, e.g. {next(iter(reference.items()))[0]} " \
-                     f"sha256 {next(iter(reference.values()))}" if reference else "no files"
+            detail = (
+                f"{len(reference)} files, e.g. {next(iter(reference.items()))[0]} "
+                f"sha256 {next(iter(reference.values()))}"
+                if reference
+                else "no files"
+            )
         self.checks.check(bool(reference) and not differing, what, detail)
 
 
-def cache_round(run: Run, kind: str, server: servers.Server, builder_a: workspace.Bazel,
-                first: bool) -> dict[str, str] | None:
+def cache_round(
+    run: Run, kind: str, server: servers.Server, builder_a: workspace.Bazel, first: bool
+) -> dict[str, str] | None:
     """A fills the cache, B (another path, fresh output base) must get every action from it."""
     flags = ["--disk_cache=", "--config=remote", f"--remote_cache={server.url}"]  # .bazelrc's config
     if not first:  # A's outputs and action cache from the previous cache's round must not count
@@ -151,10 +188,11 @@ def cache_round(run: Run, kind: str, server: servers.Server, builder_a: workspac
     print(f"[{kind}] B: {execlog.format_tally(counts_b)}", flush=True)
     for mnemonic in run.mnemonics:
         a, b = counts_a[mnemonic], counts_b[mnemonic]
-        run.checks.check(b.total > 0 and b.total == a.total and b.executed == 0,
-                         f"[{kind}] B executed 0 of its {b.total} {mnemonic} actions "
-                         f"(A had {a.total}, {a.executed} executed)",
-                         f"{b.hits} hits, {b.executed} executed" if b.executed or not b.total else "")
+        run.checks.check(
+            b.total > 0 and b.total == a.total and b.executed == 0,
+            f"[{kind}] B executed 0 of its {b.total} {mnemonic} actions (A had {a.total}, {a.executed} executed)",
+            f"{b.hits} hits, {b.executed} executed" if b.executed or not b.total else "",
+        )
     run.compare(digests_a, run.digests(result_b), f"[{kind}] A and B outputs have the same SHA-256")
     return digests_a
 
@@ -163,22 +201,32 @@ def hermetic_round(run: Run, reference: dict[str, str]) -> None:
     """C: third path, HOME/TZ/locale changed, sandboxed, no network, no cache: same bytes as A."""
     builder_c = run.client("c", "third/place/c-hermetic", hermetic_env(run.work))
     # `local` only for what the BUILD files tag no-sandbox (loop devices, a nested Bazel); counted below.
-    flags = ["--disk_cache=", "--remote_cache=", "--spawn_strategy=sandboxed,local",
-             "--incompatible_strict_action_env", "--sandbox_default_allow_network=false"]
+    flags = [
+        "--disk_cache=",
+        "--remote_cache=",
+        "--spawn_strategy=sandboxed,local",
+        "--incompatible_strict_action_env",
+        "--sandbox_default_allow_network=false",
+    ]
     command, targets = ("test", ["//..."]) if run.args.hermetic == "test" else ("build", run.targets)
     result = builder_c.run(command, "c-hermetic", targets, flags)
     builder_c.shutdown()
     env = hermetic_env(run.work)
-    run.built(result, f"[hermetic] C `bazel {command} {' '.join(targets)}` with HOME={env['HOME']}, "
-                      f"TZ={env['TZ']}, LC_ALL={env['LC_ALL']}, sandboxed, no network, no cache")
+    run.built(
+        result,
+        f"[hermetic] C `bazel {command} {' '.join(targets)}` with HOME={env['HOME']}, "
+        f"TZ={env['TZ']}, LC_ALL={env['LC_ALL']}, sandboxed, no network, no cache",
+    )
     if result.exit_code not in (0, 3):  # 3: built, but a test failed; the packages still compare
         return
     counts = run.counts(result)
     print(f"[hermetic] C: {execlog.format_tally(counts)}", flush=True)
     runners = collections.Counter(s.runner for s in execlog.read_spawns(result.exec_log))
     print(f"[hermetic] C spawns by runner: {dict(sorted(runners.items()))}", flush=True)
-    run.checks.check(all(t.total > 0 and t.hits == 0 for t in counts.values()),
-                     "[hermetic] C executed every counted action itself (nothing from a cache)")
+    run.checks.check(
+        all(t.total > 0 and t.hits == 0 for t in counts.values()),
+        "[hermetic] C executed every counted action itself (nothing from a cache)",
+    )
     run.compare(reference, run.digests(result), "[hermetic] A and C outputs have the same SHA-256")
 
 

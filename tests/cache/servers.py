@@ -65,12 +65,28 @@ class Server:
         self.pid_file.unlink(missing_ok=True)
 
 
-def _start(name: str, argv: list[str], env: dict[str, str], port: int, url: str, work: pathlib.Path,
-           pid_dir: pathlib.Path, stop_signal: int, timeout: float) -> Server:
+def _start(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    url: str,
+    work: pathlib.Path,
+    pid_dir: pathlib.Path,
+    stop_signal: int,
+    timeout: float,
+) -> Server:
     log = work / f"{name}.log"
     with log.open("w") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=work, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=work,
+            start_new_session=True,
+        )
     pid_file = pid_dir / f"{name}.pid"
     pid_dir.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{process.pid}\n")
@@ -91,9 +107,23 @@ def buildgrid_venv(python: str, venv_root: pathlib.Path) -> pathlib.Path:
     if marker.exists():
         return venv
     subprocess.run([python, "-m", "venv", "--clear", str(venv)], check=True)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                              "--disable-pip-version-check", "--require-hashes", "--only-binary=:all:",
-                              "-r", str(BUILDGRID_LOCK)], capture_output=True, text=True, check=False)
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--require-hashes",
+            "--only-binary=:all:",
+            "-r",
+            str(BUILDGRID_LOCK),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if install.returncode != 0:  # pip's output only when it matters (it warns about every find-links miss)
         raise RuntimeError(f"pip install of {BUILDGRID_LOCK.name} failed:\n{install.stdout}{install.stderr}")
     marker.write_text(lock_hash + "\n")
@@ -109,8 +139,7 @@ def start_buildgrid(venv: pathlib.Path, work: pathlib.Path, pid_dir: pathlib.Pat
     config.write_text(BUILDGRID_CONFIG.read_text().replace("@PORT@", str(port)))
     env = dict(os.environ, RULES_OTA_BUILDGRID_STORE=str(store))
     argv = [str(venv / "bin" / "bgd"), "server", "start", str(config)]
-    return _start("buildgrid", argv, env, port, f"grpc://127.0.0.1:{port}", work, pid_dir,
-                  signal.SIGTERM, timeout=90)
+    return _start("buildgrid", argv, env, port, f"grpc://127.0.0.1:{port}", work, pid_dir, signal.SIGTERM, timeout=90)
 
 
 def start_nginx(nginx: str, work: pathlib.Path, pid_dir: pathlib.Path) -> Server:
@@ -129,9 +158,14 @@ def start_nginx(nginx: str, work: pathlib.Path, pid_dir: pathlib.Path) -> Server
             os.chmod(parent, os.stat(parent).st_mode | 0o011)
         user_line = f"user {user};"
     config = root / "nginx.conf"
-    config.write_text(NGINX_CONFIG.read_text().replace("@USER_LINE@", user_line)
-                      .replace("@ROOT@", str(root)).replace("@PORT@", str(port)))
+    config.write_text(
+        NGINX_CONFIG.read_text()
+        .replace("@USER_LINE@", user_line)
+        .replace("@ROOT@", str(root))
+        .replace("@PORT@", str(port))
+    )
     argv = [nginx, "-p", str(root), "-e", str(root / "error.log"), "-c", str(config)]
     # SIGQUIT: graceful shutdown; the master ends its workers and exits.
-    return _start("nginx", argv, dict(os.environ), port, f"http://127.0.0.1:{port}", work, pid_dir,
-                  signal.SIGQUIT, timeout=30)
+    return _start(
+        "nginx", argv, dict(os.environ), port, f"http://127.0.0.1:{port}", work, pid_dir, signal.SIGQUIT, timeout=30
+    )

@@ -22,8 +22,7 @@ MNEMONICS = ["OtaFilePatch", "OtaBootPatch", "OtaPackage"]
 
 def test_read_spawns_parses_real_log() -> None:
     spawns = list(execlog.read_spawns(SAMPLE))
-    assert [(s.mnemonic, s.remote_cache_hit) for s in spawns] == [
-        (m, hit) for hit in (False, True) for m in MNEMONICS]
+    assert [(s.mnemonic, s.remote_cache_hit) for s in spawns] == [(m, hit) for hit in (False, True) for m in MNEMONICS]
     assert {s.runner for s in spawns} == {"linux-sandbox", "remote cache hit"}
     patch = spawns[0]
     assert patch.args[0].endswith("/tools/build/file_patch")
@@ -72,15 +71,23 @@ def _bep(tmp_path: pathlib.Path, events: list[dict]) -> pathlib.Path:
 
 
 def _named_set(set_id: str, files: list[pathlib.Path], children: list[str] = ()) -> dict:
-    return {"id": {"namedSet": {"id": set_id}},
-            "namedSetOfFiles": {"files": [{"name": f"pkg/{f.name}", "uri": f.as_uri()} for f in files],
-                                "fileSets": [{"id": c} for c in children]}}
+    return {
+        "id": {"namedSet": {"id": set_id}},
+        "namedSetOfFiles": {
+            "files": [{"name": f"pkg/{f.name}", "uri": f.as_uri()} for f in files],
+            "fileSets": [{"id": c} for c in children],
+        },
+    }
 
 
 def _completed(label: str, set_ids: list[str], success: bool = True) -> dict:
-    return {"id": {"targetCompleted": {"label": label}},
-            "completed": {"success": success,
-                          "outputGroup": [{"name": "default", "fileSets": [{"id": s} for s in set_ids]}]}}
+    return {
+        "id": {"targetCompleted": {"label": label}},
+        "completed": {
+            "success": success,
+            "outputGroup": [{"name": "default", "fileSets": [{"id": s} for s in set_ids]}],
+        },
+    }
 
 
 def test_output_digests_follow_nested_sets(tmp_path: pathlib.Path) -> None:
@@ -88,8 +95,13 @@ def test_output_digests_follow_nested_sets(tmp_path: pathlib.Path) -> None:
     one.write_bytes(b"1")
     two.write_bytes(b"22")
     three.write_bytes(b"333")
-    events = [_named_set("1", [two]), _named_set("0", [one], ["1"]), _completed("//pkg:a", ["0"]),
-              _named_set("2", [three]), _completed("//pkg:failed", ["2"], success=False)]
+    events = [
+        _named_set("1", [two]),
+        _named_set("0", [one], ["1"]),
+        _completed("//pkg:a", ["0"]),
+        _named_set("2", [three]),
+        _completed("//pkg:failed", ["2"], success=False),
+    ]
     digests = bep.output_digests(_bep(tmp_path, events))
     assert digests == {
         "//pkg:a pkg/one.zip": "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b",
@@ -98,8 +110,10 @@ def test_output_digests_follow_nested_sets(tmp_path: pathlib.Path) -> None:
 
 
 def test_remote_uri_is_refused(tmp_path: pathlib.Path) -> None:
-    event = {"id": {"namedSet": {"id": "0"}},
-             "namedSetOfFiles": {"files": [{"name": "pkg/x", "uri": "bytestream://127.0.0.1:1/blobs/ab/1"}]}}
+    event = {
+        "id": {"namedSet": {"id": "0"}},
+        "namedSetOfFiles": {"files": [{"name": "pkg/x", "uri": "bytestream://127.0.0.1:1/blobs/ab/1"}]},
+    }
     with pytest.raises(ValueError, match="experimental_build_event_upload_strategy=local"):
         bep.output_digests(_bep(tmp_path, [event, _completed("//pkg:x", ["0"])]))
 

@@ -20,7 +20,9 @@ def copy_checkout(source: pathlib.Path, destination: pathlib.Path) -> None:
     """Copies the files git lists in `source` (tracked + untracked-not-ignored) to `destination`."""
     listing = subprocess.run(
         ["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        check=True, capture_output=True).stdout
+        check=True,
+        capture_output=True,
+    ).stdout
     destination.mkdir(parents=True)
     for name in sorted(set(listing.decode().split("\0")) - {""}):
         src = source / name
@@ -61,8 +63,12 @@ class Bazel:
     max_idle_secs: int = 900
 
     def _startup(self) -> list[str]:
-        return [self.bazel, "--nohome_rc", f"--output_user_root={self.output_user_root}",
-                f"--max_idle_secs={self.max_idle_secs}"]
+        return [
+            self.bazel,
+            "--nohome_rc",
+            f"--output_user_root={self.output_user_root}",
+            f"--max_idle_secs={self.max_idle_secs}",
+        ]
 
     def run(self, command: str, name: str, targets: list[str], flags: list[str]) -> Result:
         """Runs `bazel <command> <flags> <targets>`; logs go to `<logs>/<name>.*`."""
@@ -70,25 +76,44 @@ class Bazel:
         exec_log = self.logs / f"{name}.exec.json"
         bep = self.logs / f"{name}.bep.json"
         console = self.logs / f"{name}.console.txt"
-        argv = self._startup() + [command, f"--execution_log_json_file={exec_log}",
-                                  f"--build_event_json_file={bep}",
-                                  "--experimental_build_event_upload_strategy=local",
-                                  "--color=no", "--curses=no",
-                                  *flags, "--", *targets]
+        argv = self._startup() + [
+            command,
+            f"--execution_log_json_file={exec_log}",
+            f"--build_event_json_file={bep}",
+            "--experimental_build_event_upload_strategy=local",
+            "--color=no",
+            "--curses=no",
+            *flags,
+            "--",
+            *targets,
+        ]
         start = time.monotonic()
         with console.open("w") as out:
             out.write("$ " + " ".join(argv) + "\n")
             out.flush()
-            code = subprocess.run(argv, cwd=self.workspace, env=self.env, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False).returncode
+            code = subprocess.run(
+                argv,
+                cwd=self.workspace,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            ).returncode
         return Result(code, time.monotonic() - start, exec_log, bep, console)
 
     def shutdown(self) -> None:
         """Stops this output root's Bazel server (each one holds ~300 MB until it idles out)."""
         if self.output_user_root.exists():
-            subprocess.run(self._startup() + ["shutdown"], cwd=self.workspace, env=self.env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           stdin=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                self._startup() + ["shutdown"],
+                cwd=self.workspace,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
 
 
 def tail(path: pathlib.Path, lines: int = 25) -> str:

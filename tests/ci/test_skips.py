@@ -25,8 +25,9 @@ if not COUNT_TESTS.exists():  # under Bazel __file__ resolves into the source tr
 NOT_CI = [None, "", "0", "false", "False", " FALSE "]
 CI = ["true", "TRUE", "1", "yes"]
 # What a machine may lack, as require() callers phrase it; printable text including quotes and '<&>'.
-missing_phrases = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters="\\"),
-                          min_size=1, max_size=40).map(lambda s: s.strip() or "x")
+missing_phrases = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters="\\"), min_size=1, max_size=40
+).map(lambda s: s.strip() or "x")
 
 
 def run_pytest(work: Path, files: list[Path], ci: str | None) -> Path:
@@ -38,9 +39,24 @@ def run_pytest(work: Path, files: list[Path], ci: str | None) -> Path:
     xml = work / "testlogs" / "tests" / "generated_test" / "test.xml"
     xml.parent.mkdir(parents=True)
     # --continue-on-collection-errors: the module-level failure must not hide the other file's cases.
-    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={xml}",
-                    "--continue-on-collection-errors", *map(str, files)],
-                   cwd=work, env=env, capture_output=True, text=True, check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--junitxml={xml}",
+            "--continue-on-collection-errors",
+            *map(str, files),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return xml
 
 
@@ -53,14 +69,21 @@ def outcome(case: ET.Element) -> tuple[str, str]:
 
 
 # Each example is a pytest process (~1-3 s): a fixed set, and the first failure as found (no shrinking).
-@settings(max_examples=6, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@example(ci="true", needs=[None, "a loop device", 'quotes "\' and <&>'], module_missing="root")
+@settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@example(ci="true", needs=[None, "a loop device", "quotes \"' and <&>"], module_missing="root")
 @example(ci=None, needs=["a loop device", None], module_missing="/usr/bin/abootimg missing")
 @example(ci="false", needs=[None], module_missing=None)
-@given(ci=st.sampled_from(NOT_CI + CI),
-       needs=st.lists(st.none() | missing_phrases, min_size=1, max_size=5),
-       module_missing=st.none() | missing_phrases)
+@given(
+    ci=st.sampled_from(NOT_CI + CI),
+    needs=st.lists(st.none() | missing_phrases, min_size=1, max_size=5),
+    module_missing=st.none() | missing_phrases,
+)
 def test_missing_requirement_skips_outside_ci_and_fails_in_ci(tmp_path_factory, ci, needs, module_missing):
     work = tmp_path_factory.mktemp("run")
     body = ["from tests.environment import require", ""]
@@ -68,7 +91,8 @@ def test_missing_requirement_skips_outside_ci_and_fails_in_ci(tmp_path_factory, 
         body += [f"def test_case_{index}():", f"    require({missing!r})", ""]
     (work / "test_in_test.py").write_text("\n".join(body))
     (work / "test_at_module.py").write_text(
-        f"from tests.environment import require\nrequire({module_missing!r})\n\ndef test_module_case():\n    pass\n")
+        f"from tests.environment import require\nrequire({module_missing!r})\n\ndef test_module_case():\n    pass\n"
+    )
     xml = run_pytest(work, [work / "test_in_test.py", work / "test_at_module.py"], ci)
 
     under_ci = ci in CI
@@ -92,8 +116,9 @@ def test_missing_requirement_skips_outside_ci_and_fails_in_ci(tmp_path_factory, 
         assert f"cannot run: {module_missing}" in text
     expected_kinds[kind] = expected_kinds.get(kind, 0) + 1
 
-    counted = subprocess.run([sys.executable, str(COUNT_TESTS), str(work / "testlogs")],
-                             capture_output=True, text=True, check=False)
+    counted = subprocess.run(
+        [sys.executable, str(COUNT_TESTS), str(work / "testlogs")], capture_output=True, text=True, check=False
+    )
     passed = expected_kinds.get("passed", 0)
     not_passed = sum(n for k, n in expected_kinds.items() if k != "passed")
     assert counted.stdout == f"{passed} passed, {not_passed} failed\n"

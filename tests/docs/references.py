@@ -25,15 +25,27 @@ import pathlib
 import re
 import sys
 import tokenize
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 # What is scanned, relative to the repository root (directories recursively).
 SCANNED = ("README.md", ".gitignore", "bootstrap.sh", "bench", "docs", "py", "release", "rules", "tests", "tools")
 # Top-level names a path reference may start with: the repository's own, plus names that citations
 # have used for files that do not exist (so they are checked, and reported).
-_PATH_ROOTS = ("bazel", "bench", "docs", "proto", "py", "release", "rules", "scripts", "tests", "third_party",
-               "tools", r"\.ci")  # fmt: skip
+_PATH_ROOTS = (
+    "bazel",
+    "bench",
+    "docs",
+    "proto",
+    "py",
+    "release",
+    "rules",
+    "scripts",
+    "tests",
+    "third_party",
+    "tools",
+    r"\.ci",
+)
 # Generated or cached files that are never sources (plain pytest runs leave them in a checkout).
 _SKIPPED_DIRS = {"__pycache__", ".hypothesis", ".pytest_cache"}
 _SKIPPED_PATHS = {"py/build"}  # what an in-tree `pip install ./py` used to leave
@@ -118,8 +130,9 @@ def prose_spans(relative: str, text: str) -> dict[int, list[tuple[int, int]]]:
                     continue
                 (first, start), (last, end) = token.start, token.end
                 for number in range(first, last + 1):
-                    spans.setdefault(number, []).append((start if number == first else 0,
-                                                         end if number == last else len(lines[number - 1])))
+                    spans.setdefault(number, []).append(
+                        (start if number == first else 0, end if number == last else len(lines[number - 1]))
+                    )
             return spans
         except (tokenize.TokenError, SyntaxError, IndentationError):
             pass  # not valid Python after all: fall back to comment syntax
@@ -140,8 +153,11 @@ def scanned_files(root: pathlib.Path) -> list[pathlib.Path]:
             continue
         for directory, dirs, files in os.walk(top, followlinks=True):
             here = pathlib.Path(directory).relative_to(root).as_posix()
-            dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.endswith(".egg-info")
-                             and f"{here}/{d}" not in _SKIPPED_PATHS)  # fmt: skip
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if d not in _SKIPPED_DIRS and not d.endswith(".egg-info") and f"{here}/{d}" not in _SKIPPED_PATHS
+            )
             out += [pathlib.Path(directory, f) for f in sorted(files) if not f.endswith(_SKIPPED_SUFFIXES)]
     return out
 

@@ -40,13 +40,32 @@ def test_pip_install_leaves_the_source_tree_unchanged(tmp_path):
     # target directory is outside the system's (PEP 668) managed environment as well.
     site = tmp_path / "site"
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site), str(source / "py")],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # fmt: skip
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site), str(source / "py")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert install.returncode == 0, install.stderr[-4000:]
     after = _snapshot(source)
-    assert after == before, (f"added {sorted(set(after) - set(before))[:10]}, removed {sorted(set(before) - set(after))[:10]}, "
-                             f"changed {sorted(p for p in before if p in after and before[p] != after[p])[:10]}")  # fmt: skip
-    probe = subprocess.run([sys.executable, "-s", "-c", "import ota.proto.ota_manifest_pb2, ota.proto.worker_protocol_pb2, "
-                            "ota.patch; print(ota.patch.__file__)"],
-                           env=dict(env, PYTHONPATH=str(site)), cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert after == before, (
+        f"added {sorted(set(after) - set(before))[:10]}, removed {sorted(set(before) - set(after))[:10]}, "
+        f"changed {sorted(p for p in before if p in after and before[p] != after[p])[:10]}"
+    )
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-s",
+            "-c",
+            ("import ota.proto.ota_manifest_pb2, ota.proto.worker_protocol_pb2, ota.patch; print(ota.patch.__file__)"),
+        ],
+        env=dict(env, PYTHONPATH=str(site)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (probe.returncode, probe.stdout) == (0, f"{site / 'ota' / 'patch.py'}\n"), probe.stderr

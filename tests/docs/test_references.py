@@ -7,9 +7,10 @@ import pathlib
 import re
 import string
 
-import references
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import references
 
 ROOT = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): runfiles are symlinks
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -24,9 +25,12 @@ def test_every_package_under_a_scanned_directory_is_scanned():
     """tests/docs/BUILD lists one `all_files` per package; a package missing there is not scanned
     by Bazel (in a checkout every BUILD file is on disk, so this compares the two)."""
     declared = set(re.findall(r'"//([\w/]*):all_files"', (ROOT / "tests/docs/BUILD").read_text(encoding="utf-8")))
-    on_disk = {""} | {path.parent.relative_to(ROOT).as_posix()
-                      for name in references.SCANNED + ("proto",) if (ROOT / name).is_dir()
-                      for path in (ROOT / name).rglob("BUILD")}  # fmt: skip
+    on_disk = {""} | {
+        path.parent.relative_to(ROOT).as_posix()
+        for name in references.SCANNED + ("proto",)
+        if (ROOT / name).is_dir()
+        for path in (ROOT / name).rglob("BUILD")
+    }
     assert on_disk <= declared, f"packages missing from tests/docs/BUILD: {sorted(on_disk - declared)}"
 
 
@@ -39,7 +43,8 @@ def test_the_reference_pages_are_scanned_and_cited():
 # --- the checker against generated repositories -------------------------------------------------
 
 _WORDS = st.text(alphabet=string.ascii_letters + string.digits + " _-`'.,:()", min_size=1, max_size=30).filter(
-    lambda t: t.strip() and references.slug(t) and not t.strip().startswith("#"))
+    lambda t: t.strip() and references.slug(t) and not t.strip().startswith("#")
+)
 # Paths of the generated repositories are spelled through DOCS, so this file cites no page itself.
 DOCS = "docs"
 _NAMES = st.text(alphabet=string.ascii_lowercase + string.digits + "_", min_size=1, max_size=12)
@@ -80,8 +85,11 @@ def test_repeated_headings_get_numbered_anchors(tmp_path, heading, copies):
 
 
 @_SETTINGS
-@given(name=_NAMES, root=st.sampled_from(["docs", "py", "tests", "tools", "scripts", "rules"]),
-       suffix=st.sampled_from([".md", ".py", ".sh", ".bzl"]))  # fmt: skip
+@given(
+    name=_NAMES,
+    root=st.sampled_from(["docs", "py", "tests", "tools", "scripts", "rules"]),
+    suffix=st.sampled_from([".md", ".py", ".sh", ".bzl"]),
+)
 def test_a_path_to_a_missing_file_is_reported_in_prose_and_ignored_in_code(tmp_path, name, root, suffix):
     checker = _repo(tmp_path, ["Title"])
     path = f"{root}/{name}_missing{suffix}"
@@ -98,11 +106,26 @@ def test_a_path_to_a_missing_file_is_reported_in_prose_and_ignored_in_code(tmp_p
 
 
 @_SETTINGS
-@given(section=st.integers(1, 9), sub=st.integers(1, 9), number=st.integers(1, 99),
-       form=st.sampled_from(["spec \u00a7{s}.{t}", "(\u00a7{s})", "DESIGN" ".md", "contract {n}", "build contract {n}",
-                             "issue {n}", "Issue #{n}", "../sha" "red/x.md", "shared" "/bazel-offline.md",
-                             "aosp-ota-" "reference.md"]),
-       kind=st.sampled_from(["py/x.py", "rules/x.bzl", f"{DOCS}/x.md", "tests/x.sh"]))  # fmt: skip
+@given(
+    section=st.integers(1, 9),
+    sub=st.integers(1, 9),
+    number=st.integers(1, 99),
+    form=st.sampled_from(
+        [
+            "spec \u00a7{s}.{t}",
+            "(\u00a7{s})",
+            ("DESIGN.md"),
+            "contract {n}",
+            "build contract {n}",
+            "issue {n}",
+            "Issue #{n}",
+            ("../shared/x.md"),
+            ("shared/bazel-offline.md"),
+            ("aosp-ota-reference.md"),
+        ]
+    ),
+    kind=st.sampled_from(["py/x.py", "rules/x.bzl", f"{DOCS}/x.md", "tests/x.sh"]),
+)
 def test_a_citation_of_something_outside_the_repository_is_reported(tmp_path, section, sub, number, form, kind):
     checker = _repo(tmp_path, ["Title"])
     citation = form.format(s=section, t=sub, n=number)

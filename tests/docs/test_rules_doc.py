@@ -7,9 +7,10 @@ import pathlib
 import string
 
 import pytest
-import rules_doc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import rules_doc
 
 ROOT = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): runfiles are symlinks
 DOC = ROOT / "docs" / "rules.md"
@@ -19,13 +20,22 @@ _SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[Hea
 def test_documented_tables_equal_a_fresh_generation():
     documented = DOC.read_text(encoding="utf-8")
     assert rules_doc.update(documented, rules_doc.tables(ROOT)) == documented, (
-        "docs/rules.md is stale: python3 tests/docs/rules_doc.py --write docs/rules.md")
+        "docs/rules.md is stale: python3 tests/docs/rules_doc.py --write docs/rules.md"
+    )
 
 
 def test_every_public_rule_and_attribute_is_documented():
     fresh = rules_doc.tables(ROOT)
-    assert set(fresh) == {"boot_image", "ota_build", "ota_build_archive", "ota_package", "ota_release_archive",
-                          "ota_test", "ramdisk", "system_image"}  # fmt: skip
+    assert set(fresh) == {
+        "boot_image",
+        "ota_build",
+        "ota_build_archive",
+        "ota_package",
+        "ota_release_archive",
+        "ota_test",
+        "ramdisk",
+        "system_image",
+    }
     assert "| `signing_key` | label | — |" in fresh["ota_package"]
     assert "| `interrupt` | bool | `False` |" in fresh["ota_test"]
     assert "_file_patch" not in fresh["ota_package"]  # private attributes stay private
@@ -33,16 +43,29 @@ def test_every_public_rule_and_attribute_is_documented():
 
 # --- generated rule files ---------------------------------------------------------------------
 
-_TYPES = {"string": ('"{v}"', "string"), "int": ("{n}", "int"), "bool": ("True", "bool"),
-          "string_list": ('["{v}"]', "string list"), "string_dict": ('{{"{v}": "x"}}', "string → string"),
-          "label": (None, "label"), "label_keyed_string_dict": (None, "label → string")}  # fmt: skip
+_TYPES = {
+    "string": ('"{v}"', "string"),
+    "int": ("{n}", "int"),
+    "bool": ("True", "bool"),
+    "string_list": ('["{v}"]', "string list"),
+    "string_dict": ('{{"{v}": "x"}}', "string → string"),
+    "label": (None, "label"),
+    "label_keyed_string_dict": (None, "label → string"),
+}
 _IDENT = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=10).filter(
-    lambda s: s[0] != "_" and s not in ("name", "dict", "attr", "rule", "load", "True", "False", "None"))
+    lambda s: s[0] != "_" and s not in ("name", "dict", "attr", "rule", "load", "True", "False", "None")
+)
 _DOC_TEXT = st.text(alphabet=string.ascii_letters + string.digits + " .,:;()-`'|", min_size=1, max_size=40).filter(
-    lambda s: s.strip())
-_ATTR = st.tuples(_IDENT, st.sampled_from(sorted(_TYPES)), _DOC_TEXT, st.sampled_from(["plain", "concat", "percent",
-                                                                                      "constant"]),
-                  st.sampled_from(["none", "default", "mandatory"]), st.integers(0, 99))  # fmt: skip
+    lambda s: s.strip()
+)
+_ATTR = st.tuples(
+    _IDENT,
+    st.sampled_from(sorted(_TYPES)),
+    _DOC_TEXT,
+    st.sampled_from(["plain", "concat", "percent", "constant"]),
+    st.sampled_from(["none", "default", "mandatory"]),
+    st.integers(0, 99),
+)
 
 
 def _doc_source(text: str, form: str, constants: list[str]) -> str:
@@ -76,16 +99,22 @@ def _write_rules(tmp_path: pathlib.Path, attrs: list[tuple], split: int, undocum
             args.insert(0, "mandatory = True")
         entries.append(f'    "{name}": attr.{kind}({", ".join(args)}),')
     base, local = entries[:split], entries[split:]
-    (private / "base.bzl").write_text("\n".join(constants) + "\nBASE = {\n" + "\n".join(base) + "\n}\n", encoding="utf-8")
+    (private / "base.bzl").write_text(
+        "\n".join(constants) + "\nBASE = {\n" + "\n".join(base) + "\n}\n", encoding="utf-8"
+    )
     (private / "thing.bzl").write_text(
         'load(":base.bzl", "BASE")\n\n'
-        + "\n".join(f"{c.split(' = ')[0]} = {c.split(' = ', 1)[1]}" for c in constants) + "\n"
+        + "\n".join(f"{c.split(' = ')[0]} = {c.split(' = ', 1)[1]}" for c in constants)
+        + "\n"
         + 'thing = rule(\n    implementation = _impl,\n    doc = "A thing.",\n'
-        + '    attrs = dict(BASE, **{\n' + "\n".join(local)
+        + "    attrs = dict(BASE, **{\n"
+        + "\n".join(local)
         + '\n        "_tool": attr.label(default = "//x:y", executable = True, cfg = "exec"),\n    }),\n)\n',
-        encoding="utf-8")  # fmt: skip
+        encoding="utf-8",
+    )
     (tmp_path / "rules" / "defs.bzl").write_text(
-        'load("//rules/private:thing.bzl", _thing = "thing")\n\nthing = _thing\n', encoding="utf-8")
+        'load("//rules/private:thing.bzl", _thing = "thing")\n\nthing = _thing\n', encoding="utf-8"
+    )
 
 
 @_SETTINGS
@@ -96,7 +125,7 @@ def test_every_attribute_form_is_read_with_its_doc_type_and_default(tmp_path_fac
     table = rules_doc.tables(tmp_path)["thing"]
     rows = table.splitlines()[2:]
     assert [row.split("`")[1] for row in rows] == [a[0] for a in attrs]  # declaration order, no `_tool`
-    for row, (name, kind, text, _form, default, number) in zip(rows, attrs):
+    for row, (_name, kind, text, _form, default, number) in zip(rows, attrs, strict=False):
         cells = row.replace("\\|", "\x00").split("|")
         assert cells[2].strip() == _TYPES[kind][1]
         assert cells[4].strip().replace("\x00", "|") == " ".join(text.split())
@@ -122,9 +151,13 @@ def test_update_refuses_a_missing_an_unknown_or_a_repeated_block():
     def block(name: str, body: str = "old\n") -> str:
         return f"{rules_doc._BEGIN.format(name=name)}\n{body}{rules_doc._END.format(name=name)}\n"
 
-    assert rules_doc.update("x\n" + block("a") + "y\n" + block("b"), fresh) == "x\n" + block("a", "| t |\n") + "y\n" + block(
-        "b", "| u |\n")
-    for markdown, why in ((block("a"), "missing for \\['b'\\]"), (block("a") + block("b") + block("c"), "c, which"),
-                          (block("a") + block("a") + block("b"), "repeated for \\['a'\\]")):  # fmt: skip
+    assert rules_doc.update("x\n" + block("a") + "y\n" + block("b"), fresh) == "x\n" + block(
+        "a", "| t |\n"
+    ) + "y\n" + block("b", "| u |\n")
+    for markdown, why in (
+        (block("a"), "missing for \\['b'\\]"),
+        (block("a") + block("b") + block("c"), "c, which"),
+        (block("a") + block("a") + block("b"), "repeated for \\['a'\\]"),
+    ):
         with pytest.raises(rules_doc.DocError, match=why):
             rules_doc.update(markdown, fresh)

@@ -32,33 +32,46 @@ SOURCE = b"S" * 100 + STREAM
 
 
 def _deflate_chunk(**changes: int) -> DeflateChunk:
-    fields = {"src_start": 100, "src_len": len(STREAM), "src_expanded_len": len(PAYLOAD),
-              "tgt_expanded_len": len(PAYLOAD), "level": 6, **changes}
+    fields = {
+        "src_start": 100,
+        "src_len": len(STREAM),
+        "src_expanded_len": len(PAYLOAD),
+        "tgt_expanded_len": len(PAYLOAD),
+        "level": 6,
+        **changes,
+    }
     return DeflateChunk(**fields)
 
 
 PATCHES = {
     "bsdiff new size 2^62": (
         bsdiff.MAGIC + bytes(16) + bsdiff.encode_offset(1 << 62),
-        "BSDIFF40 new size 4611686018427387904 exceeds the limit 2147483648"),
+        "BSDIFF40 new size 4611686018427387904 exceeds the limit 2147483648",
+    ),
     "bsdiff extra length 2^31-1": (
         bsdiff40([(0, HUGE, 0)], b"", b"z" * 10, HUGE),
-        f"BSDIFF40 extra block holds 10 bytes, control tuples need {HUGE}"),
+        f"BSDIFF40 extra block holds 10 bytes, control tuples need {HUGE}",
+    ),
     "bsdiff diff length 2^31-1": (
         bsdiff40([(HUGE, 0, 0)], b"y" * 10, b"", HUGE),
-        f"BSDIFF40 diff block holds 10 bytes, control tuples need {HUGE}"),
+        f"BSDIFF40 diff block holds 10 bytes, control tuples need {HUGE}",
+    ),
     "imgdiff chunk count 2^31-1": (
         imgdiff_format.MAGIC + struct.pack("<i", HUGE) + bytes(100),
-        f"IMGDIFF2 chunk count {HUGE} does not fit the 112-byte patch"),
+        f"IMGDIFF2 chunk count {HUGE} does not fit the 112-byte patch",
+    ),
     "imgdiff RAW length 2^31-1": (
         imgdiff_format.MAGIC + struct.pack("<iii", 1, imgdiff_format.CHUNK_RAW, HUGE) + b"abc",
-        f"chunk 0: RAW data_len {HUGE} runs past the end of the patch"),
+        f"chunk 0: RAW data_len {HUGE} runs past the end of the patch",
+    ),
     "imgdiff src_expanded_len at the deflate bound": (
         imgdiff_format.pack([_deflate_chunk(src_expanded_len=1032 * len(STREAM) + 16)], [bsdiff.diff(b"", b"")]),
-        f"chunk 0: deflate data inflates to {len(PAYLOAD)} bytes, src_expanded_len says {1032 * len(STREAM) + 16}"),
+        f"chunk 0: deflate data inflates to {len(PAYLOAD)} bytes, src_expanded_len says {1032 * len(STREAM) + 16}",
+    ),
     "imgdiff tgt_expanded_len 2^31-1": (
         imgdiff_format.pack([_deflate_chunk(tgt_expanded_len=HUGE)], [bsdiff40([(0, HUGE, 0)], b"", b"", HUGE)]),
-        f"chunk 0: BSDIFF40 extra block holds 0 bytes, control tuples need {HUGE}"),
+        f"chunk 0: BSDIFF40 extra block holds 0 bytes, control tuples need {HUGE}",
+    ),
 }
 
 
@@ -77,12 +90,15 @@ def _with_u32(data: bytes, offset: int, value: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("version,offset,field,at", [
-    (0, 8, "kernel_size", 2048),
-    (0, 16, "ramdisk_size", 2048 + 4096),
-    (3, 12, "ramdisk_size", 4096 + 4096),
-    (4, 1580, "signature_size", 3 * 4096),
-])
+@pytest.mark.parametrize(
+    "version,offset,field,at",
+    [
+        (0, 8, "kernel_size", 2048),
+        (0, 16, "ramdisk_size", 2048 + 4096),
+        (3, 12, "ramdisk_size", 4096 + 4096),
+        (4, 1580, "signature_size", 3 * 4096),
+    ],
+)
 def test_boot_image_section_sizes(tmp_path: Path, version: int, offset: int, field: str, at: int) -> None:
     image = bootimg.build(bootimg.BootImage(header_version=version, kernel=b"k" * 3000, ramdisk=b"r" * 100))
     path = tmp_path / "boot.img"
@@ -90,8 +106,12 @@ def test_boot_image_section_sizes(tmp_path: Path, version: int, offset: int, fie
     for command in (["info", path], ["unpack", path, "--out", tmp_path / "out"]):
         done = run_tool("bootimg", *command, address_space=LIMIT)
         assert (done.returncode, done.stderr) == (
-            1, (f"ota_bootimg: error: {path}: {field}: 4294967295 bytes at offset {at} run past the end "
-               f"of the file ({len(image)} bytes)\n"))
+            1,
+            (
+                f"ota_bootimg: error: {path}: {field}: 4294967295 bytes at offset {at} run past the end "
+                f"of the file ({len(image)} bytes)\n"
+            ),
+        )
 
 
 _READ_CPIO = """
@@ -105,17 +125,24 @@ except OtaError as err:
 """
 
 
-@pytest.mark.parametrize("field,index,problem", [
-    ("filesize", 6, "cpio filesize at offset 0: 4294967295 bytes run past the end"),
-    ("namesize", 11, "cpio namesize at offset 0: 4294967295 does not fit the archive"),
-])
+@pytest.mark.parametrize(
+    "field,index,problem",
+    [
+        ("filesize", 6, "cpio filesize at offset 0: 4294967295 bytes run past the end"),
+        ("namesize", 11, "cpio namesize at offset 0: 4294967295 does not fit the archive"),
+    ],
+)
 def test_cpio_entry_sizes(tmp_path: Path, field: str, index: int, problem: str) -> None:
     archive = bytearray(cpio.write([cpio.Entry("init", cpio.Kind.FILE, 0o755, data=b"#!/bin/sh\n")]))
-    archive[6 + 8 * index:14 + 8 * index] = b"FFFFFFFF"
+    archive[6 + 8 * index : 14 + 8 * index] = b"FFFFFFFF"
     path = tmp_path / f"{field}.cpio"
     path.write_bytes(archive)
-    done = subprocess.run(["prlimit", f"--as={LIMIT}", sys.executable, "-c", _READ_CPIO, str(path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["prlimit", f"--as={LIMIT}", sys.executable, "-c", _READ_CPIO, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (done.returncode, done.stderr) == (1, f"cpio: error: {path}: {problem}\n")
 
 
@@ -149,7 +176,11 @@ def test_diff_out_of_memory_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "tgt").write_bytes(b"small")
     done = run_tool("bsdiff", tmp_path / "src", tmp_path / "tgt", tmp_path / "p", address_space=LIMIT)
     assert (done.returncode, done.stderr) == (
-        1, (f"bsdiff: error: {tmp_path / 'src'}: out of memory diffing a {20 << 20}-byte source "
-           "(bsdiff needs about 18 times its size)\n"))
+        1,
+        (
+            f"bsdiff: error: {tmp_path / 'src'}: out of memory diffing a {20 << 20}-byte source "
+            "(bsdiff needs about 18 times its size)\n"
+        ),
+    )
     small = run_tool("bsdiff", tmp_path / "tgt", tmp_path / "tgt", tmp_path / "p", address_space=LIMIT)
     assert (small.returncode, small.stderr) == (0, "")  # the 1 GiB stack fell back to one that fits

@@ -21,8 +21,9 @@ from ota.imgdiff_format import DeflateChunk
 def _tree(seed: int, files: int) -> dict[str, bytes]:
     rng = random.Random(seed)
     words = [b"service", b"class", b"setprop", b"on", b"boot", b"/system/bin", b"user", b"root"]
-    return {f"etc/init/f{i}.rc": b"\n".join(b" ".join(rng.choices(words, k=8)) for _ in range(40))
-            for i in range(files)}
+    return {
+        f"etc/init/f{i}.rc": b"\n".join(b" ".join(rng.choices(words, k=8)) for _ in range(40)) for i in range(files)
+    }
 
 
 def _cpio(tree: dict[str, bytes]) -> bytes:
@@ -32,7 +33,11 @@ def _cpio(tree: dict[str, bytes]) -> bytes:
 
 
 SOURCE_TREE = _tree(1, 80)
-TARGET_TREE = {**SOURCE_TREE, "etc/init/f7.rc": b"on boot\n    setprop ro.changed 1\n", "etc/init/new.rc": b"class main\n"}
+TARGET_TREE = {
+    **SOURCE_TREE,
+    "etc/init/f7.rc": b"on boot\n    setprop ro.changed 1\n",
+    "etc/init/new.rc": b"class main\n",
+}
 RAMDISKS = {version: _cpio(tree) for version, tree in (("source", SOURCE_TREE), ("target", TARGET_TREE))}
 
 
@@ -56,14 +61,26 @@ KERNEL = random.Random(3).randbytes(20_000)
 def _image(version: int, ramdisk: bytes, kernel_edit: bool) -> bytes:
     """Every section the version has, so the ramdisk sits among them as on a device."""
     kernel = KERNEL[:100] + b"new kernel" + KERNEL[110:] if kernel_edit else KERNEL
-    sections = {1: {"recovery_dtbo": b"\xd7\xb7\xab\x1e" * 300},
-                2: {"recovery_dtbo": b"\xd7\xb7\xab\x1e" * 300, "dtb": b"\xd0\x0d\xfe\xed" * 700},
-                4: {"boot_signature": bytes(4096)}}.get(version, {})
+    sections = {
+        1: {"recovery_dtbo": b"\xd7\xb7\xab\x1e" * 300},
+        2: {"recovery_dtbo": b"\xd7\xb7\xab\x1e" * 300, "dtb": b"\xd0\x0d\xfe\xed" * 700},
+        4: {"boot_signature": bytes(4096)},
+    }.get(version, {})
     if version < 3:
-        sections.update(second=b"second stage", cmdline=b"console=ttyS0",
-                        **bootimg.addresses(version, has_ramdisk=True, has_second=True))
-    return bootimg.build(bootimg.BootImage(header_version=version, kernel=kernel, ramdisk=ramdisk,
-                                           os_version=bootimg.encode_os_version("14.0.0", "2025-01"), **sections))
+        sections.update(
+            second=b"second stage",
+            cmdline=b"console=ttyS0",
+            **bootimg.addresses(version, has_ramdisk=True, has_second=True),
+        )
+    return bootimg.build(
+        bootimg.BootImage(
+            header_version=version,
+            kernel=kernel,
+            ramdisk=ramdisk,
+            os_version=bootimg.encode_os_version("14.0.0", "2025-01"),
+            **sections,
+        )
+    )
 
 
 @pytest.mark.parametrize("compressor", sorted(COMPRESSORS))
@@ -90,9 +107,15 @@ def test_command_lines_round_trip_a_gnu_gzip_ramdisk(tmp_path: Path) -> None:
         (tmp_path / f"kernel.{version}").write_bytes(random.Random(version).randbytes(8000))
         ramdisk = _gnu(_cpio(tree), tmp_path)
         (tmp_path / f"ramdisk.{version}").write_bytes(ramdisk)
-        done = run_tool("bootimg", "build", "--header_version=2", f"--kernel={tmp_path / f'kernel.{version}'}",
-                        f"--ramdisk={tmp_path / f'ramdisk.{version}'}", "--cmdline=console=ttyS0",
-                        f"--output={tmp_path / f'{version}.img'}")
+        done = run_tool(
+            "bootimg",
+            "build",
+            "--header_version=2",
+            f"--kernel={tmp_path / f'kernel.{version}'}",
+            f"--ramdisk={tmp_path / f'ramdisk.{version}'}",
+            "--cmdline=console=ttyS0",
+            f"--output={tmp_path / f'{version}.img'}",
+        )
         assert (done.returncode, done.stderr) == (0, "")
     paths = [tmp_path / name for name in ("source.img", "target.img", "boot.p")]
     assert run_tool("imgdiff", *paths).returncode == 0

@@ -31,17 +31,20 @@ def _edit(data: bytes, seed: int) -> bytes:
     out = bytearray(data)
     for _ in range(20):
         pos = rng.randrange(len(out))
-        out[pos:pos + rng.randrange(50)] = rng.randbytes(rng.randrange(60))
+        out[pos : pos + rng.randrange(50)] = rng.randbytes(rng.randrange(60))
     return bytes(out)
 
 
-@pytest.mark.parametrize("source,target", [
-    (b"", b""),
-    (b"", b"new file"),
-    (b"old file", b""),
-    (random.Random(1).randbytes(70_000), random.Random(2).randbytes(50_000)),
-    (_structured(3, 300_000), _edit(_structured(3, 300_000), 4)),
-])
+@pytest.mark.parametrize(
+    "source,target",
+    [
+        (b"", b""),
+        (b"", b"new file"),
+        (b"old file", b""),
+        (random.Random(1).randbytes(70_000), random.Random(2).randbytes(50_000)),
+        (_structured(3, 300_000), _edit(_structured(3, 300_000), 4)),
+    ],
+)
 def test_round_trip(source: bytes, target: bytes) -> None:
     made = bsdiff.diff(source, target)
     assert made.startswith(b"BSDIFF40")
@@ -101,39 +104,62 @@ def test_old_position_outside_source_reads_as_zero() -> None:
 
 BAD_CASES = {
     "truncated header": (b"BSDIFF40\0\0", "BSDIFF40 header truncated (10 of 32 bytes)"),
-    "wrong magic": (b"BSDIFF41" + bytes(24),
-                    "unknown patch format (magic b'BSDIFF41'; expected BSDIFF40 or IMGDIFF2)"),
-    "negative control length": (b"BSDIFF40" + bsdiff.encode_offset(-5) + bytes(16),
-                                "BSDIFF40 control block length is negative (-5)"),
-    "negative new size": (b"BSDIFF40" + bytes(16) + bsdiff.encode_offset(-1),
-                          "BSDIFF40 new size is negative (-1)"),
-    "new size 2^62": (b"BSDIFF40" + bytes(16) + bsdiff.encode_offset(1 << 62),
-                      "BSDIFF40 new size 4611686018427387904 exceeds the limit 2147483648"),
-    "control length past patch": (b"BSDIFF40" + bsdiff.encode_offset(100) + bytes(16) + bytes(10),
-                                  "BSDIFF40 control block length 100 exceeds the 10 bytes after the header"),
-    "diff length past patch": (b"BSDIFF40" + bsdiff.encode_offset(4) + bsdiff.encode_offset(7) + bytes(8) + bytes(10),
-                               "BSDIFF40 diff block length 7 exceeds the 6 bytes after the control block"),
-    "truncated extra stream": (bsdiff40([(0, 3000, 0)], b"", random.Random(0).randbytes(3000), 3000)[:-1000],
-                               "BSDIFF40 extra block holds 0 bytes, control tuples need 3000"),
-    "control not bzip2": (bsdiff40([], b"", b"", 3, control_raw=b"")[:8] + bsdiff.encode_offset(4)
-                          + bsdiff.encode_offset(0) + bsdiff.encode_offset(3) + b"junk",
-                          "BSDIFF40 control block is not valid bzip2 (Invalid data stream)"),
-    "control ends early": (bsdiff40([(1, 0, 0)], b"\0", b"", 3),
-                           "BSDIFF40 control block ends at new position 1 before the new size 3"),
-    "negative x": (bsdiff40([(-1, 0, 0)], b"", b"", 3),
-                   "BSDIFF40 control tuple 0: negative length (x=-1, y=0)"),
-    "negative y": (bsdiff40([(0, -2, 0)], b"", b"", 3),
-                   "BSDIFF40 control tuple 0: negative length (x=0, y=-2)"),
-    "x past new buffer": (bsdiff40([(1, 0, 0), (5, 0, 0)], b"\0" * 6, b"", 3),
-                          "BSDIFF40 control tuple 1: diff length x=5 at new position 1 runs past the new size 3"),
-    "y past new buffer": (bsdiff40([(2, 2, 0)], b"\0\0", b"zz", 3),
-                          "BSDIFF40 control tuple 0: extra length y=2 at new position 2 runs past the new size 3"),
-    "x past diff block": (bsdiff40([(3, 0, 0)], b"\0", b"", 3),
-                          "BSDIFF40 diff block holds 1 bytes, control tuples need 3"),
-    "y past extra block": (bsdiff40([(0, 3, 0)], b"", b"z", 3),
-                           "BSDIFF40 extra block holds 1 bytes, control tuples need 3"),
-    "seek out of range": (bsdiff40([(1, 0, (1 << 63) - 1), (1, 0, (1 << 63) - 1)], b"\0\0", b"", 2),
-                          "BSDIFF40 control tuple 0: seek z=9223372036854775807 moves the old position out of range"),
+    "wrong magic": (b"BSDIFF41" + bytes(24), "unknown patch format (magic b'BSDIFF41'; expected BSDIFF40 or IMGDIFF2)"),
+    "negative control length": (
+        b"BSDIFF40" + bsdiff.encode_offset(-5) + bytes(16),
+        "BSDIFF40 control block length is negative (-5)",
+    ),
+    "negative new size": (b"BSDIFF40" + bytes(16) + bsdiff.encode_offset(-1), "BSDIFF40 new size is negative (-1)"),
+    "new size 2^62": (
+        b"BSDIFF40" + bytes(16) + bsdiff.encode_offset(1 << 62),
+        "BSDIFF40 new size 4611686018427387904 exceeds the limit 2147483648",
+    ),
+    "control length past patch": (
+        b"BSDIFF40" + bsdiff.encode_offset(100) + bytes(16) + bytes(10),
+        "BSDIFF40 control block length 100 exceeds the 10 bytes after the header",
+    ),
+    "diff length past patch": (
+        b"BSDIFF40" + bsdiff.encode_offset(4) + bsdiff.encode_offset(7) + bytes(8) + bytes(10),
+        "BSDIFF40 diff block length 7 exceeds the 6 bytes after the control block",
+    ),
+    "truncated extra stream": (
+        bsdiff40([(0, 3000, 0)], b"", random.Random(0).randbytes(3000), 3000)[:-1000],
+        "BSDIFF40 extra block holds 0 bytes, control tuples need 3000",
+    ),
+    "control not bzip2": (
+        bsdiff40([], b"", b"", 3, control_raw=b"")[:8]
+        + bsdiff.encode_offset(4)
+        + bsdiff.encode_offset(0)
+        + bsdiff.encode_offset(3)
+        + b"junk",
+        "BSDIFF40 control block is not valid bzip2 (Invalid data stream)",
+    ),
+    "control ends early": (
+        bsdiff40([(1, 0, 0)], b"\0", b"", 3),
+        "BSDIFF40 control block ends at new position 1 before the new size 3",
+    ),
+    "negative x": (bsdiff40([(-1, 0, 0)], b"", b"", 3), "BSDIFF40 control tuple 0: negative length (x=-1, y=0)"),
+    "negative y": (bsdiff40([(0, -2, 0)], b"", b"", 3), "BSDIFF40 control tuple 0: negative length (x=0, y=-2)"),
+    "x past new buffer": (
+        bsdiff40([(1, 0, 0), (5, 0, 0)], b"\0" * 6, b"", 3),
+        "BSDIFF40 control tuple 1: diff length x=5 at new position 1 runs past the new size 3",
+    ),
+    "y past new buffer": (
+        bsdiff40([(2, 2, 0)], b"\0\0", b"zz", 3),
+        "BSDIFF40 control tuple 0: extra length y=2 at new position 2 runs past the new size 3",
+    ),
+    "x past diff block": (
+        bsdiff40([(3, 0, 0)], b"\0", b"", 3),
+        "BSDIFF40 diff block holds 1 bytes, control tuples need 3",
+    ),
+    "y past extra block": (
+        bsdiff40([(0, 3, 0)], b"", b"z", 3),
+        "BSDIFF40 extra block holds 1 bytes, control tuples need 3",
+    ),
+    "seek out of range": (
+        bsdiff40([(1, 0, (1 << 63) - 1), (1, 0, (1 << 63) - 1)], b"\0\0", b"", 2),
+        "BSDIFF40 control tuple 0: seek z=9223372036854775807 moves the old position out of range",
+    ),
 }
 
 
@@ -159,7 +185,8 @@ def test_zero_tuple_bomb_is_refused_without_inflating(tmp_path: Path) -> None:
     done, peak_mb = peak_rss_mb("bspatch", tmp_path / "src", tmp_path / "out", tmp_path / "bomb")
     assert done.returncode == 1
     assert done.stderr.splitlines()[0] == (
-        f"bspatch: error: {tmp_path / 'bomb'}: BSDIFF40 control block has more than 22 tuples for new size 10")
+        f"bspatch: error: {tmp_path / 'bomb'}: BSDIFF40 control block has more than 22 tuples for new size 10"
+    )
     assert peak_mb < 150
 
 
@@ -181,12 +208,17 @@ def test_limit_flag_bounds_the_declared_size(tmp_path: Path) -> None:
     assert run_tool("bsdiff", tmp_path / "src", tmp_path / "tgt", tmp_path / "p").returncode == 0
     done = run_tool("bspatch", "--limit=999", tmp_path / "src", tmp_path / "out", tmp_path / "p")
     assert (done.returncode, done.stderr) == (
-        1, f"bspatch: error: {tmp_path / 'p'}: BSDIFF40 new size 1000 exceeds the limit 999\n")
+        1,
+        f"bspatch: error: {tmp_path / 'p'}: BSDIFF40 new size 1000 exceeds the limit 999\n",
+    )
 
 
 def test_missing_input_and_usage(tmp_path: Path) -> None:
     done = run_tool("bspatch", tmp_path / "nope", tmp_path / "out", tmp_path / "p")
-    assert (done.returncode, done.stderr) == (1, f"bspatch: error: {tmp_path / 'nope'}: cannot read: No such file or directory\n")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"bspatch: error: {tmp_path / 'nope'}: cannot read: No such file or directory\n",
+    )
     assert run_tool("bspatch", "a", "b").returncode == 2
     assert run_tool("bsdiff", "a").returncode == 2
     helped = run_tool("bsdiff", "--help")
@@ -196,5 +228,7 @@ def test_missing_input_and_usage(tmp_path: Path) -> None:
 def test_unknown_magic_is_an_ota_error() -> None:
     with pytest.raises(OtaError, match=r"^p: magic is b'BSDIFF41', expected b'BSDIFF40'$"):
         bsdiff.apply(b"", b"BSDIFF41" + bytes(24), where="p")
-    with pytest.raises(OtaError, match=r"^p: unknown patch format \(magic b'VCDIFF\\x00\\x00'; expected BSDIFF40 or IMGDIFF2\)$"):
+    with pytest.raises(
+        OtaError, match=r"^p: unknown patch format \(magic b'VCDIFF\\x00\\x00'; expected BSDIFF40 or IMGDIFF2\)$"
+    ):
         patch.apply_patch(b"", b"VCDIFF\0\0rest", where="p")

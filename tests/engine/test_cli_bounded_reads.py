@@ -56,26 +56,53 @@ def _cases() -> list[Input]:
         Input("imgdiff", "TGT", ("{dir}/source", "BAD", "{dir}/out/patch")),
         Input("imgdiff", "-b", ("-b", "BAD", "{dir}/source", "{dir}/target", "{dir}/out/patch")),
         Input("imgdiff", "-z SRC", ("-z", "BAD", "{dir}/target", "{dir}/out/patch")),
-        Input("applypatch", "<src>", ("--cache_dir={dir}/cache", "BAD", "{dir}/out/new", target_sha,
-                                      str(len(TARGET)), f"{sha}:{{dir}}/patch")),
+        Input(
+            "applypatch",
+            "<src>",
+            ("--cache_dir={dir}/cache", "BAD", "{dir}/out/new", target_sha, str(len(TARGET)), f"{sha}:{{dir}}/patch"),
+        ),
         Input("applypatch", "<patch>", (*classic, f"{sha}:BAD")),
         Input("applypatch", "-b", ("--cache_dir={dir}/cache", "-b", "BAD", *classic[1:], f"{sha}:{{dir}}/patch")),
         Input("applypatch", "-c", ("--cache_dir={dir}/cache", "-c", "BAD", sha)),
         Input("applypatch", "--flash", ("--cache_dir={dir}/cache", "--flash=BAD", f"--target={flash_spec}")),
-        Input("applypatch", "--patch", ("--cache_dir={dir}/cache", "--patch=BAD", f"--source=EMMC:{{dir}}/part.img:"
-                                        f"{len(SOURCE)}:{sha}", f"--target={flash_spec}")),
-        Input("applypatch", "--device_config", ("--device_config=BAD", "-c", "{dir}/source", sha),
-              MAX_SMALL_INPUT_BYTES),
+        Input(
+            "applypatch",
+            "--patch",
+            (
+                "--cache_dir={dir}/cache",
+                "--patch=BAD",
+                (f"--source=EMMC:{{dir}}/part.img:{len(SOURCE)}:{sha}"),
+                f"--target={flash_spec}",
+            ),
+        ),
+        Input(
+            "applypatch", "--device_config", ("--device_config=BAD", "-c", "{dir}/source", sha), MAX_SMALL_INPUT_BYTES
+        ),
         Input("ota_bootimg", "info", ("info", "BAD")),
         Input("ota_bootimg", "unpack", ("unpack", "BAD", "--out={dir}/out/unpacked")),
-        *[Input("ota_bootimg", f"build --{name}", ("build", *(() if name == "kernel" else ("--kernel={dir}/source",)),
-                                                     f"--{name}=BAD", "--output={dir}/out/boot.img"))
-          for name in sections],
+        *[
+            Input(
+                "ota_bootimg",
+                f"build --{name}",
+                (
+                    "build",
+                    *(() if name == "kernel" else ("--kernel={dir}/source",)),
+                    f"--{name}=BAD",
+                    "--output={dir}/out/boot.img",
+                ),
+            )
+            for name in sections
+        ],
         Input("ota_sign", "--in", ("--key={dir}/key.pem", "--in=BAD", "--out={dir}/out/signed.zip"), ZIP),
-        Input("ota_sign", "--key", ("--key=BAD", "--in={dir}/source", "--out={dir}/out/signed.zip"),
-              MAX_SMALL_INPUT_BYTES),
-        Input("ota_sign", "--password_file", ("--key={dir}/key.pem", "--password_file=BAD", "--in={dir}/source",
-                                              "--out={dir}/out/signed.zip"), MAX_SMALL_INPUT_BYTES),
+        Input(
+            "ota_sign", "--key", ("--key=BAD", "--in={dir}/source", "--out={dir}/out/signed.zip"), MAX_SMALL_INPUT_BYTES
+        ),
+        Input(
+            "ota_sign",
+            "--password_file",
+            ("--key={dir}/key.pem", "--password_file=BAD", "--in={dir}/source", "--out={dir}/out/signed.zip"),
+            MAX_SMALL_INPUT_BYTES,
+        ),
         Input("ota_inspect", "PACKAGE", ("BAD",), ZIP),
         Input("ota_apply", "--package", ("--package=BAD", "--device={dir}/device.json"), ZIP),
         Input("ota_apply", "--device", ("--package={dir}/source", "--device=BAD"), MAX_JSON_BYTES),
@@ -100,11 +127,13 @@ def workdir(tmp_path_factory) -> Path:
     (work / "cache").mkdir()
     (work / "out").mkdir()
     key = ed25519.Ed25519PrivateKey.generate()
-    (work / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
+    (work / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     (work / "p.conf").write_text("cache cache\n")
-    (work / "device.json").write_text(json.dumps({"name": "x", "system_root": "s", "build_file": "b",
-                                                  "partitions": "p.conf"}))
+    (work / "device.json").write_text(
+        json.dumps({"name": "x", "system_root": "s", "build_file": "b", "partitions": "p.conf"})
+    )
     (work / "bad").mkdir()
     os.mkfifo(work / "bad" / "fifo")
     (work / "bad" / "directory").mkdir()
@@ -127,8 +156,9 @@ def _run(work: Path, case: Input, kind: str) -> tuple[str, subprocess.CompletedP
     bad = _bad_path(work, case, kind)
     args = [arg.replace("BAD", bad).replace("{dir}", str(work)) for arg in case.args]
     module = MODULES.get(case.tool, case.tool)
-    result = subprocess.run([sys.executable, "-m", f"ota.cli.{module}", *args], capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", f"ota.cli.{module}", *args], capture_output=True, text=True, timeout=120, check=False
+    )
     return bad, result
 
 
@@ -137,8 +167,16 @@ CASES = [(case, kind) for case in _cases() for kind in KINDS]
 
 def test_the_matrix_covers_every_tool_and_kind():
     tools = {case.tool for case, _ in CASES}
-    assert tools == {"bsdiff", "bspatch", "imgdiff", "applypatch", "ota_bootimg", "ota_sign", "ota_inspect",
-                     "ota_apply"}
+    assert tools == {
+        "bsdiff",
+        "bspatch",
+        "imgdiff",
+        "applypatch",
+        "ota_bootimg",
+        "ota_sign",
+        "ota_inspect",
+        "ota_apply",
+    }
     assert len(CASES) == len(_cases()) * len(KINDS) >= 150
 
 
@@ -155,14 +193,20 @@ def test_every_bad_input_is_one_line_exit_1_and_leaves_no_output(workdir):
             problems.append(f"{where}: exit {result.returncode}, stderr {result.stderr[-300:]!r}")
         elif not lines[0].startswith(f"{tool}: error: {bad}"):
             problems.append(f"{where}: the line does not name {bad}: {lines[0]!r}")
-        elif kind == "dev_zero" and case.bound is not ZIP and f"larger than the {case.bound}-byte limit" not in lines[0]:
+        elif (
+            kind == "dev_zero" and case.bound is not ZIP and f"larger than the {case.bound}-byte limit" not in lines[0]
+        ):
             problems.append(f"{where}: not refused by the bound: {lines[0]!r}")
-        elif kind == "over_bound" and case.bound is not ZIP and f"larger than the {case.bound}-byte limit" not in lines[0]:
+        elif (
+            kind == "over_bound"
+            and case.bound is not ZIP
+            and f"larger than the {case.bound}-byte limit" not in lines[0]
+        ):
             problems.append(f"{where}: not refused by the size check: {lines[0]!r}")
     leftovers = sorted(os.listdir(workdir / "out")) + sorted(os.listdir(workdir / "cache"))
     assert problems == [] and leftovers == [], (problems[:10], leftovers)
     assert (workdir / "work.bin").read_bytes() == SOURCE  # the applypatch target that other cases name
-    assert (workdir / "part.img").read_bytes()[:len(SOURCE)] == SOURCE
+    assert (workdir / "part.img").read_bytes()[: len(SOURCE)] == SOURCE
 
 
 def test_a_target_in_a_missing_directory_is_one_line(workdir, tmp_path):
@@ -170,28 +214,56 @@ def test_a_target_in_a_missing_directory_is_one_line(workdir, tmp_path):
     not there: one line naming that directory and ENOENT, nothing written."""
     target = tmp_path / "nowhere" / "new.bin"
     sha, target_sha = hashlib.sha1(SOURCE).hexdigest(), hashlib.sha1(TARGET).hexdigest()
-    result = subprocess.run([sys.executable, "-m", "ota.cli.applypatch", f"--cache_dir={workdir / 'cache'}",
-                             str(workdir / "source"), str(target), target_sha, str(len(TARGET)),
-                             f"{sha}:{workdir / 'patch'}"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ota.cli.applypatch",
+            f"--cache_dir={workdir / 'cache'}",
+            str(workdir / "source"),
+            str(target),
+            target_sha,
+            str(len(TARGET)),
+            f"{sha}:{workdir / 'patch'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (result.returncode, result.stderr) == (
-        1, f"applypatch: error: {target.parent}: cannot use the target's directory: No such file or directory "
-           "(ENOENT)\n")
+        1,
+        (
+            f"applypatch: error: {target.parent}: cannot use the target's directory: No such file or directory "
+            "(ENOENT)\n"
+        ),
+    )
     assert not target.parent.exists() and os.listdir(workdir / "cache") == []
 
 
-@pytest.mark.parametrize("tool, args", [
-    ("bsdiff", ("{dir}/source", "{dir}/target", "OUT")),
-    ("bspatch", ("{dir}/source", "OUT", "{dir}/patch")),
-    ("imgdiff", ("{dir}/source", "{dir}/target", "OUT")),
-    ("bootimg", ("build", "--kernel={dir}/source", "--output=OUT")),
-])
+@pytest.mark.parametrize(
+    "tool, args",
+    [
+        ("bsdiff", ("{dir}/source", "{dir}/target", "OUT")),
+        ("bspatch", ("{dir}/source", "OUT", "{dir}/patch")),
+        ("imgdiff", ("{dir}/source", "{dir}/target", "OUT")),
+        ("bootimg", ("build", "--kernel={dir}/source", "--output=OUT")),
+    ],
+)
 def test_an_output_that_cannot_be_written_leaves_no_temporary(workdir, tmp_path, tool, args):
     """The output path is a directory: the rename fails; the temporary sibling is removed."""
     out = tmp_path / "taken"
     out.mkdir()
-    result = subprocess.run([sys.executable, "-m", f"ota.cli.{tool}",
-                             *[a.replace("{dir}", str(workdir)).replace("OUT", str(out)) for a in args]],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"ota.cli.{tool}",
+            *[a.replace("{dir}", str(workdir)).replace("OUT", str(out)) for a in args],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
     assert str(out) in result.stderr and "Traceback" not in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["taken"] and os.listdir(out) == []

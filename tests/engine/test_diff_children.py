@@ -5,6 +5,7 @@ failures that come back as one-line errors, and memory that goes back with the c
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import random
 import signal
@@ -41,11 +42,11 @@ def _edit(rng: random.Random, data: bytes) -> bytes:
         if kind == "insert":
             out[at:at] = rng.randbytes(span)
         elif kind == "delete":
-            del out[at:at + span]
+            del out[at : at + span]
         elif kind == "overwrite":
-            out[at:at + span] = rng.randbytes(min(span, len(out) - at))
+            out[at : at + span] = rng.randbytes(min(span, len(out) - at))
         else:
-            out[at:at] = bytes(out[max(0, at - span):at]) * rng.randint(1, 3)
+            out[at:at] = bytes(out[max(0, at - span) : at]) * rng.randint(1, 3)
     return bytes(out)
 
 
@@ -69,12 +70,13 @@ def _apply_both(tmp_path: Path, source: bytes, made: bytes, target: bytes) -> No
 
 # 40 pairs below and 6 above IN_PROCESS_LIMIT (these run in children); sizes 0 to 2.5 MB.
 @pytest.mark.parametrize("seed,count,max_size", [(1, 20, 200_000), (2, 20, 600_000), (3, 6, 2_500_000)])
-def test_patches_equal_bsdiff4_and_apply_with_ours_and_debian(tmp_path: Path, seed: int, count: int,
-                                                               max_size: int) -> None:
+def test_patches_equal_bsdiff4_and_apply_with_ours_and_debian(
+    tmp_path: Path, seed: int, count: int, max_size: int
+) -> None:
     pairs = _pairs(seed, count, max_size)
     if max_size > bsdiff.IN_PROCESS_LIMIT:
         pairs = [(s + _base(random.Random(len(s)), bsdiff.IN_PROCESS_LIMIT, True), t) for s, t in pairs]
-    for (source, target), made in zip(pairs, bsdiff.diff_many(pairs, parallel=3)):
+    for (source, target), made in zip(pairs, bsdiff.diff_many(pairs, parallel=3), strict=False):
         assert made == bsdiff4.diff(source, target)  # same bytes, so the same size and the same appliers
         _apply_both(tmp_path, source, made, target)
     source, target = pairs[-1]
@@ -121,12 +123,11 @@ def _span(seconds: float) -> bytes:
 
 def _overlaps(results: list[bytes]) -> int:
     spans = sorted(tuple(map(float, made.split())) for made in results)
-    return sum(1 for before, after in zip(spans, spans[1:]) if after[0] < before[1])
+    return sum(1 for before, after in itertools.pairwise(spans) if after[0] < before[1])
 
 
 @pytest.mark.parametrize("budget,expect_overlap", [(None, True), (250, True), (150, False), (1, False)])
-def test_children_start_side_by_side_only_within_the_memory_budget(budget: int | None,
-                                                                   expect_overlap: bool) -> None:
+def test_children_start_side_by_side_only_within_the_memory_budget(budget: int | None, expect_overlap: bool) -> None:
     jobs = [lambda: _span(0.4)] * 4
     results = forked.run(jobs, parallel=4, where="w", costs=[100] * 4, budget=budget)
     assert (_overlaps(results) > 0) == expect_overlap

@@ -23,8 +23,9 @@ from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
 
 def _text(seed: int, lines: int) -> bytes:
     rng = random.Random(seed)
-    return b"".join(b"entry %d: value=%d name=item_%d\n" % (i, rng.randrange(1000), rng.randrange(50))
-                    for i in range(lines))
+    return b"".join(
+        b"entry %d: value=%d name=item_%d\n" % (i, rng.randrange(1000), rng.randrange(50)) for i in range(lines)
+    )
 
 
 def _edited(data: bytes) -> bytes:
@@ -109,18 +110,29 @@ def test_gnu_gzip_with_and_without_stored_name(tmp_path: Path) -> None:
         assert patch.apply_patch(source, (tmp_path / "p").read_bytes()) == target
 
 
-@pytest.mark.parametrize("flags,extra_header", [
-    (0x08, b"kernel.bin\0"),                       # FNAME, what `gzip` (no -n) and Python's GzipFile write
-    (0x04, b"\x06\0AB\x02\0xy"),                   # FEXTRA with one subfield
-    (0x10 | 0x08, b"name\0a comment\0"),           # FNAME + FCOMMENT
-])
+@pytest.mark.parametrize(
+    "flags,extra_header",
+    [
+        (0x08, b"kernel.bin\0"),  # FNAME, what `gzip` (no -n) and Python's GzipFile write
+        (0x04, b"\x06\0AB\x02\0xy"),  # FEXTRA with one subfield
+        (0x10 | 0x08, b"name\0a comment\0"),  # FNAME + FCOMMENT
+    ],
+)
 def test_gzip_header_flags_are_recognised(flags: int, extra_header: bytes) -> None:
     def member(text: bytes) -> bytes:
-        return (b"\x1f\x8b\x08" + bytes([flags]) + bytes(4) + b"\0\x03" + extra_header + deflate.deflate(text, 9)
-                + struct.pack("<II", zlib.crc32(text), len(text)))
+        return (
+            b"\x1f\x8b\x08"
+            + bytes([flags])
+            + bytes(4)
+            + b"\0\x03"
+            + extra_header
+            + deflate.deflate(text, 9)
+            + struct.pack("<II", zlib.crc32(text), len(text))
+        )
+
     chunks = _round_trip(member(SOURCE_TEXT), member(TARGET_TEXT))
     assert [type(c) for c in chunks] == [RawChunk, DeflateChunk, RawChunk]
-    assert chunks[0].data == member(TARGET_TEXT)[:10 + len(extra_header)]
+    assert chunks[0].data == member(TARGET_TEXT)[: 10 + len(extra_header)]
 
 
 def test_gzip_header_crc_is_checked() -> None:
@@ -137,14 +149,27 @@ def test_python_gzipfile_with_name() -> None:
         with gzip.GzipFile("ramdisk.cpio", "wb", 9, out, mtime=0) as stream:
             stream.write(text)
         return out.getvalue()
+
     assert _deflate_chunks(_round_trip(member(SOURCE_TEXT), member(TARGET_TEXT)))
 
 
 def test_multi_member_image() -> None:
-    parts_src = [b"HDR" * 30, _zlib_gzip(SOURCE_TEXT[:50000], 6), random.Random(5).randbytes(3000),
-                 _zlib_gzip(SOURCE_TEXT[50000:], 9), _zlib_gzip(b"unchanged" * 100, 6), b"end"]
-    parts_tgt = [b"HDR" * 31, _zlib_gzip(TARGET_TEXT[:50000], 6), random.Random(5).randbytes(3000),
-                 _zlib_gzip(TARGET_TEXT[50000:], 9), _zlib_gzip(b"unchanged" * 100, 6), b"end!"]
+    parts_src = [
+        b"HDR" * 30,
+        _zlib_gzip(SOURCE_TEXT[:50000], 6),
+        random.Random(5).randbytes(3000),
+        _zlib_gzip(SOURCE_TEXT[50000:], 9),
+        _zlib_gzip(b"unchanged" * 100, 6),
+        b"end",
+    ]
+    parts_tgt = [
+        b"HDR" * 31,
+        _zlib_gzip(TARGET_TEXT[:50000], 6),
+        random.Random(5).randbytes(3000),
+        _zlib_gzip(TARGET_TEXT[50000:], 9),
+        _zlib_gzip(b"unchanged" * 100, 6),
+        b"end!",
+    ]
     chunks = _round_trip(b"".join(parts_src), b"".join(parts_tgt))
     # the identical third member became NORMAL and merged with its neighbours
     assert [c.level for c in _deflate_chunks(chunks)] == [6, 9]
@@ -155,8 +180,12 @@ def test_chunk_structure_mismatch_fails_with_exit_1(tmp_path: Path) -> None:
     (tmp_path / "t").write_bytes(b"x" * 100)
     done = run_tool("imgdiff", tmp_path / "s", tmp_path / "t", tmp_path / "p")
     assert (done.returncode, done.stderr) == (
-        1, (f"imgdiff: error: {tmp_path / 't'}: chunk structure (1 chunks: normal) differs from "
-           f"{tmp_path / 's'} (3 chunks: normal,deflate,normal)\n"))
+        1,
+        (
+            f"imgdiff: error: {tmp_path / 't'}: chunk structure (1 chunks: normal) differs from "
+            f"{tmp_path / 's'} (3 chunks: normal,deflate,normal)\n"
+        ),
+    )
     assert not (tmp_path / "p").exists()
 
 
@@ -169,10 +198,15 @@ def test_spurious_magic_and_bad_footer_are_plain_data() -> None:
     assert _deflate_chunks(_round_trip(source, target)) == []
 
 
-@pytest.mark.parametrize("source,target", [
-    (b"", b""), (b"", b"a" * 500), (b"a" * 500, b""),
-    (random.Random(2).randbytes(40_000), random.Random(3).randbytes(41_000)),
-])
+@pytest.mark.parametrize(
+    "source,target",
+    [
+        (b"", b""),
+        (b"", b"a" * 500),
+        (b"a" * 500, b""),
+        (random.Random(2).randbytes(40_000), random.Random(3).randbytes(41_000)),
+    ],
+)
 def test_plain_binary(source: bytes, target: bytes) -> None:
     _round_trip(source, target)
 
@@ -195,8 +229,10 @@ def test_bonus_data(tmp_path: Path) -> None:
     assert chunk.src_expanded_len == len(SOURCE_TEXT) + len(bonus)
     with pytest.raises(OtaError) as missing_bonus:
         patch.apply_patch(source, made, where="p")
-    assert str(missing_bonus.value) == (f"p: chunk 1: deflate data inflates to {len(SOURCE_TEXT)} bytes, "
-                                        f"src_expanded_len says {len(SOURCE_TEXT) + len(bonus)}")
+    assert str(missing_bonus.value) == (
+        f"p: chunk 1: deflate data inflates to {len(SOURCE_TEXT)} bytes, "
+        f"src_expanded_len says {len(SOURCE_TEXT) + len(bonus)}"
+    )
     assert len(made) < len(imgdiff.make_image_patch(source, target)) // 3
 
 
@@ -221,10 +257,19 @@ def _zip_mode(tmp_path: Path, source: bytes, target: bytes) -> list[imgdiff_form
 
 
 def test_zip_mode_python_zipfile(tmp_path: Path) -> None:
-    source = _python_zip({"a.txt": SOURCE_TEXT, "same.txt": b"same" * 500, "store.bin": b"s" * 400,
-                          "gone.txt": b"old" * 100})
-    target = _python_zip({"store.bin": b"t" * 400, "a.txt": TARGET_TEXT, "same.txt": b"same" * 500,
-                          "new.txt": _text(4, 100), "empty": b""}, stored=("store.bin",))
+    source = _python_zip(
+        {"a.txt": SOURCE_TEXT, "same.txt": b"same" * 500, "store.bin": b"s" * 400, "gone.txt": b"old" * 100}
+    )
+    target = _python_zip(
+        {
+            "store.bin": b"t" * 400,
+            "a.txt": TARGET_TEXT,
+            "same.txt": b"same" * 500,
+            "new.txt": _text(4, 100),
+            "empty": b"",
+        },
+        stored=("store.bin",),
+    )
     chunks = _zip_mode(tmp_path, source, target)
     deflates = _deflate_chunks(chunks)
     assert len(deflates) == 1 and deflates[0].tgt_expanded_len == len(TARGET_TEXT)
@@ -266,7 +311,9 @@ def test_zip_mode_rejects_non_zip(tmp_path: Path) -> None:
     (tmp_path / "t.zip").write_bytes(_python_zip({"a": b"a"}))
     done = run_tool("imgdiff", "-z", tmp_path / "s", tmp_path / "t.zip", tmp_path / "p")
     assert (done.returncode, done.stderr) == (
-        1, f"imgdiff: error: {tmp_path / 's'}: not a zip file (no end of central directory record)\n")
+        1,
+        f"imgdiff: error: {tmp_path / 's'}: not a zip file (no end of central directory record)\n",
+    )
 
 
 def test_command_line_usage(tmp_path: Path) -> None:
@@ -274,15 +321,20 @@ def test_command_line_usage(tmp_path: Path) -> None:
     assert run_tool("imgdiff", "-z", "-b", "x", "a", "b", "c").returncode == 2
     done = run_tool("imgdiff", tmp_path / "missing", tmp_path / "t", tmp_path / "p")
     assert (done.returncode, done.stderr) == (
-        1, f"imgdiff: error: {tmp_path / 'missing'}: cannot read: No such file or directory\n")
+        1,
+        f"imgdiff: error: {tmp_path / 'missing'}: cannot read: No such file or directory\n",
+    )
 
 
 _segments = st.lists(st.one_of(st.binary(max_size=400), st.sampled_from([b"alpha ", b"beta\n", b"gamma"])), max_size=8)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(_segments, _segments, _segments, _segments, st.integers(1, 9)), min_size=0, max_size=3),
-       _segments, _segments)
+@given(
+    st.lists(st.tuples(_segments, _segments, _segments, _segments, st.integers(1, 9)), min_size=0, max_size=3),
+    _segments,
+    _segments,
+)
 def test_any_images_with_matching_members_round_trip(members, tail_src, tail_tgt) -> None:
     source, target = bytearray(), bytearray()
     for gap_src, gap_tgt, text_src, text_tgt, level in members:

@@ -36,7 +36,8 @@ def test_ota_error_is_one_line():
 
 def test_cli_exit_codes(tmp_path):
     script = tmp_path / "tool.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         from absl import flags
         from ota.cli import runner
@@ -47,7 +48,8 @@ def test_cli_exit_codes(tmp_path):
                 raise OtaError("input.bin", "magic is not BSDIFF40")
             return 0
         runner.run_absl("tool", main)
-    """))
+    """)
+    )
     ok = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     fail = subprocess.run([sys.executable, str(script), "--mode=fail"], capture_output=True, text=True, check=False)
@@ -60,12 +62,14 @@ def test_cli_exit_codes(tmp_path):
 
 def test_help_exits_zero_and_describes_flags(tmp_path):
     script = tmp_path / "tool.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from absl import flags
         from ota.cli import runner
         flags.DEFINE_string("mode", "ok", "what to do")
         runner.run_absl("tool", lambda argv: 0)
-    """))
+    """)
+    )
     shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
     assert shown.returncode == 0
     assert "--mode: what to do" in shown.stdout

@@ -37,20 +37,41 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run_atheris(target: str, workdir: pathlib.Path, *, runs: int | None = None, seconds: int | None = None,
-                seed: int = 1, script: pathlib.Path = HERE / "atheris_main.py") -> AtherisRun:
+def run_atheris(
+    target: str,
+    workdir: pathlib.Path,
+    *,
+    runs: int | None = None,
+    seconds: int | None = None,
+    seed: int = 1,
+    script: pathlib.Path = HERE / "atheris_main.py",
+) -> AtherisRun:
     """Fuzzes `target` for `runs` executions and/or `seconds`, corpus and artifacts in `workdir`."""
     corpus, artifacts = workdir / f"{target}-corpus", workdir / f"{target}-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     env = environment()
-    subprocess.run([sys.executable, str(script), target, "--write_seeds", str(corpus)], env=env, check=True,
-                   capture_output=True)
-    flags = [f"-seed={seed}", "-max_len=65536", "-rss_limit_mb=2048", "-timeout=20", "-print_final_stats=1",
-             f"-artifact_prefix={artifacts}/"]
+    subprocess.run(
+        [sys.executable, str(script), target, "--write_seeds", str(corpus)], env=env, check=True, capture_output=True
+    )
+    flags = [
+        f"-seed={seed}",
+        "-max_len=65536",
+        "-rss_limit_mb=2048",
+        "-timeout=20",
+        "-print_final_stats=1",
+        f"-artifact_prefix={artifacts}/",
+    ]
     flags += [f"-runs={runs}"] if runs is not None else []
     flags += [f"-max_total_time={seconds}"] if seconds is not None else []
-    done = subprocess.run([sys.executable, str(script), target, *flags, str(corpus)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), target, *flags, str(corpus)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        check=False,
+    )
     found = re.findall(r"stat::number_of_executed_units:\s*(\d+)", done.stdout)
     crashes = [p.read_bytes() for p in sorted(artifacts.iterdir())]
     return AtherisRun(target, done.returncode, int(found[-1]) if found else 0, crashes, done.stdout)

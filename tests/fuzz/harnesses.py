@@ -65,9 +65,11 @@ def _bsdiff_run(data: bytes) -> None:
 
 
 def _bsdiff_seeds() -> list[bytes]:
-    return [bytes([index]) + bsdiff.diff(source, target)
-            for index, source in enumerate(_BSDIFF_SOURCES)
-            for target in (source + b"appended tail\n", source[::-1][:500], _text_blob(10 + index, 25), b"")]
+    return [
+        bytes([index]) + bsdiff.diff(source, target)
+        for index, source in enumerate(_BSDIFF_SOURCES)
+        for target in (source + b"appended tail\n", source[::-1][:500], _text_blob(10 + index, 25), b"")
+    ]
 
 
 # --- IMGDIFF2 --------------------------------------------------------------------------------
@@ -82,8 +84,11 @@ def _small_zip(seed: int) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in ("a.txt", "b/c.txt"):
-            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), _text_blob(seed + len(name), 40),
-                        compress_type=zipfile.ZIP_DEFLATED)
+            zf.writestr(
+                zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)),
+                _text_blob(seed + len(name), 40),
+                compress_type=zipfile.ZIP_DEFLATED,
+            )
     return buffer.getvalue()
 
 
@@ -115,8 +120,12 @@ def _bootimg_run(data: bytes) -> None:
 def _bootimg_seeds() -> list[bytes]:
     seeds = []
     for version in range(bootimg.MAX_VERSION + 1):
-        fields: dict[str, object] = {"header_version": version, "kernel": _noise(version, 300),
-                                     "ramdisk": gzipper.compress(_text_blob(version, 20)), "cmdline": b"console=ttyS0"}
+        fields: dict[str, object] = {
+            "header_version": version,
+            "kernel": _noise(version, 300),
+            "ramdisk": gzipper.compress(_text_blob(version, 20)),
+            "cmdline": b"console=ttyS0",
+        }
         if version <= 2:
             fields.update(second=b"2nd" * 10, board=b"fuzz", page_size=2048)
         if version in (1, 2):
@@ -136,10 +145,13 @@ def _cpio_run(data: bytes) -> None:
 def _cpio_seeds() -> list[bytes]:
     k = cpio.Kind
     entries = [
-        cpio.Entry("dev", k.DIR, 0o755), cpio.Entry("dev/console", k.CHARDEV, 0o600, rdev=(5, 1)),
-        cpio.Entry("init", k.FILE, 0o750, data=_text_blob(50, 10)), cpio.Entry("sbin", k.DIR, 0o755),
+        cpio.Entry("dev", k.DIR, 0o755),
+        cpio.Entry("dev/console", k.CHARDEV, 0o600, rdev=(5, 1)),
+        cpio.Entry("init", k.FILE, 0o750, data=_text_blob(50, 10)),
+        cpio.Entry("sbin", k.DIR, 0o755),
         cpio.Entry("sbin/sh", k.SYMLINK, 0o777, data=b"/system/bin/sh"),
-        cpio.Entry("fifo", k.FIFO, 0o600), cpio.Entry("empty", k.FILE, 0o644),
+        cpio.Entry("fifo", k.FIFO, 0o600),
+        cpio.Entry("empty", k.FILE, 0o644),
     ]
     return [cpio.write(entries), cpio.write(entries[:1]), cpio.write([])]
 
@@ -169,8 +181,11 @@ def _package_bytes(payload: dict[str, bytes]) -> bytes:
     for name, data in sorted(payload.items()):
         manifest.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     manifest_bytes = manifest.SerializeToString(deterministic=True)
-    entries = [("manifest.pb", manifest_bytes), *sorted(payload.items()),
-               (signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest_bytes, [_FUZZ_KEY]))]
+    entries = [
+        ("manifest.pb", manifest_bytes),
+        *sorted(payload.items()),
+        (signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest_bytes, [_FUZZ_KEY])),
+    ]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for name, data in entries:
@@ -184,14 +199,17 @@ def _package_seeds() -> list[bytes]:
     return [_package_bytes(payload), _package_bytes({})]
 
 
-TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("bsdiff", _bsdiff_run, _bsdiff_seeds),
-    Target("imgdiff", _imgdiff_run, _imgdiff_seeds),
-    Target("bootimg", _bootimg_run, _bootimg_seeds),
-    Target("cpio", _cpio_run, _cpio_seeds),
-    Target("signature_block", _signature_run, _signature_seeds),
-    Target("package", _package_run, _package_seeds),
-)}
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("bsdiff", _bsdiff_run, _bsdiff_seeds),
+        Target("imgdiff", _imgdiff_run, _imgdiff_seeds),
+        Target("bootimg", _bootimg_run, _bootimg_seeds),
+        Target("cpio", _cpio_run, _cpio_seeds),
+        Target("signature_block", _signature_run, _signature_seeds),
+        Target("package", _package_run, _package_seeds),
+    )
+}
 
 
 def run_guarded(target: Target, data: bytes) -> None:

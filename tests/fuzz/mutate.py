@@ -18,8 +18,27 @@ from dataclasses import dataclass
 
 from harnesses import Target, run_guarded
 
-_INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000,
-                0xFFFFFFFF, 1 << 32, (1 << 62), 0x7FFFFFFFFFFFFFFF, 0x8000000000000000, 0xFFFFFFFFFFFFFFFF)
+_INTERESTING = (
+    0,
+    1,
+    2,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x10000,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+    1 << 32,
+    (1 << 62),
+    0x7FFFFFFFFFFFFFFF,
+    0x8000000000000000,
+    0xFFFFFFFFFFFFFFFF,
+)
 MAX_LEN = 1 << 16
 
 
@@ -33,8 +52,10 @@ class Finding:
     data: bytes
 
     def report(self) -> str:
-        return (f"{self.target}: iteration {self.iteration}: {self.error}\n"
-                f"input ({len(self.data)} bytes, base64): {base64.b64encode(self.data).decode()}")
+        return (
+            f"{self.target}: iteration {self.iteration}: {self.error}\n"
+            f"input ({len(self.data)} bytes, base64): {base64.b64encode(self.data).decode()}"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,10 +90,10 @@ def mutate(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
             out[pos] = rng.randrange(256)
         elif choice == 3 and out:
             start = rng.randrange(len(out))
-            del out[start:start + rng.randint(1, 64)]
+            del out[start : start + rng.randint(1, 64)]
         elif choice == 4 and out:
             start = rng.randrange(len(out))
-            piece = out[start:start + rng.randint(1, 64)]
+            piece = out[start : start + rng.randint(1, 64)]
             at = rng.randrange(len(out) + 1)
             out[at:at] = piece
         elif choice == 5:
@@ -80,14 +101,21 @@ def mutate(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
             if other:
                 start = rng.randrange(len(other))
                 at = rng.randrange(len(out) + 1)
-                out[at:] = other[start:start + rng.randint(1, 512)] + out[at:]
+                out[at:] = other[start : start + rng.randint(1, 512)] + out[at:]
         elif choice == 6 and out:
-            del out[rng.randrange(len(out)):]  # truncate
+            del out[rng.randrange(len(out)) :]  # truncate
     return bytes(out[:MAX_LEN])
 
 
-def run_loop(target: Target, *, iterations: int | None = None, seconds: float | None = None, seed: int = 0,
-             slow_input_seconds: float = 10.0, max_findings: int = 5) -> LoopResult:
+def run_loop(
+    target: Target,
+    *,
+    iterations: int | None = None,
+    seconds: float | None = None,
+    seed: int = 0,
+    slow_input_seconds: float = 10.0,
+    max_findings: int = 5,
+) -> LoopResult:
     """Runs seeds then mutants until `iterations` executions or `seconds` elapse."""
     corpus = target.seeds()
     rng = random.Random(f"{target.name}:{seed}")
@@ -105,8 +133,9 @@ def run_loop(target: Target, *, iterations: int | None = None, seconds: float | 
             run_guarded(target, data)
         except Exception as err:  # noqa: BLE001 - the point of the loop: anything but OtaError is a finding
             last = traceback.extract_tb(err.__traceback__)[-1]
-            findings.append(Finding(target.name, execs, f"{type(err).__name__}: {err} "
-                                    f"(at {last.filename}:{last.lineno})", data))
+            findings.append(
+                Finding(target.name, execs, f"{type(err).__name__}: {err} (at {last.filename}:{last.lineno})", data)
+            )
         elapsed = time.monotonic() - started
         if elapsed > slow_input_seconds:
             findings.append(Finding(target.name, execs, f"took {elapsed:.1f} s", data))

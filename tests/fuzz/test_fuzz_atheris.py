@@ -27,7 +27,8 @@ def test_atheris_run_finds_nothing(name, tmp_path):
 
 def test_a_crash_is_caught_and_its_input_kept(tmp_path):
     script = tmp_path / "broken_main.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(HERE)!r})
         import atheris, atheris_main, harnesses
@@ -38,7 +39,8 @@ def test_a_crash_is_caught_and_its_input_kept(tmp_path):
                 raise IndexError("high byte after OK")
 
         atheris_main.main({{"broken": harnesses.Target("broken", parse, lambda: [b"OK\\x01"])}})
-    """))
+    """)
+    )
     run = run_atheris("broken", tmp_path, runs=200_000, seconds=30, seed=1, script=script)
     assert run.returncode != 0
     assert "IndexError: high byte after OK" in run.log

@@ -15,8 +15,8 @@ import random
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ota import bootimg
 from ota.build import layout as package_layout
@@ -49,7 +49,7 @@ def _edit(data: bytes, seed: int) -> bytes:
     out = bytearray(data)
     for _ in range(20):
         at = rng.randrange(len(out))
-        out[at:at + 4] = b"EDIT"
+        out[at : at + 4] = b"EDIT"
     return bytes(out) + b"appended tail\n"
 
 
@@ -77,35 +77,54 @@ def source_spec() -> Spec:
         "build.prop": b"ro.build.fingerprint=" + SOURCE_FP.encode() + b"\n",
         "xbin": ("dir", 0o750, 0, 2000),
     }
-    return Spec(DEVICE, SOURCE_FP, 1_700_000_000, items, {
-        "boot": _boot(_blob(6, 60_000), _blob(7, 40_000), b"console=ttyS0"),
-        "radio": _blob(8, 50_000)})
+    return Spec(
+        DEVICE,
+        SOURCE_FP,
+        1_700_000_000,
+        items,
+        {"boot": _boot(_blob(6, 60_000), _blob(7, 40_000), b"console=ttyS0"), "radio": _blob(8, 50_000)},
+    )
 
 
 def target_spec() -> Spec:
     source = source_spec()
     items = dict(source.items)
     lib = source.items["lib/libc.so"]
-    items.update({
-        "bin/sh": (_edit(source.items["bin/sh"][0], 10), 0o750, 0, 2000),   # patched + mode change
-        "bin/toolbox": (source.items["bin/toolbox"][0], 0o755, 1000, 1000),  # kept, owner change
-        "lib/libc.so": _edit(lib, 11),
-        "lib/libm.so": ("symlink", "libc.so.6"),                               # re-pointed
-        "lib/libc.so.6": ("symlink", "libc.so"),                               # new
-        "etc/motd.gz": gzip.compress(_edit(_noise(4, 30_000), 12), mtime=0),   # imgdiff
-        "etc/new.conf": b"new in 2.0\n",
-        "xbin/su": (_blob(17, 3_000), 0o4750, 0, 2000),                        # setuid, group 2000
-        "etc/newdir/deep/file": _blob(13, 5_000),
-        "etc/becomes_dir/inside": b"now a directory\n",
-        "app/becomes_file": b"a file now\n",
-        "build.prop": b"ro.build.fingerprint=" + TARGET_FP.encode() + b"\n",
-    })
-    for gone in ("etc/removed.conf", "etc/oldstuff/a", "etc/oldstuff/b", "lib/libc.so.old",
-                 "etc/becomes_dir", "app/becomes_file/x"):
+    items.update(
+        {
+            "bin/sh": (_edit(source.items["bin/sh"][0], 10), 0o750, 0, 2000),  # patched + mode change
+            "bin/toolbox": (source.items["bin/toolbox"][0], 0o755, 1000, 1000),  # kept, owner change
+            "lib/libc.so": _edit(lib, 11),
+            "lib/libm.so": ("symlink", "libc.so.6"),  # re-pointed
+            "lib/libc.so.6": ("symlink", "libc.so"),  # new
+            "etc/motd.gz": gzip.compress(_edit(_noise(4, 30_000), 12), mtime=0),  # imgdiff
+            "etc/new.conf": b"new in 2.0\n",
+            "xbin/su": (_blob(17, 3_000), 0o4750, 0, 2000),  # setuid, group 2000
+            "etc/newdir/deep/file": _blob(13, 5_000),
+            "etc/becomes_dir/inside": b"now a directory\n",
+            "app/becomes_file": b"a file now\n",
+            "build.prop": b"ro.build.fingerprint=" + TARGET_FP.encode() + b"\n",
+        }
+    )
+    for gone in (
+        "etc/removed.conf",
+        "etc/oldstuff/a",
+        "etc/oldstuff/b",
+        "lib/libc.so.old",
+        "etc/becomes_dir",
+        "app/becomes_file/x",
+    ):
         items.pop(gone)
-    return Spec(DEVICE, TARGET_FP, 1_800_000_000, items, {
-        "boot": _boot(_edit(_blob(6, 60_000), 14), _edit(_blob(7, 40_000), 15), b"console=ttyS0 quiet"),
-        "radio": _edit(_blob(8, 50_000), 16)})
+    return Spec(
+        DEVICE,
+        TARGET_FP,
+        1_800_000_000,
+        items,
+        {
+            "boot": _boot(_edit(_blob(6, 60_000), 14), _edit(_blob(7, 40_000), 15), b"console=ttyS0 quiet"),
+            "radio": _edit(_blob(8, 50_000), 16),
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -124,13 +143,19 @@ def make_release(directory: str, cache_limit: int | None = None) -> Release:
     target = write_build(target_spec(), os.path.join(directory, "target"))
     incremental = make_package(source, target, directory, os.path.join(directory, "incremental.zip"))
     full = make_package(None, target, directory, os.path.join(directory, "full.zip"))
-    return Release(source, target, incremental, full, layout_for(source, target, mtd=("radio",),
-                                                                 cache_limit=cache_limit))
+    return Release(
+        source, target, incremental, full, layout_for(source, target, mtd=("radio",), cache_limit=cache_limit)
+    )
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ota.cli.ota_apply", *args], capture_output=True, text=True,
-                          env=None if env is None else {**os.environ, **env}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ota.cli.ota_apply", *args],
+        capture_output=True,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+        check=False,
+    )
 
 
 def rewrite_package(package: str, out: str, edit: Callable[[pb.OtaManifest, dict[str, bytes]], None]) -> None:
@@ -141,12 +166,15 @@ def rewrite_package(package: str, out: str, edit: Callable[[pb.OtaManifest, dict
     entries.pop(package_layout.SIGNATURE_ENTRY, None)
     edit(manifest, entries)
     sources = [ZipSource(name, False, data=data) for name, data in sorted(entries.items())]
-    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False,
-                             data=manifest.SerializeToString(deterministic=True)))
+    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False, data=manifest.SerializeToString(deterministic=True)))
     write_zip(out, sources)
 
 
 def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
     """The real ota_apply CLI under the test entry point with the fault injector (`faults`: its options)."""
-    return subprocess.run([sys.executable, "-m", "ota.testing.faulty_cli", *faults, "ota_apply", *args],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ota.testing.faulty_cli", *faults, "ota_apply", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

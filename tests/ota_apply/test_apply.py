@@ -12,9 +12,9 @@ from ota.apply import device as device_mod
 from ota.apply.engine import ALREADY, APPLIED
 from ota.apply.journal import Journal
 from ota.fsops import FsOps
-from ota.testing.faults import CRASH_EXIT_CODE, read_fault_log
 from ota.package_reader import open_package
 from ota.testing import device_check as dc
+from ota.testing.faults import CRASH_EXIT_CODE, read_fault_log
 
 
 @pytest.fixture(scope="module")
@@ -117,17 +117,23 @@ def test_help_and_usage(tmp_path):
 
 def test_device_config_errors_name_the_field(tmp_path):
     config = tmp_path / "device.json"
-    config.write_text('{"name": "x", "system_root": "s", "build_file": "b", "partitions": "p.conf", '
-                      '"policy": {"allow_downgrade": "yes"}}')
+    config.write_text(
+        '{"name": "x", "system_root": "s", "build_file": "b", "partitions": "p.conf", '
+        '"policy": {"allow_downgrade": "yes"}}'
+    )
     (tmp_path / "p.conf").write_text("cache cache\n")
     result = run_cli("--package", "x.zip", "--device", str(config))
     assert (result.returncode, result.stderr) == (
-        1, f"ota_apply: error: {config}: policy.allow_downgrade: expected true or false\n")
+        1,
+        f"ota_apply: error: {config}: policy.allow_downgrade: expected true or false\n",
+    )
     (tmp_path / "p.conf").write_text("partition boot file boot.img\n")
     config.write_text('{"name": "x", "system_root": "s", "build_file": "b", "partitions": "p.conf"}')
     result = run_cli("--package", "x.zip", "--device", str(config))
     assert (result.returncode, result.stderr) == (
-        1, f"ota_apply: error: {tmp_path / 'p.conf'}: no 'cache <dir> [<limit>]' line: ota_apply needs a cache\n")
+        1,
+        f"ota_apply: error: {tmp_path / 'p.conf'}: no 'cache <dir> [<limit>]' line: ota_apply needs a cache\n",
+    )
 
 
 def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
@@ -137,10 +143,10 @@ def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
     from ota.testing.builds import Spec, make_package, write_build
 
     text = b"".join(b"line %d of a compressible manual page\n" % i for i in range(3000))
-    source = write_build(Spec(DEVICE, "fp/1", 1, {"man/a.gz": gzip.compress(text, mtime=0)}, {}),
-                         str(tmp_path / "s"))
-    target = write_build(Spec(DEVICE, "fp/2", 2, {"man/a.gz": gzip.compress(text + b"more\n", mtime=0)}, {}),
-                         str(tmp_path / "t"))
+    source = write_build(Spec(DEVICE, "fp/1", 1, {"man/a.gz": gzip.compress(text, mtime=0)}, {}), str(tmp_path / "s"))
+    target = write_build(
+        Spec(DEVICE, "fp/2", 2, {"man/a.gz": gzip.compress(text + b"more\n", mtime=0)}, {}), str(tmp_path / "t")
+    )
     package = make_package(source, target, str(tmp_path), str(tmp_path / "p.zip"))
     with open_package(package) as opened:
         assert [op.method for op in opened.manifest.files if op.path == "man/a.gz"] == [3]  # IMGDIFF

@@ -16,17 +16,29 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "applypatch"))
 
-from apply_helpers import make_release, run_cli  # noqa: E402
-from cache_faults import (MIB, FaultPoint, FaultyFsOps, PowerLoss, add_junk, budgets, mount_unavailable,  # noqa: E402
-                          read_only, recovery_state, sweep)
-from ota import package_reader  # noqa: E402
-from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state  # noqa: E402
-from ota.apply import verify  # noqa: E402
-from ota.apply.engine import APPLIED  # noqa: E402
-from ota.apply.execute import STAGED_DIR  # noqa: E402
-from ota.apply.plan import make_plan  # noqa: E402
-from ota.errors import OtaError  # noqa: E402
-from ota.testing import device_check as dc  # noqa: E402
+import contextlib
+
+from apply_helpers import make_release, run_cli
+from cache_faults import (
+    MIB,
+    FaultPoint,
+    FaultyFsOps,
+    PowerLoss,
+    add_junk,
+    budgets,
+    mount_unavailable,
+    read_only,
+    recovery_state,
+    sweep,
+)
+from ota import package_reader
+from ota.apply import verify
+from ota.apply.engine import APPLIED
+from ota.apply.execute import STAGED_DIR
+from ota.apply.plan import make_plan
+from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
+from ota.errors import OtaError
+from ota.testing import device_check as dc
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +60,8 @@ def layout(release, limit: int) -> dc.Layout:
 
 
 def cut(config: str, package: str, point: FaultPoint) -> None:
-    try:
+    with contextlib.suppress(PowerLoss):
         dc.apply(config, package, FaultyFsOps(point))
-    except PowerLoss:
-        pass
 
 
 def test_minimal_budget_is_the_documented_rule(release, tmp_path):
@@ -64,7 +74,9 @@ def test_minimal_budget_is_the_documented_rule(release, tmp_path):
     result = run_cli("--package", release.incremental, "--device", config)
     assert result.returncode == 1 and re.fullmatch(
         rf"ota_apply: error: {re.escape(short)}/cache: not enough cache space: the update needs \d+ bytes plus a "
-        rf"{DEFAULT_RESERVE}-byte reserve, \d+ are free and at most 0 could be freed\n", result.stderr), result.stderr
+        rf"{DEFAULT_RESERVE}-byte reserve, \d+ are free and at most 0 could be freed\n",
+        result.stderr,
+    ), result.stderr
     assert dc.device_hash(short) == before
     config = dc.materialize(release.source, str(tmp_path / "exact"), layout(release, minimal))
     assert dc.apply(config, release.incremental) == APPLIED
@@ -73,8 +85,14 @@ def test_minimal_budget_is_the_documented_rule(release, tmp_path):
 
 def test_every_cut_recovers_at_the_minimal_budget(release, tmp_path):
     minimal = minimal_budget(release.incremental, str(tmp_path / "empty"))
-    report = dc.check_update(release.source, release.target, release.incremental, str(tmp_path / "run"),
-                             layout(release, minimal), interrupt=True)
+    report = dc.check_update(
+        release.source,
+        release.target,
+        release.incremental,
+        str(tmp_path / "run"),
+        layout(release, minimal),
+        interrupt=True,
+    )
     assert report.sweep is not None and len(report.sweep.outcomes) == report.crash_points > 200
     assert report.problems == [], report.problems[:5]
 
@@ -84,8 +102,9 @@ def test_cuts_recover_at_larger_tight_budgets(release, tmp_path, extra):
     """Every cut in the cache (the backup save, staging, the journal) plus cuts spread over the rest."""
     minimal = minimal_budget(release.incremental, str(tmp_path / "empty"))
     limit = {"1MiB": minimal + MIB, "random": budgets(minimal, seed=21, count=1)[2]}[extra]
-    scenario = dc.ApplyScenario(release.source, release.target, release.incremental, str(tmp_path / "dev"),
-                                layout(release, limit))
+    scenario = dc.ApplyScenario(
+        release.source, release.target, release.incremental, str(tmp_path / "dev"), layout(release, limit)
+    )
     scenario.prepare()
     clean = FaultyFsOps()
     dc.apply(scenario.config, release.incremental, clean)
@@ -105,8 +124,9 @@ def test_cleaners_never_free_ota_apply_recovery_state(release, tmp_path):
     rerun, at the minimal budget) frees junk and still ends at the target."""
     rng = random.Random(22)
     minimal = minimal_budget(release.incremental, str(tmp_path / "empty"))
-    scenario = dc.ApplyScenario(release.source, release.target, release.incremental, str(tmp_path / "dev"),
-                                layout(release, minimal))
+    scenario = dc.ApplyScenario(
+        release.source, release.target, release.incremental, str(tmp_path / "dev"), layout(release, minimal)
+    )
     scenario.prepare()
     clean = FaultyFsOps()
     dc.apply(scenario.config, release.incremental, clean)
@@ -128,7 +148,9 @@ def test_cleaners_never_free_ota_apply_recovery_state(release, tmp_path):
 
 
 def subprocess_applypatch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_every_name_ota_apply_creates_in_the_cache_is_recovery_state(release, tmp_path):
@@ -136,9 +158,12 @@ def test_every_name_ota_apply_creates_in_the_cache_is_recovery_state(release, tm
     ops = FaultyFsOps()
     dc.apply(config, release.incremental, ops)
     cache_dir = os.path.join(str(tmp_path / "dev"), "cache") + os.sep
-    names = {target.removeprefix(cache_dir).split(os.sep)[0].split(":")[0]
-             for record in ops.log for target in record.target.split("@")[0].split("->")
-             if target.startswith(cache_dir)}
+    names = {
+        target.removeprefix(cache_dir).split(os.sep)[0].split(":")[0]
+        for record in ops.log
+        for target in record.target.split("@")[0].split("->")
+        if target.startswith(cache_dir)
+    }
     assert {"ota_journal", "ota_journal.new", STAGED_DIR, "saved.file", "saved.file.tmp"} <= names
     assert all(is_recovery_state(name) for name in names), names
 
@@ -151,10 +176,15 @@ def test_another_updates_backup_is_refused_before_the_first_write(release, tmp_p
         stream.write(b"the source image of some other partition's interrupted update")
     before = dc.device_hash(directory)
     result = run_cli("--package", release.incremental, "--device", config)
-    assert (result.returncode, result.stderr) == (1, f"ota_apply: error: {foreign}: holds the source backup of "
-                                                     "another update (it matches no source this update patches); "
-                                                     "finish that update first, or delete the file if none is "
-                                                     "pending\n")
+    assert (result.returncode, result.stderr) == (
+        1,
+        (
+            f"ota_apply: error: {foreign}: holds the source backup of "
+            "another update (it matches no source this update patches); "
+            "finish that update first, or delete the file if none is "
+            "pending\n"
+        ),
+    )
     assert dc.device_hash(directory) == before
     os.unlink(foreign)
     assert run_cli("--package", release.incremental, "--device", config).returncode == 0
@@ -198,8 +228,9 @@ def test_a_cache_error_is_one_line_not_a_traceback(release, tmp_path):
     """ENOSPC and EIO at seeded random cache operations of a real apply: one line naming a cache path
     and the errno name (through applypatch's cache) or the step, never a traceback; the rerun recovers."""
     rng = random.Random(24)
-    scenario = dc.ApplyScenario(release.source, release.target, release.incremental, str(tmp_path / "dev"),
-                                release.layout)
+    scenario = dc.ApplyScenario(
+        release.source, release.target, release.incremental, str(tmp_path / "dev"), release.layout
+    )
     scenario.prepare()
     clean = FaultyFsOps()
     dc.apply(scenario.config, release.incremental, clean)

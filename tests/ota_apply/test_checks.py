@@ -22,11 +22,10 @@ from ota.applypatch.spec import Digest
 from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
 from ota.fsops import FsOps
-from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
-from ota.testing.builds import make_package, write_build
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 from ota.testing.builds import make_package, write_build
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 Op = pb.FileOperation
 OLD = b"".join(b"line %d of the old file\n" % i for i in range(2000))
@@ -50,9 +49,13 @@ def _context(tmp_path, partition: str | None = None) -> protocol.Context:
 
 
 def _file_request(path: str, patch: str, target: bytes = NEW) -> protocol.PatchRequest:
-    return protocol.PatchRequest(source=path, target=path, target_size=len(target),
-                                 target_digest=Digest("sha256", hashlib.sha256(target).hexdigest()),
-                                 patches=((Digest("sha256", hashlib.sha256(OLD).hexdigest()), patch),))
+    return protocol.PatchRequest(
+        source=path,
+        target=path,
+        target_size=len(target),
+        target_digest=Digest("sha256", hashlib.sha256(target).hexdigest()),
+        patches=((Digest("sha256", hashlib.sha256(OLD).hexdigest()), patch),),
+    )
 
 
 def test_dry_run_of_a_file_builds_the_target_and_writes_nothing(tmp_path):
@@ -82,10 +85,14 @@ def test_dry_run_of_a_torn_partition_patches_from_the_cache_copy(tmp_path):
     image.write_bytes((NEW[:5000] + OLD[5000:]).ljust(len(NEW) + 100, b"\0"))  # torn; the backup holds the source
     ctx = _context(tmp_path, str(image))
     ctx.cache.save_backup(OLD, ctx.ops)
-    spec = (f"EMMC:boot:{len(OLD)}:{hashlib.sha256(OLD).hexdigest()}"
-            f":{len(NEW)}:{hashlib.sha256(NEW).hexdigest()}")
-    request = protocol.PatchRequest(spec, spec, len(NEW), Digest("sha256", hashlib.sha256(NEW).hexdigest()),
-                                    ((Digest("sha256", hashlib.sha256(OLD).hexdigest()), "p"),))
+    spec = f"EMMC:boot:{len(OLD)}:{hashlib.sha256(OLD).hexdigest()}:{len(NEW)}:{hashlib.sha256(NEW).hexdigest()}"
+    request = protocol.PatchRequest(
+        spec,
+        spec,
+        len(NEW),
+        Digest("sha256", hashlib.sha256(NEW).hexdigest()),
+        ((Digest("sha256", hashlib.sha256(OLD).hexdigest()), "p"),),
+    )
     patch = bsdiff.diff(OLD, NEW)
     before = image.read_bytes()
     assert protocol.dry_run(ctx, request, lambda _: patch) == protocol.PATCHED
@@ -105,20 +112,34 @@ def _manifest(*ops: pb.FileOperation, full: bool = False) -> pb.OtaManifest:
     return manifest
 
 
-@pytest.mark.parametrize("op, problem", [
-    (Op(path="etc/a", op=Op.MKDIR, mode=0o40755), "mode 40755 has bits beyond the permission bits 7777"),
-    (Op(path="etc/a", op=Op.MKDIR, mode=0o755, gid=0xFFFFFFFF),
-     "gid 4294967295 is (uid_t)-1, which chown reads as 'leave unchanged'"),
-    (Op(path="etc/a", op=Op.SYMLINK, symlink_target="x\0y"),
-     "symlink_target 'x\\x00y' has a NUL byte or is longer than PATH_MAX allows"),
-    (Op(path="etc/a", op=Op.DELETE), "source_kind SOURCE_ABSENT: a DELETE removes something the source build has"),
-    (Op(path="etc/a", op=Op.DELETE, source_kind=Op.SOURCE_FILE),
-     "source_kind SOURCE_FILE does not agree with source (unset: set exactly for a regular file)"),
-    (Op(path="etc/a", op=Op.MKDIR, source_kind=Op.SOURCE_SYMLINK, source=pb.ContentInfo(size=1)),
-     "source_kind SOURCE_SYMLINK does not agree with source (set: set exactly for a regular file)"),
-    (Op(path="etc/a", op=Op.MKDIR, source_kind=7), "source_kind 7 is unknown"),
-    (Op(path="etc/a/b", op=Op.MKDIR), "parent 'etc/a' is not in the package, not a directory the target has (MKDIR)"),
-])
+@pytest.mark.parametrize(
+    "op, problem",
+    [
+        (Op(path="etc/a", op=Op.MKDIR, mode=0o40755), "mode 40755 has bits beyond the permission bits 7777"),
+        (
+            Op(path="etc/a", op=Op.MKDIR, mode=0o755, gid=0xFFFFFFFF),
+            "gid 4294967295 is (uid_t)-1, which chown reads as 'leave unchanged'",
+        ),
+        (
+            Op(path="etc/a", op=Op.SYMLINK, symlink_target="x\0y"),
+            "symlink_target 'x\\x00y' has a NUL byte or is longer than PATH_MAX allows",
+        ),
+        (Op(path="etc/a", op=Op.DELETE), "source_kind SOURCE_ABSENT: a DELETE removes something the source build has"),
+        (
+            Op(path="etc/a", op=Op.DELETE, source_kind=Op.SOURCE_FILE),
+            "source_kind SOURCE_FILE does not agree with source (unset: set exactly for a regular file)",
+        ),
+        (
+            Op(path="etc/a", op=Op.MKDIR, source_kind=Op.SOURCE_SYMLINK, source=pb.ContentInfo(size=1)),
+            "source_kind SOURCE_SYMLINK does not agree with source (set: set exactly for a regular file)",
+        ),
+        (Op(path="etc/a", op=Op.MKDIR, source_kind=7), "source_kind 7 is unknown"),
+        (
+            Op(path="etc/a/b", op=Op.MKDIR),
+            "parent 'etc/a' is not in the package, not a directory the target has (MKDIR)",
+        ),
+    ],
+)
 def test_manifest_rules(op, problem):
     with pytest.raises(OtaError) as error:
         check_manifest(_manifest(op), "pkg.zip", {})
@@ -128,18 +149,27 @@ def test_manifest_rules(op, problem):
 def test_full_package_only_writes():
     with pytest.raises(OtaError) as error:
         check_manifest(_manifest(Op(path="etc/a", op=Op.DELETE), full=True), "pkg.zip", {})
-    assert str(error.value) == ("pkg.zip: manifest.pb files: 'etc/a': op DELETE: a FULL package only writes "
-                                "(WRITE, MKDIR, SYMLINK)")
+    assert str(error.value) == (
+        "pkg.zip: manifest.pb files: 'etc/a': op DELETE: a FULL package only writes (WRITE, MKDIR, SYMLINK)"
+    )
 
 
 def test_a_whole_entry_must_be_the_target():
-    write = Op(path="etc/a", op=Op.WRITE, entry="system/etc/a", method=pb.WHOLE, mode=0o644,
-               target=pb.ContentInfo(size=3, sha256="ab" * 32))
+    write = Op(
+        path="etc/a",
+        op=Op.WRITE,
+        entry="system/etc/a",
+        method=pb.WHOLE,
+        mode=0o644,
+        target=pb.ContentInfo(size=3, sha256="ab" * 32),
+    )
     payload = {"system/etc/a": pb.PayloadEntry(name="system/etc/a", size=3, sha256="cd" * 32)}
     with pytest.raises(OtaError) as error:
         check_manifest(_manifest(write), "pkg.zip", payload)
-    assert str(error.value) == (f"pkg.zip: manifest.pb files: 'etc/a': entry 'system/etc/a' (3 bytes, sha256 "
-                                f"{'cd' * 32}) is not the target (3 bytes, sha256 {'ab' * 32})")
+    assert str(error.value) == (
+        f"pkg.zip: manifest.pb files: 'etc/a': entry 'system/etc/a' (3 bytes, sha256 "
+        f"{'cd' * 32}) is not the target (3 bytes, sha256 {'ab' * 32})"
+    )
 
 
 # --- the device -------------------------------------------------------------------------------------
@@ -147,8 +177,12 @@ def test_a_whole_entry_must_be_the_target():
 
 def _refused(package: str, directory: str, config: str, expected: str) -> None:
     before = dc.device_hash(directory)
-    result = subprocess.run([sys.executable, "-m", "ota.cli.ota_apply", "--package", package, "--device", config],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "ota.cli.ota_apply", "--package", package, "--device", config],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"ota_apply: error: {expected}\n")
     assert dc.device_hash(directory) == before
 
@@ -157,9 +191,14 @@ def test_a_directory_the_update_removes_must_hold_only_deleted_paths(release, tm
     directory = str(tmp_path / "dev")
     config = dc.materialize(release.source, directory, release.layout)
     (tmp_path / "dev" / "system" / "app" / "becomes_file" / "junk").write_bytes(b"left by someone\n")
-    _refused(release.incremental, directory, config, f"{directory}/system/app/becomes_file: directory holds "
-                                                     "'junk', which no build has there; the update would fail "
-                                                     "removing the directory")
+    _refused(
+        release.incremental,
+        directory,
+        config,
+        f"{directory}/system/app/becomes_file: directory holds "
+        "'junk', which no build has there; the update would fail "
+        "removing the directory",
+    )
 
 
 def test_a_kind_no_build_has_is_refused(release, tmp_path):
@@ -169,8 +208,13 @@ def test_a_kind_no_build_has_is_refused(release, tmp_path):
     path = tmp_path / "dev" / "system" / "etc" / "becomes_dir"
     path.unlink()
     path.symlink_to("hosts")
-    _refused(release.incremental, directory, config, f"{directory}/system/etc/becomes_dir: is a symlink; the "
-                                                     "source build has a file and the target a directory here")
+    _refused(
+        release.incremental,
+        directory,
+        config,
+        f"{directory}/system/etc/becomes_dir: is a symlink; the "
+        "source build has a file and the target a directory here",
+    )
 
 
 def test_an_os_error_is_one_line(release, tmp_path):
@@ -178,16 +222,30 @@ def test_an_os_error_is_one_line(release, tmp_path):
     directory = str(tmp_path / "dev")
     config = dc.materialize(release.source, directory, release.layout)
     os.mkdir(os.path.join(directory, "cache", "ota_journal"))
-    _refused(release.incremental, directory, config, f"{directory}/cache/ota_journal: journal: cannot read: "
-                                                     "Is a directory")
+    _refused(
+        release.incremental, directory, config, f"{directory}/cache/ota_journal: journal: cannot read: Is a directory"
+    )
 
 
 def test_apply_under_a_real_address_space_limit(release, tmp_path):
     """800 MiB of address space (prlimit --as): nothing may reserve a bound instead of the data."""
     config = dc.materialize(release.source, str(tmp_path / "dev"), release.layout)
-    result = subprocess.run(["prlimit", "--as=838860800", sys.executable, "-m", "ota.cli.ota_apply",
-                             "--package", release.incremental, "--device", config],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            "prlimit",
+            "--as=838860800",
+            sys.executable,
+            "-m",
+            "ota.cli.ota_apply",
+            "--package",
+            release.incremental,
+            "--device",
+            config,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == f"ota_apply: updated to {TARGET_FP}\n"
     assert dc.compare(config, release.target) == []
@@ -240,6 +298,7 @@ def test_a_fresh_run_refuses_a_garbage_whole_partition(whole_boot, tmp_path):
     before = dc.device_hash(str(tmp_path / "device"))
     with pytest.raises(OtaError) as err:
         dc.apply(config, package)
-    assert str(err.value) == ("partition boot: holds neither the source nor the target image "
-                              "(and the cache holds no copy of either)")
+    assert str(err.value) == (
+        "partition boot: holds neither the source nor the target image (and the cache holds no copy of either)"
+    )
     assert dc.device_hash(str(tmp_path / "device")) == before

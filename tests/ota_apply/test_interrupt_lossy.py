@@ -34,23 +34,45 @@ def assert_recovered(report: dc.Report, minimum_points: int) -> None:
     assert report.problems == [], report.problems[:5]
 
 
-@pytest.mark.parametrize("kind, loss", [("incremental", LossModel()), ("full", LossModel()),
-                                        ("incremental", LossModel(4242))])
+@pytest.mark.parametrize(
+    "kind, loss", [("incremental", LossModel()), ("full", LossModel()), ("incremental", LossModel(4242))]
+)
 def test_sampled_cuts_recover(release, tmp_path, kind, loss):
-    report = dc.check_update(release.source, release.target, getattr(release, kind), str(tmp_path),
-                             release.layout, interrupt=True, max_cuts=SAMPLED_CUTS, loss=loss)
+    report = dc.check_update(
+        release.source,
+        release.target,
+        getattr(release, kind),
+        str(tmp_path),
+        release.layout,
+        interrupt=True,
+        max_cuts=SAMPLED_CUTS,
+        loss=loss,
+    )
     assert_recovered(report, SAMPLED_CUTS)
 
 
 def test_metadata_only_changes_survive_every_lossy_cut(tmp_path):
     items = {"a": b"one\n" * 100, "l": ("symlink", "a"), "d": ("dir", 0o755, 0, 0), "d/f": b"f\n"}
     source = write_build(Spec("dev", "x/1", 1, items, {}), str(tmp_path / "source"))
-    items.update({"a": b"two\n" * 100, "l": ("symlink", "a", 1000, 1000), "d": ("dir", 0o750, 0, 2000),
-                  "d/f": (b"f\n", 0o600, 1000, 0)})
+    items.update(
+        {
+            "a": b"two\n" * 100,
+            "l": ("symlink", "a", 1000, 1000),
+            "d": ("dir", 0o750, 0, 2000),
+            "d/f": (b"f\n", 0o600, 1000, 0),
+        }
+    )
     target = write_build(Spec("dev", "x/2", 2, items, {}), str(tmp_path / "target"))
     for name, base in (("incremental", source), ("full", None)):
         package = make_package(base, target, str(tmp_path), str(tmp_path / f"{name}.zip"))
-        report = dc.check_update(source, target, package, str(tmp_path / name), dc.layout_for(source, target),
-                                 interrupt=True, loss=LossModel())
+        report = dc.check_update(
+            source,
+            target,
+            package,
+            str(tmp_path / name),
+            dc.layout_for(source, target),
+            interrupt=True,
+            loss=LossModel(),
+        )
         assert_recovered(report, 40)
         assert os.path.isdir(tmp_path / name)

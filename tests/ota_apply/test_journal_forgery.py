@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,7 @@ def forged_journal(rng: random.Random, package_id: str, steps: list[tuple[str, s
         if rng.random() < 0.1:
             text += rng.choice(["", "done\n", "done  \n", "garbage line\n", "\x00\x01 binary\n", "done x:y z\n"])
     if rng.random() < 0.3:
-        text += f"done {rng.choice(steps)[0]} {rng.choice(steps)[1][:rng.randrange(64)]}"  # torn, no newline
+        text += f"done {rng.choice(steps)[0]} {rng.choice(steps)[1][: rng.randrange(64)]}"  # torn, no newline
     return text.encode("utf-8", "replace")
 
 
@@ -90,7 +91,7 @@ def test_forged_journals_end_at_the_target_or_refuse_without_claiming_it(release
             with pytest.raises(PowerLoss):
                 dc.apply(config, path, FaultyFsOps(point))
         journal_path = Journal.location(device.cache_dir)
-        existing = open(journal_path, "rb").read() if os.path.exists(journal_path) else b""
+        existing = Path(journal_path).read_bytes() if os.path.exists(journal_path) else b""
         with open(journal_path, "wb") as stream:
             stream.write(forged_journal(rng, package_id, steps, existing))
         with open(device.build_file, "rb") as stream:
@@ -105,8 +106,11 @@ def test_forged_journals_end_at_the_target_or_refuse_without_claiming_it(release
             # The build file says v2 only where a real run got there (v2, or cut after the build step,
             # which leaves the clean-up undone: the cache and the updater's scratch directory).
             if device.read_build().fingerprint == TARGET_FP:
-                unfinished = [p for p in dc.compare(config, release.target)
-                              if not p.startswith(("cache:", SCRATCH_DIR + ":", SCRATCH_DIR + "/"))]
+                unfinished = [
+                    p
+                    for p in dc.compare(config, release.target)
+                    if not p.startswith(("cache:", SCRATCH_DIR + ":", SCRATCH_DIR + "/"))
+                ]
                 assert unfinished == [], f"{label}: refused, and the build file claims v2 falsely"
             outcomes["refused"] += 1
             continue

@@ -45,8 +45,9 @@ def test_journal_bad_header_is_one_line(tmp_path):
     (tmp_path / "ota_journal").write_bytes(b"something else\n")
     with pytest.raises(OtaError) as error:
         Journal.load(str(tmp_path), FsOps())
-    assert str(error.value) == (f"{tmp_path}/ota_journal: journal: bad header "
-                                "(expected 'rules_ota journal 2 <package-id>')")
+    assert str(error.value) == (
+        f"{tmp_path}/ota_journal: journal: bad header (expected 'rules_ota journal 2 <package-id>')"
+    )
 
 
 def test_progress_lines_weight_by_bytes():

@@ -21,9 +21,9 @@ from apply_helpers import make_release, rewrite_package, run_cli
 from ota import signing
 from ota.apply.manifest_rules import shown
 from ota.errors import OtaError
-from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_KEY = os.path.join(REPO, "release", "keys", "TEST_ONLY_ota_ed25519.pem")
@@ -49,8 +49,9 @@ def signed(release, tmp_path_factory):
 
 
 def _layout(release):
-    return dc.Layout(release.layout.kinds, release.layout.capacity, release.layout.cache_limit,
-                     trusted_keys=(TEST_PUB,))
+    return dc.Layout(
+        release.layout.kinds, release.layout.capacity, release.layout.cache_limit, trusted_keys=(TEST_PUB,)
+    )
 
 
 @pytest.fixture
@@ -102,15 +103,30 @@ def _partition(manifest: pb.OtaManifest, name: str) -> pb.PartitionOperation:
 
 
 def _unknown_names(rng: random.Random, directory: str, cwd: str) -> list[str]:
-    fixed = ["victim", "../x", "../../etc/passwd", "/tmp/victim-abs", "./boot", "boot/", "sub/victim", "cwdlink",
-             "cfglink", "partitions/boot.img", os.path.join(directory, "partitions", "boot.img"),
-             os.path.join(cwd, "victim"), "BOOT", "boot.img", "radio "]
+    fixed = [
+        "victim",
+        "../x",
+        "../../etc/passwd",
+        "/tmp/victim-abs",
+        "./boot",
+        "boot/",
+        "sub/victim",
+        "cwdlink",
+        "cfglink",
+        "partitions/boot.img",
+        os.path.join(directory, "partitions", "boot.img"),
+        os.path.join(cwd, "victim"),
+        "BOOT",
+        "boot.img",
+        "radio ",
+    ]
     generated = ["".join(rng.choice(NAME_CHARS) for _ in range(rng.randint(1, 24))) for _ in range(10)]
     return fixed + [name for name in generated if name not in ("boot", "radio")]
 
 
 def _add_partition(kind: str, name: str, release):
     """An edit adding partition `name`: WHOLE (an image), PATCH (boot's real patch) or CHECK (no entry)."""
+
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         boot = _partition(manifest, "boot")
         added = manifest.partitions.add()
@@ -126,12 +142,14 @@ def _add_partition(kind: str, name: str, release):
             added.name = name
             added.target.CopyFrom(boot.target)
         _set_payload(manifest, entries)
+
     return edit
 
 
 @pytest.mark.parametrize("kind", ["WHOLE", "PATCH", "CHECK"])
-def test_a_partition_the_config_does_not_name_is_refused_before_any_write(release, signed, device, tmp_path,
-                                                                        monkeypatch, kind):
+def test_a_partition_the_config_does_not_name_is_refused_before_any_write(
+    release, signed, device, tmp_path, monkeypatch, kind
+):
     directory, config = device
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -144,8 +162,10 @@ def test_a_partition_the_config_does_not_name_is_refused_before_any_write(releas
     for index, name in enumerate(names):
         package = _hostile(release, tmp_path, f"{kind}-{index}", _add_partition(kind, name, release))
         message = _refused_before_any_write(config, package, [directory, str(cwd)])
-        assert message == (f"{package}: manifest.pb partitions: {shown(name)} is not a partition of this device "
-                           "(its config lists boot, radio)")
+        assert message == (
+            f"{package}: manifest.pb partitions: {shown(name)} is not a partition of this device "
+            "(its config lists boot, radio)"
+        )
     _applies(config, signed["incremental"], release.target)
 
 
@@ -155,8 +175,10 @@ def test_the_cli_refuses_an_unknown_partition_in_one_line(release, device, tmp_p
     before = dc.device_hash(directory)
     result = run_cli("--package", package, "--device", config)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (f"ota_apply: error: {package}: manifest.pb partitions: 'victim' is not a partition "
-                             "of this device (its config lists boot, radio)\n")
+    assert result.stderr == (
+        f"ota_apply: error: {package}: manifest.pb partitions: 'victim' is not a partition "
+        "of this device (its config lists boot, radio)\n"
+    )
     assert dc.device_hash(directory) == before
     assert not os.path.exists("victim")
 
@@ -166,6 +188,7 @@ def test_the_cli_refuses_an_unknown_partition_in_one_line(release, device, tmp_p
 
 def _check_only(name: str, target: tuple[int, str] | None = None, keep_source: bool = False):
     """Turns partition `name` into a check-only one (no entry), with `target` (size, sha256) if given."""
+
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         part = _partition(manifest, name)
         part.entry = ""
@@ -173,6 +196,7 @@ def _check_only(name: str, target: tuple[int, str] | None = None, keep_source: b
             part.ClearField("source")
         if target is not None:
             part.target.size, part.target.sha256 = target
+
     return edit
 
 
@@ -184,12 +208,14 @@ def _keep_with_other_target(path: str, rng: random.Random):
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         op = next(op for op in manifest.files if op.path == path)
         op.target.sha256 = _random_digest(rng)
+
     return edit
 
 
 def _rule_edit(path: str, change):
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         change(next(op for op in manifest.files if op.path == path))
+
     return edit
 
 
@@ -199,33 +225,79 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
     for name in ("boot", "radio"):
         for _ in range(3):
             size = rng.randint(1, 40_000)
-            out.append((f"check-only {name}, target not on the device", _check_only(name, (size, _random_digest(rng))),
+            out.append(
+                (
+                    f"check-only {name}, target not on the device",
+                    _check_only(name, (size, _random_digest(rng))),
+                    (
                         f"partition {name}: does not hold the target image, and the package does not write it "
-                        "(a check-only partition)"))
+                        "(a check-only partition)"
+                    ),
+                )
+            )
         # Used to pass: the device holds the source, the check accepted source or target.
-        out.append((f"check-only {name} with its source", _check_only(name, keep_source=True),
+        out.append(
+            (
+                f"check-only {name} with its source",
+                _check_only(name, keep_source=True),
+                (
                     f"partition {name}: does not hold the target image, and the package does not write it "
-                    "(a check-only partition)"))
-    kept = sorted(op.path for op in pb.OtaManifest.FromString(_manifest_bytes(release)).files
-                  if op.op == pb.FileOperation.KEEP)
-    for path in rng.sample(kept, min(3, len(kept))):
-        out.append((f"KEEP {path} with another target", _keep_with_other_target(path, rng),
-                    f"manifest.pb files: {shown(path)}: a KEEP's target is not its source"))
-    for path in ("bin/sh", "lib/libc.so"):
-        out.append((f"PATCH {path} to another target", _rule_edit(path, lambda op: setattr(
-            op.target, "sha256", _random_digest(rng))), "is not the expected target"))
+                    "(a check-only partition)"
+                ),
+            )
+        )
+    kept = sorted(
+        op.path for op in pb.OtaManifest.FromString(_manifest_bytes(release)).files if op.op == pb.FileOperation.KEEP
+    )
+    out.extend(
+        (
+            f"KEEP {path} with another target",
+            _keep_with_other_target(path, rng),
+            f"manifest.pb files: {shown(path)}: a KEEP's target is not its source",
+        )
+        for path in rng.sample(kept, min(3, len(kept)))
+    )
+    out.extend(
+        (
+            f"PATCH {path} to another target",
+            _rule_edit(path, lambda op: setattr(op.target, "sha256", _random_digest(rng))),
+            "is not the expected target",
+        )
+        for path in ("bin/sh", "lib/libc.so")
+    )
 
     def other_partition_target(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         _partition(manifest, "boot").target.sha256 = _random_digest(rng)
+
     out.append(("patched boot to another target", other_partition_target, "is not the expected target"))
-    out.append(("mode with file-type bits", _rule_edit("etc/new.conf", lambda op: setattr(op, "mode", 0o100644)),
-                "has bits beyond the permission bits"))
-    out.append(("uid (uid_t)-1", _rule_edit("etc/new.conf", lambda op: setattr(op, "uid", 0xFFFFFFFF)),
-                "which chown reads as 'leave unchanged'"))
-    out.append(("WRITE target not its entry", _rule_edit("etc/new.conf", lambda op: setattr(
-        op.target, "sha256", _random_digest(rng))), "is not the target"))
-    out.append(("empty symlink target", _rule_edit("lib/libc.so.6", lambda op: setattr(op, "symlink_target", "")),
-                "symlink_target is empty"))
+    out.append(
+        (
+            "mode with file-type bits",
+            _rule_edit("etc/new.conf", lambda op: setattr(op, "mode", 0o100644)),
+            "has bits beyond the permission bits",
+        )
+    )
+    out.append(
+        (
+            "uid (uid_t)-1",
+            _rule_edit("etc/new.conf", lambda op: setattr(op, "uid", 0xFFFFFFFF)),
+            "which chown reads as 'leave unchanged'",
+        )
+    )
+    out.append(
+        (
+            "WRITE target not its entry",
+            _rule_edit("etc/new.conf", lambda op: setattr(op.target, "sha256", _random_digest(rng))),
+            "is not the target",
+        )
+    )
+    out.append(
+        (
+            "empty symlink target",
+            _rule_edit("lib/libc.so.6", lambda op: setattr(op, "symlink_target", "")),
+            "symlink_target is empty",
+        )
+    )
     return out
 
 
@@ -252,15 +324,19 @@ def test_two_config_names_for_one_device_are_refused(release, signed, device, tm
     with open(os.path.join(directory, "partitions.conf"), "a", encoding="utf-8") as stream:
         stream.write("partition boot2 file partitions/boot.img\npartition boot3 file bootlink\n")
     for alias in ("boot2", "boot3"):
+
         def edit(manifest: pb.OtaManifest, entries: dict[str, bytes], alias=alias) -> None:
             twin = manifest.partitions.add()
             twin.CopyFrom(_partition(manifest, "boot"))
             twin.name = alias
+
         package = _hostile(release, tmp_path, alias, edit)
         message = _refused_before_any_write(config, package, [directory])
-        assert message == (f"{package}: manifest.pb partitions: {alias} and boot are the same device "
-                           f"({os.path.join(directory, 'partitions.conf')[:-len('partitions.conf')]}"
-                           f"{'partitions/boot.img' if alias == 'boot2' else 'bootlink'}) in the device config")
+        assert message == (
+            f"{package}: manifest.pb partitions: {alias} and boot are the same device "
+            f"({os.path.join(directory, 'partitions.conf')[: -len('partitions.conf')]}"
+            f"{'partitions/boot.img' if alias == 'boot2' else 'bootlink'}) in the device config"
+        )
     _applies(config, signed["incremental"], release.target)
 
 
@@ -270,14 +346,17 @@ def test_a_patched_partition_whose_target_does_not_fit_is_refused(release, tmp_p
     target_size = os.path.getsize(release.target.partitions["radio"])
     assert target_size > source_size
     directory = str(tmp_path / "dev")
-    layout = dc.Layout({**release.layout.kinds, "radio": "file"}, {**release.layout.capacity, "radio": source_size},
-                       release.layout.cache_limit, trusted_keys=(TEST_PUB,))
+    layout = dc.Layout(
+        {**release.layout.kinds, "radio": "file"},
+        {**release.layout.capacity, "radio": source_size},
+        release.layout.cache_limit,
+        trusted_keys=(TEST_PUB,),
+    )
     config = dc.materialize(release.source, directory, layout)
     package = str(tmp_path / "signed.zip")
     signing.sign(release.incremental, package, [signing.load_private_key(TEST_KEY)])
     message = _refused_before_any_write(config, package, [directory])
-    assert message == (f"EMMC:radio: partition ({source_size} bytes) is smaller than the target "
-                       f"({target_size} bytes)")
+    assert message == (f"EMMC:radio: partition ({source_size} bytes) is smaller than the target ({target_size} bytes)")
 
 
 def test_a_whole_image_larger_than_the_partition_is_refused(release, device, tmp_path):
@@ -295,9 +374,11 @@ def test_a_whole_image_larger_than_the_partition_is_refused(release, device, tmp
             part.entry, part.method = "boot.img", pb.WHOLE
             part.target.size, part.target.sha256 = len(image), hashlib.sha256(image).hexdigest()
             _set_payload(manifest, entries)
+
         package = _hostile(release, tmp_path, f"big{extra}", edit)
         assert _refused_before_any_write(config, package, [directory]) == (
-            f"EMMC:boot: partition ({capacity} bytes) is smaller than the target ({capacity + extra} bytes)")
+            f"EMMC:boot: partition ({capacity} bytes) is smaller than the target ({capacity + extra} bytes)"
+        )
 
 
 # --- stuck states and the way out (docs/ota_apply.md) --------------------------------------------
@@ -315,8 +396,10 @@ def operation_count(release, signed, tmp_path_factory):
 
 def _other_incremental(release, tmp_path) -> str:
     """Another genuine-looking incremental for the same source (a different manifest, so another id)."""
+
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         manifest.precondition.build_fingerprint.append("rules_ota/sailfish/1.1:user/release-keys")
+
     return _hostile(release, tmp_path, "other", edit)
 
 
@@ -327,7 +410,8 @@ def _cut(config: str, package: str, fault: FaultPoint) -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_another_packages_journal_refuses_incrementals_and_a_full_package_takes_over(
-        release, signed, operation_count, tmp_path, seed):
+    release, signed, operation_count, tmp_path, seed
+):
     rng = random.Random(f"journal {seed}")
     directory = str(tmp_path / "dev")
     config = dc.materialize(release.source, directory, _layout(release))
@@ -337,7 +421,7 @@ def test_another_packages_journal_refuses_incrementals_and_a_full_package_takes_
     if seed % 2:
         _applies(config, signed["incremental"], release.target)  # way out 1: rerun the same package
     else:
-        _applies(config, signed["full"], release.target)         # way out 2: a full package
+        _applies(config, signed["full"], release.target)  # way out 2: a full package
     assert not os.path.exists(os.path.join(directory, "cache", "ota_journal"))
 
 
@@ -369,7 +453,8 @@ class _ChangesTheDevice(FaultyFsOps):
 
 
 def test_a_device_changed_mid_update_is_refused_cleanly_and_a_full_package_recovers(
-        release, signed, operation_count, tmp_path):
+    release, signed, operation_count, tmp_path
+):
     directory = str(tmp_path / "dev")
     config = dc.materialize(release.source, directory, _layout(release))
     image = os.path.join(directory, "partitions", "boot.img")
@@ -378,8 +463,9 @@ def test_a_device_changed_mid_update_is_refused_cleanly_and_a_full_package_recov
     # The same package now finds a boot partition holding neither image: a clean refusal, every time.
     for _ in range(2):
         message = _refused_before_any_write(config, signed["incremental"], [directory])
-        assert message == ("partition boot: holds neither the source nor the target image (and the cache holds "
-                           "no copy of either)")
+        assert message == (
+            "partition boot: holds neither the source nor the target image (and the cache holds no copy of either)"
+        )
     _applies(config, signed["full"], release.target)
 
 
@@ -392,4 +478,3 @@ def test_an_unreadable_journal_is_replaced_only_by_a_full_package(release, signe
     assert message.startswith(f"{journal}: journal: ")
     _applies(config, signed["full"], release.target)
     assert not os.path.exists(journal)
-

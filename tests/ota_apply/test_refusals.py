@@ -50,22 +50,31 @@ def test_wrong_device(release, device):
     directory, config = device
     _edit_json(config, name="marlin")
     _edit_json(os.path.join(directory, "build.json"), device="marlin")
-    _refused(release.incremental, device, f"{release.incremental}: package is for device sailfish; "
-                                          "this device is 'marlin'")
+    _refused(
+        release.incremental, device, f"{release.incremental}: package is for device sailfish; this device is 'marlin'"
+    )
 
 
 def test_wrong_source_build(release, device):
     directory, _ = device
     _edit_json(os.path.join(directory, "build.json"), fingerprint="rules_ota/sailfish/0.9:user/release-keys")
-    _refused(release.incremental, device, f"{release.incremental}: package updates build {SOURCE_FP}; the device "
-                                          "runs 'rules_ota/sailfish/0.9:user/release-keys'")
+    _refused(
+        release.incremental,
+        device,
+        f"{release.incremental}: package updates build {SOURCE_FP}; the device "
+        "runs 'rules_ota/sailfish/0.9:user/release-keys'",
+    )
 
 
 def test_older_target_needs_a_downgrade_package(release, device):
     directory, _ = device
     _edit_json(os.path.join(directory, "build.json"), timestamp=1_900_000_000)
-    _refused(release.full, device, f"{release.full}: package build timestamp 1800000000 is older than the "
-                                   "device's 1900000000 and the package is not a downgrade package")
+    _refused(
+        release.full,
+        device,
+        f"{release.full}: package build timestamp 1800000000 is older than the "
+        "device's 1900000000 and the package is not a downgrade package",
+    )
 
 
 def _append(path: str) -> None:
@@ -81,14 +90,20 @@ def _create(path: str) -> None:
 _NEITHER = "(neither the source nor the target build's contents, and no matching cache copy)"
 
 
-@pytest.mark.parametrize("path, change, problem", [
-    ("bin/sh", _append, f"system file is modified {_NEITHER}"),
-    ("etc/hosts", _append, "system file is modified (its SHA-256 is not the source build's)"),
-    ("lib/libc.so", os.unlink, f"system file is missing {_NEITHER}"),
-    ("app/same.apk", os.unlink, "system file is missing (the package keeps it unchanged)"),
-    ("etc/new.conf", _create, ("unexpected file where the package creates a new one (not the target build's "
-                              "contents)")),
-])
+@pytest.mark.parametrize(
+    "path, change, problem",
+    [
+        ("bin/sh", _append, f"system file is modified {_NEITHER}"),
+        ("etc/hosts", _append, "system file is modified (its SHA-256 is not the source build's)"),
+        ("lib/libc.so", os.unlink, f"system file is missing {_NEITHER}"),
+        ("app/same.apk", os.unlink, "system file is missing (the package keeps it unchanged)"),
+        (
+            "etc/new.conf",
+            _create,
+            ("unexpected file where the package creates a new one (not the target build's contents)"),
+        ),
+    ],
+)
 def test_system_file_not_as_expected(release, device, path, change, problem):
     directory, _ = device
     change(os.path.join(directory, "system", path))
@@ -110,8 +125,11 @@ def test_partition_holding_neither_source_nor_target(release, device, name):
     else:
         with open(image, "r+b") as stream:
             stream.write(b"garbage")
-    _refused(release.incremental, device, f"partition {name}: holds neither the source nor the target image "
-                                          "(and the cache holds no copy of either)")
+    _refused(
+        release.incremental,
+        device,
+        f"partition {name}: holds neither the source nor the target image (and the cache holds no copy of either)",
+    )
 
 
 def test_not_enough_cache(release, tmp_path):
@@ -125,7 +143,8 @@ def test_not_enough_cache(release, tmp_path):
     # Numbers depend on the package; the sentence and the freeable bytes (the 50,000-byte log) do not.
     prefix = f"ota_apply: error: {directory}/cache: not enough cache space: the update needs "
     assert result.stderr.startswith(prefix) and result.stderr.endswith(
-        "-byte reserve, 50000 are free and at most 50000 could be freed\n"), result.stderr
+        "-byte reserve, 50000 are free and at most 50000 could be freed\n"
+    ), result.stderr
     assert os.path.exists(os.path.join(directory, "cache", "last_log"))
 
 
@@ -155,8 +174,11 @@ def test_corrupted_patch_entry(release, device, tmp_path):
     before = dc.device_hash(directory)
     result = run_cli("--package", corrupted, "--device", config)
     assert result.returncode == 1 and dc.device_hash(directory) == before
-    assert re.fullmatch(rf"ota_apply: error: {re.escape(corrupted)}: zip entry patch/system/bin/sh.p: CRC-32 "
-                        rf"[0-9a-f]{{8}} does not match the directory's {crc:08x}\n", result.stderr), result.stderr
+    assert re.fullmatch(
+        rf"ota_apply: error: {re.escape(corrupted)}: zip entry patch/system/bin/sh.p: CRC-32 "
+        rf"[0-9a-f]{{8}} does not match the directory's {crc:08x}\n",
+        result.stderr,
+    ), result.stderr
 
 
 def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
@@ -169,8 +191,11 @@ def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
         manifest.payload.extend(kept)
 
     rewrite_package(release.incremental, broken, drop_patch)
-    _refused(broken, device, f"{broken}: manifest.pb files: lib/libc.so: entry 'patch/system/lib/libc.so.p' "
-                             "is not in the payload")
+    _refused(
+        broken,
+        device,
+        f"{broken}: manifest.pb files: lib/libc.so: entry 'patch/system/lib/libc.so.p' is not in the payload",
+    )
 
 
 def test_path_through_a_symlink_out_of_the_root_is_refused(release, device, tmp_path):
@@ -181,8 +206,11 @@ def test_path_through_a_symlink_out_of_the_root_is_refused(release, device, tmp_
     shutil.rmtree(os.path.join(directory, "system", "lib"))
     os.symlink(str(outside), os.path.join(directory, "system", "lib"))
     outside_before = dc.device_hash(str(outside))
-    _refused(release.incremental, device, f"{directory}/system/lib: is a symlink; the source and target builds "
-                                          "have a directory here")
+    _refused(
+        release.incremental,
+        device,
+        f"{directory}/system/lib: is a symlink; the source and target builds have a directory here",
+    )
     assert dc.device_hash(str(outside)) == outside_before
 
 
@@ -216,8 +244,9 @@ def test_signed_package_by_an_untrusted_key_refused(signed, device, tmp_path):
     _trust(config, [str(other)])
     result = run_cli("--package", signed, "--device", config)
     assert result.returncode == 1
-    assert result.stderr.startswith(f"ota_apply: error: {signed}: unknown key: signed only by keys the device "
-                                    "does not trust (")
+    assert result.stderr.startswith(
+        f"ota_apply: error: {signed}: unknown key: signed only by keys the device does not trust ("
+    )
 
 
 def test_signed_package_applies_with_the_trusted_key(release, signed, device):

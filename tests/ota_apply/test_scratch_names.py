@@ -10,6 +10,7 @@ hand-crafted manifest, by ota_apply before its first write.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,6 @@ import zipfile
 import pytest
 
 import tree_pairs
-from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.apply.engine import APPLIED
 from ota.build import layout as package_layout
 from ota.build.paths import SCRATCH_DIR, check_path
@@ -32,10 +32,11 @@ from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 from ota.testing.builds import Spec, make_package, write_build
+from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PAIRS = 24          # generated tree pairs
-CUTS_PER_PAIR = 3   # random crash points per pair (plus one clean apply)
+PAIRS = 24  # generated tree pairs
+CUTS_PER_PAIR = 3  # random crash points per pair (plus one clean apply)
 
 
 def _release(tmp: str, v1: Spec, v2: Spec) -> tuple[dc.Build, dc.Build, str, dc.Layout]:
@@ -45,17 +46,16 @@ def _release(tmp: str, v1: Spec, v2: Spec) -> tuple[dc.Build, dc.Build, str, dc.
     return source, target, package, dc.layout_for(source, target)
 
 
-def _apply_and_compare(source: dc.Build, target: dc.Build, package: str, layout: dc.Layout, directory: str,
-                       fault: FaultPoint | None) -> list[str]:
+def _apply_and_compare(
+    source: dc.Build, target: dc.Build, package: str, layout: dc.Layout, directory: str, fault: FaultPoint | None
+) -> list[str]:
     """Applies (cut at `fault` if given, then rerun) and returns how the device differs from v2."""
     if os.path.exists(directory):
         shutil.rmtree(directory)
     config = dc.materialize(source, directory, layout)
     if fault is not None:
-        try:
+        with contextlib.suppress(PowerLoss):
             dc.apply(config, package, FaultyFsOps(fault))
-        except PowerLoss:
-            pass
     status = dc.apply(config, package)
     assert status == APPLIED or fault is not None
     return dc.compare(config, target)
@@ -64,20 +64,39 @@ def _apply_and_compare(source: dc.Build, target: dc.Build, package: str, layout:
 def _issue_example() -> tuple[Spec, Spec]:
     """The issue's tree: etc/a.conf patched, etc/a.conf.patch unchanged, .ota-new.* beside written files."""
     conf = tree_pairs.text(random.Random(1), 6000)
-    v1 = {"etc": ("dir", 0o755, 0, 0), "etc/a.conf": (conf, 0o644, 0, 0),
-          "etc/a.conf.patch": (b"a real file named *.patch\n", 0o644, 0, 0),
-          "etc/b.conf": (b"old b\n", 0o644, 0, 0), "etc/.ota-new.b.conf": (b"user's\n", 0o600, 0, 0),
-          "etc/l": ("symlink", "a.conf"), "etc/.ota-new.l": ("dir", 0o755, 0, 0),
-          "etc/.ota-new.l/inside": (b"x\n", 0o644, 0, 0),
-          "etc/n": ("symlink", "old"), "etc/.ota-new.n": ("symlink", "/etc/passwd")}
+    v1 = {
+        "etc": ("dir", 0o755, 0, 0),
+        "etc/a.conf": (conf, 0o644, 0, 0),
+        "etc/a.conf.patch": (b"a real file named *.patch\n", 0o644, 0, 0),
+        "etc/b.conf": (b"old b\n", 0o644, 0, 0),
+        "etc/.ota-new.b.conf": (b"user's\n", 0o600, 0, 0),
+        "etc/l": ("symlink", "a.conf"),
+        "etc/.ota-new.l": ("dir", 0o755, 0, 0),
+        "etc/.ota-new.l/inside": (b"x\n", 0o644, 0, 0),
+        "etc/n": ("symlink", "old"),
+        "etc/.ota-new.n": ("symlink", "/etc/passwd"),
+    }
     v2 = dict(v1)
-    v2.update({"etc/a.conf": (tree_pairs.edit(random.Random(2), conf), 0o644, 0, 0),
-               "etc/b.conf": (b"new b\n", 0o644, 0, 0), "etc/l": ("symlink", "a.conf.patch"),
-               "etc/n": ("symlink", "new")})
-    return (tree_pairs.to_spec({p: (("file", *v) if isinstance(v[0], bytes) else v) for p, v in v1.items()},
-                               "scratch/x/1:user/test-keys", 1),
-            tree_pairs.to_spec({p: (("file", *v) if isinstance(v[0], bytes) else v) for p, v in v2.items()},
-                               "scratch/x/2:user/test-keys", 2))
+    v2.update(
+        {
+            "etc/a.conf": (tree_pairs.edit(random.Random(2), conf), 0o644, 0, 0),
+            "etc/b.conf": (b"new b\n", 0o644, 0, 0),
+            "etc/l": ("symlink", "a.conf.patch"),
+            "etc/n": ("symlink", "new"),
+        }
+    )
+    return (
+        tree_pairs.to_spec(
+            {p: (("file", *v) if isinstance(v[0], bytes) else v) for p, v in v1.items()},
+            "scratch/x/1:user/test-keys",
+            1,
+        ),
+        tree_pairs.to_spec(
+            {p: (("file", *v) if isinstance(v[0], bytes) else v) for p, v in v2.items()},
+            "scratch/x/2:user/test-keys",
+            2,
+        ),
+    )
 
 
 def test_issue_example_every_crash_point(tmp_path):
@@ -125,8 +144,14 @@ def test_generated_pairs_cover_the_scratch_patterns():
     assert any(re.fullmatch(r"[0-9a-f]{64}", n) for n in names) and any(" " in n for n in names)
     assert any(not n.isascii() for n in names) and any(set(n) == {"."} for n in names)
     changes = {(a, b) for a, b in kinds if a != b}
-    assert changes >= {("file", "dir"), ("dir", "file"), ("file", "symlink"), ("symlink", "file"),
-                       ("dir", "symlink"), ("symlink", "dir")}, changes
+    assert changes >= {
+        ("file", "dir"),
+        ("dir", "file"),
+        ("file", "symlink"),
+        ("symlink", "file"),
+        ("dir", "symlink"),
+        ("symlink", "dir"),
+    }, changes
 
 
 def _kind(item: object) -> str:
@@ -144,8 +169,18 @@ def test_check_path_refuses_the_reserved_top_name(path):
     assert "reserved for the updater's scratch files" in str(err.value)
 
 
-@pytest.mark.parametrize("path", [f"etc/{SCRATCH_DIR}", f"a/b/{SCRATCH_DIR}/x", f"{SCRATCH_DIR}x",
-                                  f"x{SCRATCH_DIR}", f"{SCRATCH_DIR}.patch", ".ota-new.x", "x.patch"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"etc/{SCRATCH_DIR}",
+        f"a/b/{SCRATCH_DIR}/x",
+        f"{SCRATCH_DIR}x",
+        f"x{SCRATCH_DIR}",
+        f"{SCRATCH_DIR}.patch",
+        ".ota-new.x",
+        "x.patch",
+    ],
+)
 def test_the_reserved_name_is_ordinary_elsewhere(path):
     assert check_path(path, "tree.json") == path
 
@@ -172,8 +207,12 @@ def test_build_tools_refuse_the_reserved_name_in_one_line(tmp_path, kind):
     tree_json = tmp_path / "tree.json"
     tree_json.write_text(json.dumps({"entries": entries + [entry]}))
     out = tmp_path / "manifest.json"
-    result = subprocess.run([sys.executable, "-m", "ota.build.system_manifest", "--tree", str(tree_json),
-                             "--out", str(out)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "ota.build.system_manifest", "--tree", str(tree_json), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1, result
     assert result.stderr.count("\n") == 1 and "reserved for the updater's scratch files" in result.stderr
     assert str(tree_json) in result.stderr and not out.exists()
@@ -212,12 +251,16 @@ def _add_op(manifest: pb.OtaManifest, entries: dict[str, bytes], path: str, op: 
     manifest.files.extend(ordered)
 
 
-@pytest.mark.parametrize("ops", [
-    [(SCRATCH_DIR, pb.FileOperation.MKDIR), (f"{SCRATCH_DIR}/x", pb.FileOperation.WRITE)],
-    [(SCRATCH_DIR, pb.FileOperation.WRITE)],
-    [(SCRATCH_DIR, pb.FileOperation.SYMLINK)],
-    [(SCRATCH_DIR, pb.FileOperation.MKDIR)],
-], ids=["write below", "write", "symlink", "mkdir"])
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [(SCRATCH_DIR, pb.FileOperation.MKDIR), (f"{SCRATCH_DIR}/x", pb.FileOperation.WRITE)],
+        [(SCRATCH_DIR, pb.FileOperation.WRITE)],
+        [(SCRATCH_DIR, pb.FileOperation.SYMLINK)],
+        [(SCRATCH_DIR, pb.FileOperation.MKDIR)],
+    ],
+    ids=["write below", "write", "symlink", "mkdir"],
+)
 def test_ota_apply_refuses_a_manifest_naming_the_reserved_name_before_any_write(tmp_path, ops):
     source, _, package, layout = _release(str(tmp_path), *_issue_example())
     crafted = str(tmp_path / "crafted.zip")
@@ -225,11 +268,17 @@ def test_ota_apply_refuses_a_manifest_naming_the_reserved_name_before_any_write(
     directory = str(tmp_path / "dev")
     config = dc.materialize(source, directory, layout)
     before = dc.device_hash(directory)
-    result = subprocess.run([sys.executable, "-m", "ota.cli.ota_apply", "--package", crafted, "--device", config],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "ota.cli.ota_apply", "--package", crafted, "--device", config],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (f"ota_apply: error: {crafted}: manifest.pb files path {min(path for path, _ in ops)!r}: "
-                             f"{SCRATCH_DIR!r} at the top of the tree is reserved for the updater's scratch files\n")
+    assert result.stderr == (
+        f"ota_apply: error: {crafted}: manifest.pb files path {min(path for path, _ in ops)!r}: "
+        f"{SCRATCH_DIR!r} at the top of the tree is reserved for the updater's scratch files\n"
+    )
     assert dc.device_hash(directory) == before
 
 

@@ -19,8 +19,27 @@ from ota.testing.builds import Spec
 
 DEVICE = "scratchdev"
 _WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"config", b"value", b"=", b"\n", b"true", b"0x1f", b"path"]
-_PLAIN = ["a.conf", "b", "lib x.so", "über", "日本語", ".hidden", "...", "..a", "a..", "-", "x y z", "etc",
-          "%s.bin", "tmp~", "ßeta", ".", "name with  two spaces", "ç.patch.d", "README"]
+_PLAIN = [
+    "a.conf",
+    "b",
+    "lib x.so",
+    "über",
+    "日本語",
+    ".hidden",
+    "...",
+    "..a",
+    "a..",
+    "-",
+    "x y z",
+    "etc",
+    "%s.bin",
+    "tmp~",
+    "ßeta",
+    ".",
+    "name with  two spaces",
+    "ç.patch.d",
+    "README",
+]
 _FILE_MODES = (0o644, 0o755, 0o600, 0o640, 0o4750)
 _DIR_MODES = (0o755, 0o750, 0o700)
 _IDS = (0, 1000, 2000)
@@ -40,7 +59,7 @@ def edit(rng: random.Random, data: bytes) -> bytes:
     for _ in range(rng.randint(1, 6)):
         if out:
             at = rng.randrange(len(out))
-            out[at:at + 3] = rng.choice([b"EDT", b"", b"longer insertion"])
+            out[at : at + 3] = rng.choice([b"EDT", b"", b"longer insertion"])
     return bytes(out) + text(rng, rng.randint(0, 300))
 
 
@@ -84,8 +103,17 @@ class TreeGen:
 
     def symlink(self, siblings: list[str]) -> Node:
         rng = self.rng
-        target = rng.choice(["../x", "/system/bin/sh", "dangling", "ünï code", "a.conf.patch",
-                             rng.choice(siblings) if siblings else "self", "./" + SCRATCH_DIR])
+        target = rng.choice(
+            [
+                "../x",
+                "/system/bin/sh",
+                "dangling",
+                "ünï code",
+                "a.conf.patch",
+                rng.choice(siblings) if siblings else "self",
+                "./" + SCRATCH_DIR,
+            ]
+        )
         return ("symlink", target)
 
     def fill(self, tree: dict[str, Node], prefix: str, depth: int, width: int) -> None:
@@ -102,7 +130,8 @@ class TreeGen:
                     if sibling not in used and rng.random() < 0.4:
                         used.add(sibling)
                         tree[f"{prefix}/{sibling}" if prefix else sibling] = rng.choice(
-                            [self.file(), self.file(), self.directory(), self.symlink([name])])
+                            [self.file(), self.file(), self.directory(), self.symlink([name])]
+                        )
             elif kind < 0.8:
                 tree[path] = self.directory()
                 self.fill(tree, path, depth + 1, max(1, width - 1))
@@ -196,5 +225,7 @@ def pair(seed: int) -> tuple[Spec, Spec]:
     gen = TreeGen(seed)
     source = gen.source()
     target = gen.target(source)
-    return (to_spec(source, f"scratch/{DEVICE}/1.{seed}:user/test-keys", 1_700_000_000),
-            to_spec(target, f"scratch/{DEVICE}/2.{seed}:user/test-keys", 1_800_000_000))
+    return (
+        to_spec(source, f"scratch/{DEVICE}/1.{seed}:user/test-keys", 1_700_000_000),
+        to_spec(target, f"scratch/{DEVICE}/2.{seed}:user/test-keys", 1_800_000_000),
+    )

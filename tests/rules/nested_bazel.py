@@ -68,7 +68,7 @@ def patched_path(spawn: dict) -> str | None:
     output: the outputs say it whatever the command line looks like (flags, or a param file)."""
     for output in spawn.get("listedOutputs", []):
         if ".patches/system/" in output and output.endswith(".p"):
-            return output.split(".patches/system/", 1)[1][:-len(".p")]
+            return output.split(".patches/system/", 1)[1][: -len(".p")]
     return None
 
 
@@ -101,7 +101,9 @@ class NestedWorkspace:
         command = [BAZEL, f"--output_user_root={self.output_user_root}", "--max_idle_secs=300", *args]
         if args and args[0] in ("build", "test", "aquery"):
             command += ["--curses=no", "--noshow_progress", *self.extra_flags]
-        proc = subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            command, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if proc.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-6000:]}")
         return proc
@@ -118,6 +120,11 @@ class NestedWorkspace:
 
     def close(self) -> None:
         """Stops the nested server (it would otherwise idle for --max_idle_secs)."""
-        subprocess.run([BAZEL, f"--output_user_root={self.output_user_root}", "shutdown"], cwd=self.root,
-                       env={"PATH": "/bin:/usr/bin", "HOME": str(self.output_user_root.parent)},
-                       capture_output=True, timeout=120, check=False)
+        subprocess.run(
+            [BAZEL, f"--output_user_root={self.output_user_root}", "shutdown"],
+            cwd=self.root,
+            env={"PATH": "/bin:/usr/bin", "HOME": str(self.output_user_root.parent)},
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )

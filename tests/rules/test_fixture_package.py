@@ -29,8 +29,9 @@ def _ops(manifest: pb.OtaManifest) -> dict[str, pb.FileOperation]:
 
 
 def _info(path: str) -> dict:
-    return json.loads((HERE / "fixture_incremental.patches" / path).with_suffix(
-        pathlib.Path(path).suffix + ".json").read_text())
+    return json.loads(
+        (HERE / "fixture_incremental.patches" / path).with_suffix(pathlib.Path(path).suffix + ".json").read_text()
+    )
 
 
 @pytest.fixture(scope="module")

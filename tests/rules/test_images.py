@@ -41,7 +41,10 @@ def test_manifest_hashes_the_files() -> None:
     b_txt = next(e for e in entries if e["path"] == "usr/share/sub/b.txt")
     data = b"beta\n"
     assert (b_txt["size"], b_txt["sha256"], b_txt["sha1"]) == (
-        len(data), hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest())
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.sha1(data).hexdigest(),
+    )
     assert "file" not in b_txt
 
 

@@ -31,24 +31,31 @@ def _run(tmp_path: pathlib.Path, **changes: object) -> subprocess.CompletedProce
     spec.update(changes, interrupt=False)
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    return subprocess.run([sys.executable, "-m", "ota.testing.ota_test_main", f"--spec={path}"],
-                          cwd=REPO, capture_output=True, text=True, check=False,
-                          env={**os.environ, "TEST_TMPDIR": str(tmp_path)})
+    return subprocess.run(
+        [sys.executable, "-m", "ota.testing.ota_test_main", f"--spec={path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TEST_TMPDIR": str(tmp_path)},
+    )
 
 
 def test_signed_package_passes_without_interruptions(tmp_path) -> None:
     proc = _run(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert ", signature required\n" in proc.stdout
-    assert proc.stdout.endswith("ok: the device is the target build (files, modes, owners, symlinks, "
-                                "directories, partitions)\n")
+    assert proc.stdout.endswith(
+        "ok: the device is the target build (files, modes, owners, symlinks, directories, partitions)\n"
+    )
 
 
 def test_unsigned_package_is_refused(tmp_path) -> None:
     proc = _run(tmp_path, package="tests/rules/fixture_incremental.zip")
     assert proc.returncode == 1
-    assert ("FAIL: apply failed: tests/rules/fixture_incremental.zip: unsigned: no META-INF/ota/signature "
-            "entry\n") in proc.stderr
+    assert (
+        "FAIL: apply failed: tests/rules/fixture_incremental.zip: unsigned: no META-INF/ota/signature entry\n"
+    ) in proc.stderr
 
 
 def test_package_signed_by_an_untrusted_key_is_refused(tmp_path) -> None:
@@ -56,5 +63,7 @@ def test_package_signed_by_an_untrusted_key_is_refused(tmp_path) -> None:
     other.write_bytes(signing.public_key_pem(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32))))
     proc = _run(tmp_path, trusted_keys=[str(other)])
     assert proc.returncode == 1
-    assert ("FAIL: apply failed: tests/rules/fixture_signed.zip: unknown key: signed only by keys the "
-            f"device does not trust ({TEST_KEY_ID})\n") in proc.stderr
+    assert (
+        "FAIL: apply failed: tests/rules/fixture_signed.zip: unknown key: signed only by keys the "
+        f"device does not trust ({TEST_KEY_ID})\n"
+    ) in proc.stderr

@@ -97,7 +97,9 @@ def test_package_is_signed_by_the_test_key(name: str) -> None:
 @pytest.mark.parametrize("name", PACKAGES)
 def test_signature_does_not_verify_with_another_key(name: str) -> None:
     other = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key()
-    with pytest.raises(OtaError, match=f"unknown key: signed only by keys the device does not trust \\({TEST_KEY_ID}\\)"):
+    with pytest.raises(
+        OtaError, match=f"unknown key: signed only by keys the device does not trust \\({TEST_KEY_ID}\\)"
+    ):
         signing.verify(str(RELEASE / name), [other])
 
 

@@ -81,26 +81,40 @@ def _text(seed: int, size: int) -> bytes:
 
 
 def _boot(kernel: bytes, ramdisk: bytes) -> bytes:
-    return bootimg.build(bootimg.BootImage(header_version=0, kernel=kernel,
-                                           ramdisk=gzip.compress(ramdisk, mtime=0), cmdline=b"console=ttyS0"))
+    return bootimg.build(
+        bootimg.BootImage(
+            header_version=0, kernel=kernel, ramdisk=gzip.compress(ramdisk, mtime=0), cmdline=b"console=ttyS0"
+        )
+    )
 
 
 def _specs() -> tuple[Spec, Spec]:
     app = _text(1, 30_000)
-    source = Spec(DEVICE, SOURCE_FP, SOURCE_TIME, {
-        APP: (app, 0o755, 0, 2000),
-        "etc/hosts": b"127.0.0.1 localhost\n",
-        "lib/libc.so": _text(2, 8_000),
-        "lib/libm.so": ("symlink", "libc.so"),
-        # A symlink the source build ships that points outside the system root (legal: Android has
-        # absolute links); a package must never write through it.
-        "etc/outlink": ("symlink", "../../outside"),
-    }, {"boot": _boot(_text(3, 20_000), _text(4, 10_000))})
+    source = Spec(
+        DEVICE,
+        SOURCE_FP,
+        SOURCE_TIME,
+        {
+            APP: (app, 0o755, 0, 2000),
+            "etc/hosts": b"127.0.0.1 localhost\n",
+            "lib/libc.so": _text(2, 8_000),
+            "lib/libm.so": ("symlink", "libc.so"),
+            # A symlink the source build ships that points outside the system root (legal: Android has
+            # absolute links); a package must never write through it.
+            "etc/outlink": ("symlink", "../../outside"),
+        },
+        {"boot": _boot(_text(3, 20_000), _text(4, 10_000))},
+    )
     target_items = dict(source.items)
     target_items[APP] = (app[:10_000] + b"PATCHED" + app[10_000:], 0o755, 0, 2000)
     target_items[NEW_CONF] = b"feature=on\n" * 20
-    target = Spec(DEVICE, TARGET_FP, TARGET_TIME, target_items,
-                  {"boot": _boot(_text(3, 20_000) + b"new kernel", _text(4, 10_000) + b"new ramdisk")})
+    target = Spec(
+        DEVICE,
+        TARGET_FP,
+        TARGET_TIME,
+        target_items,
+        {"boot": _boot(_text(3, 20_000) + b"new kernel", _text(4, 10_000) + b"new ramdisk")},
+    )
     return source, target
 
 
@@ -112,7 +126,7 @@ class Lab:
     work: str
     source: device_check.Build
     layout: device_check.Layout
-    entries: list[tuple[str, bytes]]   # the genuine package's entries (no signature)
+    entries: list[tuple[str, bytes]]  # the genuine package's entries (no signature)
     manifest: pb.OtaManifest
 
     @classmethod
@@ -136,9 +150,17 @@ class Lab:
         config = device_check.materialize(self.source, directory, self.layout)
         with open(os.path.join(directory, "trusted.pem"), "wb") as f:
             f.write(signing.public_key_pem(TRUSTED_KEY))
-        device_mod.write_config(config, {"name": DEVICE, "system_root": "system", "build_file": "build.json",
-                                         "partitions": "partitions.conf", "trusted_keys": ["trusted.pem"],
-                                         "policy": {"require_signature": True}})
+        device_mod.write_config(
+            config,
+            {
+                "name": DEVICE,
+                "system_root": "system",
+                "build_file": "build.json",
+                "partitions": "partitions.conf",
+                "trusted_keys": ["trusted.pem"],
+                "policy": {"require_signature": True},
+            },
+        )
         os.mkdir(os.path.join(directory, "outside"))  # where escapes would land: inside the hash
         return directory
 
@@ -156,9 +178,14 @@ def with_payload(manifest: pb.OtaManifest, entries: list[tuple[str, bytes]]) -> 
     return out
 
 
-def assemble(manifest: pb.OtaManifest | bytes, entries: list[tuple[str, bytes]], *,
-             key: ed25519.Ed25519PrivateKey | None = TRUSTED_KEY, block: bytes | None = None,
-             signed_manifest: bytes | None = None) -> bytes:
+def assemble(
+    manifest: pb.OtaManifest | bytes,
+    entries: list[tuple[str, bytes]],
+    *,
+    key: ed25519.Ed25519PrivateKey | None = TRUSTED_KEY,
+    block: bytes | None = None,
+    signed_manifest: bytes | None = None,
+) -> bytes:
     """A package zip: manifest.pb, `entries` as given, and a signature block.
 
     The block signs `signed_manifest` if given (so the manifest can change under a kept signature),
@@ -168,12 +195,12 @@ def assemble(manifest: pb.OtaManifest | bytes, entries: list[tuple[str, bytes]],
     if block is None and key is not None:
         block = signing.sign_manifest(raw if signed_manifest is None else signed_manifest, [key])
     tail = [] if block is None else [(signing.SIGNATURE_ENTRY, block)]
-    return hostile_zip.write_zip([(signing.MANIFEST_ENTRY, raw), *entries, *tail],
-                                 stored=tuple(n for n, _ in entries if n.endswith(".p")))
+    return hostile_zip.write_zip(
+        [(signing.MANIFEST_ENTRY, raw), *entries, *tail], stored=tuple(n for n, _ in entries if n.endswith(".p"))
+    )
 
 
-def resigned(lab: Lab, edit: Callable[[pb.OtaManifest], None],
-             entries: list[tuple[str, bytes]] | None = None) -> bytes:
+def resigned(lab: Lab, edit: Callable[[pb.OtaManifest], None], entries: list[tuple[str, bytes]] | None = None) -> bytes:
     """The hostile-pipeline model: entries replaced, manifest edited, all signed by the trusted key."""
     entries = lab.entries if entries is None else entries
     manifest = with_payload(lab.manifest, entries)
@@ -211,20 +238,38 @@ def write_attack(path: str, entry: str | None = None) -> Callable[[Lab], bytes]:
     def make(lab: Lab) -> bytes:
         entries = lab.entries + [(entry, b"pwned\n")]
         return resigned(lab, lambda m: _add_write(m, path, entry, b"pwned\n"), entries)
+
     return make
 
 
 # --- hostile patches ----------------------------------------------------------------------------
 
 
-def bsdiff_patch(controls: list[tuple[int, int, int]], diff: bytes, extra: bytes, new_size: int, *,
-                 control_block: bytes | None = None) -> bytes:
+def bsdiff_patch(
+    controls: list[tuple[int, int, int]],
+    diff: bytes,
+    extra: bytes,
+    new_size: int,
+    *,
+    control_block: bytes | None = None,
+) -> bytes:
     """A BSDIFF40 file with exactly the given fields (nothing checked: that is the point)."""
-    ctrl = control_block if control_block is not None else bz2.compress(
-        b"".join(bsdiff.encode_offset(a) + bsdiff.encode_offset(b) + bsdiff.encode_offset(c) for a, b, c in controls))
+    ctrl = (
+        control_block
+        if control_block is not None
+        else bz2.compress(
+            b"".join(
+                bsdiff.encode_offset(a) + bsdiff.encode_offset(b) + bsdiff.encode_offset(c) for a, b, c in controls
+            )
+        )
+    )
     diff_block, extra_block = bz2.compress(diff), bz2.compress(extra)
-    header = (bsdiff.MAGIC + bsdiff.encode_offset(len(ctrl)) + bsdiff.encode_offset(len(diff_block))
-              + bsdiff.encode_offset(new_size))
+    header = (
+        bsdiff.MAGIC
+        + bsdiff.encode_offset(len(ctrl))
+        + bsdiff.encode_offset(len(diff_block))
+        + bsdiff.encode_offset(new_size)
+    )
     return header + ctrl + diff_block + extra_block
 
 
@@ -239,8 +284,10 @@ def imgdiff_with(lab: Lab, mutate: Callable[[list], None]) -> bytes:
     chunks = imgdiff_format.parse(patch, BOOT_PATCH)
     # Every non-RAW chunk's BSDIFF40 runs from its patch_offset to the next one (or the end).
     offsets = sorted(c.patch_offset for c in chunks if hasattr(c, "patch_offset")) + [len(patch)]
-    bodies = [patch[c.patch_offset:offsets[offsets.index(c.patch_offset) + 1]] if hasattr(c, "patch_offset")
-              else None for c in chunks]
+    bodies = [
+        patch[c.patch_offset : offsets[offsets.index(c.patch_offset) + 1]] if hasattr(c, "patch_offset") else None
+        for c in chunks
+    ]
     mutate(chunks)
     return imgdiff_format.pack(chunks, bodies)
 
@@ -248,6 +295,7 @@ def imgdiff_with(lab: Lab, mutate: Callable[[list], None]) -> bytes:
 def _set_field(index: int, **fields: int) -> Callable[[list], None]:
     def mutate(chunks: list) -> None:
         chunks[index] = dataclasses.replace(chunks[index], **fields)
+
     return mutate
 
 
@@ -272,7 +320,9 @@ def imgdiff_attack(kind: str, **fields: int) -> Callable[[Lab], bytes]:
     def make(lab: Lab) -> bytes:
         def mutate(chunks: list) -> None:
             _set_field(_first_of(chunks, kind), **fields)(chunks)
+
         return imgdiff_with(lab, mutate)
+
     return patch_attack(make, BOOT_PATCH)
 
 
@@ -298,6 +348,7 @@ def _huge_declared(lab: Lab) -> bytes:
             if entry.name == NEW_ENTRY:
                 entry.size = size
         file_op(manifest, NEW_CONF).target.size = size
+
     raw = bytearray(resigned(lab, edit, entries))
     hostile_zip.set_declared_size(raw, NEW_ENTRY, size)
     return bytes(raw)
@@ -334,7 +385,7 @@ def _inconsistent_boot(lab: Lab) -> bytes:
 @dataclass(frozen=True)
 class Attack:
     name: str
-    expected: str            # what the device must say (a fragment of the one-line error)
+    expected: str  # what the device must say (a fragment of the one-line error)
     make: Callable[[Lab], bytes]
     tool: str = "ota_apply"  # or "ota_bootimg" for the host-side boot image reader
 
@@ -360,6 +411,7 @@ def _dir_becomes_file(lab: Lab) -> bytes:
                 op.op = pb.FileOperation.DELETE
         manifest.files.remove(file_op(manifest, "lib"))
         _add_write(manifest, "lib", "system/lib", b"pwned\n")
+
     return resigned(lab, edit, entries)
 
 
@@ -367,108 +419,233 @@ def _downgrade(flag: bool) -> Callable[[pb.OtaManifest], None]:
     def edit(manifest: pb.OtaManifest) -> None:
         manifest.postcondition.timestamp = SOURCE_TIME - 1
         manifest.downgrade = flag
+
     return edit
 
 
 ATTACKS: tuple[Attack, ...] = (
     # signatures
-    Attack("unsigned package", "unsigned: no META-INF/ota/signature entry",
-           lambda lab: assemble(lab.manifest, lab.entries, key=None)),
-    Attack("signed by an untrusted key", "unknown key: signed only by keys the device does not trust",
-           lambda lab: assemble(lab.manifest, lab.entries, key=OTHER_KEY)),
-    Attack("manifest altered after signing (kept signature)", "bad signature: ed25519 signature by trusted key",
-           _altered_manifest),
-    Attack("signature block is garbage", "malformed signature block",
-           lambda lab: assemble(lab.manifest, lab.entries, block=b"\x00garbage\n")),
-    Attack("unknown signature algorithm", "unknown signature algorithm",
-           lambda lab: assemble(lab.manifest, lab.entries, block=signing.sign_manifest(
-               manifest_bytes(lab.manifest), [TRUSTED_KEY]).replace(b"\ned25519 ", b"\nfuture-alg "))),
+    Attack(
+        "unsigned package",
+        "unsigned: no META-INF/ota/signature entry",
+        lambda lab: assemble(lab.manifest, lab.entries, key=None),
+    ),
+    Attack(
+        "signed by an untrusted key",
+        "unknown key: signed only by keys the device does not trust",
+        lambda lab: assemble(lab.manifest, lab.entries, key=OTHER_KEY),
+    ),
+    Attack(
+        "manifest altered after signing (kept signature)",
+        "bad signature: ed25519 signature by trusted key",
+        _altered_manifest,
+    ),
+    Attack(
+        "signature block is garbage",
+        "malformed signature block",
+        lambda lab: assemble(lab.manifest, lab.entries, block=b"\x00garbage\n"),
+    ),
+    Attack(
+        "unknown signature algorithm",
+        "unknown signature algorithm",
+        lambda lab: assemble(
+            lab.manifest,
+            lab.entries,
+            block=signing.sign_manifest(manifest_bytes(lab.manifest), [TRUSTED_KEY]).replace(
+                b"\ned25519 ", b"\nfuture-alg "
+            ),
+        ),
+    ),
     # zip shape around a genuine signed manifest
-    Attack("zip entry not in the manifest (kept signature)", "not listed in the manifest payload",
-           lambda lab: kept_signature(lab, lab.entries + [("system/bin/backdoor", b"#!/bin/sh\n")])),
-    Attack("manifest entry missing from the zip (kept signature)", f"payload entry {NEW_ENTRY}: missing",
-           lambda lab: kept_signature(lab, [(n, d) for n, d in lab.entries if n != NEW_ENTRY])),
-    Attack("duplicate zip entry, second copy hostile (kept signature)", "appears twice",
-           lambda lab: kept_signature(lab, lab.entries + [(NEW_ENTRY, b"evil=1\n")])),
-    Attack("duplicate manifest.pb, second one hostile (kept signature)", "appears twice",
-           lambda lab: kept_signature(lab, lab.entries + [(signing.MANIFEST_ENTRY, b"\x08\x01")])),
-    Attack("entry swapped for same-size bytes (kept signature)", "does not match the manifest's",
-           lambda lab: kept_signature(lab, replace(lab.entries, NEW_ENTRY, bytes(
-               len(lab.payload()[NEW_ENTRY]))))),
-    Attack("zip bomb: headers say N bytes, inflates to 128 MiB (kept signature)", "holds more than its declared",
-           _lying_size_bomb),
+    Attack(
+        "zip entry not in the manifest (kept signature)",
+        "not listed in the manifest payload",
+        lambda lab: kept_signature(lab, lab.entries + [("system/bin/backdoor", b"#!/bin/sh\n")]),
+    ),
+    Attack(
+        "manifest entry missing from the zip (kept signature)",
+        f"payload entry {NEW_ENTRY}: missing",
+        lambda lab: kept_signature(lab, [(n, d) for n, d in lab.entries if n != NEW_ENTRY]),
+    ),
+    Attack(
+        "duplicate zip entry, second copy hostile (kept signature)",
+        "appears twice",
+        lambda lab: kept_signature(lab, lab.entries + [(NEW_ENTRY, b"evil=1\n")]),
+    ),
+    Attack(
+        "duplicate manifest.pb, second one hostile (kept signature)",
+        "appears twice",
+        lambda lab: kept_signature(lab, lab.entries + [(signing.MANIFEST_ENTRY, b"\x08\x01")]),
+    ),
+    Attack(
+        "entry swapped for same-size bytes (kept signature)",
+        "does not match the manifest's",
+        lambda lab: kept_signature(lab, replace(lab.entries, NEW_ENTRY, bytes(len(lab.payload()[NEW_ENTRY])))),
+    ),
+    Attack(
+        "zip bomb: headers say N bytes, inflates to 128 MiB (kept signature)",
+        "holds more than its declared",
+        _lying_size_bomb,
+    ),
     Attack("zip bomb: 100,001 entries (kept signature)", "more than the limit of 100000", _entry_count_bomb),
-    Attack("declared size 3 GiB in manifest and zip, few bytes stored (re-signed)", "not its declared",
-           _huge_declared),
+    Attack("declared size 3 GiB in manifest and zip, few bytes stored (re-signed)", "not its declared", _huge_declared),
     # paths (re-signed: only a hostile pipeline can put them in a manifest)
     Attack("zip slip: '../' in a file path (re-signed)", "'..' path component", write_attack("../outside/pwned")),
-    Attack("zip slip: absolute file path (re-signed)", "absolute paths are not allowed",
-           write_attack("/tmp/pwned", "system/tmp-pwned")),
-    Attack("zip slip: backslash in a file path (re-signed)", "backslash or NUL in path",
-           write_attack("..\\outside\\pwned", "system/bs-pwned")),
-    Attack("zip slip: NUL in a file path (re-signed)", "backslash or NUL in path",
-           write_attack("etc/pwned\0.conf", "system/nul-pwned")),
-    Attack("zip slip: '../' in a payload entry name (re-signed)", "'..' path component",
-           write_attack("etc/pwned", "../pwned")),
-    Attack("overlong file name, 300-byte component (re-signed)", "is 300 bytes, longer than NAME_MAX (255)",
-           write_attack("etc/" + "n" * 300)),
-    Attack("write into the updater's reserved scratch directory (re-signed)",
-           "at the top of the tree is reserved for the updater's scratch files", write_attack(".ota-scratch/pwned")),
-    Attack("overlong path, 5000 bytes (re-signed)", "longer than PATH_MAX allows",
-           write_attack("/".join(["d" * 100] * 50))),
-    Attack("write through a symlink the device has to outside the root (re-signed)",
-           "parent 'etc/outlink' is a SYMLINK operation, not a directory", write_attack("etc/outlink/pwned")),
-    Attack("the device's symlink to outside the root declared a directory, then a write through it (re-signed)",
-           "etc/outlink: is a symlink; the source and target builds have a directory here",
-           lambda lab: resigned(lab, lambda m: (_make_dir(m, "etc/outlink"),
-                                                _add_write(m, "etc/outlink/pwned", "system/pwned", b"pwned\n")),
-                                lab.entries + [("system/pwned", b"pwned\n")])),
-    Attack("a directory of the device declared absent in the source, a file written there (re-signed)",
-           "lib: is a directory; the source build has nothing and the target a file here", _dir_becomes_file),
-    Attack("DELETE of a directory whose files the package keeps (re-signed)",
-           "parent 'etc' is a DELETE operation, not a directory",
-           lambda lab: resigned(lab, lambda m: _set_op(m, "etc", pb.FileOperation.DELETE))),
-    Attack("new symlink to outside the root, then a write through it (re-signed)",
-           "parent 'etc/esc' is a SYMLINK operation, not a directory",
-           lambda lab: resigned(lab, lambda m: (
-               m.files.extend([pb.FileOperation(path="etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777,
-                                                symlink_target="../../outside")]),
-               _add_write(m, "etc/esc/pwned", "system/etc/esc/pwned", b"pwned\n")),
-               lab.entries + [("system/etc/esc/pwned", b"pwned\n")])),
+    Attack(
+        "zip slip: absolute file path (re-signed)",
+        "absolute paths are not allowed",
+        write_attack("/tmp/pwned", "system/tmp-pwned"),
+    ),
+    Attack(
+        "zip slip: backslash in a file path (re-signed)",
+        "backslash or NUL in path",
+        write_attack("..\\outside\\pwned", "system/bs-pwned"),
+    ),
+    Attack(
+        "zip slip: NUL in a file path (re-signed)",
+        "backslash or NUL in path",
+        write_attack("etc/pwned\0.conf", "system/nul-pwned"),
+    ),
+    Attack(
+        "zip slip: '../' in a payload entry name (re-signed)",
+        "'..' path component",
+        write_attack("etc/pwned", "../pwned"),
+    ),
+    Attack(
+        "overlong file name, 300-byte component (re-signed)",
+        "is 300 bytes, longer than NAME_MAX (255)",
+        write_attack("etc/" + "n" * 300),
+    ),
+    Attack(
+        "write into the updater's reserved scratch directory (re-signed)",
+        "at the top of the tree is reserved for the updater's scratch files",
+        write_attack(".ota-scratch/pwned"),
+    ),
+    Attack(
+        "overlong path, 5000 bytes (re-signed)", "longer than PATH_MAX allows", write_attack("/".join(["d" * 100] * 50))
+    ),
+    Attack(
+        "write through a symlink the device has to outside the root (re-signed)",
+        "parent 'etc/outlink' is a SYMLINK operation, not a directory",
+        write_attack("etc/outlink/pwned"),
+    ),
+    Attack(
+        "the device's symlink to outside the root declared a directory, then a write through it (re-signed)",
+        "etc/outlink: is a symlink; the source and target builds have a directory here",
+        lambda lab: resigned(
+            lab,
+            lambda m: (_make_dir(m, "etc/outlink"), _add_write(m, "etc/outlink/pwned", "system/pwned", b"pwned\n")),
+            lab.entries + [("system/pwned", b"pwned\n")],
+        ),
+    ),
+    Attack(
+        "a directory of the device declared absent in the source, a file written there (re-signed)",
+        "lib: is a directory; the source build has nothing and the target a file here",
+        _dir_becomes_file,
+    ),
+    Attack(
+        "DELETE of a directory whose files the package keeps (re-signed)",
+        "parent 'etc' is a DELETE operation, not a directory",
+        lambda lab: resigned(lab, lambda m: _set_op(m, "etc", pb.FileOperation.DELETE)),
+    ),
+    Attack(
+        "new symlink to outside the root, then a write through it (re-signed)",
+        "parent 'etc/esc' is a SYMLINK operation, not a directory",
+        lambda lab: resigned(
+            lab,
+            lambda m: (
+                m.files.extend(
+                    [
+                        pb.FileOperation(
+                            path="etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777, symlink_target="../../outside"
+                        )
+                    ]
+                ),
+                _add_write(m, "etc/esc/pwned", "system/etc/esc/pwned", b"pwned\n"),
+            ),
+            lab.entries + [("system/etc/esc/pwned", b"pwned\n")],
+        ),
+    ),
     # hostile patches (re-signed: the patch bytes match the manifest, the patch itself is hostile)
-    Attack("BSDIFF40 declares a 2^62-byte new file (re-signed)", "exceeds the limit", patch_attack(
-        lambda lab: bsdiff_patch([], b"", b"", 1 << 62))),
+    Attack(
+        "BSDIFF40 declares a 2^62-byte new file (re-signed)",
+        "exceeds the limit",
+        patch_attack(lambda lab: bsdiff_patch([], b"", b"", 1 << 62)),
+    ),
     # bsdiff skips old bytes outside the old file (AOSP does too): a legal patch, wrong result.
-    Attack("BSDIFF40 control tuple seeks 2^40 past the old file (re-signed)", "is not the expected target",
-           patch_attack(lambda lab: bsdiff_patch([(16, 0, 1 << 40), (16, 0, 0)], b"\0" * 32, b"", 32))),
-    Attack("BSDIFF40 control tuple writes past the new size (re-signed)", "runs past the new size", patch_attack(
-        lambda lab: bsdiff_patch([(1 << 20, 0, 0)], b"\0" * 64, b"", 64))),
+    Attack(
+        "BSDIFF40 control tuple seeks 2^40 past the old file (re-signed)",
+        "is not the expected target",
+        patch_attack(lambda lab: bsdiff_patch([(16, 0, 1 << 40), (16, 0, 0)], b"\0" * 32, b"", 32)),
+    ),
+    Attack(
+        "BSDIFF40 control tuple writes past the new size (re-signed)",
+        "runs past the new size",
+        patch_attack(lambda lab: bsdiff_patch([(1 << 20, 0, 0)], b"\0" * 64, b"", 64)),
+    ),
     # Only the 64 bytes the control tuples need are ever inflated (peak RSS is checked).
-    Attack("BSDIFF40 bz2 bomb (128 MiB) in the diff block (re-signed)", "is not the expected target",
-           patch_attack(lambda lab: bsdiff_patch([(64, 0, 0)], b"\0" * (128 << 20), b"", 64))),
-    Attack("IMGDIFF2 chunk source range past the source (re-signed)", "runs past the source", imgdiff_attack(
-        "NormalChunk", src_start=1 << 40)),
-    Attack("IMGDIFF2 chunk patch offset past the patch (re-signed)", "chunk", patch_attack(
-        _imgdiff_patch_offset, BOOT_PATCH)),
-    Attack("IMGDIFF2 deflate chunk declares a 2^40-byte expansion (re-signed)", "exceeds the expansion limit", imgdiff_attack(
-        "DeflateChunk", tgt_expanded_len=1 << 40)),
+    Attack(
+        "BSDIFF40 bz2 bomb (128 MiB) in the diff block (re-signed)",
+        "is not the expected target",
+        patch_attack(lambda lab: bsdiff_patch([(64, 0, 0)], b"\0" * (128 << 20), b"", 64)),
+    ),
+    Attack(
+        "IMGDIFF2 chunk source range past the source (re-signed)",
+        "runs past the source",
+        imgdiff_attack("NormalChunk", src_start=1 << 40),
+    ),
+    Attack(
+        "IMGDIFF2 chunk patch offset past the patch (re-signed)",
+        "chunk",
+        patch_attack(_imgdiff_patch_offset, BOOT_PATCH),
+    ),
+    Attack(
+        "IMGDIFF2 deflate chunk declares a 2^40-byte expansion (re-signed)",
+        "exceeds the expansion limit",
+        imgdiff_attack("DeflateChunk", tgt_expanded_len=1 << 40),
+    ),
     # Under the engine's 2 GiB default, so the bound derived from the target's declared size refuses it.
-    Attack("IMGDIFF2 deflate chunk declares a 2 GiB - 1 expansion (re-signed)", "exceeds the expansion limit",
-           imgdiff_attack("DeflateChunk", tgt_expanded_len=(1 << 31) - 1)),
+    Attack(
+        "IMGDIFF2 deflate chunk declares a 2 GiB - 1 expansion (re-signed)",
+        "exceeds the expansion limit",
+        imgdiff_attack("DeflateChunk", tgt_expanded_len=(1 << 31) - 1),
+    ),
     # builds
-    Attack("package for another device (re-signed)", "package is for device",
-           lambda lab: resigned(lab, lambda m: (m.precondition.device.__setitem__(0, "sailfish"),
-                                                m.postcondition.device.__setitem__(0, "sailfish")))),
-    Attack("package for another source build (re-signed)", "the device runs",
-           lambda lab: resigned(lab, lambda m: m.precondition.build_fingerprint.__setitem__(
-               0, "rules_ota/guppy/0.9:user/release-keys"))),
-    Attack("downgrade: older target, not marked downgrade (re-signed)", "not a downgrade package",
-           lambda lab: resigned(lab, _downgrade(False))),
-    Attack("downgrade package, device policy forbids (re-signed)", "does not allow downgrades",
-           lambda lab: resigned(lab, _downgrade(True))),
+    Attack(
+        "package for another device (re-signed)",
+        "package is for device",
+        lambda lab: resigned(
+            lab,
+            lambda m: (
+                m.precondition.device.__setitem__(0, "sailfish"),
+                m.postcondition.device.__setitem__(0, "sailfish"),
+            ),
+        ),
+    ),
+    Attack(
+        "package for another source build (re-signed)",
+        "the device runs",
+        lambda lab: resigned(
+            lab, lambda m: m.precondition.build_fingerprint.__setitem__(0, "rules_ota/guppy/0.9:user/release-keys")
+        ),
+    ),
+    Attack(
+        "downgrade: older target, not marked downgrade (re-signed)",
+        "not a downgrade package",
+        lambda lab: resigned(lab, _downgrade(False)),
+    ),
+    Attack(
+        "downgrade package, device policy forbids (re-signed)",
+        "does not allow downgrades",
+        lambda lab: resigned(lab, _downgrade(True)),
+    ),
     # boot image header, read by the host-side tool (ota_apply patches boot as raw, hashed bytes)
-    Attack("boot image kernel_size past the end of the file (ota_bootimg info)", "kernel",
-           _inconsistent_boot, tool="ota_bootimg"),
+    Attack(
+        "boot image kernel_size past the end of the file (ota_bootimg info)",
+        "kernel",
+        _inconsistent_boot,
+        tool="ota_bootimg",
+    ),
 )
 
 
@@ -484,14 +661,18 @@ MAX_PEAK_RSS_MIB = 140
 class Row:
     attack: Attack
     outcome: str
-    refused: bool            # exit 1 with exactly one stderr line
+    refused: bool  # exit 1 with exactly one stderr line
     changed: tuple[str, ...] | None  # device paths that differ afterwards; None: no device involved
     peak_rss_mib: int
 
     @property
     def ok(self) -> bool:
-        return (self.refused and self.attack.expected in self.outcome and not self.changed
-                and self.peak_rss_mib < MAX_PEAK_RSS_MIB)
+        return (
+            self.refused
+            and self.attack.expected in self.outcome
+            and not self.changed
+            and self.peak_rss_mib < MAX_PEAK_RSS_MIB
+        )
 
 
 def _scrub(text: str, work: str) -> str:
@@ -519,8 +700,13 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 def _run(module: str, args: list[str], work: str) -> tuple[int, str, str, int]:
     """Runs tool `module`; returns exit status, stdout, stderr and the tool's peak RSS (MiB)."""
     peak = os.path.join(work, "peak_rss_kib")
-    done = subprocess.run([sys.executable, "-c", _MEASURED_MAIN, peak, module, *args],
-                          capture_output=True, text=True, errors="replace", check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURED_MAIN, peak, module, *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
     with open(peak, encoding="ascii") as f:
         rss_mib = int(f.read()) // 1024
     os.unlink(peak)
@@ -542,9 +728,11 @@ def run_attack(lab: Lab, index: int, attack: Attack) -> Row:
         return Row(attack, outcome, outcome.startswith("refused:"), None, rss)
     directory = lab.new_device(f"{index:02d}")
     before = device_check.snapshot(directory)
-    status, out, err, rss = _run("ota.cli.ota_apply", ["--package", package, "--device",
-                                                      os.path.join(directory, "device.json"), "--progress", "none"],
-                                 lab.work)
+    status, out, err, rss = _run(
+        "ota.cli.ota_apply",
+        ["--package", package, "--device", os.path.join(directory, "device.json"), "--progress", "none"],
+        lab.work,
+    )
     changed = _changes(before, device_check.snapshot(directory))
     outcome = _outcome(status, out, err, lab.work)
     return Row(attack, outcome, outcome.startswith("refused:"), changed, rss)
@@ -586,20 +774,22 @@ def table(rows: list[Row]) -> str:
             unchanged = "yes"
         else:
             unchanged = f"**NO**: changed {_summary(row.changed)}"
-        lines.append(f"| {_cell(row.attack.name)} | refused: `{_cell(row.attack.expected)}` | "
-                     f"{_cell(row.outcome)} | {unchanged} |")
+        lines.append(
+            f"| {_cell(row.attack.name)} | refused: `{_cell(row.attack.expected)}` | "
+            f"{_cell(row.outcome)} | {unchanged} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def documented_table(doc_text: str) -> str:
     """The table between the markers in docs/security.md."""
     start = doc_text.index(TABLE_BEGIN) + len(TABLE_BEGIN) + 1
-    return doc_text[start:doc_text.index(TABLE_END)]
+    return doc_text[start : doc_text.index(TABLE_END)]
 
 
 def replace_documented_table(doc_text: str, new_table: str) -> str:
     start = doc_text.index(TABLE_BEGIN) + len(TABLE_BEGIN) + 1
-    return doc_text[:start] + new_table + doc_text[doc_text.index(TABLE_END):]
+    return doc_text[:start] + new_table + doc_text[doc_text.index(TABLE_END) :]
 
 
 def main() -> int:

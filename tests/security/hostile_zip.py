@@ -45,6 +45,6 @@ def set_declared_size(raw: bytearray, name: str, size: int) -> None:
         pos = 0
         while (pos := raw.find(signature, pos)) >= 0:
             (name_len,) = struct.unpack_from("<H", raw, pos + name_len_at)
-            if raw[pos + name_at:pos + name_at + name_len] == wanted:
+            if raw[pos + name_at : pos + name_at + name_len] == wanted:
                 struct.pack_into("<I", raw, pos + size_at, size)
             pos += 4

@@ -22,14 +22,14 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import attacks  # noqa: E402
-from ota import imgdiff_format, imgpatch, package_reader, signing  # noqa: E402
-from ota.proto import ota_manifest_pb2 as pb  # noqa: E402
+import attacks
+from ota import imgdiff_format, imgpatch, package_reader, signing
+from ota.proto import ota_manifest_pb2 as pb
 
 MANIFEST = signing.MANIFEST_ENTRY
 SIGNATURE = signing.SIGNATURE_ENTRY
@@ -43,14 +43,39 @@ MAX_MANIFEST = package_reader.MAX_MANIFEST_BYTES
 
 
 def local_header(name: bytes, data: bytes, *, method: int, usize: int, crc: int) -> bytes:
-    return struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(data), usize,
-                       len(name), 0) + name + data
+    return (
+        struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(data), usize, len(name), 0)
+        + name
+        + data
+    )
 
 
-def central_header(name: bytes, offset: int, *, csize: int = 0, usize: int = 0, crc: int = 0, method: int = 0,
-                   flags: int = 0) -> bytes:
-    return struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, flags, method, 0, 0x21, crc, csize, usize,
-                       len(name), 0, 0, 0, 0, 0, offset) + name
+def central_header(
+    name: bytes, offset: int, *, csize: int = 0, usize: int = 0, crc: int = 0, method: int = 0, flags: int = 0
+) -> bytes:
+    return (
+        struct.pack(
+            "<4sHHHHHHIIIHHHHHII",
+            b"PK\x01\x02",
+            20,
+            20,
+            flags,
+            method,
+            0,
+            0x21,
+            crc,
+            csize,
+            usize,
+            len(name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        + name
+    )
 
 
 def end_record(count: int, size: int, offset: int, *, comment: bytes = b"") -> bytes:
@@ -60,8 +85,12 @@ def end_record(count: int, size: int, offset: int, *, comment: bytes = b"") -> b
     record_at = offset + size
     record = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
     locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, record_at, 1)
-    return record + locator + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
-                                          0xFFFFFFFF, len(comment)) + comment
+    return (
+        record
+        + locator
+        + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, len(comment))
+        + comment
+    )
 
 
 @dataclass(frozen=True)
@@ -76,30 +105,39 @@ class Member:
     crc: int
 
     @classmethod
-    def plain(cls, name: str, data: bytes) -> "Member":
+    def plain(cls, name: str, data: bytes) -> Member:
         return cls(name, data, 0, len(data), zlib.crc32(data))
 
     @classmethod
-    def zeros(cls, name: str, size: int, declared: int | None = None) -> "Member":
+    def zeros(cls, name: str, size: int, declared: int | None = None) -> Member:
         """`size` zero bytes deflated in 1 MiB pieces (never held whole), declared as `declared`."""
         packer, pieces, crc, piece = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS), [], 0, bytes(1 << 20)
         for start in range(0, size, len(piece)):
-            chunk = piece[:min(len(piece), size - start)]
+            chunk = piece[: min(len(piece), size - start)]
             pieces.append(packer.compress(chunk))
             crc = zlib.crc32(chunk, crc)
         pieces.append(packer.flush())
         return cls(name, b"".join(pieces), 8, size if declared is None else declared, crc)
 
 
-def zip_of(members: list[Member], *, filler: int = 0, filler_names: str = "junk/{:07d}", comment: bytes = b"",
-           declared_count: int | None = None) -> bytes:
+def zip_of(
+    members: list[Member],
+    *,
+    filler: int = 0,
+    filler_names: str = "junk/{:07d}",
+    comment: bytes = b"",
+    declared_count: int | None = None,
+) -> bytes:
     """A zip of `members`, then `filler` directory entries (empty, stored, all pointing at the
     first local header), then the end record (declaring `declared_count` entries if given)."""
     body, central = bytearray(), []
     for member in members:
         name = member.name.encode("utf-8")
-        central.append(central_header(name, len(body), csize=len(member.stored), usize=member.usize,
-                                      crc=member.crc, method=member.method))
+        central.append(
+            central_header(
+                name, len(body), csize=len(member.stored), usize=member.usize, crc=member.crc, method=member.method
+            )
+        )
         body += local_header(name, member.stored, method=member.method, usize=member.usize, crc=member.crc)
     central.extend(central_header(filler_names.format(i).encode(), 0) for i in range(filler))
     directory = b"".join(central)
@@ -140,8 +178,7 @@ def duplicate_names(copies: int) -> bytes:
 
 def manifest_inflate_bomb(inflated: int, declared: int = 2) -> bytes:
     """manifest.pb's deflate stream inflates to `inflated` bytes; its headers claim `declared`."""
-    return zip_of([Member.zeros(MANIFEST, inflated, declared),
-                   Member.plain(SIGNATURE, _fake_signature())])
+    return zip_of([Member.zeros(MANIFEST, inflated, declared), Member.plain(SIGNATURE, _fake_signature())])
 
 
 def manifest_at_size(size: int) -> bytes:
@@ -163,34 +200,60 @@ def end_record_maze() -> bytes:
 @dataclass(frozen=True)
 class Bomb:
     name: str
-    expected: str   # a fragment of the one-line refusal
+    expected: str  # a fragment of the one-line refusal
     make: Callable[[], bytes]
 
 
 PRE_SIGNATURE: tuple[Bomb, ...] = (
-    Bomb("1,000,000 directory entries", "zip: 1000000 entries, more than the limit of 100000",
-         lambda: entry_count_bomb(1_000_000)),
-    Bomb("100,001 directory entries", "zip: 100001 entries, more than the limit of 100000",
-         lambda: entry_count_bomb(100_001)),
-    Bomb("end record claims 2^40 entries", f"zip: {1 << 40} entries, more than the limit of 100000",
-         lambda: declared_count_lie(1 << 40)),
-    Bomb("end record claims 65,534 entries in 0 bytes", "zip: central directory of 0 bytes cannot hold its "
-         "65534 entries", lambda: zip_of([], declared_count=65_534)),
-    Bomb("17 MiB directory of 65,535-byte names", "more than the limit of 16777216",
-         lambda: long_names_directory(273)),
-    Bomb("100,000 entries, each read", "unknown key",
-         lambda: walk_at_the_limit()),
+    Bomb(
+        "1,000,000 directory entries",
+        "zip: 1000000 entries, more than the limit of 100000",
+        lambda: entry_count_bomb(1_000_000),
+    ),
+    Bomb(
+        "100,001 directory entries",
+        "zip: 100001 entries, more than the limit of 100000",
+        lambda: entry_count_bomb(100_001),
+    ),
+    Bomb(
+        "end record claims 2^40 entries",
+        f"zip: {1 << 40} entries, more than the limit of 100000",
+        lambda: declared_count_lie(1 << 40),
+    ),
+    Bomb(
+        "end record claims 65,534 entries in 0 bytes",
+        "zip: central directory of 0 bytes cannot hold its 65534 entries",
+        lambda: zip_of([], declared_count=65_534),
+    ),
+    Bomb("17 MiB directory of 65,535-byte names", "more than the limit of 16777216", lambda: long_names_directory(273)),
+    Bomb("100,000 entries, each read", "unknown key", walk_at_the_limit),
     Bomb("manifest.pb named 50,000 times", "zip entry 'manifest.pb': appears twice", lambda: duplicate_names(50_000)),
-    Bomb("manifest.pb inflates to 1 GiB, declares 2 bytes", "zip entry manifest.pb: holds more than its declared 2 "
-         "bytes", lambda: manifest_inflate_bomb(1 << 30)),
-    Bomb("manifest.pb declares 12 MiB + 1", f"manifest.pb: {MAX_MANIFEST + 1} bytes, more than the limit of "
-         f"{MAX_MANIFEST}", lambda: manifest_at_size(MAX_MANIFEST + 1)),
+    Bomb(
+        "manifest.pb inflates to 1 GiB, declares 2 bytes",
+        "zip entry manifest.pb: holds more than its declared 2 bytes",
+        lambda: manifest_inflate_bomb(1 << 30),
+    ),
+    Bomb(
+        "manifest.pb declares 12 MiB + 1",
+        f"manifest.pb: {MAX_MANIFEST + 1} bytes, more than the limit of {MAX_MANIFEST}",
+        lambda: manifest_at_size(MAX_MANIFEST + 1),
+    ),
     Bomb("manifest.pb of exactly 12 MiB, untrusted signer", "unknown key", lambda: manifest_at_size(MAX_MANIFEST)),
-    Bomb("manifest.pb of exactly 12 MiB, trusted signer (parsed after the signature)", "manifest.pb",
-         lambda: zip_of([Member.zeros(MANIFEST, MAX_MANIFEST), Member.plain(SIGNATURE, signing.sign_manifest(
-             bytes(MAX_MANIFEST), [attacks.TRUSTED_KEY]))])),
-    Bomb("signature inflates to 64 MiB", "META-INF/ota/signature: 67108864 bytes, more than the limit of 65536",
-         lambda: signature_bomb(64 << 20)),
+    Bomb(
+        "manifest.pb of exactly 12 MiB, trusted signer (parsed after the signature)",
+        "manifest.pb",
+        lambda: zip_of(
+            [
+                Member.zeros(MANIFEST, MAX_MANIFEST),
+                Member.plain(SIGNATURE, signing.sign_manifest(bytes(MAX_MANIFEST), [attacks.TRUSTED_KEY])),
+            ]
+        ),
+    ),
+    Bomb(
+        "signature inflates to 64 MiB",
+        "META-INF/ota/signature: 67108864 bytes, more than the limit of 65536",
+        lambda: signature_bomb(64 << 20),
+    ),
     Bomb("64 KiB comment of fake end records", "unsigned: no META-INF/ota/signature entry", end_record_maze),
 )
 
@@ -212,8 +275,10 @@ def imgdiff_expand_bomb(lab: attacks.Lab, expanded: int) -> bytes:
     patch = lab.payload()[attacks.BOOT_PATCH]
     chunks = imgdiff_format.parse(patch, attacks.BOOT_PATCH)
     offsets = sorted(c.patch_offset for c in chunks if hasattr(c, "patch_offset")) + [len(patch)]
-    bodies = [patch[c.patch_offset:offsets[offsets.index(c.patch_offset) + 1]] if hasattr(c, "patch_offset")
-              else None for c in chunks]
+    bodies = [
+        patch[c.patch_offset : offsets[offsets.index(c.patch_offset) + 1]] if hasattr(c, "patch_offset") else None
+        for c in chunks
+    ]
     index = next(i for i, c in enumerate(chunks) if isinstance(c, imgdiff_format.DeflateChunk))
     chunks[index] = dataclasses.replace(chunks[index], tgt_expanded_len=expanded)
     bodies[index] = bsdiff_of_zeros(min(expanded, 64 << 20))
@@ -232,11 +297,14 @@ def expand_limit(lab: attacks.Lab) -> int:
 
 def mkdir_flood(lab: attacks.Lab, count: int, device: str = "marlin") -> bytes:
     """A signed manifest with `count` MKDIR operations, for another device (874 MB before the fix)."""
+
     def edit(manifest: pb.OtaManifest) -> None:
         manifest.precondition.device[0] = device
         manifest.postcondition.device[0] = device
-        manifest.files.extend(pb.FileOperation(path=f"flood/{i}", op=pb.FileOperation.MKDIR, mode=0o755)
-                              for i in range(count))
+        manifest.files.extend(
+            pb.FileOperation(path=f"flood/{i}", op=pb.FileOperation.MKDIR, mode=0o755) for i in range(count)
+        )
+
     return attacks.resigned(lab, edit)
 
 
@@ -247,8 +315,12 @@ def post_signature_bound_mib(manifest_bytes: int, largest_target: int) -> float:
     a time: source, patch and target of the largest item and twice its deflate expand limit
     (one chunk's inflated source and target)."""
     mib = 1 << 20
-    return (PRE_SIGNATURE_MAX_RSS_MIB + 4 * manifest_bytes / mib + 3 * largest_target / mib
-            + 2 * imgpatch.expand_limit(largest_target) / mib)
+    return (
+        PRE_SIGNATURE_MAX_RSS_MIB
+        + 4 * manifest_bytes / mib
+        + 3 * largest_target / mib
+        + 2 * imgpatch.expand_limit(largest_target) / mib
+    )
 
 
 # --- measuring ------------------------------------------------------------------------------------
@@ -267,9 +339,25 @@ def measure(package: str, device_config: str, work: str) -> Measured:
     """Runs the ota_apply CLI on `package` in a child process; peak RSS is the child's VmHWM."""
     peak = os.path.join(work, "peak_rss_kib")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", attacks._MEASURED_MAIN, peak, "ota.cli.ota_apply",
-                           "--package", package, "--device", device_config, "--progress", "none"],
-                          capture_output=True, text=True, errors="replace", check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            attacks._MEASURED_MAIN,
+            peak,
+            "ota.cli.ota_apply",
+            "--package",
+            package,
+            "--device",
+            device_config,
+            "--progress",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
     seconds = time.monotonic() - started
     with open(peak, encoding="ascii") as f:
         rss_mib = int(f.read()) / 1024
@@ -287,12 +375,21 @@ def baseline_device(directory: str) -> str:
     with open(os.path.join(directory, "partitions.conf"), "w", encoding="utf-8") as f:
         f.write("cache cache\n")
     with open(os.path.join(directory, "build.json"), "w", encoding="utf-8") as f:
-        f.write('{"device": "guppy", "fingerprint": "rules_ota/guppy/1.0:user/release-keys", '
-                '"timestamp": 1700000000}\n')
+        f.write(
+            '{"device": "guppy", "fingerprint": "rules_ota/guppy/1.0:user/release-keys", "timestamp": 1700000000}\n'
+        )
     config = os.path.join(directory, "device.json")
     from ota.apply import device as device_mod
 
-    device_mod.write_config(config, {"name": attacks.DEVICE, "system_root": "system", "build_file": "build.json",
-                                     "partitions": "partitions.conf", "trusted_keys": ["trusted.pem"],
-                                     "policy": {"require_signature": True}})
+    device_mod.write_config(
+        config,
+        {
+            "name": attacks.DEVICE,
+            "system_root": "system",
+            "build_file": "build.json",
+            "partitions": "partitions.conf",
+            "trusted_keys": ["trusted.pem"],
+            "policy": {"require_signature": True},
+        },
+    )
     return config

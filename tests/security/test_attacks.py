@@ -20,7 +20,8 @@ def rows(tmp_path_factory) -> list[attacks.Row]:
 def test_documented_table_equals_a_fresh_run(rows):
     documented = attacks.documented_table(DOC.read_text(encoding="utf-8"))
     assert documented == attacks.table(rows), (
-        "docs/security.md is stale: PYTHONPATH=py python3 tests/security/attacks.py --write_docs docs/security.md")
+        "docs/security.md is stale: PYTHONPATH=py python3 tests/security/attacks.py --write_docs docs/security.md"
+    )
 
 
 @pytest.mark.parametrize("index", range(len(attacks.ATTACKS)), ids=[a.name for a in attacks.ATTACKS])

@@ -74,8 +74,21 @@ def test_pre_signature_bomb_is_refused_within_the_bound(bare_device, tmp_path, b
 def _shape(rng: random.Random) -> tuple[str, bytes, str]:
     """One random hostile zip: (description, bytes, a fragment its refusal must contain)."""
     limits = package_reader.Limits()
-    kind = rng.choice(["count", "entries", "names", "inflate", "declared", "stored", "duplicates", "signature",
-                       "ratio", "truncated", "flipped"])
+    kind = rng.choice(
+        [
+            "count",
+            "entries",
+            "names",
+            "inflate",
+            "declared",
+            "stored",
+            "duplicates",
+            "signature",
+            "ratio",
+            "truncated",
+            "flipped",
+        ]
+    )
     if kind == "count":
         count = rng.choice([limits.max_entries + 1, rng.randint(limits.max_entries + 1, 1 << 48)])
         return f"end record claims {count} entries", ra.declared_count_lie(count), "more than the limit of 100000"
@@ -85,18 +98,27 @@ def _shape(rng: random.Random) -> tuple[str, bytes, str]:
     if kind == "names":
         name_len = rng.randint(20_000, 65_535)
         entries = limits.max_directory_bytes // (46 + name_len) + rng.randint(1, 8)
-        return (f"{entries} names of {name_len} bytes", ra.long_names_directory(entries, name_len),
-                f"more than the limit of {limits.max_directory_bytes}")
+        return (
+            f"{entries} names of {name_len} bytes",
+            ra.long_names_directory(entries, name_len),
+            f"more than the limit of {limits.max_directory_bytes}",
+        )
     if kind == "inflate":
         inflated = rng.randint(1 << 20, 256 << 20)
         declared = rng.randint(0, min(inflated - 1, limits.max_manifest_bytes))
-        return (f"manifest inflates to {inflated}, declares {declared}", ra.manifest_inflate_bomb(inflated, declared),
-                f"holds more than its declared {declared} bytes")
+        return (
+            f"manifest inflates to {inflated}, declares {declared}",
+            ra.manifest_inflate_bomb(inflated, declared),
+            f"holds more than its declared {declared} bytes",
+        )
     if kind == "declared":
         declared = rng.randint(limits.max_manifest_bytes + 1, (1 << 32) - 2)
         member = ra.Member(ra.MANIFEST, b"\x08\x01", 0, declared, 0)
-        return (f"manifest declares {declared}", ra.zip_of([member]),
-                f"manifest.pb: {declared} bytes, more than the limit of {limits.max_manifest_bytes}")
+        return (
+            f"manifest declares {declared}",
+            ra.zip_of([member]),
+            f"manifest.pb: {declared} bytes, more than the limit of {limits.max_manifest_bytes}",
+        )
     if kind == "stored":
         real, declared = rng.randint(1, 4096), rng.randint(1, 4096)
         declared += declared == real
@@ -109,8 +131,11 @@ def _shape(rng: random.Random) -> tuple[str, bytes, str]:
         return f"{name} {copies} times", ra.zip_of(members), f"zip entry {name!r}: appears twice"
     if kind == "signature":
         inflated = rng.randint(limits.max_signature_bytes + 1, 128 << 20)
-        return (f"signature of {inflated} bytes", ra.signature_bomb(inflated),
-                f"{ra.SIGNATURE}: {inflated} bytes, more than the limit of {limits.max_signature_bytes}")
+        return (
+            f"signature of {inflated} bytes",
+            ra.signature_bomb(inflated),
+            f"{ra.SIGNATURE}: {inflated} bytes, more than the limit of {limits.max_signature_bytes}",
+        )
     if kind == "ratio":
         size = rng.randint(1, limits.max_manifest_bytes)
         noise = rng.randint(0, min(size, 1 << 16))
@@ -120,11 +145,14 @@ def _shape(rng: random.Random) -> tuple[str, bytes, str]:
         else:  # deflate at a random level over a random mix of noise and zeros
             packer = zlib.compressobj(rng.randint(1, 9), zlib.DEFLATED, -zlib.MAX_WBITS)
             member = ra.Member(ra.MANIFEST, packer.compress(data) + packer.flush(), 8, size, zlib.crc32(data))
-        return (f"manifest of {size} bytes ({noise} random), untrusted signer",
-                ra.zip_of([member, ra.Member.plain(ra.SIGNATURE, signing.sign_manifest(data, [attacks.OTHER_KEY]))]),
-                "unknown key")
-    genuine = ra.zip_of([ra.Member.zeros(ra.MANIFEST, 1 << 20), ra.Member.plain(ra.SIGNATURE, b"x")],
-                        filler=rng.randint(0, 2000))
+        return (
+            f"manifest of {size} bytes ({noise} random), untrusted signer",
+            ra.zip_of([member, ra.Member.plain(ra.SIGNATURE, signing.sign_manifest(data, [attacks.OTHER_KEY]))]),
+            "unknown key",
+        )
+    genuine = ra.zip_of(
+        [ra.Member.zeros(ra.MANIFEST, 1 << 20), ra.Member.plain(ra.SIGNATURE, b"x")], filler=rng.randint(0, 2000)
+    )
     if kind == "truncated":
         cut = rng.randint(0, len(genuine) - 1)
         return f"cut at {cut} of {len(genuine)}", genuine[:cut], ""
@@ -189,10 +217,14 @@ def test_imgdiff_expansion_is_bounded_by_the_declared_target_size(lab, tmp_path)
     under = [rng.randint(target, limit - 1), limit]
     bound = ra.post_signature_bound_mib(len(ra.attacks.manifest_bytes(lab.manifest)), target)
     for expanded in over + under:
-        measured, line = _run_on_fresh_device(lab, ra.imgdiff_expand_bomb(lab, expanded), f"expand{expanded}",
-                                              tmp_path)
-        _record("post-signature", f"IMGDIFF2 chunk expands to {expanded} (limit {limit})", measured.peak_rss_mib,
-                measured.seconds, line.split(": ", 3)[-1])
+        measured, line = _run_on_fresh_device(lab, ra.imgdiff_expand_bomb(lab, expanded), f"expand{expanded}", tmp_path)
+        _record(
+            "post-signature",
+            f"IMGDIFF2 chunk expands to {expanded} (limit {limit})",
+            measured.peak_rss_mib,
+            measured.seconds,
+            line.split(": ", 3)[-1],
+        )
         if expanded > limit:
             assert f"tgt_expanded_len {expanded} exceeds the expansion limit {limit}" in line
         else:
@@ -205,8 +237,13 @@ def test_a_flood_of_operations_for_another_device_is_refused_before_it_is_walked
     for count in (100_000, rng.randint(300_000, 550_000)):
         package = ra.mkdir_flood(lab, count)
         measured, line = _run_on_fresh_device(lab, package, f"flood{count}", tmp_path)
-        _record("post-signature", f"{count} MKDIR operations for another device", measured.peak_rss_mib,
-                measured.seconds, line.split(": ", 3)[-1])
+        _record(
+            "post-signature",
+            f"{count} MKDIR operations for another device",
+            measured.peak_rss_mib,
+            measured.seconds,
+            line.split(": ", 3)[-1],
+        )
         assert line.endswith(f"package is for device marlin; this device is '{attacks.DEVICE}'")
         manifest_size = 24 * count + len(ra.attacks.manifest_bytes(lab.manifest))  # >= the real size
         assert measured.peak_rss_mib <= ra.post_signature_bound_mib(manifest_size, 0)

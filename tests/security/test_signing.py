@@ -31,11 +31,19 @@ def _manifest(payload: dict[str, bytes]) -> bytes:
     return manifest.SerializeToString(deterministic=True)
 
 
-def write_package(path: pathlib.Path, payload: dict[str, bytes] | None = None, *, manifest: bytes | None = None,
-                  extra: list[tuple[str, bytes]] = ()) -> pathlib.Path:
+def write_package(
+    path: pathlib.Path,
+    payload: dict[str, bytes] | None = None,
+    *,
+    manifest: bytes | None = None,
+    extra: list[tuple[str, bytes]] = (),
+) -> pathlib.Path:
     """A minimal package zip: manifest.pb plus payload entries (deterministic)."""
-    payload = {"patch/system/bin/app.p": b"BSDIFF40" + b"\0" * 40, "system/etc/new.conf": b"x=1\n" * 50} \
-        if payload is None else payload
+    payload = (
+        {"patch/system/bin/app.p": b"BSDIFF40" + b"\0" * 40, "system/etc/new.conf": b"x=1\n" * 50}
+        if payload is None
+        else payload
+    )
     entries = [("manifest.pb", _manifest(payload) if manifest is None else manifest)] + sorted(payload.items())
     path.write_bytes(hostile_zip.write_zip(entries + list(extra)))
     return path
@@ -98,12 +106,16 @@ def test_rsa_pss_signatures_verify_but_differ_between_runs(tmp_path, rsa3072):
 def test_rsa_below_3072_bits_is_refused(tmp_path):
     small = rsa_key(2048)
     pem = tmp_path / "small.pem"
-    pem.write_bytes(small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
-    assert _error(lambda: signing.load_private_key(str(pem))) == \
-        f"{pem}: RSA key has 2048 bits; at least 3072 are required"
-    assert "at least 3072" in _error(lambda: signing.verify(str(write_package(tmp_path / "u.zip")),
-                                                            [small.public_key()]))
+    pem.write_bytes(
+        small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    assert (
+        _error(lambda: signing.load_private_key(str(pem)))
+        == f"{pem}: RSA key has 2048 bits; at least 3072 are required"
+    )
+    assert "at least 3072" in _error(
+        lambda: signing.verify(str(write_package(tmp_path / "u.zip")), [small.public_key()])
+    )
 
 
 def test_rotation_both_keys_sign_either_key_verifies(tmp_path, ed, rsa3072):
@@ -118,8 +130,10 @@ def test_rotation_both_keys_sign_either_key_verifies(tmp_path, ed, rsa3072):
 
 def test_unsigned(tmp_path, ed):
     pkg = write_package(tmp_path / "u.zip")
-    assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == \
-        f"{pkg}: unsigned: no META-INF/ota/signature entry"
+    assert (
+        _error(lambda: signing.verify(str(pkg), [ed.public_key()]))
+        == f"{pkg}: unsigned: no META-INF/ota/signature entry"
+    )
 
 
 def _resigned_with_block(tmp_path: pathlib.Path, block: bytes, manifest: bytes | None = None) -> pathlib.Path:
@@ -129,24 +143,29 @@ def _resigned_with_block(tmp_path: pathlib.Path, block: bytes, manifest: bytes |
 def test_bad_signature_when_manifest_altered(tmp_path, ed):
     block = signing.sign_manifest(_manifest({"a": b"1"}), [ed])
     pkg = _resigned_with_block(tmp_path, block, manifest=_manifest({"a": b"2"}))
-    assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == \
-        f"{pkg}: bad signature: ed25519 signature by trusted key {signing.key_id(ed)} does not match manifest.pb"
+    assert (
+        _error(lambda: signing.verify(str(pkg), [ed.public_key()]))
+        == f"{pkg}: bad signature: ed25519 signature by trusted key {signing.key_id(ed)} does not match manifest.pb"
+    )
 
 
 def test_bad_signature_when_algorithm_does_not_fit_the_key(tmp_path, ed):
     manifest = _manifest({})
     block = signing.sign_manifest(manifest, [ed]).replace(b"ed25519 ", b"rsa-pss-sha256 ")
     pkg = _resigned_with_block(tmp_path, block, manifest)
-    assert ": bad signature: rsa-pss-sha256 signature by trusted key" in \
-        _error(lambda: signing.verify(str(pkg), [ed.public_key()]))
+    assert ": bad signature: rsa-pss-sha256 signature by trusted key" in _error(
+        lambda: signing.verify(str(pkg), [ed.public_key()])
+    )
 
 
 def test_unknown_key(tmp_path, ed):
     signed = tmp_path / "s.zip"
     signing.sign(str(write_package(tmp_path / "u.zip")), str(signed), [ed])
     other = ed25519.Ed25519PrivateKey.generate()
-    assert _error(lambda: signing.verify(str(signed), [other.public_key()])) == \
-        f"{signed}: unknown key: signed only by keys the device does not trust ({signing.key_id(ed)})"
+    assert (
+        _error(lambda: signing.verify(str(signed), [other.public_key()]))
+        == f"{signed}: unknown key: signed only by keys the device does not trust ({signing.key_id(ed)})"
+    )
 
 
 def test_unknown_algorithm_and_forward_compatible_rotation(tmp_path, ed):
@@ -154,8 +173,10 @@ def test_unknown_algorithm_and_forward_compatible_rotation(tmp_path, ed):
     kid = signing.key_id(ed)
     future = f"ml-dsa-65 {kid} {base64.b64encode(b'z' * 40).decode()}\n".encode()
     only_future = _resigned_with_block(tmp_path, f"{signing.HEADER_LINE}\n".encode() + future, manifest)
-    assert _error(lambda: signing.verify(str(only_future), [ed.public_key()])) == \
-        f"{only_future}: unknown signature algorithm ml-dsa-65 (known: ed25519, rsa-pss-sha256)"
+    assert (
+        _error(lambda: signing.verify(str(only_future), [ed.public_key()]))
+        == f"{only_future}: unknown signature algorithm ml-dsa-65 (known: ed25519, rsa-pss-sha256)"
+    )
     both = tmp_path / "both"
     both.mkdir()
     mixed = _resigned_with_block(both, signing.sign_manifest(manifest, [ed]) + future, manifest)
@@ -166,25 +187,41 @@ KID = "ab" * 32
 SIG = base64.b64encode(b"s" * 64).decode()
 
 
-@pytest.mark.parametrize("block, problem", [
-    (b"", "does not end with a newline"),
-    (b"rules_ota signature v2\n" + f"ed25519 {KID} {SIG}\n".encode(), "line 1 is not 'rules_ota signature v1'"),
-    (b"rules_ota signature v1\n", "holds no signature line"),
-    (f"rules_ota signature v1\ned25519 {KID} {SIG}".encode(), "does not end with a newline"),
-    (f"rules_ota signature v1\ned25519  {KID} {SIG}\n".encode(), "line 2 has 4 space-separated fields, expected 3"),
-    (f"rules_ota signature v1\nEd25519 {KID} {SIG}\n".encode(), "line 2: algorithm name is not [a-z0-9-]{1,32}"),
-    (f"rules_ota signature v1\ned25519 {KID.upper()} {SIG}\n".encode(), "line 2: key id is not 64 lowercase hex digits"),
-    (f"rules_ota signature v1\ned25519 {KID[:-2]} {SIG}\n".encode(), "line 2: key id is not 64 lowercase hex digits"),
-    (f"rules_ota signature v1\ned25519 {KID} {SIG[:-1]}!\n".encode(), "line 2: signature is not base64"),
-    (f"rules_ota signature v1\ned25519 {KID} c3M=\n".replace("c3M=", "c3N=").encode(),
-     "line 2: signature is empty or not canonical base64"),
-    (f"rules_ota signature v1\ned25519 {KID} {SIG}\ned25519 {KID} {SIG}\n".encode(),
-     f"line 3: second signature by key {KID}"),
-    (f"rules_ota signature v1\ned25519 {KID} {SIG}\n\n".encode(), "line 3 has 1 space-separated fields, expected 3"),
-    ("rules_ota signature v1\n\u00e9d25519\n".encode(), "non-ASCII byte at offset 23"),
-    (("rules_ota signature v1\n" + f"ed25519 {KID} {SIG}\n" * 17).encode(), "17 signature lines, more than 16"),
-    (b"x" * (64 * 1024 + 1), "65537 bytes, more than the 65536 allowed"),
-])
+@pytest.mark.parametrize(
+    "block, problem",
+    [
+        (b"", "does not end with a newline"),
+        (b"rules_ota signature v2\n" + f"ed25519 {KID} {SIG}\n".encode(), "line 1 is not 'rules_ota signature v1'"),
+        (b"rules_ota signature v1\n", "holds no signature line"),
+        (f"rules_ota signature v1\ned25519 {KID} {SIG}".encode(), "does not end with a newline"),
+        (f"rules_ota signature v1\ned25519  {KID} {SIG}\n".encode(), "line 2 has 4 space-separated fields, expected 3"),
+        (f"rules_ota signature v1\nEd25519 {KID} {SIG}\n".encode(), "line 2: algorithm name is not [a-z0-9-]{1,32}"),
+        (
+            f"rules_ota signature v1\ned25519 {KID.upper()} {SIG}\n".encode(),
+            "line 2: key id is not 64 lowercase hex digits",
+        ),
+        (
+            f"rules_ota signature v1\ned25519 {KID[:-2]} {SIG}\n".encode(),
+            "line 2: key id is not 64 lowercase hex digits",
+        ),
+        (f"rules_ota signature v1\ned25519 {KID} {SIG[:-1]}!\n".encode(), "line 2: signature is not base64"),
+        (
+            f"rules_ota signature v1\ned25519 {KID} c3M=\n".replace("c3M=", "c3N=").encode(),
+            "line 2: signature is empty or not canonical base64",
+        ),
+        (
+            f"rules_ota signature v1\ned25519 {KID} {SIG}\ned25519 {KID} {SIG}\n".encode(),
+            f"line 3: second signature by key {KID}",
+        ),
+        (
+            f"rules_ota signature v1\ned25519 {KID} {SIG}\n\n".encode(),
+            "line 3 has 1 space-separated fields, expected 3",
+        ),
+        ("rules_ota signature v1\n\u00e9d25519\n".encode(), "non-ASCII byte at offset 23"),
+        (("rules_ota signature v1\n" + f"ed25519 {KID} {SIG}\n" * 17).encode(), "17 signature lines, more than 16"),
+        (b"x" * (64 * 1024 + 1), "65537 bytes, more than the 65536 allowed"),
+    ],
+)
 def test_malformed_blocks(block, problem):
     assert _error(lambda: signing.parse_block(block)) == f"META-INF/ota/signature: malformed signature block: {problem}"
 
@@ -193,28 +230,42 @@ def test_duplicate_entry_names_are_refused(tmp_path, ed):
     manifest = _manifest({})
     block = signing.sign_manifest(manifest, [ed])
     pkg = tmp_path / "dup.zip"
-    write_package(pkg, {}, manifest=manifest,
-                  extra=[(signing.SIGNATURE_ENTRY, block), ("manifest.pb", _manifest({"evil": b"1"}))])
-    assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == \
-        f"{pkg}: zip entry 'manifest.pb': appears twice"
+    write_package(
+        pkg, {}, manifest=manifest, extra=[(signing.SIGNATURE_ENTRY, block), ("manifest.pb", _manifest({"evil": b"1"}))]
+    )
+    assert (
+        _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == f"{pkg}: zip entry 'manifest.pb': appears twice"
+    )
 
 
 def test_oversized_manifest_is_refused_before_inflating(tmp_path, ed):
-    pkg = write_package(tmp_path / "bomb.zip", {}, manifest=b"\0" * (signing.MAX_MANIFEST_BYTES + 1),
-                        extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(b"", [ed]))])
+    pkg = write_package(
+        tmp_path / "bomb.zip",
+        {},
+        manifest=b"\0" * (signing.MAX_MANIFEST_BYTES + 1),
+        extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(b"", [ed]))],
+    )
     assert pkg.stat().st_size < 200_000  # a deflate bomb: tiny on disk
-    assert _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == \
-        f"{pkg}: manifest.pb: {signing.MAX_MANIFEST_BYTES + 1} bytes, more than the limit of " \
+    assert (
+        _error(lambda: signing.verify(str(pkg), [ed.public_key()]))
+        == f"{pkg}: manifest.pb: {signing.MAX_MANIFEST_BYTES + 1} bytes, more than the limit of "
         f"{signing.MAX_MANIFEST_BYTES}"
+    )
 
 
 def test_entry_whose_size_field_lies_is_refused(tmp_path, ed):
     manifest = _manifest({})
-    pkg = write_package(tmp_path / "lie.zip", {}, manifest=manifest,
-                        extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest, [ed]))])
+    pkg = write_package(
+        tmp_path / "lie.zip",
+        {},
+        manifest=manifest,
+        extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest, [ed]))],
+    )
     original = pkg.read_bytes()
-    for declared, problem in ((3, "holds more than its declared 3 bytes"),
-                              (10**6, f"holds {len(manifest)} bytes, not its declared 1000000")):
+    for declared, problem in (
+        (3, "holds more than its declared 3 bytes"),
+        (10**6, f"holds {len(manifest)} bytes, not its declared 1000000"),
+    ):
         raw = bytearray(original)
         hostile_zip.set_declared_size(raw, "manifest.pb", declared)
         pkg.write_bytes(bytes(raw))
@@ -224,24 +275,32 @@ def test_entry_whose_size_field_lies_is_refused(tmp_path, ed):
 def test_not_a_zip(tmp_path, ed):
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"PK\x05\x06" + b"\xff" * 30)
-    assert _error(lambda: signing.verify(str(junk), [ed.public_key()])) == \
-        f"{junk}: not a zip file (no end of central directory record)"
-    assert _error(lambda: signing.verify(str(tmp_path / "none.zip"), [ed.public_key()])) == \
-        f"{tmp_path / 'none.zip'}: no such package file"
+    assert (
+        _error(lambda: signing.verify(str(junk), [ed.public_key()]))
+        == f"{junk}: not a zip file (no end of central directory record)"
+    )
+    assert (
+        _error(lambda: signing.verify(str(tmp_path / "none.zip"), [ed.public_key()]))
+        == f"{tmp_path / 'none.zip'}: no such package file"
+    )
 
 
 def test_no_trusted_key_accepts_nothing(tmp_path, ed):
     signed = tmp_path / "s.zip"
     signing.sign(str(write_package(tmp_path / "u.zip")), str(signed), [ed])
-    assert _error(lambda: signing.verify(str(signed), [])) == \
-        f"{signed}: no trusted public key configured; refusing to accept any package"
+    assert (
+        _error(lambda: signing.verify(str(signed), []))
+        == f"{signed}: no trusted public key configured; refusing to accept any package"
+    )
 
 
 def test_already_signed_package_is_refused(tmp_path, ed):
     signed = tmp_path / "s.zip"
     signing.sign(str(write_package(tmp_path / "u.zip")), str(signed), [ed])
-    assert _error(lambda: signing.sign(str(signed), str(tmp_path / "t.zip"), [ed])) == \
-        f"{signed}: already signed (META-INF/ota/signature present); sign the unsigned package with every key in one run"
+    assert (
+        _error(lambda: signing.sign(str(signed), str(tmp_path / "t.zip"), [ed]))
+        == f"{signed}: already signed (META-INF/ota/signature present); sign the unsigned package with every key in one run"
+    )
 
 
 def test_committed_test_key_is_marked_and_matches_its_public_half(tmp_path):
@@ -254,7 +313,9 @@ def test_committed_test_key_is_marked_and_matches_its_public_half(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ota.cli.ota_sign", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ota.cli.ota_sign", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_cli_signs_with_the_test_key_and_reports_errors(tmp_path):
@@ -266,11 +327,15 @@ def test_cli_signs_with_the_test_key_and_reports_errors(tmp_path):
     assert done.stdout == kid + "\n"
     again = _cli("--key", str(TEST_KEY), "--in", str(out), "--out", str(tmp_path / "t.zip"))
     assert again.returncode == 1
-    assert again.stderr == f"ota_sign: error: {out}: already signed (META-INF/ota/signature present); " \
-                           "sign the unsigned package with every key in one run\n"
+    assert (
+        again.stderr == f"ota_sign: error: {out}: already signed (META-INF/ota/signature present); "
+        "sign the unsigned package with every key in one run\n"
+    )
     missing = _cli("--key", str(tmp_path / "nokey.pem"), "--in", str(unsigned), "--out", str(out))
-    assert (missing.returncode, missing.stderr) == \
-        (1, f"ota_sign: error: {tmp_path / 'nokey.pem'}: cannot read key file (No such file or directory)\n")
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"ota_sign: error: {tmp_path / 'nokey.pem'}: cannot read key file (No such file or directory)\n",
+    )
     usage = _cli("--in", str(unsigned))
     assert usage.returncode == 2 and "--key, --in and --out are required" in usage.stderr
     assert "--password_file" in _cli("--help").stdout
@@ -278,11 +343,24 @@ def test_cli_signs_with_the_test_key_and_reports_errors(tmp_path):
 
 def test_cli_encrypted_key_with_password_file(tmp_path, rsa3072):
     pem = tmp_path / "enc.pem"
-    pem.write_bytes(rsa3072.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.BestAvailableEncryption(b"hunter22")))
+    pem.write_bytes(
+        rsa3072.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"hunter22"),
+        )
+    )
     (tmp_path / "pw").write_text("hunter22\n")
     out = tmp_path / "s.zip"
-    done = _cli("--key", str(pem), "--password_file", str(tmp_path / "pw"),
-                "--in", str(write_package(tmp_path / "u.zip")), "--out", str(out))
+    done = _cli(
+        "--key",
+        str(pem),
+        "--password_file",
+        str(tmp_path / "pw"),
+        "--in",
+        str(write_package(tmp_path / "u.zip")),
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     assert signing.verify(str(out), [rsa3072.public_key()]) == signing.key_id(rsa3072)

@@ -90,8 +90,15 @@ def load(path: str) -> Device:
         if not isinstance(flag, bool):
             raise OtaError(path, f"policy.{key}: expected true or false")
         flags[key] = flag
-    return Device(path, name, resolve("system_root"), resolve("build_file"), hardware,
-                  tuple(os.path.join(base, k) for k in keys), Policy(**flags))
+    return Device(
+        path,
+        name,
+        resolve("system_root"),
+        resolve("build_file"),
+        hardware,
+        tuple(os.path.join(base, k) for k in keys),
+        Policy(**flags),
+    )
 
 
 def write_config(path: str, config: dict) -> None:

@@ -34,10 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ota import package_reader, signing
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache
 from ota.apply import resume, verify
-from ota.apply import verify
 from ota.apply.device import Device
 from ota.apply.execute import STAGED_DIR, Executor
 from ota.apply.journal import Journal
@@ -79,8 +76,9 @@ def check_signature(package: package_reader.Package, device: Device) -> None:
     signing.verify_manifest(package.manifest_bytes, package.signature, keys, where=package.path)
 
 
-def apply_package(package_path: str, device: Device, *, ops: FsOps, progress: Progress,
-                  log: Callable[[str], None] = lambda line: None) -> Result:
+def apply_package(
+    package_path: str, device: Device, *, ops: FsOps, progress: Progress, log: Callable[[str], None] = lambda line: None
+) -> Result:
     """Applies the package at `package_path` to `device`; raises OtaError on any refusal or failure.
 
     No other error escapes: an OSError or MemoryError from anywhere below (a name the kernel
@@ -96,12 +94,16 @@ def apply_package(package_path: str, device: Device, *, ops: FsOps, progress: Pr
         problem = err.strerror or type(err).__name__
         raise OtaError(where, problem if where == name else f"{problem}{f' ({shown(name)})' if name else ''}") from None
     except MemoryError:
-        raise OtaError(package_path, "out of memory: the update needs more than this process may allocate "
-                                     "(patching holds one file's source, patch and target at once)") from None
+        raise OtaError(
+            package_path,
+            "out of memory: the update needs more than this process may allocate "
+            "(patching holds one file's source, patch and target at once)",
+        ) from None
 
 
-def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, progress: Progress,
-                  log: Callable[[str], None]) -> Result:
+def _apply_opened(
+    package: package_reader.Package, device: Device, ops: FsOps, progress: Progress, log: Callable[[str], None]
+) -> Result:
     header = package.header
     package_id = hashlib.sha256(package.manifest_bytes).hexdigest()
     cache_dir = device.cache_dir
@@ -116,8 +118,11 @@ def _apply_opened(package: package_reader.Package, device: Device, ops: FsOps, p
         journal, unfinished = None, True
     if journal is not None and journal.package_id != package_id:
         if not full:
-            raise OtaError(journal.path, f"an unfinished update of another package ({journal.package_id[:16]}) is "
-                                         "in progress; rerun that package, or apply a full package")
+            raise OtaError(
+                journal.path,
+                f"an unfinished update of another package ({journal.package_id[:16]}) is "
+                "in progress; rerun that package, or apply a full package",
+            )
         journal = None  # a FULL package rewrites everything: it takes over (Journal.begin replaces it)
     current = device.read_build()
     target = header.postcondition.build_fingerprint[0] if header.postcondition.build_fingerprint else ""

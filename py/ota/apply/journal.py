@@ -23,8 +23,8 @@ are ignored.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ota.errors import OtaError
 from ota.fsops import FsOps

@@ -108,8 +108,10 @@ def _check_link_target(link: str, refuse: Refuse) -> None:
 
 def _check_whole(entry: pb.PayloadEntry, target: pb.ContentInfo, what: str, refuse: Refuse) -> None:
     if (entry.size, entry.sha256) != (target.size, target.sha256):
-        raise refuse(f"{what} ({entry.size} bytes, sha256 {entry.sha256}) is not the target "
-                     f"({target.size} bytes, sha256 {target.sha256})")
+        raise refuse(
+            f"{what} ({entry.size} bytes, sha256 {entry.sha256}) is not the target "
+            f"({target.size} bytes, sha256 {target.sha256})"
+        )
 
 
 def _check_source_kind(op: pb.FileOperation, refuse: Refuse) -> None:
@@ -117,8 +119,10 @@ def _check_source_kind(op: pb.FileOperation, refuse: Refuse) -> None:
     if kind not in Op.SourceKind.values():
         raise refuse(f"source_kind {kind} is unknown")
     if op.HasField("source") != (kind == Op.SOURCE_FILE):
-        raise refuse(f"source_kind {Op.SourceKind.Name(kind)} does not agree with source "
-                     f"({'set' if op.HasField('source') else 'unset'}: set exactly for a regular file)")
+        raise refuse(
+            f"source_kind {Op.SourceKind.Name(kind)} does not agree with source "
+            f"({'set' if op.HasField('source') else 'unset'}: set exactly for a regular file)"
+        )
     if op.op in (Op.KEEP, Op.PATCH) and kind != Op.SOURCE_FILE:
         raise refuse(f"source_kind {Op.SourceKind.Name(kind)}: a {Op.Op.Name(op.op)} needs the source's regular file")
     if op.op == Op.DELETE and kind == Op.SOURCE_ABSENT:

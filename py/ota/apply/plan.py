@@ -26,8 +26,7 @@ from ota.apply.manifest_rules import check_manifest
 from ota.proto import ota_manifest_pb2 as pb
 
 Op = pb.FileOperation
-PHASES = ("stage", "wipe", "delete", "mkdir", "patch", "write", "symlink", "metadata", "partition",
-          "check", "build")
+PHASES = ("stage", "wipe", "delete", "mkdir", "patch", "write", "symlink", "metadata", "partition", "check", "build")
 BATCHED_PHASES = ("delete", "mkdir", "symlink", "metadata")
 
 
@@ -99,7 +98,6 @@ def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.Payloa
     steps += [Step("write", op.path, op.target.size) for op in of(Op.WRITE)]
     steps.append(Step("symlink", "-", 0, tuple(sorted(op.path for op in of(Op.SYMLINK)))))
     steps.append(Step("metadata", "-", 0, tuple(p for p in _depth_first(list(files)) if files[p].op != Op.DELETE)))
-    steps += [Step("partition", name, part.target.size) for name, part in sorted(partitions.items())
-              if part.entry]
+    steps += [Step("partition", name, part.target.size) for name, part in sorted(partitions.items()) if part.entry]
     steps += [Step("check", "-", sum(op.target.size for op in files.values())), Step("build", "-", 0)]
     return Plan(manifest, files, partitions, tuple(steps), staged)

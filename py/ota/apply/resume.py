@@ -23,13 +23,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from ota.applypatch import protocol
-from ota.applypatch.backends import open_partition
-from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply import verify
 from ota.apply.journal import Journal
 from ota.apply.plan import Plan, Step
 from ota.apply.sysroot import SysRoot
+from ota.applypatch import protocol
+from ota.applypatch.backends import open_partition
+from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.build import hashing
 from ota.errors import OtaError
 
@@ -51,8 +51,11 @@ def result_digests(plan: Plan) -> dict[str, str]:
             target = plan.partitions[step.key].target
             text = f"{target.size} {target.sha256}"
         else:
-            text = "\n".join(f"{path} {files[path].op} {files[path].mode:o} {files[path].uid} {files[path].gid} "
-                             f"{files[path].symlink_target}" for path in step.paths)
+            text = "\n".join(
+                f"{path} {files[path].op} {files[path].mode:o} {files[path].uid} {files[path].gid} "
+                f"{files[path].symlink_target}"
+                for path in step.paths
+            )
         digests[step.id] = hashlib.sha256(f"{step.id}\n{text}".encode()).hexdigest()
     return digests
 
@@ -75,13 +78,19 @@ def examine(plan: Plan, journal: Journal, root: SysRoot, ctx: protocol.Context, 
     digests = result_digests(plan)
     claimed = frozenset(step.id for step in plan.steps if journal.claimed.get(step.id) == digests[step.id])
     staged = {entry.name: (entry.size, entry.sha256) for entry in plan.manifest.payload}
-    confirmed = frozenset(step.id for step in plan.steps if step.id in claimed and step.phase in SKIPPABLE_PHASES
-                          and _device_shows(plan, step, root, ctx, staged_dir, staged))
+    confirmed = frozenset(
+        step.id
+        for step in plan.steps
+        if step.id in claimed
+        and step.phase in SKIPPABLE_PHASES
+        and _device_shows(plan, step, root, ctx, staged_dir, staged)
+    )
     return Resume(claimed, confirmed)
 
 
-def _device_shows(plan: Plan, step: Step, root: SysRoot, ctx: protocol.Context, staged_dir: str,
-                  staged: dict[str, tuple[int, str]]) -> bool:
+def _device_shows(
+    plan: Plan, step: Step, root: SysRoot, ctx: protocol.Context, staged_dir: str, staged: dict[str, tuple[int, str]]
+) -> bool:
     """Whether the device holds `step`'s result now (`staged`: payload entry -> size, SHA-256)."""
     if step.phase == "stage":
         path = os.path.join(staged_dir, verify.staged_name(step.key))
@@ -91,8 +100,11 @@ def _device_shows(plan: Plan, step: Step, root: SysRoot, ctx: protocol.Context, 
         return (info.size, info.sha256) == staged[step.key]
     if step.phase in ("patch", "write"):
         entry = root.reachable(step.key)
-        return (entry is not None and entry.kind == "file"
-                and root.content(step.key).sha256 == plan.files[step.key].target.sha256)
+        return (
+            entry is not None
+            and entry.kind == "file"
+            and root.content(step.key).sha256 == plan.files[step.key].target.sha256
+        )
     target = plan.partitions[step.key].target
     partition = open_partition("EMMC", step.key, ctx.config, ctx.ops, writable=False)
     try:

@@ -100,11 +100,14 @@ class SysRoot:
                 except OSError as err:
                     prefix = "/".join(dirs[: index + 1])
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise OtaError(self.where(path), f"parent {prefix!r} is a symlink or not a "
-                                                         "directory; refusing to follow it") from None
+                        raise OtaError(
+                            self.where(path),
+                            f"parent {prefix!r} is a symlink or not a directory; refusing to follow it",
+                        ) from None
                     if err.errno == errno.ENOENT:
-                        raise FileNotFoundError(err.errno, f"parent {prefix!r} does not exist",
-                                                self.where(path)) from None
+                        raise FileNotFoundError(
+                            err.errno, f"parent {prefix!r} does not exist", self.where(path)
+                        ) from None
                     raise OtaError(self.where(path), f"parent {prefix!r}: {err.strerror}") from None
                 os.close(fd)
                 fd = child
@@ -176,19 +179,21 @@ class SysRoot:
 
     # -- changes ---------------------------------------------------------------------------------
 
-    def file(self, path: str) -> "RootFile":
+    def file(self, path: str) -> RootFile:
         """The regular file at `path` as applypatch's file protocol patches it (`RootFile`)."""
         return RootFile(self, path)
 
-    def write_file(self, path: str, pieces: list[bytes] | tuple[bytes, ...], mode: int, uid: int,
-                   gid: int) -> None:
+    def write_file(self, path: str, pieces: list[bytes] | tuple[bytes, ...], mode: int, uid: int, gid: int) -> None:
         """Writes `pieces` as the new contents of `path`: a scratch file, fsync, rename in, fsync dir."""
         ops = self.ops
         with self.parent(path) as (dir_fd, name):
             scratch_fd, temp = self._fresh_scratch(path)
             target = self.where(path)
-            fd = ops.perform("create", f"{target}~", lambda: os.open(
-                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=scratch_fd))
+            fd = ops.perform(
+                "create",
+                f"{target}~",
+                lambda: os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=scratch_fd),
+            )
             if fd is None:  # a device that "lied" about the create: nothing to write into
                 raise OSError(errno.EIO, "create did not happen", target)
             try:
@@ -196,7 +201,7 @@ class SysRoot:
                     offset = 0
                     for piece in pieces:
                         for start in range(0, len(piece), _WRITE_PIECE):
-                            chunk = memoryview(piece)[start:start + _WRITE_PIECE]
+                            chunk = memoryview(piece)[start : start + _WRITE_PIECE]
                             ops.pwrite(fd, chunk, offset, f"{target}~")
                             offset += len(chunk)
                     ops.chmod(fd, mode, uid, gid, f"{target}~")
@@ -215,8 +220,9 @@ class SysRoot:
             scratch_fd, temp = self._fresh_scratch(path)
             target = self.where(path)
             ops.perform("symlink", f"{target}~", lambda: os.symlink(link_target, temp, dir_fd=scratch_fd))
-            ops.perform("lchown", f"{target}~", lambda: os.chown(
-                temp, uid, gid, dir_fd=scratch_fd, follow_symlinks=False))
+            ops.perform(
+                "lchown", f"{target}~", lambda: os.chown(temp, uid, gid, dir_fd=scratch_fd, follow_symlinks=False)
+            )
             self._rename_in(scratch_fd, temp, dir_fd, name, target)
 
     def drop_scratch(self) -> None:
@@ -251,8 +257,11 @@ class SysRoot:
                 return
             is_dir = stat.S_ISDIR(st.st_mode)
             target = self.where(path)
-            self.ops.perform("rmdir" if is_dir else "unlink", target,
-                             lambda: os.rmdir(name, dir_fd=dir_fd) if is_dir else os.unlink(name, dir_fd=dir_fd))
+            self.ops.perform(
+                "rmdir" if is_dir else "unlink",
+                target,
+                lambda: os.rmdir(name, dir_fd=dir_fd) if is_dir else os.unlink(name, dir_fd=dir_fd),
+            )
             self.ops.fsync(dir_fd, os.path.dirname(target))
 
     def set_metadata(self, path: str, mode: int, uid: int, gid: int) -> None:
@@ -262,8 +271,9 @@ class SysRoot:
             target = self.where(path)
             if stat.S_ISLNK(st.st_mode):
                 if (st.st_uid, st.st_gid) != (uid, gid):
-                    self.ops.perform("lchown", target, lambda: os.chown(
-                        name, uid, gid, dir_fd=dir_fd, follow_symlinks=False))
+                    self.ops.perform(
+                        "lchown", target, lambda: os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                    )
                     self.ops.fsync(dir_fd, os.path.dirname(target))  # a symlink has no fd to fsync
                 return
             if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid):
@@ -314,8 +324,9 @@ class SysRoot:
 
     def _rename_in(self, scratch_fd: int, temp: str, dir_fd: int, name: str, target: str) -> None:
         """Moves a finished scratch entry over `name` in `dir_fd` (renameat), then fsyncs the directory."""
-        self.ops.perform("rename", f"{target}~->{target}",
-                         lambda: os.rename(temp, name, src_dir_fd=scratch_fd, dst_dir_fd=dir_fd))
+        self.ops.perform(
+            "rename", f"{target}~->{target}", lambda: os.rename(temp, name, src_dir_fd=scratch_fd, dst_dir_fd=dir_fd)
+        )
         self.ops.fsync(dir_fd, os.path.dirname(target))
 
     def _remove_at(self, dir_fd: int, name: str, shown: str) -> None:

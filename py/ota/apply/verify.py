@@ -16,22 +16,18 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache
-from ota.applypatch.backends import open_partition
-from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.apply.device import BuildInfo, Device
 from ota.apply.journal import Journal
 from ota.apply.manifest_rules import shown
 from ota.apply.plan import Op, Plan
 from ota.apply.progress import VERIFY_SHARE, Progress
 from ota.apply.sysroot import SysRoot
-from ota.build.layout import MANIFEST_ENTRY
 from ota.applypatch import protocol
 from ota.applypatch.backends import open_partition
-from ota.applypatch.cache import BACKUP_NAME
+from ota.applypatch.cache import Cache
+from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import Digest, Pair, load_by_spec
+from ota.build.layout import MANIFEST_ENTRY
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb
@@ -46,8 +42,9 @@ def partition_map(device: Device) -> DeviceConfig:
     return dataclasses.replace(device.hardware, discover=False)
 
 
-def check_preconditions(manifest: Message, device: Device, current: BuildInfo, *, resuming: bool,
-                        where: str, ops: FsOps) -> None:
+def check_preconditions(
+    manifest: Message, device: Device, current: BuildInfo, *, resuming: bool, where: str, ops: FsOps
+) -> None:
     """The cheap checks, on the manifest's header alone (`package_reader.Package.header`, or the
     whole OtaManifest), before anything is parsed in full, planned, hashed or patched.
 
@@ -58,18 +55,26 @@ def check_preconditions(manifest: Message, device: Device, current: BuildInfo, *
     """
     pre, post = manifest.precondition, manifest.postcondition
     if device.name not in pre.device or current.device != device.name:
-        raise OtaError(where, f"package is for device {', '.join(pre.device) or '(none)'}; "
-                              f"this device is {device.name!r}")
+        raise OtaError(
+            where, f"package is for device {', '.join(pre.device) or '(none)'}; this device is {device.name!r}"
+        )
     target_fingerprint = post.build_fingerprint[0] if post.build_fingerprint else ""
     full = manifest.type == pb.OtaManifest.FULL
-    if not full and current.fingerprint not in pre.build_fingerprint and not (
-            resuming and current.fingerprint == target_fingerprint):
-        raise OtaError(where, f"package updates build {', '.join(pre.build_fingerprint)}; "
-                              f"the device runs {current.fingerprint!r}")
+    if (
+        not full
+        and current.fingerprint not in pre.build_fingerprint
+        and not (resuming and current.fingerprint == target_fingerprint)
+    ):
+        raise OtaError(
+            where, f"package updates build {', '.join(pre.build_fingerprint)}; the device runs {current.fingerprint!r}"
+        )
     if post.timestamp < current.timestamp and not resuming:
         if not manifest.downgrade:
-            raise OtaError(where, f"package build timestamp {post.timestamp} is older than the device's "
-                                  f"{current.timestamp} and the package is not a downgrade package")
+            raise OtaError(
+                where,
+                f"package build timestamp {post.timestamp} is older than the device's "
+                f"{current.timestamp} and the package is not a downgrade package",
+            )
         if not device.policy.allow_downgrade:
             raise OtaError(where, "downgrade package refused: the device policy does not allow downgrades")
     hardware = partition_map(device)
@@ -99,12 +104,18 @@ def check_partitions_known(manifest: Message, hardware: DeviceConfig, where: str
         entry = hardware.partitions.get(part.name)
         if entry is None:
             known = ", ".join(sorted(hardware.partitions)) or "none"
-            raise OtaError(where, f"{MANIFEST_ENTRY} partitions: {shown(part.name)} is not a partition of this "
-                                  f"device (its config lists {known})")
+            raise OtaError(
+                where,
+                f"{MANIFEST_ENTRY} partitions: {shown(part.name)} is not a partition of this "
+                f"device (its config lists {known})",
+            )
         identity = _device_identity(entry.path)
         if identity is not None and identity in devices:
-            raise OtaError(where, f"{MANIFEST_ENTRY} partitions: {part.name} and {devices[identity]} are the same "
-                                  f"device ({entry.path}) in the device config")
+            raise OtaError(
+                where,
+                f"{MANIFEST_ENTRY} partitions: {part.name} and {devices[identity]} are the same "
+                f"device ({entry.path}) in the device config",
+            )
         if identity is not None:
             devices[identity] = part.name
 
@@ -123,8 +134,15 @@ def _device_identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Progress,
-                  read_entry: Callable[[str], bytes], package_path: str, done: set[str] | None) -> None:
+def check_sources(
+    plan: Plan,
+    root: SysRoot,
+    ctx: protocol.Context,
+    progress: Progress,
+    read_entry: Callable[[str], bytes],
+    package_path: str,
+    done: set[str] | None,
+) -> None:
     """Everything the steps will find on the device, checked before the first write.
 
     `done` is the journal's finished steps on a resumed run, None on a fresh one: a partition
@@ -138,16 +156,18 @@ def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Pr
     """
     files = [] if plan.full else sorted(plan.files.items())
     partitions = sorted(plan.partitions.items())
-    progress.phase(VERIFY_SHARE, sum(_verify_bytes(op.source, op.target, op.op == Op.PATCH) for _, op in files)
-                   + sum(_verify_bytes(part.source, part.target, bool(part.entry)) for _, part in partitions),
-                   len(files) + len(partitions))
+    progress.phase(
+        VERIFY_SHARE,
+        sum(_verify_bytes(op.source, op.target, op.op == Op.PATCH) for _, op in files)
+        + sum(_verify_bytes(part.source, part.target, bool(part.entry)) for _, part in partitions),
+        len(files) + len(partitions),
+    )
     for path, op in files:
         if op.op == Op.KEEP:
             _check_kept(root, path, op)
         elif op.op == Op.PATCH:
             _check_patched(root, path, op, ctx)
-            _dry_run(ctx, file_request(root, op, _label(package_path, op.entry)), op.entry, read_entry,
-                     root.file(path))
+            _dry_run(ctx, file_request(root, op, _label(package_path, op.entry)), op.entry, read_entry, root.file(path))
         else:
             _check_kind(root, path, op, plan)
         progress.item("verify", path, _verify_bytes(op.source, op.target, op.op == Op.PATCH))
@@ -156,8 +176,15 @@ def check_sources(plan: Plan, root: SysRoot, ctx: protocol.Context, progress: Pr
         progress.item("verify", f"partition:{name}", _verify_bytes(part.source, part.target, bool(part.entry)))
 
 
-def _check_partition_before(plan: Plan, name: str, part: pb.PartitionOperation, ctx: protocol.Context,
-                            read_entry: Callable[[str], bytes], package_path: str, done: set[str] | None) -> None:
+def _check_partition_before(
+    plan: Plan,
+    name: str,
+    part: pb.PartitionOperation,
+    ctx: protocol.Context,
+    read_entry: Callable[[str], bytes],
+    package_path: str,
+    done: set[str] | None,
+) -> None:
     """The pre-write counterpart of `check_results` for one partition.
 
     A check-only partition (no entry: nothing writes it) must hold the target now, because
@@ -165,8 +192,12 @@ def _check_partition_before(plan: Plan, name: str, part: pb.PartitionOperation, 
     its cache copy), and a patch must apply (a dry run, which also checks that the target fits).
     """
     if not part.entry:
-        _check_holds(name, part.target, ctx, "does not hold the target image, and the package does not write it "
-                                             "(a check-only partition)")
+        _check_holds(
+            name,
+            part.target,
+            ctx,
+            "does not hold the target image, and the package does not write it (a check-only partition)",
+        )
         return
     torn_whole = part.method == pb.WHOLE and _may_have_begun(plan, f"partition:{name}", done)
     if part.HasField("source") and not torn_whole:
@@ -184,7 +215,7 @@ def _may_have_begun(plan: Plan, step_id: str, done: set[str] | None) -> bool:
     if done is None or step_id in done:
         return False
     ids = [step.id for step in plan.steps]
-    return all(earlier in done for earlier in ids[:ids.index(step_id)])
+    return all(earlier in done for earlier in ids[: ids.index(step_id)])
 
 
 def _verify_bytes(source: pb.ContentInfo, target: pb.ContentInfo, patched: bool) -> int:
@@ -197,8 +228,13 @@ def _label(package_path: str, entry: str) -> str:
     return f"{package_path}: zip entry {entry}"
 
 
-def _dry_run(ctx: protocol.Context, request: protocol.PatchRequest, entry: str,
-             read_entry: Callable[[str], bytes], file: protocol.TargetFile | None = None) -> None:
+def _dry_run(
+    ctx: protocol.Context,
+    request: protocol.PatchRequest,
+    entry: str,
+    read_entry: Callable[[str], bytes],
+    file: protocol.TargetFile | None = None,
+) -> None:
     """Applies the patch in memory and checks the result against the target, writing nothing.
 
     This costs one more patch application per patched file or partition, and it is what makes a
@@ -212,17 +248,25 @@ def _dry_run(ctx: protocol.Context, request: protocol.PatchRequest, entry: str,
 def file_request(root: SysRoot, op: pb.FileOperation, patch: str) -> protocol.PatchRequest:
     """applypatch's file request for a PATCH operation; `patch` names the patch file."""
     location = root.where(op.path)
-    return protocol.PatchRequest(source=location, target=location, target_size=op.target.size,
-                                 target_digest=Digest("sha256", op.target.sha256),
-                                 patches=((Digest("sha256", op.source.sha256), patch),))
+    return protocol.PatchRequest(
+        source=location,
+        target=location,
+        target_size=op.target.size,
+        target_digest=Digest("sha256", op.target.sha256),
+        patches=((Digest("sha256", op.source.sha256), patch),),
+    )
 
 
 def partition_request(part: pb.PartitionOperation, patch: str) -> protocol.PatchRequest:
     """applypatch's partition request for a patched partition; `patch` names the patch file."""
     spec = partition_spec(part.name, part)
-    return protocol.PatchRequest(source=spec, target=spec, target_size=part.target.size,
-                                 target_digest=Digest("sha256", part.target.sha256),
-                                 patches=((Digest("sha256", part.source.sha256), patch),))
+    return protocol.PatchRequest(
+        source=spec,
+        target=spec,
+        target_size=part.target.size,
+        target_digest=Digest("sha256", part.target.sha256),
+        patches=((Digest("sha256", part.source.sha256), patch),),
+    )
 
 
 def _check_kept(root: SysRoot, path: str, op: pb.FileOperation) -> None:
@@ -241,12 +285,18 @@ def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol
     if entry is not None and entry.kind != "file":
         raise OtaError(root.where(path), f"is a {entry.kind}, expected the source build's regular file")
     try:
-        protocol.check(ctx, root.where(path), [Digest("sha256", op.source.sha256),
-                                               Digest("sha256", op.target.sha256)], root.file(path))
+        protocol.check(
+            ctx,
+            root.where(path),
+            [Digest("sha256", op.source.sha256), Digest("sha256", op.target.sha256)],
+            root.file(path),
+        )
     except OtaError:
         state = "missing" if entry is None else "modified"
-        raise OtaError(root.where(path), f"system file is {state} (neither the source nor the target build's "
-                                         "contents, and no matching cache copy)") from None
+        raise OtaError(
+            root.where(path),
+            f"system file is {state} (neither the source nor the target build's contents, and no matching cache copy)",
+        ) from None
 
 
 _SOURCE_KIND = {Op.SOURCE_FILE: "file", Op.SOURCE_DIR: "dir", Op.SOURCE_SYMLINK: "symlink"}
@@ -270,21 +320,28 @@ def _check_kind(root: SysRoot, path: str, op: pb.FileOperation, plan: Plan) -> N
     if entry.kind == "other":
         raise OtaError(where, "unexpected special file where the package changes a path")
     if entry.kind not in (source, target):
-        builds = (f"the source and target builds have {_a(source)}" if source == target else
-                  f"the source build has {_a(source)} and the target {_a(target)}")
+        builds = (
+            f"the source and target builds have {_a(source)}"
+            if source == target
+            else f"the source build has {_a(source)} and the target {_a(target)}"
+        )
         raise OtaError(where, f"is {_a(entry.kind)}; {builds} here")
     if entry.kind == "file" and op.op != Op.DELETE:
         allowed = {info.sha256 for kind, info in ((source, op.source), (target, op.target)) if kind == "file"}
         if root.content(path).sha256 not in allowed:
             if source == "file":
                 raise OtaError(where, "system file is modified (neither the source nor the target build's contents)")
-            raise OtaError(where, "unexpected file where the package creates a new one (not the target build's "
-                                  "contents)")
+            raise OtaError(
+                where, "unexpected file where the package creates a new one (not the target build's contents)"
+            )
     if entry.kind == "dir" and target != "dir":
         for name in root.listdir(path):
             if f"{path}/{name}" not in plan.files:
-                raise OtaError(where, f"directory holds {shown(name)}, which no build has there; the update "
-                                      "would fail removing the directory")
+                raise OtaError(
+                    where,
+                    f"directory holds {shown(name)}, which no build has there; the update "
+                    "would fail removing the directory",
+                )
 
 
 def _a(kind: str | None) -> str:
@@ -302,8 +359,9 @@ def _check_partition(name: str, part: pb.PartitionOperation, ctx: protocol.Conte
     try:
         protocol.check(ctx, partition_spec(name, part), [])
     except OtaError:
-        raise OtaError(f"partition {name}", "holds neither the source nor the target image "
-                                            "(and the cache holds no copy of either)") from None
+        raise OtaError(
+            f"partition {name}", "holds neither the source nor the target image (and the cache holds no copy of either)"
+        ) from None
 
 
 def _check_fits(name: str, part: pb.PartitionOperation, hardware: DeviceConfig, ops: FsOps) -> None:
@@ -331,8 +389,11 @@ def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
         if kind == "symlink" and root.readlink(path) != op.symlink_target:
             raise OtaError(root.where(path), f"does not point to {op.symlink_target!r} after the update")
         if (entry.uid, entry.gid) != (op.uid, op.gid) or (kind != "symlink" and entry.mode != op.mode):
-            raise OtaError(root.where(path), f"mode/uid/gid {entry.mode:o}/{entry.uid}/{entry.gid} are not "
-                                             f"the target's {op.mode:o}/{op.uid}/{op.gid} after the update")
+            raise OtaError(
+                root.where(path),
+                f"mode/uid/gid {entry.mode:o}/{entry.uid}/{entry.gid} are not "
+                f"the target's {op.mode:o}/{op.uid}/{op.gid} after the update",
+            )
     for name, part in sorted(plan.partitions.items()):
         _check_holds(name, part.target, ctx, "does not hold the target image after the update")
 
@@ -357,23 +418,31 @@ def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> i
     old backup and a stale temporary); and a bound on the journal, less what it and a temporary of
     it hold already.
     """
-    complete = {staged_name(name) for name, size in plan.staged.items()
-                if f"stage:{name}" in done or _file_size(os.path.join(staged_dir, staged_name(name))) == size}
+    complete = {
+        staged_name(name)
+        for name, size in plan.staged.items()
+        if f"stage:{name}" in done or _file_size(os.path.join(staged_dir, staged_name(name))) == size
+    }
     unstaged = sum(size for name, size in plan.staged.items() if staged_name(name) not in complete)
-    leftovers = sum(_file_size(os.path.join(staged_dir, name)) for name in _listdir(staged_dir)
-                    if name not in complete)
+    leftovers = sum(_file_size(os.path.join(staged_dir, name)) for name in _listdir(staged_dir) if name not in complete)
     needed = max(0, unstaged - leftovers)
-    backups = [part.source.size for part in plan.partitions.values()
-               if part.HasField("source") and part.method != pb.WHOLE and not plan.full
-               and f"partition:{part.name}" not in done]
+    backups = [
+        part.source.size
+        for part in plan.partitions.values()
+        if part.HasField("source")
+        and part.method != pb.WHOLE
+        and not plan.full
+        and f"partition:{part.name}" not in done
+    ]
     if backups:
         needed += max(0, max(backups) - cache.slot_bytes())
     # The whole journal (Journal.room_for: the header and a line per step) bounds what it can take;
     # the journal and any temporary of it (a cut creation) are rewritten, not added to.
     journal = Journal.room_for(step.id for step in plan.steps)
     prefix = os.path.basename(Journal.location(cache.directory))
-    written = sum(_file_size(os.path.join(cache.directory, name)) for name in _listdir(cache.directory)
-                  if name.startswith(prefix))
+    written = sum(
+        _file_size(os.path.join(cache.directory, name)) for name in _listdir(cache.directory) if name.startswith(prefix)
+    )
     return needed + max(0, journal - written)
 
 

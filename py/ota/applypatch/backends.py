@@ -51,15 +51,15 @@ class Partition(ABC):
 
     def check_fits(self, size: int) -> None:
         if size > self.capacity():
-            raise OtaError(self.where, f"partition ({self.capacity()} bytes) is smaller than the target "
-                                       f"({size} bytes)")
+            raise OtaError(self.where, f"partition ({self.capacity()} bytes) is smaller than the target ({size} bytes)")
 
 
 class SeekablePartition(Partition):
     """A regular partition-image file or a block device."""
 
-    def __init__(self, where: str, path: str, ops: FsOps, *, block: bool, writable: bool,
-                 piece: int = DEFAULT_PIECE) -> None:
+    def __init__(
+        self, where: str, path: str, ops: FsOps, *, block: bool, writable: bool, piece: int = DEFAULT_PIECE
+    ) -> None:
         self.where, self.path, self._ops, self._block, self._piece = where, path, ops, block, piece
         flags = (os.O_RDWR | (os.O_SYNC if block else 0)) if writable else os.O_RDONLY
         self._fd = _open(where, path, flags)
@@ -97,11 +97,13 @@ class SeekablePartition(Partition):
 
     def _first_mismatch(self, data: bytes) -> int | None:
         for offset in range(0, len(data), self._piece):
-            expected = data[offset:offset + self._piece]
+            expected = data[offset : offset + self._piece]
             actual = os.pread(self._fd, len(expected), offset)
             if actual != expected:
-                return offset + next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
-                                     min(len(actual), len(expected)))
+                return offset + next(
+                    (i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
+                    min(len(actual), len(expected)),
+                )
         return None
 
     def close(self) -> None:
@@ -117,8 +119,9 @@ class MtdPartition(Partition):
         if not info.erasesize or not info.writesize or info.erasesize % info.writesize:
             raise OtaError(where, f"MTD geometry unusable (erasesize {info.erasesize}, writesize {info.writesize})")
         self._erasesize, self._writesize = info.erasesize, info.writesize
-        self._good = [block for block in range(info.size // info.erasesize)
-                      if not device.is_bad(block * info.erasesize)]
+        self._good = [
+            block for block in range(info.size // info.erasesize) if not device.is_bad(block * info.erasesize)
+        ]
 
     def capacity(self) -> int:
         return len(self._good) * self._erasesize
@@ -139,7 +142,7 @@ class MtdPartition(Partition):
         self.check_fits(len(data))
         try:
             for index, block in enumerate(self._good):
-                chunk = data[index * self._erasesize:(index + 1) * self._erasesize]
+                chunk = data[index * self._erasesize : (index + 1) * self._erasesize]
                 start = block * self._erasesize
                 self._device.erase(start, self._erasesize)  # erase first; also clears the tail
                 if chunk:
@@ -171,8 +174,9 @@ def _open(where: str, path: str, flags: int) -> int:
         raise OtaError(where, f"cannot open {path}: {err.strerror or err}") from None
 
 
-def open_partition(kind: str, name: str, config: DeviceConfig, ops: FsOps, *, writable: bool,
-                   piece: int = DEFAULT_PIECE) -> Partition:
+def open_partition(
+    kind: str, name: str, config: DeviceConfig, ops: FsOps, *, writable: bool, piece: int = DEFAULT_PIECE
+) -> Partition:
     """Opens the partition a spec names (`kind` MTD or EMMC).
 
     Lookup: the device config; then, only if the config allows discovery (the `applypatch` CLI;
@@ -188,11 +192,11 @@ def open_partition(kind: str, name: str, config: DeviceConfig, ops: FsOps, *, wr
             raise OtaError(where, "unknown partition: the device config does not list it")
         entry = _discover(kind, name, where)
     if entry.kind in ("file", "block"):
-        return SeekablePartition(where, entry.path, ops, block=entry.kind == "block", writable=writable,
-                                 piece=piece)
+        return SeekablePartition(where, entry.path, ops, block=entry.kind == "block", writable=writable, piece=piece)
     try:
-        device: mtd.MtdDevice = (NandSim(entry.path, ops) if entry.kind == "mtdsim"
-                                 else mtd.KernelMtd(entry.path, ops, writable=writable))
+        device: mtd.MtdDevice = (
+            NandSim(entry.path, ops) if entry.kind == "mtdsim" else mtd.KernelMtd(entry.path, ops, writable=writable)
+        )
     except (OSError, ValueError) as err:
         raise OtaError(where, f"cannot open {entry.path}: {getattr(err, 'strerror', None) or err}") from None
     try:
@@ -215,8 +219,11 @@ def _discover(kind: str, name: str, where: str) -> PartitionEntry:
             raise OtaError(where, "unknown partition name (not in the device config nor in /proc/mtd)")
         return PartitionEntry(name, "mtd", path)
     if not os.path.isabs(name):
-        raise OtaError(where, "unknown partition: not in the device config, and not an absolute device path "
-                              "(relative names are never resolved against the working directory)")
+        raise OtaError(
+            where,
+            "unknown partition: not in the device config, and not an absolute device path "
+            "(relative names are never resolved against the working directory)",
+        )
     try:
         mode = os.stat(name).st_mode
     except OSError as err:

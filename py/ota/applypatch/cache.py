@@ -136,9 +136,12 @@ class Cache:
         freeable = sum(size for _, size in candidates)
         if free + freeable < needed + self.reserve:
             replaced = f" (counting {room} the save replaces)" if room else ""
-            raise OtaError(self.directory, f"not enough cache space: the update needs {needed} bytes plus a "
-                                           f"{self.reserve}-byte reserve, {free} are free{replaced} and at most "
-                                           f"{freeable} could be freed")
+            raise OtaError(
+                self.directory,
+                f"not enough cache space: the update needs {needed} bytes plus a "
+                f"{self.reserve}-byte reserve, {free} are free{replaced} and at most "
+                f"{freeable} could be freed",
+            )
         for path, _ in candidates:
             self._unlink(path, ops, "cannot free")
             if self.free_bytes() + room >= needed + self.reserve:
@@ -195,9 +198,12 @@ class Cache:
         to finish that update, so the operator decides (docs/applypatch.md, "Cache budget")."""
         backup = self.load_backup()
         if backup is not None and first_match(backup, sources) is None:
-            raise OtaError(self.backup_path, "holds the source backup of another update (it matches no source "
-                                             "this update patches); finish that update first, or delete the "
-                                             "file if none is pending")
+            raise OtaError(
+                self.backup_path,
+                "holds the source backup of another update (it matches no source "
+                "this update patches); finish that update first, or delete the "
+                "file if none is pending",
+            )
 
     def load_backup(self) -> bytes | None:
         """The backup's bytes; None only if there is none. An unreadable backup is an error, not
@@ -240,7 +246,9 @@ class Cache:
         if read_only:
             raise cache_error(self.directory, "cannot write the cache", OSError(errno.EROFS, os.strerror(errno.EROFS)))
         if not os.access(self.directory, os.W_OK | os.X_OK):
-            raise cache_error(self.directory, "cannot write the cache", OSError(errno.EACCES, os.strerror(errno.EACCES)))
+            raise cache_error(
+                self.directory, "cannot write the cache", OSError(errno.EACCES, os.strerror(errno.EACCES))
+            )
 
 
 def _size(path: str) -> int:

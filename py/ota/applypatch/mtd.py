@@ -54,8 +54,7 @@ class MtdInfo:
     oobsize: int
 
     def pack(self) -> bytes:
-        return MTD_INFO_USER.pack(self.type, self.flags, self.size, self.erasesize, self.writesize,
-                                  self.oobsize, 0)
+        return MTD_INFO_USER.pack(self.type, self.flags, self.size, self.erasesize, self.writesize, self.oobsize, 0)
 
     @classmethod
     def unpack(cls, raw: bytes) -> MtdInfo:
@@ -105,8 +104,7 @@ class KernelMtd:
         return fcntl.ioctl(self._fd, MEMGETBADBLOCK, bytearray(LOFF_T.pack(offset))) > 0
 
     def erase(self, offset: int, length: int) -> None:
-        self._ops.ioctl(self._fd, MEMERASE, bytearray(ERASE_INFO_USER.pack(offset, length)), self.path,
-                        kind="erase")
+        self._ops.ioctl(self._fd, MEMERASE, bytearray(ERASE_INFO_USER.pack(offset, length)), self.path, kind="erase")
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self._fd, size, offset)
@@ -118,7 +116,9 @@ class KernelMtd:
         os.close(self._fd)
 
 
-def find_by_name(name: str, proc_mtd: str = "/proc/mtd", dev_dirs: tuple[str, ...] = ("/dev/mtd", "/dev")) -> str | None:
+def find_by_name(
+    name: str, proc_mtd: str = "/proc/mtd", dev_dirs: tuple[str, ...] = ("/dev/mtd", "/dev")
+) -> str | None:
     """Maps an MTD partition name to /dev/mtdN via /proc/mtd (lines: `mtdN: size erasesize "name"`).
 
     This is how an AOSP script's `MTD:boot:...` finds its device with no device config, as the

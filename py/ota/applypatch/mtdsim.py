@@ -43,9 +43,11 @@ class Geometry:
     torn_pages: set[int] = field(default_factory=set)
 
     def dump(self) -> str:
-        return (f"erasesize {self.erasesize}\nwritesize {self.writesize}\n"
-                f"bad {' '.join(map(str, sorted(self.bad_blocks)))}\n"
-                f"torn {' '.join(map(str, sorted(self.torn_pages)))}\n")
+        return (
+            f"erasesize {self.erasesize}\nwritesize {self.writesize}\n"
+            f"bad {' '.join(map(str, sorted(self.bad_blocks)))}\n"
+            f"torn {' '.join(map(str, sorted(self.torn_pages)))}\n"
+        )
 
     @classmethod
     def parse(cls, text: str, where: str) -> Geometry:
@@ -80,8 +82,15 @@ class NandSim:
             raise ValueError(f"{path}: size {self.size} is not a multiple of the erase block size")
 
     @classmethod
-    def create(cls, path: str, size: int, *, erasesize: int = 128 * 1024, writesize: int = 2048,
-               bad_blocks: tuple[int, ...] = ()) -> None:
+    def create(
+        cls,
+        path: str,
+        size: int,
+        *,
+        erasesize: int = 128 * 1024,
+        writesize: int = 2048,
+        bad_blocks: tuple[int, ...] = (),
+    ) -> None:
         """Makes a factory-fresh chip: every block erased (0xFF), the given blocks marked bad."""
         with open(path, "wb") as stream:
             stream.write(b"\xff" * size)
@@ -153,16 +162,20 @@ class NandSim:
 
         def program(count: int, partial: bool) -> None:
             for index in range(count):
-                self._program(first_page + index, data[index * g.writesize:(index + 1) * g.writesize])
+                self._program(first_page + index, data[index * g.writesize : (index + 1) * g.writesize])
             if partial and count < pages:
                 page = first_page + count
-                half = data[count * g.writesize:count * g.writesize + g.writesize // 2]
+                half = data[count * g.writesize : count * g.writesize + g.writesize // 2]
                 self._program(page, half)
                 self.geometry.torn_pages.add(page)
                 self._save()
 
-        self._ops.perform("write", f"{self.path}@{offset}+{len(data)}", lambda: program(pages, False),
-                          tear=lambda: program(pages // 2, True))
+        self._ops.perform(
+            "write",
+            f"{self.path}@{offset}+{len(data)}",
+            lambda: program(pages, False),
+            tear=lambda: program(pages // 2, True),
+        )
 
     def close(self) -> None:
         os.close(self._fd)

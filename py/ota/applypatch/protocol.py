@@ -35,19 +35,17 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from ota import imgpatch, patch as patch_engine
+from ota import imgpatch
+from ota import patch as patch_engine
 from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
 from ota.applypatch.cache import Cache, FileMeta
 from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.spec import (Digest, Pair, first_match, is_partition_spec, load_by_spec,
-                                 parse_partition_spec)
-from ota.cli.fileio import os_problem, read_file, read_optional
 from ota.applypatch.spec import Digest, Pair, first_match, is_partition_spec, load_by_spec, parse_partition_spec
-from ota.cli.fileio import read_file
+from ota.cli.fileio import os_problem, read_file, read_optional
 from ota.errors import OtaError
 from ota.fsops import FsOps
 
@@ -163,8 +161,9 @@ class PathFile:
         dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             self.discard_scratch(data, dir_fd)
-            fd = ops.perform("create", scratch_label, lambda: os.open(
-                ".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd))
+            fd = ops.perform(
+                "create", scratch_label, lambda: os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd)
+            )
             if fd is None:  # a device that "lied" about the create: nothing to write into
                 raise OSError(errno.EIO, "create did not happen", self.path)
             try:
@@ -172,13 +171,19 @@ class PathFile:
                 ops.chmod(fd, meta.mode, meta.uid, meta.gid, scratch_label)
                 ops.fsync(fd, scratch_label)
                 scratch = f".applypatch-{secrets.token_hex(16)}.tmp"
-                ops.perform("link", f"{scratch_label}->{scratch}", lambda: os.link(
-                    f"/proc/self/fd/{fd}", scratch, dst_dir_fd=dir_fd, follow_symlinks=True))
+                ops.perform(
+                    "link",
+                    f"{scratch_label}->{scratch}",
+                    lambda: os.link(f"/proc/self/fd/{fd}", scratch, dst_dir_fd=dir_fd, follow_symlinks=True),
+                )
             finally:
                 os.close(fd)
             try:
-                ops.perform("rename", f"{scratch}->{self.path}", lambda: os.rename(
-                    scratch, os.path.basename(self.path), src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
+                ops.perform(
+                    "rename",
+                    f"{scratch}->{self.path}",
+                    lambda: os.rename(scratch, os.path.basename(self.path), src_dir_fd=dir_fd, dst_dir_fd=dir_fd),
+                )
             except OSError:
                 with contextlib.suppress(FileNotFoundError):
                     ops.perform("unlink", scratch, lambda: os.unlink(scratch, dir_fd=dir_fd))
@@ -204,8 +209,9 @@ class PathFile:
         try:
             for name in os.listdir(dir_fd):
                 if SCRATCH_NAME.fullmatch(name) and _holds(dir_fd, name, target):
-                    self.ops.perform("unlink", os.path.join(self.directory, name),
-                                     lambda: os.unlink(name, dir_fd=dir_fd))
+                    self.ops.perform(
+                        "unlink", os.path.join(self.directory, name), lambda name=name: os.unlink(name, dir_fd=dir_fd)
+                    )
         finally:
             if own:
                 os.close(dir_fd)
@@ -251,8 +257,11 @@ def _path_file(ctx: Context, path: str) -> PathFile:
 
 def _open(ctx: Context, text: str, *, writable: bool) -> tuple[Partition, tuple[Pair, ...], str]:
     spec = parse_partition_spec(text)
-    return open_partition(spec.kind, spec.name, ctx.config, ctx.ops, writable=writable,
-                          piece=ctx.piece), spec.pairs, spec.device
+    return (
+        open_partition(spec.kind, spec.name, ctx.config, ctx.ops, writable=writable, piece=ctx.piece),
+        spec.pairs,
+        spec.device,
+    )
 
 
 def _patch_partition(ctx: Context, request: PatchRequest) -> str:
@@ -321,8 +330,9 @@ def _is_target(data: bytes | None, request: PatchRequest) -> bool:
     return data is not None and len(data) == request.target_size and request.target_digest.matches(data)
 
 
-def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], bytes] = read_file,
-            file: TargetFile | None = None) -> str:
+def dry_run(
+    ctx: Context, request: PatchRequest, read_patch: Callable[[str], bytes] = read_file, file: TargetFile | None = None
+) -> str:
     """Patch mode up to its first write: returns ALREADY if the target is there, else PATCHED once
     the patch, applied in memory to the source (or the cache copy), gives exactly the target.
 
@@ -348,14 +358,17 @@ def dry_run(ctx: Context, request: PatchRequest, read_patch: Callable[[str], byt
     return PATCHED
 
 
-def _move_source_to_cache(ctx: Context, request: PatchRequest, source: _Source, meta: FileMeta,
-                          file: TargetFile) -> None:
+def _move_source_to_cache(
+    ctx: Context, request: PatchRequest, source: _Source, meta: FileMeta, file: TargetFile
+) -> None:
     """Frees the source's space on the target filesystem by parking it in the cache."""
     if is_partition_spec(request.source):
         raise OtaError(request.target, "not enough free space for the target, and the source is a partition")
     if os.path.realpath(request.source) != os.path.realpath(request.target):
-        raise OtaError(request.target, "not enough free space for the target (the source is a different file, "
-                                       "which applypatch does not delete)")
+        raise OtaError(
+            request.target,
+            "not enough free space for the target (the source is a different file, which applypatch does not delete)",
+        )
     ctx.cache.claim_slot(digest for digest, _ in request.patches)
     ctx.cache.save_backup(source.data, ctx.ops, meta, request.protected())
     try:
@@ -429,12 +442,21 @@ def _build(request: PatchRequest, source: _Source, read_patch: Callable[[str], b
     patch_bytes = read_patch(source.patch_path)
     bonus = read_file(request.bonus) if request.bonus else None
     expand_limit = imgpatch.expand_limit(request.target_size)
-    target = patch_engine.apply_patch(source.data, patch_bytes, bonus=bonus, where=source.patch_path,
-                                      limit=request.target_size, expand_limit=expand_limit)
+    target = patch_engine.apply_patch(
+        source.data,
+        patch_bytes,
+        bonus=bonus,
+        where=source.patch_path,
+        limit=request.target_size,
+        expand_limit=expand_limit,
+    )
     if len(target) != request.target_size or not request.target_digest.matches(target):
-        raise OtaError(source.patch_path, f"patch result ({len(target)} bytes, "
-                                          f"{request.target_digest.algorithm} {Digest.of(target, request.target_digest.algorithm)}) "
-                                          f"is not the expected target ({request.target_size} bytes, {request.target_digest})")
+        raise OtaError(
+            source.patch_path,
+            f"patch result ({len(target)} bytes, "
+            f"{request.target_digest.algorithm} {Digest.of(target, request.target_digest.algorithm)}) "
+            f"is not the expected target ({request.target_size} bytes, {request.target_digest})",
+        )
     return target
 
 
@@ -493,8 +515,10 @@ def flash(ctx: Context, image_path: str, target: str) -> str:
             pass
         image = read_file(image_path)
         if len(image) != wanted.size or not wanted.digest.matches(image):
-            raise OtaError(image_path, f"image ({len(image)} bytes) does not match the target spec "
-                                       f"({wanted.size} bytes, {wanted.digest})")
+            raise OtaError(
+                image_path,
+                f"image ({len(image)} bytes) does not match the target spec ({wanted.size} bytes, {wanted.digest})",
+            )
         partition.write_image(image)
     finally:
         partition.close()

@@ -48,25 +48,32 @@ class BootUpdate:
         new_kernel = bytearray(kernel)
         for _ in range(16):  # scattered small changes, like a rebuilt kernel with a few fixes
             at = rng.randrange(kernel_size - 4096)
-            new_kernel[at:at + 64] = rng.randbytes(64)
-        new_kernel[kernel_size // 2:kernel_size // 2] = rng.randbytes(20_000)
+            new_kernel[at : at + 64] = rng.randbytes(64)
+        new_kernel[kernel_size // 2 : kernel_size // 2] = rng.randbytes(20_000)
         files = b"".join(b"/init.rc line %d: service %d\n" % (i, rng.randrange(1 << 20)) for i in range(4_000))
         images = []
         for kernel_bytes, ramdisk in ((kernel, files), (new_kernel, files.replace(b"service 1", b"service 9"))):
-            boot = bootimg.BootImage(header_version=0, kernel=bytes(kernel_bytes),
-                                     ramdisk=gzip.compress(ramdisk, 6, mtime=0), cmdline=b"console=ttyS0")
+            boot = bootimg.BootImage(
+                header_version=0,
+                kernel=bytes(kernel_bytes),
+                ramdisk=gzip.compress(ramdisk, 6, mtime=0),
+                cmdline=b"console=ttyS0",
+            )
             images.append(bootimg.build(boot))
         source, target = images
         return cls(source, target, imgdiff.make_image_patch(source, target))
 
     def spec(self, kind: str, name: str) -> str:
         """The AOSP-style spec listing both images, as the OTA script passes it."""
-        return (f"{kind}:{name}:{len(self.source)}:{hashlib.sha1(self.source).hexdigest()}"
-                f":{len(self.target)}:{hashlib.sha1(self.target).hexdigest()}")
+        return (
+            f"{kind}:{name}:{len(self.source)}:{hashlib.sha1(self.source).hexdigest()}"
+            f":{len(self.target)}:{hashlib.sha1(self.target).hexdigest()}"
+        )
 
     def request(self, source: str, target: str, patch_path: str) -> protocol.PatchRequest:
-        return protocol.PatchRequest(source, target, len(self.target), Digest.of(self.target),
-                                     ((Digest.of(self.source), patch_path),))
+        return protocol.PatchRequest(
+            source, target, len(self.target), Digest.of(self.target), ((Digest.of(self.source), patch_path),)
+        )
 
 
 def _losetup() -> str | None:
@@ -98,7 +105,6 @@ def loop_device(backing: str) -> Iterator[str]:
         subprocess.run([_losetup(), "--detach", device], check=False)
 
 
-
 def rerun(run: Callable[[FsOps], None]) -> str | None:
     """Runs a scenario again with no fault (the rerun after power returns); its error, or None."""
     try:
@@ -107,15 +113,30 @@ def rerun(run: Callable[[FsOps], None]) -> str | None:
         return str(err)
     return None
 
+
 class PartitionScenario:
     """A boot partition patched in place on backend "file", "block" (a loop device) or "mtdsim"."""
 
-    def __init__(self, workdir: str, update: BootUpdate, backend: str, *, partition_size: int = 6 * MIB,
-                 piece: int = MIB, device_path: str | None = None, erasesize: int = 256 * 1024,
-                 writesize: int = 4096, bad_blocks: tuple[int, ...] = (3, 10)) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        update: BootUpdate,
+        backend: str,
+        *,
+        partition_size: int = 6 * MIB,
+        piece: int = MIB,
+        device_path: str | None = None,
+        erasesize: int = 256 * 1024,
+        writesize: int = 4096,
+        bad_blocks: tuple[int, ...] = (3, 10),
+    ) -> None:
         self.update, self.backend, self.piece = update, backend, piece
         self.partition_size, self.erasesize, self.writesize, self.bad_blocks = (
-            partition_size, erasesize, writesize, bad_blocks)
+            partition_size,
+            erasesize,
+            writesize,
+            bad_blocks,
+        )
         self.cache_dir = os.path.join(workdir, "cache")
         self.patch_path = os.path.join(workdir, "boot.img.p")
         os.makedirs(self.cache_dir, exist_ok=True)
@@ -133,16 +154,22 @@ class PartitionScenario:
         self.spec = update.spec("MTD" if backend == "mtdsim" else "EMMC", "boot")
 
     def context(self, ops: FsOps) -> protocol.Context:
-        return protocol.Context(self.config, Cache(self.cache_dir, piece=self.piece), ops, self.piece,
-                                out=lambda _: None)
+        return protocol.Context(
+            self.config, Cache(self.cache_dir, piece=self.piece), ops, self.piece, out=lambda _: None
+        )
 
     def prepare(self) -> None:
         for name in os.listdir(self.cache_dir):
             os.unlink(os.path.join(self.cache_dir, name))
         image = self.update.source
         if self.backend == "mtdsim":
-            NandSim.create(self.device_path, self.partition_size, erasesize=self.erasesize,
-                           writesize=self.writesize, bad_blocks=self.bad_blocks)
+            NandSim.create(
+                self.device_path,
+                self.partition_size,
+                erasesize=self.erasesize,
+                writesize=self.writesize,
+                bad_blocks=self.bad_blocks,
+            )
             flash = MtdPartition("MTD:boot", NandSim(self.device_path, FsOps()))
             try:
                 flash.write_image(image)
@@ -204,9 +231,14 @@ class FileScenario:
         os.chmod(self.path, self.MODE)
 
     def run(self, ops: FsOps) -> None:
-        context = protocol.Context(DeviceConfig(), Cache(self.cache_dir, piece=self.piece), ops, self.piece,
-                                   target_free=(lambda _: 0) if self.low_space else protocol.filesystem_free,
-                                   out=lambda _: None)
+        context = protocol.Context(
+            DeviceConfig(),
+            Cache(self.cache_dir, piece=self.piece),
+            ops,
+            self.piece,
+            target_free=(lambda _: 0) if self.low_space else protocol.filesystem_free,
+            out=lambda _: None,
+        )
         protocol.patch(context, self.update.request(self.path, self.path, self.patch_path))
 
     def recover(self) -> str | None:

@@ -106,9 +106,13 @@ def parse_partition_spec(text: str) -> PartitionSpec:
         raise OtaError(text, "partition spec must be MTD|EMMC:<name>:<size>:<sha1>[:<size>:<sha1>...]")
     if not fields[1]:
         raise OtaError(text, "partition spec has an empty name")
-    pairs = [Pair(parse_size(fields[index], text, f"size #{index // 2}"),
-                  Digest.parse(fields[index + 1], text, f"sha1 #{index // 2}"))
-             for index in range(2, len(fields), 2)]
+    pairs = [
+        Pair(
+            parse_size(fields[index], text, f"size #{index // 2}"),
+            Digest.parse(fields[index + 1], text, f"sha1 #{index // 2}"),
+        )
+        for index in range(2, len(fields), 2)
+    ]
     return PartitionSpec(fields[0], fields[1], tuple(pairs), text)
 
 
@@ -135,14 +139,16 @@ def load_by_spec(read: Callable[[int, int], bytes], pairs: Iterable[Pair], where
             while len(data) < pair.size:
                 piece = read(len(data), min(_READ_PIECE, pair.size - len(data)))
                 if not piece:
-                    raise OtaError(where, f"holds none of the listed images (short read at {len(data)} "
-                                          f"of {pair.size} bytes)")
+                    raise OtaError(
+                        where, f"holds none of the listed images (short read at {len(data)} of {pair.size} bytes)"
+                    )
                 data += piece
                 for context in running.values():
                     context.update(piece)
         except OSError as err:
-            raise OtaError(where, f"holds none of the listed images (read error at offset {len(data)}: "
-                                  f"{err.strerror or err})") from None
+            raise OtaError(
+                where, f"holds none of the listed images (read error at offset {len(data)}: {err.strerror or err})"
+            ) from None
         if running[pair.digest.algorithm].copy().hexdigest() == pair.digest.hex:
             return Loaded(bytes(data[: pair.size]), pair)
     raise OtaError(where, "holds none of the listed images (no size:sha1 pair matches)")

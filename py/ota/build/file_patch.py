@@ -36,8 +36,15 @@ flags.DEFINE_string("source", None, "Source version of the file; omitted: ship t
 flags.DEFINE_string("target", None, "Target version of the file.")
 flags.DEFINE_string("path", None, "Path (or partition name) the file is known by; names it in the info and warnings.")
 flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
-flags.DEFINE_float("patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0)
-flags.DEFINE_integer("max_diff_size", DEFAULT_MAX_DIFF_SIZE, "Inputs larger than this many bytes ship whole without diffing (memory bound).", lower_bound=0)
+flags.DEFINE_float(
+    "patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0
+)
+flags.DEFINE_integer(
+    "max_diff_size",
+    DEFAULT_MAX_DIFF_SIZE,
+    "Inputs larger than this many bytes ship whole without diffing (memory bound).",
+    lower_bound=0,
+)
 flags.DEFINE_string("out_data", None, "Where to write the patch, the whole target, or nothing.")
 flags.DEFINE_string("out_info", None, "Where to write the info JSON.")
 
@@ -76,8 +83,9 @@ def whole_warning(path: str, method: str, reason: str) -> str:
     return f"WARNING: {path}: {method} failed ({' '.join(reason.split())}); shipping the whole file"
 
 
-def make_patch(source: bytes | None, target: bytes, path: str, method: str = "auto",
-               threshold: float = DEFAULT_THRESHOLD) -> PatchResult:
+def make_patch(
+    source: bytes | None, target: bytes, path: str, method: str = "auto", threshold: float = DEFAULT_THRESHOLD
+) -> PatchResult:
     """Diffs `source` into `target` and decides what ships.
 
     UNCHANGED for identical contents; the patch if it applies back to exactly `target` and is at
@@ -119,8 +127,16 @@ def _size(path: str) -> int:
         raise OtaError(path, f"cannot read: {err.strerror or err}") from None
 
 
-def patch_files(source_path: str | None, target_path: str, path: str, out_data: str, *, method: str = "auto",
-                threshold: float = DEFAULT_THRESHOLD, max_diff_size: int = DEFAULT_MAX_DIFF_SIZE) -> FilePatch:
+def patch_files(
+    source_path: str | None,
+    target_path: str,
+    path: str,
+    out_data: str,
+    *,
+    method: str = "auto",
+    threshold: float = DEFAULT_THRESHOLD,
+    max_diff_size: int = DEFAULT_MAX_DIFF_SIZE,
+) -> FilePatch:
     """Runs `make_patch` on two files and writes `out_data`; inputs above `max_diff_size` bytes
     are only hashed and copied, never read whole, so a huge image cannot exhaust memory."""
     large = max(_size(target_path), _size(source_path) if source_path else 0) > max_diff_size
@@ -130,8 +146,15 @@ def patch_files(source_path: str | None, target_path: str, path: str, out_data: 
         result = make_patch(source, target, path, method, threshold)
         fileio.write_file(out_data, result.data)
         data = hashing.of_bytes(result.data)
-        return FilePatch(path, result.method, None if source is None else hashing.of_bytes(source),
-                         hashing.of_bytes(target), data.size, data.sha256, result.warning)
+        return FilePatch(
+            path,
+            result.method,
+            None if source is None else hashing.of_bytes(source),
+            hashing.of_bytes(target),
+            data.size,
+            data.sha256,
+            result.warning,
+        )
     source_info = hashing.of_file(source_path) if source_path else None
     target_info = hashing.of_file(target_path)
     if source_info == target_info:
@@ -156,8 +179,15 @@ def patch_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
         raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
     if not (values.target and values.path and values.out_data and values.out_info):
         raise UsageError("--target, --path, --out_data and --out_info are required")
-    result = patch_files(values.source, values.target, values.path, values.out_data, method=values.method,
-                         threshold=values.patch_threshold, max_diff_size=values.max_diff_size)
+    result = patch_files(
+        values.source,
+        values.target,
+        values.path,
+        values.out_data,
+        method=values.method,
+        threshold=values.patch_threshold,
+        max_diff_size=values.max_diff_size,
+    )
     if result.warning:
         print(result.warning, file=sys.stderr)
     jsonio.write(values.out_info, result.to_json())

@@ -39,7 +39,9 @@ Op = pb.FileOperation
 # What a device expects at a path of the source build (a regular file's contents are in `source`).
 _SOURCE_KIND = {tree.FILE: Op.SOURCE_FILE, tree.DIR: Op.SOURCE_DIR, tree.SYMLINK: Op.SOURCE_SYMLINK}
 
-_PARAMS = flags.DEFINE_string("params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters).")
+_PARAMS = flags.DEFINE_string(
+    "params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters)."
+)
 _OUT = flags.DEFINE_string("out", None, "Where to write the package zip.")
 
 
@@ -109,8 +111,11 @@ def load_params(path: str) -> Params:
 
     def produced(items: dict[str, dict[str, Any]], field_name: str) -> dict[str, Produced]:
         return {
-            key: Produced(key, FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {key}: info")),
-                          jsonio.get(item, "data", str, path, f"{field_name} {key}: data"))
+            key: Produced(
+                key,
+                FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {key}: info")),
+                jsonio.get(item, "data", str, path, f"{field_name} {key}: data"),
+            )
             for key, item in items.items()
         }
 
@@ -120,7 +125,9 @@ def load_params(path: str) -> Params:
         source=None if raw_source is None else _build(raw_source, path, "source"),
         target=_build(jsonio.get(doc, "target", dict, path), path, "target"),
         file_patches=produced(patches, "file_patches"),
-        whole_files={key: jsonio.get(item, "file", str, path, f"whole_files {key}: file") for key, item in wholes.items()},
+        whole_files={
+            key: jsonio.get(item, "file", str, path, f"whole_files {key}: file") for key, item in wholes.items()
+        },
         partitions=produced(parts, "partitions"),
     )
 
@@ -132,8 +139,15 @@ class _Payload:
     sources: list[zipwrite.ZipSource] = field(default_factory=list)
     infos: dict[str, ContentInfo] = field(default_factory=dict)
 
-    def add(self, name: str, file: str, deflate: bool, expected: ContentInfo | None = None,
-            expected_sha256: str | None = None, why: str = "") -> None:
+    def add(
+        self,
+        name: str,
+        file: str,
+        deflate: bool,
+        expected: ContentInfo | None = None,
+        expected_sha256: str | None = None,
+        why: str = "",
+    ) -> None:
         """Adds `file` as entry `name`, checking it holds what the manifest will promise."""
         actual = hashing.of_file(file)
         want = expected_sha256 if expected is None else expected.sha256
@@ -153,10 +167,14 @@ def _check_matches(produced: Produced, source: ContentInfo | None, target: Conte
     if info.path != produced.key:
         raise OtaError(where, f"{produced.key}: its info file says path {info.path!r}")
     if info.target != target:
-        raise OtaError(where, f"{produced.key}: patch info target {info.target.sha256} is not the target build's {target.sha256}")
+        raise OtaError(
+            where, f"{produced.key}: patch info target {info.target.sha256} is not the target build's {target.sha256}"
+        )
     if info.method != WHOLE and info.source != source:
         have = "absent" if source is None else source.sha256
-        raise OtaError(where, f"{produced.key}: patch info source {info.source.sha256} is not the source build's ({have})")  # type: ignore[union-attr]
+        raise OtaError(
+            where, f"{produced.key}: patch info source {info.source.sha256} is not the source build's ({have})"
+        )  # type: ignore[union-attr]
 
 
 class _Assembler:
@@ -177,11 +195,17 @@ class _Assembler:
             m.precondition.device.append(p.target.info.device)
             return
         if p.source.info.device != p.target.info.device:
-            raise OtaError(self.where, f"target.device {p.target.info.device!r} differs from source.device {p.source.info.device!r}")
+            raise OtaError(
+                self.where,
+                f"target.device {p.target.info.device!r} differs from source.device {p.source.info.device!r}",
+            )
         older = p.target.info.timestamp < p.source.info.timestamp
         if older and not p.downgrade:
-            raise OtaError(self.where, f"target.timestamp {p.target.info.timestamp} is older than source.timestamp "
-                                       f"{p.source.info.timestamp}: set downgrade to build a downgrade package")
+            raise OtaError(
+                self.where,
+                f"target.timestamp {p.target.info.timestamp} is older than source.timestamp "
+                f"{p.source.info.timestamp}: set downgrade to build a downgrade package",
+            )
         if p.downgrade and not older:
             raise OtaError(self.where, "downgrade: set, but the target build is not older than the source build")
         m.precondition.device.append(p.source.info.device)
@@ -194,7 +218,9 @@ class _Assembler:
         source = {} if p.source is None else {e.path: e for e in tree.load_manifest(p.source.system_manifest)}
         for name in [*p.file_patches, *p.whole_files]:
             if name not in target or target[name].kind != tree.FILE:
-                raise OtaError(self.where, f"{name}: has a file_patches/whole_files entry but is not a file of the target build")
+                raise OtaError(
+                    self.where, f"{name}: has a file_patches/whole_files entry but is not a file of the target build"
+                )
         if p.full and p.file_patches:
             raise OtaError(self.where, f"{next(iter(p.file_patches))}: a FULL package has no file_patches")
         for path in sorted(set(target) | set(source)):
@@ -231,8 +257,13 @@ class _Assembler:
                 self.payload.add(op.entry, produced.data, True, new, why=f"target of {path}")
             else:
                 op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(path)
-                self.payload.add(op.entry, produced.data, False, expected_sha256=produced.info.data_sha256,
-                                 why=f"patch info's data_sha256 of {path}")
+                self.payload.add(
+                    op.entry,
+                    produced.data,
+                    False,
+                    expected_sha256=produced.info.data_sha256,
+                    why=f"patch info's data_sha256 of {path}",
+                )
         elif whole is not None:
             op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(path)
             self.payload.add(op.entry, whole, True, new, why=f"target manifest's {path}")
@@ -241,8 +272,11 @@ class _Assembler:
         elif old is not None and old == new:
             op.op = Op.KEEP
         else:
-            raise OtaError(self.where, f"{path}: {'changed' if old else 'new'} in the target build but has no "
-                                       "file_patches or whole_files entry")
+            raise OtaError(
+                self.where,
+                f"{path}: {'changed' if old else 'new'} in the target build but has no "
+                "file_patches or whole_files entry",
+            )
 
     def partitions(self) -> None:
         for name in sorted(self.params.partitions):
@@ -261,16 +295,24 @@ class _Assembler:
                 self.payload.add(op.entry, produced.data, True, info.target, why=f"partition {name}'s target")
                 continue
             if self.params.full:
-                raise OtaError(self.where, f"partition {name}: a FULL package ships every partition WHOLE, not {info.method}")
+                raise OtaError(
+                    self.where, f"partition {name}: a FULL package ships every partition WHOLE, not {info.method}"
+                )
             op.method, op.entry = _METHOD[info.method], partition_patch_entry(name)
-            self.payload.add(op.entry, produced.data, False, expected_sha256=info.data_sha256,
-                             why=f"partition {name}'s patch info data_sha256")
+            self.payload.add(
+                op.entry,
+                produced.data,
+                False,
+                expected_sha256=info.data_sha256,
+                why=f"partition {name}'s patch info data_sha256",
+            )
 
     def finish(self) -> None:
         """cache_bytes_required and the payload list (see docs/package-format.md for why)."""
         m = self.manifest
-        backup = max((op.source.size for op in m.partitions if op.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)),
-                     default=0)
+        backup = max(
+            (op.source.size for op in m.partitions if op.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)), default=0
+        )
         staged = sum(info.size for name, info in self.payload.infos.items() if name.startswith("patch/"))
         m.cache_bytes_required = backup + staged
         for name in sorted(self.payload.infos):

@@ -33,10 +33,13 @@ class FilePatch:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path, "method": self.method,
+            "path": self.path,
+            "method": self.method,
             "source": None if self.source is None else self.source.to_json(),
             "target": self.target.to_json(),
-            "data_size": self.data_size, "data_sha256": self.data_sha256, "warning": self.warning,
+            "data_size": self.data_size,
+            "data_sha256": self.data_sha256,
+            "warning": self.warning,
         }
 
     @classmethod
@@ -55,5 +58,12 @@ class FilePatch:
             raise OtaError(path, f"data_size/data_sha256: {size!r}/{sha256!r} is not a size and a SHA-256")
         if method != WHOLE and source is None:
             raise OtaError(path, f"source: method {method} needs the source's contents")
-        return cls(jsonio.get(doc, "path", str, path), method, source, target, size, sha256,
-                   jsonio.get(doc, "warning", str, path))
+        return cls(
+            jsonio.get(doc, "path", str, path),
+            method,
+            source,
+            target,
+            size,
+            sha256,
+            jsonio.get(doc, "warning", str, path),
+        )

@@ -37,6 +37,8 @@ def check_path(path: object, where: str, field: str = "path") -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise OtaError(where, f"{field} {path!r}: empty, '.' or '..' path component")
     if parts[0] == SCRATCH_DIR:
-        raise OtaError(where, f"{field} {path!r}: {SCRATCH_DIR!r} at the top of the tree is reserved for "
-                              "the updater's scratch files")
+        raise OtaError(
+            where,
+            f"{field} {path!r}: {SCRATCH_DIR!r} at the top of the tree is reserved for the updater's scratch files",
+        )
     return path

@@ -16,10 +16,16 @@ from ota.build import tree
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 
-_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) of the ramdisk's contents.")
+_TREE = flags.DEFINE_string(
+    "tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) of the ramdisk's contents."
+)
 _OUT = flags.DEFINE_string("out", None, "Where to write the gzip'd cpio archive.")
-_LEVEL = flags.DEFINE_enum("level", str(gzipper.DEFAULT_LEVEL), [str(v) for v in gzipper.IMGDIFF_LEVELS],
-                           "zlib level (only levels imgdiff reproduces).")
+_LEVEL = flags.DEFINE_enum(
+    "level",
+    str(gzipper.DEFAULT_LEVEL),
+    [str(v) for v in gzipper.IMGDIFF_LEVELS],
+    "zlib level (only levels imgdiff reproduces).",
+)
 
 _KINDS = {tree.FILE: cpio.Kind.FILE, tree.DIR: cpio.Kind.DIR, tree.SYMLINK: cpio.Kind.SYMLINK}
 

@@ -28,8 +28,12 @@ SYSTEM_PREFIX = "SYSTEM/"
 IMAGES_PREFIX = "IMAGES/"
 
 _BUILD_JSON = flags.DEFINE_string("build_json", None, "META/build.json contents: {device, fingerprint, timestamp}.")
-_MANIFEST = flags.DEFINE_string("system_manifest", None, "System manifest JSON (docs/contracts.md#2-system-manifest) of the build.")
-_TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) naming each file's bytes.")
+_MANIFEST = flags.DEFINE_string(
+    "system_manifest", None, "System manifest JSON (docs/contracts.md#2-system-manifest) of the build."
+)
+_TREE = flags.DEFINE_string(
+    "tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) naming each file's bytes."
+)
 _PARTITIONS = flags.DEFINE_multi_string("partition", [], "NAME=FILE: a partition image, stored as IMAGES/NAME.img.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the archive zip.")
 
@@ -41,12 +45,15 @@ def _same_shape(tree_entries: Sequence[tree.TreeEntry], manifest: Sequence[tree.
     for path in sorted(set(described) | set(hashed)):
         if described.get(path) != hashed.get(path):
             side = "tree" if path not in hashed else "system manifest" if path not in described else ""
-            problem = f"only in the {side}" if side else "kind, mode, uid, gid or target differ between tree and manifest"
+            problem = (
+                f"only in the {side}" if side else "kind, mode, uid, gid or target differ between tree and manifest"
+            )
             raise OtaError(where, f"{path}: {problem}")
 
 
-def write_release_archive(build: BuildInfo, manifest_path: str, tree_path: str, partitions: dict[str, str],
-                          out_path: str) -> None:
+def write_release_archive(
+    build: BuildInfo, manifest_path: str, tree_path: str, partitions: dict[str, str], out_path: str
+) -> None:
     """Writes the archive, checking every file's bytes against the manifest on the way."""
     manifest = tree.load_manifest(manifest_path)
     described = tree.load_tree(tree_path)
@@ -67,9 +74,11 @@ def write_release_archive(build: BuildInfo, manifest_path: str, tree_path: str, 
     for written in zipwrite.write_zip(out_path, sources):
         want = expected.get(written.name)
         if want is not None and (want.size, want.sha256) != (written.size, written.sha256):
-            raise OtaError(files[written.name[len(SYSTEM_PREFIX):]],
-                           f"sha256 {written.sha256} is not the system manifest's {want.sha256} for "
-                           f"{written.name[len(SYSTEM_PREFIX):]}")
+            raise OtaError(
+                files[written.name[len(SYSTEM_PREFIX) :]],
+                f"sha256 {written.sha256} is not the system manifest's {want.sha256} for "
+                f"{written.name[len(SYSTEM_PREFIX) :]}",
+            )
 
 
 def parse_partition_flags(values: Sequence[str]) -> dict[str, str]:
@@ -117,8 +126,9 @@ def read_release_archive(path: str, *, max_bytes: int = 1 << 32) -> ReleaseArchi
         if name not in contents:
             raise OtaError(path, f"{name}: missing")
     build = BuildInfo.from_json(jsonio.loads(contents[BUILD_ENTRY], f"{path}:{BUILD_ENTRY}"), f"{path}:{BUILD_ENTRY}")
-    manifest = tree.parse(jsonio.loads(contents[MANIFEST_ENTRY], f"{path}:{MANIFEST_ENTRY}"), f"{path}:{MANIFEST_ENTRY}",
-                          manifest=True)
+    manifest = tree.parse(
+        jsonio.loads(contents[MANIFEST_ENTRY], f"{path}:{MANIFEST_ENTRY}"), f"{path}:{MANIFEST_ENTRY}", manifest=True
+    )
     files, images = {}, {}
     wanted = {SYSTEM_PREFIX + e.path: e for e in manifest if e.kind == tree.FILE}
     for name, data in contents.items():

@@ -41,8 +41,13 @@ class TreeEntry:
     target: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode,
-                               "uid": self.uid, "gid": self.gid}
+        out: dict[str, Any] = {
+            "path": self.path,
+            "kind": self.kind,
+            "mode": self.mode,
+            "uid": self.uid,
+            "gid": self.gid,
+        }
         if self.file is not None:
             out["file"] = self.file
         if self.content is not None:

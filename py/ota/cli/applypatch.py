@@ -44,12 +44,12 @@ flags.DEFINE_string("target", None, "Android 9+ form: target partition spec.")
 flags.DEFINE_string("bonus", None, "Android 9+ form: bonus data for IMGDIFF2 patches.")
 flags.DEFINE_bool("license", False, "Print the notice naming the components and their licences.")
 flags.DEFINE_string("cache_dir", "/cache", "Cache directory for the source backup (saved.file).")
-flags.DEFINE_string("device_config", None,
-                    "Device config mapping partition names to devices (see docs/applypatch.md).")
+flags.DEFINE_string("device_config", None, "Device config mapping partition names to devices (see docs/applypatch.md).")
 flags.DEFINE_integer("cache_limit", None, "Byte budget of the cache directory (default: the filesystem's).")
 flags.DEFINE_integer("min_free", DEFAULT_RESERVE, "Bytes that must stay free on the cache and target filesystems.")
-flags.DEFINE_integer("piece_size", 1 << 20, "Write piece size in bytes (each piece is one crash point).",
-                     lower_bound=4096)
+flags.DEFINE_integer(
+    "piece_size", 1 << 20, "Write piece size in bytes (each piece is one crash point).", lower_bound=4096
+)
 
 _MODE_FLAGS = ("check", "flash", "patch", "source", "target", "bonus")
 
@@ -65,9 +65,12 @@ The full licence texts ship with each component's distribution."""
 
 def _context() -> protocol.Context:
     config = device_config.load(FLAGS.device_config)
-    cache = Cache(config.cache_dir or FLAGS.cache_dir,
-                  config.cache_limit if config.cache_limit is not None else FLAGS.cache_limit,
-                  FLAGS.min_free, FLAGS.piece_size)
+    cache = Cache(
+        config.cache_dir or FLAGS.cache_dir,
+        config.cache_limit if config.cache_limit is not None else FLAGS.cache_limit,
+        FLAGS.min_free,
+        FLAGS.piece_size,
+    )
     return protocol.Context(config, cache, FsOps(), FLAGS.piece_size)
 
 
@@ -108,8 +111,14 @@ def _classic(args: list[str]) -> int:
         if not colon or not path:
             raise UsageError(f"{text!r} is not <src-sha1>:<patch-file>")
         patches.append((Digest.parse(digest_text, text, "source sha1"), path))
-    request = protocol.PatchRequest(source, target, parse_size(tgt_size, target, "target size", any_base=True),
-                                    Digest.parse(tgt_sha, target, "target sha1"), tuple(patches), bonus)
+    request = protocol.PatchRequest(
+        source,
+        target,
+        parse_size(tgt_size, target, "target size", any_base=True),
+        Digest.parse(tgt_sha, target, "target sha1"),
+        tuple(patches),
+        bonus,
+    )
     protocol.patch(_context(), request)
     return 0
 
@@ -133,8 +142,14 @@ def _modern() -> int:
     source, target = parse_partition_spec(FLAGS.source), parse_partition_spec(FLAGS.target)
     if len(target.pairs) != 1:
         raise OtaError(FLAGS.target, "--target needs exactly one size:sha1 pair")
-    request = protocol.PatchRequest(FLAGS.source, FLAGS.target, target.pairs[0].size, target.pairs[0].digest,
-                                    tuple((pair.digest, FLAGS.patch) for pair in source.pairs), FLAGS.bonus)
+    request = protocol.PatchRequest(
+        FLAGS.source,
+        FLAGS.target,
+        target.pairs[0].size,
+        target.pairs[0].digest,
+        tuple((pair.digest, FLAGS.patch) for pair in source.pairs),
+        FLAGS.bonus,
+    )
     protocol.patch(_context(), request)
     return 0
 
@@ -166,7 +181,7 @@ def split_classic(argv: list[str]) -> list[str]:
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
-            classic += argv[index + 1:]
+            classic += argv[index + 1 :]
             break
         if not arg.startswith("--"):
             classic.append(arg)
@@ -174,7 +189,7 @@ def split_classic(argv: list[str]) -> list[str]:
             continue
         name = arg[2:].split("=", 1)[0]
         takes_value = "=" not in arg and name in FLAGS and not FLAGS[name].boolean
-        ours += argv[index:index + 2] if takes_value else [arg]
+        ours += argv[index : index + 2] if takes_value else [arg]
         index += 2 if takes_value else 1
     return argv[:1] + ours + (["--"] + classic if classic else [])
 

@@ -40,8 +40,9 @@ for _name in _SECTION_FLAGS:
 for _name, _default in _OFFSET_FLAGS.items():
     flags.DEFINE_integer(_name, _default, f"build (v0-v2): {_name.replace('_', ' ')} (0x... accepted)")
 flags.DEFINE_string("cmdline", "", "build: kernel command line (v0-v2 spill past 511 bytes into extra_cmdline)")
-flags.DEFINE_integer("header_version", 0, "build: boot image header version, 0 to 4", lower_bound=0,
-                     upper_bound=bootimg.MAX_VERSION)
+flags.DEFINE_integer(
+    "header_version", 0, "build: boot image header version, 0 to 4", lower_bound=0, upper_bound=bootimg.MAX_VERSION
+)
 flags.DEFINE_enum("pagesize", "2048", [str(p) for p in bootimg.PAGE_SIZES], "build (v0-v2): page size")
 flags.DEFINE_string("os_version", "", "build: OS version A.B.C")
 flags.DEFINE_string("os_patch_level", "", "build: security patch level YYYY-MM")
@@ -90,18 +91,20 @@ def _build() -> None:
         first, extra = bootimg.split_cmdline(cmdline)
         text = {"cmdline": first, "extra_cmdline": extra, "board": FLAGS.board.encode()}
     addresses = bootimg.addresses(
-        version, has_ramdisk=bool(parts["ramdisk"]), has_second=bool(parts["second"]),
+        version,
+        has_ramdisk=bool(parts["ramdisk"]),
+        has_second=bool(parts["second"]),
         **{name: getattr(FLAGS, name) for name in _OFFSET_FLAGS},
     )
     image = bootimg.BootImage(
         header_version=version,
         page_size=int(FLAGS.pagesize) if version < 3 else None,
         os_version=bootimg.encode_os_version(FLAGS.os_version, FLAGS.os_patch_level),
-        **parts, **text, **addresses,
-    )  # fmt: skip
-    fileio.write_file(output, bootimg.build(image, where=output))
+        **parts,
+        **text,
+        **addresses,
     )
-    _write(Path(output), bootimg.build(image, where=output))
+    fileio.write_file(output, bootimg.build(image, where=output))
 
 
 def _image_arg(argv: Sequence[str], command: str) -> tuple[str, bootimg.ParsedBootImage]:
@@ -111,7 +114,7 @@ def _image_arg(argv: Sequence[str], command: str) -> tuple[str, bootimg.ParsedBo
 
 
 def _unpack(argv: Sequence[str]) -> None:
-    _, parsed = _image_arg(argv, "unpack")
+    _path, parsed = _image_arg(argv, "unpack")
     out = Path(_require("out"))
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,19 @@ from ota import patch
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 
-_LIMIT = flags.DEFINE_integer("limit", patch.DEFAULT_LIMIT,
-                              "Largest output (new file) size a patch may declare, in bytes.", lower_bound=0)
+_LIMIT = flags.DEFINE_integer(
+    "limit", patch.DEFAULT_LIMIT, "Largest output (new file) size a patch may declare, in bytes.", lower_bound=0
+)
 _EXPAND_LIMIT = flags.DEFINE_integer(
-    "expand_limit", patch.DEFAULT_LIMIT,
+    "expand_limit",
+    patch.DEFAULT_LIMIT,
     "IMGDIFF2: largest inflated size a deflate chunk may declare, in bytes (a gzip'd kernel inflates "
-    "to more than the whole image, so --limit cannot bound it).", lower_bound=0)
-_BONUS = flags.DEFINE_string("bonus", None, "IMGDIFF2: bonus file appended to the source's chunk 1 "
-                                            "(the file given to `imgdiff -b`).")
+    "to more than the whole image, so --limit cannot bound it).",
+    lower_bound=0,
+)
+_BONUS = flags.DEFINE_string(
+    "bonus", None, "IMGDIFF2: bonus file appended to the source's chunk 1 (the file given to `imgdiff -b`)."
+)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -33,8 +38,14 @@ def main(argv: Sequence[str]) -> None:
         raise UsageError("bspatch [--bonus FILE] SRC OUT PATCH")
     _, source, output, patch_path = argv
     bonus = None if _BONUS.value is None else fileio.read_file(_BONUS.value)
-    result = patch.apply_patch(fileio.read_file(source), fileio.read_file(patch_path), bonus=bonus,
-                               where=patch_path, limit=_LIMIT.value, expand_limit=_EXPAND_LIMIT.value)
+    result = patch.apply_patch(
+        fileio.read_file(source),
+        fileio.read_file(patch_path),
+        bonus=bonus,
+        where=patch_path,
+        limit=_LIMIT.value,
+        expand_limit=_EXPAND_LIMIT.value,
+    )
     fileio.write_file(output, result)
 
 

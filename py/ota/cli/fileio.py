@@ -12,6 +12,7 @@ failure, so a failed run leaves no partial output behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -171,7 +172,5 @@ def _umask() -> int:
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

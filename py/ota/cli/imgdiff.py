@@ -34,8 +34,7 @@ def main(argv: Sequence[str]) -> None:
         made = imgdiff.make_zip_patch(source, target, source_name=source_path, target_name=target_path)
     else:
         bonus = None if _BONUS.value is None else fileio.read_file(_BONUS.value)
-        made = imgdiff.make_image_patch(source, target, bonus=bonus, source_name=source_path,
-                                        target_name=target_path)
+        made = imgdiff.make_image_patch(source, target, bonus=bonus, source_name=source_path, target_name=target_path)
     fileio.write_file(patch_path, made)
 
 

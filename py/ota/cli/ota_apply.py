@@ -23,9 +23,12 @@ from ota.fsops import FsOps
 _PACKAGE = flags.DEFINE_string("package", None, "The OTA package zip to apply.")
 _DEVICE = flags.DEFINE_string("device", None, "The device config JSON (format: docs/ota_apply.md).")
 _PROGRESS = flags.DEFINE_enum(
-    "progress", "auto", MODES,
+    "progress",
+    "auto",
+    MODES,
     "auto: a bar when stdout is a terminal; bar; lines: one 'progress <fraction> <step> <path>' line per "
-    "item on stdout, for a UI; none.")
+    "item on stdout, for a UI; none.",
+)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Log each applypatch action on stderr.")
 
 

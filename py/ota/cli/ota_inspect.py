@@ -61,8 +61,10 @@ def report(package: package_reader.Package, top: int) -> str:
     full = full_size(manifest)
     ratio = f"{100.0 * payload / full:.2f}%" if full else "n/a"
     lines.append("")
-    lines.append(f"# total: {payload} payload bytes in {len(manifest.payload)} entries; "
-                 f"a full package would carry {full} bytes; ratio {ratio}")
+    lines.append(
+        f"# total: {payload} payload bytes in {len(manifest.payload)} entries; "
+        f"a full package would carry {full} bytes; ratio {ratio}"
+    )
     return "\n".join(lines) + "\n"
 
 

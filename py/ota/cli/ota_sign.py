@@ -16,14 +16,19 @@ from ota.cli import fileio, runner
 from ota.errors import UsageError
 
 _KEYS = flags.DEFINE_multi_string(
-    "key", [], "PEM private key (Ed25519, or RSA of 3072+ bits signed with RSA-PSS-SHA256). Repeat "
-    "for several signatures (key rotation: sign with the old and the new key).")
+    "key",
+    [],
+    "PEM private key (Ed25519, or RSA of 3072+ bits signed with RSA-PSS-SHA256). Repeat "
+    "for several signatures (key rotation: sign with the old and the new key).",
+)
 _IN = flags.DEFINE_string("in", None, "The unsigned package zip.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the signed package.")
 _PASSWORD_FILE = flags.DEFINE_string(
-    "password_file", None, "File whose first line is the password of encrypted PEM keys.")
-_PRINT_KEY_ID = flags.DEFINE_bool("print_key_id", False, "Print each signing key's id (SHA-256 of "
-                                  "its public key DER) on stdout after signing.")
+    "password_file", None, "File whose first line is the password of encrypted PEM keys."
+)
+_PRINT_KEY_ID = flags.DEFINE_bool(
+    "print_key_id", False, "Print each signing key's id (SHA-256 of its public key DER) on stdout after signing."
+)
 
 
 def _password() -> bytes | None:

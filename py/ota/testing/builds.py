@@ -74,8 +74,7 @@ def write_build(spec: Spec, directory: str) -> Build:
     return Build(info, tuple(entries), {e.path: e.file for e in entries if e.kind == tree.FILE}, partitions)
 
 
-def make_package(source: Build | None, target: Build, directory: str, out: str, *,
-                 downgrade: bool = False) -> str:
+def make_package(source: Build | None, target: Build, directory: str, out: str, *, downgrade: bool = False) -> str:
     """Runs file_patch for every changed file and partition, then the package writer; returns `out`.
 
     `source` None makes a FULL package. `directory` (the build dirs' parent) holds the params.
@@ -100,8 +99,12 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
         partitions.append({"name": name, "info": info, "data": data})
 
     def side(build: Build, manifest: str) -> dict:
-        return {"device": build.info.device, "fingerprint": build.info.fingerprint,
-                "timestamp": build.info.timestamp, "system_manifest": manifest}
+        return {
+            "device": build.info.device,
+            "fingerprint": build.info.fingerprint,
+            "timestamp": build.info.timestamp,
+            "system_manifest": manifest,
+        }
 
     def manifest_of(build: Build) -> str:
         """The system manifest, made by the real system_manifest tool (its own process, as in
@@ -109,14 +112,22 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
         path = os.path.join(work, f"{build.info.fingerprint.replace('/', '_')}.manifest.json")
         tree_json = os.path.join(work, f"{build.info.fingerprint.replace('/', '_')}.tree.json")
         jsonio.write(tree_json, tree.manifest_doc(build.entries))
-        subprocess.run([sys.executable, "-m", "ota.build.system_manifest", "--tree", tree_json, "--out", path],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ota.build.system_manifest", "--tree", tree_json, "--out", path],
+            check=True,
+            capture_output=True,
+        )
         return path
 
-    params = {"type": "FULL" if source is None else "INCREMENTAL", "downgrade": downgrade,
-              "source": None if source is None else side(source, manifest_of(source)),
-              "target": side(target, manifest_of(target)),
-              "file_patches": file_patches, "whole_files": whole_files, "partitions": partitions}
+    params = {
+        "type": "FULL" if source is None else "INCREMENTAL",
+        "downgrade": downgrade,
+        "source": None if source is None else side(source, manifest_of(source)),
+        "target": side(target, manifest_of(target)),
+        "file_patches": file_patches,
+        "whole_files": whole_files,
+        "partitions": partitions,
+    }
     params_path = os.path.join(work, "params.json")
     with open(params_path, "w", encoding="utf-8") as stream:
         json.dump(params, stream)
@@ -127,7 +138,7 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
 def load_build(doc: Any, where: str) -> Build:
     """A build from the description the ota_test rule writes (paths relative to the runfiles root):
 
-        {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}
+    {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}
     """
     build_json = jsonio.get(doc, "build_json", str, where)
     info = BuildInfo.from_json(jsonio.read(build_json), build_json)
@@ -138,5 +149,9 @@ def load_build(doc: Any, where: str) -> Build:
     missing = sorted(e.path for e in entries if e.kind == tree.FILE and e.path not in files)
     if missing:
         raise OtaError(where, f"files: no runfile for {missing[0]!r}")
-    return Build(info, tuple(entries), {str(k): str(v) for k, v in files.items()},
-                 {str(k): str(v) for k, v in partitions.items()})
+    return Build(
+        info,
+        tuple(entries),
+        {str(k): str(v) for k, v in files.items()},
+        {str(k): str(v) for k, v in partitions.items()},
+    )

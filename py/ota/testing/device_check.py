@@ -54,8 +54,8 @@ class Build:
 
     info: BuildInfo
     entries: tuple[tree.TreeEntry, ...]
-    files: dict[str, str]          # install path -> file holding its bytes
-    partitions: dict[str, str]     # partition name -> image file
+    files: dict[str, str]  # install path -> file holding its bytes
+    partitions: dict[str, str]  # partition name -> image file
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,14 @@ class Layout:
     trusted_keys: tuple[str, ...] = ()
 
 
-def layout_for(source: Build, target: Build, mtd: tuple[str, ...] = (), cache_limit: int | None = None,
-               mtd_bad_blocks: tuple[int, ...] = (), trusted_keys: tuple[str, ...] = ()) -> Layout:
+def layout_for(
+    source: Build,
+    target: Build,
+    mtd: tuple[str, ...] = (),
+    cache_limit: int | None = None,
+    mtd_bad_blocks: tuple[int, ...] = (),
+    trusted_keys: tuple[str, ...] = (),
+) -> Layout:
     """Partitions big enough for either image (plus one erase block, so MTD can lose a block)."""
     names = sorted(set(source.partitions) | set(target.partitions))
     capacity = {}
@@ -93,16 +99,21 @@ def _chown(path: str, uid: int, gid: int) -> None:
     except OSError as err:
         if err.errno != errno.EINVAL:
             raise
-        raise OtaError(path, f"chown to {uid}:{gid}: the id is not mapped in this user namespace "
-                             f"(a sandbox such as Bazel's linux-sandbox); run the test unsandboxed as "
-                             f"root (tag \"no-sandbox\")") from None
+        raise OtaError(
+            path,
+            f"chown to {uid}:{gid}: the id is not mapped in this user namespace "
+            f"(a sandbox such as Bazel's linux-sandbox); run the test unsandboxed as "
+            f'root (tag "no-sandbox")',
+        ) from None
 
 
 def materialize(build: Build, directory: str, layout: Layout) -> str:
     """Creates a device holding `build` in `directory`; returns its config path (device.json)."""
     if os.geteuid() != 0 and any((e.uid, e.gid) != (os.geteuid(), os.getegid()) for e in build.entries):
-        raise OtaError(directory, "materializing a device with other owners needs root (chown); "
-                                  "run the test as root (Bazel's sandbox does)")
+        raise OtaError(
+            directory,
+            "materializing a device with other owners needs root (chown); run the test as root (Bazel's sandbox does)",
+        )
     os.makedirs(directory)
     root = os.path.join(directory, "system")
     os.mkdir(root, 0o755)
@@ -124,8 +135,13 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
         image = os.path.join(directory, "partitions", f"{name}.img")
         lines.append(f"partition {name} {kind} partitions/{name}.img")
         if kind == "mtdsim":
-            NandSim.create(image, layout.capacity[name], erasesize=MTD_ERASESIZE, writesize=MTD_WRITESIZE,
-                           bad_blocks=layout.mtd_bad_blocks)
+            NandSim.create(
+                image,
+                layout.capacity[name],
+                erasesize=MTD_ERASESIZE,
+                writesize=MTD_WRITESIZE,
+                bad_blocks=layout.mtd_bad_blocks,
+            )
         else:
             with open(image, "wb") as stream:
                 stream.truncate(layout.capacity[name])
@@ -149,9 +165,17 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
         keys.append(f"keys/{index}.pub.pem")
         shutil.copyfile(key, os.path.join(directory, keys[-1]))
     config = os.path.join(directory, "device.json")
-    device_mod.write_config(config, {"name": build.info.device, "system_root": "system",
-                                     "build_file": "build.json", "partitions": "partitions.conf",
-                                     "trusted_keys": keys, "policy": {"require_signature": bool(keys)}})
+    device_mod.write_config(
+        config,
+        {
+            "name": build.info.device,
+            "system_root": "system",
+            "build_file": "build.json",
+            "partitions": "partitions.conf",
+            "trusted_keys": keys,
+            "policy": {"require_signature": bool(keys)},
+        },
+    )
     return config
 
 
@@ -185,8 +209,9 @@ def compare(config: str, target: Build) -> list[str]:
     device = device_mod.load(config)
     problems: list[str] = []
     expected = {e.path: e for e in target.entries}
-    actual = {k.removeprefix("system/"): v for k, v in snapshot(os.path.dirname(config)).items()
-              if k.startswith("system/")}
+    actual = {
+        k.removeprefix("system/"): v for k, v in snapshot(os.path.dirname(config)).items() if k.startswith("system/")
+    }
     for path in sorted(set(expected) | set(actual)):
         entry = expected.get(path)
         if entry is None:
@@ -240,8 +265,11 @@ class ApplyScenario:
     @property
     def raw_paths(self) -> tuple[str, ...]:
         """The NAND simulator chips: raw flash has no page cache to lose."""
-        return tuple(os.path.join(self.directory, "partitions", f"{name}.img")
-                     for name, kind in sorted(self.layout.kinds.items()) if kind == "mtdsim")
+        return tuple(
+            os.path.join(self.directory, "partitions", f"{name}.img")
+            for name, kind in sorted(self.layout.kinds.items())
+            if kind == "mtdsim"
+        )
 
     def prepare(self) -> None:
         if os.path.exists(self.directory):
@@ -285,8 +313,17 @@ def spread(points: list[FaultPoint], limit: int | None) -> list[FaultPoint]:
     return [points[round(i * step)] for i in range(limit)]
 
 
-def check_update(source: Build, target: Build, package: str, scratch: str, layout: Layout, *,
-                 interrupt: bool, max_cuts: int | None = None, loss: LossModel | None = None) -> Report:
+def check_update(
+    source: Build,
+    target: Build,
+    package: str,
+    scratch: str,
+    layout: Layout,
+    *,
+    interrupt: bool,
+    max_cuts: int | None = None,
+    loss: LossModel | None = None,
+) -> Report:
     """Steps 1-5 of the module docstring; `max_cuts` bounds the sweep (None: every crash point),
     `loss` makes each cut a real power cut (None: a process cut)."""
     report = Report()
@@ -302,8 +339,9 @@ def check_update(source: Build, target: Build, package: str, scratch: str, layou
     before = device_hash(scenario.directory)
     status = apply(scenario.config, package)
     if status != ALREADY or device_hash(scenario.directory) != before:
-        report.problems.append(f"rerun after success: status {status!r}, device changed: "
-                               f"{device_hash(scenario.directory) != before}")
+        report.problems.append(
+            f"rerun after success: status {status!r}, device changed: {device_hash(scenario.directory) != before}"
+        )
     if interrupt:
         report.crash_points = len(clean.crash_points())
         report.sweep = sweep(scenario, spread(clean.crash_points(), max_cuts), loss=loss)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from ota.fsops import FsOps
 from ota.testing.page_cache import LossModel, PageCache
@@ -58,7 +59,7 @@ class FaultPoint:
         return f"{self.mode}:{self.index}"
 
     @classmethod
-    def parse(cls, text: str) -> "FaultPoint":
+    def parse(cls, text: str) -> FaultPoint:
         """Parses ``mode:N``; raises ValueError with a readable message."""
         mode, _, number = text.partition(":")
         if mode not in MODES or not number.isdigit() or int(number) < 1:
@@ -88,9 +89,15 @@ class FaultyFsOps(FsOps):
         chip image: what reaches them is durable at once, as on real raw flash.
     """
 
-    def __init__(self, fault: FaultPoint | None = None, *, on_crash: str = "raise",
-                 log_path: str | None = None, loss: LossModel | None = None,
-                 raw_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        fault: FaultPoint | None = None,
+        *,
+        on_crash: str = "raise",
+        log_path: str | None = None,
+        loss: LossModel | None = None,
+        raw_paths: tuple[str, ...] = (),
+    ) -> None:
         if on_crash not in ("raise", "exit"):
             raise ValueError(f"on_crash must be 'raise' or 'exit', not {on_crash!r}")
         if loss is not None and fault is not None and fault.mode not in CRASH_MODES:
@@ -102,8 +109,9 @@ class FaultyFsOps(FsOps):
         self._log_path = log_path
         self._cache = PageCache(loss, raw_paths) if loss is not None else None
 
-    def perform(self, kind: str, target: str, action: Callable[[], T],
-                tear: Callable[[], None] | None = None) -> T | None:
+    def perform(
+        self, kind: str, target: str, action: Callable[[], T], tear: Callable[[], None] | None = None
+    ) -> T | None:
         """Runs `action` as the next numbered operation, injecting the planned fault if it is this one.
 
         For operations without a `tear`, ``tear:N`` acts as ``before:N`` and ``lie:N`` drops the

@@ -19,8 +19,10 @@ from ota.testing.faults import FaultPoint, FaultyFsOps
 from ota.testing.page_cache import LossModel
 
 TOOLS = {"applypatch": "ota.cli.applypatch", "ota_apply": "ota.cli.ota_apply"}
-USAGE = ("usage: faulty_cli [--fault=<mode>:<N>] [--fault_log=<file>] [--lossy[=<seed>]] [--raw=<path>]... "
-         f"{{{'|'.join(TOOLS)}}} <args...>")
+USAGE = (
+    "usage: faulty_cli [--fault=<mode>:<N>] [--fault_log=<file>] [--lossy[=<seed>]] [--raw=<path>]... "
+    f"{{{'|'.join(TOOLS)}}} <args...>"
+)
 
 
 def _fail(message: str) -> None:

@@ -51,19 +51,33 @@ def main(argv: Sequence[str]) -> int:
         raise OtaError(_SPEC.value, "trusted_keys: expected a list of key file paths")
     layout = device_check.layout_for(source, target, mtd=mtd, cache_limit=cache_limit, trusted_keys=keys)
     scratch = tempfile.mkdtemp(prefix="ota_test.", dir=os.environ.get("TEST_TMPDIR"))
-    print(f"{package}: {source.info.fingerprint} -> {target.info.fingerprint}, "
-          f"{len(target.entries)} paths, partitions {', '.join(sorted(layout.kinds)) or '(none)'}"
-          f"{' (MTD: ' + ', '.join(mtd) + ')' if mtd else ''}, "
-          f"{'signature required' if keys else 'signature not checked'}")
-    report = device_check.check_update(source, target, package, scratch, layout, interrupt=interrupt,
-                                       max_cuts=limit or None,
-                                       loss=LossModel() if power_cut == "lossy" else None)
+    print(
+        f"{package}: {source.info.fingerprint} -> {target.info.fingerprint}, "
+        f"{len(target.entries)} paths, partitions {', '.join(sorted(layout.kinds)) or '(none)'}"
+        f"{' (MTD: ' + ', '.join(mtd) + ')' if mtd else ''}, "
+        f"{'signature required' if keys else 'signature not checked'}"
+    )
+    report = device_check.check_update(
+        source,
+        target,
+        package,
+        scratch,
+        layout,
+        interrupt=interrupt,
+        max_cuts=limit or None,
+        loss=LossModel() if power_cut == "lossy" else None,
+    )
     if report.sweep is not None:
         covered = len(report.sweep.outcomes)
-        note = "" if covered == report.crash_points else (
-            f" ({covered} of {report.crash_points} crash points, spread evenly: max_interruptions)")
-        print(f"interruptions: {covered}, recovered: {report.sweep.recovered}{note}"
-              f"{' (lossy power cut: unsynced changes lost)' if power_cut == 'lossy' else ''}")
+        note = (
+            ""
+            if covered == report.crash_points
+            else (f" ({covered} of {report.crash_points} crash points, spread evenly: max_interruptions)")
+        )
+        print(
+            f"interruptions: {covered}, recovered: {report.sweep.recovered}{note}"
+            f"{' (lossy power cut: unsynced changes lost)' if power_cut == 'lossy' else ''}"
+        )
     for problem in report.problems:
         print(f"FAIL: {problem}", file=sys.stderr)
     if report.problems:

@@ -34,13 +34,32 @@ import os
 import random
 import shutil
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 Key = tuple[int, int]  # (st_dev, st_ino)
 
-_WRAPPED = ("open", "pwrite", "write", "ftruncate", "fchmod", "fchown", "chmod", "chown", "rename",
-            "replace", "unlink", "remove", "rmdir", "mkdir", "symlink", "link", "fsync", "fdatasync")
+_WRAPPED = (
+    "open",
+    "pwrite",
+    "write",
+    "ftruncate",
+    "fchmod",
+    "fchown",
+    "chmod",
+    "chown",
+    "rename",
+    "replace",
+    "unlink",
+    "remove",
+    "rmdir",
+    "mkdir",
+    "symlink",
+    "link",
+    "fsync",
+    "fdatasync",
+)
 
 
 class ModelError(Exception):
@@ -61,7 +80,7 @@ class LossModel:
 class _Entry:
     """What a directory entry held before a change: kind, inode, and what restoring it needs."""
 
-    kind: str          # "file", "dir", "symlink"
+    kind: str  # "file", "dir", "symlink"
     key: Key
     mode: int
     uid: int
@@ -82,8 +101,8 @@ class _DataChange:
 
     offset: int = 0
     old: bytes = b""
-    size: int = -1     # old size of a regular file; -1: a device (no size to restore)
-    meta: tuple[int, int, int] | None = None   # (mode, uid, gid)
+    size: int = -1  # old size of a regular file; -1: a device (no size to restore)
+    meta: tuple[int, int, int] | None = None  # (mode, uid, gid)
 
 
 @dataclass
@@ -159,7 +178,7 @@ class PageCache:
                 for name, before in change.before.items():
                     names.setdefault(name, before)
             wanted[key] = names
-        moved: dict[Key, int] = {}   # a directory recreated by the rollback: its new descriptor
+        moved: dict[Key, int] = {}  # a directory recreated by the rollback: its new descriptor
         pending = dict(wanted)
         while pending:
             ready = [key for key in pending if _alive(moved.get(key, self._held[key]))]
@@ -177,8 +196,12 @@ class PageCache:
             now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             now = None
-        if now is not None and before is not None and (now.st_dev, now.st_ino) == before.key and (
-                before.kind != "symlink" or (now.st_uid, now.st_gid) == (before.uid, before.gid)):
+        if (
+            now is not None
+            and before is not None
+            and (now.st_dev, now.st_ino) == before.key
+            and (before.kind != "symlink" or (now.st_uid, now.st_gid) == (before.uid, before.gid))
+        ):
             return
         if now is not None:
             if stat.S_ISDIR(now.st_mode):
@@ -311,6 +334,7 @@ class PageCache:
         def commit() -> None:
             for key, change in by_dir.items():
                 self._dirs.setdefault(key, []).append(change)
+
         return commit
 
     def _call(self, name: str, commit: Callable[[], None] | None, *args: Any, **kwargs: Any) -> Any:
@@ -373,17 +397,28 @@ class PageCache:
     def _chmod(self, path: Any, mode: int, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> None:
         self._by_path("chmod", path, follow_symlinks, dir_fd, mode)
 
-    def _chown(self, path: Any, uid: int, gid: int, *, dir_fd: int | None = None,
-               follow_symlinks: bool = True) -> None:
+    def _chown(self, path: Any, uid: int, gid: int, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> None:
         self._by_path("chown", path, follow_symlinks, dir_fd, uid, gid)
 
     def _rename(self, src: Any, dst: Any, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None) -> None:
-        self._call("rename", self._changing((src, src_dir_fd), (dst, dst_dir_fd)), src, dst,
-                   src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        self._call(
+            "rename",
+            self._changing((src, src_dir_fd), (dst, dst_dir_fd)),
+            src,
+            dst,
+            src_dir_fd=src_dir_fd,
+            dst_dir_fd=dst_dir_fd,
+        )
 
     def _replace(self, src: Any, dst: Any, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None) -> None:
-        self._call("replace", self._changing((src, src_dir_fd), (dst, dst_dir_fd)), src, dst,
-                   src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        self._call(
+            "replace",
+            self._changing((src, src_dir_fd), (dst, dst_dir_fd)),
+            src,
+            dst,
+            src_dir_fd=src_dir_fd,
+            dst_dir_fd=dst_dir_fd,
+        )
 
     def _unlink(self, path: Any, *, dir_fd: int | None = None) -> None:
         self._call("unlink", self._changing((path, dir_fd)), path, dir_fd=dir_fd)
@@ -400,10 +435,24 @@ class PageCache:
     def _symlink(self, src: Any, dst: Any, target_is_directory: bool = False, *, dir_fd: int | None = None) -> None:
         self._call("symlink", self._changing((dst, dir_fd)), src, dst, target_is_directory, dir_fd=dir_fd)
 
-    def _link(self, src: Any, dst: Any, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None,
-              follow_symlinks: bool = True) -> None:
-        self._call("link", self._changing((dst, dst_dir_fd)), src, dst, src_dir_fd=src_dir_fd,
-                   dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks)
+    def _link(
+        self,
+        src: Any,
+        dst: Any,
+        *,
+        src_dir_fd: int | None = None,
+        dst_dir_fd: int | None = None,
+        follow_symlinks: bool = True,
+    ) -> None:
+        self._call(
+            "link",
+            self._changing((dst, dst_dir_fd)),
+            src,
+            dst,
+            src_dir_fd=src_dir_fd,
+            dst_dir_fd=dst_dir_fd,
+            follow_symlinks=follow_symlinks,
+        )
 
     def _fsync(self, fd: int) -> None:
         self._real["fsync"](fd)

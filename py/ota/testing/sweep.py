@@ -8,8 +8,9 @@ with `loss` the lossy model of a real power cut), rerun without faults, check th
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from ota.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
@@ -85,8 +86,9 @@ def cut(scenario: Scenario, point: FaultPoint, loss: LossModel | None = None) ->
     return False
 
 
-def sweep(scenario: Scenario, points: Iterable[FaultPoint] | None = None, *,
-          loss: LossModel | None = None) -> SweepResult:
+def sweep(
+    scenario: Scenario, points: Iterable[FaultPoint] | None = None, *, loss: LossModel | None = None
+) -> SweepResult:
     """Cuts `scenario` at each crash point (all of a clean run's, unless `points` is given), in-process.
 
     With `loss`, each cut also loses what was not yet durable (see ota.testing.page_cache); a
