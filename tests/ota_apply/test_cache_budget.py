@@ -29,7 +29,6 @@ from cache_faults import (
     mount_unavailable,
     read_only,
     recovery_state,
-    sweep,
 )
 from ota import package_reader
 from ota.apply import verify
@@ -39,6 +38,7 @@ from ota.apply.plan import make_plan
 from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
 from ota.errors import OtaError
 from ota.testing import device_check as dc
+from ota.testing.sweep import sweep
 
 
 @pytest.fixture(scope="module")
