@@ -124,7 +124,7 @@ def _specs() -> tuple[Spec, Spec]:
             # absolute links); a package must never write through it.
             "etc/outlink": ("symlink", "../../outside"),
             # Names of every scratch pattern the updater ever used, beside files the package
-            # patches or writes (issue 10, item 1): the update must treat them as ordinary files.
+            # patches or writes (docs/ota_apply.md, "Scratch space"): the update must treat them as ordinary files.
             f"{APP}.patch": _text(5, 3_000),
             "bin/.ota-new.app": b"not scratch\n",
             "etc/.ota-new.new.conf": ("dir",),
@@ -935,7 +935,7 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
         _inconsistent_boot,
         tool="ota_bootimg",
     ),
-    # issue 10: names of the updater's scratch patterns in the trees (the genuine package; its
+    # names of the updater's scratch patterns in the trees (the genuine package; its
     # builds hold `bin/app.patch` beside the patched `bin/app`, `.ota-new.*` files, directories and
     # symlinks beside written files, and a file that becomes a symlink)
     Attack(
