@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Hostile packages against a real device: every attack must be refused and leave the device as it was.
+"""Hostile inputs against a real device: each must be refused with the device unchanged, or (for
+hostile names, environments and cache states a genuine update must survive) applied with the
+device equal to the target.
 
     PYTHONPATH=py python3 tests/security/attacks.py [--work DIR] [--write_docs docs/security.md]
 
-Builds a small source and target build with the real build tools (`ota.testing.builds`), then for
-each attack: makes a fresh device holding the source build (`ota.testing.device_check`), trusting
-one Ed25519 key and requiring signatures; hashes everything under the device directory (system
-tree, partitions, cache, build file, and the `outside/` directory next to the system root that
-escape attempts aim at); runs the `ota_apply` CLI on the hostile package; hashes again; prints one
-markdown table row: attack, expected, outcome, device unchanged.
+Builds a small source and target build with the real build tools (`ota.testing.builds`); their
+trees hold every scratch name the updater ever used beside files the package patches or writes.
+Then for each attack: makes a fresh device holding the source build (`ota.testing.device_check`),
+trusting one Ed25519 key and requiring signatures, and prepares it if the attack says so (a cut
+update, a forged journal, a planted symlink); hashes everything under the device directory
+(system tree, partitions, cache, build file, and the `outside/` directory next to the system root
+that escape attempts aim at); runs the real CLI (`ota_apply`, `applypatch`, or a host tool in an
+empty directory) as its own process, measuring its peak RSS and wall time; then hashes again (a
+refusal must change nothing) or compares the device with the target build (an applied update).
+Prints one markdown table row per attack, with the memory and time bound the run stayed within
+(the measurements themselves: bench/hostile_bench.py).
 
 Two attacker models, named in each row:
   * "kept signature": the attacker has no key and changes the zip around a genuinely signed
@@ -16,10 +23,11 @@ Two attacker models, named in each row:
     checks against the authenticated manifest must stop it;
   * "re-signed": the manifest itself is hostile and signed by the trusted key (a compromised or
     buggy build pipeline) - defence in depth: the device's own checks must still hold.
-Signature attacks (unsigned, wrong key, altered manifest) use neither.
+Signature attacks (unsigned, wrong key, altered manifest) and the device-side rows use neither.
 
 The table in docs/security.md is this script's output; tests/security/test_attacks.py checks that
-the documented table equals a fresh run, and that every attack is refused with the device unchanged.
+the documented table equals a fresh run, and that every attack has its expected outcome within
+its bounds.
 """
 
 from __future__ import annotations
@@ -38,16 +46,29 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+if __name__ == "__main__":
+    # Run as the module `attacks`, the name resource_attacks imports back: one ATTACKS, not two.
+    import attacks
+
+    sys.exit(attacks.main())
+
 import hostile_zip
-from ota import bootimg, bsdiff, imgdiff_format, signing
+from ota import bootimg, bsdiff, imgdiff_format, package_reader, signing
 from ota.apply import device as device_mod
+from ota.apply import verify
+from ota.apply.execute import STAGED_DIR
+from ota.apply.plan import make_plan
+from ota.applypatch.cache import DEFAULT_RESERVE, Cache
+from ota.cli import fileio
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check
 from ota.testing.builds import Spec, make_package, write_build
@@ -102,18 +123,30 @@ def _specs() -> tuple[Spec, Spec]:
             # A symlink the source build ships that points outside the system root (legal: Android has
             # absolute links); a package must never write through it.
             "etc/outlink": ("symlink", "../../outside"),
+            # Names of every scratch pattern the updater ever used, beside files the package
+            # patches or writes (docs/ota_apply.md, "Scratch space"): the update must treat them as ordinary files.
+            f"{APP}.patch": _text(5, 3_000),
+            "bin/.ota-new.app": b"not scratch\n",
+            "etc/.ota-new.new.conf": ("dir",),
+            "etc/.ota-new.new.conf/inner": b"a directory named like a staging file\n",
+            "lib/.ota-new.libm.so": ("symlink", "libc.so"),
         },
-        {"boot": _boot(_text(3, 20_000), _text(4, 10_000))},
+        {"boot": _boot(_text(3, 20_000), _text(4, 10_000)), "vendor": _text(6, 12_288)},
     )
     target_items = dict(source.items)
     target_items[APP] = (app[:10_000] + b"PATCHED" + app[10_000:], 0o755, 0, 2000)
     target_items[NEW_CONF] = b"feature=on\n" * 20
+    target_items["bin/.ota-new.app"] = ("symlink", "app")  # a file becomes a symlink
     target = Spec(
         DEVICE,
         TARGET_FP,
         TARGET_TIME,
         target_items,
-        {"boot": _boot(_text(3, 20_000) + b"new kernel", _text(4, 10_000) + b"new ramdisk")},
+        # vendor is unchanged: the package checks it without writing (a check-only operation).
+        {
+            "boot": _boot(_text(3, 20_000) + b"new kernel", _text(4, 10_000) + b"new ramdisk"),
+            "vendor": _text(6, 12_288),
+        },
     )
     return source, target
 
@@ -125,6 +158,7 @@ def _specs() -> tuple[Spec, Spec]:
 class Lab:
     work: str
     source: device_check.Build
+    target: device_check.Build
     layout: device_check.Layout
     entries: list[tuple[str, bytes]]  # the genuine package's entries (no signature)
     manifest: pb.OtaManifest
@@ -139,15 +173,15 @@ class Lab:
             entries = hostile_zip.read_zip(f.read())
         manifest = pb.OtaManifest.FromString(dict(entries)[signing.MANIFEST_ENTRY])
         entries = [(n, d) for n, d in entries if n != signing.MANIFEST_ENTRY]
-        return cls(work, source, device_check.layout_for(source, target), entries, manifest)
+        return cls(work, source, target, device_check.layout_for(source, target), entries, manifest)
 
     def payload(self) -> dict[str, bytes]:
         return dict(self.entries)
 
-    def new_device(self, name: str) -> str:
+    def new_device(self, name: str, layout: device_check.Layout | None = None) -> str:
         """A device holding the source build, trusting TRUSTED_KEY; returns its directory."""
         directory = os.path.join(self.work, "devices", name)
-        config = device_check.materialize(self.source, directory, self.layout)
+        config = device_check.materialize(self.source, directory, layout or self.layout)
         with open(os.path.join(directory, "trusted.pem"), "wb") as f:
             f.write(signing.public_key_pem(TRUSTED_KEY))
         device_mod.write_config(
@@ -382,12 +416,62 @@ def _inconsistent_boot(lab: Lab) -> bytes:
 # --- the attack table ----------------------------------------------------------------------------
 
 
+REFUSED = "refused"  # exit 1, one stderr line, nothing on the device changed (no write at all)
+APPLIED = "applied"  # exit 0 and the device holds exactly the target
+
+# Bounds every row is checked against (the table shows the bound, the bench the measurement).
+# Before the signature: docs/security.md's "Memory and time bounds". Otherwise: any bomb below
+# inflates to 128 MiB, so a run that inflated one would pass 140 MiB; ordinary runs of ota_apply
+# on these packages peak at 35-90 MiB.
+PRE_SIGNATURE_MAX_RSS_MIB, PRE_SIGNATURE_MAX_SECONDS = 64, 5
+MAX_PEAK_RSS_MIB, MAX_SECONDS = 140, 30
+
+# The command-line tools, by the name the table uses; ota_apply and applypatch run on a device.
+TOOLS = {
+    "ota_apply": "ota.cli.ota_apply",
+    "applypatch": "ota.cli.applypatch",
+    "ota_bootimg": "ota.cli.bootimg",
+    "bsdiff": "ota.cli.bsdiff",
+    "bspatch": "ota.cli.bspatch",
+    "imgdiff": "ota.cli.imgdiff",
+    "ota_inspect": "ota.cli.ota_inspect",
+    "ota_sign": "ota.cli.ota_sign",
+}
+DEVICE_TOOLS = ("ota_apply", "applypatch")
+
+
 @dataclass(frozen=True)
 class Attack:
+    """One hostile input, the tool that reads it, and what must happen.
+
+    `make` builds the input (written to the row's package file); `prepare` changes the fresh
+    device before it is hashed (a planted file, a forged journal); `args` gives the tool's
+    arguments (package file, device directory), else each tool's usual form; the tool runs with
+    `env` added and its working directory in `cwd` under the device directory.
+    """
+
     name: str
-    expected: str  # what the device must say (a fragment of the one-line error)
+    expected: str  # a fragment of the one-line error (REFUSED) or of stdout (APPLIED)
     make: Callable[[Lab], bytes]
-    tool: str = "ota_apply"  # or "ota_bootimg" for the host-side boot image reader
+    tool: str = "ota_apply"
+    result: str = REFUSED
+    pre_signature: bool = False  # refused before the signature is verified
+    prepare: Callable[[Lab, str], None] | None = None
+    args: Callable[[Lab, str, str], list[str]] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str = "."
+    layout: Callable[[Lab], device_check.Layout] | None = None
+    check: Callable[[Lab, str], list[str]] | None = None  # APPLIED: differences from the target
+    max_rss_mib: int | None = None  # default: by pre_signature
+
+    @property
+    def rss_bound(self) -> int:
+        default = PRE_SIGNATURE_MAX_RSS_MIB if self.pre_signature else MAX_PEAK_RSS_MIB
+        return self.max_rss_mib or default
+
+    @property
+    def seconds_bound(self) -> int:
+        return PRE_SIGNATURE_MAX_SECONDS if self.pre_signature else MAX_SECONDS
 
 
 def _make_dir(manifest: pb.OtaManifest, path: str) -> None:
@@ -423,27 +507,226 @@ def _downgrade(flag: bool) -> Callable[[pb.OtaManifest], None]:
     return edit
 
 
-ATTACKS: tuple[Attack, ...] = (
+# --- device-side classes of docs/security.md: partitions, cache, journal, environment -------------
+
+
+def _add_partition(name: str, kind: str, entry: str = "victim.img") -> Callable[[Lab], bytes]:
+    """Re-signed package with one more partition operation for `name`: a WHOLE image, the boot
+    patch (PATCH), or a check-only target (the boot target, which no `name` holds)."""
+
+    def make(lab: Lab) -> bytes:
+        boot = next(p for p in lab.manifest.partitions if p.name == "boot")
+        image = b"pwned\n" * 512
+        entries = lab.entries + ([(entry, image)] if kind == "whole" else [])
+
+        def edit(manifest: pb.OtaManifest) -> None:
+            op = pb.PartitionOperation(name=name)
+            if kind == "whole":
+                op.entry, op.method = entry, pb.WHOLE
+                op.target.size, op.target.sha256 = len(image), hashlib.sha256(image).hexdigest()
+                op.target.sha1 = hashlib.sha1(image).hexdigest()
+            elif kind == "patch":
+                op.CopyFrom(boot)
+                op.name = name
+            else:
+                op.target.CopyFrom(boot.target)
+            ops = [copy.deepcopy(p) for p in manifest.partitions] + [op]
+            del manifest.partitions[:]
+            manifest.partitions.extend(sorted(ops, key=lambda p: p.name))
+
+        return resigned(lab, edit, entries)
+
+    return make
+
+
+def _vendor_check_lies(lab: Lab) -> bytes:
+    """Re-signed: the check-only vendor operation declares a target the device's vendor is not."""
+
+    def edit(manifest: pb.OtaManifest) -> None:
+        vendor = next(p for p in manifest.partitions if p.name == "vendor")
+        other = b"another vendor image\n" * 585
+        vendor.target.size, vendor.target.sha256 = len(other), hashlib.sha256(other).hexdigest()
+        vendor.target.sha1 = hashlib.sha1(other).hexdigest()
+
+    return resigned(lab, edit)
+
+
+def _plant_cwd_symlink(lab: Lab, directory: str) -> None:
+    """The working directory ota_apply runs in holds `victim` -> the device's outside/ directory."""
+    os.mkdir(os.path.join(directory, "cwd"))
+    os.symlink("../outside/victim", os.path.join(directory, "cwd", "victim"))
+
+
+def genuine(lab: Lab) -> bytes:
+    return assemble(lab.manifest, lab.entries)
+
+
+def _ota_apply_args(lab: Lab, package: str, directory: str) -> list[str]:
+    return ["--package", package, "--device", os.path.join(directory, "device.json"), "--progress", "none"]
+
+
+def _faulty_ota_apply(lab: Lab, directory: str, *options: str) -> None:
+    """Runs the genuine package through the test-only fault injector (ota.testing.faulty_cli)."""
+    package = os.path.join(lab.work, "genuine-signed.zip")
+    if not os.path.exists(package):
+        with open(package, "wb") as f:
+            f.write(genuine(lab))
+    run_tool("ota.testing.faulty_cli", [*options, "ota_apply", *_ota_apply_args(lab, package, directory)])
+
+
+def _operations(lab: Lab) -> list[str]:
+    """The I/O operations of a clean run of the genuine package (the fault log of a donor device)."""
+    log = os.path.join(lab.work, "genuine.ops")
+    if not os.path.exists(log):
+        _faulty_ota_apply(lab, lab.new_device("donor-log"), f"--fault_log={log}")
+    with open(log, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def _cut_half_way(lab: Lab, directory: str) -> None:
+    """Power lost half way through the genuine update: an unfinished journal and staged data."""
+    _faulty_ota_apply(lab, directory, f"--fault=before:{len(_operations(lab)) // 2}")
+    assert os.path.exists(os.path.join(directory, "cache", "ota_journal")), "the cut left no journal"
+
+
+def _forge_journal(lab: Lab, directory: str) -> None:
+    """Copies in the journal of a donor device cut just before its journal was removed: every step
+    marked done, with the digests the genuine steps produced, on a device still at the source."""
+    forged = os.path.join(lab.work, "forged_journal")
+    if not os.path.exists(forged):
+        last = max(i for i, op in enumerate(_operations(lab), 1) if op.endswith("ota_journal"))
+        donor = lab.new_device("donor-journal")
+        _faulty_ota_apply(lab, donor, f"--fault=before:{last}")
+        shutil.copyfile(os.path.join(donor, "cache", "ota_journal"), forged)
+    shutil.copyfile(forged, os.path.join(directory, "cache", "ota_journal"))
+
+
+def _stale_save_temporary(lab: Lab, directory: str) -> None:
+    """A save of the boot backup cut half way: saved.file.tmp as large as the boot source."""
+    size = next(p.source.size for p in lab.manifest.partitions if p.name == "boot")
+    with open(os.path.join(directory, "cache", "saved.file.tmp"), "wb") as f:
+        f.write(b"\xa5" * size)
+
+
+def minimal_cache_layout(lab: Lab) -> device_check.Layout:
+    """The smallest cache budget ota_apply accepts for the genuine package (docs/ota_apply.md,
+    "Cache budget"): what `verify.cache_needed` asks of an empty cache, plus the reserve."""
+    scratch = os.path.join(lab.work, "empty-cache")
+    os.makedirs(scratch, exist_ok=True)
+    package = os.path.join(lab.work, "genuine-signed.zip")
+    with open(package, "wb") as f:
+        f.write(genuine(lab))
+    with package_reader.open_package(package) as opened:
+        plan = make_plan(opened.manifest, package, opened.payload)
+    needed = verify.cache_needed(plan, Cache(scratch), os.path.join(scratch, STAGED_DIR), set()) + DEFAULT_RESERVE
+    return dataclasses.replace(lab.layout, cache_limit=needed)
+
+
+def _boot_spec(size: int, sha1: str) -> str:
+    return f"EMMC:boot:{size}:{sha1}"
+
+
+def _applypatch_boot_args(lab: Lab, patch: str, directory: str) -> list[str]:
+    """applypatch patching the device's boot partition from source to target with `patch`."""
+    boot = next(p for p in lab.manifest.partitions if p.name == "boot")
+    return [
+        "--device_config",
+        os.path.join(directory, "partitions.conf"),
+        "--cache_dir",
+        os.path.join(directory, "cache"),
+        "--patch",
+        patch,
+        "--source",
+        _boot_spec(boot.source.size, boot.source.sha1),
+        "--target",
+        _boot_spec(boot.target.size, boot.target.sha1),
+    ]
+
+
+def _boot_is_target(lab: Lab, directory: str) -> list[str]:
+    with open(os.path.join(directory, "partitions", "boot.img"), "rb") as f:
+        data = f.read(os.path.getsize(lab.target.partitions["boot"]))
+    with open(lab.target.partitions["boot"], "rb") as f:
+        return [] if data == f.read() else ["partitions/boot.img: not the target image"]
+
+
+def _no_fault_log(check: Callable[[Lab, str], list[str]]) -> Callable[[Lab, str], list[str]]:
+    def checked(lab: Lab, directory: str) -> list[str]:
+        log = os.path.join(directory, "outside", "fault.log")
+        return check(lab, directory) + (["outside/fault.log: the fault hook ran"] if os.path.exists(log) else [])
+
+    return checked
+
+
+def _device_is_target(lab: Lab, directory: str) -> list[str]:
+    return device_check.compare(os.path.join(directory, "device.json"), lab.target)
+
+
+def _trusted_pem(lab: Lab) -> str:
+    path = os.path.join(lab.work, "trusted-key.pem")
+    with open(path, "wb") as f:
+        f.write(
+            TRUSTED_KEY.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return path
+
+
+# A character device is read in pieces up to the largest input a tool takes (ota.cli.fileio), so
+# /dev/zero costs that much memory before the refusal (MTD partitions are character devices too).
+STREAM_INPUT_MAX_RSS_MIB = (fileio.MAX_INPUT_BYTES >> 20) + PRE_SIGNATURE_MAX_RSS_MIB
+
+
+def _written(lab: Lab, name: str) -> str:
+    """A small ordinary input file (the boot image) for the tools' other operand."""
+    path = os.path.join(lab.work, f"{name}.bin")
+    shutil.copyfile(lab.source.partitions["boot"], path)
+    return path
+
+
+def _dev_zero(tool: str, what: str, args: Callable[[Lab, str], list[str]], *, streamed: bool = True) -> Attack:
+    """`tool` (a CLI name, then its subcommand if any) given /dev/zero as `what`: one line, exit 1.
+    `streamed`: the tool reads a character device (up to its input limit) rather than refusing it."""
+    cli = tool.split()[0]
+    return Attack(
+        f"/dev/zero as {what} ({tool})",
+        "/dev/zero",
+        lambda lab: b"",
+        tool=cli,
+        args=lambda lab, package, directory: args(lab, directory),
+        max_rss_mib=STREAM_INPUT_MAX_RSS_MIB if streamed else None,
+    )
+
+
+STRAY_FAULT_ENV = (("OTA_FAULT", "lie:1"), ("OTA_FAULT_LOG", "../outside/fault.log"))
+
+
+_BASE_ATTACKS: tuple[Attack, ...] = (
     # signatures
     Attack(
         "unsigned package",
         "unsigned: no META-INF/ota/signature entry",
         lambda lab: assemble(lab.manifest, lab.entries, key=None),
+        pre_signature=True,
     ),
     Attack(
         "signed by an untrusted key",
         "unknown key: signed only by keys the device does not trust",
         lambda lab: assemble(lab.manifest, lab.entries, key=OTHER_KEY),
+        pre_signature=True,
     ),
     Attack(
         "manifest altered after signing (kept signature)",
         "bad signature: ed25519 signature by trusted key",
         _altered_manifest,
+        pre_signature=True,
     ),
     Attack(
         "signature block is garbage",
         "malformed signature block",
         lambda lab: assemble(lab.manifest, lab.entries, block=b"\x00garbage\n"),
+        pre_signature=True,
     ),
     Attack(
         "unknown signature algorithm",
@@ -455,6 +738,7 @@ ATTACKS: tuple[Attack, ...] = (
                 b"\ned25519 ", b"\nfuture-alg "
             ),
         ),
+        pre_signature=True,
     ),
     # zip shape around a genuine signed manifest
     Attack(
@@ -487,7 +771,12 @@ ATTACKS: tuple[Attack, ...] = (
         "holds more than its declared",
         _lying_size_bomb,
     ),
-    Attack("zip bomb: 100,001 entries (kept signature)", "more than the limit of 100000", _entry_count_bomb),
+    Attack(
+        "zip bomb: 100,001 entries (kept signature)",
+        "more than the limit of 100000",
+        _entry_count_bomb,
+        pre_signature=True,
+    ),
     Attack("declared size 3 GiB in manifest and zip, few bytes stored (re-signed)", "not its declared", _huge_declared),
     # paths (re-signed: only a hostile pipeline can put them in a manifest)
     Attack("zip slip: '../' in a file path (re-signed)", "'..' path component", write_attack("../outside/pwned")),
@@ -646,71 +935,236 @@ ATTACKS: tuple[Attack, ...] = (
         _inconsistent_boot,
         tool="ota_bootimg",
     ),
+    # names of the updater's scratch patterns in the trees (the genuine package; its
+    # builds hold `bin/app.patch` beside the patched `bin/app`, `.ota-new.*` files, directories and
+    # symlinks beside written files, and a file that becomes a symlink)
+    Attack(
+        "trees hold every scratch name (x.patch beside a patched x, .ota-new.x file/dir/symlink)",
+        "updated to rules_ota/guppy/2.0",
+        genuine,
+        result=APPLIED,
+    ),
+    # partitions the device config does not list, or named as paths
+    Attack(
+        "WHOLE image for a partition the device config does not list (re-signed)",
+        "victim",
+        _add_partition("victim", "whole"),
+    ),
+    Attack(
+        "PATCH for a partition the device config does not list (re-signed)",
+        "victim",
+        _add_partition("victim", "patch"),
+    ),
+    Attack(
+        "check-only op for a partition the device config does not list (re-signed)",
+        "victim",
+        _add_partition("victim", "check"),
+    ),
+    Attack(
+        "WHOLE image for partition '../outside/victim' (re-signed)",
+        "../outside/victim",
+        _add_partition("../outside/victim", "whole"),
+    ),
+    Attack(
+        "WHOLE image for 'victim', a symlink to outside planted in the working directory (re-signed)",
+        "victim",
+        _add_partition("victim", "whole"),
+        prepare=_plant_cwd_symlink,
+        cwd="cwd",
+    ),
+    Attack(
+        "check-only partition whose declared target the device does not hold (re-signed)",
+        "vendor",
+        _vendor_check_lies,
+    ),
+    # cache and journal
+    Attack(
+        "cache at the minimal budget, a stale saved.file.tmp of a cut save",
+        "updated to rules_ota/guppy/2.0",
+        genuine,
+        result=APPLIED,
+        prepare=_stale_save_temporary,
+        layout=minimal_cache_layout,
+    ),
+    Attack(
+        "applypatch -s 1 MiB (cache budget 1 MiB) next to an unfinished ota_apply journal",
+        "at most 0 could be freed",
+        lambda lab: b"",
+        tool="applypatch",
+        prepare=_cut_half_way,
+        args=lambda lab, package, directory: [
+            "--cache_dir",
+            os.path.join(directory, "cache"),
+            "--cache_limit",
+            str(1 << 20),
+            "-s",
+            str(1 << 20),
+        ],
+    ),
+    Attack(
+        "forged journal marking every step done, device at the source",
+        "updated to rules_ota/guppy/2.0",
+        genuine,
+        result=APPLIED,
+        prepare=_forge_journal,
+    ),
+    # a stray fault-injection environment on the device
+    Attack(
+        "OTA_FAULT=lie:1 and OTA_FAULT_LOG in ota_apply's environment",
+        "updated to rules_ota/guppy/2.0",
+        genuine,
+        result=APPLIED,
+        env=STRAY_FAULT_ENV,
+        check=_no_fault_log(_device_is_target),
+    ),
+    Attack(
+        "OTA_FAULT=lie:1 and OTA_FAULT_LOG in applypatch's environment (boot patch)",
+        "EMMC:boot: patched",
+        lambda lab: lab.payload()[BOOT_PATCH],
+        tool="applypatch",
+        result=APPLIED,
+        env=STRAY_FAULT_ENV,
+        args=_applypatch_boot_args,
+        check=_no_fault_log(_boot_is_target),
+    ),
+    # /dev/zero (endless input) given to every command-line tool
+    Attack(
+        "/dev/zero as the package (ota_apply)",
+        "/dev/zero",
+        lambda lab: b"",
+        args=lambda lab, package, directory: _ota_apply_args(lab, "/dev/zero", directory),
+        pre_signature=True,
+    ),
+    _dev_zero("applypatch", "the patch", lambda lab, directory: _applypatch_boot_args(lab, "/dev/zero", directory)),
+    _dev_zero("bsdiff", "the old file", lambda lab, directory: ["/dev/zero", _written(lab, "new"), "out.p"]),
+    _dev_zero("bspatch", "the patch", lambda lab, directory: [_written(lab, "old"), "out", "/dev/zero"]),
+    _dev_zero("imgdiff", "the target image", lambda lab, directory: [_written(lab, "old"), "/dev/zero", "out.p"]),
+    _dev_zero("ota_inspect", "the package", lambda lab, directory: ["/dev/zero"], streamed=False),
+    _dev_zero(
+        "ota_sign",
+        "the package",
+        lambda lab, directory: ["--key", _trusted_pem(lab), "--in", "/dev/zero", "--out", "out.zip"],
+        streamed=False,
+    ),
+    _dev_zero("ota_bootimg info", "the image", lambda lab, directory: ["info", "/dev/zero"]),
+    _dev_zero(
+        "ota_bootimg build",
+        "the kernel",
+        lambda lab, directory: ["build", "--kernel", "/dev/zero", "--output", "boot.img"],
+    ),
 )
+
+
+# --- resource bombs (tests/security/resource_attacks.py) -------------------------------------------
+
+
+def _bomb_attacks() -> tuple[Attack, ...]:
+    """Pre-signature zip bombs (anyone can send them) and post-signature expand and flood bombs
+    (a hostile pipeline), as rows of the table. Imported here: resource_attacks builds on this module."""
+    import resource_attacks as ra
+
+    zip_bombs = tuple(
+        Attack(
+            f"zip bomb: {bomb.name}",
+            bomb.expected,
+            lambda lab, b=bomb: b.make(),
+            pre_signature="parsed after the signature" not in bomb.name,
+        )
+        for bomb in ra.PRE_SIGNATURE
+    )
+    post = (
+        Attack(
+            "IMGDIFF2 deflate chunk expands to exactly the expand limit (re-signed)",
+            "is not the expected target",
+            lambda lab: ra.imgdiff_expand_bomb(lab, ra.expand_limit(lab)),
+        ),
+        Attack(
+            "IMGDIFF2 deflate chunk declares the expand limit + 1 (re-signed)",
+            "exceeds the expansion limit",
+            lambda lab: ra.imgdiff_expand_bomb(lab, ra.expand_limit(lab) + 1),
+        ),
+        Attack(
+            "200,000 MKDIR operations for another device (re-signed)",
+            "package is for device",
+            lambda lab: ra.mkdir_flood(lab, 200_000),
+        ),
+    )
+    return zip_bombs + post
 
 
 # --- running -------------------------------------------------------------------------------------
 
 
-# Any bomb below inflates to 128 MiB, so a run that inflated one would pass this; normal runs of
-# ota_apply on these packages peak at 35-90 MiB (the 100,001-entry zip directory is the largest).
-MAX_PEAK_RSS_MIB = 140
+@dataclass(frozen=True)
+class Measured:
+    status: int
+    stdout: str
+    stderr: str
+    peak_rss_mib: float  # the child's own maximum resident set (wait4's ru_maxrss)
+    seconds: float
+
+
+# Runs one command and reports its peak RSS: getrusage(RUSAGE_CHILDREN) in this small, freshly
+# started process covers exactly that one child. (wait4 from the script itself would not do: a
+# child's maximum RSS includes the address space it was forked from, the script holding bombs.)
+_MEASURE_ONE_CHILD = """
+import resource, subprocess, sys
+status = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as report:
+    report.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(status if status >= 0 else 128 - status)
+"""
+
+
+def run_tool(module: str, args: list[str], cwd: str = ".", env: tuple[tuple[str, str], ...] = ()) -> Measured:
+    """Runs CLI `module` in a child process with `env` added, in `cwd`; measures its peak RSS
+    (that process alone) and the wall time."""
+    ota_root = os.path.dirname(os.path.dirname(os.path.abspath(bootimg.__file__)))
+    paths = [ota_root, *(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **dict(env)}
+    with tempfile.TemporaryDirectory() as scratch:
+        report = os.path.join(scratch, "maxrss_kib")
+        # -P: the working directory (which an attack may fill) is not put on sys.path.
+        command = [sys.executable, "-P", "-c", _MEASURE_ONE_CHILD, report, sys.executable, "-P", "-m", module, *args]
+        started = time.monotonic()
+        done = subprocess.run(command, capture_output=True, cwd=cwd, env=child_env, check=False)
+        seconds = time.monotonic() - started
+        with open(report, encoding="ascii") as f:
+            rss_mib = int(f.read()) / 1024
+    stdout, stderr = (s.decode("utf-8", "replace") for s in (done.stdout, done.stderr))
+    return Measured(done.returncode, stdout, stderr, rss_mib, seconds)
 
 
 @dataclass(frozen=True)
 class Row:
     attack: Attack
     outcome: str
-    refused: bool  # exit 1 with exactly one stderr line
-    changed: tuple[str, ...] | None  # device paths that differ afterwards; None: no device involved
-    peak_rss_mib: int
+    as_expected: bool  # REFUSED: exit 1 with one stderr line; APPLIED: exit 0
+    changed: tuple[str, ...]  # REFUSED: paths that differ afterwards; APPLIED: differences from the target
+    on_device: bool  # False: a host tool, run in an empty directory (`changed` is what it left)
+    peak_rss_mib: float
+    seconds: float
+
+    @property
+    def within_bounds(self) -> bool:
+        return self.peak_rss_mib <= self.attack.rss_bound and self.seconds <= self.attack.seconds_bound
+
+    @property
+    def refused_before_any_write(self) -> bool:
+        return self.attack.result == REFUSED and self.as_expected and not self.changed
 
     @property
     def ok(self) -> bool:
-        return (
-            self.refused
-            and self.attack.expected in self.outcome
-            and not self.changed
-            and self.peak_rss_mib < MAX_PEAK_RSS_MIB
-        )
+        return self.as_expected and self.attack.expected in self.outcome and not self.changed and self.within_bounds
 
 
 def _scrub(text: str, work: str) -> str:
     """Error text without the run's temporary paths, so the table is the same on every run."""
     text = text.replace(os.path.realpath(work), "$WORK").replace(work, "$WORK")
     text = re.sub(r"\$WORK/devices/[^/: ]+", "$DEVICE", text)
+    text = re.sub(r"\$WORK/hosts/[^/: ]+", "$DIR", text)
     text = re.sub(r"([a-z0-9])\1{40,}", lambda m: f"{m.group(1)}{{{len(m.group(0))}x}}", text)  # long runs
     return text.strip()
-
-
-# Runs a CLI module as `python -m` would, then appends the process's own peak RSS (VmHWM: per
-# address space, so not inherited from this script, which holds the bombs it built) to a file.
-_MEASURED_MAIN = """
-import atexit, runpy, sys
-report, module = sys.argv[1:3]
-def _peak():
-    with open("/proc/self/status") as status, open(report, "w") as out:
-        out.write(next(l for l in status if l.startswith("VmHWM:")).split()[1])
-atexit.register(_peak)
-sys.argv = [module] + sys.argv[3:]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
-
-
-def _run(module: str, args: list[str], work: str) -> tuple[int, str, str, int]:
-    """Runs tool `module`; returns exit status, stdout, stderr and the tool's peak RSS (MiB)."""
-    peak = os.path.join(work, "peak_rss_kib")
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURED_MAIN, peak, module, *args],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        check=False,
-    )
-    with open(peak, encoding="ascii") as f:
-        rss_mib = int(f.read()) // 1024
-    os.unlink(peak)
-    return done.returncode, done.stdout, done.stderr, rss_mib
 
 
 def _changes(before: dict[str, str], after: dict[str, str]) -> tuple[str, ...]:
@@ -722,34 +1176,52 @@ def run_attack(lab: Lab, index: int, attack: Attack) -> Row:
     os.makedirs(os.path.dirname(package), exist_ok=True)
     with open(package, "wb") as f:
         f.write(attack.make(lab))
-    if attack.tool == "ota_bootimg":
-        status, out, err, rss = _run("ota.cli.bootimg", ["info", package], lab.work)
-        outcome = _outcome(status, out, err, lab.work)
-        return Row(attack, outcome, outcome.startswith("refused:"), None, rss)
-    directory = lab.new_device(f"{index:02d}")
+    on_device = attack.tool in DEVICE_TOOLS
+    if on_device:
+        directory = lab.new_device(f"{index:02d}", attack.layout(lab) if attack.layout else None)
+    else:
+        directory = os.path.join(lab.work, "hosts", f"{index:02d}")
+        os.makedirs(directory)
+    if attack.prepare:
+        attack.prepare(lab, directory)
+    if attack.args:
+        args = attack.args(lab, package, directory)
+    elif attack.tool == "ota_apply":
+        args = _ota_apply_args(lab, package, directory)
+    else:
+        args = ["info", package]  # ota_bootimg
     before = device_check.snapshot(directory)
-    status, out, err, rss = _run(
-        "ota.cli.ota_apply",
-        ["--package", package, "--device", os.path.join(directory, "device.json"), "--progress", "none"],
-        lab.work,
-    )
-    changed = _changes(before, device_check.snapshot(directory))
-    outcome = _outcome(status, out, err, lab.work)
-    return Row(attack, outcome, outcome.startswith("refused:"), changed, rss)
+    measured = run_tool(TOOLS[attack.tool], args, os.path.join(directory, attack.cwd), attack.env)
+    outcome = _outcome(measured, lab.work)
+    if attack.result == APPLIED:
+        as_expected = measured.status == 0
+        changed = tuple((attack.check or _device_is_target)(lab, directory))
+    else:
+        as_expected = outcome.startswith("refused:")
+        changed = _changes(before, device_check.snapshot(directory))
+    return Row(attack, outcome, as_expected, changed, on_device, measured.peak_rss_mib, measured.seconds)
 
 
-def _outcome(status: int, out: str, err: str, work: str) -> str:
-    lines = err.strip().splitlines()
-    if status == 0:
-        return f"ACCEPTED (exit 0): {_scrub(out, work)}"
-    if status == 1 and len(lines) == 1:
+def _outcome(measured: Measured, work: str) -> str:
+    lines = measured.stderr.strip().splitlines()
+    if measured.status == 0 and not lines:
+        return f"exit 0: {_scrub(measured.stdout, work) or '(no output)'}"
+    if measured.status == 1 and len(lines) == 1:
         return f"refused: {_scrub(lines[0], work)}"
-    return f"BROKEN (exit {status}, {len(lines)} stderr lines): {_scrub(' / '.join(lines[-2:]), work)}"
+    return f"BROKEN (exit {measured.status}, {len(lines)} stderr lines): {_scrub(' / '.join(lines[-2:]), work)}"
 
 
-def run_all(work: str) -> list[Row]:
+ATTACKS: tuple[Attack, ...] = _BASE_ATTACKS + _bomb_attacks()
+
+
+def run_all(work: str, on_row: Callable[[Row], None] | None = None) -> list[Row]:
     lab = Lab.create(work)
-    return [run_attack(lab, index, attack) for index, attack in enumerate(ATTACKS)]
+    rows = []
+    for index, attack in enumerate(ATTACKS):
+        rows.append(run_attack(lab, index, attack))
+        if on_row:
+            on_row(rows[-1])
+    return rows
 
 
 def _cell(text: str) -> str:
@@ -765,18 +1237,30 @@ def _summary(changed: tuple[str, ...]) -> str:
     return "; ".join(f"{', '.join(groups[top][:3])}{' ...' if len(groups[top]) > 3 else ''}" for top in order)
 
 
+def _state(row: Row) -> str:
+    if row.attack.result == APPLIED:
+        return "== target" if not row.changed else f"**NOT the target**: {_cell('; '.join(row.changed[:3]))}"
+    if not row.changed:
+        return "unchanged" if row.on_device else "unchanged (no output left)"
+    return f"**CHANGED**: {_summary(row.changed)}"
+
+
+def _bound(measured: float, bound: int, unit: str) -> str:
+    """The bound the row stays within (so the table is the same on every run), or the breach."""
+    return f"≤ {bound} {unit}" if measured <= bound else f"**{measured:.1f} {unit} > {bound}**"
+
+
 def table(rows: list[Row]) -> str:
-    lines = ["| attack | expected | outcome | device unchanged |", "|---|---|---|---|"]
+    lines = [
+        "| attack | expected | outcome | device (or directory) | peak RSS | time |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        if row.changed is None:
-            unchanged = "n/a (host tool)"
-        elif not row.changed:
-            unchanged = "yes"
-        else:
-            unchanged = f"**NO**: changed {_summary(row.changed)}"
+        expected = f"{row.attack.result}: `{_cell(row.attack.expected)}`" if row.attack.expected else row.attack.result
         lines.append(
-            f"| {_cell(row.attack.name)} | refused: `{_cell(row.attack.expected)}` | "
-            f"{_cell(row.outcome)} | {unchanged} |"
+            f"| {_cell(row.attack.name)} | {expected} | {_cell(row.outcome)} | {_state(row)} | "
+            f"{_bound(row.peak_rss_mib, row.attack.rss_bound, 'MiB')} | "
+            f"{_bound(row.seconds, row.attack.seconds_bound, 's')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -811,11 +1295,11 @@ def main() -> int:
             f.write(replace_documented_table(doc, text))
     failed = [row for row in rows if not row.ok]
     for row in failed:
-        print(f"FAILED: {row.attack.name}: {row.outcome} (peak RSS {row.peak_rss_mib} MiB)", file=sys.stderr)
+        print(
+            f"FAILED: {row.attack.name}: {row.outcome} {row.changed} "
+            f"(peak RSS {row.peak_rss_mib:.1f} MiB, {row.seconds:.2f} s)",
+            file=sys.stderr,
+        )
     if not args.work:
         shutil.rmtree(work)
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

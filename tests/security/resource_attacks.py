@@ -18,9 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -326,43 +324,13 @@ def post_signature_bound_mib(manifest_bytes: int, largest_target: int) -> float:
 # --- measuring ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Measured:
-    status: int
-    stdout: str
-    stderr: str
-    peak_rss_mib: float
-    seconds: float
+Measured = attacks.Measured
 
 
 def measure(package: str, device_config: str, work: str) -> Measured:
-    """Runs the ota_apply CLI on `package` in a child process; peak RSS is the child's VmHWM."""
-    peak = os.path.join(work, "peak_rss_kib")
-    started = time.monotonic()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            attacks._MEASURED_MAIN,
-            peak,
-            "ota.cli.ota_apply",
-            "--package",
-            package,
-            "--device",
-            device_config,
-            "--progress",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        check=False,
-    )
-    seconds = time.monotonic() - started
-    with open(peak, encoding="ascii") as f:
-        rss_mib = int(f.read()) / 1024
-    os.unlink(peak)
-    return Measured(done.returncode, done.stdout, done.stderr, rss_mib, seconds)
+    """Runs the ota_apply CLI on `package` in a child process; peak RSS is that child's alone."""
+    args = ["--package", package, "--device", device_config, "--progress", "none"]
+    return attacks.run_tool("ota.cli.ota_apply", args, cwd=work)
 
 
 def baseline_device(directory: str) -> str:
