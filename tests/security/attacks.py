@@ -673,9 +673,9 @@ def _trusted_pem(lab: Lab) -> str:
     return path
 
 
-# A character device is read in pieces up to the largest input a tool takes (ota.cli.fileio), so
-# /dev/zero costs that much memory before the refusal (MTD partitions are character devices too).
-STREAM_INPUT_MAX_RSS_MIB = (fileio.MAX_INPUT_BYTES >> 20) + PRE_SIGNATURE_MAX_RSS_MIB
+# An input of unknown size (a character device) is read in pieces up to ota.cli.fileio's
+# MAX_STREAM_BYTES, so /dev/zero costs at most that much memory before the refusal.
+STREAM_INPUT_MAX_RSS_MIB = (fileio.MAX_STREAM_BYTES >> 20) + PRE_SIGNATURE_MAX_RSS_MIB
 
 
 def _written(lab: Lab, name: str) -> str:

@@ -1,9 +1,12 @@
 """Bounded input reads and all-or-nothing output writes for the command-line tools.
 
 Every tool reads its inputs through here, so no input can make a tool allocate without bound:
-a regular file or a block device is size-checked before a byte is read; a character device
-(`/dev/zero` reports size 0) is read in pieces, and reading stops one byte past the bound with a
-refusal. A FIFO, a socket or a directory is refused when opened (opened non-blocking, so a FIFO
+a regular file or a block device is size-checked before a byte is read; an input whose size
+the kernel does not report (a character device such as `/dev/zero`, a procfs file) is read in
+pieces up to a smaller bound, `MAX_STREAM_BYTES`, and reading stops one byte past it with a
+refusal: nothing a tool takes comes as a large stream (MTD partitions are read through
+ota.applypatch.backends, not here), and a tool on a device with little memory must not hold
+gigabytes of a stream before it can say no. A FIFO, a socket or a directory is refused when opened (opened non-blocking, so a FIFO
 without a writer cannot hang the tool). Every failure is one `OtaError` naming the file; callers
 that word OS errors themselves (the cache adds the errno name) use `read_bounded`. Outputs go to
 a temporary sibling that is renamed over the output only when complete and removed on any
@@ -24,6 +27,8 @@ from ota.errors import OtaError
 MAX_INPUT_BYTES = 1 << 31
 # Configs, keys and other small text inputs.
 MAX_SMALL_INPUT_BYTES = 1 << 20
+# An input of unknown size (a character device, a procfs file): copy a larger one to a file first.
+MAX_STREAM_BYTES = 64 << 20
 _PIECE = 1 << 20
 
 
@@ -72,7 +77,13 @@ def _known_size(fd: int) -> int | None:
     return None
 
 
-def _too_large(path: str, limit: int) -> OtaError:
+def _too_large(path: str, limit: int, *, stream: bool = False) -> OtaError:
+    if stream:
+        return OtaError(
+            path,
+            f"larger than the {limit}-byte limit for an input of unknown size (a character "
+            "device); copy it to a file first",
+        )
     return OtaError(path, f"larger than the {limit}-byte limit for this input")
 
 
@@ -84,6 +95,9 @@ def read_bounded(path: str, limit: int) -> bytes:
         size = _known_size(fd)
         if size is not None and size > limit:
             raise _too_large(path, limit)
+        stream = size is None
+        if stream:
+            limit = min(limit, MAX_STREAM_BYTES)
         # Even a sized file is read with the bound: it may grow, and procfs files report size 0.
         pieces, total = [], 0
         while total <= limit and (piece := os.read(fd, min(_PIECE, limit + 1 - total))):
@@ -91,7 +105,7 @@ def read_bounded(path: str, limit: int) -> bytes:
             total += len(piece)
         if total > limit:
             del pieces
-            raise _too_large(path, limit)
+            raise _too_large(path, limit, stream=stream)
         return b"".join(pieces)
     except MemoryError:
         raise OtaError(path, "cannot read: out of memory holding it") from None
