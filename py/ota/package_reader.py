@@ -182,6 +182,16 @@ class Package:
                 )
         self._members = members
 
+    def members(self) -> dict[str, zipscan.Member]:
+        """Every zip member by name (after `check_contents`), with its stored and inflated sizes."""
+        self.check_contents()
+        assert self._members is not None
+        return self._members
+
+    def size(self) -> int:
+        """The package file's size in bytes."""
+        return zipscan.file_size(self._file)
+
     def _verified(self, name: str, sink: Callable[[bytes], object]) -> None:
         entry = self.payload.get(name)
         if entry is None:

@@ -28,13 +28,22 @@ def _package(path: Path) -> pb.OtaManifest:
     m.partitions.add(name="boot", entry="patch/boot.img.p", method=pb.IMGDIFF, target=pb.ContentInfo(size=4000))
     for name, data in sorted(ENTRIES.items()):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    sources = [zipwrite.ZipSource(n, False, data=d) for n, d in ENTRIES.items()]
-    zipwrite.write_zip(str(path), [*sources, zipwrite.ZipSource("manifest.pb", False, data=m.SerializeToString())])
+    sources = [zipwrite.ZipSource(n, zipwrite.Compression.STORED, data=d) for n, d in ENTRIES.items()]
+    zipwrite.write_zip(
+        str(path),
+        [*sources, zipwrite.ZipSource("manifest.pb", zipwrite.Compression.STORED, data=m.SerializeToString())],
+    )
     return m
 
 
 def test_report(tmp_path: Path) -> None:
     manifest = _package(tmp_path / "p.zip")
+    manifest_bytes = manifest.SerializeToString()
+    size = (tmp_path / "p.zip").stat().st_size
+    # Each entry: a 30-byte local header and a 46-byte central one, both carrying the name.
+    names = [*ENTRIES, "manifest.pb"]
+    zip_structure = sum(30 + 46 + 2 * len(name) for name in names) + 22
+    assert size == 450 + len(manifest_bytes) + zip_structure
     out = run_ok("ota.cli.ota_inspect", "--top", "2", "p.zip", cwd=tmp_path).stdout
     assert (
         out
@@ -53,6 +62,13 @@ def test_report(tmp_path: Path) -> None:
                 "         100  patch/system/a.p",
                 "",
                 "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
+                "",
+                "# package bytes",
+                "         450 bytes  payload in the zip (450 bytes inflated)",
+                f"{len(manifest_bytes):>12} bytes  manifest.pb ({len(manifest_bytes)} bytes inflated)",
+                "           0 bytes  META-INF/ota/signature",
+                f"{zip_structure:>12} bytes  zip headers and central directory",
+                f"# package: {size} bytes, payload: 450 bytes, ratio {size / 450:.4f}",
             ]
         )
         + "\n"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ota import bootimg
 from ota.build import layout as package_layout
-from ota.build.zipwrite import ZipSource, write_zip
+from ota.build.zipwrite import Compression, ZipSource, write_zip
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing.builds import Spec, make_package, write_build
 from ota.testing.device_check import Build, Layout, layout_for
@@ -165,8 +165,12 @@ def rewrite_package(package: str, out: str, edit: Callable[[pb.OtaManifest, dict
     manifest = pb.OtaManifest.FromString(entries.pop(package_layout.MANIFEST_ENTRY))
     entries.pop(package_layout.SIGNATURE_ENTRY, None)
     edit(manifest, entries)
-    sources = [ZipSource(name, False, data=data) for name, data in sorted(entries.items())]
-    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False, data=manifest.SerializeToString(deterministic=True)))
+    sources = [ZipSource(name, Compression.STORED, data=data) for name, data in sorted(entries.items())]
+    sources.append(
+        ZipSource(
+            package_layout.MANIFEST_ENTRY, Compression.STORED, data=manifest.SerializeToString(deterministic=True)
+        )
+    )
     write_zip(out, sources)
 
 

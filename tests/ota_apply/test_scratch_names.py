@@ -27,7 +27,7 @@ import tree_pairs
 from ota.apply.engine import APPLIED
 from ota.build import layout as package_layout
 from ota.build.paths import SCRATCH_DIR, check_path
-from ota.build.zipwrite import ZipSource, write_zip
+from ota.build.zipwrite import Compression, ZipSource, write_zip
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
@@ -229,8 +229,12 @@ def _rewrite(package: str, out: str, edit) -> None:
         entries = {name: archive.read(name) for name in archive.namelist()}
     manifest = pb.OtaManifest.FromString(entries.pop(package_layout.MANIFEST_ENTRY))
     edit(manifest, entries)
-    sources = [ZipSource(name, False, data=data) for name, data in sorted(entries.items())]
-    sources.append(ZipSource(package_layout.MANIFEST_ENTRY, False, data=manifest.SerializeToString(deterministic=True)))
+    sources = [ZipSource(name, Compression.STORED, data=data) for name, data in sorted(entries.items())]
+    sources.append(
+        ZipSource(
+            package_layout.MANIFEST_ENTRY, Compression.STORED, data=manifest.SerializeToString(deterministic=True)
+        )
+    )
     write_zip(out, sources)
 
 

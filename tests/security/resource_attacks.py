@@ -232,6 +232,11 @@ PRE_SIGNATURE: tuple[Bomb, ...] = (
         lambda: manifest_inflate_bomb(1 << 30),
     ),
     Bomb(
+        "manifest.pb declares 12 MiB, inflates to 64 MiB",
+        f"zip entry manifest.pb: holds more than its declared {MAX_MANIFEST} bytes",
+        lambda: manifest_inflate_bomb(64 << 20, MAX_MANIFEST),
+    ),
+    Bomb(
         "manifest.pb declares 12 MiB + 1",
         f"manifest.pb: {MAX_MANIFEST + 1} bytes, more than the limit of {MAX_MANIFEST}",
         lambda: manifest_at_size(MAX_MANIFEST + 1),

@@ -6,6 +6,10 @@ whole target files; nothing is diffed here. The writer cross-checks everything i
 (each patch's recorded source and target against the manifests, each data file against its
 recorded hash), because a package that disagrees with itself would only fail on a device.
 The output is byte-reproducible: sorted entries, fixed zip metadata, deterministic protobuf.
+
+Compression (docs/package-format.md, "Entries"): patches are stored (BSDIFF40 and IMGDIFF2 are
+bzip2 inside, deflate would only add bytes), whole files and images are deflated when that
+makes them smaller, and manifest.pb is always deflated (its hex hashes and paths shrink ~3x).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from ota.cli import runner
 from ota.errors import OtaError, UsageError
 from ota.proto import ota_manifest_pb2 as pb
 
+_WHOLE = zipwrite.Compression.SMALLEST
+_PATCH = zipwrite.Compression.STORED
 _METHOD = {WHOLE: pb.WHOLE, BSDIFF: pb.BSDIFF, IMGDIFF: pb.IMGDIFF, IMGDIFF_ZIP: pb.IMGDIFF_ZIP}
 Op = pb.FileOperation
 # What a device expects at a path of the source build (a regular file's contents are in `source`).
@@ -143,7 +149,7 @@ class _Payload:
         self,
         name: str,
         file: str,
-        deflate: bool,
+        compression: zipwrite.Compression,
         expected: ContentInfo | None = None,
         expected_sha256: str | None = None,
         why: str = "",
@@ -153,7 +159,7 @@ class _Payload:
         want = expected_sha256 if expected is None else expected.sha256
         if want is not None and actual.sha256 != want:
             raise OtaError(file, f"sha256 {actual.sha256} is not the {why} sha256 {want} (stale or mixed-up input?)")
-        self.sources.append(zipwrite.ZipSource(name, deflate, file=file))
+        self.sources.append(zipwrite.ZipSource(name, compression, file=file))
         self.infos[name] = actual
 
 
@@ -254,19 +260,19 @@ class _Assembler:
                 op.op = Op.KEEP
             elif method == WHOLE:
                 op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(path)
-                self.payload.add(op.entry, produced.data, True, new, why=f"target of {path}")
+                self.payload.add(op.entry, produced.data, _WHOLE, new, why=f"target of {path}")
             else:
                 op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(path)
                 self.payload.add(
                     op.entry,
                     produced.data,
-                    False,
+                    _PATCH,
                     expected_sha256=produced.info.data_sha256,
                     why=f"patch info's data_sha256 of {path}",
                 )
         elif whole is not None:
             op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(path)
-            self.payload.add(op.entry, whole, True, new, why=f"target manifest's {path}")
+            self.payload.add(op.entry, whole, _WHOLE, new, why=f"target manifest's {path}")
         elif self.params.full:
             raise OtaError(self.where, f"{path}: a FULL package needs every target file in whole_files")
         elif old is not None and old == new:
@@ -292,7 +298,7 @@ class _Assembler:
                 continue  # verify-only: no entry, no method
             if info.method == WHOLE:
                 op.method, op.entry = pb.WHOLE, partition_image_entry(name)
-                self.payload.add(op.entry, produced.data, True, info.target, why=f"partition {name}'s target")
+                self.payload.add(op.entry, produced.data, _WHOLE, info.target, why=f"partition {name}'s target")
                 continue
             if self.params.full:
                 raise OtaError(
@@ -302,7 +308,7 @@ class _Assembler:
             self.payload.add(
                 op.entry,
                 produced.data,
-                False,
+                _PATCH,
                 expected_sha256=info.data_sha256,
                 why=f"partition {name}'s patch info data_sha256",
             )
@@ -333,7 +339,9 @@ def assemble(params: Params, where: str) -> tuple[pb.OtaManifest, list[zipwrite.
 def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
     manifest, sources = assemble(load_params(params_path), params_path)
     data = manifest.SerializeToString(deterministic=True)
-    written = zipwrite.write_zip(out_path, [*sources, zipwrite.ZipSource(MANIFEST_ENTRY, False, data=data)])
+    written = zipwrite.write_zip(
+        out_path, [*sources, zipwrite.ZipSource(MANIFEST_ENTRY, zipwrite.Compression.DEFLATED, data=data)]
+    )
     expected = {entry.name: (entry.size, entry.sha256) for entry in manifest.payload}
     for entry in written:
         if entry.name != MANIFEST_ENTRY and expected[entry.name] != (entry.size, entry.sha256):

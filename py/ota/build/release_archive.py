@@ -60,17 +60,19 @@ def write_release_archive(
     _same_shape(described, manifest, f"{tree_path} vs {manifest_path}")
     files = {e.path: e.file for e in described if e.kind == tree.FILE}
     sources = [
-        zipwrite.ZipSource(BUILD_ENTRY, True, data=jsonio.dumps(build.to_json())),
-        zipwrite.ZipSource(MANIFEST_ENTRY, True, data=jsonio.dumps(tree.manifest_doc(manifest))),
+        zipwrite.ZipSource(BUILD_ENTRY, zipwrite.Compression.DEFLATED, data=jsonio.dumps(build.to_json())),
+        zipwrite.ZipSource(
+            MANIFEST_ENTRY, zipwrite.Compression.DEFLATED, data=jsonio.dumps(tree.manifest_doc(manifest))
+        ),
     ]
     expected = {}
     for entry in manifest:
         if entry.kind == tree.FILE:
             name = SYSTEM_PREFIX + entry.path
-            sources.append(zipwrite.ZipSource(name, True, file=files[entry.path]))
+            sources.append(zipwrite.ZipSource(name, zipwrite.Compression.DEFLATED, file=files[entry.path]))
             expected[name] = entry.content
     for name, image in partitions.items():
-        sources.append(zipwrite.ZipSource(f"{IMAGES_PREFIX}{name}.img", True, file=image))
+        sources.append(zipwrite.ZipSource(f"{IMAGES_PREFIX}{name}.img", zipwrite.Compression.DEFLATED, file=image))
     for written in zipwrite.write_zip(out_path, sources):
         want = expected.get(written.name)
         if want is not None and (want.size, want.sha256) != (written.size, written.sha256):

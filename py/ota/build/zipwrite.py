@@ -4,13 +4,20 @@ Same inputs, same bytes, on any host, at any time, under any umask: entries sort
 every timestamp 1980-01-01 00:00:00, Unix "made by" with mode 0644 for every entry, no extra
 fields beyond what zip64 needs, deflate at level 9 through the one zlib in the process. File
 entries are streamed, so a multi-GiB partition image never sits in memory.
+
+Each entry is stored, deflated, or deflated only if that makes it smaller (`Compression`). The
+last is decided by deflating the entry once to count its bytes: deflate is deterministic, so the
+same input always gets the same choice (docs/package-format.md says which entry gets which).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ota.errors import OtaError
@@ -22,12 +29,21 @@ DEFLATE_LEVEL = 9
 _CHUNK = 1 << 20
 
 
+class Compression(enum.Enum):
+    """How an entry is written: STORED for data that is compressed already, DEFLATED for data
+    known to shrink, SMALLEST for anything else (deflated only if that saves bytes)."""
+
+    STORED = "stored"
+    DEFLATED = "deflated"
+    SMALLEST = "smallest"
+
+
 @dataclass(frozen=True)
 class ZipSource:
-    """One entry to write: its bytes (`data`) or a file to stream (`file`), stored or deflated."""
+    """One entry to write: its bytes (`data`) or a file to stream (`file`), and its compression."""
 
     name: str
-    deflate: bool
+    compression: Compression
     data: bytes | None = None
     file: str | None = None
 
@@ -65,6 +81,31 @@ def _stream_size(source: ZipSource) -> int:
         raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
 
 
+def _chunks(source: ZipSource) -> Iterator[bytes]:
+    """The entry's bytes in pieces of at most `_CHUNK`; a file is streamed, never held whole."""
+    if source.data is not None:
+        yield source.data
+        return
+    try:
+        with open(source.file, "rb") as stream:  # type: ignore[arg-type]
+            while chunk := stream.read(_CHUNK):
+                yield chunk
+    except OSError as err:
+        raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
+
+
+def deflated_size(chunks: Iterator[bytes]) -> int:
+    """How many bytes the raw deflate stream zipfile writes for these bytes would take."""
+    packer = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return sum(len(packer.compress(chunk)) for chunk in chunks) + len(packer.flush())
+
+
+def _deflate(source: ZipSource, size: int) -> bool:
+    if source.compression is Compression.SMALLEST:
+        return deflated_size(_chunks(source)) < size
+    return source.compression is Compression.DEFLATED
+
+
 def write_zip(out_path: str, sources: list[ZipSource]) -> list[Written]:
     """Writes `sources` sorted by name; returns each entry's size and SHA-256, in that order."""
     ordered = sorted(sources, key=lambda s: s.name)
@@ -82,21 +123,13 @@ def write_zip(out_path: str, sources: list[ZipSource]) -> list[Written]:
 def _write_entry(archive: zipfile.ZipFile, source: ZipSource) -> Written:
     digest = hashlib.sha256()
     size = 0
-    info = _zip_info(source.name, source.deflate, _stream_size(source))
+    declared = _stream_size(source)
+    info = _zip_info(source.name, _deflate(source, declared), declared)
     with archive.open(info, "w") as out:
-        if source.data is not None:
-            digest.update(source.data)
-            out.write(source.data)
-            size = len(source.data)
-        else:
-            try:
-                with open(source.file, "rb") as stream:  # type: ignore[arg-type]
-                    while chunk := stream.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
-            except OSError as err:
-                raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
+        for chunk in _chunks(source):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
     if size != info.file_size:
         raise OtaError(str(source.file), f"changed size while being zipped ({info.file_size} -> {size} bytes)")
     return Written(source.name, size, digest.hexdigest())

@@ -3,18 +3,23 @@
 Prints the manifest (protobuf text format), then a size breakdown: payload bytes per operation
 and method, the largest entries first, and the package size as a share of a full package (the
 whole target sizes of every file and partition), which is the number a release engineer watches.
-The package is opened with ota.package_reader, so every entry is checked on the way.
+Last comes where the package's own bytes go: the payload as stored in the zip, and the overhead
+around it (manifest.pb, the signature, zip headers and directory), with package bytes over
+payload bytes as the overhead ratio. The package is opened with ota.package_reader, so every
+entry is checked on the way.
 """
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from absl import flags
 from google.protobuf import text_format
 
 from ota import package_reader
+from ota.build.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 from ota.proto import ota_manifest_pb2 as pb
@@ -41,6 +46,56 @@ def full_size(manifest: pb.OtaManifest) -> int:
     )
 
 
+@dataclass(frozen=True)
+class PackageBytes:
+    """Where a package file's bytes go; `stored` sizes are as in the zip, `inflated` as read."""
+
+    package: int
+    payload_stored: int
+    payload_inflated: int
+    manifest_stored: int
+    manifest_inflated: int
+    signature_stored: int
+
+    @property
+    def zip_structure(self) -> int:
+        """Local headers, central directory and end records: everything that is not entry data."""
+        return self.package - self.payload_stored - self.manifest_stored - self.signature_stored
+
+    @property
+    def ratio(self) -> float | None:
+        """Package bytes per payload byte (None for a package without payload)."""
+        return self.package / self.payload_stored if self.payload_stored else None
+
+
+def package_bytes(package: package_reader.Package) -> PackageBytes:
+    """The breakdown of an opened package, from its (checked) zip directory."""
+    members = package.members()
+    payload = [members[entry.name] for entry in package.manifest.payload]
+    manifest = members[MANIFEST_ENTRY]
+    signature = members.get(SIGNATURE_ENTRY)
+    return PackageBytes(
+        package=package.size(),
+        payload_stored=sum(m.compressed_size for m in payload),
+        payload_inflated=sum(m.uncompressed_size for m in payload),
+        manifest_stored=manifest.compressed_size,
+        manifest_inflated=manifest.uncompressed_size,
+        signature_stored=0 if signature is None else signature.compressed_size,
+    )
+
+
+def overhead_lines(sizes: PackageBytes) -> list[str]:
+    ratio = "n/a" if sizes.ratio is None else f"{sizes.ratio:.4f}"
+    return [
+        "# package bytes",
+        f"{sizes.payload_stored:>12} bytes  payload in the zip ({sizes.payload_inflated} bytes inflated)",
+        f"{sizes.manifest_stored:>12} bytes  {MANIFEST_ENTRY} ({sizes.manifest_inflated} bytes inflated)",
+        f"{sizes.signature_stored:>12} bytes  {SIGNATURE_ENTRY}",
+        f"{sizes.zip_structure:>12} bytes  zip headers and central directory",
+        f"# package: {sizes.package} bytes, payload: {sizes.payload_stored} bytes, ratio {ratio}",
+    ]
+
+
 def report(package: package_reader.Package, top: int) -> str:
     """The text ota_inspect prints for an opened (and verified) package."""
     manifest = package.manifest
@@ -65,6 +120,8 @@ def report(package: package_reader.Package, top: int) -> str:
         f"# total: {payload} payload bytes in {len(manifest.payload)} entries; "
         f"a full package would carry {full} bytes; ratio {ratio}"
     )
+    lines.append("")
+    lines.extend(overhead_lines(package_bytes(package)))
     return "\n".join(lines) + "\n"
 
 
