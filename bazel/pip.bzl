@@ -203,8 +203,8 @@ def _is_binary(rctx, path):
 pip_lock_repository = repository_rule(
     implementation = _pip_lock_repository_impl,
     doc = """Installs every package of a pip-compile --generate-hashes lock as @<name>//<package>, and
-writes @<name>//:toolchain_identity.json (Python, zlib, bsdiff4, protobuf and cryptography versions
-as the actions see them), an input of every Ota* action.""",
+writes @<name>//:toolchain_identity (Python, zlib, bsdiff4, protobuf and cryptography versions as
+the actions see them), an input of every Ota* action.""",
     attrs = {
         "requirements_lock": attr.label(
             mandatory = True,

@@ -1,9 +1,9 @@
 """The toolchain identity is part of every Ota* action's key (docs/ci-and-remote-cache.md).
 
 One copy of the checkout (nested_bazel.py) is analysed with `bazel aquery` against several pip hubs
-that differ only in their toolchain_identity/<sha256>.json: the real one, a byte-identical copy at another path,
-and one fake per identity field (a Python, zlib, bsdiff4, protobuf or cryptography version nobody
-runs). Every fake must change the key of every Ota* action; the identical copy must change none, so
+that differ only in their toolchain_identity/<sha256>.json: the real one, a byte-identical copy at
+another path, and one fake per identity field (a Python, zlib, bsdiff4, protobuf or cryptography
+version nobody runs). Every fake must change the key of every Ota* action; the identical copy must change none, so
 matching toolchains keep sharing the cache (tests/cache checks the hits themselves).
 """
 

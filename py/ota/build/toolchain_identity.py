@@ -1,6 +1,6 @@
 """The toolchain identity: which Python, zlib and library versions produce an action's output.
 
-A Bazel action key holds its inputs' digests and its command line, not the interpreter's version:
+Nothing in a Bazel action key says which interpreter version runs the action:
 `py_runtime(interpreter_path = "/usr/bin/python3")` keys a path. So the pip hub's repository rule
 (bazel/pip.bzl) runs this module once with the interpreter and PYTHONPATH the actions use and
 writes what it measures to `toolchain_identity/<sha256 of the content>.json` in the hub
@@ -42,7 +42,7 @@ DISTRIBUTIONS = ("bsdiff4", "cryptography", "protobuf")
 FLAG = flags.DEFINE_string(
     "toolchain_identity",
     None,
-    "The toolchain identity JSON this action was keyed with (@pypi//:toolchain_identity.json); "
+    "The toolchain identity file this action was keyed with (@pypi//:toolchain_identity); "
     "the tool fails at once when its interpreter or libraries differ.",
 )
 
