@@ -149,10 +149,51 @@ filegroup(
 )
 """.format(name = e.name))
 
+    build.append(_write_toolchain_identity(rctx, python, entries))
     if exports:
         build.append("exports_files(%s)" % repr(sorted(exports)))
     rctx.file("BUILD.bazel", "\n".join(build) + "\n")
     rctx.file("WORKSPACE", 'workspace(name = "%s")\n' % rctx.name)
+
+_IDENTITY_DIR = "toolchain_identity"
+_IDENTITY_TARGET = """
+# Every Ota* action's --toolchain_identity (rules/private/toolchain_identity.bzl).
+filegroup(
+    name = "toolchain_identity",
+    srcs = ["{file}"],
+)
+"""
+
+# To show the keying (docs/ci-and-remote-cache.md): a JSON object whose fields replace measured
+# ones, e.g. {"zlib": "9.9.9"}. Every action keyed so fails its check.
+_IDENTITY_OVERRIDE_ENV = "OTA_TOOLCHAIN_IDENTITY_OVERRIDE"
+
+def _write_toolchain_identity(rctx, python, entries):
+    """Writes toolchain_identity/<sha256>.json and the :toolchain_identity filegroup naming it.
+
+    The file holds what py/ota/build/toolchain_identity.py measures when run the way the actions
+    run it, by `python` with every installed package's site-packages on PYTHONPATH (a py_binary's
+    runfiles put the same directories first on sys.path). The versions of bsdiff4, protobuf and
+    cryptography therefore come from this hub's dist-info, which is the code the actions import,
+    not from the interpreter's own site-packages nor from the lock's text (a lock line and an
+    installed wheel could disagree; the import cannot). The digest in the name puts the identity
+    on every Ota* command line, hence in every action key: a key holds the command line and the
+    input paths, not the inputs' contents.
+
+    Returns:
+      The BUILD text of the filegroup.
+    """
+    module = rctx.path(Label("//py:ota/build/toolchain_identity.py"))
+    path = [str(module.dirname.dirname.dirname)]
+    path += [str(rctx.path("site-packages/" + e.name)) for e in entries]
+    result = rctx.execute(
+        [python, "-m", "ota.build.toolchain_identity", _IDENTITY_DIR, rctx.os.environ.get(_IDENTITY_OVERRIDE_ENV, "{}")],
+        environment = {"PYTHONPATH": ":".join(path)},
+        quiet = True,
+    )
+    if result.return_code != 0:
+        fail("toolchain identity: %s -m ota.build.toolchain_identity failed (exit %d):\n%s" % (python, result.return_code, result.stderr))
+    return _IDENTITY_TARGET.format(file = result.stdout.strip())
 
 def _is_binary(rctx, path):
     """True for a real executable (ELF), false for a text wrapper script."""
@@ -161,7 +202,9 @@ def _is_binary(rctx, path):
 
 pip_lock_repository = repository_rule(
     implementation = _pip_lock_repository_impl,
-    doc = "Installs every package of a pip-compile --generate-hashes lock as @<name>//<package>.",
+    doc = """Installs every package of a pip-compile --generate-hashes lock as @<name>//<package>, and
+writes @<name>//:toolchain_identity (Python, zlib, bsdiff4, protobuf and cryptography versions as
+the actions see them), an input of every Ota* action.""",
     attrs = {
         "requirements_lock": attr.label(
             mandatory = True,
@@ -175,5 +218,5 @@ pip_lock_repository = repository_rule(
         "extra_pip_args": attr.string_list(doc = "Extra arguments for every pip install."),
         "timeout": attr.int(default = 600, doc = "Seconds allowed per package."),
     },
-    environ = ["PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"],
+    environ = ["OTA_TOOLCHAIN_IDENTITY_OVERRIDE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"],
 )

@@ -1,5 +1,7 @@
 """release_files: one gen_files.py action writing a list of generated files (example release)."""
 
+load("//rules:toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
+
 def _release_files_impl(ctx):
     if len(ctx.outputs.outs) != len(ctx.attr.specs):
         fail("release_files %s: %d outs for %d specs" % (ctx.label, len(ctx.outputs.outs), len(ctx.attr.specs)))
@@ -9,10 +11,13 @@ def _release_files_impl(ctx):
         files.append({"kind": kind, "out": out.path, "path": path, "rev": int(rev), "size": int(size)})
     spec_file = ctx.actions.declare_file(ctx.label.name + ".spec.json")
     ctx.actions.write(spec_file, json.encode({"files": files}) + "\n")
+    args = ctx.actions.args()
+    args.add("--spec", spec_file)
+    identity = add_toolchain_identity(ctx, args)
     ctx.actions.run(
         executable = ctx.executable._gen,
-        arguments = ["--spec", spec_file.path],
-        inputs = [spec_file],
+        arguments = [args],
+        inputs = [spec_file, identity],
         outputs = ctx.outputs.outs,
         mnemonic = "OtaExampleFiles",
         progress_message = "Generating %d example files for %s" % (len(files), ctx.label),
@@ -22,11 +27,11 @@ def _release_files_impl(ctx):
 release_files = rule(
     implementation = _release_files_impl,
     doc = "Generates `outs` with release/gen_files.py; specs[i] = \"kind:size:rev:path\" for outs[i].",
-    attrs = {
+    attrs = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
         "outs": attr.output_list(mandatory = True),
         "specs": attr.string_list(mandatory = True),
         "_gen": attr.label(default = "//release:gen_files", executable = True, cfg = "exec"),
-    },
+    }),
 )
 
 def generated_tree(name, files):

@@ -25,6 +25,9 @@ import random
 import sys
 import zipfile
 
+from ota.build import toolchain_identity
+from ota.errors import OtaError
+
 _SEED = b"rules_ota example release"
 
 # Machine code is not uniformly random: map bytes onto a 48-symbol alphabet so the "code"
@@ -189,7 +192,13 @@ KINDS = {"elf": elf, "text": text, "gz": gz, "zip": zip_file, "random": random_b
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", required=True, help="JSON spec: files to write")
+    parser.add_argument("--toolchain_identity", help="Identity file (docs/ci-and-remote-cache.md)")
     args = parser.parse_args(argv)
+    try:
+        toolchain_identity.verify(args.toolchain_identity)
+    except OtaError as err:
+        print(f"gen_files.py: error: {err}", file=sys.stderr)
+        return 1
     with open(args.spec, encoding="utf-8") as f:
         spec = json.load(f)
     for item in spec["files"]:

@@ -1,6 +1,7 @@
 """boot_image: an Android boot image (header v0-v4) from its sections, or a prebuilt one."""
 
 load(":providers.bzl", "BootImageInfo")
+load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 _PAGE_SIZES = [2048, 4096, 8192, 16384]
 _ADDRESS_ATTRS = ["base", "kernel_offset", "ramdisk_offset", "second_offset", "tags_offset", "dtb_offset"]
@@ -107,6 +108,7 @@ def _boot_image_impl(ctx):
     if ctx.attr.normalize_compression:
         args.add("--normalize_gzip")
     args.add("--output", out)
+    inputs.append(add_toolchain_identity(ctx, args))
     ctx.actions.run(
         executable = ctx.executable._bootimg,
         arguments = [args],
@@ -135,7 +137,7 @@ prebuilt image (`src`, no action).
 By default compressed sections are normalized: a kernel or ramdisk that is a gzip stream zlib
 cannot reproduce (GNU gzip, a kernel build) is inflated and recompressed by zlib with recorded
 parameters, so imgdiff can later patch it in uncompressed space (see docs/rules.md).""",
-    attrs = {
+    attrs = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
         "src": attr.label(
             allow_single_file = True,
             doc = "A prebuilt boot image, used as it is (e.g. IMAGES/boot.img of an imported " +
@@ -175,5 +177,5 @@ parameters, so imgdiff can later patch it in uncompressed space (see docs/rules.
             executable = True,
             cfg = "exec",
         ),
-    },
+    }),
 )

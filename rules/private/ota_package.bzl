@@ -11,6 +11,7 @@ cheaply after hashing both inputs.
 
 load(":patch_methods.bzl", "METHODS", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
+load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 # The basename prefix of a key that may sign inside Bazel (docs/security.md): its private half is
 # public, so handing it to a remote cache or executor reveals nothing.
@@ -58,6 +59,7 @@ def _patch_action(ctx, mnemonic, message, path, method, source, target, prefix):
     args.add("--patch_threshold", ctx.attr.patch_threshold)
     args.add("--out_data", data)
     args.add("--out_info", info)
+    inputs.append(add_toolchain_identity(ctx, args))
 
     # The whole command line goes into a param file (exec paths only, so the key stays the same
     # from any checkout): a persistent worker gets it as one WorkRequest, and without workers
@@ -114,10 +116,11 @@ def _sign_action(ctx, unsigned, key):
     args.add("--key", key)
     args.add("--in", unsigned)
     args.add("--out", signed)
+    identity = add_toolchain_identity(ctx, args)
     ctx.actions.run(
         executable = ctx.executable._ota_sign,
         arguments = [args],
-        inputs = [unsigned, key],
+        inputs = [unsigned, key, identity],
         outputs = [signed],
         mnemonic = "OtaSign",
         progress_message = "Signing OTA package %s with test key %s" % (ctx.label, key.basename),
@@ -198,10 +201,11 @@ def _ota_package_impl(ctx):
     args = ctx.actions.args()
     args.add("--params", params)
     args.add("--out", out)
+    identity = add_toolchain_identity(ctx, args)
     ctx.actions.run(
         executable = ctx.executable._package,
         arguments = [args],
-        inputs = [params] + manifests + inputs,
+        inputs = [params, identity] + manifests + inputs,
         outputs = [out],
         mnemonic = "OtaPackage",
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
@@ -238,7 +242,7 @@ intermediate `<name>.unsigned.zip`).
 
 Output group `patch_infos`: the info JSON of every patch action (method chosen, sizes, hashes,
 warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_infos`.""",
-    attrs = {
+    attrs = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
         "target": attr.label(
             mandatory = True,
             providers = [OtaBuildInfo],
@@ -286,5 +290,5 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
             executable = True,
             cfg = "exec",
         ),
-    },
+    }),
 )

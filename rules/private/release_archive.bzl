@@ -3,6 +3,7 @@ build shipped today can be the source of tomorrow's incremental packages
 (docs/contracts.md#5-release-archive)."""
 
 load(":providers.bzl", "OtaBuildInfo")
+load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 def _ota_build_archive_impl(ctx):
     build = ctx.attr.build[OtaBuildInfo]
@@ -17,11 +18,12 @@ def _ota_build_archive_impl(ctx):
         args.add("--partition", "%s=%s" % (name, build.partitions[name].path))
         images.append(build.partitions[name])
     args.add("--out", out)
+    identity = add_toolchain_identity(ctx, args)
     ctx.actions.run(
         executable = ctx.executable._release_archive,
         arguments = [args],
         inputs = depset(
-            [build.build_json, build.system.manifest, tree.tree_json] + images,
+            [build.build_json, build.system.manifest, tree.tree_json, identity] + images,
             transitive = [tree.files_depset],
         ),
         outputs = [out],
@@ -39,12 +41,12 @@ ota_build_archive = rule(
     doc = """The release archive of an ota_build: `<name>.zip` with META/build.json,
 META/system_manifest.json, SYSTEM/<path> for every regular file and IMAGES/<partition>.img.
 Keep it with the release; ota_release_archive imports it later as a package source.""",
-    attrs = {
+    attrs = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
         "build": attr.label(mandatory = True, providers = [OtaBuildInfo], doc = "The ota_build to archive."),
         "_release_archive": attr.label(
             default = "//tools/build:release_archive",
             executable = True,
             cfg = "exec",
         ),
-    },
+    }),
 )

@@ -5,10 +5,11 @@ known File: consumers decide "unchanged" by comparing Files, without running any
 """
 
 load(":providers.bzl", "OtaTreeInfo")
+load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 SYMLINK_MODE = 511  # 0o777, what lstat reports for a symlink on Linux
 
-TREE_ATTRS = {
+TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
     "files": attr.label_keyed_string_dict(
         allow_files = True,
         doc = "Single files and their install paths: `{label: \"bin/sh\"}`. Each label must " +
@@ -44,7 +45,7 @@ TREE_ATTRS = {
     "dir_mode": attr.string(default = "0755", doc = "Default octal mode of directories."),
     "uid": attr.int(default = 0, doc = "Default owner of every entry."),
     "gid": attr.int(default = 0, doc = "Default group of every entry."),
-}
+})
 
 # The updater's scratch directory under the system root: no install path may start with it. The
 # same name as SCRATCH_DIR in py/ota/build/paths.py, which the build tools and the device check.
@@ -292,10 +293,11 @@ def run_tree_tool(ctx, tree, tool, out, mnemonic, progress_message):
     args = ctx.actions.args()
     args.add("--tree", tree.tree_json)
     args.add("--out", out)
+    identity = add_toolchain_identity(ctx, args)
     ctx.actions.run(
         executable = tool,
         arguments = [args],
-        inputs = depset([tree.tree_json], transitive = [tree.files_depset]),
+        inputs = depset([tree.tree_json, identity], transitive = [tree.files_depset]),
         outputs = [out],
         mnemonic = mnemonic,
         progress_message = progress_message,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import hashing, jsonio
+from ota.build import hashing, jsonio, toolchain_identity
 from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
@@ -175,6 +175,7 @@ def patch_files(
 def patch_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
     """One patch from parsed flag `values` (the global FLAGS, or a persistent worker's private
     copy per request) and the leftover arguments `rest`: writes the data and the info JSON."""
+    toolchain_identity.verify(values.toolchain_identity)
     if len(rest) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
     if not (values.target and values.path and values.out_data and values.out_info):

@@ -20,7 +20,7 @@ from typing import Any
 
 from absl import flags
 
-from ota.build import hashing, jsonio, tree, zipwrite
+from ota.build import hashing, jsonio, toolchain_identity, tree, zipwrite
 from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo
 from ota.build.layout import (
@@ -350,6 +350,7 @@ def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
 
 
 def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _PARAMS.value or not _OUT.value:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from ota import cpio, gzipper
-from ota.build import tree
+from ota.build import toolchain_identity, tree
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 
@@ -49,6 +49,7 @@ def build_ramdisk(tree_path: str, level: int = gzipper.DEFAULT_LEVEL) -> bytes:
 
 
 def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _TREE.value or not _OUT.value:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import hashing, jsonio, tree, zipwrite
+from ota.build import hashing, jsonio, toolchain_identity, tree, zipwrite
 from ota.build.build_info import BuildInfo
 from ota.build.layout import PARTITION_NAME
 from ota.cli import runner
@@ -152,6 +152,7 @@ def read_release_archive(path: str, *, max_bytes: int = 1 << 32) -> ReleaseArchi
 
 
 def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not (_BUILD_JSON.value and _MANIFEST.value and _TREE.value and _OUT.value):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota.build import hashing, jsonio, tree
+from ota.build import hashing, jsonio, toolchain_identity, tree
 from ota.cli import runner
 from ota.errors import UsageError
 
@@ -30,6 +30,7 @@ def build_manifest(entries: Sequence[tree.TreeEntry]) -> list[tree.TreeEntry]:
 
 
 def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _TREE.value or not _OUT.value:

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from absl import flags
 
-from ota.build import file_patch
+from ota.build import file_patch, toolchain_identity
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
 
@@ -48,9 +48,13 @@ class Outcome:
 
 
 def fresh_flags() -> flags.FlagValues:
-    """A new FlagValues holding copies of file_patch's flags at their defaults."""
+    """A new FlagValues holding copies of file_patch's flags (and --toolchain_identity) at their defaults."""
     values = flags.FlagValues()
-    for flag in flags.FLAGS.get_flags_for_module(file_patch.__name__):
+    # --toolchain_identity too: each request names the identity its action was keyed with.
+    for flag in [
+        *flags.FLAGS.get_flags_for_module(file_patch.__name__),
+        *flags.FLAGS.get_flags_for_module(toolchain_identity.__name__),
+    ]:
         copied = copy.deepcopy(flag)
         copied.unparse()
         values[flag.name] = copied

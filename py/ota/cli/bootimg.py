@@ -21,6 +21,7 @@ from pathlib import Path
 from absl import flags
 
 from ota import bootimg, cpio, gzipper
+from ota.build import toolchain_identity
 from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
 
@@ -148,6 +149,7 @@ def _ramdisk() -> None:
 
 def main(argv: Sequence[str]) -> None:
     """Dispatches on the subcommand (argv[1])."""
+    toolchain_identity.verify_flag()
     command = argv[1] if len(argv) > 1 else ""
     if command == "build" and len(argv) == 2:
         _build()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from ota import signing
+from ota.build import toolchain_identity
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 
@@ -38,6 +39,7 @@ def _password() -> bytes | None:
 
 
 def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
     if len(argv) != 1:
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; use --key, --in and --out")
     if not _KEYS.value or _IN.value is None or _OUT.value is None:
