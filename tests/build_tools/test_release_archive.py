@@ -20,6 +20,16 @@ ITEMS = [
     Item("etc/link", "symlink", target="hosts", mode=0o777),
 ]
 BUILD = {"device": "sargo", "fingerprint": "google/sargo/v1", "timestamp": 1700000000}
+# The tool and the inputs every release_archive run here is given (written by `_make`).
+ARCHIVE_INPUTS = (
+    "ota.build.release_archive",
+    "--build_json",
+    "build.json",
+    "--system_manifest",
+    "m.json",
+    "--tree",
+    "sys.tree.json",
+)
 
 
 def _make(work: Path, **kwargs) -> Path:  # type: ignore[no-untyped-def]
@@ -29,13 +39,7 @@ def _make(work: Path, **kwargs) -> Path:  # type: ignore[no-untyped-def]
     (work / "build.json").write_text(json.dumps(BUILD))
     run_ok("ota.build.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=work, **kwargs)
     run_ok(
-        "ota.build.release_archive",
-        "--build_json",
-        "build.json",
-        "--system_manifest",
-        "m.json",
-        "--tree",
-        "sys.tree.json",
+        *ARCHIVE_INPUTS,
         "--partition",
         "boot=boot.img",
         "--out",
@@ -79,13 +83,7 @@ def test_tree_and_manifest_must_agree(tmp_path: Path) -> None:
     _make(tmp_path)
     (tmp_path / "sys" / "etc" / "hosts").write_bytes(b"changed\n")
     proc = run_tool(
-        "ota.build.release_archive",
-        "--build_json",
-        "build.json",
-        "--system_manifest",
-        "m.json",
-        "--tree",
-        "sys.tree.json",
+        *ARCHIVE_INPUTS,
         "--out",
         "r2.zip",
         cwd=tmp_path,
@@ -94,13 +92,7 @@ def test_tree_and_manifest_must_agree(tmp_path: Path) -> None:
     assert proc.stderr.startswith("release_archive: error: sys/etc/hosts: sha256 ")
     assert proc.stderr.endswith(" for etc/hosts\n")
     proc = run_tool(
-        "ota.build.release_archive",
-        "--build_json",
-        "build.json",
-        "--system_manifest",
-        "m.json",
-        "--tree",
-        "sys.tree.json",
+        *ARCHIVE_INPUTS,
         "--partition",
         "../boot=boot.img",
         "--out",
