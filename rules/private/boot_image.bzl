@@ -33,11 +33,15 @@ def _check(ctx):
     """Analysis-time validation: every bad attribute is one clear error naming the target."""
     where = "boot_image %s" % ctx.label
     version = ctx.attr.header_version
+    if ctx.attr.drop_signature and not ctx.attr.normalize_src:
+        fail("%s: drop_signature only applies with normalize_src = True" % where)
     if ctx.file.src:
         given = [n for n in ["kernel", "ramdisk", "second", "recovery_dtbo", "dtb"] if getattr(ctx.file, n)]
         if given:
             fail("%s: src (a prebuilt image) excludes %s" % (where, ", ".join(given)))
         return
+    if ctx.attr.normalize_src:
+        fail("%s: normalize_src needs src (images built from sections follow normalize_compression)" % where)
     if not ctx.file.kernel:
         fail("%s: set either src (a prebuilt image) or kernel" % where)
     if version < 0 or version > 4:
@@ -75,8 +79,33 @@ def _check(ctx):
     if ctx.attr.os_patch_level:
         _check_version_string(ctx, ctx.attr.os_patch_level, "os_patch_level", 2)
 
+def _normalized_src(ctx):
+    """One OtaBootNormalize action: the prebuilt image with its gzip streams recompressed by zlib."""
+    out = ctx.actions.declare_file(ctx.label.name + ".img")
+    args = ctx.actions.args()
+    args.add("normalize")
+    args.add(ctx.file.src)
+    args.add("--output", out)
+    if ctx.attr.drop_signature:
+        args.add("--drop_signature")
+    identity = add_toolchain_identity(ctx, args)
+    ctx.actions.run(
+        executable = ctx.executable._bootimg,
+        arguments = [args],
+        inputs = [ctx.file.src, identity],
+        outputs = [out],
+        mnemonic = "OtaBootNormalize",
+        progress_message = "Normalizing boot image %s" % ctx.label,
+    )
+    return [
+        DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
+        BootImageInfo(image = out, header_version = -1, prebuilt = False, normalized = True),
+    ]
+
 def _boot_image_impl(ctx):
     _check(ctx)
+    if ctx.attr.normalize_src:
+        return _normalized_src(ctx)
     if ctx.file.src:
         return [
             DefaultInfo(files = depset([ctx.file.src]), runfiles = ctx.runfiles([ctx.file.src])),
@@ -132,7 +161,7 @@ _SECTION_DOC = "Optional %s section (a single file); header version %s only."
 boot_image = rule(
     implementation = _boot_image_impl,
     doc = """An Android boot image, byte-compatible with mkbootimg (one OtaBootImage action), or a
-prebuilt image (`src`, no action).
+prebuilt image (`src`: no action, or one OtaBootNormalize action with `normalize_src`).
 
 By default compressed sections are normalized: a kernel or ramdisk that is a gzip stream zlib
 cannot reproduce (GNU gzip, a kernel build) is inflated and recompressed by zlib with recorded
@@ -171,6 +200,19 @@ parameters, so imgdiff can later patch it in uncompressed space (see docs/rules.
             doc = "Recompress a kernel or ramdisk that is a gzip stream zlib cannot reproduce " +
                   "(GNU gzip, a kernel build) with zlib, so imgdiff can patch it uncompressed. " +
                   "False keeps the sections' bytes exactly.",
+        ),
+        "normalize_src": attr.bool(
+            default = False,
+            doc = "With `src`: unpack the prebuilt image, recompress every gzip member of its " +
+                  "kernel and ramdisk with zlib and repack it with the same header values, so " +
+                  "imgdiff can patch it uncompressed. For a TARGET image only, before any signing; " +
+                  "a signed image is refused (see `drop_signature`).",
+        ),
+        "drop_signature": attr.bool(
+            default = False,
+            doc = "With `normalize_src`: drop an AVB footer, a v4 boot signature or other bytes " +
+                  "after the last section instead of refusing the image. The result is unsigned: " +
+                  "sign it again after this rule.",
         ),
         "_bootimg": attr.label(
             default = "//tools:ota_bootimg",

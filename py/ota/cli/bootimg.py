@@ -3,12 +3,15 @@
     ota_bootimg build --kernel K [--ramdisk R] [--header_version N] ... --output boot.img
     ota_bootimg unpack boot.img --out DIR
     ota_bootimg info boot.img
+    ota_bootimg normalize boot.img --output normalized.img [--drop_signature]
     ota_bootimg ramdisk --root DIR --output ramdisk.cpio.gz
 
 `build` takes mkbootimg's flag names and defaults, so existing build scripts carry over; with
 --normalize_gzip a kernel or ramdisk that is a gzip file from another compressor is recompressed
-by zlib first, so imgdiff can later patch it in uncompressed space. `ramdisk` packs a directory
-as a deterministic newc cpio gzip'd by zlib.
+by zlib first, so imgdiff can later patch it in uncompressed space. `normalize` does the same to
+a prebuilt image: every gzip member of its kernel and ramdisk recompressed by zlib, every header
+value kept (py/ota/build/boot_normalize.py); a signed image is refused unless --drop_signature.
+`ramdisk` packs a directory as a deterministic newc cpio gzip'd by zlib.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from absl import flags
 
 from ota import bootimg, cpio, gzipper
-from ota.build import toolchain_identity
+from ota.build import boot_normalize, toolchain_identity
 from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
 
@@ -49,7 +52,13 @@ flags.DEFINE_string("os_version", "", "build: OS version A.B.C")
 flags.DEFINE_string("os_patch_level", "", "build: security patch level YYYY-MM")
 flags.DEFINE_string("board", "", "build (v0-v2): board name, at most 16 bytes")
 flags.DEFINE_bool("normalize_gzip", False, "build: recompress a foreign gzip kernel/ramdisk with zlib")
-flags.DEFINE_string("output", None, "build, ramdisk: output file")
+flags.DEFINE_bool(
+    "drop_signature",
+    False,
+    "normalize: drop an AVB footer, a v4 boot signature or other bytes after the last section "
+    "instead of refusing a signed image (sign the result again)",
+)
+flags.DEFINE_string("output", None, "build, normalize, ramdisk: output file")
 flags.DEFINE_string("out", None, "unpack: directory for the sections and header.json")
 flags.DEFINE_string("root", None, "ramdisk: directory to pack")
 flags.DEFINE_integer("uid", 0, "ramdisk: owner of every entry", lower_bound=0)
@@ -139,6 +148,16 @@ def _info(argv: Sequence[str]) -> None:
             print(f"{key}: {value}")
 
 
+def _normalize(argv: Sequence[str]) -> None:
+    if len(argv) != 3:
+        raise UsageError("normalize takes exactly one IMAGE argument")
+    path, output = argv[2], _require("output")
+    data, reports = boot_normalize.normalize_image(fileio.read_file(path), path, drop_signature=FLAGS.drop_signature)
+    for report in reports:
+        print(f"ota_bootimg: {path}: {report.line()}", file=sys.stderr)
+    fileio.write_file(output, data)
+
+
 def _ramdisk() -> None:
     output, root = _require("output"), Path(_require("root"))
     if not root.is_dir():
@@ -159,8 +178,10 @@ def main(argv: Sequence[str]) -> None:
         _unpack(argv)
     elif command == "info":
         _info(argv)
+    elif command == "normalize":
+        _normalize(argv)
     else:
-        raise UsageError("expected: build|unpack IMAGE|info IMAGE|ramdisk, with flags (see --help)")
+        raise UsageError("expected: build|unpack IMAGE|info IMAGE|normalize IMAGE|ramdisk, with flags (see --help)")
 
 
 def run() -> None:
