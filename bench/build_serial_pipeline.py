@@ -10,7 +10,7 @@ Run from the workspace directory (exec paths resolve through its `bazel-out` sym
 actions' `@params` files are read there, so those actions must have run, not come from a cache), with
 the package's tools importable (build_release_bench.py puts the tool's runfiles on PYTHONPATH):
 
-    build_serial_pipeline.py --exec_log X.exec.json --package //release:incremental_ota --out_dir D
+    build_serial_pipeline.py --exec_log X.exec.json [--package_out incremental_ota.unsigned.zip] --out_dir D
 Prints one JSON object: seconds for the patches and the package, the package's sha256, counts.
 """
 
@@ -35,9 +35,15 @@ from tests.cache import execlog
 PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
 
 
-def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str, root: pathlib.Path) -> execlog.Spawn:
-    for spawn in spawns:
-        if spawn.mnemonic == "OtaPackage" and spawn_args.flags(spawn, root).get("out", "").endswith(out_suffix):
+def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str | None, root: pathlib.Path) -> execlog.Spawn:
+    """The OtaPackage spawn whose --out ends with `out_suffix`; None: the log's only one."""
+    packages = [s for s in spawns if s.mnemonic == "OtaPackage"]
+    if out_suffix is None:
+        if len(packages) != 1:
+            raise SystemExit(f"{len(packages)} OtaPackage spawns in the execution log: name one with --package_out")
+        return packages[0]
+    for spawn in packages:
+        if spawn_args.flags(spawn, root).get("out", "").endswith(out_suffix):
             return spawn
     raise SystemExit(f"no OtaPackage spawn writing *{out_suffix} in the execution log")
 
@@ -51,7 +57,7 @@ def _signing_key(spawns: list[execlog.Spawn], unsigned: str, root: pathlib.Path)
     return None
 
 
-def run(exec_log: pathlib.Path, package_out: str, out_dir: pathlib.Path) -> dict:
+def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) -> dict:
     """Diffs every patch spawn of the package, then assembles it; returns timings and the digest."""
     root = pathlib.Path.cwd()  # the workspace: exec paths and `@params` files are relative to it
     spawns = list(execlog.read_spawns(exec_log))
@@ -112,8 +118,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--exec_log", type=pathlib.Path, required=True, help="Bazel --execution_log_json_file")
     parser.add_argument(
         "--package_out",
-        default="incremental_ota.unsigned.zip",
-        help="the OtaPackage output (suffix of its --out) whose work to redo; "
+        help="the OtaPackage output (suffix of its --out) whose work to redo, e.g. "
+        "incremental_ota.unsigned.zip (default: the log's only OtaPackage action); "
         "an OtaSign action signing it is redone too",
     )
     parser.add_argument("--out_dir", type=pathlib.Path, required=True)
