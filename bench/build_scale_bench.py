@@ -314,7 +314,8 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         bazel.shutdown()
     cold = analysis.seconds + images.seconds + build.seconds
     cold_ran, rebuild_ran = by_mnemonic(images) + by_mnemonic(build), by_mnemonic(rebuild)
-    left_out = len(source.left_out) + len(target.left_out)
+    left_out = source.left_out + target.left_out
+    left_out_note = f"{len(left_out)}" + (f" (e.g. {left_out[0]!r})" if left_out else "")
     return [
         (
             "trees (source -> target)",
@@ -322,7 +323,7 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             (
                 f"{len(source.files)} -> {len(target.files)} files, {len(source.symlinks)} -> "
                 f"{len(target.symlinks)} symlinks, {source.file_bytes / 2**20:.0f} -> "
-                f"{target.file_bytes / 2**20:.0f} MiB; left out (names a label cannot hold): {left_out}"
+                f"{target.file_bytes / 2**20:.0f} MiB; left out (names a label cannot hold): {left_out_note}"
             ),
         ),
         (
