@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import stat
 import subprocess
 
 import pytest
+
 from nested_bazel import NestedWorkspace
 from tree_host_scan import SPECIAL_NAMES, host_scan, seeded_tree
 
@@ -97,7 +99,9 @@ def test_imported_directories(tmp_path) -> None:
     _copy_tree(tree_a, trees / "x" / "b")
     (trees / "x/b/bin/sg").write_bytes(b"sg binary, version 2\n")  # keeps mode and owner
     weird = trees / "weird"
-    seeded_tree(os.fsencode(weird), seed=7, count=5, names=[b"back\\slash", b'q"uote', b"new\nline", b"\xff\xfe latin-1"])
+    seeded_tree(
+        os.fsencode(weird), seed=7, count=5, names=[b"back\\slash", b'q"uote', b"new\nline", b"\xff\xfe latin-1"]
+    )
     for name in ("fifo", "device"):
         seeded_tree(os.fsencode(trees / name), seed=3, count=5, names=SPECIAL_NAMES)
     os.mkfifo(trees / "fifo/etc/pipe")
@@ -154,12 +158,16 @@ def test_imported_directories(tmp_path) -> None:
         for line in fifo
     ), fifo
     assert any(
-        line.endswith(f"{ERROR}{trees}/device/etc/null: is a character device: a tree holds only files, directories and symlinks")
+        line.endswith(
+            f"{ERROR}{trees}/device/etc/null: is a character device: a tree holds only files, directories and symlinks"
+        )
         for line in device
     ), device
-    assert any(line.endswith(f"{ERROR}{trees}/symroot: is a symlink (to x/a); name the directory itself") for line in symroot), symroot
+    assert any(
+        line.endswith(f"{ERROR}{trees}/symroot: is a symlink (to x/a); name the directory itself") for line in symroot
+    ), symroot
 
     # Nothing outside the directory was read: the outside secret is not among the copied files.
     files = os.path.join(output_base, "external", "tree_a", "files")
-    assert all(open(os.path.join(files, f), "rb").read() != b"host secret" for f in os.listdir(files))
+    assert all(pathlib.Path(files, f).read_bytes() != b"host secret" for f in os.listdir(files))
     shutil.rmtree(trees)

@@ -22,10 +22,10 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tree_host_scan import SPECIAL_NAMES, host_scan, parse_generated_build, seeded_tree
 
 from ota.build import tree_scan
 from ota.errors import OtaError
+from tree_host_scan import SPECIAL_NAMES, host_scan, parse_generated_build, seeded_tree
 
 ERROR = "ota_tree_repository: error: "
 
@@ -43,7 +43,12 @@ def _check_against_host(root: bytes, out: bytes) -> None:
     digests = set()
     for path, want in expected.items():
         fields = entries[path]
-        assert fields[:4] == [want["kind"].encode(), b"%04o" % want["mode"], b"%d" % want["uid"], b"%d" % want["gid"]], path
+        assert fields[:4] == [
+            want["kind"].encode(),
+            b"%04o" % want["mode"],
+            b"%d" % want["uid"],
+            b"%d" % want["gid"],
+        ], path
         if want["kind"] == "file":
             digest = fields[4].decode()
             assert digest == want["sha256"], path
@@ -64,7 +69,9 @@ def test_seeded_device_tree(tmp_path) -> None:
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside/secret").write_bytes(b"host secret")
     root = os.path.join(base, b"a", b"b")  # "escape" -> ../../outside/secret resolves to it
-    seeded_tree(root, seed=14, count=300, names=[*SPECIAL_NAMES, b"back\\slash", b"new\nline", b"\xff\xfe latin", b'q"uote'])
+    seeded_tree(
+        root, seed=14, count=300, names=[*SPECIAL_NAMES, b"back\\slash", b"new\nline", b"\xff\xfe latin", b'q"uote']
+    )
     _check_against_host(root, os.path.join(base, b"out"))
     stored = {p.read_bytes() for p in (tmp_path / "out/files").iterdir()}
     assert b"host secret" not in stored

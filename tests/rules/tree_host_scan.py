@@ -17,7 +17,7 @@ SPECIAL_NAMES = [b"with space.txt", b".hidden", "Főtanúsítvány.crt".encode()
 
 
 def host_scan(root: bytes) -> dict[bytes, dict]:
-    """Every entry below `root` as a system-manifest-like dict (contract 2), keyed by path bytes."""
+    """Every entry below `root` as a system-manifest-like dict (docs/contracts.md#2-system-manifest), keyed by path bytes."""
     out: dict[bytes, dict] = {}
 
     def walk(directory: bytes, rel: bytes) -> None:
@@ -53,7 +53,9 @@ def parse_generated_build(text: str) -> tuple[list[str], dict[bytes, list[bytes]
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ota_imported_tree":
             kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            entries = {p.encode("latin-1"): [f.encode("latin-1") for f in fields] for p, fields in kwargs["entries"].items()}
+            entries = {
+                p.encode("latin-1"): [f.encode("latin-1") for f in fields] for p, fields in kwargs["entries"].items()
+            }
             return kwargs["srcs"], entries
     raise AssertionError("no ota_imported_tree call in the generated BUILD file")
 

@@ -37,7 +37,7 @@ from ota.errors import OtaError
 
 FILES_DIR = "files"
 BUILD_FILE = "BUILD.bazel"
-SYMLINK_MODE = 0o777  # what lstat reports for a symlink on Linux; contract 1 records it so
+SYMLINK_MODE = 0o777  # what lstat reports for a symlink on Linux (docs/contracts.md#1-tree-description)
 _CHUNK = 1 << 20
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
