@@ -74,7 +74,8 @@ OtaPackageInfo = provider(
         "type": "string: \"FULL\" or \"INCREMENTAL\".",
         "params": "File: the parameters the package assembler read (docs/contracts.md#4-package-parameters).",
         "patched_paths": "list of string: system paths that got an OtaFilePatch action " +
-                         "(present in both builds as different Files), sorted.",
+                         "(present in both builds as different Files, without equal known " +
+                         "SHA-256s), sorted.",
         "whole_paths": "list of string: system paths shipped whole without a diff (new in the " +
                        "target, or every file of a full package), sorted.",
         "unchanged_paths": "list of string: system paths that are the same File in both " +
