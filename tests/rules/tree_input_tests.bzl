@@ -6,7 +6,7 @@ repository rule; //tests/rules:nested_tree_import_test covers the repository rul
 """
 
 load("//rules:defs.bzl", "ota_build", "ota_package", "system_image")
-load("//rules/private:imported_tree.bzl", "ota_imported_tree")
+load("//rules:repositories.bzl", "ota_imported_tree")
 load(":analysis.bzl", "package_actions_test")
 load(":errors.bzl", "analysis_failure_test")
 
