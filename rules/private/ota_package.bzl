@@ -243,8 +243,8 @@ ota_package = rule(
     doc = """An OTA package zip (`<name>.zip`): incremental when `source` is set, full otherwise.
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
-paths that are the same File or have the same SHA-256 known in both builds; one OtaBootPatch for the boot image (imgdiff), one
-OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
+paths that are the same File or have the same SHA-256 known in both builds; one OtaBootPatch for
+the boot image (imgdiff), one OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
 `signing_key`, one OtaSign that writes the signed `<name>.zip` (the unsigned package is the
 intermediate `<name>.unsigned.zip`).
 

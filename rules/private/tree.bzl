@@ -1,7 +1,8 @@
 """The file-tree model shared by system_image and ramdisk: attributes, validation, entries.
 
-A tree is computed entirely at analysis time from labels and strings, so every regular file is a
-known File: consumers decide "unchanged" by comparing Files, without running anything.
+A tree is computed entirely at analysis time from labels, strings and an imported directory
+(`tree`, rules/private/imported_tree.bzl), so every regular file is a known File: consumers decide
+"unchanged" by comparing Files, or the SHA-256s an import recorded, without running anything.
 """
 
 load(":providers.bzl", "OtaImportedTreeInfo", "OtaTreeInfo")
