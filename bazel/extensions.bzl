@@ -1,7 +1,7 @@
 """Module extensions for Bazel 7/8 (bzlmod). Loaded only by MODULE.bazel: Bazel 4.2.3 cannot parse
 module_extension, and an undefined global fails the whole .bzl file at load time."""
 
-load("//rules:defs.bzl", "ota_release_archive")
+load("//rules:repositories.bzl", "ota_release_archive", "ota_tree_repository")
 load(":pip.bzl", "pip_lock_repository")
 
 _lock = tag_class(attrs = {
@@ -55,4 +55,36 @@ ota_release = module_extension(
     tag_classes = {"archive": _archive},
     doc = "ota_release_archive as a module extension: " +
           "`ota_release.archive(name = \"release_v1\", urls = [...], sha256 = \"...\")`.",
+)
+
+# --- ota_tree: import host directories as system trees (rules_ota's ota_tree_repository) --------
+
+# The attributes of ota_tree_repository (docs/rules.md), plus the repository name.
+_directory = tag_class(
+    attrs = {
+        "name": attr.string(mandatory = True),
+        "path": attr.string(mandatory = True),
+        "python": attr.string(default = "python3"),
+        "rules_ota_repo": attr.string(default = "@rules_ota"),
+        "timeout": attr.int(default = 3600),
+    },
+    doc = "One host directory to import as @<name>//:tree (the `tree` of system_image or ramdisk).",
+)
+
+def _ota_tree_impl(mctx):
+    for mod in mctx.modules:
+        for tag in mod.tags.directory:
+            ota_tree_repository(
+                name = tag.name,
+                path = tag.path,
+                python = tag.python,
+                rules_ota_repo = tag.rules_ota_repo,
+                timeout = tag.timeout,
+            )
+
+ota_tree = module_extension(
+    implementation = _ota_tree_impl,
+    tag_classes = {"directory": _directory},
+    doc = "ota_tree_repository as a module extension: " +
+          "`ota_tree.directory(name = \"device_tree\", path = \"/srv/trees/v2\")`.",
 )

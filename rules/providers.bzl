@@ -4,6 +4,7 @@ load(
     "//rules/private:providers.bzl",
     _BootImageInfo = "BootImageInfo",
     _OtaBuildInfo = "OtaBuildInfo",
+    _OtaImportedTreeInfo = "OtaImportedTreeInfo",
     _OtaPackageInfo = "OtaPackageInfo",
     _OtaTreeInfo = "OtaTreeInfo",
     _SystemImageInfo = "SystemImageInfo",
@@ -11,6 +12,7 @@ load(
 
 BootImageInfo = _BootImageInfo
 OtaBuildInfo = _OtaBuildInfo
+OtaImportedTreeInfo = _OtaImportedTreeInfo
 OtaPackageInfo = _OtaPackageInfo
 OtaTreeInfo = _OtaTreeInfo
 SystemImageInfo = _SystemImageInfo

@@ -1,12 +1,13 @@
 """ota_package: a full or incremental OTA package, one cached action per changed file.
 
 Unchanged detection happens at analysis time: a system path whose File is the same artifact in
-the source and the target build gets no action at all (the assembler records KEEP from the equal
-hashes of the two manifests). Every other path present in both builds gets its own OtaFilePatch
-action, so a rebuild re-runs only the patches whose inputs changed, and a remote cache serves
-each patch separately. When the two Files are different artifacts with equal bytes (e.g. the
-source comes from an imported release archive), the action still runs and reports UNCHANGED
-cheaply after hashing both inputs.
+the source and the target build, or whose SHA-256 both builds know and find equal (an imported
+directory or release archive records digests), gets no action at all (the assembler records KEEP
+from the equal hashes of the two manifests, and refuses if they differ). Every other path present
+in both builds gets its own OtaFilePatch action, so a rebuild re-runs only the patches whose
+inputs changed, and a remote cache serves each patch separately. When the two Files are different
+artifacts with equal bytes whose digests are not both known, the action still runs and reports
+UNCHANGED cheaply after hashing both inputs.
 """
 
 load(":patch_methods.bzl", "METHODS", "method_for")
@@ -127,6 +128,11 @@ def _sign_action(ctx, unsigned, key):
     )
     return signed
 
+def _known_unchanged(source_sha256s, target_sha256s, path):
+    """True when both builds know the path's SHA-256 at analysis time and the two are equal."""
+    digest = target_sha256s.get(path)
+    return digest != None and source_sha256s.get(path) == digest
+
 def _ota_package_impl(ctx):
     target = ctx.attr.target[OtaBuildInfo]
     source = ctx.attr.source[OtaBuildInfo] if ctx.attr.source else None
@@ -135,6 +141,8 @@ def _ota_package_impl(ctx):
     _check_signing_key(ctx, ctx.file.signing_key)
     target_files = target.system.tree.files
     source_files = source.system.tree.files if source else {}
+    target_sha256s = target.system.tree.sha256s
+    source_sha256s = source.system.tree.sha256s if source else {}
     _check_methods(ctx, target_files)
     prefix = ctx.label.name + ".patches"
 
@@ -147,7 +155,7 @@ def _ota_package_impl(ctx):
             whole_files.append({"file": tf.path, "path": path})
             whole.append(path)
             inputs.append(tf)
-        elif sf == tf:
+        elif sf == tf or _known_unchanged(source_sha256s, target_sha256s, path):
             unchanged.append(path)
         else:
             data, info = _patch_action(
@@ -235,8 +243,8 @@ ota_package = rule(
     doc = """An OTA package zip (`<name>.zip`): incremental when `source` is set, full otherwise.
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
-paths that are the same File; one OtaBootPatch for the boot image (imgdiff), one
-OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
+paths that are the same File or have the same SHA-256 known in both builds; one OtaBootPatch for
+the boot image (imgdiff), one OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
 `signing_key`, one OtaSign that writes the signed `<name>.zip` (the unsigned package is the
 intermediate `<name>.unsigned.zip`).
 

@@ -12,6 +12,20 @@ running anything: the same File in two trees means the same bytes.""",
                    "file's `file` holding its File instead of its exec path.",
         "files": "dict: install path (string) -> File, for every regular file.",
         "files_depset": "depset of File: the values of `files`, for action inputs.",
+        "sha256s": "dict: install path (string) -> lowercase hex SHA-256, for the regular files " +
+                   "whose digest is known while Bazel analyzes (an imported directory, a release " +
+                   "archive); ota_package treats a path with equal known digests in both builds " +
+                   "as unchanged without an action.",
+    },
+)
+
+OtaImportedTreeInfo = provider(
+    doc = """A directory tree imported by ota_tree_repository (its `:tree` target), for the `tree`
+attribute of system_image and ramdisk.""",
+    fields = {
+        "entries": "list of dicts: path, kind, mode, uid, gid as recorded on the host; a file also " +
+                   "has `file` (its File, named by digest) and `sha256`, a symlink `target`.",
+        "files": "depset of File: every distinct file content of the tree.",
     },
 )
 
@@ -60,10 +74,12 @@ OtaPackageInfo = provider(
         "type": "string: \"FULL\" or \"INCREMENTAL\".",
         "params": "File: the parameters the package assembler read (docs/contracts.md#4-package-parameters).",
         "patched_paths": "list of string: system paths that got an OtaFilePatch action " +
-                         "(present in both builds as different Files), sorted.",
+                         "(present in both builds as different Files, without equal known " +
+                         "SHA-256s), sorted.",
         "whole_paths": "list of string: system paths shipped whole without a diff (new in the " +
                        "target, or every file of a full package), sorted.",
         "unchanged_paths": "list of string: system paths that are the same File in both " +
-                           "builds (no action at all), sorted.",
+                           "builds, or whose SHA-256 both builds know to be equal (no action at " +
+                           "all), sorted.",
     },
 )

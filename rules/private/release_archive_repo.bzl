@@ -2,9 +2,10 @@
 (docs/contracts.md#5-release-archive).
 
 It unpacks the archive and writes a BUILD file declaring the release's `system_image` (one label
-per file, with modes, owners, directories and symlinks from META/system_manifest.json), its
-`boot_image` (the prebuilt IMAGES/boot.img) and its `ota_build` (`@<name>//:build`), so that an
-ota_package using it as `source` still gets one action per file.
+per file, with modes, owners, directories, symlinks and each file's SHA-256 from
+META/system_manifest.json), its `boot_image` (the prebuilt IMAGES/boot.img) and its `ota_build`
+(`@<name>//:build`), so that an ota_package using it as `source` gets one action per changed file:
+a path whose target digest is known and equal needs none.
 """
 
 load("@bazel_skylib//lib:paths.bzl", "paths")
@@ -42,7 +43,7 @@ def _str(value):
     return json.encode(value)  # a Starlark string literal that json.encode quotes compatibly
 
 def _system_image_call(rctx, manifest):
-    files, dirs, symlinks, modes, owners = [], [], [], [], []
+    files, dirs, symlinks, modes, owners, sha256s = [], [], [], [], [], []
     for entry in manifest["entries"]:
         path = entry["path"]
         kind = entry["kind"]
@@ -51,6 +52,7 @@ def _system_image_call(rctx, manifest):
             fail("ota_release_archive %s: SYSTEM/%s: a file named %s would split the imported repository; not supported" % (rctx.name, path, base))
         if kind == "file":
             files.append("        %s: %s," % (_str("SYSTEM/" + path), _str(path)))
+            sha256s.append("        %s: %s," % (_str(path), _str(entry["sha256"])))
         elif kind == "dir":
             dirs.append("        %s," % _str(path))
         elif kind == "symlink":
@@ -77,6 +79,9 @@ def _system_image_call(rctx, manifest):
         "    },",
         "    owners = {",
     ] + owners + [
+        "    },",
+        "    sha256s = {",
+    ] + sha256s + [
         "    },",
         ")",
     ])

@@ -28,8 +28,9 @@ system_image = rule(
     implementation = _system_image_impl,
     doc = """The system partition of a device build, as a tree of files, directories and symlinks.
 
-Every regular file is a label, so an ota_package can tell at analysis time which paths are the
-same File in two builds (no action) and which may differ (one OtaFilePatch action each). Two
+Every regular file is a label, or a file of a directory imported by ota_tree_repository (`tree`),
+so an ota_package can tell at analysis time which paths are the same File or have the same known
+SHA-256 in two builds (no action) and which may differ (one OtaFilePatch action each). Two
 sources for one install path are an analysis error naming both.
 
 Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`

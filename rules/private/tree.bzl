@@ -1,10 +1,11 @@
 """The file-tree model shared by system_image and ramdisk: attributes, validation, entries.
 
-A tree is computed entirely at analysis time from labels and strings, so every regular file is a
-known File: consumers decide "unchanged" by comparing Files, without running anything.
+A tree is computed entirely at analysis time from labels, strings and an imported directory
+(`tree`, rules/private/imported_tree.bzl), so every regular file is a known File: consumers decide
+"unchanged" by comparing Files, or the SHA-256s an import recorded, without running anything.
 """
 
-load(":providers.bzl", "OtaTreeInfo")
+load(":providers.bzl", "OtaImportedTreeInfo", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 SYMLINK_MODE = 511  # 0o777, what lstat reports for a symlink on Linux
@@ -40,6 +41,18 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
     ),
     "owners": attr.string_dict(
         doc = "\"uid:gid\" per path, with the same key rules as `modes`: `{\"bin/\": \"0:2000\"}`.",
+    ),
+    "tree": attr.label(
+        providers = [OtaImportedTreeInfo],
+        doc = "A directory imported by ota_tree_repository (`@<name>//:tree`), installed at the " +
+              "root with the modes, owners, symlinks and empty directories recorded on the host. " +
+              "Merged with the other attributes: one path from two sources is an error; `modes` " +
+              "and `owners` keys override recorded values; the defaults below do not apply to it.",
+    ),
+    "sha256s": attr.string_dict(
+        doc = "Known SHA-256 (lowercase hex) per regular file path, as ota_release_archive " +
+              "generates it. ota_package decides \"unchanged\" from equal known digests without an " +
+              "action; the package assembler checks them against the manifests.",
     ),
     "file_mode": attr.string(default = "0644", doc = "Default octal mode of regular files."),
     "dir_mode": attr.string(default = "0755", doc = "Default octal mode of directories."),
@@ -152,6 +165,38 @@ def _add(ctx, state, path, kind, origin, file = None, target = None):
     if target != None:
         state.targets[path] = target
 
+def _add_imported_tree(ctx, state):
+    """Adds the entries of `tree` with their recorded mode, owner and digest."""
+    if not ctx.attr.tree:
+        return
+    label = ctx.attr.tree.label
+    for entry in ctx.attr.tree[OtaImportedTreeInfo].entries:
+        path = _check_path(ctx, entry["path"], "tree %s" % label)
+        _add(
+            ctx,
+            state,
+            path,
+            entry["kind"],
+            "'%s' of tree %s" % (entry["path"], label),
+            file = entry.get("file"),
+            target = entry.get("target"),
+        )
+        state.recorded[path] = (entry["mode"], entry["uid"], entry["gid"])
+        if "sha256" in entry:
+            state.sha256s[path] = entry["sha256"]
+
+def _add_known_sha256s(ctx, state):
+    """Adds `sha256s`: each key must be a regular file; a digest the tree also knows must agree."""
+    for key, digest in ctx.attr.sha256s.items():
+        path = _check_path(ctx, key, "sha256s")
+        if state.kinds.get(path) != "file":
+            fail("%s: sha256s: '%s' is not a regular file of the tree" % (_where(ctx), key))
+        if len(digest) != 64 or digest.lstrip("0123456789abcdef") != "":
+            fail("%s: sha256s[%s]: '%s' is not a lowercase hex SHA-256" % (_where(ctx), key, digest))
+        if state.sha256s.get(path, digest) != digest:
+            fail("%s: sha256s[%s]: %s, but %s records %s" % (_where(ctx), key, digest, state.origins[path], state.sha256s[path]))
+        state.sha256s[path] = digest
+
 def collect_tree(ctx):
     """Computes the tree of a rule with TREE_ATTRS.
 
@@ -163,14 +208,19 @@ def collect_tree(ctx):
 
     Returns:
       struct(entries = sorted list of dicts (file entries hold a File under "file"),
-             files = dict path -> File).
+             files = dict path -> File, sha256s = dict path -> known SHA-256).
     """
     kinds = {}  # path -> "file" | "dir" | "symlink"
     origins = {}  # path -> human description of where the entry comes from
     files = {}
     targets = {}
 
-    state = struct(kinds = kinds, origins = origins, files = files, targets = targets)
+    recorded = {}  # path -> (mode, uid, gid) of an imported entry
+    sha256s = {}  # path -> known digest of a regular file
+
+    state = struct(kinds = kinds, origins = origins, files = files, targets = targets, recorded = recorded, sha256s = sha256s)
+
+    _add_imported_tree(ctx, state)
 
     for label, dest in ctx.attr.files.items():
         srcs = label.files.to_list()
@@ -200,6 +250,8 @@ def collect_tree(ctx):
         if not target:
             fail("%s: symlinks: '%s' has an empty target" % (_where(ctx), link))
         _add(ctx, state, _check_path(ctx, link, "symlinks"), "symlink", "symlinks entry '%s'" % link, target = target)
+
+    _add_known_sha256s(ctx, state)
 
     # Parents: implicit directories, and no entry may sit below a file or a symlink.
     for path in list(kinds.keys()):
@@ -233,13 +285,15 @@ def collect_tree(ctx):
     for path in sorted(kinds.keys()):
         kind = kinds[path]
         mode = dir_mode if kind == "dir" else file_mode
+        uid, gid = ctx.attr.uid, ctx.attr.gid
+        if path in recorded:
+            mode, uid, gid = recorded[path]
         mkey = _rule_key(modes, path)
         if mkey != None:
             used["modes:" + mkey] = True
             mode = modes[mkey]
         if kind == "symlink":
             mode = SYMLINK_MODE
-        uid, gid = ctx.attr.uid, ctx.attr.gid
         okey = _rule_key(owners, path)
         if okey != None:
             used["owners:" + okey] = True
@@ -256,7 +310,7 @@ def collect_tree(ctx):
             if name + ":" + key not in used:
                 fail("%s: %s: key '%s' matches no entry of the tree" % (_where(ctx), name, key))
 
-    return struct(entries = entries, files = files)
+    return struct(entries = entries, files = files, sha256s = sha256s)
 
 def _json_entry(entry):
     """One contract-1 entry with keys in sorted order and the file as its exec path."""
@@ -277,6 +331,7 @@ def write_tree(ctx, tree, out):
         entries = tree.entries,
         files = tree.files,
         files_depset = depset([tree.files[p] for p in sorted(tree.files.keys())]),
+        sha256s = tree.sha256s,
     )
 
 def run_tree_tool(ctx, tree, tool, out, mnemonic, progress_message):

@@ -33,6 +33,7 @@ def test_every_public_rule_and_attribute_is_documented():
         "ota_package",
         "ota_release_archive",
         "ota_test",
+        "ota_tree_repository",
         "ramdisk",
         "system_image",
     }

@@ -1,0 +1,69 @@
+"""ota_imported_tree: the target an ota_tree_repository generates (`@<name>//:tree`).
+
+It turns the scan's recorded entries (py/ota/build/tree_scan.py writes them into the generated
+BUILD.bazel) into OtaImportedTreeInfo, the value of system_image's and ramdisk's `tree`
+attribute. Paths are checked where the tree is used (rules/private/tree.bzl), with every other
+input of that image, so conflicts name both sources.
+"""
+
+load(":providers.bzl", "OtaImportedTreeInfo")
+
+_MAX_ID = 4294967295  # 2^32 - 1, as docs/contracts.md#1-tree-description allows
+
+def _number(ctx, path, text, base, upper, what):
+    digits = "01234567" if base == 8 else "0123456789"
+    ok = len(text) > 0 and len(text) <= 10
+    for c in text.elems():
+        ok = ok and c in digits
+    if not ok or int(text, base) > upper:
+        fail("ota_imported_tree %s: '%s': %s '%s' is not valid" % (ctx.label, path, what, text))
+    return int(text, base)
+
+def _entry(ctx, path, fields, by_digest):
+    kind = fields[0] if fields else ""
+    expected = {"dir": 4, "file": 5, "symlink": 5}.get(kind)
+    if expected == None or len(fields) != expected:
+        fail("ota_imported_tree %s: '%s': expected [kind, mode, uid, gid] plus a file's sha256 or a symlink's target, got %s" % (ctx.label, path, fields))
+    entry = {
+        "gid": _number(ctx, path, fields[3], 10, _MAX_ID, "gid"),
+        "kind": kind,
+        "mode": _number(ctx, path, fields[1], 8, 4095, "mode"),
+        "path": path,
+        "uid": _number(ctx, path, fields[2], 10, _MAX_ID, "uid"),
+    }
+    if kind == "file":
+        digest = fields[4]
+        if digest not in by_digest:
+            fail("ota_imported_tree %s: '%s': no file of srcs is named %s" % (ctx.label, path, digest))
+        entry["file"] = by_digest[digest]
+        entry["sha256"] = digest
+    elif kind == "symlink":
+        if not fields[4]:
+            fail("ota_imported_tree %s: '%s': empty symlink target" % (ctx.label, path))
+        entry["target"] = fields[4]
+    return entry
+
+def _ota_imported_tree_impl(ctx):
+    by_digest = {f.basename: f for f in ctx.files.srcs}
+    entries = [_entry(ctx, path, fields, by_digest) for path, fields in ctx.attr.entries.items()]
+    files = depset(ctx.files.srcs)
+    return [
+        DefaultInfo(files = files),
+        OtaImportedTreeInfo(entries = entries, files = files),
+    ]
+
+ota_imported_tree = rule(
+    implementation = _ota_imported_tree_impl,
+    doc = """A directory tree recorded by ota_tree_repository; use it as system_image's or
+ramdisk's `tree`. Generated, not hand-written.""",
+    attrs = {
+        "srcs": attr.label_list(
+            allow_files = True,
+            doc = "Every distinct file content, each named by its SHA-256 (`files/<sha256>`).",
+        ),
+        "entries": attr.string_list_dict(
+            doc = "Install path -> [kind, octal mode, uid, gid] plus the SHA-256 of a file " +
+                  "(naming its `srcs` file) or the target of a symlink.",
+        ),
+    },
+)

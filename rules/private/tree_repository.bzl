@@ -1,0 +1,74 @@
+"""ota_tree_repository: a directory of the build host imported as a system tree.
+
+The scan is py/ota/build/tree_scan.py, run by the host's python3 with rules_ota's py/ directory
+on PYTHONPATH (the way bazel/pip.bzl runs ota.build.toolchain_identity; the scan needs only the
+standard library, so no pip hub). It writes `files/<sha256>` and a BUILD.bazel declaring `:tree`
+(docs/contracts.md#10-imported-directory).
+
+Re-fetching: Bazel does not watch a directory outside the workspace for a repository rule before
+Bazel 7.1, whose `watch_tree` this rule calls when it exists. Otherwise the repository is fetched
+again when its attributes, this file, or the `OTA_TREE_STAMP` environment variable (`--repo_env`)
+change, or with `bazel sync --only=<name>` (docs/rules.md, `ota_tree_repository`).
+"""
+
+_STAMP_ENV = "OTA_TREE_STAMP"
+
+def _main_workspace_root(rctx):
+    if hasattr(rctx, "workspace_root"):
+        return str(rctx.workspace_root)
+    return str(rctx.path(Label("@//:WORKSPACE")).dirname)
+
+def _ota_tree_repository_impl(rctx):
+    root = rctx.attr.path
+    if not root:
+        fail("ota_tree_repository %s: path is empty" % rctx.name)
+    if not root.startswith("/"):
+        root = _main_workspace_root(rctx) + "/" + root
+    python = rctx.attr.python
+    if not python.startswith("/"):
+        found = rctx.which(python)
+        if not found:
+            fail("ota_tree_repository %s: interpreter '%s' not found on PATH" % (rctx.name, python))
+        python = str(found)
+    if hasattr(rctx, "watch_tree"):
+        rctx.watch_tree(root)
+    module = rctx.path(Label("//py:ota/build/tree_scan.py"))
+    rctx.report_progress("Scanning %s" % root)
+    result = rctx.execute(
+        [python, "-B", "-m", "ota.build.tree_scan", root, str(rctx.path(".")), rctx.attr.rules_ota_repo],
+        environment = {"PYTHONPATH": str(module.dirname.dirname.dirname)},
+        timeout = rctx.attr.timeout,
+        quiet = True,
+    )
+    if result.return_code != 0:
+        fail(result.stderr.strip() or ("ota_tree_repository %s: the scan of %s exited %d" % (rctx.name, root, result.return_code)))
+    rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % rctx.name)
+
+ota_tree_repository = repository_rule(
+    implementation = _ota_tree_repository_impl,
+    doc = """Imports a directory of the build host as `@<name>//:tree`, the `tree` input of
+system_image and ramdisk: every entry's kind, mode (setuid, setgid and sticky bits included),
+uid, gid and symlink target exactly as on the host, empty directories included. Symlinks are
+recorded, never followed; nothing outside the directory is read. Devices, FIFOs and sockets are
+refused. Regular files are copied to `files/<sha256>`. Fetched again when `OTA_TREE_STAMP`
+changes (`--repo_env`), with `bazel sync --only=<name>`, or, on Bazel 7.1+, when the directory
+changes.""",
+    attrs = {
+        "path": attr.string(
+            mandatory = True,
+            doc = "The directory: absolute, or relative to the main workspace's root. It must not " +
+                  "itself be a symlink (name the directory it points to).",
+        ),
+        "python": attr.string(
+            default = "python3",
+            doc = "The interpreter that runs the scan (an absolute path, or a name on PATH); " +
+                  "Python 3.10 or later, standard library only.",
+        ),
+        "rules_ota_repo": attr.string(
+            default = "@rules_ota",
+            doc = "How the generated BUILD file names this rule set's repository.",
+        ),
+        "timeout": attr.int(default = 3600, doc = "Seconds the scan may take."),
+    },
+    environ = [_STAMP_ENV],
+)

@@ -1,0 +1,173 @@
+"""ota_tree_repository end to end, in a nested Bazel (nested_bazel.py).
+
+A seeded device-like tree (setuid/setgid/sticky modes, 0600 files, 0700 directories, other
+owners, symlinks to files, directories, absolute, dangling and outside targets, empty and deep
+directories, hard links, special names) imported as `system_image(tree = ...)` must give a system
+manifest equal to an independent scan of the directory, and a ramdisk must take it too. Two
+imports of identical trees give an incremental package with no OtaFilePatch action; a one-file
+change gives exactly one. Names Starlark must escape (`\\`, `"`, newline, non-UTF-8) pass
+analysis. A FIFO, a device node and a symlinked root are refused with one exact line. The
+repository is fetched again when `OTA_TREE_STAMP` changes, not before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from nested_bazel import NestedWorkspace
+from tree_host_scan import SPECIAL_NAMES, host_scan, seeded_tree
+
+ERROR = "ota_tree_repository: error: "
+
+_WORKSPACE = """
+load("//rules:repositories.bzl", "ota_tree_repository")
+"""
+
+_BUILD = """
+load("//rules:defs.bzl", "boot_image", "ota_build", "ota_package", "ramdisk", "system_image")
+
+boot_image(name = "boot", kernel = "kernel.bin", ramdisk = "init.rc")
+
+[system_image(name = n, tree = "@tree_%s//:tree" % n) for n in ["a", "same", "b", "weird"]]
+
+system_image(
+    name = "merged",
+    tree = "@tree_a//:tree",
+    files = {"init.rc": "etc/init.rc"},
+    modes = {"bin/su": "4750", "bin/": "0700"},
+    owners = {"etc/init.rc": "0:1000"},
+)
+
+ramdisk(name = "initramfs", tree = "@tree_a//:tree", dirs = ["dev"])
+
+[ota_build(
+    name = n + "_build",
+    boot = ":boot",
+    device = "imported",
+    fingerprint = "imported/" + n,
+    system = ":" + n,
+    timestamp = t,
+) for n, t in [("a", 1), ("same", 2), ("b", 2)]]
+
+ota_package(name = "same_pkg", source = ":a_build", target = ":same_build")
+
+ota_package(name = "one_pkg", source = ":a_build", target = ":b_build")
+"""
+
+
+def _copy_tree(src, dst) -> None:
+    """An exact copy (modes, owners, symlinks, hard links, empty directories)."""
+    subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
+
+
+def _manifest(ws: NestedWorkspace, name: str) -> dict[bytes, dict]:
+    entries = json.loads(ws.bin(f"imported/{name}.manifest.json").read_bytes().decode("utf-8", "surrogateescape"))
+    out = {}
+    for entry in entries["entries"]:
+        path = os.fsencode(entry.pop("path"))
+        if "target" in entry:
+            entry["target"] = os.fsencode(entry["target"])
+        out[path] = entry
+    return out
+
+
+def _patch_actions(ws: NestedWorkspace, package: str) -> int:
+    proc = ws.bazel("aquery", f'mnemonic("OtaFilePatch", //imported:{package})', "--output=jsonproto")
+    return len(json.loads(proc.stdout or "{}").get("actions", []))
+
+
+def _refusal(ws: NestedWorkspace, repo: str) -> list[str]:
+    with pytest.raises(AssertionError) as failure:
+        ws.bazel("build", f"@{repo}//:tree")
+    return [line for line in str(failure.value).splitlines() if ERROR in line]
+
+
+def test_imported_directories(tmp_path) -> None:
+    trees = tmp_path / "trees"
+    (trees / "outside").mkdir(parents=True)
+    (trees / "outside/secret").write_bytes(b"host secret")
+    tree_a = trees / "x" / "a"
+    seeded_tree(os.fsencode(tree_a), seed=1414, count=150, names=SPECIAL_NAMES)
+    _copy_tree(tree_a, trees / "x" / "same")
+    _copy_tree(tree_a, trees / "x" / "b")
+    (trees / "x/b/bin/sg").write_bytes(b"sg binary, version 2\n")  # keeps mode and owner
+    weird = trees / "weird"
+    seeded_tree(
+        os.fsencode(weird), seed=7, count=5, names=[b"back\\slash", b'q"uote', b"new\nline", b"\xff\xfe latin-1"]
+    )
+    for name in ("fifo", "device"):
+        seeded_tree(os.fsencode(trees / name), seed=3, count=5, names=SPECIAL_NAMES)
+    os.mkfifo(trees / "fifo/etc/pipe")
+    os.mknod(trees / "device/etc/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    (trees / "symroot").symlink_to("x/a")
+
+    ws = NestedWorkspace.create(tmp_path, "ws")
+    repos = {n: trees / "x" / n for n in ("a", "same", "b")}
+    repos.update(weird=weird, fifo=trees / "fifo", device=trees / "device", symroot=trees / "symroot")
+    with open(ws.root / "WORKSPACE", "a") as workspace:
+        workspace.write(_WORKSPACE)
+        for name, path in repos.items():
+            workspace.write(f'\nota_tree_repository(name = "tree_{name}", path = "{path}")\n')
+    (ws.root / "imported").mkdir()
+    (ws.root / "imported/BUILD").write_text(_BUILD)
+    (ws.root / "imported/kernel.bin").write_bytes(b"kernel" * 100)
+    (ws.root / "imported/init.rc").write_text("on boot\n")
+    try:
+        ws.build("//imported:a", "//imported:same", "//imported:b", "//imported:merged", "//imported:initramfs")
+        ws.bazel("build", "--nobuild", "//imported:weird")  # analysis: escaped names reach Starlark exactly
+        counts = {p: _patch_actions(ws, p) for p in ("same_pkg", "one_pkg")}
+        ws.build("//imported:same_pkg", "//imported:one_pkg")
+        fifo = _refusal(ws, "tree_fifo")
+        device = _refusal(ws, "tree_device")
+        symroot = _refusal(ws, "tree_symroot")
+
+        # Bazel 4 does not watch the directory: the import stays as fetched until the stamp moves.
+        (trees / "x/a/etc/added").write_bytes(b"new")
+        ws.build("//imported:a")
+        before_stamp = _manifest(ws, "a")
+        ws.bazel("build", "--repo_env=OTA_TREE_STAMP=1", "//imported:a")
+        after_stamp = _manifest(ws, "a")
+        output_base = ws.bazel("info", "output_base").stdout.strip()
+    finally:
+        ws.close()
+
+    expected = host_scan(os.fsencode(tree_a))
+    del expected[b"etc/added"]
+    assert before_stamp == expected
+    assert _manifest(ws, "same") == expected
+    assert after_stamp == host_scan(os.fsencode(tree_a))
+    assert _manifest(ws, "b") == host_scan(os.fsencode(trees / "x/b"))
+
+    merged = _manifest(ws, "merged")
+    assert merged[b"bin/su"]["mode"] == 0o4750 and merged[b"bin/sg"]["mode"] == 0o700
+    assert merged[b"bin"]["mode"] == expected[b"bin"]["mode"]  # "bin/" applies below bin only
+    assert (merged[b"etc/init.rc"]["uid"], merged[b"etc/init.rc"]["gid"]) == (0, 1000)
+    assert merged[b"etc"] == expected[b"etc"]
+    assert merged[b"private/key"] == expected[b"private/key"]
+
+    assert counts == {"same_pkg": 0, "one_pkg": 1}
+    assert any(
+        line.endswith(f"{ERROR}{trees}/fifo/etc/pipe: is a FIFO: a tree holds only files, directories and symlinks")
+        for line in fifo
+    ), fifo
+    assert any(
+        line.endswith(
+            f"{ERROR}{trees}/device/etc/null: is a character device: a tree holds only files, directories and symlinks"
+        )
+        for line in device
+    ), device
+    assert any(
+        line.endswith(f"{ERROR}{trees}/symroot: is a symlink (to x/a); name the directory itself") for line in symroot
+    ), symroot
+
+    # Nothing outside the directory was read: the outside secret is not among the copied files.
+    files = os.path.join(output_base, "external", "tree_a", "files")
+    assert all(pathlib.Path(files, f).read_bytes() != b"host secret" for f in os.listdir(files))
+    shutil.rmtree(trees)

@@ -1,0 +1,250 @@
+"""py/ota/build/tree_scan.py, the scan behind ota_tree_repository, without Bazel.
+
+Generated trees (any byte a Linux name allows, random modes, owners and symlink targets) must
+come out of the generated BUILD.bazel exactly as an independent lstat walk sees them; special
+files, unreadable entries and a symlinked root are refused with one line naming the path, and
+leave no files/ behind.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import pathlib
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ota.build import tree_scan
+from ota.errors import OtaError
+from tree_host_scan import SPECIAL_NAMES, host_scan, parse_generated_build, seeded_tree
+
+ERROR = "ota_tree_repository: error: "
+
+
+def _run_scan(root: bytes, out: bytes) -> tuple[list[str], dict[bytes, list[bytes]]]:
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(out), "@rules_ota"]) == 0
+    with open(os.path.join(out, b"BUILD.bazel"), encoding="ascii") as build:
+        return parse_generated_build(build.read())
+
+
+def _check_against_host(root: bytes, out: bytes) -> None:
+    srcs, entries = _run_scan(root, out)
+    expected = host_scan(root)
+    assert sorted(entries) == sorted(expected)
+    digests = set()
+    for path, want in expected.items():
+        fields = entries[path]
+        assert fields[:4] == [
+            want["kind"].encode(),
+            b"%04o" % want["mode"],
+            b"%d" % want["uid"],
+            b"%d" % want["gid"],
+        ], path
+        if want["kind"] == "file":
+            digest = fields[4].decode()
+            assert digest == want["sha256"], path
+            stored = pathlib.Path(os.fsdecode(out), "files", digest).read_bytes()
+            assert hashlib.sha256(stored).hexdigest() == digest
+            digests.add(digest)
+        elif want["kind"] == "symlink":
+            assert fields[4] == want["target"], path
+        else:
+            assert len(fields) == 4, path
+    # One File per distinct content, and nothing else was copied (nothing outside the root).
+    assert sorted(srcs) == sorted(f"files/{d}" for d in digests)
+    assert sorted(os.listdir(os.path.join(out, b"files"))) == sorted(d.encode() for d in digests)
+
+
+def test_seeded_device_tree(tmp_path) -> None:
+    base = os.fsencode(tmp_path)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/secret").write_bytes(b"host secret")
+    root = os.path.join(base, b"a", b"b")  # "escape" -> ../../outside/secret resolves to it
+    seeded_tree(
+        root, seed=14, count=300, names=[*SPECIAL_NAMES, b"back\\slash", b"new\nline", b"\xff\xfe latin", b'q"uote']
+    )
+    _check_against_host(root, os.path.join(base, b"out"))
+    stored = {p.read_bytes() for p in (tmp_path / "out/files").iterdir()}
+    assert b"host secret" not in stored
+
+
+_NAME = st.binary(min_size=1, max_size=12).filter(lambda n: b"/" not in n and b"\0" not in n and n not in (b".", b".."))
+
+
+@st.composite
+def _trees(draw):
+    """(path parts, kind, mode, owner, payload) lists: random names of any byte, random kinds."""
+    entries = []
+    for _ in range(draw(st.integers(1, 25))):
+        depth = draw(st.integers(1, 3))
+        parts = [draw(_NAME) for _ in range(depth)]
+        kind = draw(st.sampled_from(["file", "dir", "symlink"]))
+        mode = draw(st.sampled_from([0o644, 0o755, 0o4755, 0o2750, 0o1777, 0o600, 0o700, 0o000, 0o7777]))
+        owner = (draw(st.integers(0, 70000)), draw(st.integers(0, 70000)))
+        payload = draw(st.binary(min_size=1, max_size=64).filter(lambda t: b"\0" not in t))
+        entries.append((parts, kind, mode, owner, payload))
+    return entries
+
+
+def _materialize(root: bytes, entries) -> None:
+    os.makedirs(root)
+    for parts, kind, mode, owner, payload in entries:
+        parent = root
+        for part in parts[:-1]:
+            parent = os.path.join(parent, part)
+            if not os.path.lexists(parent):
+                os.mkdir(parent)
+            if os.path.islink(parent) or not os.path.isdir(parent):
+                break
+        path = os.path.join(parent, parts[-1])
+        if os.path.islink(parent) or not os.path.isdir(parent) or os.path.lexists(path):
+            continue  # a name the tree already uses for something else
+        if kind == "symlink":
+            os.symlink(payload, path)
+            os.lchown(path, *owner)
+        elif kind == "dir":
+            os.mkdir(path)
+            os.chown(path, *owner)
+            os.chmod(path, mode | 0o700)  # root reads anything; keep the later mkdir below it simple
+        else:
+            with open(path, "wb") as f:
+                f.write(payload)
+            os.chown(path, *owner)
+            os.chmod(path, mode)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_trees())
+def test_generated_trees_round_trip(entries) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.fsencode(tmp)
+        root = os.path.join(base, b"root")
+        _materialize(root, entries)
+        _check_against_host(root, os.path.join(base, b"out"))
+
+
+@given(st.binary(max_size=40))
+def test_starlark_string_is_ascii_and_exact(raw: bytes) -> None:
+    literal = tree_scan.starlark_string(raw)
+    assert literal.isascii() and "\n" not in literal
+    assert ast.literal_eval(literal).encode("latin-1") == raw
+
+
+def _refused(root: bytes, out: bytes, capsys) -> str:
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(out), "@rules_ota"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert not os.path.exists(os.path.join(out, b"files")) and not os.path.exists(os.path.join(out, b"BUILD.bazel"))
+    return err.rstrip("\n")
+
+
+def _special_file(path: str, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "char":
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    elif kind == "block":
+        os.mknod(path, stat.S_IFBLK | 0o600, os.makedev(7, 200))
+    else:
+        # bind() by a relative name: the absolute path may exceed sun_path's 108 bytes.
+        cwd = os.getcwd()
+        os.chdir(os.path.dirname(path))
+        try:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(os.path.basename(path))
+            sock.close()
+        finally:
+            os.chdir(cwd)
+
+
+@pytest.mark.parametrize(
+    "kind,words",
+    [("fifo", "a FIFO"), ("char", "a character device"), ("block", "a block device"), ("socket", "a socket")],
+)
+def test_special_files_are_refused(tmp_path, capsys, kind, words) -> None:
+    root = tmp_path / "root"
+    seeded_tree(os.fsencode(root), seed=1, count=10, names=SPECIAL_NAMES)
+    special = root / "etc" / "Fő special"
+    _special_file(str(special), kind)
+    line = _refused(os.fsencode(root), os.fsencode(tmp_path / "out"), capsys)
+    assert line == f"{ERROR}{special}: is {words}: a tree holds only files, directories and symlinks"
+
+
+def test_symlinked_root_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    line = _refused(os.fsencode(tmp_path / "link"), os.fsencode(tmp_path / "out"), capsys)
+    assert line == f"{ERROR}{tmp_path}/link: is a symlink (to real); name the directory itself"
+
+
+def test_missing_root_and_file_root(tmp_path, capsys) -> None:
+    line = _refused(os.fsencode(tmp_path / "nothing"), os.fsencode(tmp_path / "out"), capsys)
+    assert line == f"{ERROR}{tmp_path}/nothing: cannot read: No such file or directory"
+    (tmp_path / "file").write_text("x")
+    line = _refused(os.fsencode(tmp_path / "file"), os.fsencode(tmp_path / "out"), capsys)
+    assert line == f"{ERROR}{tmp_path}/file: is not a directory"
+
+
+def test_display_escapes_control_and_invalid_bytes() -> None:
+    assert tree_scan.display(b"a\nb\xffc\\d\xc5\x91") == "a\\x0ab\\xffc\\d\u0151"
+    with pytest.raises(OtaError):
+        raise OtaError(tree_scan.display(b"x\ny"), "one line")
+
+
+def _copy_tool(dest: pathlib.Path) -> None:
+    """The scan's modules, readable by an unprivileged user (the runfiles may not be)."""
+    import ota
+
+    package = pathlib.Path(ota.__file__).parent
+    for rel in ("__init__.py", "errors.py", "build/__init__.py", "build/tree_scan.py"):
+        (dest / "ota" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(package / rel, dest / "ota" / rel)
+
+
+@pytest.mark.parametrize("what", ["file", "dir"])
+def test_unreadable_entries_are_refused(what) -> None:
+    # Root reads anything, so the scan runs as nobody over a tree it may traverse but for one entry.
+    top = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        _copy_tool(top / "py")
+        root = top / "root"
+        seeded_tree(os.fsencode(root), seed=2, count=0, names=[])
+        for d in ("private", "deep", "deep/a/b/c/d/e/f/g/h"):
+            (root / d).chmod(0o755)
+        (root / "private/key").chmod(0o644)
+        for p in root.rglob("*"):
+            if not p.is_symlink():
+                os.chown(p, 0, 0)
+        bad = root / "etc" / "no access"
+        if what == "file":
+            bad.write_bytes(b"x")
+            bad.chmod(0o600)
+        else:
+            bad.mkdir(mode=0o700)
+        out = top / "out"
+        out.mkdir()
+        os.chown(out, 65534, 65534)
+        proc = subprocess.run(
+            [sys.executable, "-B", "-m", "ota.build.tree_scan", str(root), str(out), "@rules_ota"],
+            env={"PYTHONPATH": str(top / "py")},
+            user=65534,
+            group=65534,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr == f"{ERROR}{bad}: cannot read: Permission denied\n"
+        assert os.listdir(out) == []
+    finally:
+        shutil.rmtree(top)

@@ -1,0 +1,122 @@
+"""Analysis tests of imported trees (system_image's `tree`) and known digests (`sha256s`).
+
+The imported trees are ota_imported_tree targets written here the way ota_tree_repository's
+generated BUILD file writes them (files named by their real SHA-256), so these run without a
+repository rule; //tests/rules:nested_tree_import_test covers the repository rule itself.
+"""
+
+load("//rules:defs.bzl", "ota_build", "ota_package", "system_image")
+load("//rules:repositories.bzl", "ota_imported_tree")
+load(":analysis.bzl", "package_actions_test")
+load(":errors.bzl", "analysis_failure_test")
+
+# sha256 of tests/rules/testdata/{same.txt,tool.v1,tool.v2}.
+SHA_SAME = "2b2928c454c0909c63813f16282a73b18687af366b8865eabf5c3c38b3f3c04d"
+SHA_TOOL_V1 = "a08d490a283f74f02f1dd68a425d457238b0f17c9926f46bb69279b7a6f3d7da"
+SHA_TOOL_V2 = "34db2ed1e417c113d8162f54721997f9bbf32e9f1d606e805b6e1321e48190c4"
+
+def _by_digest(name, src, digest):
+    """A copy of `src` named `<name>/<digest>`: another File than any other copy, equal bytes."""
+    native.genrule(
+        name = "%s_%s" % (name, digest[:8]),
+        srcs = [src],
+        outs = ["%s/%s" % (name, digest)],
+        cmd = "cp $< $@",
+    )
+    return ":%s_%s" % (name, digest[:8])
+
+def _imported(name, tool, tool_digest, extra_entries = {}, tags = []):
+    ota_imported_tree(
+        name = name,
+        tags = tags,
+        srcs = [
+            _by_digest(name, "testdata/same.txt", SHA_SAME),
+            _by_digest(name, tool, tool_digest),
+        ],
+        entries = dict({
+            "bin": ["dir", "0755", "0", "2000"],
+            "bin/sh": ["symlink", "0777", "0", "0", "tool"],
+            "bin/tool": ["file", "4750", "0", "2000", tool_digest],
+            "empty": ["dir", "0700", "1000", "1000"],
+            "etc": ["dir", "0755", "0", "0"],
+            "etc/same.txt": ["file", "0640", "0", "1001", SHA_SAME],
+        }, **extra_entries),
+    )
+
+def _build(name, system, boot):
+    ota_build(
+        name = name,
+        boot = boot,
+        device = "fixture",
+        fingerprint = "fixture/" + name,
+        system = system,
+        timestamp = 1000 if boot == ":src_boot" else 2000,
+    )
+
+def tree_input_tests(name):
+    """Declares the fixtures and tests; `name` is a test_suite of all of them.
+
+    Args:
+      name: the test_suite's name.
+    """
+    _imported("imported_v1", "testdata/tool.v1", SHA_TOOL_V1)
+    _imported("imported_v2", "testdata/tool.v2", SHA_TOOL_V2)
+    _imported("imported_bad_path", "testdata/tool.v1", SHA_TOOL_V1, {"etc/../x": ["dir", "0755", "0", "0"]}, tags = ["manual"])
+    ota_imported_tree(name = "imported_bad_digest", entries = {"x": ["file", "0644", "0", "0", SHA_SAME]}, tags = ["manual"])
+    ota_imported_tree(name = "imported_bad_mode", entries = {"x": ["dir", "0999", "0", "0"]}, tags = ["manual"])
+    ota_imported_tree(name = "imported_bad_kind", entries = {"x": ["fifo", "0644", "0", "0"]}, tags = ["manual"])
+
+    system_image(name = "imported_v1_system", tree = ":imported_v1")
+    system_image(name = "imported_v2_system", tree = ":imported_v2")
+    labels = {"testdata/same.txt": "etc/same.txt", "testdata/tool.v2": "bin/tool"}
+    system_image(name = "labels_v2_system", files = labels)
+    system_image(name = "labels_v2_known_system", files = labels, sha256s = {"etc/same.txt": SHA_SAME})
+    _build("imported_v1_build", ":imported_v1_system", ":src_boot")
+    _build("imported_v2_build", ":imported_v2_system", ":tgt_boot")
+    _build("labels_v2_build", ":labels_v2_system", ":tgt_boot")
+    _build("labels_v2_known_build", ":labels_v2_known_system", ":tgt_boot")
+
+    tests = []
+    for target, patched, unchanged in [
+        # Both digests known: only the changed file gets an action.
+        ("imported_v2_build", ["bin/tool"], ["etc/same.txt"]),
+        # The target's digests unknown (labels): every path present in both gets one.
+        ("labels_v2_build", ["bin/tool", "etc/same.txt"], []),
+        # Hand-written target that states a digest: known on both sides again.
+        ("labels_v2_known_build", ["bin/tool"], ["etc/same.txt"]),
+    ]:
+        package = "imported_to_" + target
+        ota_package(name = package, source = ":imported_v1_build", target = ":" + target)
+        package_actions_test(
+            name = package + "_actions_test",
+            size = "small",
+            mnemonic_counts = {"OtaFilePatch": str(len(patched))},
+            patched = patched,
+            target_under_test = ":" + package,
+            type = "INCREMENTAL",
+            unchanged = unchanged,
+        )
+        tests.append(package + "_actions_test")
+
+    broken = {
+        "tree_conflict": ("install path 'etc/same.txt' has two sources: 'etc/same.txt' of tree //tests/rules:imported_v1 and tests/rules/testdata/new.txt (from files: //tests/rules:testdata/new.txt)", {"files": {"testdata/new.txt": "etc/same.txt"}, "tree": ":imported_v1"}),
+        "tree_below_symlink": ("'bin/sh/x' (dirs entry 'bin/sh/x') is below 'bin/sh', which is a symlink ('bin/sh' of tree //tests/rules:imported_v1)", {"dirs": ["bin/sh/x"], "tree": ":imported_v1"}),
+        "tree_bad_path": ("tree //tests/rules:imported_bad_path: bad install path 'etc/../x'", {"tree": ":imported_bad_path"}),
+        "tree_bad_digest": ("ota_imported_tree //tests/rules:imported_bad_digest: 'x': no file of srcs is named " + SHA_SAME, {"tree": ":imported_bad_digest"}),
+        "tree_bad_mode": ("ota_imported_tree //tests/rules:imported_bad_mode: 'x': mode '0999' is not valid", {"tree": ":imported_bad_mode"}),
+        "tree_bad_kind": ("ota_imported_tree //tests/rules:imported_bad_kind: 'x': expected [kind, mode, uid, gid]", {"tree": ":imported_bad_kind"}),
+        "sha256s_not_a_file": ("sha256s: 'etc' is not a regular file of the tree", {"sha256s": {"etc": SHA_SAME}, "tree": ":imported_v1"}),
+        "sha256s_not_hex": ("sha256s[etc/x]: 'ABC' is not a lowercase hex SHA-256", {"files": {"testdata/new.txt": "etc/x"}, "sha256s": {"etc/x": "ABC"}}),
+        "sha256s_disagree": ("sha256s[etc/same.txt]: %s, but 'etc/same.txt' of tree //tests/rules:imported_v1 records %s" % (SHA_TOOL_V1, SHA_SAME), {"sha256s": {"etc/same.txt": SHA_TOOL_V1}, "tree": ":imported_v1"}),
+    }
+    for row, (message, attrs) in broken.items():
+        system_image(name = "broken_" + row, tags = ["manual"], **attrs)
+        analysis_failure_test(
+            name = "error_%s_test" % row,
+            size = "small",
+            message = message,
+            target_under_test = ":broken_" + row,
+        )
+        tests.append("error_%s_test" % row)
+
+    native.test_suite(name = name, tests = tests)
