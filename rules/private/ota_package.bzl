@@ -11,6 +11,7 @@ cheaply after hashing both inputs.
 
 load(":patch_methods.bzl", "METHODS", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
+load(":tar_tree.bzl", "file_patch_shards")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 # The basename prefix of a key that may sign inside Bazel (docs/security.md): its private half is
@@ -33,7 +34,7 @@ def _check_methods(ctx, target_files):
     for key, method in ctx.attr.patch_methods.items():
         if method not in METHODS:
             fail("ota_package %s: patch_methods[%s] = '%s': expected one of %s" % (ctx.label, key, method, METHODS))
-        if not key.startswith(".") and key not in target_files:
+        if not key.startswith(".") and target_files != None and key not in target_files:
             fail("ota_package %s: patch_methods: '%s' is neither an extension (\".gz\") nor a file of the target build" % (ctx.label, key))
 
 def _build_params(build):
@@ -133,10 +134,13 @@ def _ota_package_impl(ctx):
     _check_builds(ctx, source, target)
     _check_threshold(ctx)
     _check_signing_key(ctx, ctx.file.signing_key)
-    target_files = target.system.tree.files
-    source_files = source.system.tree.files if source else {}
-    _check_methods(ctx, target_files)
     prefix = ctx.label.name + ".patches"
+
+    # A tar-backed tree on either side: its files are patched by shard actions (tar_tree.bzl).
+    shards = file_patch_shards(ctx, source, target, prefix + "/system_shards")
+    target_files = {} if shards else target.system.tree.files
+    source_files = source.system.tree.files if source else {}
+    _check_methods(ctx, None if shards else target_files)
 
     file_patches, whole_files, inputs, infos = [], [], [], []
     patched, whole, unchanged = [], [], []
@@ -188,6 +192,7 @@ def _ota_package_impl(ctx):
     params = ctx.actions.declare_file(ctx.label.name + ".params.json")
     ctx.actions.write(params, json.encode({
         "downgrade": ctx.attr.downgrade,
+        "file_patch_shards": [d.path for d in shards],
         "file_patches": file_patches,
         "partitions": partitions,
         "source": _build_params(source) if source else None,
@@ -205,7 +210,7 @@ def _ota_package_impl(ctx):
     ctx.actions.run(
         executable = ctx.executable._package,
         arguments = [args],
-        inputs = [params, identity] + manifests + inputs,
+        inputs = [params, identity] + manifests + inputs + shards,
         outputs = [out],
         mnemonic = "OtaPackage",
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
@@ -277,6 +282,11 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
         ),
         "_file_patch": attr.label(
             default = "//tools/build:file_patch",
+            executable = True,
+            cfg = "exec",
+        ),
+        "_file_patch_shard": attr.label(
+            default = "//tools/build:file_patch_shard",
             executable = True,
             cfg = "exec",
         ),

@@ -12,6 +12,9 @@ running anything: the same File in two trees means the same bytes.""",
                    "file's `file` holding its File instead of its exec path.",
         "files": "dict: install path (string) -> File, for every regular file.",
         "files_depset": "depset of File: the values of `files`, for action inputs.",
+        "tar_shards": "list of directory Files, for a tree read from a tar archive " +
+                      "(rules/private/tar_tree.bzl; `entries` and `files` are then empty): " +
+                      "the regular files by shard. Unset for a tree known at analysis time.",
     },
 )
 
