@@ -12,7 +12,7 @@ load(":providers.bzl", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "add_toolchain_identity")
 
 # Measured in docs/rules.md, "Tar input": the fixed number of shards of every tar-backed tree.
-TAR_SHARDS = 8
+TAR_SHARDS = 32
 
 TAR_TREE_ATTRS = {
     "tar": attr.label(
@@ -136,7 +136,7 @@ def file_patch_shards(ctx, source, target, prefix):
             inputs += _side_args(ctx, args, source.system.tree, "source", shard, prefix)
         args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
         args.add("--patch_threshold", ctx.attr.patch_threshold)
-        args.add("--out", out.path)
+        args.add("--out_dir", out.path)
         inputs.append(add_toolchain_identity(ctx, args))
         ctx.actions.run(
             executable = ctx.executable._file_patch_shard,

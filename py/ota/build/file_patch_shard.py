@@ -1,5 +1,5 @@
 """file_patch_shard --shard K --shards N --target_dir D|--target_list L [--source_dir D|--source_list L]
---out DIR: the file patches of one shard of a tree read from a tar archive.
+--out_dir DIR: the file patches of one shard of a tree read from a tar archive.
 
 ota_package declares a fixed number of these actions when either build's system tree comes
 from a tar (rules/private/tar_tree.bzl): the paths are only known at execution time, so one
@@ -41,7 +41,7 @@ _SOURCE_LIST = flags.DEFINE_string("source_list", None, "The source shard's list
 _PATCH_METHODS = flags.DEFINE_string(
     "patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method."
 )
-_OUT = flags.DEFINE_string("out", None, "The output directory.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "The output directory.")
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ def main(argv: Sequence[str]) -> None:
     toolchain_identity.verify_flag()
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if _SHARD.value is None or _SHARDS.value is None or not _OUT.value:
-        raise UsageError("--shard, --shards and --out are required")
+    if _SHARD.value is None or _SHARDS.value is None or not _OUT_DIR.value:
+        raise UsageError("--shard, --shards and --out_dir are required")
     shard, shards = _SHARD.value, _SHARDS.value
     if shard >= shards:
         raise UsageError(f"--shard {shard} is not below --shards {shards}")
@@ -160,7 +160,7 @@ def main(argv: Sequence[str]) -> None:
     for warning in patch_shard(
         source,
         target,
-        _OUT.value,
+        _OUT_DIR.value,
         shard=shard,
         shards=shards,
         methods=methods,
