@@ -83,8 +83,10 @@ def main() -> None:
         os.makedirs(empty)
         (empty / "shard.json").write_text('{"entries": []}\n')
         fixed = min(run_shard(str(empty), str(empty), str(work / "e"), 0, 1) for _ in range(3))
-        print(f"{args.files} files, {sum(t.stat().st_size for t in tars) >> 20} MiB of tars; "
-              f"one shard process on an empty shard: {fixed:.2f} s")
+        print(
+            f"{args.files} files, {sum(t.stat().st_size for t in tars) >> 20} MiB of tars; "
+            f"one shard process on an empty shard: {fixed:.2f} s"
+        )
         print("shards  cold_s  mean_shard_s  max_shard_s  one_file/cold")
         for shards in [int(s) for s in args.shards.split(",")]:
             cold, times = measure(work, tars, shards)

@@ -46,7 +46,10 @@ same File in two builds (no action) and which may differ (one OtaFilePatch actio
 sources for one install path are an analysis error naming both.
 
 Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`
-(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action).""",
+(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action).
+
+With `tar`, the tree is the archive's: one OtaTarTree action writes both files and the shard
+directories, and an ota_package patches it by shards (docs/rules.md, "Tar input").""",
     attrs = dicts.add(TREE_ATTRS, TAR_TREE_ATTRS, {
         "_kind": attr.string(default = "system_image"),
         "_system_manifest": attr.label(

@@ -10,7 +10,6 @@ import collections
 import tarfile
 
 from nested_bazel import NestedWorkspace
-
 from ota.build import shard_layout
 
 PACKAGE = "//tests/tar_tree:tar_incremental"

@@ -11,13 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
 
 from ota.build import file_patch_shard, jsonio, package_writer, shard_layout, tar_tree, tree
 from ota.build.build_info import BuildInfo
 from ota.build.paths import check_path
 from ota.errors import OtaError
 from ota.testing import device_check
+from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
 
 SHARDS = 32  # TAR_SHARDS in rules/private/tar_tree.bzl
 
@@ -80,16 +80,18 @@ def _params(base: Path, source: str | None, target: str, shards: list[str]) -> s
 
     params = base / "params.json"
     params.write_text(
-        json.dumps({
-            "downgrade": False,
-            "file_patch_shards": shards,
-            "file_patches": [],
-            "partitions": [],
-            "source": None if source is None else side(source, 1),
-            "target": side(target, 2),
-            "type": "FULL" if source is None else "INCREMENTAL",
-            "whole_files": [],
-        })
+        json.dumps(
+            {
+                "downgrade": False,
+                "file_patch_shards": shards,
+                "file_patches": [],
+                "partitions": [],
+                "source": None if source is None else side(source, 1),
+                "target": side(target, 2),
+                "type": "FULL" if source is None else "INCREMENTAL",
+                "whole_files": [],
+            }
+        )
     )
     return str(params)
 
@@ -152,7 +154,10 @@ def test_the_assembler_refuses_shard_sets_that_do_not_fit(tmp_path: Path) -> Non
     shards = _shards(tmp_path, source_dirs, target_dirs)
     cases = [
         (shards[:-1], f"{shards[0]}/results.json: shard 0 of {SHARDS} does not fit {SHARDS - 1} file_patch_shards"),
-        ([shards[0], *shards[:-1]], f"{shards[0]}/results.json: shard 0 of {SHARDS} does not fit {SHARDS} file_patch_shards"),
+        (
+            [shards[0], *shards[:-1]],
+            f"{shards[0]}/results.json: shard 0 of {SHARDS} does not fit {SHARDS} file_patch_shards",
+        ),
     ]
     for dirs, message in cases:
         with pytest.raises(OtaError) as err:

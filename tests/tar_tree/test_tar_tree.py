@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tar_pairs import ALL_CLASSES, Member, source_tree, tar_info, target_tree, write_tar
 
 from ota.build import jsonio, shard_layout, tar_tree, tree
 from ota.build.paths import check_path
 from ota.errors import OtaError
+from tar_pairs import ALL_CLASSES, Member, source_tree, tar_info, target_tree, write_tar
 
 SHARDS = 8
 
@@ -171,21 +171,45 @@ def _members(*members: Member) -> list[tarfile.TarInfo]:
 
 
 REFUSALS = [
-    ([_special("dev/null", tarfile.CHRTYPE)], "member b'dev/null': a character device: only files, directories and symlinks can be installed"),
-    ([_special("dev/sda", tarfile.BLKTYPE)], "member b'dev/sda': a block device: only files, directories and symlinks can be installed"),
-    ([_special("run/pipe", tarfile.FIFOTYPE)], "member b'run/pipe': a fifo: only files, directories and symlinks can be installed"),
+    (
+        [_special("dev/null", tarfile.CHRTYPE)],
+        "member b'dev/null': a character device: only files, directories and symlinks can be installed",
+    ),
+    (
+        [_special("dev/sda", tarfile.BLKTYPE)],
+        "member b'dev/sda': a block device: only files, directories and symlinks can be installed",
+    ),
+    (
+        [_special("run/pipe", tarfile.FIFOTYPE)],
+        "member b'run/pipe': a fifo: only files, directories and symlinks can be installed",
+    ),
     (_members(Member(b"/etc/passwd", "file")), "member b'/etc/passwd': absolute name"),
     (_members(Member(b"a/../../x", "file")), "member b'a/../../x': '..' component"),
     (_members(Member(b"a/./x", "file")), "member b'a/./x': empty or '.' component"),
     (_members(Member(b"etc/x", "file"), Member(b"etc/x", "file")), "member b'etc/x': a second member for b'etc/x'"),
     (_members(Member(b"./etc", "dir"), Member(b"etc/", "dir")), "member b'etc': a second member for b'etc'"),
-    (_members(Member(b"lib", "symlink", link=b"/usr/lib"), Member(b"lib/x", "file")), "member b'lib/x': below b'lib', which is a symlink"),
-    (_members(Member(b"lib/x", "file"), Member(b"lib", "symlink", link=b"/x")), "member b'lib/x': below b'lib', which is a symlink"),
+    (
+        _members(Member(b"lib", "symlink", link=b"/usr/lib"), Member(b"lib/x", "file")),
+        "member b'lib/x': below b'lib', which is a symlink",
+    ),
+    (
+        _members(Member(b"lib/x", "file"), Member(b"lib", "symlink", link=b"/x")),
+        "member b'lib/x': below b'lib', which is a symlink",
+    ),
     (_members(Member(b"f", "file"), Member(b"f/x", "dir")), "member b'f/x': below b'f', which is a regular file"),
-    (_members(Member(b"h", "hardlink", link=b"nope")), "member b'h': hard link to b'nope', which is no earlier regular file"),
+    (
+        _members(Member(b"h", "hardlink", link=b"nope")),
+        "member b'h': hard link to b'nope', which is no earlier regular file",
+    ),
     (_members(Member(b"l", "symlink", link=b"")), "member b'l': symlink with an empty target"),
-    (_members(Member(b"d/" + b"n" * 256, "file")), "member b'd/" + "n" * 256 + "': a component is longer than 255 bytes"),
-    (_members(Member(b".ota-scratch/x", "file")), "member b'.ota-scratch/x': '.ota-scratch' at the top of the tree is reserved for the updater's scratch files"),
+    (
+        _members(Member(b"d/" + b"n" * 256, "file")),
+        "member b'd/" + "n" * 256 + "': a component is longer than 255 bytes",
+    ),
+    (
+        _members(Member(b".ota-scratch/x", "file")),
+        "member b'.ota-scratch/x': '.ota-scratch' at the top of the tree is reserved for the updater's scratch files",
+    ),
 ]
 
 
@@ -224,14 +248,19 @@ def test_hard_links_count_again_towards_the_size_limit(tmp_path: Path) -> None:
     tar = tmp_path / "links.tar"
     write_tar(str(tar), [Member(b"f", "file", data=b"x" * 600), Member(b"g", "hardlink", link=b"f")])
     proc = _run(tmp_path, tar, "--max_total_size=1000")
-    assert proc.stderr == f"tar_tree: error: {tar}: member b'g': the archive's files exceed 1000 bytes (tar_max_size_mb)\n"
+    assert (
+        proc.stderr == f"tar_tree: error: {tar}: member b'g': the archive's files exceed 1000 bytes (tar_max_size_mb)\n"
+    )
 
 
 def test_an_archive_of_too_many_members_is_refused(tmp_path: Path) -> None:
     tar = tmp_path / "many.tar"
     write_tar(str(tar), [Member(b"d%d" % i, "dir") for i in range(5)])
     proc = _run(tmp_path, tar, "--max_entries=4")
-    assert (proc.returncode, proc.stderr) == (1, f"tar_tree: error: {tar}: member b'd4': more than 4 members (tar_max_entries)\n")
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        f"tar_tree: error: {tar}: member b'd4': more than 4 members (tar_max_entries)\n",
+    )
     _assert_no_output(tmp_path)
 
 

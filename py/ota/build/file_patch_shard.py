@@ -75,8 +75,11 @@ def load_list(listing: str, shard: int, shards: int) -> dict[str, ShardFile]:
 def _path_in_shard(raw: object, index: int, where: str, shard: int, shards: int) -> str:
     path = jsonio.get(raw, "path", str, where, f"entries[{index}].path")
     if shard_layout.shard_of(path, shards) != shard:
-        raise OtaError(where, f"{shard_layout.path_bytes(path)!r}: belongs to shard "
-                       f"{shard_layout.shard_of(path, shards)} of {shards}, not {shard}")
+        raise OtaError(
+            where,
+            f"{shard_layout.path_bytes(path)!r}: belongs to shard "
+            f"{shard_layout.shard_of(path, shards)} of {shards}, not {shard}",
+        )
     return path
 
 
@@ -124,9 +127,7 @@ def patch_shard(
         results.append({"data": data, "info": info, "path": path})
         if result.warning:
             warnings.append(result.warning)
-    jsonio.write(
-        os.path.join(out, shard_layout.RESULTS), {"results": results, "shard": shard, "shards": shards}
-    )
+    jsonio.write(os.path.join(out, shard_layout.RESULTS), {"results": results, "shard": shard, "shards": shards})
     return warnings
 
 

@@ -49,7 +49,9 @@ _TAR = flags.DEFINE_string("tar", None, "The tar archive (any compression Python
 _SHARD_DIRS = flags.DEFINE_multi_string("shard_dir", [], "The shard directories, in shard order (one per shard).")
 _OUT_MANIFEST = flags.DEFINE_string("out_manifest", None, "Where to write the system manifest JSON.")
 _OUT_TREE = flags.DEFINE_string("out_tree", None, "Where to write the tree description JSON.")
-_MAX_ENTRIES = flags.DEFINE_integer("max_entries", DEFAULT_MAX_ENTRIES, "Refuse archives with more members.", lower_bound=1)
+_MAX_ENTRIES = flags.DEFINE_integer(
+    "max_entries", DEFAULT_MAX_ENTRIES, "Refuse archives with more members.", lower_bound=1
+)
 _MAX_TOTAL_SIZE = flags.DEFINE_integer(
     "max_total_size", DEFAULT_MAX_TOTAL_SIZE, "Refuse archives whose files hold more bytes.", lower_bound=0
 )
