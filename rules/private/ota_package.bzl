@@ -241,7 +241,10 @@ ota_package = rule(
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
 paths that are the same File; one OtaBootPatch for the boot image (imgdiff), one
-OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
+OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; when
+either system tree comes from a tar, 32 OtaFilePatchShard actions in place of the OtaFilePatch
+ones (docs/rules.md, "Tar input"; `patched_paths`, `whole_paths` and `unchanged_paths` of
+OtaPackageInfo are then empty, and path keys of `patch_methods` are not checked); with
 `signing_key`, one OtaSign that writes the signed `<name>.zip` (the unsigned package is the
 intermediate `<name>.unsigned.zip`).
 

@@ -93,21 +93,27 @@ def shard_of(path, shards):
     word = 4294967296
     return (hash(path) % word) * 1540483477 % word * shards // word
 
-def _side_args(ctx, args, tree, name, shard, prefix):
+def _buckets(tree):
+    """The install paths of a tree known at analysis time, by shard (None for a tar tree)."""
+    if getattr(tree, "tar_shards", None):
+        return None
+    buckets = [[] for _ in range(TAR_SHARDS)]
+    for path in sorted(tree.files.keys()):
+        buckets[shard_of(path, TAR_SHARDS)].append(path)
+    return buckets
+
+def _side_args(ctx, args, tree, buckets, name, shard, prefix):
     """Adds one side of shard `shard` to `args`; returns its input Files."""
-    dirs = getattr(tree, "tar_shards", None)
-    if dirs:
-        args.add("--%s_dir" % name, dirs[shard].path)
-        return [dirs[shard]]
-    files = [tree.files[p] for p in sorted(tree.files.keys()) if shard_of(p, TAR_SHARDS) == shard]
+    if buckets == None:
+        args.add("--%s_dir" % name, tree.tar_shards[shard].path)
+        return [tree.tar_shards[shard]]
     listing = ctx.actions.declare_file("%s/%s_%d.json" % (prefix, name, shard))
     ctx.actions.write(listing, json.encode({"entries": [
         {"file": tree.files[p].path, "path": p}
-        for p in sorted(tree.files.keys())
-        if shard_of(p, TAR_SHARDS) == shard
+        for p in buckets[shard]
     ]}) + "\n")
     args.add("--%s_list" % name, listing)
-    return [listing] + files
+    return [listing] + [tree.files[p] for p in buckets[shard]]
 
 def file_patch_shards(ctx, source, target, prefix):
     """The OtaFilePatchShard actions of an ota_package when either system tree is a tar.
@@ -125,15 +131,17 @@ def file_patch_shards(ctx, source, target, prefix):
     trees = [target.system.tree] + ([source.system.tree] if source else [])
     if not [t for t in trees if getattr(t, "tar_shards", None)]:
         return []
+    target_buckets = _buckets(target.system.tree)
+    source_buckets = _buckets(source.system.tree) if source else None
     outs = []
     for shard in range(TAR_SHARDS):
         out = ctx.actions.declare_directory("%s/shard_%d" % (prefix, shard))
         args = ctx.actions.args()
         args.add("--shard", shard)
         args.add("--shards", TAR_SHARDS)
-        inputs = _side_args(ctx, args, target.system.tree, "target", shard, prefix)
+        inputs = _side_args(ctx, args, target.system.tree, target_buckets, "target", shard, prefix)
         if source:
-            inputs += _side_args(ctx, args, source.system.tree, "source", shard, prefix)
+            inputs += _side_args(ctx, args, source.system.tree, source_buckets, "source", shard, prefix)
         args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
         args.add("--patch_threshold", ctx.attr.patch_threshold)
         args.add("--out_dir", out.path)

@@ -1,7 +1,8 @@
 """starlark_shards: the shard rules/private/tar_tree.bzl computes for a list of names, as JSON,
 so test_shards.py can check that Starlark and py/ota/build/shard_layout.py agree byte for byte."""
 
-load("//rules/private:tar_tree.bzl", "TAR_SHARDS", "shard_of")
+# buildifier: disable=bzl-visibility
+load("//rules/private:tar_tree.bzl", "TAR_SHARDS", "shard_of")  # a test of a private helper
 
 # Each name's characters are its bytes: octal escapes give bytes >= 0x80 and control bytes.
 NAMES = [
