@@ -190,16 +190,18 @@ def _ota_package_impl(ctx):
         inputs += [data, info]
 
     params = ctx.actions.declare_file(ctx.label.name + ".params.json")
-    ctx.actions.write(params, json.encode({
+    params_doc = {
         "downgrade": ctx.attr.downgrade,
-        "file_patch_shards": [d.path for d in shards],
         "file_patches": file_patches,
         "partitions": partitions,
         "source": _build_params(source) if source else None,
         "target": _build_params(target),
         "type": "INCREMENTAL" if source else "FULL",
         "whole_files": whole_files,
-    }) + "\n")
+    }
+    if shards:  # only then, so the params of every other package keep their bytes
+        params_doc["file_patch_shards"] = [d.path for d in shards]
+    ctx.actions.write(params, json.encode(params_doc) + "\n")
     manifests = [target.system.manifest] + ([source.system.manifest] if source else [])
     key = ctx.file.signing_key
     out = ctx.actions.declare_file(ctx.label.name + (".unsigned.zip" if key else ".zip"))
