@@ -12,6 +12,7 @@ UNCHANGED cheaply after hashing both inputs.
 
 load(":patch_methods.bzl", "METHODS", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
+load(":tar_tree.bzl", "file_patch_shards")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 # The basename prefix of a key that may sign inside Bazel (docs/security.md): its private half is
@@ -34,7 +35,7 @@ def _check_methods(ctx, target_files):
     for key, method in ctx.attr.patch_methods.items():
         if method not in METHODS:
             fail("ota_package %s: patch_methods[%s] = '%s': expected one of %s" % (ctx.label, key, method, METHODS))
-        if not key.startswith(".") and key not in target_files:
+        if not key.startswith(".") and target_files != None and key not in target_files:
             fail("ota_package %s: patch_methods: '%s' is neither an extension (\".gz\") nor a file of the target build" % (ctx.label, key))
 
 def _build_params(build):
@@ -139,12 +140,15 @@ def _ota_package_impl(ctx):
     _check_builds(ctx, source, target)
     _check_threshold(ctx)
     _check_signing_key(ctx, ctx.file.signing_key)
-    target_files = target.system.tree.files
-    source_files = source.system.tree.files if source else {}
-    target_sha256s = target.system.tree.sha256s
-    source_sha256s = source.system.tree.sha256s if source else {}
-    _check_methods(ctx, target_files)
     prefix = ctx.label.name + ".patches"
+
+    # A tar-backed tree on either side: its files are patched by shard actions (tar_tree.bzl).
+    shards = file_patch_shards(ctx, source, target, prefix + "/system_shards")
+    target_files = {} if shards else target.system.tree.files
+    source_files = source.system.tree.files if source else {}
+    target_sha256s = {} if shards else target.system.tree.sha256s
+    source_sha256s = source.system.tree.sha256s if source and not shards else {}
+    _check_methods(ctx, None if shards else target_files)
 
     file_patches, whole_files, inputs, infos = [], [], [], []
     patched, whole, unchanged = [], [], []
@@ -194,7 +198,7 @@ def _ota_package_impl(ctx):
         inputs += [data, info]
 
     params = ctx.actions.declare_file(ctx.label.name + ".params.json")
-    ctx.actions.write(params, json.encode({
+    params_doc = {
         "downgrade": ctx.attr.downgrade,
         "file_patches": file_patches,
         "partitions": partitions,
@@ -202,7 +206,10 @@ def _ota_package_impl(ctx):
         "target": _build_params(target),
         "type": "INCREMENTAL" if source else "FULL",
         "whole_files": whole_files,
-    }) + "\n")
+    }
+    if shards:  # only then, so the params of every other package keep their bytes
+        params_doc["file_patch_shards"] = [d.path for d in shards]
+    ctx.actions.write(params, json.encode(params_doc) + "\n")
     manifests = [target.system.manifest] + ([source.system.manifest] if source else [])
     key = ctx.file.signing_key
     out = ctx.actions.declare_file(ctx.label.name + (".unsigned.zip" if key else ".zip"))
@@ -213,7 +220,7 @@ def _ota_package_impl(ctx):
     ctx.actions.run(
         executable = ctx.executable._package,
         arguments = [args],
-        inputs = [params, identity] + manifests + inputs,
+        inputs = [params, identity] + manifests + inputs + shards,
         outputs = [out],
         mnemonic = "OtaPackage",
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
@@ -244,7 +251,11 @@ ota_package = rule(
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
 paths that are the same File or have the same SHA-256 known in both builds; one OtaBootPatch for
-the boot image (imgdiff), one OtaPartitionPatch per other changed partition; one OtaPackage that assembles the zip; with
+the boot image (imgdiff), one OtaPartitionPatch per other changed partition; one OtaPackage that
+assembles the zip; when either system tree comes from a tar, 32 OtaFilePatchShard actions in place
+of the OtaFilePatch ones (docs/rules.md, "Tar input"; `patched_paths`, `whole_paths` and
+`unchanged_paths` of OtaPackageInfo are then empty, and path keys of `patch_methods` are not
+checked); with
 `signing_key`, one OtaSign that writes the signed `<name>.zip` (the unsigned package is the
 intermediate `<name>.unsigned.zip`).
 
@@ -285,6 +296,11 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
         ),
         "_file_patch": attr.label(
             default = "//tools/build:file_patch",
+            executable = True,
+            cfg = "exec",
+        ),
+        "_file_patch_shard": attr.label(
+            default = "//tools/build:file_patch_shard",
             executable = True,
             cfg = "exec",
         ),

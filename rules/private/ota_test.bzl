@@ -34,6 +34,8 @@ def _build_doc(build):
     return {
         "build_json": info.build_json.short_path,
         "files": {path: f.short_path for path, f in tree.files.items()},
+        # A tar-backed tree's file entries name exec paths inside these directories.
+        "file_dirs": {d.path: d.short_path for d in (getattr(tree, "tar_shards", None) or [])},
         "partitions": {name: f.short_path for name, f in info.partitions.items()},
         "tree_json": tree.tree_json.short_path,
     }

@@ -16,6 +16,9 @@ running anything: the same File in two trees means the same bytes.""",
                    "whose digest is known while Bazel analyzes (an imported directory, a release " +
                    "archive); ota_package treats a path with equal known digests in both builds " +
                    "as unchanged without an action.",
+        "tar_shards": "list of directory Files, for a tree read from a tar archive " +
+                      "(rules/private/tar_tree.bzl; `entries` and `files` are then empty): " +
+                      "the regular files by shard. Unset for a tree known at analysis time.",
     },
 )
 

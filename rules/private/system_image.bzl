@@ -2,9 +2,22 @@
 
 load("@bazel_skylib//lib:dicts.bzl", "dicts")
 load(":providers.bzl", "SystemImageInfo")
+load(":tar_tree.bzl", "TAR_TREE_ATTRS", "tar_tree")
 load(":tree.bzl", "TREE_ATTRS", "collect_tree", "run_tree_tool", "write_tree")
 
+def _tar_system_image(ctx):
+    """A system image read from `tar` (rules/private/tar_tree.bzl): one OtaTarTree action."""
+    tar = tar_tree(ctx)
+    outputs = [tar.manifest, tar.tree.tree_json]
+    return [
+        DefaultInfo(files = depset(outputs), runfiles = ctx.runfiles(outputs)),
+        tar.tree,
+        SystemImageInfo(tree = tar.tree, manifest = tar.manifest),
+    ]
+
 def _system_image_impl(ctx):
+    if ctx.file.tar:
+        return _tar_system_image(ctx)
     tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
     run_tree_tool(
@@ -34,8 +47,11 @@ SHA-256 in two builds (no action) and which may differ (one OtaFilePatch action 
 sources for one install path are an analysis error naming both.
 
 Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`
-(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action).""",
-    attrs = dicts.add(TREE_ATTRS, {
+(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action).
+
+With `tar`, the tree is the archive's: one OtaTarTree action writes both files and the shard
+directories, and an ota_package patches it by shards (docs/rules.md, "Tar input").""",
+    attrs = dicts.add(TREE_ATTRS, TAR_TREE_ATTRS, {
         "_kind": attr.string(default = "system_image"),
         "_system_manifest": attr.label(
             default = "//tools/build:system_manifest",

@@ -38,6 +38,8 @@ _BROKEN = {
     "older_target": ("target timestamp 1000 is older than source timestamp 2000; set downgrade = True", "ota_package", {"source": ":tgt_build", "target": ":src_build"}),
     "full_downgrade": ("downgrade applies to incremental packages only", "ota_package", {"downgrade": True, "target": ":tgt_build"}),
     "prod_key": ("signing_key tests/rules/testdata/release_key.pem: only a test key (a file named TEST_ONLY_*) may sign in a Bazel action, whose inputs a remote cache or executor receives. Build the package unsigned and sign it on the signing host with `bazel run //tools:ota_sign -- --key KEY --in UNSIGNED.zip --out SIGNED.zip` (docs/security.md)", "ota_package", {"signing_key": "testdata/release_key.pem", "target": ":tgt_build"}),
+    "tar_and_files": ("system_image //tests/rules:broken_tar_and_files: tar and files exclude each other (the archive is the whole tree)", "system_image", {"files": {"testdata/new.txt": "etc/x"}, "tar": "testdata/data.gz"}),
+    "tar_limits": ("ramdisk //tests/rules:broken_tar_limits: tar_max_entries must be positive and tar_max_size_mb not negative", "ramdisk", {"tar": "testdata/data.gz", "tar_max_entries": 0}),
     "boot_partition": ("partitions: 'boot' is not allowed", "ota_build", {"boot": ":tgt_boot", "device": "d", "fingerprint": "f", "partitions": {"testdata/odm.img": "boot"}, "system": ":tgt_system", "timestamp": 1}),
 }
 

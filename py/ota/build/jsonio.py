@@ -17,8 +17,11 @@ MAX_JSON_BYTES = 1 << 30
 
 
 def dumps(value: Any) -> bytes:
-    """The canonical bytes of `value`."""
-    return (json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    """The canonical bytes of `value`; a string holding an install path's non-UTF-8 bytes as
+    `surrogateescape` characters comes out as exactly those bytes."""
+    return (json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
+        "utf-8", "surrogateescape"
+    )
 
 
 def write(path: str, value: Any) -> None:
@@ -31,9 +34,11 @@ def read(path: str) -> Any:
 
 
 def loads(raw: bytes, where: str) -> Any:
-    """Parses JSON bytes; malformed input is a one-line OtaError naming `where`."""
+    """Parses JSON bytes; malformed input is a one-line OtaError naming `where`. Bytes that are
+    not UTF-8 (an install path may hold any) become `surrogateescape` characters, which `dumps`
+    turns back into the same bytes."""
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8", "surrogateescape"))
     except (UnicodeDecodeError, ValueError) as err:
         raise OtaError(where, f"not valid UTF-8 JSON ({err})") from None
 

@@ -14,13 +14,14 @@ makes them smaller, and manifest.pb is always deflated (its hex hashes and paths
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from absl import flags
 
-from ota.build import hashing, jsonio, toolchain_identity, tree, zipwrite
+from ota.build import hashing, jsonio, shard_layout, toolchain_identity, tree, zipwrite
 from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo
 from ota.build.layout import (
@@ -125,7 +126,7 @@ def load_params(path: str) -> Params:
             for key, item in items.items()
         }
 
-    return Params(
+    params = Params(
         full=kind == "FULL",
         downgrade=jsonio.get(doc, "downgrade", bool, path),
         source=None if raw_source is None else _build(raw_source, path, "source"),
@@ -136,6 +137,41 @@ def load_params(path: str) -> Params:
         },
         partitions=produced(parts, "partitions"),
     )
+    shard_dirs = jsonio.get(doc, "file_patch_shards", list, path) if "file_patch_shards" in doc else []
+    add_shard_results(params, shard_dirs, path)
+    return params
+
+
+def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None:
+    """Adds what the file_patch_shard actions produced (docs/contracts.md#10-tar-trees-and-patch-shards).
+
+    A result with no source (a file new in the target, or any file of a full package) is a whole
+    file; every other result is a file patch. Each shard must be one of a complete set, and each
+    path must belong to its shard, so shards of different splits cannot be mixed up.
+    """
+    seen: set[int] = set()
+    for index, raw_dir in enumerate(shard_dirs):
+        if not isinstance(raw_dir, str):
+            raise OtaError(where, f"file_patch_shards[{index}]: expected a directory path")
+        listing = os.path.join(raw_dir, shard_layout.RESULTS)
+        doc = jsonio.read(listing)
+        shard, shards = jsonio.get(doc, "shard", int, listing), jsonio.get(doc, "shards", int, listing)
+        if shards != len(shard_dirs) or not 0 <= shard < shards or shard in seen:
+            raise OtaError(listing, f"shard {shard} of {shards} does not fit {len(shard_dirs)} file_patch_shards")
+        seen.add(shard)
+        for number, item in enumerate(jsonio.get(doc, "results", list, listing)):
+            name = check_path(jsonio.get(item, "path", str, listing, f"results[{number}].path"), listing)
+            if shard_layout.shard_of(name, shards) != shard:
+                raise OtaError(listing, f"{name}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}")
+            if name in params.file_patches or name in params.whole_files:
+                raise OtaError(listing, f"{name}: listed twice")
+            info_file = os.path.join(raw_dir, jsonio.get(item, "info", str, listing, f"{name}: info"))
+            data = os.path.join(raw_dir, jsonio.get(item, "data", str, listing, f"{name}: data"))
+            info = FilePatch.load(info_file)
+            if info.method == WHOLE and info.source is None:
+                params.whole_files[name] = data
+            else:
+                params.file_patches[name] = Produced(name, info, data)
 
 
 @dataclass

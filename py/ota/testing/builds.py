@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,16 +136,29 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
     return out
 
 
+def _files_in_dirs(entries: Sequence[tree.TreeEntry], file_dirs: dict[str, str]) -> dict[str, str]:
+    """Runfiles of a tar-backed tree: each file entry names an exec path inside one of
+    `file_dirs` (exec path -> runfiles path of a shard directory)."""
+    found = {}
+    for entry in entries:
+        for exec_dir, runfiles_dir in file_dirs.items():
+            if entry.kind == tree.FILE and entry.file.startswith(exec_dir + "/"):  # type: ignore[union-attr]
+                found[entry.path] = runfiles_dir + entry.file[len(exec_dir) :]  # type: ignore[index]
+    return found
+
+
 def load_build(doc: Any, where: str) -> Build:
     """A build from the description the ota_test rule writes (paths relative to the runfiles root):
 
-    {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P}}
+    {"build_json": P, "tree_json": P, "files": {install path: P}, "partitions": {name: P},
+     "file_dirs": {exec path: P} (optional: the shard directories of a tar-backed tree)}
     """
     build_json = jsonio.get(doc, "build_json", str, where)
     info = BuildInfo.from_json(jsonio.read(build_json), build_json)
     tree_path = jsonio.get(doc, "tree_json", str, where)
     entries = tree.parse(jsonio.read(tree_path), tree_path, manifest=False)
-    files = jsonio.get(doc, "files", dict, where)
+    files = dict(jsonio.get(doc, "files", dict, where))
+    files.update(_files_in_dirs(entries, jsonio.get(doc, "file_dirs", dict, where) if "file_dirs" in doc else {}))
     partitions = jsonio.get(doc, "partitions", dict, where)
     missing = sorted(e.path for e in entries if e.kind == tree.FILE and e.path not in files)
     if missing:

@@ -1,0 +1,159 @@
+"""Tree input from a tar archive another target builds, and the shard actions that patch it.
+
+A tar's members are only known when an action reads it, so nothing about its paths exists at
+analysis time. One OtaTarTree action reads the archive and writes the system manifest, the tree
+description and TAR_SHARDS directories holding the regular files, each file in the shard its
+path's bytes hash to (py/ota/build/shard_layout.py). ota_package then declares TAR_SHARDS
+OtaFilePatchShard actions, shard k reading only shard k of each side, so a change to one file
+re-runs one shard (docs/rules.md, "Tar input").
+"""
+
+load(":providers.bzl", "OtaTreeInfo")
+load(":toolchain_identity.bzl", "add_toolchain_identity")
+
+# Measured in docs/rules.md, "Tar input": the fixed number of shards of every tar-backed tree.
+TAR_SHARDS = 32
+
+TAR_TREE_ATTRS = {
+    "tar": attr.label(
+        allow_single_file = True,
+        doc = "A tar archive (plain, gzip, bzip2 or xz) holding the whole tree, e.g. a " +
+              "`pkg_tar` output or a genrule's. Modes, owners, symlinks, hard links (as " +
+              "copies) and empty directories are taken from it exactly (docs/rules.md, " +
+              "\"Tar input\"). Excludes every other tree attribute.",
+    ),
+    "tar_max_entries": attr.int(
+        default = 1000000,
+        doc = "With `tar`: refuse an archive of more members than this.",
+    ),
+    "tar_max_size_mb": attr.int(
+        default = 16384,
+        doc = "With `tar`: refuse an archive whose regular files (hard links counted again) " +
+              "hold more than this many MiB, before they fill the disk.",
+    ),
+    "_tar_tree": attr.label(
+        default = "//tools/build:tar_tree",
+        executable = True,
+        cfg = "exec",
+    ),
+}
+
+# Tree attributes a `tar` replaces: setting one of them too is an analysis error.
+_LABEL_TREE_ATTRS = ["dirs", "files", "modes", "owners", "strip_prefix", "symlinks", "tree", "trees"]
+
+def tar_tree(ctx):
+    """Declares the OtaTarTree action of a rule whose `tar` is set.
+
+    Args:
+      ctx: the context of a rule with TREE_ATTRS, TAR_TREE_ATTRS and a private `_kind` string.
+
+    Returns:
+      struct(tree = OtaTreeInfo (no entries or files at analysis time; `tar_shards` set),
+             manifest = the system manifest File).
+    """
+    for name in _LABEL_TREE_ATTRS:
+        if getattr(ctx.attr, name):
+            fail("%s %s: tar and %s exclude each other (the archive is the whole tree)" % (ctx.attr._kind, ctx.label, name))
+    if ctx.attr.tar_max_entries < 1 or ctx.attr.tar_max_size_mb < 0:
+        fail("%s %s: tar_max_entries must be positive and tar_max_size_mb not negative" % (ctx.attr._kind, ctx.label))
+    prefix = ctx.label.name + ".tar_tree"
+    shards = [ctx.actions.declare_directory("%s/shard_%d" % (prefix, k)) for k in range(TAR_SHARDS)]
+    tree_json = ctx.actions.declare_file(ctx.label.name + ".tree.json")
+    manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
+    args = ctx.actions.args()
+    args.add("--tar", ctx.file.tar)
+    args.add_all(shards, before_each = "--shard_dir", expand_directories = False)
+    args.add("--out_tree", tree_json)
+    args.add("--out_manifest", manifest)
+    args.add("--max_entries", ctx.attr.tar_max_entries)
+    args.add("--max_total_size", "%d" % (ctx.attr.tar_max_size_mb * 1048576))
+    identity = add_toolchain_identity(ctx, args)
+    ctx.actions.run(
+        executable = ctx.executable._tar_tree,
+        arguments = [args],
+        inputs = [ctx.file.tar, identity],
+        outputs = shards + [tree_json, manifest],
+        mnemonic = "OtaTarTree",
+        progress_message = "Reading tree %s from %s" % (ctx.label, ctx.file.tar.short_path),
+    )
+    tree = OtaTreeInfo(
+        tree_json = tree_json,
+        entries = [],
+        files = {},
+        files_depset = depset(shards),
+        sha256s = {},
+        tar_shards = shards,
+    )
+    return struct(tree = tree, manifest = manifest)
+
+def shard_of(path, shards):
+    """The shard of an install path: the same function as shard_of in py/ota/build/shard_layout.py.
+
+    Starlark's `hash` is Java's String.hashCode, and a Starlark string's characters are its bytes.
+    """
+    word = 4294967296
+    return (hash(path) % word) * 1540483477 % word * shards // word
+
+def _buckets(tree):
+    """The install paths of a tree known at analysis time, by shard (None for a tar tree)."""
+    if getattr(tree, "tar_shards", None):
+        return None
+    buckets = [[] for _ in range(TAR_SHARDS)]
+    for path in sorted(tree.files.keys()):
+        buckets[shard_of(path, TAR_SHARDS)].append(path)
+    return buckets
+
+def _side_args(ctx, args, tree, buckets, name, shard, prefix):
+    """Adds one side of shard `shard` to `args`; returns its input Files."""
+    if buckets == None:
+        args.add("--%s_dir" % name, tree.tar_shards[shard].path)
+        return [tree.tar_shards[shard]]
+    listing = ctx.actions.declare_file("%s/%s_%d.json" % (prefix, name, shard))
+    ctx.actions.write(listing, json.encode({"entries": [
+        {"file": tree.files[p].path, "path": p}
+        for p in buckets[shard]
+    ]}) + "\n")
+    args.add("--%s_list" % name, listing)
+    return [listing] + [tree.files[p] for p in buckets[shard]]
+
+def file_patch_shards(ctx, source, target, prefix):
+    """The OtaFilePatchShard actions of an ota_package when either system tree is a tar.
+
+    Args:
+      ctx: the ota_package context (needs `_file_patch_shard`, `patch_methods`, `patch_threshold`).
+      source: OtaBuildInfo of the source, or None for a full package.
+      target: OtaBuildInfo of the target.
+      prefix: directory (relative to the package) for the shard outputs.
+
+    Returns:
+      The list of shard output directories, in shard order; empty when neither tree is a tar
+      (every path then has its own action).
+    """
+    trees = [target.system.tree] + ([source.system.tree] if source else [])
+    if not [t for t in trees if getattr(t, "tar_shards", None)]:
+        return []
+    target_buckets = _buckets(target.system.tree)
+    source_buckets = _buckets(source.system.tree) if source else None
+    outs = []
+    for shard in range(TAR_SHARDS):
+        out = ctx.actions.declare_directory("%s/shard_%d" % (prefix, shard))
+        args = ctx.actions.args()
+        args.add("--shard", shard)
+        args.add("--shards", TAR_SHARDS)
+        inputs = _side_args(ctx, args, target.system.tree, target_buckets, "target", shard, prefix)
+        if source:
+            inputs += _side_args(ctx, args, source.system.tree, source_buckets, "source", shard, prefix)
+        args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
+        args.add("--patch_threshold", ctx.attr.patch_threshold)
+        args.add("--out_dir", out.path)
+        inputs.append(add_toolchain_identity(ctx, args))
+        ctx.actions.run(
+            executable = ctx.executable._file_patch_shard,
+            arguments = [args],
+            inputs = inputs,
+            outputs = [out],
+            mnemonic = "OtaFilePatchShard",
+            progress_message = "Diffing system shard %d of %d for %s" % (shard + 1, TAR_SHARDS, ctx.label),
+        )
+        outs.append(out)
+    return outs

@@ -1,0 +1,179 @@
+"""Tar-backed trees through the shard actions: the shard function is the same in Starlark and
+Python and spreads paths evenly; generated tar pairs become incremental and full packages that a
+device applies byte-exact; a one-file change alters one shard; paths with equal hashes are never
+read; the assembler refuses shard sets that do not fit together."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ota.build import file_patch_shard, jsonio, package_writer, shard_layout, tar_tree, tree
+from ota.build.build_info import BuildInfo
+from ota.build.paths import check_path
+from ota.errors import OtaError
+from ota.testing import device_check
+from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
+
+SHARDS = 32  # TAR_SHARDS in rules/private/tar_tree.bzl
+
+
+def _accepted(name: str) -> bool:
+    try:
+        check_path(name, "probe")
+    except OtaError:
+        return False
+    return True
+
+
+# What the package format carries today (a protobuf string path): UTF-8 names, and '\' once the
+# path rule takes it. Non-UTF-8 names reach the manifests byte-exact (test_tar_tree.py) and join
+# this list when the package's path fields become bytes.
+DEVICE_CLASSES = tuple(c for c in ALL_CLASSES if c != "non_utf8" and (c != "backslash" or _accepted("a\\b")))
+
+
+def test_starlark_and_python_give_every_name_the_same_shard() -> None:
+    doc = jsonio.read("tests/tar_tree/starlark_shards.json")
+    assert doc["shards"] == SHARDS
+    assert len(doc["by_name"]) >= 10
+    for name, shard, wide in doc["by_name"]:
+        assert (shard_layout.shard_of(name, SHARDS), shard_layout.shard_of(name, 1000003)) == (shard, wide), name
+
+
+def test_shards_share_a_generated_tree_evenly() -> None:
+    """Measured on 7,000 generated paths (~220 per shard): every shard within 25 % of an even share."""
+    paths = [m.name.decode("utf-8", "surrogateescape") for m in source_tree(5, 7000) if m.kind == "file"]
+    counts = collections.Counter(shard_layout.shard_of(p, SHARDS) for p in paths)
+    even = len(paths) / SHARDS
+    assert sorted(counts) == list(range(SHARDS))
+    assert all(abs(n - even) < 0.25 * even for n in counts.values()), counts
+
+
+def _tar_side(base: Path, name: str, members: list, compression: str = "") -> tuple[str, list[str]]:
+    """Runs the tar reader; returns (manifest path, shard directories)."""
+    tar = base / f"{name}.tar"
+    write_tar(str(tar), members, compression=compression)
+    dirs = [str(base / name / f"shard_{k}") for k in range(SHARDS)]
+    manifest = str(base / f"{name}.manifest.json")
+    tar_tree.write_outputs(str(tar), dirs, manifest, str(base / f"{name}.tree.json"), tar_tree.Limits())
+    return manifest, dirs
+
+
+def _shards(base: Path, source_dirs: list[str] | None, target_dirs: list[str], name: str = "results") -> list[str]:
+    outs = []
+    for k in range(SHARDS):
+        out = str(base / name / f"shard_{k}")
+        source = None if source_dirs is None else file_patch_shard.load_dir(source_dirs[k], k, SHARDS)
+        target = file_patch_shard.load_dir(target_dirs[k], k, SHARDS)
+        file_patch_shard.patch_shard(source, target, out, shard=k, shards=SHARDS, methods={})
+        outs.append(out)
+    return outs
+
+
+def _params(base: Path, source: str | None, target: str, shards: list[str]) -> str:
+    def side(manifest: str, number: int) -> dict:
+        return {"device": "tar", "fingerprint": f"tar/{number}", "system_manifest": manifest, "timestamp": number}
+
+    params = base / "params.json"
+    params.write_text(
+        json.dumps(
+            {
+                "downgrade": False,
+                "file_patch_shards": shards,
+                "file_patches": [],
+                "partitions": [],
+                "source": None if source is None else side(source, 1),
+                "target": side(target, 2),
+                "type": "FULL" if source is None else "INCREMENTAL",
+                "whole_files": [],
+            }
+        )
+    )
+    return str(params)
+
+
+def _device_build(base: Path, name: str, number: int) -> device_check.Build:
+    entries = tree.load_tree(str(base / f"{name}.tree.json"))
+    files = {e.path: e.file for e in entries if e.kind == tree.FILE}
+    return device_check.Build(BuildInfo("tar", f"tar/{number}", number), tuple(entries), files, {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generated_tar_pairs_apply_byte_exact(tmp_path: Path, seed: int) -> None:
+    """Incremental and full packages of generated pairs: the device ends as the target tree
+    (every file's bytes, mode, owner; symlinks; empty directories), a rerun changes nothing."""
+    source_members = source_tree(seed, 50, DEVICE_CLASSES)
+    source, source_dirs = _tar_side(tmp_path, "v1", source_members)
+    target, target_dirs = _tar_side(tmp_path, "v2", target_tree(source_members, seed, DEVICE_CLASSES), "gz")
+    old, new = _device_build(tmp_path, "v1", 1), _device_build(tmp_path, "v2", 2)
+    for kind, shard_source, manifest in (("incremental", source_dirs, source), ("full", None, None)):
+        shards = _shards(tmp_path, shard_source, target_dirs, kind)
+        package = str(tmp_path / f"{kind}.zip")
+        package_writer.write_package(_params(tmp_path, manifest, target, shards), package)
+        layout = device_check.layout_for(old, new)
+        report = device_check.check_update(old, new, package, str(tmp_path / f"dev-{kind}"), layout, interrupt=False)
+        assert report.problems == []
+
+
+def test_one_changed_file_changes_one_shard(tmp_path: Path) -> None:
+    members = target_tree(source_tree(9, 80, DEVICE_CLASSES), 9, DEVICE_CLASSES)
+    _, before = _tar_side(tmp_path, "before", members)
+    _, after = _tar_side(tmp_path, "after", bump(members, 7))
+    bumped = [m for m in members if m.kind == "file"][7].name.decode("utf-8", "surrogateescape")
+
+    def digest(directory: str) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir())}
+
+    differing = [k for k in range(SHARDS) if digest(before[k]) != digest(after[k])]
+    assert differing == [shard_layout.shard_of(bumped, SHARDS)]
+    results = _shards(tmp_path, before, after)
+    listed = [jsonio.read(str(Path(out) / shard_layout.RESULTS))["results"] for out in results]
+    assert [r["path"] for shard in listed for r in shard] == [bumped]
+
+
+def test_equal_hashes_are_decided_without_reading_the_files(tmp_path: Path) -> None:
+    members = source_tree(2, 30, ("plain",))
+    _, source_dirs = _tar_side(tmp_path, "a", members)
+    _, target_dirs = _tar_side(tmp_path, "b", members)
+    for directory in target_dirs + source_dirs:  # only the listings stay
+        for file in Path(directory).iterdir():
+            if file.name != shard_layout.TREE_INDEX:
+                file.unlink()
+    outs = _shards(tmp_path, source_dirs, target_dirs)
+    assert all(jsonio.read(str(Path(out) / shard_layout.RESULTS))["results"] == [] for out in outs)
+
+
+def test_the_assembler_refuses_shard_sets_that_do_not_fit(tmp_path: Path) -> None:
+    members = source_tree(4, 20, ("plain",))
+    source, source_dirs = _tar_side(tmp_path, "v1", members)
+    target, target_dirs = _tar_side(tmp_path, "v2", bump(members, 0))
+    shards = _shards(tmp_path, source_dirs, target_dirs)
+    cases = [
+        (shards[:-1], f"{shards[0]}/results.json: shard 0 of {SHARDS} does not fit {SHARDS - 1} file_patch_shards"),
+        (
+            [shards[0], *shards[:-1]],
+            f"{shards[0]}/results.json: shard 0 of {SHARDS} does not fit {SHARDS} file_patch_shards",
+        ),
+    ]
+    for dirs, message in cases:
+        with pytest.raises(OtaError) as err:
+            package_writer.load_params(_params(tmp_path, source, target, dirs))
+        assert str(err.value) == message
+    # A result moved to another shard's directory is refused by path.
+    changed = next(k for k in range(SHARDS) if jsonio.read(f"{shards[k]}/results.json")["results"])
+    other = (changed + 1) % SHARDS
+    moved = jsonio.read(f"{shards[changed]}/results.json")
+    for item in moved["results"]:
+        for key in ("data", "info"):
+            shutil.copy(f"{shards[changed]}/{item[key]}", f"{shards[other]}/{item[key]}")
+    moved["shard"] = other
+    jsonio.write(f"{shards[other]}/results.json", moved)
+    jsonio.write(f"{shards[changed]}/results.json", {"results": [], "shard": changed, "shards": SHARDS})
+    path = moved["results"][0]["path"]
+    with pytest.raises(OtaError) as err:
+        package_writer.load_params(_params(tmp_path, source, target, shards))
+    assert str(err.value) == f"{shards[other]}/results.json: {path}: belongs to shard {changed}, not {other}"
