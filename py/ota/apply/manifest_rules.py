@@ -37,8 +37,8 @@ def shown(path: str) -> str:
     """`path` for a one-line error: `escape`d (so no byte of it can break the line), quoted, shortened."""
     text = escape(path)
     if len(text) <= 160:
-        return f'"{text}"'
-    return f'"{text[:60]}"..."{text[-40:]}" ({len(to_bytes(path))} bytes)'
+        return f"'{text}'"
+    return f"'{text[:60]}'...'{text[-40:]}' ({len(to_bytes(path))} bytes)"
 
 
 def _refuser(where: str, subject: str) -> Callable[[str], OtaError]:
