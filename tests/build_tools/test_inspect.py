@@ -59,7 +59,7 @@ def test_report(tmp_path: Path) -> None:
                 "",
                 "# largest entries (top 2)",
                 "         300  patch/boot.img.p",
-                "         100  patch/system/a.p",
+                "         100  patch/system/a.p  a",
                 "",
                 "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
                 "",
