@@ -16,9 +16,12 @@ import os
 import random
 import stat
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ota.build.paths import SCRATCH_DIR, from_bytes, to_bytes
-from ota.testing.builds import Item, Spec
+
+if TYPE_CHECKING:
+    from ota.testing.builds import Item, Spec
 
 NAME_MAX = 255
 # Every byte a name component may hold.
@@ -159,6 +162,10 @@ def tree_pair(seed: int, count: int = 40) -> tuple[Spec, Spec]:
     an update makes: kept, edited, new and deleted files, new and removed (empty) directories,
     new, re-pointed and removed links, mode and owner changes. Every kind of `KINDS` names at
     least one file of both builds."""
+    # Imported here: ota.testing.builds loads the build tools' absl flags, which a test of one
+    # tool (defining the same flag names) must not get just for the name generators.
+    from ota.testing.builds import Spec
+
     rng = random.Random(seed)
     taken: set[bytes] = set()
     dirs = [_unique(rng, taken, b"") for _ in range(3)]
