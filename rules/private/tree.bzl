@@ -14,7 +14,9 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
     "files": attr.label_keyed_string_dict(
         allow_files = True,
         doc = "Single files and their install paths: `{label: \"bin/sh\"}`. Each label must " +
-              "give exactly one file.",
+              "give exactly one file. An install path (here and in every attribute below) may " +
+              "hold any byte but NUL: write others as octal escapes, e.g. " +
+              "`\"lib/systemd/system/system-systemd\\134x2dcryptsetup.slice\"`.",
     ),
     "trees": attr.label_keyed_string_dict(
         allow_files = True,
