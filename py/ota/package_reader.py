@@ -300,9 +300,7 @@ def _check_operations(manifest: pb.OtaManifest, payload: dict[str, pb.PayloadEnt
         if op.op not in pb.FileOperation.Op.values() or op.op == pb.FileOperation.OP_UNSPECIFIED:
             raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)}: unknown op {op.op}")
         if op.op in _ENTRY_OPS and op.entry not in payload:
-            raise OtaError(
-                where, f"{MANIFEST_ENTRY} files: {escape(path)}: entry {op.entry!r} is not in the payload"
-            )
+            raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)}: entry {op.entry!r} is not in the payload")
     names: set[str] = set()
     for part in manifest.partitions:
         if not PARTITION_NAME.fullmatch(part.name) or part.name in names:

@@ -39,6 +39,13 @@ def artifact_name(path, used):
     yet the same for the same path in every build as long as no other path of the same length
     hashes alike, so a rebuild keeps its action keys. `used` (a dict) collects the names given;
     a collision gets a numbered suffix, in the order the caller asks (callers ask in sorted order).
+
+    Args:
+      path: the install path the artifact is about.
+      used: dict of the names given so far (name -> path); the new name is added.
+
+    Returns:
+      The artifact name: ASCII letters, digits and '_', never a path.
     """
     base = "%d_%d" % (len(path), hash(path) & 0xffffffff)
     name = base

@@ -24,9 +24,15 @@ from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import byte_names
 
-COMPONENT = st.binary(min_size=1, max_size=byte_names.NAME_MAX).map(lambda b: b.replace(b"\0", b"\1").replace(b"/", b"_"))
+COMPONENT = st.binary(min_size=1, max_size=byte_names.NAME_MAX).map(
+    lambda b: b.replace(b"\0", b"\1").replace(b"/", b"_")
+)
 LEGAL_COMPONENT = COMPONENT.filter(lambda b: b not in (b".", b".."))
-PATH = st.lists(LEGAL_COMPONENT, min_size=1, max_size=4).map(b"/".join).filter(lambda p: p.split(b"/")[0] != b".ota-scratch")
+PATH = (
+    st.lists(LEGAL_COMPONENT, min_size=1, max_size=4)
+    .map(b"/".join)
+    .filter(lambda p: p.split(b"/")[0] != b".ota-scratch")
+)
 
 
 def starlark_json_string(name: bytes) -> bytes:
@@ -73,7 +79,10 @@ def test_tree_json_as_starlark_writes_it_reads_back_byte_exact(path: bytes, targ
         (b"a/./b", "a '.' component is not allowed"),
         (b"../b", "a '..' component is not allowed"),
         (b"/etc", "absolute paths are not allowed"),
-        (SCRATCH_DIR.encode() + b"/x", "'.ota-scratch' at the top of the tree is reserved for the updater's scratch files"),
+        (
+            SCRATCH_DIR.encode() + b"/x",
+            "'.ota-scratch' at the top of the tree is reserved for the updater's scratch files",
+        ),
     ],
 )
 def test_what_stays_illegal_has_its_own_message(path: bytes, problem: str) -> None:
@@ -157,7 +166,9 @@ def test_release_archive_round_trip(tmp_path: Path, seed: int) -> None:
     release = release_archive.read_release_archive(str(tmp_path / "r.zip"))
     want_files = {to_bytes(i.path): i.data for i in items if i.kind == "file"}
     assert {to_bytes(p): data for p, data in release.files.items()} == want_files
-    got = {(to_bytes(e.path), e.kind, e.mode, None if e.target is None else to_bytes(e.target)) for e in release.manifest}
+    got = {
+        (to_bytes(e.path), e.kind, e.mode, None if e.target is None else to_bytes(e.target)) for e in release.manifest
+    }
     want = {(to_bytes(i.path), i.kind, i.mode, to_bytes(i.target) if i.kind == "symlink" else None) for i in items}
     assert got == want
 

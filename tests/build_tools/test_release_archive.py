@@ -110,6 +110,5 @@ def test_reader_rejects_tampered_file(tmp_path: Path) -> None:
     with pytest.raises(OtaError) as info:
         release_archive.read_release_archive(str(tmp_path / "bad.zip"))
     assert (
-        str(info.value)
-        == f"{tmp_path / 'bad.zip'}: SYSTEM/3: contents do not match the system manifest's size/sha256"
+        str(info.value) == f"{tmp_path / 'bad.zip'}: SYSTEM/3: contents do not match the system manifest's size/sha256"
     )

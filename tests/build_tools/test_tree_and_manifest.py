@@ -54,7 +54,10 @@ def _entry(path: str, kind: str = "dir", **extra: object) -> dict:
         ([_entry("a\0b")], 'T: entries[0].path "a\\000b": a NUL byte is not allowed in a file name'),
         ([_entry("a//b")], "T: entries[0].path \"a//b\": an empty component ('//' or a trailing '/') is not allowed"),
         ([_entry("a/.")], "T: entries[0].path \"a/.\": a '.' component is not allowed"),
-        ([_entry(".ota-scratch/x")], "T: entries[0].path \".ota-scratch/x\": '.ota-scratch' at the top of the tree is reserved for the updater's scratch files"),
+        (
+            [_entry(".ota-scratch/x")],
+            "T: entries[0].path \".ota-scratch/x\": '.ota-scratch' at the top of the tree is reserved for the updater's scratch files",
+        ),
         ([_entry("a", "fifo")], "T: a: kind 'fifo' is not one of file, dir, symlink"),
         ([_entry("a", mode=0o10000)], "T: a: mode 4096 out of range 0..4095"),
         ([_entry("a", uid=-1)], "T: a: uid -1 out of range 0..4294967295"),

@@ -7,7 +7,9 @@ count, path list or provider field fails the test with the assertion's message, 
 load("@bazel_skylib//lib:new_sets.bzl", "sets")
 load("@bazel_skylib//lib:unittest.bzl", "analysistest", "asserts")
 load("//rules:providers.bzl", "OtaPackageInfo")
-load("//rules/private:names.bzl", "artifact_name")
+
+# buildifier: disable=bzl-visibility
+load("//rules/private:names.bzl", "artifact_name")  # names OtaFilePatch outputs as the rule does
 
 def _assert_paths(env, what, want, got):
     """`got` holds the paths of `want`, each once, sorted (OtaPackageInfo's lists are)."""

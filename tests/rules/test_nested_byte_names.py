@@ -36,9 +36,8 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
     files_dir/<index> (labels never carry an install path)."""
     files, symlinks, dirs, modes, owners = [], [], [], [], []
     files_dir.mkdir(parents=True)
-    for index, (path, item) in enumerate(sorted(spec.items.items())):
-        if isinstance(item, bytes):
-            item = (item, 0o644, 0, 0)
+    for index, (path, given) in enumerate(sorted(spec.items.items())):
+        item = (given, 0o644, 0, 0) if isinstance(given, bytes) else given
         if item[0] == "symlink":
             symlinks.append(f"        {_literal(path)}: {_literal(item[1])},")
             continue
@@ -65,7 +64,9 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
 
 
 def _build_file(v1: Spec, v2: Spec, package: Path) -> str:
-    parts = ['load("//rules:defs.bzl", "boot_image", "ota_build", "ota_build_archive", "ota_package", "system_image")\n']
+    parts = [
+        'load("//rules:defs.bzl", "boot_image", "ota_build", "ota_build_archive", "ota_package", "system_image")\n'
+    ]
     for version, spec in ((1, v1), (2, v2)):
         parts.append(_system_image(f"v{version}_system", spec, package / f"v{version}", package))
         (package / f"kernel{version}").write_bytes(b"kernel %d\n" % version * 200)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from absl import flags
 
 from ota.build import hashing, jsonio, toolchain_identity
-from ota.build.paths import escape, unescape
 from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
+from ota.build.paths import escape, unescape
 from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
 

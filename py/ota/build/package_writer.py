@@ -178,9 +178,7 @@ def _check_matches(produced: Produced, source: ContentInfo | None, target: Conte
         )
     if info.method != WHOLE and info.source != source:
         have = "absent" if source is None else source.sha256
-        raise OtaError(
-            where, f"{shown}: patch info source {info.source.sha256} is not the source build's ({have})"
-        )  # type: ignore[union-attr]
+        raise OtaError(where, f"{shown}: patch info source {info.source.sha256} is not the source build's ({have})")  # type: ignore[union-attr]
 
 
 class _Assembler:

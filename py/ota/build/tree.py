@@ -102,7 +102,9 @@ def check_entries(entries: Iterable[TreeEntry], where: str) -> list[TreeEntry]:
         if parent not in kinds:
             raise OtaError(where, f"{escape(entry.path)}: parent directory {escape(parent)} is not listed")
         if kinds[parent] != DIR:
-            raise OtaError(where, f"{escape(parent)}: is both a {kinds[parent]} and a directory (parent of {escape(entry.path)})")
+            raise OtaError(
+                where, f"{escape(parent)}: is both a {kinds[parent]} and a directory (parent of {escape(entry.path)})"
+            )
     return ordered
 
 

@@ -42,7 +42,7 @@ def _kinds(manifest: pb.OtaManifest) -> dict[str, str]:
 
 
 def _for_whom(manifest: pb.OtaManifest, name: str) -> str:
-    """"  <path>" of the file an entry is for, `escape`d to one line ("" for a partition's entry).
+    """ "  <path>" of the file an entry is for, `escape`d to one line ("" for a partition's entry).
 
     Entries are named by index (py/ota/build/layout.py), so the path is what tells a reader which
     file a large entry is.

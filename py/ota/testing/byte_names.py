@@ -62,7 +62,9 @@ def _utf8(rng: random.Random) -> bytes:
 
 
 def _not_utf8(rng: random.Random) -> bytes:
-    junk = rng.choice((b"\xff", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xe9t\xe9", bytes([rng.randrange(0x80, 0x100)])))
+    junk = rng.choice(
+        (b"\xff", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xe9t\xe9", bytes([rng.randrange(0x80, 0x100)]))
+    )
     return _word(rng) + junk + _word(rng)
 
 
@@ -170,7 +172,7 @@ def tree_pair(seed: int, count: int = 40) -> tuple[Spec, Spec]:
     taken: set[bytes] = set()
     dirs = [_unique(rng, taken, b"") for _ in range(3)]
     dirs.append(_unique(rng, taken, dirs[0]))  # nested: two odd names in one path
-    source: dict[bytes, Item] = {d: ("dir", 0o755, 0, 0) for d in dirs}
+    source: dict[bytes, Item] = dict.fromkeys(dirs, ("dir", 493, 0, 0))
 
     def place() -> bytes:
         return _unique(rng, taken, rng.choice([b"", *dirs]))
