@@ -107,3 +107,14 @@ def test_journal_keeps_one_line_per_step_for_any_name(tmp_path) -> None:
     raw = (tmp_path / "ota_journal").read_bytes()
     assert raw.count(b"\n") == len(steps) + 1 and raw.isascii()
     assert [unescape(step.id.split(":", 1)[1], "journal") for step in steps] == names
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_power_cuts_with_any_name_resume_to_the_target(tmp_path, seed: int) -> None:
+    """Cut at evenly spread I/O points (the journal holds one escaped line per finished step):
+    every rerun ends on the target build, byte for byte (device_check compares it)."""
+    _, _, source, target, incremental, _ = _release(str(tmp_path), seed)
+    report = dc.check_update(
+        source, target, incremental, str(tmp_path / "sweep"), dc.layout_for(source, target), interrupt=True, max_cuts=60
+    )
+    assert report.problems == [] and report.crash_points > 60

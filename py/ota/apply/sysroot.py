@@ -105,13 +105,13 @@ class SysRoot:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise OtaError(
                             self.where(path),
-                            f"parent {prefix!r} is a symlink or not a directory; refusing to follow it",
+                            f"parent '{prefix}' is a symlink or not a directory; refusing to follow it",
                         ) from None
                     if err.errno == errno.ENOENT:
                         raise FileNotFoundError(
-                            err.errno, f"parent {prefix!r} does not exist", self.where(path)
+                            err.errno, f"parent '{prefix}' does not exist", self.where(path)
                         ) from None
-                    raise OtaError(self.where(path), f"parent {prefix!r}: {err.strerror}") from None
+                    raise OtaError(self.where(path), f"parent '{prefix}': {err.strerror}") from None
                 os.close(fd)
                 fd = child
             yield fd, to_bytes(name)
