@@ -65,7 +65,8 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
 
 def _build_file(v1: Spec, v2: Spec, package: Path) -> str:
     parts = [
-        'load("//rules:defs.bzl", "boot_image", "ota_build", "ota_build_archive", "ota_package", "system_image")\n'
+        'load("//rules:defs.bzl", "boot_image", "ota_build", "ota_build_archive", "ota_package", "system_image")\n',
+        'package(default_visibility = ["//visibility:public"])\n',
     ]
     for version, spec in ((1, v1), (2, v2)):
         parts.append(_system_image(f"v{version}_system", spec, package / f"v{version}", package))
