@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ota import zipscan
 from ota.build.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, SIGNATURE_ENTRY
-from ota.build.paths import check_path
+from ota.build.paths import check_path, escape, from_bytes
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -291,16 +291,16 @@ def _check_payload_names(manifest: pb.OtaManifest, where: str) -> None:
 
 def _check_operations(manifest: pb.OtaManifest, payload: dict[str, pb.PayloadEntry], where: str) -> None:
     """Every path safe and listed once, every entry an operation needs present in the payload."""
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     for op in manifest.files:
-        check_path(op.path, where, f"{MANIFEST_ENTRY} files path")
+        path = check_path(from_bytes(op.path), where, f"{MANIFEST_ENTRY} files path")
         if op.path in seen:
-            raise OtaError(where, f"{MANIFEST_ENTRY} files: {op.path} listed twice")
+            raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)} listed twice")
         seen.add(op.path)
         if op.op not in pb.FileOperation.Op.values() or op.op == pb.FileOperation.OP_UNSPECIFIED:
-            raise OtaError(where, f"{MANIFEST_ENTRY} files: {op.path}: unknown op {op.op}")
+            raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)}: unknown op {op.op}")
         if op.op in _ENTRY_OPS and op.entry not in payload:
-            raise OtaError(where, f"{MANIFEST_ENTRY} files: {op.path}: entry {op.entry!r} is not in the payload")
+            raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)}: entry {op.entry!r} is not in the payload")
     names: set[str] = set()
     for part in manifest.partitions:
         if not PARTITION_NAME.fullmatch(part.name) or part.name in names:

@@ -10,6 +10,7 @@ artifacts with equal bytes whose digests are not both known, the action still ru
 UNCHANGED cheaply after hashing both inputs.
 """
 
+load(":names.bzl", "artifact_name", "escape")
 load(":patch_methods.bzl", "METHODS", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
 load(":tar_tree.bzl", "file_patch_shards")
@@ -46,17 +47,22 @@ def _build_params(build):
         "timestamp": build.timestamp,
     }
 
-def _patch_action(ctx, mnemonic, message, path, method, source, target, prefix):
-    """Declares one file_patch action; returns (data File, info File)."""
-    data = ctx.actions.declare_file("%s/%s.p" % (prefix, path))
-    info = ctx.actions.declare_file("%s/%s.json" % (prefix, path))
+def _patch_action(ctx, mnemonic, message, path, artifact, method, source, target, prefix):
+    """Declares one file_patch action; returns (data File, info File).
+
+    The outputs are `<prefix>/<artifact>.p` and `.json`: `artifact` is a safe name (names.bzl),
+    never the install path, which may hold any byte (docs/contracts.md, "File names"). The path
+    reaches the tool `escape`d, so the param file keeps one argument per line.
+    """
+    data = ctx.actions.declare_file("%s/%s.p" % (prefix, artifact))
+    info = ctx.actions.declare_file("%s/%s.json" % (prefix, artifact))
     args = ctx.actions.args()
     inputs = [target]
     if source:
         args.add("--source", source)
         inputs.append(source)
     args.add("--target", target)
-    args.add("--path", path)
+    args.add("--path", escape(path))
     args.add("--method", method)
     args.add("--patch_threshold", ctx.attr.patch_threshold)
     args.add("--out_data", data)
@@ -152,6 +158,7 @@ def _ota_package_impl(ctx):
 
     file_patches, whole_files, inputs, infos = [], [], [], []
     patched, whole, unchanged = [], [], []
+    artifacts = {}  # artifact name -> install path (names.bzl artifact_name)
     for path in sorted(target_files.keys()):
         tf = target_files[path]
         sf = source_files.get(path)
@@ -165,8 +172,9 @@ def _ota_package_impl(ctx):
             data, info = _patch_action(
                 ctx,
                 "OtaFilePatch",
-                "Diffing system/%s" % path,
+                "Diffing system/%s" % escape(path),
                 path,
+                artifact_name(path, artifacts),
                 method_for(ctx.attr.patch_methods, path),
                 sf,
                 tf,
@@ -187,6 +195,7 @@ def _ota_package_impl(ctx):
             ctx,
             "OtaBootPatch" if name == "boot" else "OtaPartitionPatch",
             ("Diffing %s.img" % name) if sf else ("Adding whole %s.img" % name),
+            name + ".img",
             name + ".img",
             "imgdiff",
             sf,

@@ -6,9 +6,13 @@ per file, with modes, owners, directories, symlinks and each file's SHA-256 from
 META/system_manifest.json), its `boot_image` (the prebuilt IMAGES/boot.img) and its `ota_build`
 (`@<name>//:build`), so that an ota_package using it as `source` gets one action per changed file:
 a path whose target digest is known and equal needs none.
+
+Install paths may hold any byte (docs/contracts.md, "File names"): the generated BUILD file
+writes every path and link target as an `escape`d literal (pure ASCII), and names every file by
+its entry SYSTEM/<index>, never by its path.
 """
 
-load("@bazel_skylib//lib:paths.bzl", "paths")
+load(":names.bzl", "escape")
 
 def _octal(value):
     digits = ""
@@ -40,25 +44,36 @@ def _read_json(rctx, name):
     return json.decode(rctx.read(name))
 
 def _str(value):
-    return json.encode(value)  # a Starlark string literal that json.encode quotes compatibly
+    """A Starlark string literal of `value`, pure ASCII whatever bytes it holds."""
+    return "\"%s\"" % escape(value)
+
+def _file_label(rctx, index, path):
+    """The label of the file that is entry `index` (SYSTEM/<index>, py/ota/build/release_archive.py).
+
+    An archive written before files were named by index holds SYSTEM/<path>; that still works
+    for paths that are valid labels.
+    """
+    name = "SYSTEM/%d" % index
+    if rctx.path(name).exists:
+        return name
+    if rctx.path("SYSTEM/" + path).exists:
+        return "SYSTEM/" + path
+    fail("ota_release_archive %s: %s (the file \"%s\") is missing from the archive" % (rctx.name, name, escape(path)))
 
 def _system_image_call(rctx, manifest):
     files, dirs, symlinks, modes, owners, sha256s = [], [], [], [], [], []
-    for entry in manifest["entries"]:
+    for index, entry in enumerate(manifest["entries"]):
         path = entry["path"]
         kind = entry["kind"]
-        base = paths.basename(path)
-        if base in ("BUILD", "BUILD.bazel", "WORKSPACE"):
-            fail("ota_release_archive %s: SYSTEM/%s: a file named %s would split the imported repository; not supported" % (rctx.name, path, base))
         if kind == "file":
-            files.append("        %s: %s," % (_str("SYSTEM/" + path), _str(path)))
+            files.append("        %s: %s," % (_str(_file_label(rctx, index, path)), _str(path)))
             sha256s.append("        %s: %s," % (_str(path), _str(entry["sha256"])))
         elif kind == "dir":
             dirs.append("        %s," % _str(path))
         elif kind == "symlink":
             symlinks.append("        %s: %s," % (_str(path), _str(entry["target"])))
         else:
-            fail("ota_release_archive %s: META/system_manifest.json: %s: unknown kind %s" % (rctx.name, path, _str(kind)))
+            fail("ota_release_archive %s: META/system_manifest.json: %s: unknown kind %s" % (rctx.name, _str(path), _str(kind)))
         if kind != "symlink":
             modes.append("        %s: %s," % (_str(path), _str(_octal(entry["mode"]))))
         owners.append("        %s: \"%d:%d\"," % (_str(path), entry["uid"], entry["gid"]))

@@ -5,6 +5,7 @@ A tree is computed entirely at analysis time from labels, strings and an importe
 "unchanged" by comparing Files, or the SHA-256s an import recorded, without running anything.
 """
 
+load(":names.bzl", "NUL", "escape")
 load(":providers.bzl", "OtaImportedTreeInfo", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
@@ -14,7 +15,9 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
     "files": attr.label_keyed_string_dict(
         allow_files = True,
         doc = "Single files and their install paths: `{label: \"bin/sh\"}`. Each label must " +
-              "give exactly one file.",
+              "give exactly one file. An install path (here and in every attribute below) may " +
+              "hold any byte but NUL: write others as octal escapes, e.g. " +
+              "`\"lib/systemd/system/system-systemd\\134x2dcryptsetup.slice\"`.",
     ),
     "trees": attr.label_keyed_string_dict(
         allow_files = True,
@@ -68,7 +71,12 @@ def _where(ctx):
     return "%s %s" % (ctx.attr._kind, ctx.label)
 
 def _check_path(ctx, path, what):
-    """Validates and normalizes an install path (strips one leading '/', a trailing '/')."""
+    """Validates and normalizes an install path (strips one leading '/', a trailing '/').
+
+    Any byte but NUL is legal in a component ('\\', spaces, newlines, bytes >= 0x80: a path is
+    data, never a label or a file name; docs/contracts.md, "File names"). What stays illegal gets
+    its own message, the path shown `escape`d so the message is one line.
+    """
     p = path
     if p.startswith("/"):
         p = p[1:]
@@ -76,12 +84,17 @@ def _check_path(ctx, path, what):
         p = p[:-1]
     if not p:
         fail("%s: %s: empty install path" % (_where(ctx), what))
+    shown = escape(path)
+    if NUL in p:
+        fail("%s: %s: install path \"%s\": a NUL byte is not allowed in a file name" % (_where(ctx), what, shown))
     for part in p.split("/"):
-        if part in ("", ".", ".."):
-            fail("%s: %s: bad install path '%s' (no empty, '.' or '..' components)" % (_where(ctx), what, path))
+        if part == "":
+            fail("%s: %s: install path \"%s\": an empty component ('//') is not allowed" % (_where(ctx), what, shown))
+        if part in (".", ".."):
+            fail("%s: %s: install path \"%s\": a '%s' component is not allowed" % (_where(ctx), what, shown, part))
     if p.split("/")[0] == SCRATCH_DIR:
-        fail("%s: %s: install path '%s': '%s' at the top of the tree is reserved for the updater's scratch files" %
-             (_where(ctx), what, path, SCRATCH_DIR))
+        fail("%s: %s: install path \"%s\": '%s' at the top of the tree is reserved for the updater's scratch files" %
+             (_where(ctx), what, shown, SCRATCH_DIR))
     return p
 
 def _join(base, rel):
@@ -152,9 +165,9 @@ def _add(ctx, state, path, kind, origin, file = None, target = None):
     if path in state.kinds:
         if kind == "dir" and state.kinds[path] == "dir":
             return
-        fail("%s: install path '%s' has two sources: %s and %s" % (
+        fail("%s: install path \"%s\" has two sources: %s and %s" % (
             _where(ctx),
-            path,
+            escape(path),
             state.origins[path],
             origin,
         ))
@@ -244,12 +257,14 @@ def collect_tree(ctx):
             _add(ctx, state, path, "file", "%s (from trees: %s)" % (f.short_path, label.label), file = f)
 
     for d in ctx.attr.dirs:
-        _add(ctx, state, _check_path(ctx, d, "dirs"), "dir", "dirs entry '%s'" % d)
+        _add(ctx, state, _check_path(ctx, d, "dirs"), "dir", "dirs entry \"%s\"" % escape(d))
 
     for link, target in ctx.attr.symlinks.items():
         if not target:
-            fail("%s: symlinks: '%s' has an empty target" % (_where(ctx), link))
-        _add(ctx, state, _check_path(ctx, link, "symlinks"), "symlink", "symlinks entry '%s'" % link, target = target)
+            fail("%s: symlinks: \"%s\" has an empty target" % (_where(ctx), escape(link)))
+        if NUL in target:
+            fail("%s: symlinks: \"%s\": a NUL byte is not allowed in a link target" % (_where(ctx), escape(link)))
+        _add(ctx, state, _check_path(ctx, link, "symlinks"), "symlink", "symlinks entry \"%s\"" % escape(link), target = target)
 
     _add_known_sha256s(ctx, state)
 
@@ -259,24 +274,24 @@ def collect_tree(ctx):
         for n in range(1, len(parts)):
             parent = "/".join(parts[:n])
             if parent in kinds and kinds[parent] != "dir":
-                fail("%s: '%s' (%s) is below '%s', which is a %s (%s)" % (
+                fail("%s: \"%s\" (%s) is below \"%s\", which is a %s (%s)" % (
                     _where(ctx),
-                    path,
+                    escape(path),
                     origins[path],
-                    parent,
+                    escape(parent),
                     kinds[parent],
                     origins[parent],
                 ))
             if parent not in kinds:
                 kinds[parent] = "dir"
-                origins[parent] = "parent of '%s'" % path
+                origins[parent] = "parent of \"%s\"" % escape(path)
 
     modes = {}
     for key, value in ctx.attr.modes.items():
-        modes[key] = _octal(ctx, value, "modes[%s]" % key)
+        modes[key] = _octal(ctx, value, "modes[\"%s\"]" % escape(key))
     owners = {}
     for key, value in ctx.attr.owners.items():
-        owners[key] = _owner(ctx, value, "owners[%s]" % key)
+        owners[key] = _owner(ctx, value, "owners[\"%s\"]" % escape(key))
     used = {}
     file_mode = _octal(ctx, ctx.attr.file_mode, "file_mode")
     dir_mode = _octal(ctx, ctx.attr.dir_mode, "dir_mode")
@@ -308,7 +323,7 @@ def collect_tree(ctx):
     for table, name in ((modes, "modes"), (owners, "owners")):
         for key in table:
             if name + ":" + key not in used:
-                fail("%s: %s: key '%s' matches no entry of the tree" % (_where(ctx), name, key))
+                fail("%s: %s: key \"%s\" matches no entry of the tree" % (_where(ctx), name, escape(key)))
 
     return struct(entries = entries, files = files, sha256s = sha256s)
 

@@ -17,14 +17,14 @@ ENTRIES = {"patch/system/a.p": b"p" * 100, "system/b": b"w" * 50, "patch/boot.im
 def _package(path: Path) -> pb.OtaManifest:
     m = pb.OtaManifest(format_version=1, type=pb.OtaManifest.INCREMENTAL)
     m.files.add(
-        path="a",
+        path=b"a",
         op=pb.FileOperation.PATCH,
         entry="patch/system/a.p",
         method=pb.BSDIFF,
         target=pb.ContentInfo(size=1000),
     )
-    m.files.add(path="b", op=pb.FileOperation.WRITE, entry="system/b", method=pb.WHOLE, target=pb.ContentInfo(size=50))
-    m.files.add(path="c", op=pb.FileOperation.DELETE)
+    m.files.add(path=b"b", op=pb.FileOperation.WRITE, entry="system/b", method=pb.WHOLE, target=pb.ContentInfo(size=50))
+    m.files.add(path=b"c", op=pb.FileOperation.DELETE)
     m.partitions.add(name="boot", entry="patch/boot.img.p", method=pb.IMGDIFF, target=pb.ContentInfo(size=4000))
     for name, data in sorted(ENTRIES.items()):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -59,7 +59,7 @@ def test_report(tmp_path: Path) -> None:
                 "",
                 "# largest entries (top 2)",
                 "         300  patch/boot.img.p",
-                "         100  patch/system/a.p",
+                "         100  patch/system/a.p  a",
                 "",
                 "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
                 "",

@@ -22,8 +22,8 @@ def _ci(data: bytes) -> pb.ContentInfo:
     return pb.ContentInfo(size=len(data), sha256=hashlib.sha256(data).hexdigest(), sha1=hashlib.sha1(data).hexdigest())
 
 
-def _data(items: list[fx.Item], path: str) -> bytes:
-    return next(item.data for item in items if item.path == path)
+def _data(items: list[fx.Item], path: str | bytes) -> bytes:
+    return next(item.data for item in items if item.path == (path.decode() if isinstance(path, bytes) else path))
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
     m.postcondition.device.append("sargo")
     m.postcondition.build_fingerprint.append("v2/fp")
     m.postcondition.timestamp = 2000
-    m.files.add(path="bin", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755, gid=2000)
+    m.files.add(path=b"bin", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755, gid=2000)
     m.files.add(
-        path="bin/keep",
+        path=b"bin/keep",
         op=Op.KEEP,
         source_kind=Op.SOURCE_FILE,
         source=s("bin/keep"),
@@ -54,19 +54,19 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
         gid=2000,
     )
     m.files.add(
-        path="bin/tool",
+        path=b"bin/tool",
         op=Op.PATCH,
         source_kind=Op.SOURCE_FILE,
         source=s("bin/tool"),
         target=t("bin/tool"),
-        entry="patch/system/bin/tool.p",
+        entry="patch/system/2.p",
         method=pb.BSDIFF,
         mode=0o750,
         gid=2000,
     )
-    m.files.add(path="etc", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
+    m.files.add(path=b"etc", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
     m.files.add(
-        path="etc/conf",
+        path=b"etc/conf",
         op=Op.KEEP,
         source_kind=Op.SOURCE_FILE,
         source=s("etc/conf"),
@@ -75,22 +75,22 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
         uid=1000,
         gid=1000,
     )
-    m.files.add(path="etc/new", op=Op.WRITE, target=t("etc/new"), entry="system/etc/new", method=pb.WHOLE, mode=0o644)
-    m.files.add(path="etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
+    m.files.add(path=b"etc/new", op=Op.WRITE, target=t("etc/new"), entry="system/5", method=pb.WHOLE, mode=0o644)
+    m.files.add(path=b"etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
     m.files.add(
-        path="etc/random",
+        path=b"etc/random",
         op=Op.WRITE,
         source_kind=Op.SOURCE_FILE,
         source=s("etc/random"),
         target=t("etc/random"),
-        entry="system/etc/random",
+        entry="system/7",
         method=pb.WHOLE,
         mode=0o644,
     )
-    m.files.add(path="lib", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
-    m.files.add(path="lib/libc.so", op=Op.SYMLINK, symlink_target="libc.so.6", mode=0o777)
-    m.files.add(path="lib/link", op=Op.DELETE, source_kind=Op.SOURCE_SYMLINK)
-    m.files.add(path="var", op=Op.MKDIR, mode=0o771, uid=1000, gid=1000)
+    m.files.add(path=b"lib", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
+    m.files.add(path=b"lib/libc.so", op=Op.SYMLINK, symlink_target=b"libc.so.6", mode=0o777)
+    m.files.add(path=b"lib/link", op=Op.DELETE, source_kind=Op.SOURCE_SYMLINK)
+    m.files.add(path=b"var", op=Op.MKDIR, mode=0o771, uid=1000, gid=1000)
     boot_patch = (work / "boot.data").read_bytes()
     m.partitions.add(
         name="boot",
@@ -104,9 +104,9 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
     for name, data in sorted(
         {
             "patch/boot.img.p": boot_patch,
-            "patch/system/bin/tool.p": tool_patch,
-            "system/etc/new": _data(fx.TARGET, "etc/new"),
-            "system/etc/random": fx.RANDOM_NEW,
+            "patch/system/2.p": tool_patch,
+            "system/5": _data(fx.TARGET, "etc/new"),
+            "system/7": fx.RANDOM_NEW,
         }.items()
     ):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -132,7 +132,7 @@ def test_every_patch_applies_to_its_source_to_the_exact_target(built: Path) -> N
             key = getattr(op, "path", "") or op.name
             target = apply_patch(sources[key], package.read(op.entry), where=op.entry)
             assert hashlib.sha256(target).hexdigest() == op.target.sha256
-        assert package.read("system/etc/random") == fx.RANDOM_NEW
+        assert package.read("system/7") == fx.RANDOM_NEW
 
 
 def test_zip_layout_is_fixed(built: Path) -> None:
@@ -143,9 +143,9 @@ def test_zip_layout_is_fixed(built: Path) -> None:
     assert [i.filename for i in infos] == [
         "manifest.pb",
         "patch/boot.img.p",
-        "patch/system/bin/tool.p",
-        "system/etc/new",
-        "system/etc/random",
+        "patch/system/2.p",
+        "system/5",
+        "system/7",
     ]
     assert {(i.date_time, i.create_system, i.external_attr >> 16) for i in infos} == {
         ((1980, 1, 1, 0, 0, 0), 3, 0o100644)
@@ -201,12 +201,13 @@ def test_full_package(tmp_path: Path, built: Path) -> None:
         m = package.manifest
         assert m.type == pb.OtaManifest.FULL and list(m.precondition.device) == ["sargo"]
         assert not m.precondition.build_fingerprint and m.cache_bytes_required == 0
-        assert [(op.path, Op.Op.Name(op.op)) for op in m.files if op.op in (Op.WRITE, Op.DELETE)] == [
+        assert [(op.path.decode(), Op.Op.Name(op.op)) for op in m.files if op.op in (Op.WRITE, Op.DELETE)] == [
             (p, "WRITE") for p in files
         ]
         assert [(p.name, p.entry, p.HasField("source")) for p in m.partitions] == [("boot", "boot.img", False)]
         assert package.read("boot.img") == fx.boot_image(fx.RAMDISK_NEW)
-        assert package.read("system/bin/tool") == _data(fx.TARGET, "bin/tool")
+        tool = next(op for op in m.files if op.path == b"bin/tool")
+        assert tool.entry == "system/2" and package.read(tool.entry) == _data(fx.TARGET, "bin/tool")
 
 
 def _edit(work: Path, change) -> str:  # type: ignore[no-untyped-def]
@@ -225,26 +226,26 @@ def _set(key: str, value: object):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda p: p["file_patches"].append(p["file_patches"][0]), "bad.json: file_patches: 'bin/tool' listed twice"),
+        (lambda p: p["file_patches"].append(p["file_patches"][0]), 'bad.json: file_patches: "bin/tool" listed twice'),
         (
             lambda p: p["whole_files"].append({"path": "bin/tool", "file": "target/bin/tool"}),
             "bad.json: bin/tool: listed in both file_patches and whole_files",
         ),
         (
             lambda p: p["whole_files"].append({"path": "../etc/passwd", "file": "x"}),
-            "bad.json: file_patches/whole_files path '../etc/passwd': empty, '.' or '..' path component",
+            "bad.json: whole_files[1].path \"../etc/passwd\": a '..' component is not allowed",
         ),
         (
             lambda p: p["whole_files"].append({"path": "/abs", "file": "x"}),
-            "bad.json: file_patches/whole_files path '/abs': absolute paths are not allowed",
+            'bad.json: whole_files[1].path "/abs": absolute paths are not allowed',
         ),
         (
-            lambda p: p["whole_files"].append({"path": "a\\b", "file": "x"}),
-            "bad.json: file_patches/whole_files path 'a\\\\b': backslash or NUL in path",
+            lambda p: p["whole_files"].append({"path": "a//b", "file": "x"}),
+            "bad.json: whole_files[1].path \"a//b\": an empty component ('//' or a trailing '/') is not allowed",
         ),
         (
             lambda p: p["whole_files"].append({"path": "a\0b", "file": "x"}),
-            "bad.json: file_patches/whole_files path 'a\\x00b': backslash or NUL in path",
+            'bad.json: whole_files[1].path "a\\000b": a NUL byte is not allowed in a file name',
         ),
         (
             lambda p: p.__setitem__("whole_files", []),
@@ -260,7 +261,7 @@ def _set(key: str, value: object):  # type: ignore[no-untyped-def]
         ),
         (
             lambda p: p["file_patches"][0].__setitem__("info", "p1.json"),
-            "bad.json: bin/tool: its info file says path 'etc/conf'",
+            'bad.json: bin/tool: its info file says path "etc/conf"',
         ),
         (
             lambda p: p["file_patches"][0].__setitem__("data", "p1.data"),

@@ -55,7 +55,7 @@ def test_generated_packages_round_trip_through_signer_and_device_reader(tmp_path
     with package_reader.open_package(str(signed)) as package:
         package.verify_all()
         members = package.members()
-        ops = {op.path: op for op in package.manifest.files}
+        ops = {op.path.decode("utf-8", "surrogateescape"): op for op in package.manifest.files}
         assert {path for path, op in ops.items() if op.op != Op.DELETE} == {e.path for e in target.entries}
         for path, file in target.files.items():
             op, want = ops[path], _read(file)

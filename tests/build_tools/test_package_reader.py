@@ -17,8 +17,8 @@ GOOD = {"patch/system/a.p": b"patch bytes", "system/b": b"whole file"}
 
 def _manifest(entries: dict[str, bytes], **fields) -> pb.OtaManifest:  # type: ignore[no-untyped-def]
     m = pb.OtaManifest(format_version=1, type=pb.OtaManifest.INCREMENTAL, **fields)
-    m.files.add(path="a", op=pb.FileOperation.PATCH, entry="patch/system/a.p", method=pb.BSDIFF)
-    m.files.add(path="b", op=pb.FileOperation.WRITE, entry="system/b", method=pb.WHOLE)
+    m.files.add(path=b"a", op=pb.FileOperation.PATCH, entry="patch/system/a.p", method=pb.BSDIFF)
+    m.files.add(path=b"b", op=pb.FileOperation.WRITE, entry="system/b", method=pb.WHOLE)
     for name, data in sorted(entries.items()):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     return m
@@ -77,13 +77,13 @@ def test_rejections(tmp_path: Path) -> None:
     assert _error(p, max_manifest_bytes=10) == f"{p}: manifest.pb: {len(good)} bytes, more than the limit of 10"
     unsafe = {"../evil": b"x"}
     _write(tmp_path / "p.zip", unsafe, _manifest(unsafe).SerializeToString())
-    assert _error(p) == f"{p}: manifest.pb payload name '../evil': empty, '.' or '..' path component"
+    assert _error(p) == f"{p}: manifest.pb payload name \"../evil\": a '..' component is not allowed"
     _write(tmp_path / "p.zip", {"system/b": b"whole file"}, _manifest({"system/b": b"whole file"}).SerializeToString())
     assert _error(p) == f"{p}: manifest.pb files: a: entry 'patch/system/a.p' is not in the payload"
     bad_path = _manifest(GOOD)
-    bad_path.files.add(path="/etc/passwd", op=pb.FileOperation.DELETE)
+    bad_path.files.add(path=b"/etc/passwd", op=pb.FileOperation.DELETE)
     _write(tmp_path / "p.zip", GOOD, bad_path.SerializeToString())
-    assert _error(p) == f"{p}: manifest.pb files path '/etc/passwd': absolute paths are not allowed"
+    assert _error(p) == f'{p}: manifest.pb files path "/etc/passwd": absolute paths are not allowed'
 
 
 def test_entry_inflating_beyond_its_declared_size_is_refused(tmp_path: Path) -> None:

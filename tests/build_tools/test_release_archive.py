@@ -57,8 +57,8 @@ def test_layout_and_read_back(tmp_path: Path) -> None:
             "IMAGES/boot.img",
             "META/build.json",
             "META/system_manifest.json",
-            "SYSTEM/bin/sh",
-            "SYSTEM/etc/hosts",
+            "SYSTEM/1",  # bin/sh: entry 1 of the manifest
+            "SYSTEM/3",  # etc/hosts
         ]
         assert archive.read("META/system_manifest.json") == (tmp_path / "m.json").read_bytes()
     release = release_archive.read_release_archive(str(path))
@@ -106,10 +106,9 @@ def test_reader_rejects_tampered_file(tmp_path: Path) -> None:
     path = _make(tmp_path)
     with zipfile.ZipFile(path) as archive, zipfile.ZipFile(tmp_path / "bad.zip", "w") as out:
         for name in archive.namelist():
-            out.writestr(name, b"tampered\n" if name == "SYSTEM/etc/hosts" else archive.read(name))
+            out.writestr(name, b"tampered\n" if name == "SYSTEM/3" else archive.read(name))
     with pytest.raises(OtaError) as info:
         release_archive.read_release_archive(str(tmp_path / "bad.zip"))
     assert (
-        str(info.value)
-        == f"{tmp_path / 'bad.zip'}: SYSTEM/etc/hosts: contents do not match the system manifest's size/sha256"
+        str(info.value) == f"{tmp_path / 'bad.zip'}: SYSTEM/3: contents do not match the system manifest's size/sha256"
     )

@@ -149,7 +149,7 @@ def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
     )
     package = make_package(source, target, str(tmp_path), str(tmp_path / "p.zip"))
     with open_package(package) as opened:
-        assert [op.method for op in opened.manifest.files if op.path == "man/a.gz"] == [3]  # IMGDIFF
+        assert [op.method for op in opened.manifest.files if op.path == b"man/a.gz"] == [3]  # IMGDIFF
     config = dc.materialize(source, str(tmp_path / "dev"), dc.layout_for(source, target))
     result = run_cli("--package", package, "--device", config)
     assert result.returncode == 0, result.stderr

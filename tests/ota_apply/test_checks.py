@@ -107,7 +107,7 @@ def test_dry_run_of_a_torn_partition_patches_from_the_cache_copy(tmp_path):
 
 def _manifest(*ops: pb.FileOperation, full: bool = False) -> pb.OtaManifest:
     manifest = pb.OtaManifest(type=pb.OtaManifest.FULL if full else pb.OtaManifest.INCREMENTAL)
-    manifest.files.add(path="etc", op=Op.MKDIR, mode=0o755, source_kind=Op.SOURCE_DIR)
+    manifest.files.add(path=b"etc", op=Op.MKDIR, mode=0o755, source_kind=Op.SOURCE_DIR)
     manifest.files.extend(ops)
     return manifest
 
@@ -115,27 +115,27 @@ def _manifest(*ops: pb.FileOperation, full: bool = False) -> pb.OtaManifest:
 @pytest.mark.parametrize(
     "op, problem",
     [
-        (Op(path="etc/a", op=Op.MKDIR, mode=0o40755), "mode 40755 has bits beyond the permission bits 7777"),
+        (Op(path=b"etc/a", op=Op.MKDIR, mode=0o40755), "mode 40755 has bits beyond the permission bits 7777"),
         (
-            Op(path="etc/a", op=Op.MKDIR, mode=0o755, gid=0xFFFFFFFF),
+            Op(path=b"etc/a", op=Op.MKDIR, mode=0o755, gid=0xFFFFFFFF),
             "gid 4294967295 is (uid_t)-1, which chown reads as 'leave unchanged'",
         ),
         (
-            Op(path="etc/a", op=Op.SYMLINK, symlink_target="x\0y"),
-            "symlink_target 'x\\x00y' has a NUL byte or is longer than PATH_MAX allows",
+            Op(path=b"etc/a", op=Op.SYMLINK, symlink_target=b"x\0y"),
+            "symlink_target 'x\\000y' has a NUL byte or is longer than PATH_MAX allows",
         ),
-        (Op(path="etc/a", op=Op.DELETE), "source_kind SOURCE_ABSENT: a DELETE removes something the source build has"),
+        (Op(path=b"etc/a", op=Op.DELETE), "source_kind SOURCE_ABSENT: a DELETE removes something the source build has"),
         (
-            Op(path="etc/a", op=Op.DELETE, source_kind=Op.SOURCE_FILE),
+            Op(path=b"etc/a", op=Op.DELETE, source_kind=Op.SOURCE_FILE),
             "source_kind SOURCE_FILE does not agree with source (unset: set exactly for a regular file)",
         ),
         (
-            Op(path="etc/a", op=Op.MKDIR, source_kind=Op.SOURCE_SYMLINK, source=pb.ContentInfo(size=1)),
+            Op(path=b"etc/a", op=Op.MKDIR, source_kind=Op.SOURCE_SYMLINK, source=pb.ContentInfo(size=1)),
             "source_kind SOURCE_SYMLINK does not agree with source (set: set exactly for a regular file)",
         ),
-        (Op(path="etc/a", op=Op.MKDIR, source_kind=7), "source_kind 7 is unknown"),
+        (Op(path=b"etc/a", op=Op.MKDIR, source_kind=7), "source_kind 7 is unknown"),
         (
-            Op(path="etc/a/b", op=Op.MKDIR),
+            Op(path=b"etc/a/b", op=Op.MKDIR),
             "parent 'etc/a' is not in the package, not a directory the target has (MKDIR)",
         ),
     ],
@@ -143,12 +143,12 @@ def _manifest(*ops: pb.FileOperation, full: bool = False) -> pb.OtaManifest:
 def test_manifest_rules(op, problem):
     with pytest.raises(OtaError) as error:
         check_manifest(_manifest(op), "pkg.zip", {})
-    assert str(error.value) == f"pkg.zip: manifest.pb files: {op.path!r}: {problem}"
+    assert str(error.value) == f"pkg.zip: manifest.pb files: '{op.path.decode()}': {problem}"
 
 
 def test_full_package_only_writes():
     with pytest.raises(OtaError) as error:
-        check_manifest(_manifest(Op(path="etc/a", op=Op.DELETE), full=True), "pkg.zip", {})
+        check_manifest(_manifest(Op(path=b"etc/a", op=Op.DELETE), full=True), "pkg.zip", {})
     assert str(error.value) == (
         "pkg.zip: manifest.pb files: 'etc/a': op DELETE: a FULL package only writes (WRITE, MKDIR, SYMLINK)"
     )
@@ -156,7 +156,7 @@ def test_full_package_only_writes():
 
 def test_a_whole_entry_must_be_the_target():
     write = Op(
-        path="etc/a",
+        path=b"etc/a",
         op=Op.WRITE,
         entry="system/etc/a",
         method=pb.WHOLE,

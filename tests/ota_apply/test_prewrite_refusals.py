@@ -206,7 +206,7 @@ def _random_digest(rng: random.Random) -> str:
 
 def _keep_with_other_target(path: str, rng: random.Random):
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
-        op = next(op for op in manifest.files if op.path == path)
+        op = next(op for op in manifest.files if op.path == path.encode())
         op.target.sha256 = _random_digest(rng)
 
     return edit
@@ -214,7 +214,7 @@ def _keep_with_other_target(path: str, rng: random.Random):
 
 def _rule_edit(path: str, change):
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
-        change(next(op for op in manifest.files if op.path == path))
+        change(next(op for op in manifest.files if op.path == path.encode()))
 
     return edit
 
@@ -247,7 +247,9 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
             )
         )
     kept = sorted(
-        op.path for op in pb.OtaManifest.FromString(_manifest_bytes(release)).files if op.op == pb.FileOperation.KEEP
+        op.path.decode()
+        for op in pb.OtaManifest.FromString(_manifest_bytes(release)).files
+        if op.op == pb.FileOperation.KEEP
     )
     out.extend(
         (
@@ -294,7 +296,7 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
     out.append(
         (
             "empty symlink target",
-            _rule_edit("lib/libc.so.6", lambda op: setattr(op, "symlink_target", "")),
+            _rule_edit("lib/libc.so.6", lambda op: setattr(op, "symlink_target", b"")),
             "symlink_target is empty",
         )
     )

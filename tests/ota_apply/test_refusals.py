@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from apply_helpers import SOURCE_FP, make_release, rewrite_package, run_cli
+from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -157,11 +158,20 @@ def test_truncated_package(release, device, tmp_path):
     _refused(truncated, device, f"{truncated}: not a zip file (no end of central directory record)")
 
 
+def _entry_of(package: str, path: bytes) -> str:
+    """The payload entry holding `path`'s patch or contents (named by index: py/ota/build/layout.py)."""
+    with zipfile.ZipFile(package) as archive:
+        manifest = pb.OtaManifest.FromString(archive.read("manifest.pb"))
+    return next(op.entry for op in manifest.files if op.path == path)
+
+
 def test_corrupted_patch_entry(release, device, tmp_path):
     corrupted = str(tmp_path / "corrupted.zip")
     shutil.copyfile(release.incremental, corrupted)
+    entry = _entry_of(corrupted, b"bin/sh")
+    assert entry.startswith("patch/system/")
     with zipfile.ZipFile(corrupted) as archive:
-        info = archive.getinfo("patch/system/bin/sh.p")
+        info = archive.getinfo(entry)
         offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + 40
     with open(corrupted, "r+b") as stream:
         stream.seek(offset)
@@ -169,13 +179,13 @@ def test_corrupted_patch_entry(release, device, tmp_path):
         stream.seek(offset)
         stream.write(bytes([byte[0] ^ 0xFF]))
     with zipfile.ZipFile(corrupted) as archive:
-        crc = archive.getinfo("patch/system/bin/sh.p").CRC
+        crc = archive.getinfo(entry).CRC
     directory, config = device
     before = dc.device_hash(directory)
     result = run_cli("--package", corrupted, "--device", config)
     assert result.returncode == 1 and dc.device_hash(directory) == before
     assert re.fullmatch(
-        rf"ota_apply: error: {re.escape(corrupted)}: zip entry patch/system/bin/sh.p: CRC-32 "
+        rf"ota_apply: error: {re.escape(corrupted)}: zip entry {entry}: CRC-32 "
         rf"[0-9a-f]{{8}} does not match the directory's {crc:08x}\n",
         result.stderr,
     ), result.stderr
@@ -183,10 +193,11 @@ def test_corrupted_patch_entry(release, device, tmp_path):
 
 def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
     broken = str(tmp_path / "missing-entry.zip")
+    entry = _entry_of(release.incremental, b"lib/libc.so")
 
     def drop_patch(manifest, entries):
-        del entries["patch/system/lib/libc.so.p"]
-        kept = [e for e in manifest.payload if e.name != "patch/system/lib/libc.so.p"]
+        del entries[entry]
+        kept = [e for e in manifest.payload if e.name != entry]
         del manifest.payload[:]
         manifest.payload.extend(kept)
 
@@ -194,7 +205,7 @@ def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
     _refused(
         broken,
         device,
-        f"{broken}: manifest.pb files: lib/libc.so: entry 'patch/system/lib/libc.so.p' is not in the payload",
+        f"{broken}: manifest.pb files: lib/libc.so: entry {entry!r} is not in the payload",
     )
 
 

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_issue_example_every_crash_point(tmp_path):
     """The issue's package, cut before every operation and half way through every tearable one."""
     source, target, package, layout = _release(str(tmp_path), *_issue_example())
     manifest = _manifest(package)
-    ops = {op.path: pb.FileOperation.Op.Name(op.op) for op in manifest.files}
+    ops = {op.path.decode(): pb.FileOperation.Op.Name(op.op) for op in manifest.files}
     assert ops["etc/a.conf"] == "PATCH" and ops["etc/a.conf.patch"] == "KEEP"
     clean = FaultyFsOps()
     config = dc.materialize(source, str(tmp_path / "clean"), layout)
@@ -239,10 +240,10 @@ def _rewrite(package: str, out: str, edit) -> None:
 
 
 def _add_op(manifest: pb.OtaManifest, entries: dict[str, bytes], path: str, op: int) -> None:
-    new = manifest.files.add(path=path, op=op, mode=0o755 if op == pb.FileOperation.MKDIR else 0o644)
+    new = manifest.files.add(path=path.encode(), op=op, mode=0o755 if op == pb.FileOperation.MKDIR else 0o644)
     new.source_kind = pb.FileOperation.SOURCE_ABSENT
     if op == pb.FileOperation.SYMLINK:
-        new.symlink_target = "elsewhere"
+        new.symlink_target = b"elsewhere"
     if op == pb.FileOperation.WRITE:
         data = b"pwned\n"
         new.entry, new.method = "system/pwned", pb.WHOLE
@@ -280,7 +281,7 @@ def test_ota_apply_refuses_a_manifest_naming_the_reserved_name_before_any_write(
     )
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"ota_apply: error: {crafted}: manifest.pb files path {min(path for path, _ in ops)!r}: "
+        f'ota_apply: error: {crafted}: manifest.pb files path "{min(path for path, _ in ops)}": '
         f"{SCRATCH_DIR!r} at the top of the tree is reserved for the updater's scratch files\n"
     )
     assert dc.device_hash(directory) == before
@@ -309,7 +310,7 @@ class SwapParent(FaultyFsOps):
 
 @pytest.mark.parametrize("moment", ["after verification", "inside the patch step"])
 def test_parent_swapped_for_a_symlink_cannot_redirect_the_patch(tmp_path, moment):
-    source, _, package, layout = _release(str(tmp_path), *_issue_example())
+    source, target, package, layout = _release(str(tmp_path), *_issue_example())
     directory = str(tmp_path / "dev")
     config = dc.materialize(source, directory, layout)
     root = os.path.join(directory, "system")
@@ -328,5 +329,5 @@ def test_parent_swapped_for_a_symlink_cannot_redirect_the_patch(tmp_path, moment
     assert dc.device_hash(str(outside)) == outside_before
     if moment == "inside the patch step":
         # the patched file went into the directory that was checked (now etc.moved), never through the link
-        patched = (tmp_path / "v2" / "files" / "etc%a.conf").read_bytes()
+        patched = Path(target.files["etc/a.conf"]).read_bytes()
         assert (tmp_path / "dev" / "system" / "etc.moved" / "a.conf").read_bytes() == patched

@@ -8,13 +8,16 @@ load("@bazel_skylib//lib:new_sets.bzl", "sets")
 load("@bazel_skylib//lib:unittest.bzl", "analysistest", "asserts")
 load("//rules:providers.bzl", "OtaPackageInfo")
 
+# buildifier: disable=bzl-visibility
+load("//rules/private:names.bzl", "artifact_name")  # names OtaFilePatch outputs as the rule does
+
 def _assert_paths(env, what, want, got):
     """`got` holds the paths of `want`, each once, sorted (OtaPackageInfo's lists are)."""
     asserts.set_equals(env, sets.make(want), sets.make(got), what)
     asserts.equals(env, sorted(sets.to_list(sets.make(got))), got, what + ": sorted, each path once")
 
-def _patch_path(action, prefix):
-    """The system path an OtaFilePatch action works on, read from its `.p` output's name."""
+def _patch_artifact(action, prefix):
+    """The artifact name of an OtaFilePatch action's `<prefix>/<artifact>.p` output, or None."""
     for f in action.outputs.to_list():
         if f.basename.endswith(".p") and ("/" + prefix + "/") in f.path:
             return f.path.split("/" + prefix + "/", 1)[1][:-len(".p")]
@@ -59,15 +62,19 @@ def _package_actions_test_impl(ctx):
     for mnemonic, want in ctx.attr.mnemonic_counts.items():
         asserts.equals(env, int(want), counts.get(mnemonic, 0), "%s actions (all: %s)" % (mnemonic, counts))
 
+    # Artifacts are named after a digest of the path (rules/private/names.bzl), given in sorted
+    # path order: naming the expected paths the same way maps each action back to its path.
     prefix = target.label.name + ".patches/system"
+    used = {}
+    expected = {artifact_name(p, used): p for p in sorted(ctx.attr.patched)}
     patched = []
     for action in actions:
         if action.mnemonic == "OtaFilePatch":
-            path = _patch_path(action, prefix)
-            if path == None:
-                analysistest.fail(env, "OtaFilePatch action without a %s/<path>.p output: %s" % (prefix, action))
+            artifact = _patch_artifact(action, prefix)
+            if artifact == None:
+                analysistest.fail(env, "OtaFilePatch action without a %s/<artifact>.p output: %s" % (prefix, action))
             else:
-                patched.append(path)
+                patched.append(expected.get(artifact, "<artifact %s of no expected path>" % artifact))
     _assert_paths(env, "OtaFilePatch paths", ctx.attr.patched, sorted(patched))
     _assert_paths(env, "OtaPackageInfo.patched_paths", ctx.attr.patched, info.patched_paths)
     if ctx.attr.whole != ["*"]:

@@ -63,12 +63,14 @@ def read_execution_log(path: pathlib.Path) -> list[dict]:
         spawns.append(spawn)
 
 
-def patched_path(spawn: dict) -> str | None:
-    """The system path an OtaFilePatch spawn diffs, from its `<name>.patches/system/<path>.p`
-    output: the outputs say it whatever the command line looks like (flags, or a param file)."""
+def patched_path(spawn: dict, workspace: pathlib.Path) -> str | None:
+    """The system path an OtaFilePatch spawn diffs, from the "path" of the info JSON it wrote
+    (`<name>.patches/system/<artifact>.json`, read in `workspace`): artifacts are named by a
+    digest of the path (rules/private/names.bzl), and the info says it whatever the command line
+    looks like (flags, or a param file)."""
     for output in spawn.get("listedOutputs", []):
-        if ".patches/system/" in output and output.endswith(".p"):
-            return output.split(".patches/system/", 1)[1][: -len(".p")]
+        if ".patches/system/" in output and output.endswith(".json"):
+            return json.loads((workspace / output).read_bytes().decode("utf-8", "surrogateescape"))["path"]
     return None
 
 

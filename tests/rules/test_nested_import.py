@@ -42,5 +42,5 @@ def test_imported_v1_archive_gives_the_same_incremental_package(tmp_path) -> Non
     v1 = json.loads(ws.bin("release/v1_system.manifest.json").read_text())["entries"]
     v2 = json.loads(ws.bin("release/v2_system.manifest.json").read_text())["entries"]
     in_both = {e["path"] for e in v1 if e["kind"] == "file"} & {e["path"] for e in v2 if e["kind"] == "file"}
-    patched = [patched_path(s) for s in spawns if s.get("mnemonic") == "OtaFilePatch"]
+    patched = [patched_path(s, ws.root) for s in spawns if s.get("mnemonic") == "OtaFilePatch"]
     assert sorted(patched) == sorted(in_both)

@@ -34,5 +34,5 @@ def test_changing_one_v2_file_reruns_one_patch_and_the_package(tmp_path) -> None
         "OtaSign": 1,  # the package is signed with the TEST key
     }
     (patch,) = [s for s in spawns if s.get("mnemonic") == "OtaFilePatch"]
-    assert patched_path(patch) == "bin/tool003"
+    assert patched_path(patch, ws.root) == "bin/tool003"
     assert ws.bin("release/incremental_ota.zip").read_bytes() != before

@@ -71,10 +71,16 @@ def incremental():
         yield pkg
 
 
+def _index(package) -> dict[str, int]:
+    """Path -> index of its operation: a file's entries are named by it (py/ota/build/layout.py)."""
+    return {op.path.decode(): index for index, op in enumerate(package.manifest.files)}
+
+
 def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
+    index = _index(incremental)
     expected = {"patch/boot.img.p"}
-    expected |= {f"patch/system/{p}.p" for p in CHANGED - NOT_WORTH_PATCHING}
-    expected |= {f"system/{p}" for p in ADDED | NOT_WORTH_PATCHING}
+    expected |= {f"patch/system/{index[p]}.p" for p in CHANGED - NOT_WORTH_PATCHING}
+    expected |= {f"system/{index[p]}" for p in ADDED | NOT_WORTH_PATCHING}
     assert set(incremental.payload) == expected
 
 
@@ -104,7 +110,7 @@ def test_signature_does_not_verify_with_another_key(name: str) -> None:
 
 
 def test_incremental_operation_for_every_path(incremental) -> None:
-    ops = {f.path: f for f in incremental.manifest.files}
+    ops = {f.path.decode(): f for f in incremental.manifest.files}
     assert list(ops) == sorted(ops)
     assert set(ops) == set(V1) | set(V2)
     for path, op in ops.items():
@@ -115,7 +121,7 @@ def test_incremental_operation_for_every_path(incremental) -> None:
             want = Op.MKDIR
         elif new["kind"] == "symlink":
             want = Op.SYMLINK
-            assert op.symlink_target == new["target"], path
+            assert op.symlink_target == new["target"].encode(), path
         elif path in ADDED or path in NOT_WORTH_PATCHING:
             want = Op.WRITE
         elif path in CHANGED:
@@ -130,7 +136,7 @@ def test_incremental_operation_for_every_path(incremental) -> None:
 
 def test_every_file_patch_turns_v1_into_v2(incremental) -> None:
     tree1 = {e["path"]: e for e in json.loads((RELEASE / "v1_system.tree.json").read_text())["entries"]}
-    ops = {f.path: f for f in incremental.manifest.files}
+    ops = {f.path.decode(): f for f in incremental.manifest.files}
     methods = set()
     for path in sorted(CHANGED - NOT_WORTH_PATCHING):
         source = _runfile(tree1[path]["file"]).read_bytes()
@@ -164,7 +170,9 @@ def test_boot_kernel_is_normalized_gnu_gzip() -> None:
 def test_full_package_holds_every_v2_file_and_the_boot_image() -> None:
     with open_package(str(RELEASE / "full_ota.zip")) as pkg:
         pkg.verify_all()
-        assert set(pkg.payload) == {"boot.img"} | {f"system/{p}" for p in FILES2}
+        index = _index(pkg)
+        assert set(pkg.payload) == {"boot.img"} | {f"system/{index[p]}" for p in FILES2}
         for op in pkg.manifest.files:
-            if op.path in FILES2:
-                assert op.op == Op.WRITE and op.target.sha256 == V2[op.path]["sha256"], op.path
+            path = op.path.decode()
+            if path in FILES2:
+                assert op.op == Op.WRITE and op.target.sha256 == V2[path]["sha256"], path

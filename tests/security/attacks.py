@@ -86,8 +86,10 @@ OTHER_KEY = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"attack
 
 APP = "bin/app"
 NEW_CONF = "etc/new.conf"
-APP_PATCH = f"patch/system/{APP}.p"
-NEW_ENTRY = f"system/{NEW_CONF}"
+# The genuine package's entries for APP and NEW_CONF: entries are named by the index of the path's
+# operation (py/ota/build/layout.py); Lab.create checks these against the package it built.
+APP_PATCH = "patch/system/2.p"
+NEW_ENTRY = "system/8"
 BOOT_PATCH = "patch/boot.img.p"
 
 
@@ -173,6 +175,7 @@ class Lab:
             entries = hostile_zip.read_zip(f.read())
         manifest = pb.OtaManifest.FromString(dict(entries)[signing.MANIFEST_ENTRY])
         entries = [(n, d) for n, d in entries if n != signing.MANIFEST_ENTRY]
+        assert [file_op(manifest, APP).entry, file_op(manifest, NEW_CONF).entry] == [APP_PATCH, NEW_ENTRY]
         return cls(work, source, target, device_check.layout_for(source, target), entries, manifest)
 
     def payload(self) -> dict[str, bytes]:
@@ -252,13 +255,19 @@ def replace(entries: list[tuple[str, bytes]], name: str, data: bytes) -> list[tu
 
 
 def file_op(manifest: pb.OtaManifest, path: str) -> pb.FileOperation:
-    return next(op for op in manifest.files if op.path == path)
+    return next(op for op in manifest.files if op.path == path.encode("utf-8", "surrogateescape"))
 
 
 def _add_write(manifest: pb.OtaManifest, path: str, entry: str, data: bytes) -> None:
     """Adds a WRITE of `data` (package entry `entry`) at `path`, keeping files sorted by path."""
     ops = [copy.deepcopy(op) for op in manifest.files]
-    new = pb.FileOperation(path=path, op=pb.FileOperation.WRITE, entry=entry, method=pb.WHOLE, mode=0o644)
+    new = pb.FileOperation(
+        path=path.encode("utf-8", "surrogateescape"),
+        op=pb.FileOperation.WRITE,
+        entry=entry,
+        method=pb.WHOLE,
+        mode=0o644,
+    )
     new.target.size, new.target.sha256 = len(data), hashlib.sha256(data).hexdigest()
     new.target.sha1 = hashlib.sha1(data).hexdigest()
     del manifest.files[:]
@@ -478,7 +487,7 @@ def _make_dir(manifest: pb.OtaManifest, path: str) -> None:
     """Turns the operation at `path` into a MKDIR of a directory the source build also has."""
     op = file_op(manifest, path)
     op.Clear()
-    op.path, op.op, op.mode, op.source_kind = path, pb.FileOperation.MKDIR, 0o755, pb.FileOperation.SOURCE_DIR
+    op.path, op.op, op.mode, op.source_kind = path.encode(), pb.FileOperation.MKDIR, 0o755, pb.FileOperation.SOURCE_DIR
 
 
 def _set_op(manifest: pb.OtaManifest, path: str, kind: int) -> None:
@@ -491,7 +500,7 @@ def _dir_becomes_file(lab: Lab) -> bytes:
 
     def edit(manifest: pb.OtaManifest) -> None:
         for op in manifest.files:
-            if op.path.startswith("lib/"):
+            if op.path.startswith(b"lib/"):
                 op.op = pb.FileOperation.DELETE
         manifest.files.remove(file_op(manifest, "lib"))
         _add_write(manifest, "lib", "system/lib", b"pwned\n")
@@ -779,25 +788,29 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("declared size 3 GiB in manifest and zip, few bytes stored (re-signed)", "not its declared", _huge_declared),
     # paths (re-signed: only a hostile pipeline can put them in a manifest)
-    Attack("zip slip: '../' in a file path (re-signed)", "'..' path component", write_attack("../outside/pwned")),
+    Attack(
+        "zip slip: '../' in a file path (re-signed)",
+        "a '..' component is not allowed",
+        write_attack("../outside/pwned", "system/dotdot-pwned"),
+    ),
     Attack(
         "zip slip: absolute file path (re-signed)",
         "absolute paths are not allowed",
         write_attack("/tmp/pwned", "system/tmp-pwned"),
     ),
     Attack(
-        "zip slip: backslash in a file path (re-signed)",
-        "backslash or NUL in path",
-        write_attack("..\\outside\\pwned", "system/bs-pwned"),
+        "zip slip: an empty component in a file path (re-signed)",
+        "an empty component ('//' or a trailing '/') is not allowed",
+        write_attack("etc//pwned", "system/empty-pwned"),
     ),
     Attack(
         "zip slip: NUL in a file path (re-signed)",
-        "backslash or NUL in path",
+        "a NUL byte is not allowed in a file name",
         write_attack("etc/pwned\0.conf", "system/nul-pwned"),
     ),
     Attack(
         "zip slip: '../' in a payload entry name (re-signed)",
-        "'..' path component",
+        "a '..' component is not allowed",
         write_attack("etc/pwned", "../pwned"),
     ),
     Attack(
@@ -846,7 +859,7 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
                 m.files.extend(
                     [
                         pb.FileOperation(
-                            path="etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777, symlink_target="../../outside"
+                            path=b"etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777, symlink_target=b"../../outside"
                         )
                     ]
                 ),

@@ -305,7 +305,7 @@ def mkdir_flood(lab: attacks.Lab, count: int, device: str = "marlin") -> bytes:
         manifest.precondition.device[0] = device
         manifest.postcondition.device[0] = device
         manifest.files.extend(
-            pb.FileOperation(path=f"flood/{i}", op=pb.FileOperation.MKDIR, mode=0o755) for i in range(count)
+            pb.FileOperation(path=b"flood/%d" % i, op=pb.FileOperation.MKDIR, mode=0o755) for i in range(count)
         )
 
     return attacks.resigned(lab, edit)

@@ -7,7 +7,9 @@ Format (text, in the cache directory, file `ota_journal`):
     done <step-id> <result-digest>
     ...
 
-<package-id> is the SHA-256 of the signed manifest; <result-digest> is what the step produced
+<package-id> is the SHA-256 of the signed manifest; <step-id> is `<phase>:<key>` with the key (a
+path, entry or partition name) `escape`d (py/ota/build/paths.py), so a line stays one line of
+printable ASCII whatever bytes a path holds; <result-digest> is what the step produced
 (`ota.apply.resume.result_digests`). The journal is only a claim: anyone who can write the cache
 can write one, so a resumed run skips a step only if the device shows its result
 (`ota.apply.resume`), and the final check never comes from the journal.

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ota.build.layout import MANIFEST_ENTRY
+from ota.build.paths import escape, from_bytes, to_bytes
 from ota.errors import OtaError
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -33,10 +34,11 @@ Refuse = Callable[[str], OtaError]
 
 
 def shown(path: str) -> str:
-    """`path` for a one-line error: quoted (so a newline in it cannot break the line), shortened."""
-    if len(path) <= 160:
-        return repr(path)
-    return f"{path[:60]!r}...{path[-40:]!r} ({len(path.encode())} bytes)"
+    """`path` for a one-line error: `escape`d (so no byte of it can break the line), quoted, shortened."""
+    text = escape(path)
+    if len(text) <= 160:
+        return f"'{text}'"
+    return f"'{text[:60]}'...'{text[-40:]}' ({len(to_bytes(path))} bytes)"
 
 
 def _refuser(where: str, subject: str) -> Callable[[str], OtaError]:
@@ -46,7 +48,7 @@ def _refuser(where: str, subject: str) -> Callable[[str], OtaError]:
 
 def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.PayloadEntry]) -> None:
     """Raises OtaError (naming `where`, the package) at the first rule the manifest breaks."""
-    files = {op.path: op for op in manifest.files}
+    files = {from_bytes(op.path): op for op in manifest.files}
     incremental = manifest.type == pb.OtaManifest.INCREMENTAL
     for path, op in files.items():
         refuse = _refuser(where, f"{MANIFEST_ENTRY} files: {shown(path)}")
@@ -58,7 +60,7 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
             _check_parents(path, files, refuse)
             _check_metadata(op, refuse)
         if op.op == Op.SYMLINK:
-            _check_link_target(op.symlink_target, refuse)
+            _check_link_target(from_bytes(op.symlink_target), refuse)
         if op.op == Op.WRITE:
             _check_whole(payload[op.entry], op.target, f"entry {op.entry!r}", refuse)
         if incremental:
@@ -74,12 +76,12 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
 
 
 def _check_lengths(path: str, refuse: Refuse) -> None:
-    size = len(path.encode())
+    size = len(to_bytes(path))
     if size >= PATH_MAX:
         raise refuse(f"path is {size} bytes, longer than PATH_MAX allows ({PATH_MAX - 1})")
     for part in path.split("/"):
-        if len(part.encode()) > NAME_MAX:
-            raise refuse(f"component {shown(part)} is {len(part.encode())} bytes, longer than NAME_MAX ({NAME_MAX})")
+        if len(to_bytes(part)) > NAME_MAX:
+            raise refuse(f"component {shown(part)} is {len(to_bytes(part))} bytes, longer than NAME_MAX ({NAME_MAX})")
 
 
 def _check_parents(path: str, files: dict[str, pb.FileOperation], refuse: Refuse) -> None:
@@ -102,7 +104,7 @@ def _check_metadata(op: pb.FileOperation, refuse: Refuse) -> None:
 def _check_link_target(link: str, refuse: Refuse) -> None:
     if not link:
         raise refuse("symlink_target is empty")
-    if "\0" in link or len(link.encode()) >= PATH_MAX:
+    if "\0" in link or len(to_bytes(link)) >= PATH_MAX:
         raise refuse(f"symlink_target {shown(link)} has a NUL byte or is longer than PATH_MAX allows")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ota.apply.manifest_rules import check_manifest
+from ota.build.paths import escape, from_bytes, sort_key
 from ota.proto import ota_manifest_pb2 as pb
 
 Op = pb.FileOperation
@@ -46,12 +47,17 @@ class Step:
 
     @property
     def id(self) -> str:
-        return f"{self.phase}:{self.key}"
+        """`phase:key`, the key `escape`d: one printable line whatever bytes a path holds, so a
+        journal line (py/ota/apply/journal.py) stays one line per step."""
+        return f"{self.phase}:{escape(self.key)}"
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The manifest, indexed for the apply: ops by path, partitions by name, steps in order."""
+    """The manifest, indexed for the apply: ops by path, partitions by name, steps in order.
+
+    `files` keys are the paths as `str` (`paths.from_bytes` of the manifest's bytes).
+    """
 
     manifest: pb.OtaManifest
     files: dict[str, pb.FileOperation]
@@ -66,11 +72,11 @@ class Plan:
 
 
 def _depth_first(paths: list[str]) -> list[str]:
-    return sorted(paths, key=lambda p: (-p.count("/"), p))
+    return sorted(paths, key=lambda p: (-p.count("/"), sort_key(p)))
 
 
 def _parents_first(paths: list[str]) -> list[str]:
-    return sorted(paths, key=lambda p: (p.count("/"), p))
+    return sorted(paths, key=lambda p: (p.count("/"), sort_key(p)))
 
 
 def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.PayloadEntry]) -> Plan:
@@ -80,12 +86,15 @@ def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.Payloa
     naming entries the package lacks; `payload` are its payload entries by name.
     """
     check_manifest(manifest, where, payload)
-    files = {op.path: op for op in manifest.files}
+    files = {from_bytes(op.path): op for op in manifest.files}
     deletes = [path for path, op in files.items() if op.op == Op.DELETE]
     partitions = {part.name: part for part in manifest.partitions}
 
     def of(kind: int) -> list[pb.FileOperation]:
         return [op for op in files.values() if op.op == kind]
+
+    def of_paths(kind: int) -> list[str]:
+        return [path for path, op in files.items() if op.op == kind]
 
     staged = {op.entry: payload[op.entry].size for op in of(Op.PATCH)}
     staged.update({p.entry: payload[p.entry].size for p in partitions.values() if p.entry})
@@ -93,10 +102,10 @@ def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.Payloa
     if manifest.type == pb.OtaManifest.FULL:
         steps.append(Step("wipe", "-", 0))
     steps.append(Step("delete", "-", 0, tuple(_depth_first(deletes))))
-    steps.append(Step("mkdir", "-", 0, tuple(_parents_first([op.path for op in of(Op.MKDIR)]))))
-    steps += [Step("patch", op.path, op.target.size) for op in of(Op.PATCH)]
-    steps += [Step("write", op.path, op.target.size) for op in of(Op.WRITE)]
-    steps.append(Step("symlink", "-", 0, tuple(sorted(op.path for op in of(Op.SYMLINK)))))
+    steps.append(Step("mkdir", "-", 0, tuple(_parents_first(of_paths(Op.MKDIR)))))
+    steps += [Step("patch", path, op.target.size) for path, op in files.items() if op.op == Op.PATCH]
+    steps += [Step("write", path, op.target.size) for path, op in files.items() if op.op == Op.WRITE]
+    steps.append(Step("symlink", "-", 0, tuple(sorted(of_paths(Op.SYMLINK), key=sort_key))))
     steps.append(Step("metadata", "-", 0, tuple(p for p in _depth_first(list(files)) if files[p].op != Op.DELETE)))
     steps += [Step("partition", name, part.target.size) for name, part in sorted(partitions.items()) if part.entry]
     steps += [Step("check", "-", sum(op.target.size for op in files.values())), Step("build", "-", 0)]

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ota.build.paths import escape
+
 # Share of the whole bar: checking sources, then the journaled steps (split by their bytes).
 VERIFY_SHARE, APPLY_SHARE = 0.10, 0.90
 MODES = ("auto", "bar", "lines", "none")
@@ -64,7 +66,7 @@ class Progress:
         fraction = min(1.0, max(self._last, fraction))
         self._last = fraction
         if self.mode == "lines":
-            self.stream.write(f"progress {fraction:.4f} {step} {path or '-'}\n")
+            self.stream.write(f"progress {fraction:.4f} {step} {escape(path) or '-'}\n")  # one line per item
             self.stream.flush()
         elif self.mode == "bar":
             cells = int(fraction * 40)

@@ -31,6 +31,7 @@ from ota.applypatch import protocol
 from ota.applypatch.backends import open_partition
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.build import hashing
+from ota.build.paths import escape, from_bytes
 from ota.errors import OtaError
 
 # Steps whose result is checked on the device before they are skipped; every other step reruns.
@@ -52,8 +53,8 @@ def result_digests(plan: Plan) -> dict[str, str]:
             text = f"{target.size} {target.sha256}"
         else:
             text = "\n".join(
-                f"{path} {files[path].op} {files[path].mode:o} {files[path].uid} {files[path].gid} "
-                f"{files[path].symlink_target}"
+                f"{escape(path)} {files[path].op} {files[path].mode:o} {files[path].uid} {files[path].gid} "
+                f"{escape(from_bytes(files[path].symlink_target))}"
                 for path in step.paths
             )
         digests[step.id] = hashlib.sha256(f"{step.id}\n{text}".encode()).hexdigest()

@@ -5,7 +5,9 @@ of the same package) may hold symlinks. Resolving `lib/x` by path would follow a
 /etc` out of the root and overwrite a file the update has no business with. So every path is
 walked one component at a time with ``O_NOFOLLOW | O_DIRECTORY`` from a descriptor of the root,
 and the last component is handled with ``dir_fd`` and ``follow_symlinks=False``; a symlink in the
-middle of a path is an error, a symlink at the end is treated as the link itself.
+middle of a path is an error, a symlink at the end is treated as the link itself. Every name
+reaches the kernel as its bytes (`paths.to_bytes`): a package path may hold any byte but NUL and
+'/' (py/ota/build/paths.py), and the file made is exactly the name the manifest lists.
 
 Every change goes through `ota.fsops.FsOps` (its `perform` primitive for the *at()-style calls it
 has no named operation for), so the power-loss harness can cut here too.
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 from ota.applypatch.cache import FileMeta
 from ota.build import hashing
-from ota.build.paths import SCRATCH_DIR, check_path
+from ota.build.paths import SCRATCH_DIR, check_path, escape, from_bytes, to_bytes
 from ota.errors import OtaError
 from ota.fsops import FsOps
 
@@ -81,11 +83,12 @@ class SysRoot:
         os.close(self._fd)
 
     def where(self, path: str) -> str:
-        return f"{self.root}/{path}"
+        """`path` under the root for a message: one line, its bytes `escape`d."""
+        return f"{self.root}/{escape(path)}"
 
     @contextlib.contextmanager
-    def parent(self, path: str) -> Iterator[tuple[int, str]]:
-        """Yields (descriptor of the parent directory, last component) of `path`.
+    def parent(self, path: str) -> Iterator[tuple[int, bytes]]:
+        """Yields (descriptor of the parent directory, last component's bytes) of `path`.
 
         Raises OtaError if a parent component is a symlink or not a directory, FileNotFoundError
         if one is missing.
@@ -96,22 +99,22 @@ class SysRoot:
         try:
             for index, part in enumerate(dirs):
                 try:
-                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    child = os.open(to_bytes(part), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as err:
-                    prefix = "/".join(dirs[: index + 1])
+                    prefix = escape("/".join(dirs[: index + 1]))
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise OtaError(
                             self.where(path),
-                            f"parent {prefix!r} is a symlink or not a directory; refusing to follow it",
+                            f"parent '{prefix}' is a symlink or not a directory; refusing to follow it",
                         ) from None
                     if err.errno == errno.ENOENT:
                         raise FileNotFoundError(
-                            err.errno, f"parent {prefix!r} does not exist", self.where(path)
+                            err.errno, f"parent '{prefix}' does not exist", self.where(path)
                         ) from None
-                    raise OtaError(self.where(path), f"parent {prefix!r}: {err.strerror}") from None
+                    raise OtaError(self.where(path), f"parent '{prefix}': {err.strerror}") from None
                 os.close(fd)
                 fd = child
-            yield fd, name
+            yield fd, to_bytes(name)
         finally:
             os.close(fd)
 
@@ -165,15 +168,16 @@ class SysRoot:
         The root's list leaves out `SCRATCH_DIR`: it is the updater's, not part of the tree.
         """
         if not path:
-            return sorted(name for name in os.listdir(self._fd) if name != SCRATCH_DIR)
+            return sorted(name for name in _names(self._fd) if name != SCRATCH_DIR)
         with self.parent(path) as (dir_fd, name):
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
-                return sorted(os.listdir(fd))
+                return sorted(_names(fd))
             finally:
                 os.close(fd)
 
-    def readlink(self, path: str) -> str:
+    def readlink(self, path: str) -> bytes:
+        """The link's target as its bytes (what a manifest's `symlink_target` holds)."""
         with self.parent(path) as (fd, name):
             return os.readlink(name, dir_fd=fd)
 
@@ -213,7 +217,7 @@ class SysRoot:
                 raise
             self._rename_in(scratch_fd, temp, dir_fd, name, target)
 
-    def symlink(self, path: str, link_target: str, uid: int, gid: int) -> None:
+    def symlink(self, path: str, link_target: bytes, uid: int, gid: int) -> None:
         """Makes `path` a symlink to `link_target`, atomically replacing what is there."""
         ops = self.ops
         with self.parent(path) as (dir_fd, name):
@@ -285,13 +289,13 @@ class SysRoot:
             finally:
                 os.close(fd)
 
-    def _fresh_scratch(self, path: str) -> tuple[int, str]:
+    def _fresh_scratch(self, path: str) -> tuple[int, bytes]:
         """(scratch directory descriptor, the scratch name of `path`), nothing at that name yet.
 
         The name is a hash of the path, so a rerun finds what a cut run left for the same path.
         """
         scratch_fd = self._scratch_dir()
-        temp = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
+        temp = hashlib.sha256(to_bytes(path)).hexdigest().encode("ascii")
         try:
             os.stat(temp, dir_fd=scratch_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -322,14 +326,14 @@ class SysRoot:
         self._scratch_fd = os.open(SCRATCH_DIR, flags, dir_fd=self._fd)
         return self._scratch_fd
 
-    def _rename_in(self, scratch_fd: int, temp: str, dir_fd: int, name: str, target: str) -> None:
+    def _rename_in(self, scratch_fd: int, temp: bytes, dir_fd: int, name: bytes, target: str) -> None:
         """Moves a finished scratch entry over `name` in `dir_fd` (renameat), then fsyncs the directory."""
         self.ops.perform(
             "rename", f"{target}~->{target}", lambda: os.rename(temp, name, src_dir_fd=scratch_fd, dst_dir_fd=dir_fd)
         )
         self.ops.fsync(dir_fd, os.path.dirname(target))
 
-    def _remove_at(self, dir_fd: int, name: str, shown: str) -> None:
+    def _remove_at(self, dir_fd: int, name: str | bytes, shown: str) -> None:
         """Removes `name` in `dir_fd` and, if it is a directory, everything under it; never follows a link."""
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
@@ -337,8 +341,8 @@ class SysRoot:
             return
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
         try:
-            for child in sorted(os.listdir(fd)):
-                self._remove_at(fd, child, f"{shown}/{child}")
+            for child in sorted(_names(fd)):
+                self._remove_at(fd, to_bytes(child), f"{shown}/{escape(child)}")
         finally:
             os.close(fd)
         self.ops.perform("rmdir", shown, lambda: os.rmdir(name, dir_fd=dir_fd))
@@ -390,6 +394,11 @@ class RootFile:
 
     def discard_scratch(self, target: bytes) -> None:
         """Nothing to do: a cut run's scratch sits in the scratch directory, which the update drops."""
+
+
+def _names(fd: int) -> list[str]:
+    """The names in an open directory, each the `str` of its bytes (py/ota/build/paths.py)."""
+    return [from_bytes(os.fsencode(name)) for name in os.listdir(fd)]
 
 
 def _read_all(fd: int) -> bytes:

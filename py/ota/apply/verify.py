@@ -28,6 +28,7 @@ from ota.applypatch.cache import Cache
 from ota.applypatch.device_config import DeviceConfig
 from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.build.layout import MANIFEST_ENTRY
+from ota.build.paths import escape, from_bytes
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.proto import ota_manifest_pb2 as pb
@@ -247,7 +248,7 @@ def _dry_run(
 
 def file_request(root: SysRoot, op: pb.FileOperation, patch: str) -> protocol.PatchRequest:
     """applypatch's file request for a PATCH operation; `patch` names the patch file."""
-    location = root.where(op.path)
+    location = root.where(from_bytes(op.path))
     return protocol.PatchRequest(
         source=location,
         target=location,
@@ -387,7 +388,9 @@ def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
         if kind == "file" and root.content(path).sha256 != op.target.sha256:
             raise OtaError(root.where(path), "contents are not the target build's after the update")
         if kind == "symlink" and root.readlink(path) != op.symlink_target:
-            raise OtaError(root.where(path), f"does not point to {op.symlink_target!r} after the update")
+            raise OtaError(
+                root.where(path), f'does not point to "{escape(from_bytes(op.symlink_target))}" after the update'
+            )
         if (entry.uid, entry.gid) != (op.uid, op.gid) or (kind != "symlink" and entry.mode != op.mode):
             raise OtaError(
                 root.where(path),

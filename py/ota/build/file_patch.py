@@ -21,6 +21,7 @@ from absl import flags
 
 from ota.build import hashing, jsonio, toolchain_identity
 from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
+from ota.build.paths import escape, unescape
 from ota.cli import fileio, runner
 from ota.errors import OtaError, UsageError
 
@@ -34,7 +35,12 @@ DEFAULT_MAX_DIFF_SIZE = 256 << 20
 
 flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
 flags.DEFINE_string("target", None, "Target version of the file.")
-flags.DEFINE_string("path", None, "Path (or partition name) the file is known by; names it in the info and warnings.")
+flags.DEFINE_string(
+    "path",
+    None,
+    "Path (or partition name) the file is known by, `escape`d as py/ota/build/paths.py defines (one line of "
+    "ASCII, so any file name fits a param file line); names it in the info and warnings.",
+)
 flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
 flags.DEFINE_float(
     "patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0
@@ -72,7 +78,7 @@ def _diff(method: str, source: bytes, target: bytes, path: str) -> bytes:
         return bsdiff.diff(source, target)
     from ota import imgdiff
 
-    names = {"source_name": f"{path} (source)", "target_name": path}
+    names = {"source_name": f"{escape(path)} (source)", "target_name": escape(path)}
     if method == IMGDIFF:
         return imgdiff.make_image_patch(source, target, **names)
     return imgdiff.make_zip_patch(source, target, **names)
@@ -80,7 +86,7 @@ def _diff(method: str, source: bytes, target: bytes, path: str) -> bytes:
 
 def whole_warning(path: str, method: str, reason: str) -> str:
     """The one warning line of a diff that could not be used (docs/contracts.md#3-patch-info)."""
-    return f"WARNING: {path}: {method} failed ({' '.join(reason.split())}); shipping the whole file"
+    return f"WARNING: {escape(path)}: {method} failed ({' '.join(reason.split())}); shipping the whole file"
 
 
 def make_patch(
@@ -183,7 +189,7 @@ def patch_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
     result = patch_files(
         values.source,
         values.target,
-        values.path,
+        unescape(values.path, "--path", "--path"),
         values.out_data,
         method=values.method,
         threshold=values.patch_threshold,

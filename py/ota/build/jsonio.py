@@ -2,6 +2,11 @@
 
 Keys sorted, fixed separators, UTF-8, one trailing newline: the same data always gives the same
 bytes, so an unchanged result keeps every downstream action a cache hit.
+
+A file name is any byte string (py/ota/build/paths.py), and Starlark's `json.encode` writes a
+name's bytes as they are, so a contract file may hold bytes that are not UTF-8. Reading decodes
+with `surrogateescape` and writing encodes the same way: every byte of a name survives a round
+trip, and `get_path` is the one way a reader takes a path (or link target) out of such a file.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ota.build import paths
 from ota.cli import fileio
 from ota.errors import OtaError
 
@@ -17,8 +23,7 @@ MAX_JSON_BYTES = 1 << 30
 
 
 def dumps(value: Any) -> bytes:
-    """The canonical bytes of `value`; a string holding an install path's non-UTF-8 bytes as
-    `surrogateescape` characters comes out as exactly those bytes."""
+    """The canonical bytes of `value`."""
     return (json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
         "utf-8", "surrogateescape"
     )
@@ -38,9 +43,9 @@ def loads(raw: bytes, where: str) -> Any:
     not UTF-8 (an install path may hold any) become `surrogateescape` characters, which `dumps`
     turns back into the same bytes."""
     try:
-        return json.loads(raw.decode("utf-8", "surrogateescape"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise OtaError(where, f"not valid UTF-8 JSON ({err})") from None
+        return json.loads(paths.from_bytes(raw))
+    except ValueError as err:
+        raise OtaError(where, f"not valid JSON ({err})") from None
 
 
 def get(obj: Any, key: str, kind: type | tuple[type, ...], where: str, field: str | None = None) -> Any:
@@ -56,3 +61,16 @@ def get(obj: Any, key: str, kind: type | tuple[type, ...], where: str, field: st
         expected = " or ".join(k.__name__ for k in kinds)
         raise OtaError(where, f"{name}: expected {expected}, got {value!r}"[:300])
     return value
+
+
+def get_path(obj: Any, key: str, where: str, field: str | None = None) -> str:
+    """obj[key] as an install path: checked by `paths.check_path`, its bytes `paths.to_bytes` of it."""
+    return paths.check_path(get(obj, key, str, where, field), where, field or key)
+
+
+def get_link_target(obj: Any, key: str, where: str, field: str | None = None) -> str:
+    """obj[key] as a symlink target: any non-empty byte string without NUL, stored as given."""
+    target = get(obj, key, str, where, field)
+    if not target or "\0" in target:
+        raise OtaError(where, f'{field or key} "{paths.escape(target)}": a link target is non-empty and has no NUL')
+    return target

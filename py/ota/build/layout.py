@@ -14,12 +14,15 @@ SIGNATURE_ENTRY = "META-INF/ota/signature"
 PARTITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def file_patch_entry(path: str) -> str:
-    return f"patch/system/{path}.p"
+# A file's entries are named after the index of its operation in the manifest, never after its
+# install path: a path may hold any byte (py/ota/build/paths.py) and be 4,095 bytes long, which a
+# zip entry name should not have to carry twice more, and which no tool should have to escape.
+def file_patch_entry(index: int) -> str:
+    return f"patch/system/{index}.p"
 
 
-def whole_file_entry(path: str) -> str:
-    return f"system/{path}"
+def whole_file_entry(index: int) -> str:
+    return f"system/{index}"
 
 
 def partition_patch_entry(name: str) -> str:

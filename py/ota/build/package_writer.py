@@ -34,7 +34,7 @@ from ota.build.layout import (
     whole_file_entry,
 )
 from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
-from ota.build.paths import check_path
+from ota.build.paths import escape, sort_key, to_bytes
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
 from ota.proto import ota_manifest_pb2 as pb
@@ -88,9 +88,10 @@ def _build(raw: Any, where: str, side: str) -> Build:
 def _keyed(items: list[Any], key: str, where: str, field_name: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for index, item in enumerate(items):
-        name = jsonio.get(item, key, str, where, f"{field_name}[{index}].{key}")
+        field = f"{field_name}[{index}].{key}"
+        name = jsonio.get_path(item, key, where, field) if key == "path" else jsonio.get(item, key, str, where, field)
         if name in out:
-            raise OtaError(where, f"{field_name}: {name!r} listed twice")
+            raise OtaError(where, f'{field_name}: "{escape(name)}" listed twice')
         out[name] = item
     return out
 
@@ -107,8 +108,6 @@ def load_params(path: str) -> Params:
     patches = _keyed(jsonio.get(doc, "file_patches", list, path), "path", path, "file_patches")
     wholes = _keyed(jsonio.get(doc, "whole_files", list, path), "path", path, "whole_files")
     parts = _keyed(jsonio.get(doc, "partitions", list, path), "name", path, "partitions")
-    for name in [*patches, *wholes]:
-        check_path(name, path, "file_patches/whole_files path")
     for name in parts:
         if not PARTITION_NAME.fullmatch(name):
             raise OtaError(path, f"partitions: name {name!r} must match {PARTITION_NAME.pattern}")
@@ -120,8 +119,8 @@ def load_params(path: str) -> Params:
         return {
             key: Produced(
                 key,
-                FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {key}: info")),
-                jsonio.get(item, "data", str, path, f"{field_name} {key}: data"),
+                FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {escape(key)}: info")),
+                jsonio.get(item, "data", str, path, f"{field_name} {escape(key)}: data"),
             )
             for key, item in items.items()
         }
@@ -133,7 +132,7 @@ def load_params(path: str) -> Params:
         target=_build(jsonio.get(doc, "target", dict, path), path, "target"),
         file_patches=produced(patches, "file_patches"),
         whole_files={
-            key: jsonio.get(item, "file", str, path, f"whole_files {key}: file") for key, item in wholes.items()
+            key: jsonio.get(item, "file", str, path, f"whole_files {escape(key)}: file") for key, item in wholes.items()
         },
         partitions=produced(parts, "partitions"),
     )
@@ -206,17 +205,16 @@ def _content(message: pb.ContentInfo, info: ContentInfo) -> None:
 def _check_matches(produced: Produced, source: ContentInfo | None, target: ContentInfo, where: str) -> None:
     """A file_patch result must describe exactly the manifests' source and target contents."""
     info = produced.info
+    shown = escape(produced.key)
     if info.path != produced.key:
-        raise OtaError(where, f"{produced.key}: its info file says path {info.path!r}")
+        raise OtaError(where, f'{shown}: its info file says path "{escape(info.path)}"')
     if info.target != target:
         raise OtaError(
-            where, f"{produced.key}: patch info target {info.target.sha256} is not the target build's {target.sha256}"
+            where, f"{shown}: patch info target {info.target.sha256} is not the target build's {target.sha256}"
         )
     if info.method != WHOLE and info.source != source:
         have = "absent" if source is None else source.sha256
-        raise OtaError(
-            where, f"{produced.key}: patch info source {info.source.sha256} is not the source build's ({have})"
-        )  # type: ignore[union-attr]
+        raise OtaError(where, f"{shown}: patch info source {info.source.sha256} is not the source build's ({have})")  # type: ignore[union-attr]
 
 
 class _Assembler:
@@ -261,14 +259,15 @@ class _Assembler:
         for name in [*p.file_patches, *p.whole_files]:
             if name not in target or target[name].kind != tree.FILE:
                 raise OtaError(
-                    self.where, f"{name}: has a file_patches/whole_files entry but is not a file of the target build"
+                    self.where,
+                    f"{escape(name)}: has a file_patches/whole_files entry but is not a file of the target build",
                 )
         if p.full and p.file_patches:
-            raise OtaError(self.where, f"{next(iter(p.file_patches))}: a FULL package has no file_patches")
-        for path in sorted(set(target) | set(source)):
+            raise OtaError(self.where, f"{escape(next(iter(p.file_patches)))}: a FULL package has no file_patches")
+        for path in sorted(set(target) | set(source), key=sort_key):
             old = source.get(path)
             old_content = old.content if old is not None and old.kind == tree.FILE else None
-            op = self.manifest.files.add(path=path)
+            op = self.manifest.files.add(path=to_bytes(path))
             if old is not None:
                 op.source_kind = _SOURCE_KIND[old.kind]
             if old_content is not None:
@@ -281,12 +280,14 @@ class _Assembler:
             if new.kind == tree.DIR:
                 op.op = Op.MKDIR
             elif new.kind == tree.SYMLINK:
-                op.op, op.symlink_target = Op.SYMLINK, new.target  # type: ignore[assignment]
+                op.op, op.symlink_target = Op.SYMLINK, to_bytes(new.target)  # type: ignore[arg-type]
             else:
                 self._file(op, path, old_content, new.content)  # type: ignore[arg-type]
 
     def _file(self, op: pb.FileOperation, path: str, old: ContentInfo | None, new: ContentInfo) -> None:
         _content(op.target, new)
+        index = len(self.manifest.files) - 1  # names this operation's entry (py/ota/build/layout.py)
+        shown = escape(path)
         produced = self.params.file_patches.get(path)
         whole = self.params.whole_files.get(path)
         if produced is not None:
@@ -295,28 +296,28 @@ class _Assembler:
             if method == UNCHANGED:
                 op.op = Op.KEEP
             elif method == WHOLE:
-                op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(path)
-                self.payload.add(op.entry, produced.data, _WHOLE, new, why=f"target of {path}")
+                op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(index)
+                self.payload.add(op.entry, produced.data, _WHOLE, new, why=f"target of {shown}")
             else:
-                op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(path)
+                op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(index)
                 self.payload.add(
                     op.entry,
                     produced.data,
                     _PATCH,
                     expected_sha256=produced.info.data_sha256,
-                    why=f"patch info's data_sha256 of {path}",
+                    why=f"patch info's data_sha256 of {shown}",
                 )
         elif whole is not None:
-            op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(path)
-            self.payload.add(op.entry, whole, _WHOLE, new, why=f"target manifest's {path}")
+            op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(index)
+            self.payload.add(op.entry, whole, _WHOLE, new, why=f"target manifest's {shown}")
         elif self.params.full:
-            raise OtaError(self.where, f"{path}: a FULL package needs every target file in whole_files")
+            raise OtaError(self.where, f"{shown}: a FULL package needs every target file in whole_files")
         elif old is not None and old == new:
             op.op = Op.KEEP
         else:
             raise OtaError(
                 self.where,
-                f"{path}: {'changed' if old else 'new'} in the target build but has no "
+                f"{shown}: {'changed' if old else 'new'} in the target build but has no "
                 "file_patches or whole_files entry",
             )
 

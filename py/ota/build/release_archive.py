@@ -1,8 +1,10 @@
 """release_archive: the archive of one shipped build, so it can be the source of a later update.
 
 docs/contracts.md#5-release-archive, a "target-files style" zip: META/build.json (device, fingerprint, timestamp),
-META/system_manifest.json (docs/contracts.md#2-system-manifest), SYSTEM/<path> for every regular file and
-IMAGES/<name>.img for every partition image. Directories and symlinks live only in the manifest.
+META/system_manifest.json (docs/contracts.md#2-system-manifest), SYSTEM/<index> for every regular
+file (<index>: its entry's position in the manifest's `entries`) and IMAGES/<name>.img for every partition image.
+Directories and symlinks live only in the manifest. A file's entry is named by index, not by its path: a path may
+hold any byte (py/ota/build/paths.py), and the importing repository rule makes each entry a Bazel label.
 Written by the same deterministic zip writer as the package; `read_release_archive` is the
 bounded reader the tests (and any tool that inspects an old release) use.
 """
@@ -19,6 +21,7 @@ from absl import flags
 from ota.build import hashing, jsonio, toolchain_identity, tree, zipwrite
 from ota.build.build_info import BuildInfo
 from ota.build.layout import PARTITION_NAME
+from ota.build.paths import escape
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
 
@@ -48,7 +51,7 @@ def _same_shape(tree_entries: Sequence[tree.TreeEntry], manifest: Sequence[tree.
             problem = (
                 f"only in the {side}" if side else "kind, mode, uid, gid or target differ between tree and manifest"
             )
-            raise OtaError(where, f"{path}: {problem}")
+            raise OtaError(where, f"{escape(path)}: {problem}")
 
 
 def write_release_archive(
@@ -66,21 +69,30 @@ def write_release_archive(
         ),
     ]
     expected = {}
-    for entry in manifest:
+    for index, entry in enumerate(manifest):
         if entry.kind == tree.FILE:
-            name = SYSTEM_PREFIX + entry.path
+            name = system_entry(index)
             sources.append(zipwrite.ZipSource(name, zipwrite.Compression.DEFLATED, file=files[entry.path]))
             expected[name] = entry.content
     for name, image in partitions.items():
         sources.append(zipwrite.ZipSource(f"{IMAGES_PREFIX}{name}.img", zipwrite.Compression.DEFLATED, file=image))
+    by_entry = {system_entry(index): e.path for index, e in enumerate(manifest)}
     for written in zipwrite.write_zip(out_path, sources):
         want = expected.get(written.name)
         if want is not None and (want.size, want.sha256) != (written.size, written.sha256):
+            path = by_entry[written.name]
             raise OtaError(
-                files[written.name[len(SYSTEM_PREFIX) :]],
-                f"sha256 {written.sha256} is not the system manifest's {want.sha256} for "
-                f"{written.name[len(SYSTEM_PREFIX) :]}",
+                files[path], f"sha256 {written.sha256} is not the system manifest's {want.sha256} for {escape(path)}"
             )
+
+
+def system_entry(index: int) -> str:
+    """The archive entry of the file that is entry `index` of the archive's system manifest.
+
+    rules/private/release_archive_repo.bzl counts the manifest's entries the same way; a number
+    is a label in any package, whatever bytes the path holds.
+    """
+    return f"{SYSTEM_PREFIX}{index}"
 
 
 def parse_partition_flags(values: Sequence[str]) -> dict[str, str]:
@@ -132,7 +144,7 @@ def read_release_archive(path: str, *, max_bytes: int = 1 << 32) -> ReleaseArchi
         jsonio.loads(contents[MANIFEST_ENTRY], f"{path}:{MANIFEST_ENTRY}"), f"{path}:{MANIFEST_ENTRY}", manifest=True
     )
     files, images = {}, {}
-    wanted = {SYSTEM_PREFIX + e.path: e for e in manifest if e.kind == tree.FILE}
+    wanted = {system_entry(index): e for index, e in enumerate(manifest) if e.kind == tree.FILE}
     for name, data in contents.items():
         if name in (BUILD_ENTRY, MANIFEST_ENTRY):
             continue

@@ -14,7 +14,7 @@ from typing import Any
 
 from ota.build import jsonio
 from ota.build.hashing import ContentInfo
-from ota.build.paths import check_path
+from ota.build.paths import escape, sort_key
 from ota.errors import OtaError
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
@@ -58,53 +58,53 @@ class TreeEntry:
 
 
 def _int_field(raw: dict[str, Any], key: str, upper: int, where: str, path: str) -> int:
-    value = jsonio.get(raw, key, int, where, f"{path}: {key}")
+    value = jsonio.get(raw, key, int, where, f"{escape(path)}: {key}")
     if not 0 <= value <= upper:
-        raise OtaError(where, f"{path}: {key} {value} out of range 0..{upper}")
+        raise OtaError(where, f"{escape(path)}: {key} {value} out of range 0..{upper}")
     return value
 
 
 def _parse_entry(raw: Any, index: int, where: str, *, manifest: bool) -> TreeEntry:
     if not isinstance(raw, dict):
         raise OtaError(where, f"entries[{index}]: expected an object")
-    path = check_path(raw.get("path"), where, f"entries[{index}].path")
+    path = jsonio.get_path(raw, "path", where, f"entries[{index}].path")
     kind = raw.get("kind")
     if kind not in KINDS:
-        raise OtaError(where, f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}")
+        raise OtaError(where, f"{escape(path)}: kind {kind!r} is not one of {', '.join(KINDS)}")
     mode = _int_field(raw, "mode", 0o7777, where, path)
     uid = _int_field(raw, "uid", MAX_ID, where, path)
     gid = _int_field(raw, "gid", MAX_ID, where, path)
     if kind == SYMLINK:
-        target = jsonio.get(raw, "target", str, where, f"{path}: target")
-        if not target or "\0" in target:
-            raise OtaError(where, f"{path}: symlink target must be non-empty and free of NUL")
+        target = jsonio.get_link_target(raw, "target", where, f"{escape(path)}: target")
         return TreeEntry(path, kind, mode, uid, gid, target=target)
     if kind == DIR:
         return TreeEntry(path, kind, mode, uid, gid)
     if manifest:
         return TreeEntry(path, kind, mode, uid, gid, content=ContentInfo.from_json(raw, where, path))
-    file = jsonio.get(raw, "file", str, where, f"{path}: file")
+    file = jsonio.get(raw, "file", str, where, f"{escape(path)}: file")
     if not file:
-        raise OtaError(where, f"{path}: file must name an input file")
+        raise OtaError(where, f"{escape(path)}: file must name an input file")
     return TreeEntry(path, kind, mode, uid, gid, file=file)
 
 
 def check_entries(entries: Iterable[TreeEntry], where: str) -> list[TreeEntry]:
     """Sorts by path and enforces a real tree: unique paths, every parent listed as a directory."""
-    ordered = sorted(entries, key=lambda e: e.path)
+    ordered = sorted(entries, key=lambda e: sort_key(e.path))
     kinds: dict[str, str] = {}
     for entry in ordered:
         if entry.path in kinds:
-            raise OtaError(where, f"{entry.path}: listed twice")
+            raise OtaError(where, f"{escape(entry.path)}: listed twice")
         kinds[entry.path] = entry.kind
     for entry in ordered:
         parent = entry.path.rpartition("/")[0]
         if not parent:
             continue
         if parent not in kinds:
-            raise OtaError(where, f"{entry.path}: parent directory {parent!r} is not listed")
+            raise OtaError(where, f"{escape(entry.path)}: parent directory {escape(parent)} is not listed")
         if kinds[parent] != DIR:
-            raise OtaError(where, f"{parent}: is both a {kinds[parent]} and a directory (parent of {entry.path})")
+            raise OtaError(
+                where, f"{escape(parent)}: is both a {kinds[parent]} and a directory (parent of {escape(entry.path)})"
+            )
     return ordered
 
 
@@ -124,4 +124,4 @@ def load_manifest(path: str) -> list[TreeEntry]:
 
 def manifest_doc(entries: Iterable[TreeEntry]) -> dict[str, Any]:
     """The JSON document of a system manifest (or tree), entries sorted by path."""
-    return {"entries": [e.to_json() for e in sorted(entries, key=lambda e: e.path)]}
+    return {"entries": [e.to_json() for e in sorted(entries, key=lambda e: sort_key(e.path))]}

@@ -1,6 +1,7 @@
 """ota_inspect PACKAGE: what an OTA package will do and where its bytes go.
 
-Prints the manifest (protobuf text format), then a size breakdown: payload bytes per operation
+Prints the manifest (protobuf text format: one line per field, a path's bytes outside printable
+ASCII as octal escapes, so any file name stays on its line), then a size breakdown: payload bytes per operation
 and method, the largest entries first, and the package size as a share of a full package (the
 whole target sizes of every file and partition), which is the number a release engineer watches.
 Last comes where the package's own bytes go: the payload as stored in the zip, and the overhead
@@ -20,6 +21,7 @@ from google.protobuf import text_format
 
 from ota import package_reader
 from ota.build.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY
+from ota.build.paths import escape, from_bytes
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 from ota.proto import ota_manifest_pb2 as pb
@@ -37,6 +39,16 @@ def _kinds(manifest: pb.OtaManifest) -> dict[str, str]:
         if part.entry:
             kinds[part.entry] = f"partition {pb.PatchMethod.Name(part.method)}"
     return kinds
+
+
+def _for_whom(manifest: pb.OtaManifest, name: str) -> str:
+    """ "  <path>" of the file an entry is for, `escape`d to one line ("" for a partition's entry).
+
+    Entries are named by index (py/ota/build/layout.py), so the path is what tells a reader which
+    file a large entry is.
+    """
+    path = next((op.path for op in manifest.files if op.entry == name), None)
+    return "" if path is None else f"  {escape(from_bytes(path))}"
 
 
 def full_size(manifest: pb.OtaManifest) -> int:
@@ -111,7 +123,7 @@ def report(package: package_reader.Package, top: int) -> str:
     lines.append("")
     lines.append(f"# largest entries (top {top})")
     largest = sorted(manifest.payload, key=lambda e: (-e.size, e.name))[:top]
-    lines.extend(f"{entry.size:>12}  {entry.name}" for entry in largest)
+    lines.extend(f"{entry.size:>12}  {entry.name}{_for_whom(manifest, entry.name)}" for entry in largest)
     payload = sum(entry.size for entry in manifest.payload)
     full = full_size(manifest)
     ratio = f"{100.0 * payload / full:.2f}%" if full else "n/a"

@@ -9,7 +9,6 @@ writes.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -38,7 +37,9 @@ class Spec:
     partitions: dict[str, bytes]
 
 
-def _entry(path: str, item: Item, files_dir: str) -> tree.TreeEntry:
+def _entry(path: str, item: Item, files_dir: str, index: int) -> tree.TreeEntry:
+    """The tree entry of one item; a file's bytes go to `files_dir/<index>`, a name that any
+    install path (any bytes, up to PATH_MAX long) can have, as the rules name artifacts."""
     if isinstance(item, bytes):
         item = (item, 0o644, 0, 0)
     if item[0] == "dir":
@@ -48,7 +49,7 @@ def _entry(path: str, item: Item, files_dir: str) -> tree.TreeEntry:
         uid, gid = item[2:4] if len(item) > 2 else (0, 0)
         return tree.TreeEntry(path, tree.SYMLINK, 0o777, uid, gid, target=item[1])
     data, mode, uid, gid = item
-    file = os.path.join(files_dir, path.replace("/", "%"))
+    file = os.path.join(files_dir, str(index))
     with open(file, "wb") as stream:
         stream.write(data)
     return tree.TreeEntry(path, tree.FILE, mode, uid, gid, file=file)
@@ -63,7 +64,9 @@ def write_build(spec: Spec, directory: str) -> Build:
         parts = path.split("/")
         paths.update("/".join(parts[:i]) for i in range(1, len(parts)))
     items = {p: spec.items.get(p, ("dir",)) for p in paths}
-    entries = tree.check_entries([_entry(p, items[p], files_dir) for p in sorted(items)], directory)
+    entries = tree.check_entries(
+        [_entry(p, items[p], files_dir, index) for index, p in enumerate(sorted(items))], directory
+    )
     partitions = {}
     for name, image in spec.partitions.items():
         partitions[name] = os.path.join(directory, f"{name}.img")
@@ -130,8 +133,7 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
         "partitions": partitions,
     }
     params_path = os.path.join(work, "params.json")
-    with open(params_path, "w", encoding="utf-8") as stream:
-        json.dump(params, stream)
+    jsonio.write(params_path, params)
     package_writer.write_package(params_path, out)
     return out
 

@@ -38,6 +38,7 @@ from ota.applypatch.spec import Digest, Pair, load_by_spec
 from ota.build import jsonio, tree
 from ota.build.build_info import BuildInfo
 from ota.build.hashing import ContentInfo, of_file
+from ota.build.paths import escape
 from ota.errors import OtaError
 from ota.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps
@@ -199,8 +200,9 @@ def snapshot(directory: str) -> dict[str, str]:
 
 
 def device_hash(directory: str) -> str:
-    """One SHA-256 over `snapshot`: equal before and after a refused update."""
-    text = "\n".join(f"{k}\t{v}" for k, v in sorted(snapshot(directory).items()))
+    """One SHA-256 over `snapshot`: equal before and after a refused update. Names are `escape`d,
+    so any bytes a name holds (a newline, a byte that is not UTF-8) count, unambiguously."""
+    text = "\n".join(f"{escape(k)}\t{escape(v)}" for k, v in sorted(snapshot(directory).items()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
