@@ -50,7 +50,7 @@ class Scanner:
         diff_size = ctypes.c_int64()
         extra_size = ctypes.c_int64()
         if source:
-            suffixes = self.sort(source)
+            suffixes = self._sorted_suffixes(source)
             sorted_pointer = suffixes.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
         else:
             suffixes = None
@@ -78,6 +78,18 @@ class Scanner:
         finally:
             self.library.ota_bsdiff_free(controls)
         return _patch(control, diff, extra, len(target))
+
+
+    def _sorted_suffixes(self, source: bytes) -> object:
+        """libdivsufsort's suffix array of `source` (int32, the empty suffix left out)."""
+        try:
+            return self.sort(source)
+        except MemoryError:
+            raise
+        except Exception as err:  # pydivsufsort raises a bare Exception for libdivsufsort's codes
+            if err.args and err.args[0] == "libdivsufsort error":  # valid input: only -2, out of memory
+                raise MemoryError("divsufsort") from None
+            raise
 
 
 def _address(buffer: bytearray) -> ctypes.Array | None:
