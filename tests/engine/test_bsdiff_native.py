@@ -132,6 +132,24 @@ def test_a_source_past_the_32_bit_sort_goes_to_bsdiff4(monkeypatch: pytest.Monke
     assert calls == [1000]
 
 
+def test_a_forked_diff_after_one_in_process_finishes() -> None:
+    """libdivsufsort sorts with OpenMP, whose thread pool does not survive fork: a child forked
+    after the parent's own sort would wait forever (ota/native/bsdiff_scan.py keeps it to one
+    thread). In a subprocess, so that a hang fails by its timeout instead of stopping the run."""
+    probe = textwrap.dedent("""
+        import random
+        from ota import bsdiff
+        rng = random.Random(9)
+        for size in (300_000, 3 << 20, 200_000, 2 << 20):
+            source = rng.randbytes(size)
+            target = source[size // 3 :] + source[: size // 3]
+            assert bsdiff.diff(source, target) == bsdiff.diff(source, target, where="again")
+        print("done")
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=240, check=True)
+    assert done.stdout == "done\n"
+
+
 def test_peak_memory_is_under_five_times_the_input() -> None:
     """An 8 MB code-like pair: from the interpreter's own size (numpy and the libraries loaded)
     the diff's process holds at most 5 times old plus new at its peak (bsdiff4 needs about 18

@@ -79,7 +79,6 @@ class Scanner:
             self.library.ota_bsdiff_free(controls)
         return _patch(control, diff, extra, len(target))
 
-
     def _sorted_suffixes(self, source: bytes) -> object:
         """libdivsufsort's suffix array of `source` (int32, the empty suffix left out)."""
         try:
@@ -114,6 +113,18 @@ def _patch(control: bytearray, diff: bytearray, extra: bytearray, new_size: int)
     return b"".join((header, packed_control, packed_diff, packed_extra))
 
 
+def _one_thread(divsufsort_library: ctypes.CDLL) -> None:
+    """Keeps libdivsufsort's OpenMP to the calling thread, before its first sort.
+
+    GNU OpenMP's thread pool does not survive fork: once a process has sorted with it, a forked
+    child's sort waits forever for threads that were not copied (ota/forked.py forks after small
+    in-process diffs). Parallelism comes from diffing chunks in separate children instead.
+    """
+    set_threads = getattr(divsufsort_library, "omp_set_num_threads", None)  # absent without OpenMP
+    if set_threads is not None:
+        set_threads(1)
+
+
 @functools.cache
 def load() -> Scanner | None:
     """The scanner, or None if libbsdiff_scan.so or pydivsufsort cannot be loaded."""
@@ -121,11 +132,12 @@ def load() -> Scanner | None:
     # trees (the source and the output), and only the runfiles directory holds both.
     path = pathlib.Path(__file__).absolute().parent / LIBRARY_NAME
     try:
-        from pydivsufsort import divsufsort  # here, not at the top: its absence selects bsdiff4
+        from pydivsufsort import divsufsort, dll  # here, not at the top: their absence selects bsdiff4
 
         library = ctypes.CDLL(str(path))
     except (ImportError, OSError):
         return None
+    _one_thread(dll.libdivsufsort)
     library.ota_bsdiff_scan.restype = ctypes.c_int64
     library.ota_bsdiff_scan.argtypes = [
         ctypes.c_char_p,
