@@ -151,7 +151,7 @@ def test_a_forked_diff_after_one_in_process_finishes() -> None:
 
 
 def test_peak_memory_is_under_five_times_the_input() -> None:
-    """An 8 MB code-like pair: from the interpreter's own size (numpy and the libraries loaded)
+    """An 8 MB code-like pair: from the interpreter's own size (the libraries loaded)
     the diff's process holds at most 5 times old plus new at its peak (bsdiff4 needs about 18
     times the old file), and the diff itself adds no more than its suffix array (4 bytes per old
     byte) and its streams (one byte per new byte). VmHWM is reset (clear_refs) once the inputs

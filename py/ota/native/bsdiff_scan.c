@@ -29,36 +29,61 @@ static int64_t suffix_at(const struct old_file *old, int64_t rank) {
   return rank == 0 ? old->size : (int64_t)old->sorted[rank - 1];
 }
 
-static int64_t common_prefix(const uint8_t *a, int64_t a_size, const uint8_t *b, int64_t b_size) {
-  int64_t limit = a_size < b_size ? a_size : b_size;
-  int64_t length = 0;
-  while (length < limit && a[length] == b[length]) length++;
-  return length;
+/* The first index from `from` on where a and b differ, or `limit`: the length of their common
+ * prefix when the first `from` bytes are known to agree. Eight bytes at a time, then one. */
+static int64_t first_difference(const uint8_t *a, const uint8_t *b, int64_t from, int64_t limit) {
+  int64_t at = from;
+  for (; at + 8 <= limit; at += 8) {
+    uint64_t a_word, b_word;
+    memcpy(&a_word, a + at, 8);
+    memcpy(&b_word, b + at, 8);
+    if (a_word != b_word) break;
+  }
+  while (at < limit && a[at] == b[at]) at++;
+  return at;
+}
+
+/* The length of the common prefix of the suffix at `rank` and `wanted`, from `known` agreeing
+ * bytes on. */
+static int64_t agreement(const struct old_file *old, int64_t rank, const uint8_t *wanted, int64_t wanted_size,
+                         int64_t known) {
+  int64_t start = suffix_at(old, rank);
+  int64_t rest = old->size - start;
+  return first_difference(old->bytes + start, wanted, known, rest < wanted_size ? rest : wanted_size);
 }
 
 /* The longest prefix of `wanted` found in the old file, and where: the binary search narrows the
- * ranks [0, size] to two neighbours and keeps the longer match (the higher rank on a tie). */
+ * ranks [0, size] to two neighbours and keeps the longer match (the higher rank on a tie).
+ *
+ * Each step decides as a memcmp of the suffix and `wanted` over their shorter length would, but
+ * skips the prefix that both bounds already share with `wanted`: every suffix ranked between
+ * them shares it too (they are sorted), so a long match costs its length once, not once per
+ * step. The bounds' agreement lengths are then the two candidates' match lengths. */
 static int64_t longest_match(const struct old_file *old, const uint8_t *wanted, int64_t wanted_size,
                              int64_t *where) {
   int64_t low = 0, high = old->size;
+  int64_t low_agrees = agreement(old, low, wanted, wanted_size, 0);
+  int64_t high_agrees = agreement(old, high, wanted, wanted_size, 0);
   while (high - low >= 2) {
     int64_t middle = low + (high - low) / 2;
     int64_t start = suffix_at(old, middle);
     int64_t rest = old->size - start;
-    if (memcmp(old->bytes + start, wanted, (size_t)(rest < wanted_size ? rest : wanted_size)) < 0)
+    int64_t compared = rest < wanted_size ? rest : wanted_size;
+    int64_t agrees = agreement(old, middle, wanted, wanted_size, low_agrees < high_agrees ? low_agrees : high_agrees);
+    if (agrees < compared && old->bytes[start + agrees] < wanted[agrees]) {
       low = middle;
-    else
+      low_agrees = agrees;
+    } else {
       high = middle;
+      high_agrees = agrees;
+    }
   }
-  int64_t low_start = suffix_at(old, low), high_start = suffix_at(old, high);
-  int64_t low_length = common_prefix(old->bytes + low_start, old->size - low_start, wanted, wanted_size);
-  int64_t high_length = common_prefix(old->bytes + high_start, old->size - high_start, wanted, wanted_size);
-  if (low_length > high_length) {
-    *where = low_start;
-    return low_length;
+  if (low_agrees > high_agrees) {
+    *where = suffix_at(old, low);
+    return low_agrees;
   }
-  *where = high_start;
-  return high_length;
+  *where = suffix_at(old, high);
+  return high_agrees;
 }
 
 struct tuples {

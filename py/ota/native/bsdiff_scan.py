@@ -14,6 +14,7 @@ from __future__ import annotations
 import bz2
 import ctypes
 import functools
+import importlib.util
 import pathlib
 from dataclasses import dataclass
 
@@ -37,10 +38,10 @@ _c_int64_p = ctypes.POINTER(ctypes.c_int64)
 
 @dataclass(frozen=True)
 class Scanner:
-    """The loaded library and libdivsufsort's sort, bound together."""
+    """The loaded library and libdivsufsort's, bound together."""
 
     library: ctypes.CDLL
-    sort: object  # pydivsufsort.divsufsort: bytes -> int32 array of the sorted suffixes
+    divsufsort: ctypes.CDLL
 
     def diff(self, source: bytes, target: bytes) -> bytes:
         """The BSDIFF40 patch bsdiff4.diff(source, target) writes, byte for byte.
@@ -49,16 +50,11 @@ class Scanner:
         controls = _c_int64_p()
         diff_size = ctypes.c_int64()
         extra_size = ctypes.c_int64()
-        if source:
-            suffixes = self._sorted_suffixes(source)
-            sorted_pointer = suffixes.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-        else:
-            suffixes = None
-            sorted_pointer = None
+        suffixes = self._sorted_suffixes(source) if source else None
         count = self.library.ota_bsdiff_scan(
             source,
             len(source),
-            sorted_pointer,
+            suffixes,
             target,
             len(target),
             ctypes.byref(controls),
@@ -73,22 +69,24 @@ class Scanner:
             diff = bytearray(diff_size.value)
             extra = bytearray(extra_size.value)
             self.library.ota_bsdiff_streams(
-                source, target, controls, count, _address(control), _address(diff), _address(extra)
+                source,
+                target,
+                controls,
+                count,
+                _address(control),
+                _address(diff),
+                _address(extra),
             )
         finally:
             self.library.ota_bsdiff_free(controls)
         return _patch(control, diff, extra, len(target))
 
-    def _sorted_suffixes(self, source: bytes) -> object:
+    def _sorted_suffixes(self, source: bytes) -> ctypes.Array:
         """libdivsufsort's suffix array of `source` (int32, the empty suffix left out)."""
-        try:
-            return self.sort(source)
-        except MemoryError:
-            raise
-        except Exception as err:  # pydivsufsort raises a bare Exception for libdivsufsort's codes
-            if err.args and err.args[0] == "libdivsufsort error":  # valid input: only -2, out of memory
-                raise MemoryError("divsufsort") from None
-            raise
+        suffixes = (ctypes.c_int32 * len(source))()
+        if self.divsufsort.divsufsort(source, suffixes, len(source)) != 0:
+            raise MemoryError("divsufsort")  # its only failure on valid arguments (-2)
+        return suffixes
 
 
 def _address(buffer: bytearray) -> ctypes.Array | None:
@@ -101,7 +99,9 @@ def _offset(value: int) -> bytes:
     return value.to_bytes(8, "little")
 
 
-def _patch(control: bytearray, diff: bytearray, extra: bytearray, new_size: int) -> bytes:
+def _patch(
+    control: bytearray, diff: bytearray, extra: bytearray, new_size: int
+) -> bytes:
     """Header and three bzip2 streams at level 9, laid out as bsdiff4 writes them."""
     packed_control = bz2.compress(control)
     del control
@@ -109,35 +109,64 @@ def _patch(control: bytearray, diff: bytearray, extra: bytearray, new_size: int)
     del diff
     packed_extra = bz2.compress(extra)
     del extra
-    header = _MAGIC + _offset(len(packed_control)) + _offset(len(packed_diff)) + _offset(new_size)
+    header = (
+        _MAGIC
+        + _offset(len(packed_control))
+        + _offset(len(packed_diff))
+        + _offset(new_size)
+    )
     return b"".join((header, packed_control, packed_diff, packed_extra))
 
 
-def _one_thread(divsufsort_library: ctypes.CDLL) -> None:
+def _one_thread(divsufsort: ctypes.CDLL) -> None:
     """Keeps libdivsufsort's OpenMP to the calling thread, before its first sort.
 
     GNU OpenMP's thread pool does not survive fork: once a process has sorted with it, a forked
     child's sort waits forever for threads that were not copied (ota/forked.py forks after small
     in-process diffs). Parallelism comes from diffing chunks in separate children instead.
     """
-    set_threads = getattr(divsufsort_library, "omp_set_num_threads", None)  # absent without OpenMP
+    set_threads = getattr(
+        divsufsort, "omp_set_num_threads", None
+    )  # absent without OpenMP
     if set_threads is not None:
         set_threads(1)
 
 
+def _divsufsort_library() -> pathlib.Path | None:
+    """pydivsufsort's libdivsufsort (32-bit), found without importing the package: its
+    __init__ imports numpy (18 MB and a tenth of a second per process), which the sort does not
+    need when called directly."""
+    spec = importlib.util.find_spec("pydivsufsort")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(pathlib.Path(folder).glob("libdivsufsort.so*"))
+        if found:
+            return found[0]
+    return None
+
+
 @functools.cache
 def load() -> Scanner | None:
-    """The scanner, or None if libbsdiff_scan.so or pydivsufsort cannot be loaded."""
+    """The scanner, or None if libbsdiff_scan.so or pydivsufsort's library cannot be loaded."""
     # Not resolve(): in Bazel's runfiles this module and the library are symlinks into different
     # trees (the source and the output), and only the runfiles directory holds both.
     path = pathlib.Path(__file__).absolute().parent / LIBRARY_NAME
-    try:
-        from pydivsufsort import divsufsort, dll  # here, not at the top: their absence selects bsdiff4
-
-        library = ctypes.CDLL(str(path))
-    except (ImportError, OSError):
+    sorter_path = _divsufsort_library()
+    if sorter_path is None:
         return None
-    _one_thread(dll.libdivsufsort)
+    try:
+        divsufsort = ctypes.CDLL(str(sorter_path))
+        library = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    _one_thread(divsufsort)
+    divsufsort.divsufsort.restype = ctypes.c_int32
+    divsufsort.divsufsort.argtypes = [
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_int32),
+        ctypes.c_int32,
+    ]
     library.ota_bsdiff_scan.restype = ctypes.c_int64
     library.ota_bsdiff_scan.argtypes = [
         ctypes.c_char_p,
