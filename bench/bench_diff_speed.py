@@ -121,13 +121,9 @@ def run_child(argv: list[str], work: Path, env: dict[str, str]) -> Run:
     done.set()
     sampler.join()
     if child.returncode:
-        raise SystemExit(
-            f"{' '.join(argv)} failed ({child.returncode}): {stderr.decode()[-2000:]}"
-        )
+        raise SystemExit(f"{' '.join(argv)} failed ({child.returncode}): {stderr.decode()[-2000:]}")
     user, system, peak_kb = report.read_text().split()[-3:]
-    return Run(
-        elapsed, float(user) + float(system), int(peak_kb) / 1024, tree_kb / 1024
-    )
+    return Run(elapsed, float(user) + float(system), int(peak_kb) / 1024, tree_kb / 1024)
 
 
 # bsdiff4 as a library user calls it, in a thread with room for its recursive sort.
@@ -155,16 +151,12 @@ def ours(tool: str, *args: Path) -> list[str]:
 def engine_of(env: dict[str, str]) -> str:
     """ota.bsdiff.engine() as the tools see it under `env`."""
     probe = [sys.executable, "-c", "from ota import bsdiff; print(bsdiff.engine())"]
-    return subprocess.run(
-        probe, env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def extract_baseline(rev: str, into: Path) -> Path:
     """Today's py/ (at `rev`) unpacked under `into`, with its generated protos copied in."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", rev, "py"], capture_output=True, check=True
-    ).stdout
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "py"], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     proto_dir = REPO / "py/ota/proto"
     for generated in proto_dir.glob("*_pb2.py"):
@@ -191,8 +183,7 @@ def build_inputs(scale: float, change: float) -> Inputs:
         boot.pack_ramdisk(boot.change_ramdisk(rng, tree_v1, change)),
     )
     boots = tuple(
-        boot.boot_image(gzipper.compress(image), ramdisk)
-        for image, ramdisk in zip(images, ramdisks, strict=False)
+        boot.boot_image(gzipper.compress(image), ramdisk) for image, ramdisk in zip(images, ramdisks, strict=False)
     )
     ramdisk_size = len(gzipper.parse_member(ramdisks[1], "ramdisk").inflated)
     return Inputs(images, boots, max(*map(len, images), ramdisk_size))  # type: ignore[arg-type]
@@ -204,9 +195,7 @@ def check(applied: Path, expected: bytes, what: str) -> None:
     applied.unlink()
 
 
-def one_round(
-    inputs: Inputs, work: Path, baseline_py: Path
-) -> dict[str, tuple[Run, int]]:
+def one_round(inputs: Inputs, work: Path, baseline_py: Path) -> dict[str, tuple[Run, int]]:
     """tool -> (its run, its patch bytes or 0), every patch applied and checked."""
     env_now = dict(os.environ, PYTHONPATH=str(REPO / "py"))
     env_today = dict(os.environ, PYTHONPATH=str(baseline_py))
@@ -218,9 +207,7 @@ def one_round(
     out = work / "out"
     results: dict[str, tuple[Run, int]] = {}
 
-    def timed(
-        label: str, argv: list[str], env: dict[str, str], patch: Path | None
-    ) -> None:
+    def timed(label: str, argv: list[str], env: dict[str, str], patch: Path | None) -> None:
         results[label] = (
             run_child(argv, work, env),
             patch.stat().st_size if patch else 0,
@@ -262,9 +249,7 @@ def _verdict(ok: bool) -> str:
 
 
 def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
-    print(
-        f"\n{'tool':<30} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'tree MB':>8} {'patch bytes':>12}"
-    )
+    print(f"\n{'tool':<30} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'tree MB':>8} {'patch bytes':>12}")
     for label, (run, size) in results.items():
         print(
             f"{label:<30} {run.seconds:>8.1f} {run.cpu_seconds:>8.1f} {run.peak_mb:>8.0f} {run.tree_mb:>8.0f} {size:>12,}"
@@ -302,30 +287,20 @@ def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
         f"{_verdict(ours_run[0].peak_mb <= 5 * input_mb)}), bsdiff4 {peer_run[0].peak_mb / input_mb:.1f}x "
         f"({peer_run[0].peak_mb / old_mb:.1f}x the old file)"
     )
-    print(
-        "AOSP's C++ imgdiff: not built here (its sources need network access); docs/performance.md"
-    )
+    print("AOSP's C++ imgdiff: not built here (its sources need network access); docs/performance.md")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--scale",
         type=float,
         default=1.0,
         help="size factor (1.0: ~24 MB kernel, 3000 files)",
     )
-    parser.add_argument(
-        "--change", type=float, default=0.03, help="fraction of functions/files changed"
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="rounds, each printing its own ratios"
-    )
-    parser.add_argument(
-        "--baseline", default=DEFAULT_BASELINE, help="git revision whose py/ is 'today'"
-    )
+    parser.add_argument("--change", type=float, default=0.03, help="fraction of functions/files changed")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, each printing its own ratios")
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision whose py/ is 'today'")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -337,9 +312,7 @@ def main() -> None:
     )
     engine = engine_of(dict(os.environ, PYTHONPATH=str(REPO / "py")))
     if engine != "native":
-        raise SystemExit(
-            f"this tree diffs with {engine}, not its compiled diff: build the library first"
-        )
+        raise SystemExit(f"this tree diffs with {engine}, not its compiled diff: build the library first")
     with tempfile.TemporaryDirectory(prefix="bench_diff_") as tmp:
         work = Path(tmp)
         baseline_py = extract_baseline(args.baseline, work)

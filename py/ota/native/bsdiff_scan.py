@@ -99,9 +99,7 @@ def _offset(value: int) -> bytes:
     return value.to_bytes(8, "little")
 
 
-def _patch(
-    control: bytearray, diff: bytearray, extra: bytearray, new_size: int
-) -> bytes:
+def _patch(control: bytearray, diff: bytearray, extra: bytearray, new_size: int) -> bytes:
     """Header and three bzip2 streams at level 9, laid out as bsdiff4 writes them."""
     packed_control = bz2.compress(control)
     del control
@@ -109,12 +107,7 @@ def _patch(
     del diff
     packed_extra = bz2.compress(extra)
     del extra
-    header = (
-        _MAGIC
-        + _offset(len(packed_control))
-        + _offset(len(packed_diff))
-        + _offset(new_size)
-    )
+    header = _MAGIC + _offset(len(packed_control)) + _offset(len(packed_diff)) + _offset(new_size)
     return b"".join((header, packed_control, packed_diff, packed_extra))
 
 
@@ -125,9 +118,7 @@ def _one_thread(divsufsort: ctypes.CDLL) -> None:
     child's sort waits forever for threads that were not copied (ota/forked.py forks after small
     in-process diffs). Parallelism comes from diffing chunks in separate children instead.
     """
-    set_threads = getattr(
-        divsufsort, "omp_set_num_threads", None
-    )  # absent without OpenMP
+    set_threads = getattr(divsufsort, "omp_set_num_threads", None)  # absent without OpenMP
     if set_threads is not None:
         set_threads(1)
 
