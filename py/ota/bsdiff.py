@@ -2,11 +2,12 @@
 
 Diffing writes bsdiff4's bytes (which matched AOSP's 2009 bsdiff byte for byte in the checks of
 docs/formats.md#bsdiff4-and-aosps-bspatch): libdivsufsort's suffix sort and our compiled scan
-(ota/native/bsdiff_scan.py) where they load, bsdiff4's own diff where they do not. Applying is also bsdiff4's C loop, but only after this
-module has proven the patch harmless: bsdiff4 trusts the header and the control tuples, and a
-hostile patch could otherwise make it allocate a declared 2^62-byte file or inflate a bzip2 bomb.
-Validation decompresses each bzip2 block with bounded output, mirroring the lazy AOSP reader that
-stops once the new file is complete, so every patch AOSP's bspatch accepts is accepted here too.
+(ota/native/bsdiff_scan.py) where they load, bsdiff4's own diff where they do not. Applying is
+also bsdiff4's C loop, but only after this module has proven the patch harmless: bsdiff4 trusts
+the header and the control tuples, and a hostile patch could otherwise make it allocate a
+declared 2^62-byte file or inflate a bzip2 bomb. Validation decompresses each bzip2 block with
+bounded output, mirroring the lazy AOSP reader that stops once the new file is complete, so every
+patch AOSP's bspatch accepts is accepted here too.
 
 Large diffs run in forked children (ota/forked.py): their memory peak ends with the child, and
 independent diffs (imgdiff's chunks) use several cores. docs/performance.md has the measurements.
