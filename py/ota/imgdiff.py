@@ -185,7 +185,7 @@ def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source",
     pieces.append((whole_source, _Piece(pos, len(target) - pos)))
 
     def pairs_for(found: Mapping[int, tuple[int, int] | None]) -> list[tuple[_Piece, _Piece]]:
-        sources, targets = _settle(pieces, found)
+        _, targets = _settle(pieces, found)
         return [(by_name[t.name] if t.is_deflate else whole_source, t) for t in _merge_normals(targets)]
 
     return _write(source, target, searches, pairs_for)
