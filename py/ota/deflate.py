@@ -195,7 +195,7 @@ _MAX_PIECE = 1 << 18
 SPECULATION_PREFIX = 1 << 20
 
 
-def find_reproducing_params(inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
+def find_reproducing_params(inflated: bytes, compressed: bytes | memoryview) -> tuple[int, int] | None:
     """Returns the first (level, memLevel) of SEARCH_STAGES, in order, whose raw deflate of `inflated` is
     exactly `compressed`, or None.
 
@@ -208,7 +208,7 @@ def find_reproducing_params(inflated: bytes, compressed: bytes) -> tuple[int, in
     return _search_from(0, inflated, compressed)
 
 
-def _search_from(first_stage: int, inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
+def _search_from(first_stage: int, inflated: bytes, compressed: bytes | memoryview) -> tuple[int, int] | None:
     for stage in SEARCH_STAGES[first_stage:]:
         race = _Race(stage, inflated, compressed)
         race.advance(len(inflated))
@@ -224,7 +224,7 @@ class PendingSearch:
     gives, and `likely` is its probable answer (the first setting still in the race)."""
 
     inflated: bytes
-    compressed: bytes
+    compressed: bytes | memoryview
     stage: int
     race: _Race | None  # None once the answer is known
     found: tuple[int, int] | None = None
@@ -242,7 +242,7 @@ class PendingSearch:
         return found if found is not None else _search_from(self.stage + 1, self.inflated, self.compressed)
 
 
-def start_search(inflated: bytes, compressed: bytes, prefix: int | None = None) -> PendingSearch | None:
+def start_search(inflated: bytes, compressed: bytes | memoryview, prefix: int | None = None) -> PendingSearch | None:
     """The first part of find_reproducing_params: races each stage over `prefix` input bytes
     (default SPECULATION_PREFIX).
 
@@ -271,7 +271,9 @@ class _Race:
     """Candidate settings compressing the same growing pieces of input side by side; a setting
     drops out as soon as the output it has produced differs from `compressed`."""
 
-    def __init__(self, candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: bytes) -> None:
+    def __init__(
+        self, candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: bytes | memoryview
+    ) -> None:
         self._alive = {
             params: zlib.compressobj(params[0], zlib.DEFLATED, RAW_WBITS, params[1]) for params in candidates
         }

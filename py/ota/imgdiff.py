@@ -43,6 +43,11 @@ class _Piece:
     def raw(self, data: bytes) -> bytes:
         return data[self.start : self.start + self.length]
 
+    def view(self, data: bytes) -> memoryview:
+        """The span without a copy: a search holds the target stream while the diffs' children
+        are forked, and each would count a copy in its peak."""
+        return memoryview(data)[self.start : self.start + self.length]
+
     def as_normal(self) -> _Piece:
         return _Piece(self.start, self.length)
 
@@ -82,8 +87,8 @@ def _start_pair(
     """The search for a DEFLATE pair's zlib setting, or None when the pair is patched as NORMAL
     bytes: its target stream did not change, inflates beyond what applypatch allows for this
     target (`imgpatch.expand_limit`), or no setting reproduces it (seen within its first bytes)."""
-    target_raw = target_piece.raw(target)
-    if source_piece.raw(source) == target_raw or len(target_piece.inflated) > imgpatch.expand_limit(len(target)):
+    target_raw = target_piece.view(target)
+    if source_piece.view(source) == target_raw or len(target_piece.inflated) > imgpatch.expand_limit(len(target)):
         return None
     return deflate.start_search(target_piece.inflated, target_raw)
 
