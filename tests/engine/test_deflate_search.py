@@ -124,7 +124,7 @@ def _streams(rng: random.Random, data: bytes, grid: bool) -> list[tuple[str, byt
 @pytest.mark.parametrize("key", INPUTS, ids=[f"{kind}-{size}" for kind, _, size in INPUTS])
 def test_search_names_the_exhaustive_setting(key: tuple[str, int, int]) -> None:
     data = _data(*key)
-    rng = random.Random(hash(key) & 0xFFFF)
+    rng = random.Random(repr(key))  # a str seed is hashed by sha512: the same streams every run
     grid = key[2] in (3000, 20_000, 70_000)
     checked = 0
     for label, stream in _streams(rng, data, grid):
