@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing rules_ota needs on a Debian machine, only what is missing:
 # Bazel 4.2.3 (Debian's bazel-bootstrap), Debian's python3 (the pinned interpreter) with pip and the
-# CA certificates, and the Debian tools the tests use as interop peers. Safe to run again; does
+# CA certificates, a C compiler, and the Debian tools the tests use as interop peers. Safe to run again; does
 # nothing when all is there.
 set -euo pipefail
 
@@ -19,6 +19,12 @@ command -v bazel >/dev/null || need bazel-bootstrap
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need python3-pip
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need ca-certificates
 command -v git >/dev/null || need git
+# A C compiler: Bazel (//py:ota/native/libbsdiff_scan.so) and `pip install ./py` build the BSDIFF40
+# scan from source. Bazel's autodetected toolchain links with -lstdc++ and the C headers come from
+# libc6-dev, which minbase roots lack.
+command -v gcc >/dev/null || need gcc
+command -v g++ >/dev/null || need g++
+[ -f /usr/include/stdlib.h ] || need libc6-dev
 # Interop peers and helpers used by tests and benchmarks.
 command -v mkbootimg >/dev/null || need mkbootimg          # also provides unpack_bootimg
 command -v abootimg >/dev/null || need abootimg

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Patch generation speed and memory: today's imgdiff/bsdiff against this tree's and bsdiff4's.
+"""Patch generation speed and memory: today's imgdiff against this tree's, and this tree's BSDIFF40
+diff against bsdiff4's, with the ratios of the goals of docs/performance.md.
 
 Builds (fixed seeds, the generators of bench/bench_boot_patch.py) a kernel Image of tens of MB
 with a few percent of its functions changed, a ramdisk of thousands of files packed by our cpio
@@ -7,20 +8,30 @@ and gzip'd by zlib, and boot images holding both. Then, in one run (the machine'
 from run to run; only ratios within one run mean anything), each tool runs in a child process:
 
 * imgdiff on the boot images: today's code (`git archive` of --baseline) against this tree's;
-* BSDIFF40 on the kernel Image: bsdiff4's diff (the peer named by the issue) against this tree's;
-* the suffix sort alone: bsdiff4's qsufsort (its diff against an empty target, where the match
-  search has nothing to do) against libdivsufsort's 32-bit sort (pydivsufsort, when installed),
-  which tells how much of a diff is the sort and how much a faster sort could save.
+* BSDIFF40 on the kernel Image (a large ELF-like file): bsdiff4's diff against this tree's
+  `bsdiff` tool (libdivsufsort's sort and ota/native/bsdiff_scan.c).
+
+This tree's code must run its compiled diff: the script stops if ota.bsdiff.engine() is not
+"native" (build the library beside its module first, docs/performance.md says how).
 
 Every patch is applied (our bspatch for IMGDIFF2, Debian's bspatch for BSDIFF40) and compared
 with the target. AOSP's C++ imgdiff cannot be built on this machine (no network to AOSP's
 sources), so the issue's AOSP figures are not re-measured here.
+
+Time: wall seconds, and CPU seconds (user + system of the tool and the children it waited for),
+which other builds on a shared machine disturb less.
 
 Memory: "peak MB" is the largest single process's peak RSS (GNU time, i.e. wait4's ru_maxrss);
 "tree MB" is the largest sum of PSS over the tool and all its child processes, sampled every
 50 ms (PSS shares copy-on-write pages between a parent and its forked children fairly).
 
     PYTHONPATH=py python3 bench/bench_diff_speed.py [--scale 1.0] [--repeat 2]
+
+The goals it checks (each a ratio within one run): imgdiff at most 0.25 times today's time, its
+peak memory at most 10 times the larger decompressed chunk (the largest process's, as the issue
+measured it; the tree's is checked too), its patch at most 1.005 times today's bytes; BSDIFF40
+at least 3 times faster than bsdiff4's diff, its peak at most 5 times the input (old plus new),
+its patch at most 1.005 times bsdiff4's bytes.
 """
 
 from __future__ import annotations
@@ -43,13 +54,14 @@ from ota import gzipper
 
 MB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
-# The last commit before the diff engine ran diffs in child processes: "today" in the tables.
-DEFAULT_BASELINE = "d9d3687"
+# The last commit whose diffs all ran bsdiff4 (before the compiled diff): "today" in the tables.
+DEFAULT_BASELINE = "410b634"
 
 
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user + system, waited-for children included
     peak_mb: float  # largest single process
     tree_mb: float  # largest PSS sum over the process tree
 
@@ -89,7 +101,7 @@ def run_child(argv: list[str], work: Path, env: dict[str, str]) -> Run:
     report = work / "time.txt"
     start = time.perf_counter()
     child = subprocess.Popen(
-        ["/usr/bin/time", "-f", "%M", "-o", str(report), *argv],
+        ["/usr/bin/time", "-f", "%U %S %M", "-o", str(report), *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
@@ -110,7 +122,8 @@ def run_child(argv: list[str], work: Path, env: dict[str, str]) -> Run:
     sampler.join()
     if child.returncode:
         raise SystemExit(f"{' '.join(argv)} failed ({child.returncode}): {stderr.decode()[-2000:]}")
-    return Run(elapsed, int(report.read_text().split()[-1]) / 1024, tree_kb / 1024)
+    user, system, peak_kb = report.read_text().split()[-3:]
+    return Run(elapsed, float(user) + float(system), int(peak_kb) / 1024, tree_kb / 1024)
 
 
 # bsdiff4 as a library user calls it, in a thread with room for its recursive sort.
@@ -120,33 +133,25 @@ _PEER = textwrap.dedent("""
     mode, old, new, patch = sys.argv[1:]
     def work():
         source = open(old, "rb").read()
-        if mode == "diff":
-            open(patch, "wb").write(bsdiff4.diff(source, open(new, "rb").read()))
-        elif mode == "qsufsort":
-            bsdiff4.diff(source, b"")
-        else:
-            import pydivsufsort
-            pydivsufsort.divsufsort(source)
+        open(patch, "wb").write(bsdiff4.diff(source, open(new, "rb").read()))
     thread = threading.Thread(target=work)
     thread.start()
     thread.join()
 """)
 
 
-def peer(mode: str, old: Path, new: Path, patch: Path) -> list[str]:
-    return [sys.executable, "-c", _PEER, mode, str(old), str(new), str(patch)]
+def peer(old: Path, new: Path, patch: Path) -> list[str]:
+    return [sys.executable, "-c", _PEER, "diff", str(old), str(new), str(patch)]
 
 
 def ours(tool: str, *args: Path) -> list[str]:
     return [sys.executable, "-m", f"ota.cli.{tool}", *map(str, args)]
 
 
-def has_divsufsort() -> bool:
-    try:
-        import pydivsufsort  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def engine_of(env: dict[str, str]) -> str:
+    """ota.bsdiff.engine() as the tools see it under `env`."""
+    probe = [sys.executable, "-c", "from ota import bsdiff; print(bsdiff.engine())"]
+    return subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def extract_baseline(rev: str, into: Path) -> Path:
@@ -173,7 +178,10 @@ def build_inputs(scale: float, change: float) -> Inputs:
     kernel_v2 = boot.change_kernel(rng, isa, kernel_v1, change)
     images = (kernel_v1.render(), kernel_v2.render())
     tree_v1 = boot.make_ramdisk(random.Random(2), isa, max(50, int(3000 * scale)))
-    ramdisks = (boot.pack_ramdisk(tree_v1), boot.pack_ramdisk(boot.change_ramdisk(rng, tree_v1, change)))
+    ramdisks = (
+        boot.pack_ramdisk(tree_v1),
+        boot.pack_ramdisk(boot.change_ramdisk(rng, tree_v1, change)),
+    )
     boots = tuple(
         boot.boot_image(gzipper.compress(image), ramdisk) for image, ramdisk in zip(images, ramdisks, strict=False)
     )
@@ -200,8 +208,15 @@ def one_round(inputs: Inputs, work: Path, baseline_py: Path) -> dict[str, tuple[
     results: dict[str, tuple[Run, int]] = {}
 
     def timed(label: str, argv: list[str], env: dict[str, str], patch: Path | None) -> None:
-        results[label] = (run_child(argv, work, env), patch.stat().st_size if patch else 0)
-        print(f"  {label:<28} {results[label][0].seconds:7.1f} s", flush=True)
+        results[label] = (
+            run_child(argv, work, env),
+            patch.stat().st_size if patch else 0,
+        )
+        run = results[label][0]
+        print(
+            f"  {label:<28} {run.seconds:7.1f} s wall, {run.cpu_seconds:7.1f} s CPU",
+            flush=True,
+        )
 
     boot_old, boot_new = files["boot"]
     for label, env in (("imgdiff today", env_today), ("imgdiff now", env_now)):
@@ -211,52 +226,78 @@ def one_round(inputs: Inputs, work: Path, baseline_py: Path) -> dict[str, tuple[
         check(out, inputs.boot[1], label)
     kernel_old, kernel_new = files["kernel"]
     for label, argv, env in (
-        ("bsdiff4.diff (peer)", peer("diff", kernel_old, kernel_new, work / "peer.patch"), env_now),
-        ("bsdiff now", ours("bsdiff", kernel_old, kernel_new, work / "now.patch"), env_now),
+        (
+            "bsdiff4.diff (peer)",
+            peer(kernel_old, kernel_new, work / "peer.patch"),
+            env_now,
+        ),
+        (
+            "bsdiff now",
+            ours("bsdiff", kernel_old, kernel_new, work / "now.patch"),
+            env_now,
+        ),
     ):
         patch = work / ("peer.patch" if "peer" in label else "now.patch")
         timed(label, argv, env, patch)
         subprocess.run(["bspatch", str(kernel_old), str(out), str(patch)], check=True)
         check(out, inputs.kernel[1], label)
-    timed("sort only: qsufsort 64-bit", peer("qsufsort", kernel_old, kernel_new, out), env_now, None)
-    if has_divsufsort():
-        timed("sort only: divsufsort 32-bit", peer("divsufsort", kernel_old, kernel_new, out), env_now, None)
     return results
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
-    print(f"\n{'tool':<30} {'seconds':>8} {'peak MB':>8} {'tree MB':>8} {'patch bytes':>12}")
+    print(f"\n{'tool':<30} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'tree MB':>8} {'patch bytes':>12}")
     for label, (run, size) in results.items():
-        print(f"{label:<30} {run.seconds:>8.1f} {run.peak_mb:>8.0f} {run.tree_mb:>8.0f} {size:>12,}")
+        print(
+            f"{label:<30} {run.seconds:>8.1f} {run.cpu_seconds:>8.1f} {run.peak_mb:>8.0f} {run.tree_mb:>8.0f} {size:>12,}"
+        )
     today, now = results["imgdiff today"], results["imgdiff now"]
     chunk_mb = inputs.largest_chunk / MB
+    time_ratio = now[0].seconds / today[0].seconds
+    bytes_ratio = now[1] / today[1]
     print(
-        f"\nimgdiff now/today: time {now[0].seconds / today[0].seconds:.2f}x, "
-        f"tree memory {now[0].tree_mb / today[0].tree_mb:.2f}x, bytes {now[1] / today[1]:.4f}x; "
-        f"memory per larger decompressed chunk ({chunk_mb:.1f} MB): today {today[0].tree_mb / chunk_mb:.1f}x, "
-        f"now {now[0].tree_mb / chunk_mb:.1f}x"
+        f"\nimgdiff now/today: time {time_ratio:.2f}x (goal <= 0.25x: {_verdict(time_ratio <= 0.25)}; "
+        f"CPU {now[0].cpu_seconds / today[0].cpu_seconds:.2f}x), "
+        f"bytes {bytes_ratio:.4f}x (goal <= 1.005x: {_verdict(bytes_ratio <= 1.005)}), "
+        f"peak {now[0].peak_mb / today[0].peak_mb:.2f}x, tree {now[0].tree_mb / today[0].tree_mb:.2f}x"
+    )
+    print(
+        f"imgdiff memory per larger decompressed chunk ({chunk_mb:.1f} MB): peak today "
+        f"{today[0].peak_mb / chunk_mb:.1f}x, now {now[0].peak_mb / chunk_mb:.1f}x; tree today "
+        f"{today[0].tree_mb / chunk_mb:.1f}x, now {now[0].tree_mb / chunk_mb:.1f}x "
+        f"(goal <= 10x, on the peak: {_verdict(now[0].peak_mb <= 10 * chunk_mb)}; "
+        f"on the tree: {_verdict(now[0].tree_mb <= 10 * chunk_mb)})"
     )
     peer_run, ours_run = results["bsdiff4.diff (peer)"], results["bsdiff now"]
-    input_mb = len(inputs.kernel[0]) / MB
+    old_mb = len(inputs.kernel[0]) / MB
+    input_mb = (len(inputs.kernel[0]) + len(inputs.kernel[1])) / MB
+    speedup = peer_run[0].seconds / ours_run[0].seconds
+    bytes_ratio = ours_run[1] / peer_run[1]
     print(
-        f"bsdiff now/bsdiff4: time {ours_run[0].seconds / peer_run[0].seconds:.2f}x, "
-        f"tree memory {ours_run[0].tree_mb / peer_run[0].tree_mb:.2f}x ({ours_run[0].tree_mb / input_mb:.1f}x the "
-        f"{input_mb:.1f} MB input), bytes {ours_run[1] / peer_run[1]:.4f}x"
+        f"BSDIFF40 on the kernel Image: {speedup:.2f}x faster than bsdiff4 (goal >= 3x: {_verdict(speedup >= 3)}; "
+        f"CPU {peer_run[0].cpu_seconds / ours_run[0].cpu_seconds:.2f}x), "
+        f"bytes {bytes_ratio:.4f}x (goal <= 1.005x: {_verdict(bytes_ratio <= 1.005)})"
     )
-    sort = results["sort only: qsufsort 64-bit"][0]
     print(
-        f"qsufsort alone is {sort.seconds / peer_run[0].seconds:.0%} of bsdiff4's diff time "
-        f"({sort.peak_mb:.0f} MB peak)"
+        f"BSDIFF40 peak: now {ours_run[0].peak_mb / input_mb:.1f}x the {input_mb:.1f} MB input "
+        f"({ours_run[0].peak_mb / old_mb:.1f}x the old file; goal <= 5x the input: "
+        f"{_verdict(ours_run[0].peak_mb <= 5 * input_mb)}), bsdiff4 {peer_run[0].peak_mb / input_mb:.1f}x "
+        f"({peer_run[0].peak_mb / old_mb:.1f}x the old file)"
     )
-    if "sort only: divsufsort 32-bit" in results:
-        fast = results["sort only: divsufsort 32-bit"][0]
-        print(f"divsufsort/qsufsort: time {fast.seconds / sort.seconds:.2f}x, peak {fast.peak_mb / sort.peak_mb:.2f}x")
     print("AOSP's C++ imgdiff: not built here (its sources need network access); docs/performance.md")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0, help="size factor (1.0: ~24 MB kernel, 3000 files)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size factor (1.0: ~24 MB kernel, 3000 files)",
+    )
     parser.add_argument("--change", type=float, default=0.03, help="fraction of functions/files changed")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, each printing its own ratios")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision whose py/ is 'today'")
@@ -269,6 +310,9 @@ def main() -> None:
         f"boot image {len(inputs.boot[0]) / MB:.1f} MB; cores {len(os.sched_getaffinity(0))}, "
         f"load {os.getloadavg()[0]:.1f}"
     )
+    engine = engine_of(dict(os.environ, PYTHONPATH=str(REPO / "py")))
+    if engine != "native":
+        raise SystemExit(f"this tree diffs with {engine}, not its compiled diff: build the library first")
     with tempfile.TemporaryDirectory(prefix="bench_diff_") as tmp:
         work = Path(tmp)
         baseline_py = extract_baseline(args.baseline, work)

@@ -1,7 +1,8 @@
-"""Generates the protobuf modules (manifest, worker protocol) at build time, so `pip install ./py` needs no Bazel.
+"""Generates the protobuf modules (manifest, worker protocol) and compiles the BSDIFF40 scan
+library at build time, so `pip install ./py` needs no Bazel.
 
-Bazel generates the same modules with the same protoc (//py:ota_manifest_py); nothing generated
-is committed.
+Bazel generates the same modules with the same protoc (//py:ota_manifest_py) and builds the same
+library (//py:ota/native/libbsdiff_scan.so); nothing generated is committed.
 """
 
 import atexit
@@ -10,7 +11,8 @@ import shutil
 import subprocess
 import tempfile
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -36,6 +38,23 @@ class BuildPyWithProto(build_py):
         )
 
 
+class BuildCtypesLibrary(build_ext):
+    """Builds the extension as the plain shared library ota/native/bsdiff_scan.py loads through
+    ctypes: its own file name, not CPython's ABI-tagged one (it has no Python entry point)."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        return str(pathlib.Path(*fullname.split("."))) + ".so"
+
+    def get_export_symbols(self, ext: Extension) -> list[str]:
+        return ext.export_symbols  # no PyInit_ function to export
+
+
+BSDIFF_SCAN = Extension(
+    "ota.native.libbsdiff_scan",
+    sources=["ota/native/bsdiff_scan.c"],
+    extra_compile_args=["-O2"],
+)
+
 # setuptools writes build/ and <name>.egg-info/ next to setup.py by default, i.e. into the
 # checkout; an install must never change the work tree, so both go to a scratch directory that
 # this process removes when it ends (tests/docs/test_pip_install.py checks the tree stays as it was).
@@ -43,6 +62,7 @@ _SCRATCH = tempfile.mkdtemp(prefix="rules_ota-setup-")
 atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 
 setup(
-    cmdclass={"build_py": BuildPyWithProto},
+    cmdclass={"build_py": BuildPyWithProto, "build_ext": BuildCtypesLibrary},
+    ext_modules=[BSDIFF_SCAN],
     options={"build": {"build_base": f"{_SCRATCH}/build"}, "egg_info": {"egg_base": _SCRATCH}},
 )

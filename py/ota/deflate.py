@@ -189,9 +189,13 @@ SEARCH_STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
 AOSP_PARAMS = SEARCH_STAGES[0]
 _FIRST_PIECE = 1 << 12
 _MAX_PIECE = 1 << 18
+# Input raced before a search is taken as likely to succeed (start_search). Every setting but the
+# stream's own has diverged by then on any real data: zlib emits its first block after at most
+# 32 Ki symbols (memLevel 9), and one block is enough to differ.
+SPECULATION_PREFIX = 1 << 20
 
 
-def find_reproducing_params(inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
+def find_reproducing_params(inflated: bytes, compressed: bytes | memoryview) -> tuple[int, int] | None:
     """Returns the first (level, memLevel) of SEARCH_STAGES, in order, whose raw deflate of `inflated` is
     exactly `compressed`, or None.
 
@@ -201,30 +205,107 @@ def find_reproducing_params(inflated: bytes, compressed: bytes) -> tuple[int, in
     diverge within their first emitted block, so a race costs about one compression plus one
     block per setting.
     """
-    for stage in SEARCH_STAGES:
-        found = _race(stage, inflated, compressed)
+    return _search_from(0, inflated, compressed)
+
+
+def _search_from(first_stage: int, inflated: bytes, compressed: bytes | memoryview) -> tuple[int, int] | None:
+    for stage in SEARCH_STAGES[first_stage:]:
+        race = _Race(stage, inflated, compressed)
+        race.advance(len(inflated))
+        found = race.finish()
         if found is not None:
             return found
     return None
 
 
-def _race(candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: bytes) -> tuple[int, int] | None:
-    alive = {params: zlib.compressobj(params[0], zlib.DEFLATED, RAW_WBITS, params[1]) for params in candidates}
-    produced = dict.fromkeys(candidates, 0)
-    view = memoryview(inflated)
-    pos, piece_size = 0, _FIRST_PIECE
-    while pos < len(inflated) and alive:
-        piece = view[pos : pos + piece_size]
-        for params in list(alive):
-            out = alive[params].compress(piece)
-            done = produced[params]
-            if out and compressed[done : done + len(out)] != out:
-                del alive[params]
-            produced[params] = done + len(out)
-        pos += piece_size
-        piece_size = min(2 * piece_size, _MAX_PIECE)
-    for params, compressor in alive.items():
-        tail = compressor.flush(zlib.Z_FINISH)
-        if produced[params] + len(tail) == len(compressed) and compressed[produced[params] :] == tail:
-            return params
+@dataclass
+class PendingSearch:
+    """A search started by start_search: `finish` gives exactly what find_reproducing_params
+    gives, and `likely` is its probable answer (the first setting still in the race)."""
+
+    inflated: bytes
+    compressed: bytes | memoryview
+    stage: int
+    race: _Race | None  # None once the answer is known
+    found: tuple[int, int] | None = None
+
+    @property
+    def likely(self) -> tuple[int, int]:
+        return self.found if self.race is None else self.race.survivors[0]
+
+    def finish(self) -> tuple[int, int] | None:
+        """Races the survivors to the end; if none reproduces the stream, the later stages in full."""
+        if self.race is None:
+            return self.found
+        self.race.advance(len(self.inflated))
+        found = self.race.finish()
+        return found if found is not None else _search_from(self.stage + 1, self.inflated, self.compressed)
+
+
+def start_search(inflated: bytes, compressed: bytes | memoryview, prefix: int | None = None) -> PendingSearch | None:
+    """The first part of find_reproducing_params: races each stage over `prefix` input bytes
+    (default SPECULATION_PREFIX).
+
+    None means no setting reproduces `compressed` (a full match never diverges, so a stage without
+    survivors has none), which a stream from another compressor (GNU gzip) shows within its first
+    block. A stream of at most `prefix` bytes is searched to the end here, so that no compressor
+    state outlives the call (zip mode starts one search per entry). Otherwise the survivors of the
+    first stage that has any are raced on by `finish`, so a caller can act on `likely` (imgdiff
+    starts its diffs) while the compression runs to the end.
+    """
+    prefix = SPECULATION_PREFIX if prefix is None else prefix
+    for index, stage in enumerate(SEARCH_STAGES):
+        race = _Race(stage, inflated, compressed)
+        race.advance(prefix)
+        if not race.survivors:
+            continue
+        if prefix < len(inflated):
+            return PendingSearch(inflated, compressed, index, race)
+        found = race.finish()
+        if found is not None:
+            return PendingSearch(inflated, compressed, index, None, found)
     return None
+
+
+class _Race:
+    """Candidate settings compressing the same growing pieces of input side by side; a setting
+    drops out as soon as the output it has produced differs from `compressed`."""
+
+    def __init__(
+        self, candidates: tuple[tuple[int, int], ...], inflated: bytes, compressed: bytes | memoryview
+    ) -> None:
+        self._alive = {
+            params: zlib.compressobj(params[0], zlib.DEFLATED, RAW_WBITS, params[1]) for params in candidates
+        }
+        self._produced = dict.fromkeys(candidates, 0)
+        self._view = memoryview(inflated)
+        self._compressed = compressed
+        self._pos = 0
+        self._piece_size = _FIRST_PIECE
+
+    @property
+    def survivors(self) -> list[tuple[int, int]]:
+        return list(self._alive)
+
+    def advance(self, upto: int) -> None:
+        """Feeds input until at least `upto` bytes (or all of it) went in, or no setting is left."""
+        compressed = self._compressed
+        while self._pos < min(upto, len(self._view)) and self._alive:
+            piece = self._view[self._pos : self._pos + self._piece_size]
+            for params in list(self._alive):
+                out = self._alive[params].compress(piece)
+                done = self._produced[params]
+                if out and compressed[done : done + len(out)] != out:
+                    del self._alive[params]
+                self._produced[params] = done + len(out)
+            self._pos += self._piece_size
+            self._piece_size = min(2 * self._piece_size, _MAX_PIECE)
+
+    def finish(self) -> tuple[int, int] | None:
+        """After all input went in: the first surviving setting whose whole stream is `compressed`."""
+        for params, compressor in self._alive.items():
+            tail = compressor.flush(zlib.Z_FINISH)
+            done = self._produced[params]
+            if done + len(tail) == len(self._compressed) and self._compressed[done:] == tail:
+                return params
+        return None

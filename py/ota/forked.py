@@ -1,8 +1,9 @@
 """Runs byte-producing jobs in forked child processes, a bounded number at a time.
 
-Why children: bsdiff4's diff peaks at about 18 times its source, and CPython's allocator keeps
-most of that resident after the diff returns, so a long-lived process (the persistent worker) kept
-its largest diff's high-water mark for the rest of its life. A forked child shares the inputs
+Why children: a diff peaks at several times its inputs (about 5 times the source plus twice the
+target for the compiled diff, 18 times the source for bsdiff4's), and CPython's allocator keeps
+much of that resident after the diff returns, so a long-lived process (the persistent worker)
+would keep its largest diff's high-water mark for the rest of its life. A forked child shares the inputs
 copy-on-write, sends back only the result, and its whole peak goes back to the system when it
 exits. Children also run independent diffs (imgdiff's chunks) on several cores at once.
 

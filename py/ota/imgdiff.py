@@ -12,10 +12,11 @@ NORMAL, DEFLATE and RAW records.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ota import bsdiff, deflate, imgdiff_format, imgpatch, zipscan
+from ota import bsdiff, deflate, forked, imgdiff_format, imgpatch, zipscan
 from ota.errors import OtaError
 from ota.imgdiff_format import Chunk, DeflateChunk, NormalChunk, RawChunk
 
@@ -41,6 +42,11 @@ class _Piece:
 
     def raw(self, data: bytes) -> bytes:
         return data[self.start : self.start + self.length]
+
+    def view(self, data: bytes) -> memoryview:
+        """The span without a copy: a search holds the target stream while the diffs' children
+        are forked, and each would count a copy in its peak."""
+        return memoryview(data)[self.start : self.start + self.length]
 
     def as_normal(self) -> _Piece:
         return _Piece(self.start, self.length)
@@ -75,16 +81,30 @@ def _shape(pieces: Sequence[_Piece]) -> str:
     return ",".join("deflate" if p.is_deflate else "normal" for p in pieces)
 
 
-def _pair_deflate(source_piece: _Piece, target_piece: _Piece, source: bytes, target: bytes) -> tuple[_Piece, _Piece]:
-    """Keeps a DEFLATE pair only if the target stream changed, inflates within what applypatch
-    allows for this target (`imgpatch.expand_limit`) and a zlib setting reproduces it."""
-    target_raw = target_piece.raw(target)
-    if source_piece.raw(source) == target_raw or len(target_piece.inflated) > imgpatch.expand_limit(len(target)):
-        return source_piece.as_normal(), target_piece.as_normal()
-    params = deflate.find_reproducing_params(target_piece.inflated, target_raw)
-    if params is None:
-        return source_piece.as_normal(), target_piece.as_normal()
-    return source_piece, dataclasses.replace(target_piece, params=params)
+def _start_pair(
+    source_piece: _Piece, target_piece: _Piece, source: bytes, target: bytes
+) -> deflate.PendingSearch | None:
+    """The search for a DEFLATE pair's zlib setting, or None when the pair is patched as NORMAL
+    bytes: its target stream did not change, inflates beyond what applypatch allows for this
+    target (`imgpatch.expand_limit`), or no setting reproduces it (seen within its first bytes)."""
+    target_raw = target_piece.view(target)
+    if source_piece.view(source) == target_raw or len(target_piece.inflated) > imgpatch.expand_limit(len(target)):
+        return None
+    return deflate.start_search(target_piece.inflated, target_raw)
+
+
+def _settle(
+    pieces: Sequence[tuple[_Piece, _Piece]], found: Mapping[int, tuple[int, int] | None]
+) -> tuple[list[_Piece], list[_Piece]]:
+    """The source and target pieces once the searches of `found` (by pair index) are known: a
+    reproduced target stream carries its setting, the others become NORMAL on both sides."""
+    sources, targets = [src for src, _ in pieces], [tgt for _, tgt in pieces]
+    for index, params in found.items():
+        if params is None:
+            sources[index], targets[index] = sources[index].as_normal(), targets[index].as_normal()
+        else:
+            targets[index] = dataclasses.replace(targets[index], params=params)
+    return sources, targets
 
 
 def make_image_patch(
@@ -104,18 +124,29 @@ def make_image_patch(
             f"chunk structure ({len(tgt_pieces)} chunks: {_shape(tgt_pieces)}) differs from "
             f"{source_name} ({len(src_pieces)} chunks: {_shape(src_pieces)})",
         )
-    for index, (src, tgt) in enumerate(zip(src_pieces, tgt_pieces, strict=True)):
+    pieces = list(zip(src_pieces, tgt_pieces, strict=True))
+    searches: dict[int, deflate.PendingSearch] = {}
+    for index, (src, tgt) in enumerate(pieces):
         if src.is_deflate:
-            src_pieces[index], tgt_pieces[index] = _pair_deflate(src, tgt, source, target)
-    src_pieces, tgt_pieces = _merge_normals(src_pieces), _merge_normals(tgt_pieces)
-    if bonus is not None:
-        if len(src_pieces) < 2 or not src_pieces[1].is_deflate:
-            raise OtaError(
-                source_name,
-                f"bonus data needs chunk 1 to be a changed, reproducible deflate chunk (chunks: {_shape(src_pieces)})",
-            )
-        src_pieces[1] = dataclasses.replace(src_pieces[1], inflated=src_pieces[1].inflated + bonus)
-    return _write(source, target, list(zip(src_pieces, tgt_pieces, strict=True)))
+            search = _start_pair(src, tgt, source, target)
+            if search is None:
+                pieces[index] = (src.as_normal(), tgt.as_normal())
+            else:
+                searches[index] = search
+
+    def pairs_for(found: Mapping[int, tuple[int, int] | None]) -> list[tuple[_Piece, _Piece]]:
+        sources, targets = _settle(pieces, found)
+        sources, targets = _merge_normals(sources), _merge_normals(targets)
+        if bonus is not None:
+            if len(sources) < 2 or not sources[1].is_deflate:
+                raise OtaError(
+                    source_name,
+                    f"bonus data needs chunk 1 to be a changed, reproducible deflate chunk (chunks: {_shape(sources)})",
+                )
+            sources[1] = dataclasses.replace(sources[1], inflated=sources[1].inflated + bonus)
+        return list(zip(sources, targets, strict=True))
+
+    return _write(source, target, searches, pairs_for)
 
 
 def _zip_pieces(data: bytes, where: str) -> list[_Piece]:
@@ -141,47 +172,104 @@ def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source",
     for piece in _zip_pieces(source, source_name):
         by_name.setdefault(piece.name, piece)
     whole_source = _Piece(0, len(source))
-    tgt_pieces: list[_Piece] = []
+    pieces: list[tuple[_Piece, _Piece]] = []
+    searches: dict[int, deflate.PendingSearch] = {}
     pos = 0
     for tgt in _zip_pieces(target, target_name):
         if tgt.start < pos:
             continue  # overlapping entries (a crafted zip): leave the bytes to the NORMAL run
-        tgt_pieces.append(_Piece(pos, tgt.start - pos))
+        pieces.append((whole_source, _Piece(pos, tgt.start - pos)))
         src = by_name.get(tgt.name)
-        tgt_pieces.append(tgt.as_normal() if src is None else _pair_deflate(src, tgt, source, target)[1])
+        search = None if src is None else _start_pair(src, tgt, source, target)
+        if search is None:
+            pieces.append((whole_source, tgt.as_normal()))
+        else:
+            searches[len(pieces)] = search
+            pieces.append((src, tgt))
         pos = tgt.start + tgt.length
-    tgt_pieces.append(_Piece(pos, len(target) - pos))
-    pairs = [(by_name[t.name] if t.is_deflate else whole_source, t) for t in _merge_normals(tgt_pieces)]
-    return _write(source, target, pairs)
+    pieces.append((whole_source, _Piece(pos, len(target) - pos)))
+
+    def pairs_for(found: Mapping[int, tuple[int, int] | None]) -> list[tuple[_Piece, _Piece]]:
+        _, targets = _settle(pieces, found)
+        return [(by_name[t.name] if t.is_deflate else whole_source, t) for t in _merge_normals(targets)]
+
+    return _write(source, target, searches, pairs_for)
 
 
-def _write(source: bytes, target: bytes, pairs: Sequence[tuple[_Piece, _Piece]]) -> bytes:
-    """Diffs each pair and applies the RAW rule (2018+): RAW when the target bytes are smaller than
-    their patch, or a NORMAL chunk of at most RAW_THRESHOLD bytes. The chunks' diffs are
-    independent, so bsdiff.diff_many runs the large ones side by side in child processes."""
-    chunks: list[Chunk] = []
-    to_diff: list[tuple[bytes, bytes]] = []
+def _write(
+    source: bytes,
+    target: bytes,
+    searches: Mapping[int, deflate.PendingSearch],
+    pairs_for: Callable[[Mapping[int, tuple[int, int] | None]], list[tuple[_Piece, _Piece]]],
+) -> bytes:
+    """The patch of the chunk pairs `pairs_for` lays out once the zlib settings of the changed
+    deflate streams are known.
+
+    Finding a setting costs a full compression of the stream, as long as its diff, and the diff
+    of an inflated pair does not depend on which setting it is. So the diffs start at once on the
+    layout where every search ends as it began (`likely`), while threads finish the searches
+    (zlib compresses without Python's lock held); a search that ends otherwise (a stream that
+    only its first megabyte matched) changes the layout, and only its new pairs are diffed then.
+    The bytes are those of a search finished before any diff.
+    """
+    patches: dict[tuple[int, int, int, int, bool], bytes] = {}
+    if searches:
+        likely_pairs = pairs_for({index: search.likely for index, search in searches.items()})
+        with ThreadPoolExecutor(max_workers=forked.default_jobs(), thread_name_prefix="deflate-search") as pool:
+            finishing = {index: pool.submit(search.finish) for index, search in searches.items()}
+            _diff_new(source, target, likely_pairs, patches)
+            found = {index: future.result() for index, future in finishing.items()}
+    else:
+        found = {}
+    pairs = pairs_for(found)
+    _diff_new(source, target, pairs, patches)
+    return _assemble(target, pairs, patches)
+
+
+def _key(src: _Piece, tgt: _Piece) -> tuple[int, int, int, int, bool]:
+    return (src.start, src.length, tgt.start, tgt.length, tgt.is_deflate)
+
+
+def _is_raw(tgt: _Piece) -> bool:
+    return not tgt.is_deflate and tgt.length <= RAW_THRESHOLD
+
+
+def _diff_new(
+    source: bytes,
+    target: bytes,
+    pairs: Sequence[tuple[_Piece, _Piece]],
+    patches: dict[tuple[int, int, int, int, bool], bytes],
+) -> None:
+    """Diffs the pairs not in `patches` yet into it. The chunks' diffs are independent, so
+    bsdiff.diff_many runs the large ones side by side in child processes."""
+    keys: dict[tuple[int, int, int, int, bool], None] = {}
+    inputs: list[tuple[bytes, bytes]] = []
     for src, tgt in pairs:
-        if not tgt.is_deflate and tgt.length <= RAW_THRESHOLD:
-            chunks.append(RawChunk(tgt.raw(target)))
+        key = _key(src, tgt)
+        if _is_raw(tgt) or key in patches or key in keys:
             continue
-        if tgt.is_deflate:
+        keys[key] = None
+        inputs.append((src.inflated, tgt.inflated) if tgt.is_deflate else (src.raw(source), tgt.raw(target)))
+    patches.update(zip(keys, bsdiff.diff_many(inputs), strict=True))
+
+
+def _assemble(
+    target: bytes, pairs: Sequence[tuple[_Piece, _Piece]], patches: Mapping[tuple[int, int, int, int, bool], bytes]
+) -> bytes:
+    """The IMGDIFF2 file, with the RAW rule (2018+): RAW when the target bytes are smaller than
+    their patch, or a NORMAL chunk of at most RAW_THRESHOLD bytes."""
+    chunks: list[Chunk] = []
+    chunk_patches: list[bytes | None] = []
+    for src, tgt in pairs:
+        patch = None if _is_raw(tgt) else patches[_key(src, tgt)]
+        if patch is None or tgt.length < len(patch):
+            chunks.append(RawChunk(tgt.raw(target)))
+            chunk_patches.append(None)
+        elif tgt.is_deflate:
             level, mem_level = tgt.params
             chunks.append(DeflateChunk(src.start, src.length, len(src.inflated), len(tgt.inflated), level, mem_level))
-            to_diff.append((src.inflated, tgt.inflated))
+            chunk_patches.append(patch)
         else:
             chunks.append(NormalChunk(src.start, src.length))
-            to_diff.append((src.raw(source), tgt.raw(target)))
-    made = iter(bsdiff.diff_many(to_diff))
-    patches: list[bytes | None] = []
-    for index, ((_, tgt), chunk) in enumerate(zip(pairs, chunks, strict=False)):
-        if isinstance(chunk, RawChunk):
-            patches.append(None)
-            continue
-        patch = next(made)
-        if tgt.length < len(patch):
-            chunks[index] = RawChunk(tgt.raw(target))
-            patches.append(None)
-        else:
-            patches.append(patch)
-    return imgdiff_format.pack(chunks, patches)
+            chunk_patches.append(patch)
+    return imgdiff_format.pack(chunks, chunk_patches)

@@ -167,8 +167,8 @@ def test_a_failure_stops_the_other_children() -> None:
 
 
 def test_a_big_diff_leaves_no_high_water_mark_in_the_caller() -> None:
-    """The persistent worker's case: after a 4 MB diff (bsdiff4 alone peaks near 70 MB on it)
-    the calling process has grown by little more than the inputs it holds."""
+    """The persistent worker's case: after an 8 MB diff (its suffix array alone is 32 MB) the
+    calling process has grown by little more than the inputs it holds."""
     probe = textwrap.dedent("""
         import random, resource
         from ota import bsdiff
@@ -176,14 +176,16 @@ def test_a_big_diff_leaves_no_high_water_mark_in_the_caller() -> None:
             line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
             return int(line.split()[1])
         rng = random.Random(5)
-        source = rng.randbytes(4 << 20)
+        source = rng.randbytes(8 << 20)
         target = source[:1000] + rng.randbytes(5000) + source[1000:]
+        bsdiff.engine()  # loads the libraries: a worker's one-time cost, not the diff's
         before = status_kb("VmHWM")
         made = bsdiff.diff(source, target)
+        after = status_kb("VmHWM")
         assert bsdiff.apply(source, made) == target
-        print(before, status_kb("VmHWM"), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        print(before, after, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     """)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     before_kb, after_kb, child_kb = map(int, done.stdout.split())
-    assert child_kb - before_kb > 40 << 10  # the diff's peak was real, and it was the child's
-    assert after_kb - before_kb < 20 << 10
+    assert child_kb - before_kb > 24 << 10  # the diff's peak was real, and it was the child's
+    assert after_kb - before_kb < 10 << 10

@@ -6,7 +6,7 @@ fails the build: the file ships whole, as AOSP's ota_from_target_files does (doc
 one WARNING line when something went wrong. Only unreadable inputs are errors.
 
 Kept light on purpose (a release runs hundreds of these processes): no protobuf, no zip writer,
-and the differs are imported only when a diff actually runs.
+and the differs are imported only to patch a file (ota.bsdiff's memory model sets the size bound).
 """
 
 from __future__ import annotations
@@ -29,9 +29,20 @@ METHOD_FLAGS = {"bsdiff": BSDIFF, "imgdiff": IMGDIFF, "imgdiff_zip": IMGDIFF_ZIP
 # ota_from_target_files' DIFF_PROGRAM_BY_EXT (docs/formats.md#per-file-decision).
 METHOD_BY_EXTENSION = {".gz": IMGDIFF, ".img": IMGDIFF, ".zip": IMGDIFF_ZIP, ".jar": IMGDIFF_ZIP, ".apk": IMGDIFF_ZIP}
 DEFAULT_THRESHOLD = 0.95
-# bsdiff4 peaks at ~18x the old file in memory: 256 MiB inputs need ~4.5 GiB already
-# (docs/formats.md#measured-limits-of-bsdiff4).
-DEFAULT_MAX_DIFF_SIZE = 256 << 20
+# Without --max_diff_size, a diff's peak memory, inputs included, stays within this budget (4.5 GiB:
+# what bsdiff4's 18x the old file needed for the 256 MiB inputs once allowed,
+# docs/formats.md#measured-limits-of-bsdiff4). The largest inputs that fit follow from the cost of
+# the diff that runs (ota.bsdiff.peak_estimate, docs/performance.md): 658 MiB for the compiled
+# diff, 241 MiB where only bsdiff4 loads.
+DIFF_MEMORY_BUDGET = 9 << 29
+
+
+def default_max_diff_size() -> int:
+    """The largest inputs (source and target alike) whose diff fits DIFF_MEMORY_BUDGET."""
+    from ota import bsdiff
+
+    return DIFF_MEMORY_BUDGET // bsdiff.peak_estimate(1, 1)
+
 
 flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
 flags.DEFINE_string("target", None, "Target version of the file.")
@@ -47,8 +58,9 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer(
     "max_diff_size",
-    DEFAULT_MAX_DIFF_SIZE,
-    "Inputs larger than this many bytes ship whole without diffing (memory bound).",
+    None,
+    "Inputs larger than this many bytes ship whole without diffing (memory bound); default: the "
+    "largest whose diff needs at most 4.5 GiB (658 MiB with the compiled diff, 241 MiB with bsdiff4).",
     lower_bound=0,
 )
 flags.DEFINE_string("out_data", None, "Where to write the patch, the whole target, or nothing.")
@@ -141,11 +153,15 @@ def patch_files(
     *,
     method: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
-    max_diff_size: int = DEFAULT_MAX_DIFF_SIZE,
+    max_diff_size: int | None = None,
 ) -> FilePatch:
     """Runs `make_patch` on two files and writes `out_data`; inputs above `max_diff_size` bytes
-    are only hashed and copied, never read whole, so a huge image cannot exhaust memory."""
-    large = max(_size(target_path), _size(source_path) if source_path else 0) > max_diff_size
+    (default_max_diff_size when None) are only hashed and copied, never read whole, so a huge
+    image cannot exhaust memory."""
+    largest = max(_size(target_path), _size(source_path) if source_path else 0)
+    if max_diff_size is None:
+        max_diff_size = default_max_diff_size()
+    large = largest > max_diff_size
     if not large:
         source = fileio.read_file(source_path) if source_path else None
         target = fileio.read_file(target_path)

@@ -32,12 +32,13 @@ from absl import flags
 
 from ota.errors import OtaError
 
-# The distributions whose code shapes an output's bytes: bsdiff4 writes the patches, protobuf the
-# manifests, cryptography the signatures. Their versions are read from the dist-info found first
+# The distributions whose code shapes an output's bytes: bsdiff4 writes the patches (and applies
+# them), pydivsufsort's libdivsufsort sorts for our compiled diff (ota/native/bsdiff_scan.py),
+# protobuf the manifests, cryptography the signatures. Their versions are read from the dist-info found first
 # on sys.path, which is where `import` finds their code too: in an action, and in the repository
 # rule that writes the identity, that is the pip hub's site-packages/<name> (PYTHONPATH comes
 # before the interpreter's own site-packages, where Debian may ship other versions).
-DISTRIBUTIONS = ("bsdiff4", "cryptography", "protobuf")
+DISTRIBUTIONS = ("bsdiff4", "cryptography", "protobuf", "pydivsufsort")
 
 FLAG = flags.DEFINE_string(
     "toolchain_identity",
