@@ -21,8 +21,10 @@ symlinks) is written to the scratch directory first. A scratch copy of the check
 5. package bytes against payload bytes (ota_inspect's breakdown);
 6. the peak RSS of the largest changed file's action, re-run alone.
 
-The trees are read without following symlinks and never written to: regular files are hard-linked
-(or copied) into the scratch checkout, and the edit of step 4 replaces the scratch copy's link.
+The trees are read without following symlinks and never written to: each is mirrored into the
+scratch directory (`cp -a --link`: regular files hard-linked, directories, modes, owners and
+symlinks as they are) and imported from there by `ota_tree_repository`, every name as it is; the
+edit of step 4 replaces one hard link of the target's mirror.
 """
 
 from __future__ import annotations
@@ -50,11 +52,6 @@ from ota.cli import ota_inspect  # noqa: E402
 from ota.testing import generated_trees  # noqa: E402
 from tests.cache import bep, execlog, workspace  # noqa: E402
 
-# What a per-file label can hold (a subset of Bazel 4.2.3's target-name characters): other names
-# need the directory import (ota_tree_repository) and are left out, and counted, until then.
-_LABEL_SAFE = re.compile(r"[A-Za-z0-9._+=,~@-]+(/[A-Za-z0-9._+=,~@-]+)*")
-# A file with one of these names would make its directory a Bazel package of the scratch checkout.
-_BAZEL_FILES = frozenset({"BUILD", "BUILD.bazel", "WORKSPACE", "WORKSPACE.bazel"})
 _EXECUTABLE = re.compile(r"(^|/)(s?bin|libexec)/|\.so(\.\d+)*$")
 
 
@@ -66,45 +63,27 @@ class Tree:
     files: dict[str, int] = dataclasses.field(default_factory=dict)  # path -> mode
     dirs: dict[str, int] = dataclasses.field(default_factory=dict)
     symlinks: dict[str, str] = dataclasses.field(default_factory=dict)
-    owners: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
-    left_out: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def file_bytes(self) -> int:
         return sum((self.root / path).stat().st_size for path in self.files)
 
 
-def _safe(path: str) -> bool:
-    parts = path.split("/")
-    return bool(_LABEL_SAFE.fullmatch(path)) and not {".", ".."} & set(parts) and parts[-1] not in _BAZEL_FILES
-
-
 def list_tree(root: pathlib.Path) -> Tree:
-    """Every file, directory and symlink below `root` with its mode and owner (os.walk does not
-    follow directory symlinks; lstat does not follow file symlinks)."""
+    """Every file, directory and symlink below `root` with its mode (os.walk does not follow
+    directory symlinks; lstat does not follow file symlinks). Names stay as os.fsdecode gives them."""
     tree = Tree(root)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in sorted(dirnames + filenames):
             full = pathlib.Path(dirpath, name)
             path = full.relative_to(root).as_posix()
             info = full.lstat()
-            if not _safe(path) or (
-                stat.S_ISLNK(info.st_mode) and not _LABEL_SAFE.fullmatch(os.readlink(full).lstrip("/"))
-            ):
-                tree.left_out.append(path)
-                if stat.S_ISDIR(info.st_mode):
-                    dirnames.remove(name)
-                continue
-            tree.owners[path] = (info.st_uid, info.st_gid)
             if stat.S_ISLNK(info.st_mode):
                 tree.symlinks[path] = os.readlink(full)
             elif stat.S_ISDIR(info.st_mode):
                 tree.dirs[path] = stat.S_IMODE(info.st_mode)
             elif stat.S_ISREG(info.st_mode):
                 tree.files[path] = stat.S_IMODE(info.st_mode)
-            else:
-                tree.left_out.append(path)  # device nodes, FIFOs, sockets: not in a system tree
-                del tree.owners[path]
     return tree
 
 
@@ -126,47 +105,17 @@ def write_generated_pair(files: int, seed: int, out: pathlib.Path) -> tuple[path
     return roots[0], roots[1]
 
 
-def _mode_overrides(modes: dict[str, int], default: int) -> dict[str, str]:
-    return {path: f"{mode:04o}" for path, mode in modes.items() if mode != default}
-
-
-def import_tree(tree: Tree, checkout: pathlib.Path, name: str) -> str:
-    """Makes `tree` available to //scale and returns the system_image declaration using it.
-
-    Today: per-file labels. The regular files are hard-linked into the package //scale/<name>,
-    which exports them, and the system_image lists every file, symlink, directory, non-default
-    mode and owner. With a repository rule importing a directory, this function shrinks to
-    appending `ota_tree_repository(name, path)` to the WORKSPACE and returning a system_image of
-    that repository's tree; nothing else in this bench changes.
-    """
-    package = checkout / "scale" / name
-    for path in tree.files:
-        destination = package / path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(tree.root / path, destination)
-        except OSError:  # another file system: copy
-            shutil.copy2(tree.root / path, destination)
-    labels = sorted(tree.files)
-    (package / "BUILD").write_text(
-        "# Generated by bench/build_scale_bench.py: the regular files of one tree.\n"
-        f'exports_files({json.dumps(labels, indent=4)}, visibility = ["//scale:__pkg__"])\n'
-    )
-    owner_counts = collections.Counter(tree.owners.values())
-    uid, gid = owner_counts.most_common(1)[0][0] if owner_counts else (0, 0)
-    attrs = {
-        "files": {f"//scale/{name}:{path}": path for path in labels},
-        "symlinks": tree.symlinks,
-        "dirs": sorted(tree.dirs),
-        "modes": {**_mode_overrides(tree.files, 0o644), **_mode_overrides(tree.dirs, 0o755)},
-        "owners": {
-            path: f"{u}:{g}"
-            for path, (u, g) in tree.owners.items()
-            if (u, g) != (uid, gid) and path not in tree.symlinks
-        },
-    }
-    body = ",\n    ".join(f"{key} = {json.dumps(value, indent=4, sort_keys=True)}" for key, value in attrs.items())
-    return f'system_image(\n    name = "{name}_system",\n    uid = {uid},\n    gid = {gid},\n    {body},\n)\n'
+def import_tree(tree: Tree, work: pathlib.Path, checkout: pathlib.Path, name: str) -> str:
+    """Mirrors `tree` into `work/import/<name>`, declares `ota_tree_repository(name = "scale_<name>")`
+    on the mirror in the scratch checkout's WORKSPACE, and returns the system_image using it."""
+    mirror = work / "import" / name
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["cp", "-a", "--link", str(tree.root), str(mirror)], check=False, capture_output=True).returncode:
+        shutil.rmtree(mirror, ignore_errors=True)  # another file system: copy instead of linking
+        subprocess.run(["cp", "-a", str(tree.root), str(mirror)], check=True)
+    with (checkout / "WORKSPACE").open("a") as out:
+        out.write(f'\nota_tree_repository(name = "scale_{name}", path = "{mirror}")\n')
+    return f'system_image(name = "{name}_system", tree = "@scale_{name}//:tree")\n'
 
 
 def build_file(systems: list[str]) -> str:
@@ -238,16 +187,16 @@ def _mnemonics(counts: collections.Counter) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
 
 
-def edit_one_changed_file(checkout: pathlib.Path, source: Tree, target: Tree) -> str:
-    """Appends a line to the smallest file that differs between the trees, in the scratch copy of
-    the target only (a new file replaces the hard link: the user's tree is untouched)."""
+def edit_one_changed_file(work: pathlib.Path, source: Tree, target: Tree) -> str:
+    """Appends a line to the smallest file that differs between the trees, in the target's mirror
+    only (a new file replaces the hard link: the user's tree is untouched)."""
     changed = [
         path
         for path in target.files
         if path in source.files and (source.root / path).read_bytes() != (target.root / path).read_bytes()
     ]
     path = min(changed, key=lambda p: ((target.root / p).stat().st_size, p))
-    copy = checkout / "scale" / "v2" / path
+    copy = work / "import" / "v2" / path
     data = copy.read_bytes() + b"\n# edited by bench/build_scale_bench.py\n"
     temporary = copy.with_name(copy.name + ".bench-tmp")
     temporary.write_bytes(data)
@@ -264,7 +213,10 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
     source, target = list_tree(roots[0]), list_tree(roots[1])
     checkout = work / "scale" / "rules_ota"
     workspace.copy_checkout(REPO, checkout)
-    systems = [import_tree(source, checkout, "v1"), import_tree(target, checkout, "v2")]
+    with (checkout / "WORKSPACE").open("a") as out:
+        out.write('\nload("//rules:repositories.bzl", "ota_tree_repository")\n')
+    systems = [import_tree(source, work, checkout, "v1"), import_tree(target, work, checkout, "v2")]
+    (checkout / "scale").mkdir()
     (checkout / "scale" / "BUILD").write_text(build_file(systems))
     bazel = workspace.Bazel(checkout, work / "root", work / "logs", dict(os.environ))
     flags = ["--disk_cache=", "--remote_cache=", "--jobs=2"]
@@ -287,17 +239,23 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             bazel.run("build", "scale-images", ["//scale:v1", "//scale:v2"], flags), "system manifests"
         )
         build = release_bench.must(bazel.run("build", "scale-package", [package], flags), f"building {package}")
-        serial = release_bench.serial_pipeline(checkout, build.exec_log, work / "serial")
+        # In the execution root, where imported trees' files (external/...) resolve as in the actions.
+        execroot = pathlib.Path(bazel_info(bazel, "execution_root"))
+        serial = release_bench.serial_pipeline(execroot, build.exec_log, work / "serial")
         bazel_zip = next(p for k, p in bep.top_level_outputs(build.bep).get(package, {}).items() if k.endswith(".zip"))
         bazel_sha = bep.sha256_file(bazel_zip)
         with package_reader.open_package(str(bazel_zip)) as opened:
             sizes = ota_inspect.package_bytes(opened)
-        edited = edit_one_changed_file(checkout, source, target)
-        rebuild = release_bench.must(bazel.run("build", "scale-rebuild", [package], flags), "one-file rebuild")
+        edited = edit_one_changed_file(work, source, target)
+        # Bazel 4 does not watch the imported directory: a new stamp fetches both trees again
+        # (rules/private/tree_repository.bzl), which is part of what a rebuild costs.
+        rebuild = release_bench.must(
+            bazel.run("build", "scale-rebuild", [package], [*flags, "--repo_env=OTA_TREE_STAMP=edited"]),
+            "one-file rebuild",
+        )
         spawns = [s for s in execlog.read_spawns(build.exec_log) if s.mnemonic == "OtaFilePatch"]
         probes = []
         if spawns:  # re-run in the execution root, where external/ (the @pypi identity file) resolves
-            execroot = pathlib.Path(bazel_info(bazel, "execution_root"))
             largest = max(spawns, key=lambda s: (execroot / spawn_args.flags(s, execroot)["target"]).stat().st_size)
             size = (execroot / spawn_args.flags(largest, execroot)["target"]).stat().st_size
             scratch = work / "probe"
@@ -314,8 +272,6 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         bazel.shutdown()
     cold = analysis.seconds + images.seconds + build.seconds
     cold_ran, rebuild_ran = by_mnemonic(images) + by_mnemonic(build), by_mnemonic(rebuild)
-    left_out = source.left_out + target.left_out
-    left_out_note = f"{len(left_out)}" + (f" (e.g. {left_out[0]!r})" if left_out else "")
     return [
         (
             "trees (source -> target)",
@@ -323,7 +279,7 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             (
                 f"{len(source.files)} -> {len(target.files)} files, {len(source.symlinks)} -> "
                 f"{len(target.symlinks)} symlinks, {source.file_bytes / 2**20:.0f} -> "
-                f"{target.file_bytes / 2**20:.0f} MiB; left out (names a label cannot hold): {left_out_note}"
+                f"{target.file_bytes / 2**20:.0f} MiB"
             ),
         ),
         (
