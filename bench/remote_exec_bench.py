@@ -74,8 +74,8 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
 
         flags = checks.remote_flags(buildgrid.url, identity)
         release_bench.must(remote.run("build", "remote-images", images, flags), "remote images")
-        for worker in workers:  # only the package build's actions count below
-            worker.actions_log.unlink(missing_ok=True)
+        for worker in workers:  # only the package build's actions count below (the log is O_APPEND)
+            worker.actions_log.write_text("")
         built_remote = release_bench.must(remote.run("build", "remote-package", package, flags), "remote package")
     finally:
         local.shutdown()

@@ -45,6 +45,7 @@ _BATCH_BYTES = 2 << 20  # below gRPC's 4 MiB message limit, with room for the re
 _CHUNK = 1 << 20
 _POLL_SECONDS = 30  # BuildGrid long-polls for up to 80 % of the call's deadline
 _NOBODY = 65534
+_SETPRIV = "/usr/bin/setpriv"  # util-linux, in every Debian
 # A server under load sheds calls (BuildGrid answers RESOURCE_EXHAUSTED above its concurrent-RPC
 # limit): retried with backoff, so that a busy engine delays an action instead of losing a lease.
 _TRANSIENT = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
@@ -355,17 +356,19 @@ class Worker:
     @staticmethod
     def _run(command: reapi.Command, workdir: pathlib.Path, timeout: int | None) -> tuple[int, bytes, bytes]:
         env = {v.name: v.value for v in command.environment_variables}
-        as_nobody = {"user": _NOBODY, "group": _NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+        # setpriv, not Popen(user=...): with user= Python forks, and a fork of this process runs
+        # gRPC's fork handlers, which now and then abort the child (SIGABRT before the exec). Without
+        # it Python uses vfork, which runs no handlers.
+        as_nobody = [_SETPRIV, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", "--"]
         try:
             done = subprocess.run(
-                list(command.arguments),
+                (as_nobody if os.geteuid() == 0 else []) + list(command.arguments),
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=timeout,
                 check=False,
-                **as_nobody,
             )
         except FileNotFoundError as error:
             return 127, b"", f"rules_ota test worker: {error}\n".encode()
