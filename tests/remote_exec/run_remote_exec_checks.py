@@ -260,7 +260,11 @@ def main(argv: list[str]) -> int:
             run.checks.check(all(per_worker.values()), f"every worker ran actions ({per_worker} actions)")
             run.compare(reference, run.digests(result_r), "L (local) and R (remote execution) packages are identical")
             report_costs(local_action_seconds(profile, spawns_l), remote_records)
-            print(f"local build {result_l.seconds:.1f} s, remote-execution build {result_r.seconds:.1f} s", flush=True)
+            print(
+                f"L (local, fetching the external repositories too) {result_l.seconds:.1f} s; "
+                f"R (remote execution, repositories kept) {result_r.seconds:.1f} s",
+                flush=True,
+            )
 
         builder_b = run.client("b", "again/rules_ota", run_cache_checks.base_env())
         result_b = builder_b.run("build", "b", run.targets, flags)
