@@ -25,6 +25,13 @@ class Spawn:
     remote_cache_hit: bool
     outputs: dict[str, str]  # exec path -> sha256 of the output, as Bazel recorded it
     args: tuple[str, ...] = ()  # the command line (exec paths), for re-running the same work
+    progress: str = ""  # the progress message, which names the action in Bazel's profile too
+    # Input paths outside runfiles trees (a tool's runfiles, the pip hub's thousands of files, are
+    # the same for every action and never another spawn's output): for the action graph.
+    inputs: tuple[str, ...] = ()
+    # The outputs the action declares. `outputs` lists only those on the local disk, which under
+    # --remote_download_toplevel leaves out every intermediate one.
+    declared: tuple[str, ...] = ()
 
 
 def flag_values(args: Sequence[str]) -> dict[str, str]:
@@ -61,6 +68,9 @@ def _spawn(entry: dict) -> Spawn:
         remote_cache_hit=bool(entry.get("remoteCacheHit", False)),
         outputs=outputs,
         args=tuple(entry.get("commandArgs", ())),
+        progress=entry.get("progressMessage", ""),
+        inputs=tuple(i["path"] for i in entry.get("inputs", ()) if ".runfiles/" not in i.get("path", "")),
+        declared=tuple(entry.get("listedOutputs", ())),
     )
 
 

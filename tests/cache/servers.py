@@ -65,7 +65,7 @@ class Server:
         self.pid_file.unlink(missing_ok=True)
 
 
-def _start(
+def start(
     name: str,
     argv: list[str],
     env: dict[str, str],
@@ -74,8 +74,11 @@ def _start(
     work: pathlib.Path,
     pid_dir: pathlib.Path,
     stop_signal: int,
-    timeout: float,
+    timeout: float | None,
+    user: str | None = None,
+    cwd: pathlib.Path | None = None,
 ) -> Server:
+    """Starts `argv` (as `user`, in `cwd`: default `work`) and waits for `port` unless timeout is None."""
     log = work / f"{name}.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -84,15 +87,17 @@ def _start(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=work,
+            cwd=cwd or work,
             start_new_session=True,
+            user=user,
         )
     pid_file = pid_dir / f"{name}.pid"
     pid_dir.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{process.pid}\n")
     server = Server(name, url, process, pid_file, log, stop_signal)
     try:
-        _wait_for_port(port, process, log, timeout)
+        if timeout is not None:
+            _wait_for_port(port, process, log, timeout)
     except BaseException:
         server.stop()
         raise
@@ -139,7 +144,7 @@ def start_buildgrid(venv: pathlib.Path, work: pathlib.Path, pid_dir: pathlib.Pat
     config.write_text(BUILDGRID_CONFIG.read_text().replace("@PORT@", str(port)))
     env = dict(os.environ, RULES_OTA_BUILDGRID_STORE=str(store))
     argv = [str(venv / "bin" / "bgd"), "server", "start", str(config)]
-    return _start("buildgrid", argv, env, port, f"grpc://127.0.0.1:{port}", work, pid_dir, signal.SIGTERM, timeout=90)
+    return start("buildgrid", argv, env, port, f"grpc://127.0.0.1:{port}", work, pid_dir, signal.SIGTERM, timeout=90)
 
 
 def start_nginx(nginx: str, work: pathlib.Path, pid_dir: pathlib.Path) -> Server:
@@ -166,6 +171,6 @@ def start_nginx(nginx: str, work: pathlib.Path, pid_dir: pathlib.Path) -> Server
     )
     argv = [nginx, "-p", str(root), "-e", str(root / "error.log"), "-c", str(config)]
     # SIGQUIT: graceful shutdown; the master ends its workers and exits.
-    return _start(
+    return start(
         "nginx", argv, dict(os.environ), port, f"http://127.0.0.1:{port}", work, pid_dir, signal.SIGQUIT, timeout=30
     )
