@@ -77,8 +77,7 @@ def _path_in_shard(raw: object, index: int, where: str, shard: int, shards: int)
     if shard_layout.shard_of(path, shards) != shard:
         raise OtaError(
             where,
-            f'"{paths.escape(path)}": belongs to shard '
-            f"{shard_layout.shard_of(path, shards)} of {shards}, not {shard}",
+            f'"{paths.escape(path)}": belongs to shard {shard_layout.shard_of(path, shards)} of {shards}, not {shard}',
         )
     return path
 

@@ -161,7 +161,9 @@ def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None
         for number, item in enumerate(jsonio.get(doc, "results", list, listing)):
             name = jsonio.get_path(item, "path", listing, f"results[{number}].path")
             if shard_layout.shard_of(name, shards) != shard:
-                raise OtaError(listing, f"{escape(name)}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}")
+                raise OtaError(
+                    listing, f"{escape(name)}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}"
+                )
             if name in params.file_patches or name in params.whole_files:
                 raise OtaError(listing, f"{name}: listed twice")
             info_file = os.path.join(raw_dir, jsonio.get(item, "info", str, listing, f"{name}: info"))
