@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ota.build.paths import escape, from_bytes, to_bytes
 from ota.errors import OtaError
 
 MAGIC = b"070701"
@@ -57,7 +58,9 @@ class Kind(enum.Enum):
 class Entry:
     """One archive member.
 
-    path: relative, "/"-separated, no "." or ".." parts (the archive root is implicit).
+    path: relative, "/"-separated, no "." or ".." parts (the archive root is implicit); held as
+        the `str` of its bytes (py/ota/build/paths.py), so any byte but NUL and '/' in a name,
+        UTF-8 or not, goes into and out of an archive unchanged.
     data: a file's content, or a symlink's target; empty for every other kind.
     mode: permission bits only (0o7777); the type bits come from `kind`.
     rdev: (major, minor) of a device node.
@@ -73,12 +76,13 @@ class Entry:
 
     def __post_init__(self) -> None:
         parts = self.path.split("/")
+        shown = escape(self.path)
         if not self.path or any(p in ("", ".", "..") for p in parts) or "\0" in self.path:
-            raise OtaError(self.path or "<empty>", "cpio path: must be relative, without '.', '..' or empty parts")
-        if len(self.path.encode()) + 1 > MAX_NAME:
-            raise OtaError(self.path[:64], f"cpio path: longer than {MAX_NAME - 1} bytes")
+            raise OtaError(shown or "<empty>", "cpio path: must be relative, without '.', '..' or empty parts")
+        if len(to_bytes(self.path)) + 1 > MAX_NAME:
+            raise OtaError(shown[:64], f"cpio path: longer than {MAX_NAME - 1} bytes")
         if self.mode & ~0o7777:
-            raise OtaError(self.path, f"cpio mode: 0o{self.mode:o} has bits beyond 0o7777")
+            raise OtaError(shown, f"cpio mode: 0o{self.mode:o} has bits beyond 0o7777")
         for name, value in (
             ("uid", self.uid),
             ("gid", self.gid),
@@ -86,13 +90,13 @@ class Entry:
             ("rdev minor", self.rdev[1]),
         ):
             if not 0 <= value <= 0xFFFFFFFF:
-                raise OtaError(self.path, f"cpio {name}: {value} does not fit 32 bits")
+                raise OtaError(shown, f"cpio {name}: {value} does not fit 32 bits")
         if self.data and self.kind not in (Kind.FILE, Kind.SYMLINK):
-            raise OtaError(self.path, f"cpio data: a {self.kind.name.lower()} entry carries no data")
+            raise OtaError(shown, f"cpio data: a {self.kind.name.lower()} entry carries no data")
         if self.kind is Kind.SYMLINK and not self.data:
-            raise OtaError(self.path, "cpio symlink: empty target")
+            raise OtaError(shown, "cpio symlink: empty target")
         if self.rdev != (0, 0) and self.kind not in (Kind.CHARDEV, Kind.BLOCKDEV):
-            raise OtaError(self.path, "cpio rdev: only device nodes have a device number")
+            raise OtaError(shown, "cpio rdev: only device nodes have a device number")
 
 
 def _field(value: int) -> bytes:
@@ -106,7 +110,7 @@ def _pad4(size: int) -> bytes:
 def _record(
     ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, name: str, data: bytes, rdev: tuple[int, int]
 ) -> bytes:
-    encoded = name.encode() + b"\0"
+    encoded = to_bytes(name) + b"\0"
     values = (ino, mode, uid, gid, nlink, mtime, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
     head = MAGIC + b"".join(_field(v) for v in values) + encoded
     return head + _pad4(len(head)) + data + _pad4(len(data))
@@ -118,15 +122,15 @@ def check_tree(entries: Iterable[Entry]) -> list[Entry]:
     The kernel's initramfs unpacker does not create missing parents, so every parent must be a
     directory entry of the archive; duplicates would make the result depend on input order.
     """
-    ordered = sorted(entries, key=lambda e: e.path.encode())
+    ordered = sorted(entries, key=lambda e: to_bytes(e.path))
     kinds: dict[str, Kind] = {}
     for entry in ordered:
         if entry.path in kinds:
-            raise OtaError(entry.path, "cpio path: listed twice")
+            raise OtaError(escape(entry.path), "cpio path: listed twice")
         parent = entry.path.rpartition("/")[0]
         if parent and kinds.get(parent) is not Kind.DIR:
             problem = "is not a directory" if parent in kinds else "is not in the archive"
-            raise OtaError(entry.path, f"cpio parent directory '{parent}' {problem}")
+            raise OtaError(escape(entry.path), f'cpio parent directory "{escape(parent)}" {problem}')
         kinds[entry.path] = entry.kind
     return ordered
 
@@ -165,14 +169,14 @@ def entries_from_tree(
             rel = full.relative_to(root).as_posix()
             info = full.lstat()
             if stat.S_ISLNK(info.st_mode):
-                entries.append(Entry(rel, Kind.SYMLINK, 0o777, uid, gid, os.readlink(full).encode()))
+                entries.append(Entry(rel, Kind.SYMLINK, 0o777, uid, gid, os.fsencode(os.readlink(full))))
             elif stat.S_ISDIR(info.st_mode):
                 entries.append(Entry(rel, Kind.DIR, dir_mode, uid, gid))
             elif stat.S_ISREG(info.st_mode):
                 mode = exec_mode if info.st_mode & stat.S_IXUSR else file_mode
                 entries.append(Entry(rel, Kind.FILE, mode, uid, gid, full.read_bytes()))
             else:
-                raise OtaError(str(full), "cpio input: not a file, directory or symlink")
+                raise OtaError(escape(str(full)), "cpio input: not a file, directory or symlink")
     return entries
 
 
@@ -211,10 +215,7 @@ def read(data: bytes, where: str, *, max_entries: int = 1 << 20) -> list[Entry]:
         data_start = name_start + namesize + (-(HEADER_SIZE + namesize) & 3)
         if data_start + filesize > len(data):
             raise OtaError(where, f"cpio filesize at offset {pos}: {filesize} bytes run past the end")
-        try:
-            name = raw_name[:-1].decode()
-        except UnicodeDecodeError:
-            raise OtaError(where, f"cpio name at offset {pos}: not UTF-8") from None
+        name = from_bytes(raw_name[:-1])
         if name == TRAILER_NAME:
             return entries
         body = data[data_start : data_start + filesize]
@@ -230,9 +231,9 @@ def _entry_from_fields(name: str, fields: dict[str, int], body: bytes, where: st
     try:
         kind = Kind(stat.S_IFMT(mode))
     except ValueError:
-        raise OtaError(where, f"cpio mode of '{name}': unsupported file type 0o{stat.S_IFMT(mode):o}") from None
+        raise OtaError(where, f'cpio mode of "{escape(name)}": unsupported file type 0o{stat.S_IFMT(mode):o}') from None
     if kind is Kind.FILE and fields["nlink"] > 1:
-        raise OtaError(where, f"cpio nlink of '{name}': hard links are not supported")
+        raise OtaError(where, f'cpio nlink of "{escape(name)}": hard links are not supported')
     rdev = (fields["rdevmajor"], fields["rdevminor"]) if kind in (Kind.CHARDEV, Kind.BLOCKDEV) else (0, 0)
     try:
         return Entry(name, kind, stat.S_IMODE(mode), fields["uid"], fields["gid"], body, rdev)

@@ -6,6 +6,7 @@ attribute. Paths are checked where the tree is used (rules/private/tree.bzl), wi
 input of that image, so conflicts name both sources.
 """
 
+load(":names.bzl", "escape")
 load(":providers.bzl", "OtaImportedTreeInfo")
 
 _MAX_ID = 4294967295  # 2^32 - 1, as docs/contracts.md#1-tree-description allows
@@ -16,14 +17,14 @@ def _number(ctx, path, text, base, upper, what):
     for c in text.elems():
         ok = ok and c in digits
     if not ok or int(text, base) > upper:
-        fail("ota_imported_tree %s: '%s': %s '%s' is not valid" % (ctx.label, path, what, text))
+        fail("ota_imported_tree %s: \"%s\": %s '%s' is not valid" % (ctx.label, escape(path), what, text))
     return int(text, base)
 
 def _entry(ctx, path, fields, by_digest):
     kind = fields[0] if fields else ""
     expected = {"dir": 4, "file": 5, "symlink": 5}.get(kind)
     if expected == None or len(fields) != expected:
-        fail("ota_imported_tree %s: '%s': expected [kind, mode, uid, gid] plus a file's sha256 or a symlink's target, got %s" % (ctx.label, path, fields))
+        fail("ota_imported_tree %s: \"%s\": expected [kind, mode, uid, gid] plus a file's sha256 or a symlink's target, got %s" % (ctx.label, escape(path), fields))
     entry = {
         "gid": _number(ctx, path, fields[3], 10, _MAX_ID, "gid"),
         "kind": kind,
@@ -34,12 +35,12 @@ def _entry(ctx, path, fields, by_digest):
     if kind == "file":
         digest = fields[4]
         if digest not in by_digest:
-            fail("ota_imported_tree %s: '%s': no file of srcs is named %s" % (ctx.label, path, digest))
+            fail("ota_imported_tree %s: \"%s\": no file of srcs is named %s" % (ctx.label, escape(path), digest))
         entry["file"] = by_digest[digest]
         entry["sha256"] = digest
     elif kind == "symlink":
         if not fields[4]:
-            fail("ota_imported_tree %s: '%s': empty symlink target" % (ctx.label, path))
+            fail("ota_imported_tree %s: \"%s\": empty symlink target" % (ctx.label, escape(path)))
         entry["target"] = fields[4]
     return entry
 

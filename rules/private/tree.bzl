@@ -190,7 +190,7 @@ def _add_imported_tree(ctx, state):
             state,
             path,
             entry["kind"],
-            "'%s' of tree %s" % (entry["path"], label),
+            "\"%s\" of tree %s" % (escape(entry["path"]), label),
             file = entry.get("file"),
             target = entry.get("target"),
         )
@@ -203,11 +203,11 @@ def _add_known_sha256s(ctx, state):
     for key, digest in ctx.attr.sha256s.items():
         path = _check_path(ctx, key, "sha256s")
         if state.kinds.get(path) != "file":
-            fail("%s: sha256s: '%s' is not a regular file of the tree" % (_where(ctx), key))
+            fail("%s: sha256s: \"%s\" is not a regular file of the tree" % (_where(ctx), escape(key)))
         if len(digest) != 64 or digest.lstrip("0123456789abcdef") != "":
-            fail("%s: sha256s[%s]: '%s' is not a lowercase hex SHA-256" % (_where(ctx), key, digest))
+            fail("%s: sha256s[\"%s\"]: '%s' is not a lowercase hex SHA-256" % (_where(ctx), escape(key), digest))
         if state.sha256s.get(path, digest) != digest:
-            fail("%s: sha256s[%s]: %s, but %s records %s" % (_where(ctx), key, digest, state.origins[path], state.sha256s[path]))
+            fail("%s: sha256s[\"%s\"]: %s, but %s records %s" % (_where(ctx), escape(key), digest, state.origins[path], state.sha256s[path]))
         state.sha256s[path] = digest
 
 def collect_tree(ctx):

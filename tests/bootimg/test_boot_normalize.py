@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bootimg_helpers import run_bootimg
@@ -213,11 +213,13 @@ def assert_normalized(original: bytes, normalized: bytes) -> None:
     ramdisk_kind=st.sampled_from(("gnu", "gnu-named", "zlib-other", "zlib-mtime", "raw", "gnu-2-members")),
     seed=st.integers(0, 2**32 - 1),
 )
+@example(version=0, kernel_kind="gnu", ramdisk_kind="gnu", seed=336)  # a GNU gzip stream zlib makes too
 def test_normalize_keeps_header_and_contents(
     tmp_path: Path, version: int, kernel_kind: str, ramdisk_kind: str, seed: int
 ) -> None:
     rng = random.Random(seed)
-    kernel = compressed(kernel_kind, kernel_payload(seed, rng.randint(30000, 200000)), rng, tmp_path)
+    payload = kernel_payload(seed, rng.randint(30000, 200000))
+    kernel = compressed(kernel_kind, payload, rng, tmp_path)
     ramdisk = compressed(ramdisk_kind, ramdisk_tree(seed), rng, tmp_path)
     original = bootimg.build(boot_image(version, kernel, ramdisk, rng))
     if rng.random() < 0.3:
@@ -226,7 +228,10 @@ def test_normalize_keeps_header_and_contents(
     assert_normalized(original, normalized)
     assert [report.name for report in reports] == list(boot_normalize.NORMALIZED_SECTIONS)
     if kernel_kind in ("gnu", "gnu+dtb", "zlib-other"):
-        assert reports[0].members[0].action == "recompressed"
+        # GNU gzip's stream is now and then zlib's to the byte (gzip -9 -n on one 31,658-byte
+        # payload of seed 336); only such a stream is kept, every other one is recompressed.
+        by_zlib = any(kernel.startswith(gzipper.compress(payload, level)) for level in gzipper.IMGDIFF_LEVELS)
+        assert reports[0].members[0].action == ("kept" if by_zlib else "recompressed")
     if kernel_kind == "gnu+dtb":
         assert reports[0].tail_bytes == 3004
         assert bootimg.parse(normalized, "n").image.kernel.endswith(kernel[-3004:])

@@ -146,10 +146,10 @@ def test_reader_accepts_gnu_cpio_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "entries,message",
     [
-        ([Entry("a/b", Kind.FILE, 0o644)], "a/b: cpio parent directory 'a' is not in the archive"),
+        ([Entry("a/b", Kind.FILE, 0o644)], 'a/b: cpio parent directory "a" is not in the archive'),
         (
             [Entry("a", Kind.FILE, 0o644), Entry("a/b", Kind.FILE, 0o644)],
-            "a/b: cpio parent directory 'a' is not a directory",
+            'a/b: cpio parent directory "a" is not a directory',
         ),
         ([Entry("a", Kind.DIR, 0o755), Entry("a", Kind.FILE, 0o644)], "a: cpio path: listed twice"),
     ],
@@ -194,9 +194,9 @@ def _with(offset: int, raw: bytes) -> bytes:
         (_with(6 + 8 * 11, b"FFFFFFFF"), "cpio namesize at offset 0: 4294967295 does not fit the archive"),
         (_with(6 + 8 * 6, b"7FFFFFFF"), "cpio filesize at offset 0: 2147483647 bytes run past the end"),
         (_with(6 + 8 * 6, b"-0000001"), "cpio filesize at offset 0: b'-0000001' is not 8 hex digits"),
-        (HARDLINK, "cpio nlink of 'a': hard links are not supported"),
+        (HARDLINK, 'cpio nlink of "a": hard links are not supported'),
         (GOOD[: len(GOOD) - 124], "cpio header at offset"),
-        (_with(6 + 8 * 1, b"0000C1A4"), "cpio mode of 'dev': unsupported file type 0o140000"),
+        (_with(6 + 8 * 1, b"0000C1A4"), 'cpio mode of "dev": unsupported file type 0o140000'),
     ],
 )
 def test_reader_rejects_malformed_archives(data: bytes, message: str) -> None:

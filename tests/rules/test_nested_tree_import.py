@@ -5,8 +5,9 @@ owners, symlinks to files, directories, absolute, dangling and outside targets, 
 directories, hard links, special names) imported as `system_image(tree = ...)` must give a system
 manifest equal to an independent scan of the directory, and a ramdisk must take it too. Two
 imports of identical trees give an incremental package with no OtaFilePatch action; a one-file
-change gives exactly one. Names Starlark must escape (`\\`, `"`, newline, non-UTF-8) pass
-analysis. A FIFO, a device node and a symlinked root are refused with one exact line. The
+change gives exactly one. Names Starlark must escape (`\\`, `"`, newline, non-UTF-8, spaces,
+non-ASCII UTF-8) build, and an incremental package that changes, adds and removes such names
+applies to a device (ota_test) ending byte-exact. A FIFO, a device node and a symlinked root are refused with one exact line. The
 repository is fetched again when `OTA_TREE_STAMP` changes, not before.
 """
 
@@ -31,11 +32,11 @@ load("//rules:repositories.bzl", "ota_tree_repository")
 """
 
 _BUILD = """
-load("//rules:defs.bzl", "boot_image", "ota_build", "ota_package", "ramdisk", "system_image")
+load("//rules:defs.bzl", "boot_image", "ota_build", "ota_package", "ota_test", "ramdisk", "system_image")
 
 boot_image(name = "boot", kernel = "kernel.bin", ramdisk = "init.rc")
 
-[system_image(name = n, tree = "@tree_%s//:tree" % n) for n in ["a", "same", "b", "weird"]]
+[system_image(name = n, tree = "@tree_%s//:tree" % n) for n in ["a", "same", "b", "names", "weird"]]
 
 system_image(
     name = "merged",
@@ -54,17 +55,34 @@ ramdisk(name = "initramfs", tree = "@tree_a//:tree", dirs = ["dev"])
     fingerprint = "imported/" + n,
     system = ":" + n,
     timestamp = t,
-) for n, t in [("a", 1), ("same", 2), ("b", 2)]]
+) for n, t in [("a", 1), ("same", 2), ("b", 2), ("names", 3)]]
 
 ota_package(name = "same_pkg", source = ":a_build", target = ":same_build")
 
 ota_package(name = "one_pkg", source = ":a_build", target = ":b_build")
+
+ota_package(name = "names_pkg", source = ":a_build", target = ":names_build")
+
+ota_test(name = "names_ota_test", package = ":names_pkg", source = ":a_build", target = ":names_build")
 """
 
 
 def _copy_tree(src, dst) -> None:
     """An exact copy (modes, owners, symlinks, hard links, empty directories)."""
     subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
+
+
+def _change_special_names(root: bytes) -> None:
+    """Changes, adds and removes entries whose names hold every kind of byte SPECIAL_NAMES has:
+    the package patches, writes, deletes and links them by those names."""
+    etc = os.path.join(root, b"etc")
+    for index, name in enumerate(SPECIAL_NAMES):
+        if index % 2:
+            os.remove(os.path.join(etc, name))
+        with open(os.path.join(etc, name + b" v2" if index % 2 else name), "ab") as out:
+            out.write(b"changed %d\n" % index * 40)
+    os.mkdir(os.path.join(etc, SPECIAL_NAMES[-1] + b".d"), 0o755)
+    os.symlink(SPECIAL_NAMES[-2], os.path.join(etc, SPECIAL_NAMES[-1] + b".d", SPECIAL_NAMES[3]))
 
 
 def _manifest(ws: NestedWorkspace, name: str) -> dict[bytes, dict]:
@@ -98,6 +116,9 @@ def test_imported_directories(tmp_path) -> None:
     _copy_tree(tree_a, trees / "x" / "same")
     _copy_tree(tree_a, trees / "x" / "b")
     (trees / "x/b/bin/sg").write_bytes(b"sg binary, version 2\n")  # keeps mode and owner
+    names = trees / "x" / "names"
+    _copy_tree(tree_a, names)
+    _change_special_names(os.fsencode(names))
     weird = trees / "weird"
     seeded_tree(
         os.fsencode(weird), seed=7, count=5, names=[b"back\\slash", b'q"uote', b"new\nline", b"\xff\xfe latin-1"]
@@ -109,7 +130,7 @@ def test_imported_directories(tmp_path) -> None:
     (trees / "symroot").symlink_to("x/a")
 
     ws = NestedWorkspace.create(tmp_path, "ws")
-    repos = {n: trees / "x" / n for n in ("a", "same", "b")}
+    repos = {n: trees / "x" / n for n in ("a", "same", "b", "names")}
     repos.update(weird=weird, fifo=trees / "fifo", device=trees / "device", symroot=trees / "symroot")
     with open(ws.root / "WORKSPACE", "a") as workspace:
         workspace.write(_WORKSPACE)
@@ -121,7 +142,8 @@ def test_imported_directories(tmp_path) -> None:
     (ws.root / "imported/init.rc").write_text("on boot\n")
     try:
         ws.build("//imported:a", "//imported:same", "//imported:b", "//imported:merged", "//imported:initramfs")
-        ws.bazel("build", "--nobuild", "//imported:weird")  # analysis: escaped names reach Starlark exactly
+        ws.build("//imported:weird", "//imported:names")
+        ws.bazel("test", "//imported:names_ota_test")  # the device ends byte-exact at the target
         counts = {p: _patch_actions(ws, p) for p in ("same_pkg", "one_pkg")}
         ws.build("//imported:same_pkg", "//imported:one_pkg")
         fifo = _refusal(ws, "tree_fifo")
@@ -144,6 +166,8 @@ def test_imported_directories(tmp_path) -> None:
     assert _manifest(ws, "same") == expected
     assert after_stamp == host_scan(os.fsencode(tree_a))
     assert _manifest(ws, "b") == host_scan(os.fsencode(trees / "x/b"))
+    assert _manifest(ws, "names") == host_scan(os.fsencode(names))
+    assert _manifest(ws, "weird") == host_scan(os.fsencode(weird))
 
     merged = _manifest(ws, "merged")
     assert merged[b"bin/su"]["mode"] == 0o4750 and merged[b"bin/sg"]["mode"] == 0o700

@@ -13,7 +13,16 @@ import os
 import random
 import stat
 
-SPECIAL_NAMES = [b"with space.txt", b".hidden", "Főtanúsítvány.crt".encode()]
+# Names a real tree has (systemd's `\x2d`, a CA bundle's UTF-8) and every kind Starlark must
+# escape: a space, a leading dot, `\`, a newline, bytes that are not UTF-8.
+SPECIAL_NAMES = [
+    b"with space.txt",
+    b".hidden",
+    "Főtanúsítvány.crt".encode(),
+    b"system-systemd\\x2dcryptsetup.slice",
+    b"new\nline",
+    b"\xff\xfe latin-1",
+]
 
 
 def host_scan(root: bytes) -> dict[bytes, dict]:

@@ -99,15 +99,15 @@ def tree_input_tests(name):
         tests.append(package + "_actions_test")
 
     broken = {
-        "tree_conflict": ("install path 'etc/same.txt' has two sources: 'etc/same.txt' of tree //tests/rules:imported_v1 and tests/rules/testdata/new.txt (from files: //tests/rules:testdata/new.txt)", {"files": {"testdata/new.txt": "etc/same.txt"}, "tree": ":imported_v1"}),
-        "tree_below_symlink": ("'bin/sh/x' (dirs entry 'bin/sh/x') is below 'bin/sh', which is a symlink ('bin/sh' of tree //tests/rules:imported_v1)", {"dirs": ["bin/sh/x"], "tree": ":imported_v1"}),
-        "tree_bad_path": ("tree //tests/rules:imported_bad_path: bad install path 'etc/../x'", {"tree": ":imported_bad_path"}),
-        "tree_bad_digest": ("ota_imported_tree //tests/rules:imported_bad_digest: 'x': no file of srcs is named " + SHA_SAME, {"tree": ":imported_bad_digest"}),
-        "tree_bad_mode": ("ota_imported_tree //tests/rules:imported_bad_mode: 'x': mode '0999' is not valid", {"tree": ":imported_bad_mode"}),
-        "tree_bad_kind": ("ota_imported_tree //tests/rules:imported_bad_kind: 'x': expected [kind, mode, uid, gid]", {"tree": ":imported_bad_kind"}),
-        "sha256s_not_a_file": ("sha256s: 'etc' is not a regular file of the tree", {"sha256s": {"etc": SHA_SAME}, "tree": ":imported_v1"}),
-        "sha256s_not_hex": ("sha256s[etc/x]: 'ABC' is not a lowercase hex SHA-256", {"files": {"testdata/new.txt": "etc/x"}, "sha256s": {"etc/x": "ABC"}}),
-        "sha256s_disagree": ("sha256s[etc/same.txt]: %s, but 'etc/same.txt' of tree //tests/rules:imported_v1 records %s" % (SHA_TOOL_V1, SHA_SAME), {"sha256s": {"etc/same.txt": SHA_TOOL_V1}, "tree": ":imported_v1"}),
+        "tree_conflict": ("install path \"etc/same.txt\" has two sources: \"etc/same.txt\" of tree //tests/rules:imported_v1 and tests/rules/testdata/new.txt (from files: //tests/rules:testdata/new.txt)", {"files": {"testdata/new.txt": "etc/same.txt"}, "tree": ":imported_v1"}),
+        "tree_below_symlink": ("\"bin/sh/x\" (dirs entry \"bin/sh/x\") is below \"bin/sh\", which is a symlink (\"bin/sh\" of tree //tests/rules:imported_v1)", {"dirs": ["bin/sh/x"], "tree": ":imported_v1"}),
+        "tree_bad_path": ("tree //tests/rules:imported_bad_path: install path \"etc/../x\": a '..' component is not allowed", {"tree": ":imported_bad_path"}),
+        "tree_bad_digest": ("ota_imported_tree //tests/rules:imported_bad_digest: \"x\": no file of srcs is named " + SHA_SAME, {"tree": ":imported_bad_digest"}),
+        "tree_bad_mode": ("ota_imported_tree //tests/rules:imported_bad_mode: \"x\": mode '0999' is not valid", {"tree": ":imported_bad_mode"}),
+        "tree_bad_kind": ("ota_imported_tree //tests/rules:imported_bad_kind: \"x\": expected [kind, mode, uid, gid]", {"tree": ":imported_bad_kind"}),
+        "sha256s_not_a_file": ("sha256s: \"etc\" is not a regular file of the tree", {"sha256s": {"etc": SHA_SAME}, "tree": ":imported_v1"}),
+        "sha256s_not_hex": ("sha256s[\"etc/x\"]: 'ABC' is not a lowercase hex SHA-256", {"files": {"testdata/new.txt": "etc/x"}, "sha256s": {"etc/x": "ABC"}}),
+        "sha256s_disagree": ("sha256s[\"etc/same.txt\"]: %s, but \"etc/same.txt\" of tree //tests/rules:imported_v1 records %s" % (SHA_TOOL_V1, SHA_SAME), {"sha256s": {"etc/same.txt": SHA_TOOL_V1}, "tree": ":imported_v1"}),
     }
     for row, (message, attrs) in broken.items():
         system_image(name = "broken_" + row, tags = ["manual"], **attrs)

@@ -14,7 +14,7 @@ import pytest
 
 from ota.build import file_patch_shard, jsonio, package_writer, shard_layout, tar_tree, tree
 from ota.build.build_info import BuildInfo
-from ota.build.paths import check_path
+from ota.build.paths import escape
 from ota.errors import OtaError
 from ota.testing import device_check
 from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
@@ -22,18 +22,9 @@ from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
 SHARDS = 32  # TAR_SHARDS in rules/private/tar_tree.bzl
 
 
-def _accepted(name: str) -> bool:
-    try:
-        check_path(name, "probe")
-    except OtaError:
-        return False
-    return True
-
-
-# What the package format carries today (a protobuf string path): UTF-8 names, and '\' once the
-# path rule takes it. Non-UTF-8 names reach the manifests byte-exact (test_tar_tree.py) and join
-# this list when the package's path fields become bytes.
-DEVICE_CLASSES = tuple(c for c in ALL_CLASSES if c != "non_utf8" and (c != "backslash" or _accepted("a\\b")))
+# Every name class reaches the device byte-exact: '\\', non-UTF-8 bytes and newlines included
+# (docs/contracts.md, "File names").
+DEVICE_CLASSES = ALL_CLASSES
 
 
 def test_starlark_and_python_give_every_name_the_same_shard() -> None:
@@ -176,4 +167,4 @@ def test_the_assembler_refuses_shard_sets_that_do_not_fit(tmp_path: Path) -> Non
     path = moved["results"][0]["path"]
     with pytest.raises(OtaError) as err:
         package_writer.load_params(_params(tmp_path, source, target, shards))
-    assert str(err.value) == f"{shards[other]}/results.json: {path}: belongs to shard {changed}, not {other}"
+    assert str(err.value) == f"{shards[other]}/results.json: {escape(path)}: belongs to shard {changed}, not {other}"

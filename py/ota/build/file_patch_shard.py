@@ -13,7 +13,7 @@ hashed here). A path whose source and target hashes agree is left out: the packa
 records KEEP from the two manifests without any data. Every other target path is decided by
 file_patch's own logic (py/ota/build/file_patch.py): a diff, or the whole file.
 
-DIR receives results.json (docs/contracts.md#10-tar-trees-and-patch-shards) and, per result, the
+DIR receives results.json (docs/contracts.md#11-tar-trees-and-patch-shards) and, per result, the
 data and info files a file_patch action would write, under digest names.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import file_patch, hashing, jsonio, shard_layout, toolchain_identity
+from ota.build import file_patch, hashing, jsonio, paths, shard_layout, toolchain_identity
 from ota.build.hashing import ContentInfo
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
@@ -58,7 +58,7 @@ def load_dir(directory: str, shard: int, shards: int) -> dict[str, ShardFile]:
     files = {}
     for index, raw in enumerate(jsonio.get(jsonio.read(where), "entries", list, where)):
         path = _path_in_shard(raw, index, where, shard, shards)
-        name = jsonio.get(raw, "file", str, where, f"{path}: file")
+        name = jsonio.get(raw, "file", str, where, f"{paths.escape(path)}: file")
         files[path] = ShardFile(os.path.join(directory, name), ContentInfo.from_json(raw, where, path))
     return files
 
@@ -68,17 +68,16 @@ def load_list(listing: str, shard: int, shards: int) -> dict[str, ShardFile]:
     files = {}
     for index, raw in enumerate(jsonio.get(jsonio.read(listing), "entries", list, listing)):
         path = _path_in_shard(raw, index, listing, shard, shards)
-        files[path] = ShardFile(jsonio.get(raw, "file", str, listing, f"{path}: file"), None)
+        files[path] = ShardFile(jsonio.get(raw, "file", str, listing, f"{paths.escape(path)}: file"), None)
     return files
 
 
 def _path_in_shard(raw: object, index: int, where: str, shard: int, shards: int) -> str:
-    path = jsonio.get(raw, "path", str, where, f"entries[{index}].path")
+    path = jsonio.get_path(raw, "path", where, f"entries[{index}].path")
     if shard_layout.shard_of(path, shards) != shard:
         raise OtaError(
             where,
-            f"{shard_layout.path_bytes(path)!r}: belongs to shard "
-            f"{shard_layout.shard_of(path, shards)} of {shards}, not {shard}",
+            f'"{paths.escape(path)}": belongs to shard {shard_layout.shard_of(path, shards)} of {shards}, not {shard}',
         )
     return path
 

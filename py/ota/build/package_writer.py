@@ -142,7 +142,7 @@ def load_params(path: str) -> Params:
 
 
 def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None:
-    """Adds what the file_patch_shard actions produced (docs/contracts.md#10-tar-trees-and-patch-shards).
+    """Adds what the file_patch_shard actions produced (docs/contracts.md#11-tar-trees-and-patch-shards).
 
     A result with no source (a file new in the target, or any file of a full package) is a whole
     file; every other result is a file patch. Each shard must be one of a complete set, and each
@@ -159,9 +159,11 @@ def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None
             raise OtaError(listing, f"shard {shard} of {shards} does not fit {len(shard_dirs)} file_patch_shards")
         seen.add(shard)
         for number, item in enumerate(jsonio.get(doc, "results", list, listing)):
-            name = check_path(jsonio.get(item, "path", str, listing, f"results[{number}].path"), listing)
+            name = jsonio.get_path(item, "path", listing, f"results[{number}].path")
             if shard_layout.shard_of(name, shards) != shard:
-                raise OtaError(listing, f"{name}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}")
+                raise OtaError(
+                    listing, f"{escape(name)}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}"
+                )
             if name in params.file_patches or name in params.whole_files:
                 raise OtaError(listing, f"{name}: listed twice")
             info_file = os.path.join(raw_dir, jsonio.get(item, "info", str, listing, f"{name}: info"))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from ota import cpio, gzipper
-from ota.build import toolchain_identity, tree
+from ota.build import paths, toolchain_identity, tree
 from ota.cli import fileio, runner
 from ota.errors import UsageError
 
@@ -37,7 +37,7 @@ def cpio_entries(entries: Sequence[tree.TreeEntry]) -> list[cpio.Entry]:
         if e.kind == tree.FILE:
             data = fileio.read_file(e.file)  # type: ignore[arg-type]
         elif e.kind == tree.SYMLINK:
-            data = e.target.encode()  # type: ignore[union-attr]
+            data = paths.to_bytes(e.target)  # type: ignore[arg-type]
         else:
             data = b""
         out.append(cpio.Entry(e.path, _KINDS[e.kind], e.mode, e.uid, e.gid, data))

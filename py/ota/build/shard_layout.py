@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import hashlib
 
+from ota.build.paths import to_bytes
+
 # The tar tree action's per-shard listing: {"entries": [{"path", "file", "size", "sha256", "sha1"}]}.
 TREE_INDEX = "shard.json"
-# A shard action's listing of what it produced (docs/contracts.md#10-tar-trees-and-patch-shards).
+# A shard action's listing of what it produced (docs/contracts.md#11-tar-trees-and-patch-shards).
 RESULTS = "results.json"
 _MULTIPLIER = 0x5BD1E995  # below 2**31, so the Starlark product stays below 2**63
 _WORD = 1 << 32
-
-
-def path_bytes(path: str) -> bytes:
-    """The bytes of an install path held as a `surrogateescape` string (NAMES_CONTRACT)."""
-    return path.encode("utf-8", "surrogateescape")
 
 
 def shard_of(path: str, shards: int) -> int:
     """The shard (0..shards-1) of an install path: Java's String.hashCode over its bytes, mixed
     by one multiplication so that the high bits, which pick the shard, depend on every byte."""
     value = 0
-    for byte in path_bytes(path):
+    for byte in to_bytes(path):
         value = (31 * value + byte) % _WORD
     return (value * _MULTIPLIER % _WORD) * shards // _WORD
 
@@ -37,4 +34,4 @@ def shard_of(path: str, shards: int) -> int:
 def file_name(path: str) -> str:
     """The name a path's bytes get inside a shard directory: a digest, never the path itself
     (no artifact is named after an install path)."""
-    return hashlib.sha256(path_bytes(path)).hexdigest()
+    return hashlib.sha256(to_bytes(path)).hexdigest()

@@ -5,7 +5,7 @@ The archive's contents are only known when this action runs, so it writes everyt
 would otherwise know at analysis time: the system manifest (docs/contracts.md#2-system-manifest),
 the tree description (docs/contracts.md#1-tree-description) whose files point into the shard
 directories, and one directory per shard holding that shard's regular files under digest names
-plus their listing (docs/contracts.md#10-tar-trees-and-patch-shards). A file goes to the shard
+plus their listing (docs/contracts.md#11-tar-trees-and-patch-shards). A file goes to the shard
 py/ota/build/shard_layout.py assigns to its path, so a one-file change alters one shard directory
 and ota_package re-runs one shard action.
 
@@ -34,7 +34,7 @@ from absl import flags
 
 from ota.build import jsonio, shard_layout, toolchain_identity, tree
 from ota.build.hashing import ContentInfo
-from ota.build.paths import check_path
+from ota.build.paths import check_path, escape, to_bytes
 from ota.cli import runner
 from ota.errors import OtaError, UsageError
 
@@ -67,38 +67,33 @@ class Limits:
 
 
 def shown(name: str) -> str:
-    """A member name for an error line: its bytes as a Python bytes literal (exact, one line)."""
-    return repr(shard_layout.path_bytes(name))
+    """A member name for an error line, escaped as every tool shows a name (py/ota/build/paths.py)."""
+    return f'"{escape(name)}"'
 
 
 def install_path(name: str, where: str) -> str | None:
     """The install path of a member name; None for the archive's root ("." or "./").
 
-    A leading "./" (what `tar -C dir .` and pkg_tar write) is dropped; any other '.', '..' or
-    empty component, and an absolute name, is refused.
+    A leading "./" (what `tar -C dir .` and pkg_tar write) and a trailing "/" (how some writers
+    name directories) are dropped; the rest must pass the repository's path rule
+    (`paths.check_path`), and no component may be longer than NAME_MAX bytes.
     """
-    member = f"member {shown(name)}"
-    if name.startswith("/"):
-        raise OtaError(where, f"{member}: absolute name")
     parts = name.split("/")
-    while parts and parts[0] == ".":
-        parts.pop(0)
-    while len(parts) > 1 and parts[-1] == "":  # "dir/" as some writers name directories
-        parts.pop()
-    if not parts or parts == [""]:
-        return None
-    if ".." in parts:
-        raise OtaError(where, f"{member}: '..' component")
-    if any(part in ("", ".") for part in parts):
-        raise OtaError(where, f"{member}: empty or '.' component")
-    for part in parts:
-        if len(shard_layout.path_bytes(part)) > NAME_MAX:
-            raise OtaError(where, f"{member}: a component is longer than {NAME_MAX} bytes")
+    if not name.startswith("/"):
+        while parts and parts[0] == ".":
+            parts.pop(0)
+        while len(parts) > 1 and parts[-1] == "":
+            parts.pop()
+        if not parts or parts == [""]:
+            return None
     path = "/".join(parts)
     try:
-        return check_path(path, where, "path")
-    except OtaError as err:  # the repository's path rule (py/ota/build/paths.py), said of the member
-        raise OtaError(where, f"{member}: {err.problem.removeprefix(f'path {path!r}: ')}") from None
+        check_path(path, where)
+    except OtaError as err:  # said of the member, as every other refusal here
+        raise OtaError(where, f"member {shown(name)}: {err.problem.removeprefix(f'path {shown(path)}: ')}") from None
+    if any(len(to_bytes(part)) > NAME_MAX for part in parts):
+        raise OtaError(where, f"member {shown(name)}: a component is longer than {NAME_MAX} bytes")
+    return path
 
 
 class _Reader:

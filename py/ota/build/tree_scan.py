@@ -21,7 +21,7 @@ carry the host file's setuid bits into the output base). The copy is hashed whil
 so the digest always describes the stored bytes. Host hard links are read once.
 
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
-hub), so it uses the standard library only, and positional arguments instead of absl flags.
+hub), so it uses the standard library and ota.build.paths only, and positional arguments instead of absl flags.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import stat
 import sys
 from dataclasses import dataclass
 
+from ota.build import paths
 from ota.errors import OtaError
 
 FILES_DIR = "files"
@@ -64,9 +65,8 @@ class ScannedEntry:
 
 
 def display(path: bytes) -> str:
-    """A path for a one-line message: UTF-8 as is, other bytes and control bytes as \\xNN."""
-    text = path.decode("utf-8", "backslashreplace")
-    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+    """A path for a one-line message, escaped as every tool shows a name (py/ota/build/paths.py)."""
+    return paths.escape(paths.from_bytes(path))
 
 
 def _problem(err: OSError) -> str:
@@ -180,15 +180,8 @@ def scan(root: bytes, out: bytes) -> list[ScannedEntry]:
 
 
 def starlark_string(raw: bytes) -> str:
-    """A Starlark string literal whose characters are exactly `raw` (NAMES_CONTRACT: printable
-    ASCII as is; `"`, `\\`, control bytes and bytes >= 0x80 as 3-digit octal escapes)."""
-    out = []
-    for byte in raw:
-        if 0x20 <= byte < 0x7F and byte not in (0x22, 0x5C):
-            out.append(chr(byte))
-        else:
-            out.append(f"\\{byte:03o}")
-    return '"' + "".join(out) + '"'
+    """A Starlark string literal whose characters are exactly `raw`: `paths.escape` is one."""
+    return f'"{display(raw)}"'
 
 
 def _entry_fields(entry: ScannedEntry) -> list[str]:
