@@ -8,11 +8,11 @@
 (b) A boot image pair built from two real Debian arm64 kernels. Debian ships arm64 kernels as an
     uncompressed Image (so EFI can verify its signature), so a raw Image is gzip'd by GNU
     `gzip -n -9`, the command kbuild's Image.gz target runs; a kernel that is already gzip is used
-    as it is. The ramdisk is a newc cpio (ota.cpio) of real files from /usr/share/doc, gzip'd by
-    zlib (ota.gzipper), v2 with a few files edited, removed and added. Patch sizes printed:
+    as it is. The ramdisk is a newc cpio (ota.format.cpio) of real files from /usr/share/doc, gzip'd by
+    zlib (ota.format.gzipper), v2 with a few files edited, removed and added. Patch sizes printed:
 
-    * imgdiff with normalization on: ota.gzipper.normalize on kernel and ramdisk before
-      ota.bootimg.build, as the boot_image rule does by default;
+    * imgdiff with normalization on: ota.format.gzipper.normalize on kernel and ramdisk before
+      ota.format.bootimg.build, as the boot_image rule does by default;
     * imgdiff with normalization off (the GNU gzip kernel stays as it is);
     * bsdiff of the whole image as shipped;
     * the ideal: bsdiff of the inflated kernel + bsdiff of the ramdisk cpio + bsdiff of the rest
@@ -45,7 +45,8 @@ from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "py"), str(REPO)]
-from ota import bootimg, bsdiff, cpio, gzipper, imgdiff, patch  # noqa: E402 - after sys.path is set
+from ota.actions import imgdiff  # noqa: E402 - after sys.path is set
+from ota.format import bootimg, bsdiff, cpio, gzipper, patch  # noqa: E402
 from tests.cache import workspace  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -47,8 +47,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "py")]
 from bench import build_release_bench as release_bench  # noqa: E402 - after the repository root is on sys.path
 from bench import spawn_args  # noqa: E402
-from ota import package_reader  # noqa: E402
 from ota.cli import ota_inspect  # noqa: E402
+from ota.format import package_reader  # noqa: E402
 from ota.testing import generated_trees  # noqa: E402
 from tests.cache import bep, execlog, workspace  # noqa: E402
 

@@ -1,6 +1,6 @@
 """ota_imported_tree: the target an ota_tree_repository generates (`@<name>//:tree`).
 
-It turns the scan's recorded entries (py/ota/build/tree_scan.py writes them into the generated
+It turns the scan's recorded entries (py/ota/actions/tree_scan.py writes them into the generated
 BUILD.bazel) into OtaImportedTreeInfo, the value of system_image's and ramdisk's `tree`
 attribute. Paths are checked where the tree is used (rules/private/tree.bzl), with every other
 input of that image, so conflicts name both sources.

@@ -8,7 +8,7 @@ def method_for(methods, path):
     """The method of `path` in `methods`: an exact path beats an extension key (".gz"), else "auto".
 
     The extension is skylib's paths.split_extension, which splits as file_patch's `auto` does
-    (os.path.splitext in py/ota/build/file_patch.py): the last dot of the basename starts it, and a
+    (os.path.splitext in py/ota/actions/file_patch.py): the last dot of the basename starts it, and a
     name's leading dot does not (".profile" has none), so a key means the same files to both.
 
     Args:

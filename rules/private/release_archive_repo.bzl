@@ -48,7 +48,7 @@ def _str(value):
     return "\"%s\"" % escape(value)
 
 def _file_label(rctx, index, path):
-    """The label of the file that is entry `index` (SYSTEM/<index>, py/ota/build/release_archive.py).
+    """The label of the file that is entry `index` (SYSTEM/<index>, py/ota/actions/release_archive.py).
 
     An archive written before files were named by index holds SYSTEM/<path>; that still works
     for paths that are valid labels.

@@ -3,7 +3,7 @@
 A tar's members are only known when an action reads it, so nothing about its paths exists at
 analysis time. One OtaTarTree action reads the archive and writes the system manifest, the tree
 description and TAR_SHARDS directories holding the regular files, each file in the shard its
-path's bytes hash to (py/ota/build/shard_layout.py). ota_package then declares TAR_SHARDS
+path's bytes hash to (py/ota/actions/shard_layout.py). ota_package then declares TAR_SHARDS
 OtaFilePatchShard actions, shard k reading only shard k of each side, so a change to one file
 re-runs one shard (docs/rules.md, "Tar input").
 """
@@ -87,7 +87,7 @@ def tar_tree(ctx):
     return struct(tree = tree, manifest = manifest)
 
 def shard_of(path, shards):
-    """The shard of an install path: the same function as shard_of in py/ota/build/shard_layout.py.
+    """The shard of an install path: the same function as shard_of in py/ota/actions/shard_layout.py.
 
     Starlark's `hash` is Java's String.hashCode, and a Starlark string's characters are its bytes.
     """

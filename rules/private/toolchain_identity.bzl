@@ -5,7 +5,7 @@ zlib, bsdiff4, protobuf and cryptography versions the actions run with (bazel/pi
 once per fetch). Every Ota* action lists it as an input and names it on its command line: the
 digest in the name makes the identity part of the action key (a key holds the command line, not
 the inputs' contents), and the tool reads the file to check it runs on that toolchain
-(py/ota/build/toolchain_identity.py).
+(py/ota/actions/toolchain_identity.py).
 """
 
 TOOLCHAIN_IDENTITY_ATTRS = {

@@ -64,7 +64,7 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
 })
 
 # The updater's scratch directory under the system root: no install path may start with it. The
-# same name as SCRATCH_DIR in py/ota/build/paths.py, which the build tools and the device check.
+# same name as SCRATCH_DIR in py/ota/format/paths.py, which the build tools and the device check.
 SCRATCH_DIR = ".ota-scratch"
 
 def _where(ctx):

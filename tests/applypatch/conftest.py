@@ -7,8 +7,8 @@ import random
 import pytest
 
 from applypatch_helpers import Small
-from ota import bsdiff
-from ota.applypatch.scenarios import BootUpdate
+from ota.format import bsdiff
+from ota.testing.scenarios import BootUpdate
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ota.applypatch import mtd
-from ota.applypatch.backends import BLKFLSBUF, MAX_ATTEMPTS, MtdPartition, SeekablePartition, open_partition
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry, parse
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.scenarios import loop_device, loop_unavailable
+from ota.device.applypatch import mtd
+from ota.device.applypatch.backends import BLKFLSBUF, MAX_ATTEMPTS, MtdPartition, SeekablePartition, open_partition
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry, parse
+from ota.device.applypatch.mtdsim import NandSim
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps
+from ota.testing.scenarios import loop_device, loop_unavailable
 from tests.environment import require
 
 IMAGE = bytes(range(251)) * 1000  # 251000 bytes: not a multiple of any piece or page

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from applypatch_helpers import Small, run_cli, run_faulty_cli, sha1_of
-from ota import bsdiff
+from ota.format import bsdiff
 from ota.testing.faults import CRASH_EXIT_CODE
 
 PART_SIZE = 1 << 20

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ota.applypatch import mtd
-from ota.applypatch.mtdsim import NandSim
-from ota.fsops import FsOps
+from ota.device.applypatch import mtd
+from ota.device.applypatch.mtdsim import NandSim
+from ota.device.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 ERASE, PAGE = 8192, 1024

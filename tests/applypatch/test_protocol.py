@@ -7,13 +7,13 @@ import os
 import pytest
 
 from applypatch_helpers import Small, contents_mode_owner, run_cli, setuid_source, sha1_of
-from ota.applypatch import protocol
-from ota.applypatch.backends import MtdPartition
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.spec import Digest
-from ota.fsops import FsOps
+from ota.device.applypatch import protocol
+from ota.device.applypatch.backends import MtdPartition
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
+from ota.device.applypatch.mtdsim import NandSim
+from ota.device.applypatch.spec import Digest
+from ota.device.fsops import FsOps
 from ota.testing.faults import FaultyFsOps
 from tests.environment import require, root_missing
 

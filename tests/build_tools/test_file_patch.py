@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from build_helpers import run_ok, run_tool
-from ota import gzipper, imgdiff
-from ota.build import file_patch
+from ota.actions import file_patch, imgdiff
 from ota.errors import OtaError
-from ota.patch import apply_patch
+from ota.format import gzipper
+from ota.format.patch import apply_patch
 
-TOOL = "ota.build.file_patch"
+TOOL = "ota.actions.file_patch"
 
 
 def _text(seed: int, lines: int = 4000) -> bytes:

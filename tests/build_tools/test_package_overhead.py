@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import package_reader, signing, zipscan
-from ota.build import zipwrite
-from ota.build.layout import MANIFEST_ENTRY
+from ota.actions import zipwrite
 from ota.cli import ota_inspect
-from ota.patch import apply_patch
+from ota.format import package_reader, signing, zipscan
+from ota.format.layout import MANIFEST_ENTRY
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import builds, generated_trees
 

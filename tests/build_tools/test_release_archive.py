@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from build_helpers import Item, run_ok, run_tool, write_tree
-from ota.build import release_archive
+from ota.actions import release_archive
 from ota.errors import OtaError
 
 ITEMS = [
@@ -22,7 +22,7 @@ ITEMS = [
 BUILD = {"device": "sargo", "fingerprint": "google/sargo/v1", "timestamp": 1700000000}
 # The tool and the inputs every release_archive run here is given (written by `_make`).
 ARCHIVE_INPUTS = (
-    "ota.build.release_archive",
+    "ota.actions.release_archive",
     "--build_json",
     "build.json",
     "--system_manifest",
@@ -37,7 +37,7 @@ def _make(work: Path, **kwargs) -> Path:  # type: ignore[no-untyped-def]
     write_tree(work, "sys", ITEMS)
     (work / "boot.img").write_bytes(b"ANDROID!" + bytes(2040))
     (work / "build.json").write_text(json.dumps(BUILD))
-    run_ok("ota.build.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=work, **kwargs)
+    run_ok("ota.actions.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=work, **kwargs)
     run_ok(
         *ARCHIVE_INPUTS,
         "--partition",

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ota.build import toolchain_identity, worker
+from ota.actions import toolchain_identity, worker
 from ota.errors import OtaError
 
 RUNNING = toolchain_identity.running()

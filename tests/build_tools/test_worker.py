@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from build_helpers import run_tool, tool_env
-from ota.build import worker
+from ota.actions import worker
 from ota.errors import OtaError
 from ota.proto import worker_protocol_pb2 as pb
 
@@ -57,7 +57,7 @@ class Worker:
 
     def __init__(self, cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ota.build.worker", "--persistent_worker"],
+            [sys.executable, "-m", "ota.actions.worker", "--persistent_worker"],
             cwd=cwd,
             env=tool_env(),
             stdin=subprocess.PIPE,
@@ -104,7 +104,7 @@ def test_requests_get_the_one_shot_results_and_a_failure_does_not_end_the_worker
         (oneshot / name).write_bytes((inputs / name).read_bytes())
     for args, response in zip(requests, responses, strict=True):
         name = args[args.index("--out_info") + 1][: -len(".json")]
-        proc = run_tool("ota.build.file_patch", *args, cwd=oneshot)
+        proc = run_tool("ota.actions.file_patch", *args, cwd=oneshot)
         assert response.exit_code == proc.returncode, name
         if proc.returncode == 2:  # absl's parser names the script and adds "Try --help."
             assert response.output == "file_patch: usage: " + proc.stderr.split(": usage: ", 1)[1].split("\n")[0] + "\n"
@@ -136,17 +136,17 @@ def test_param_file_one_shot_equals_the_plain_command_line(inputs: Path, tmp_pat
     """What Bazel runs without workers: `file_patch @PARAMS` ("multiline": one argument a line)."""
     args = _args("via_params", "new.bin", "old.bin")
     (inputs / "p.params").write_text("".join(f"{a}\n" for a in args))
-    via_params = run_tool("ota.build.worker", "@p.params", cwd=inputs)
+    via_params = run_tool("ota.actions.worker", "@p.params", cwd=inputs)
     assert (via_params.returncode, via_params.stderr) == (0, "")
     plain = tmp_path / "plain"
     plain.mkdir()
     for name in ("old.bin", "new.bin"):
         (plain / name).write_bytes((inputs / name).read_bytes())
-    assert run_tool("ota.build.file_patch", *args, cwd=plain).returncode == 0
+    assert run_tool("ota.actions.file_patch", *args, cwd=plain).returncode == 0
     for out in ("via_params.p", "via_params.json"):
         assert (inputs / out).read_bytes() == (plain / out).read_bytes()
 
-    failed = run_tool("ota.build.worker", "@missing.params", cwd=inputs)
+    failed = run_tool("ota.actions.worker", "@missing.params", cwd=inputs)
     assert (failed.returncode, failed.stderr) == (
         1,
         "file_patch: error: missing.params: cannot read the param file: No such file or directory\n",
@@ -158,7 +158,7 @@ def test_a_path_with_odd_characters_survives_the_param_file(inputs: Path) -> Non
     path = "etc/we\fird\r name"
     args = ["--target", "new.bin", "--path", path, "--out_data", "d", "--out_info", "i"]
     (inputs / "p.params").write_bytes("".join(f"{a}\n" for a in args).encode())
-    assert run_tool("ota.build.worker", "@p.params", cwd=inputs).returncode == 0
+    assert run_tool("ota.actions.worker", "@p.params", cwd=inputs).returncode == 0
     assert '"path":"etc/we\\fird\\r name"' in (inputs / "i").read_text()
 
 

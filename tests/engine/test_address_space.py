@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import bsdiff40, run_tool
-from ota import bootimg, bsdiff, cpio, deflate, imgdiff_format
-from ota.imgdiff_format import DeflateChunk
+from ota.format import bootimg, bsdiff, cpio, deflate, imgdiff_format
+from ota.format.imgdiff_format import DeflateChunk
 
 LIMIT = 256 << 20
 HUGE = (1 << 31) - 1  # the largest size the default limits let through to the readers
@@ -116,7 +116,7 @@ def test_boot_image_section_sizes(tmp_path: Path, version: int, offset: int, fie
 
 _READ_CPIO = """
 import sys
-from ota import cpio
+from ota.format import cpio
 from ota.errors import OtaError
 try:
     cpio.read(open(sys.argv[1], "rb").read(), sys.argv[1])

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import run_tool
-from ota import bootimg, bsdiff, cpio, gzipper, imgdiff, imgdiff_format, patch
-from ota.imgdiff_format import DeflateChunk
+from ota.actions import imgdiff
+from ota.format import bootimg, bsdiff, cpio, gzipper, imgdiff_format, patch
+from ota.format.imgdiff_format import DeflateChunk
 
 
 def _tree(seed: int, files: int) -> dict[str, bytes]:

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine_helpers import bsdiff40, peak_rss_mb, run_tool
-from ota import bsdiff, patch
 from ota.errors import OtaError
+from ota.format import bsdiff, patch
 
 
 def _structured(seed: int, size: int) -> bytes:

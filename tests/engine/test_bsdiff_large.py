@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from ota import bsdiff, patch
+from ota.format import bsdiff, patch
 
 SIZE = 66 << 20
 

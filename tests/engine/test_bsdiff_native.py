@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ota import bsdiff
+from ota.format import bsdiff
 from ota.native import bsdiff_scan
 
 
@@ -138,7 +138,7 @@ def test_a_forked_diff_after_one_in_process_finishes() -> None:
     thread). In a subprocess, so that a hang fails by its timeout instead of stopping the run."""
     probe = textwrap.dedent("""
         import random
-        from ota import bsdiff
+        from ota.format import bsdiff
         rng = random.Random(9)
         for size in (300_000, 3 << 20, 200_000, 2 << 20):
             source = rng.randbytes(size)

@@ -1,4 +1,4 @@
-"""Diffs in forked children (ota/forked.py behind bsdiff.diff, diff_many and imgdiff): the same
+"""Diffs in forked children (ota/io/forked.py behind bsdiff.diff, diff_many and imgdiff): the same
 bytes as bsdiff4 in-process on generated pairs of every kind, applied by our bspatch and Debian's,
 failures that come back as one-line errors, and memory that goes back with the child."""
 
@@ -18,8 +18,10 @@ from pathlib import Path
 import bsdiff4
 import pytest
 
-from ota import bsdiff, forked, imgdiff, imgpatch
+from ota.actions import imgdiff
 from ota.errors import OtaError
+from ota.format import bsdiff, imgpatch
+from ota.io import forked
 
 
 def _base(rng: random.Random, size: int, compressible: bool) -> bytes:
@@ -171,7 +173,7 @@ def test_a_big_diff_leaves_no_high_water_mark_in_the_caller() -> None:
     calling process has grown by little more than the inputs it holds."""
     probe = textwrap.dedent("""
         import random, resource
-        from ota import bsdiff
+        from ota.format import bsdiff
         def status_kb(field):  # this process's own figures (ru_maxrss carries the parent's across exec)
             line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
             return int(line.split()[1])

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import run_tool
-from ota import bsdiff, deflate, imgdiff, imgdiff_format, imgpatch, patch
+from ota.actions import imgdiff
 from ota.errors import OtaError
-from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
+from ota.format import bsdiff, deflate, imgdiff_format, imgpatch, patch
+from ota.format.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
 
 TEXT = b"".join(b"record %d has value %d\n" % (i, i * 7 % 13) for i in range(3000))
 NEW_TEXT = TEXT.replace(b"value 3", b"value three")

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import bootimg, bsdiff, cpio, gzipper, imgdiff, imgpatch, signing
+from ota.actions import imgdiff
 from ota.errors import OtaError
+from ota.format import bootimg, bsdiff, cpio, gzipper, imgpatch, signing
 from ota.proto import ota_manifest_pb2
 
 # Every buffer a fuzzed patch may make the appliers allocate; the device passes the real target

@@ -18,9 +18,9 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ota import bootimg
-from ota.build import layout as package_layout
-from ota.build.zipwrite import Compression, ZipSource, write_zip
+from ota.actions.zipwrite import Compression, ZipSource, write_zip
+from ota.format import bootimg
+from ota.format import layout as package_layout
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing.builds import Spec, make_package, write_build
 from ota.testing.device_check import Build, Layout, layout_for

@@ -8,11 +8,11 @@ import re
 import pytest
 
 from apply_helpers import TARGET_FP, make_release, run_cli, run_faulty_cli
-from ota.apply import device as device_mod
-from ota.apply.engine import ALREADY, APPLIED
-from ota.apply.journal import Journal
-from ota.fsops import FsOps
-from ota.package_reader import open_package
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import ALREADY, APPLIED
+from ota.device.updater.journal import Journal
+from ota.format.package_reader import open_package
 from ota.testing import device_check as dc
 from ota.testing.faults import CRASH_EXIT_CODE, read_fault_log
 

@@ -13,15 +13,15 @@ import zipfile
 import pytest
 
 from apply_helpers import TARGET_FP, _boot, _noise, make_release, source_spec, target_spec
-from ota import bsdiff
-from ota.apply.manifest_rules import check_manifest
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.spec import Digest
-from ota.build.layout import MANIFEST_ENTRY
+from ota.device.applypatch import protocol
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
+from ota.device.applypatch.spec import Digest
+from ota.device.fsops import FsOps
+from ota.device.updater.manifest_rules import check_manifest
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import bsdiff
+from ota.format.layout import MANIFEST_ENTRY
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 from ota.testing.builds import make_package, write_build

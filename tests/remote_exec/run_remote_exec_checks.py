@@ -82,13 +82,13 @@ def client_identity(base: pathlib.Path) -> str:
 
 
 def worker_identity(base: pathlib.Path, scratch: pathlib.Path) -> str:
-    """The identity of the workers' toolchain: py/ota/build/toolchain_identity.py run by the workers'
+    """The identity of the workers' toolchain: py/ota/actions/toolchain_identity.py run by the workers'
     /usr/bin/python3 with the hub's packages first on sys.path, as bazel/pip.bzl runs it (a worker
     gets the hub's files as action inputs; the interpreter and its zlib are the worker's own)."""
     hub = base / "external" / "pypi" / "site-packages"
     path = [str(servers.REPO / "py")] + sorted(str(p) for p in hub.iterdir())
     done = subprocess.run(
-        ["/usr/bin/python3", "-m", "ota.build.toolchain_identity", str(scratch)],
+        ["/usr/bin/python3", "-m", "ota.actions.toolchain_identity", str(scratch)],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(path)},
         capture_output=True,
         text=True,

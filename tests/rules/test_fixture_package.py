@@ -14,9 +14,9 @@ import zipfile
 
 import pytest
 
-from ota import signing
-from ota.package_reader import open_package
-from ota.patch import apply_patch
+from ota.format import signing
+from ota.format.package_reader import open_package
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles

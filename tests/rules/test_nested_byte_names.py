@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 from nested_bazel import NestedWorkspace
-from ota.apply import device as device_mod
-from ota.apply.engine import apply_package
-from ota.apply.progress import Progress
-from ota.build.paths import SCRATCH_DIR, escape
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import apply_package
+from ota.device.updater.progress import Progress
+from ota.format.paths import SCRATCH_DIR, escape
 from ota.testing import byte_names
 from ota.testing import device_check as dc
 from ota.testing.builds import Spec, write_build
@@ -27,7 +27,7 @@ SEED = 14
 
 
 def _literal(name: str) -> str:
-    """A Starlark string literal of `name`'s bytes (pure ASCII: py/ota/build/paths.py `escape`)."""
+    """A Starlark string literal of `name`'s bytes (pure ASCII: py/ota/format/paths.py `escape`)."""
     return f'"{escape(name)}"'
 
 

@@ -14,7 +14,7 @@ import re
 import shutil
 
 from nested_bazel import NestedWorkspace, outer_pypi
-from ota.build import toolchain_identity
+from ota.actions import toolchain_identity
 
 TARGETS = "deps(//release:all)"
 IDENTITY_DIR = "toolchain_identity"

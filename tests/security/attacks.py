@@ -62,13 +62,13 @@ if __name__ == "__main__":
     sys.exit(attacks.main())
 
 import hostile_zip
-from ota import bootimg, bsdiff, imgdiff_format, package_reader, signing
-from ota.apply import device as device_mod
-from ota.apply import verify
-from ota.apply.execute import STAGED_DIR
-from ota.apply.plan import make_plan
-from ota.applypatch.cache import DEFAULT_RESERVE, Cache
-from ota.cli import fileio
+from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache
+from ota.device.updater import device as device_mod
+from ota.device.updater import verify
+from ota.device.updater.execute import STAGED_DIR
+from ota.device.updater.plan import make_plan
+from ota.format import bootimg, bsdiff, imgdiff_format, package_reader, signing
+from ota.io import fileio
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check
 from ota.testing.builds import Spec, make_package, write_build
@@ -87,7 +87,7 @@ OTHER_KEY = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"attack
 APP = "bin/app"
 NEW_CONF = "etc/new.conf"
 # The genuine package's entries for APP and NEW_CONF: entries are named by the index of the path's
-# operation (py/ota/build/layout.py); Lab.create checks these against the package it built.
+# operation (py/ota/format/layout.py); Lab.create checks these against the package it built.
 APP_PATCH = "patch/system/2.p"
 NEW_ENTRY = "system/8"
 BOOT_PATCH = "patch/boot.img.p"
@@ -682,7 +682,7 @@ def _trusted_pem(lab: Lab) -> str:
     return path
 
 
-# An input of unknown size (a character device) is read in pieces up to ota.cli.fileio's
+# An input of unknown size (a character device) is read in pieces up to ota.io.fileio's
 # MAX_STREAM_BYTES, so /dev/zero costs at most that much memory before the refusal.
 STREAM_INPUT_MAX_RSS_MIB = (fileio.MAX_STREAM_BYTES >> 20) + PRE_SIGNATURE_MAX_RSS_MIB
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import attacks
-from ota import imgdiff_format, imgpatch, package_reader, signing
+from ota.format import imgdiff_format, imgpatch, package_reader, signing
 from ota.proto import ota_manifest_pb2 as pb
 
 MANIFEST = signing.MANIFEST_ENTRY
@@ -352,7 +352,7 @@ def baseline_device(directory: str) -> str:
             '{"device": "guppy", "fingerprint": "rules_ota/guppy/1.0:user/release-keys", "timestamp": 1700000000}\n'
         )
     config = os.path.join(directory, "device.json")
-    from ota.apply import device as device_mod
+    from ota.device.updater import device as device_mod
 
     device_mod.write_config(
         config,

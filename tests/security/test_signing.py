@@ -1,4 +1,4 @@
-"""ota.signing and ota_sign: sign over manifest.pb, verify with bounded reads, distinct failures."""
+"""ota.format.signing and ota_sign: sign over manifest.pb, verify with bounded reads, distinct failures."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 import hostile_zip
-from ota import signing
 from ota.errors import OtaError
+from ota.format import signing
 from ota.proto import ota_manifest_pb2
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ota.build import file_patch_shard, jsonio, package_writer, shard_layout, tar_tree, tree
-from ota.build.build_info import BuildInfo
-from ota.build.paths import escape
+from ota.actions import file_patch_shard, package_writer, shard_layout, tar_tree, tree
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.paths import escape
 from ota.testing import device_check
 from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
 

@@ -4,8 +4,8 @@ A boot image made elsewhere usually carries a kernel compressed by GNU gzip (a k
 Image.gz) and often a ramdisk compressed the same way. No zlib setting reproduces those deflate
 streams, so imgdiff patches their compressed bytes and the patch is about as big as the image
 (docs/formats.md#gzip-streams-imgdiff-can-reproduce). `normalize_image` unpacks the image
-(py/ota/bootimg.py), recompresses every gzip member of the kernel and the ramdisk with
-`ota.gzipper.normalize` (zlib at imgdiff's settings, the same inflated bytes) and repacks with
+(py/ota/format/bootimg.py), recompresses every gzip member of the kernel and the ramdisk with
+`ota.format.gzipper.normalize` (zlib at imgdiff's settings, the same inflated bytes) and repacks with
 every header value as found; only the sizes and, for v0-v2, the id (a hash of the sections, as
 mkbootimg computes it) follow the new sections.
 
@@ -29,8 +29,8 @@ import dataclasses
 import zlib
 from dataclasses import dataclass
 
-from ota import bootimg, deflate, gzipper
 from ota.errors import OtaError
+from ota.format import bootimg, deflate, gzipper
 
 # The sections that hold gzip streams in practice (docs/formats.md#where-the-gzip-streams-are).
 # second, recovery_dtbo and dtb are copied as they are.
@@ -88,7 +88,7 @@ def normalize_section(
 
 def inflated_contents(data: bytes, where: str) -> tuple[list[bytes], bytes]:
     """The inflated bytes of each leading gzip member and the bytes after them, read by zlib's own
-    gzip decoder (not ota.deflate), so the check after normalizing does not share its code."""
+    gzip decoder (not ota.format.deflate), so the check after normalizing does not share its code."""
     members: list[bytes] = []
     pos = 0
     while data.startswith(deflate.GZIP_MAGIC, pos):

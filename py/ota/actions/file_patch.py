@@ -6,7 +6,7 @@ fails the build: the file ships whole, as AOSP's ota_from_target_files does (doc
 one WARNING line when something went wrong. Only unreadable inputs are errors.
 
 Kept light on purpose (a release runs hundreds of these processes): no protobuf, no zip writer,
-and the differs are imported only to patch a file (ota.bsdiff's memory model sets the size bound).
+and the differs are imported only to patch a file (ota.format.bsdiff's memory model sets the size bound).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import hashing, jsonio, toolchain_identity
-from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
-from ota.build.paths import escape, unescape
-from ota.cli import fileio, runner
+from ota.actions import toolchain_identity
+from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.errors import OtaError, UsageError
+from ota.format import hashing, jsonio
+from ota.format.paths import escape, unescape
+from ota.io import fileio, runner
 
 METHOD_FLAGS = {"bsdiff": BSDIFF, "imgdiff": IMGDIFF, "imgdiff_zip": IMGDIFF_ZIP}
 # ota_from_target_files' DIFF_PROGRAM_BY_EXT (docs/formats.md#per-file-decision).
@@ -32,14 +33,14 @@ DEFAULT_THRESHOLD = 0.95
 # Without --max_diff_size, a diff's peak memory, inputs included, stays within this budget (4.5 GiB:
 # what bsdiff4's 18x the old file needed for the 256 MiB inputs once allowed,
 # docs/formats.md#measured-limits-of-bsdiff4). The largest inputs that fit follow from the cost of
-# the diff that runs (ota.bsdiff.peak_estimate, docs/performance.md): 658 MiB for the compiled
+# the diff that runs (ota.format.bsdiff.peak_estimate, docs/performance.md): 658 MiB for the compiled
 # diff, 241 MiB where only bsdiff4 loads.
 DIFF_MEMORY_BUDGET = 9 << 29
 
 
 def default_max_diff_size() -> int:
     """The largest inputs (source and target alike) whose diff fits DIFF_MEMORY_BUDGET."""
-    from ota import bsdiff
+    from ota.format import bsdiff
 
     return DIFF_MEMORY_BUDGET // bsdiff.peak_estimate(1, 1)
 
@@ -49,7 +50,7 @@ flags.DEFINE_string("target", None, "Target version of the file.")
 flags.DEFINE_string(
     "path",
     None,
-    "Path (or partition name) the file is known by, `escape`d as py/ota/build/paths.py defines (one line of "
+    "Path (or partition name) the file is known by, `escape`d as py/ota/format/paths.py defines (one line of "
     "ASCII, so any file name fits a param file line); names it in the info and warnings.",
 )
 flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
@@ -85,10 +86,10 @@ def choose_method(path: str, method: str = "auto") -> str:
 
 def _diff(method: str, source: bytes, target: bytes, path: str) -> bytes:
     if method == BSDIFF:
-        from ota import bsdiff
+        from ota.format import bsdiff
 
         return bsdiff.diff(source, target)
-    from ota import imgdiff
+    from ota.actions import imgdiff
 
     names = {"source_name": f"{escape(path)} (source)", "target_name": escape(path)}
     if method == IMGDIFF:
@@ -123,7 +124,7 @@ def make_patch(
         return PatchResult(WHOLE, target, whole_warning(path, chosen, _describe(err)))
     if len(patch) > threshold * len(target):
         return PatchResult(WHOLE, target)
-    from ota.patch import apply_patch
+    from ota.format.patch import apply_patch
 
     try:
         applied = apply_patch(source, patch, where=path)

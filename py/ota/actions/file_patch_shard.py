@@ -4,14 +4,14 @@
 ota_package declares a fixed number of these actions when either build's system tree comes
 from a tar (rules/private/tar_tree.bzl): the paths are only known at execution time, so one
 action per path is impossible, and one action for the whole tree would re-diff everything
-after a one-file change. Each shard sees only its own paths (py/ota/build/shard_layout.py), so
+after a one-file change. Each shard sees only its own paths (py/ota/actions/shard_layout.py), so
 a change re-runs the shards whose files changed.
 
 A side is a tar tree's shard directory (`--*_dir`: its listing carries every file's hashes) or,
 for a tree known at analysis time, a listing the rule wrote (`--*_list`: paths and files only,
 hashed here). A path whose source and target hashes agree is left out: the package assembler
 records KEEP from the two manifests without any data. Every other target path is decided by
-file_patch's own logic (py/ota/build/file_patch.py): a diff, or the whole file.
+file_patch's own logic (py/ota/actions/file_patch.py): a diff, or the whole file.
 
 DIR receives results.json (docs/contracts.md#11-tar-trees-and-patch-shards) and, per result, the
 data and info files a file_patch action would write, under digest names.
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import file_patch, hashing, jsonio, paths, shard_layout, toolchain_identity
-from ota.build.hashing import ContentInfo
-from ota.cli import runner
+from ota.actions import file_patch, shard_layout, toolchain_identity
 from ota.errors import OtaError, UsageError
+from ota.format import hashing, jsonio, paths
+from ota.format.hashing import ContentInfo
+from ota.io import runner
 
 _SHARD = flags.DEFINE_integer("shard", None, "This shard's number, 0..shards-1.", lower_bound=0)
 _SHARDS = flags.DEFINE_integer("shards", None, "How many shards the tree is split into.", lower_bound=1)

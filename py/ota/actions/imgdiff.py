@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ota import bsdiff, deflate, forked, imgdiff_format, imgpatch, zipscan
 from ota.errors import OtaError
-from ota.imgdiff_format import Chunk, DeflateChunk, NormalChunk, RawChunk
+from ota.format import bsdiff, deflate, imgdiff_format, imgpatch, zipscan
+from ota.format.imgdiff_format import Chunk, DeflateChunk, NormalChunk, RawChunk
+from ota.io import forked
 
 # A NORMAL chunk this small is stored as-is: a BSDIFF40 patch alone has a 32-byte header plus
 # three bzip2 streams of ~40 bytes each (AOSP's threshold).

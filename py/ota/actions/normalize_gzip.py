@@ -2,7 +2,7 @@
 
 GNU gzip's output (kernels' Image.gz, most prebuilt ramdisks) is not what any zlib setting
 produces, so imgdiff would patch its compressed bytes and a boot-image patch would be about as
-big as the image (docs/formats.md#gzip-streams-imgdiff-can-reproduce). ota.gzipper.normalize re-compresses such a
+big as the image (docs/formats.md#gzip-streams-imgdiff-can-reproduce). ota.format.gzipper.normalize re-compresses such a
 stream with zlib (same inflated bytes) and leaves reproducible streams and non-gzip files as they
 are. Silent on success, as a build action should be; a damaged gzip is a one-line error.
 """
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota import gzipper
-from ota.cli import fileio, runner
 from ota.errors import UsageError
+from ota.format import gzipper
+from ota.io import fileio, runner
 
 _IN = flags.DEFINE_string("in", None, "Input file (gzip or not).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the normalized file.")

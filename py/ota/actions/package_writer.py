@@ -21,10 +21,13 @@ from typing import Any
 
 from absl import flags
 
-from ota.build import hashing, jsonio, shard_layout, toolchain_identity, tree, zipwrite
-from ota.build.build_info import BuildInfo
-from ota.build.hashing import ContentInfo
-from ota.build.layout import (
+from ota.actions import shard_layout, toolchain_identity, tree, zipwrite
+from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
+from ota.errors import OtaError, UsageError
+from ota.format import hashing, jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.hashing import ContentInfo
+from ota.format.layout import (
     FORMAT_VERSION,
     MANIFEST_ENTRY,
     PARTITION_NAME,
@@ -33,10 +36,8 @@ from ota.build.layout import (
     partition_patch_entry,
     whole_file_entry,
 )
-from ota.build.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
-from ota.build.paths import escape, sort_key, to_bytes
-from ota.cli import runner
-from ota.errors import OtaError, UsageError
+from ota.format.paths import escape, sort_key, to_bytes
+from ota.io import runner
 from ota.proto import ota_manifest_pb2 as pb
 
 _WHOLE = zipwrite.Compression.SMALLEST
@@ -288,7 +289,7 @@ class _Assembler:
 
     def _file(self, op: pb.FileOperation, path: str, old: ContentInfo | None, new: ContentInfo) -> None:
         _content(op.target, new)
-        index = len(self.manifest.files) - 1  # names this operation's entry (py/ota/build/layout.py)
+        index = len(self.manifest.files) - 1  # names this operation's entry (py/ota/format/layout.py)
         shown = escape(path)
         produced = self.params.file_patches.get(path)
         whole = self.params.whole_files.get(path)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ota.build import jsonio
-from ota.build.hashing import ContentInfo
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.hashing import ContentInfo
 
 UNCHANGED, WHOLE = "UNCHANGED", "WHOLE"
 BSDIFF, IMGDIFF, IMGDIFF_ZIP = "BSDIFF", "IMGDIFF", "IMGDIFF_ZIP"

@@ -1,7 +1,7 @@
 """ramdisk --tree T.json --out R: a boot image's ramdisk, byte-reproducible (docs/contracts.md#6-ramdisk).
 
-A deterministic newc cpio of the tree (ota.cpio: sorted, fixed mtime, declared modes and owners)
-compressed by zlib at a level imgdiff re-creates (ota.gzipper), so that a later boot-image patch
+A deterministic newc cpio of the tree (ota.format.cpio: sorted, fixed mtime, declared modes and owners)
+compressed by zlib at a level imgdiff re-creates (ota.format.gzipper), so that a later boot-image patch
 can work on the uncompressed ramdisk instead of its compressed bytes.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota import cpio, gzipper
-from ota.build import paths, toolchain_identity, tree
-from ota.cli import fileio, runner
+from ota.actions import toolchain_identity, tree
 from ota.errors import UsageError
+from ota.format import cpio, gzipper, paths
+from ota.io import fileio, runner
 
 _TREE = flags.DEFINE_string(
     "tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) of the ramdisk's contents."

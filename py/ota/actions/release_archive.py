@@ -4,7 +4,7 @@ docs/contracts.md#5-release-archive, a "target-files style" zip: META/build.json
 META/system_manifest.json (docs/contracts.md#2-system-manifest), SYSTEM/<index> for every regular
 file (<index>: its entry's position in the manifest's `entries`) and IMAGES/<name>.img for every partition image.
 Directories and symlinks live only in the manifest. A file's entry is named by index, not by its path: a path may
-hold any byte (py/ota/build/paths.py), and the importing repository rule makes each entry a Bazel label.
+hold any byte (py/ota/format/paths.py), and the importing repository rule makes each entry a Bazel label.
 Written by the same deterministic zip writer as the package; `read_release_archive` is the
 bounded reader the tests (and any tool that inspects an old release) use.
 """
@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import hashing, jsonio, toolchain_identity, tree, zipwrite
-from ota.build.build_info import BuildInfo
-from ota.build.layout import PARTITION_NAME
-from ota.build.paths import escape
-from ota.cli import runner
+from ota.actions import toolchain_identity, tree, zipwrite
 from ota.errors import OtaError, UsageError
+from ota.format import hashing, jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.layout import PARTITION_NAME
+from ota.format.paths import escape
+from ota.io import runner
 
 BUILD_ENTRY = "META/build.json"
 MANIFEST_ENTRY = "META/system_manifest.json"

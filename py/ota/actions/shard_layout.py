@@ -1,8 +1,8 @@
 """Which shard a system path belongs to, and the files inside a shard directory.
 
-A tree read from a tar archive (py/ota/build/tar_tree.py) is only known when its action runs, so
+A tree read from a tar archive (py/ota/actions/tar_tree.py) is only known when its action runs, so
 ota_package cannot declare one action per path. It declares a fixed number of shard actions
-instead (py/ota/build/file_patch_shard.py), and every path belongs to the shard `shard_of` names.
+instead (py/ota/actions/file_patch_shard.py), and every path belongs to the shard `shard_of` names.
 The function depends on the path's bytes alone, so a one-file change touches one shard's inputs
 and re-runs one shard action; rules/private/tar_tree.bzl computes the same function in Starlark
 for trees known at analysis time (its `hash` is Java's String.hashCode over the path's bytes).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ota.build.paths import to_bytes
+from ota.format.paths import to_bytes
 
 # The tar tree action's per-shard listing: {"entries": [{"path", "file", "size", "sha256", "sha1"}]}.
 TREE_INDEX = "shard.json"

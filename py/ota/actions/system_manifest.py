@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota.build import hashing, jsonio, toolchain_identity, tree
-from ota.cli import runner
+from ota.actions import toolchain_identity, tree
 from ota.errors import UsageError
+from ota.format import hashing, jsonio
+from ota.io import runner
 
 _TREE = flags.DEFINE_string("tree", None, "Tree description JSON (docs/contracts.md#1-tree-description) to hash.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the system manifest JSON.")

@@ -6,7 +6,7 @@ would otherwise know at analysis time: the system manifest (docs/contracts.md#2-
 the tree description (docs/contracts.md#1-tree-description) whose files point into the shard
 directories, and one directory per shard holding that shard's regular files under digest names
 plus their listing (docs/contracts.md#11-tar-trees-and-patch-shards). A file goes to the shard
-py/ota/build/shard_layout.py assigns to its path, so a one-file change alters one shard directory
+py/ota/actions/shard_layout.py assigns to its path, so a one-file change alters one shard directory
 and ota_package re-runs one shard action.
 
 What the archive says is kept exactly: mode bits (07777), uid and gid, symlink targets, empty
@@ -32,11 +32,12 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.build import jsonio, shard_layout, toolchain_identity, tree
-from ota.build.hashing import ContentInfo
-from ota.build.paths import check_path, escape, to_bytes
-from ota.cli import runner
+from ota.actions import shard_layout, toolchain_identity, tree
 from ota.errors import OtaError, UsageError
+from ota.format import jsonio
+from ota.format.hashing import ContentInfo
+from ota.format.paths import check_path, escape, to_bytes
+from ota.io import runner
 
 DEFAULT_MAX_ENTRIES = 1_000_000
 DEFAULT_MAX_TOTAL_SIZE = 16 << 30
@@ -67,7 +68,7 @@ class Limits:
 
 
 def shown(name: str) -> str:
-    """A member name for an error line, escaped as every tool shows a name (py/ota/build/paths.py)."""
+    """A member name for an error line, escaped as every tool shows a name (py/ota/format/paths.py)."""
     return f'"{escape(name)}"'
 
 

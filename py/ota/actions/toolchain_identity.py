@@ -13,7 +13,7 @@ the content still has the digest its name (the key) holds and that it names the 
 libraries the tool actually runs on: an output cached under one identity must never come from
 another (docs/ci-and-remote-cache.md, "Toolchain identity").
 
-`python -m ota.build.toolchain_identity DIR [OVERRIDE_JSON]` writes the running identity, with
+`python -m ota.actions.toolchain_identity DIR [OVERRIDE_JSON]` writes the running identity, with
 OVERRIDE_JSON's fields replacing measured ones, to DIR/<sha256>.json and prints that path.
 """
 

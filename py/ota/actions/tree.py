@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ota.build import jsonio
-from ota.build.hashing import ContentInfo
-from ota.build.paths import escape, sort_key
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.hashing import ContentInfo
+from ota.format.paths import escape, sort_key
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 KINDS = (FILE, DIR, SYMLINK)

@@ -1,6 +1,6 @@
 """Imports a directory of the build host as a system tree: the scan behind ota_tree_repository.
 
-`python3 -m ota.build.tree_scan ROOT OUT RULES_OTA_REPO` records every entry below ROOT (kind,
+`python3 -m ota.actions.tree_scan ROOT OUT RULES_OTA_REPO` records every entry below ROOT (kind,
 permission bits including setuid/setgid/sticky, uid, gid, a symlink's target as stored, empty
 directories) and writes into OUT, the repository directory (docs/contracts.md#10-imported-directory):
 
@@ -21,7 +21,7 @@ carry the host file's setuid bits into the output base). The copy is hashed whil
 so the digest always describes the stored bytes. Host hard links are read once.
 
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
-hub), so it uses the standard library and ota.build.paths only, and positional arguments instead of absl flags.
+hub), so it uses the standard library and ota.format.paths only, and positional arguments instead of absl flags.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import stat
 import sys
 from dataclasses import dataclass
 
-from ota.build import paths
 from ota.errors import OtaError
+from ota.format import paths
 
 FILES_DIR = "files"
 BUILD_FILE = "BUILD.bazel"
@@ -65,7 +65,7 @@ class ScannedEntry:
 
 
 def display(path: bytes) -> str:
-    """A path for a one-line message, escaped as every tool shows a name (py/ota/build/paths.py)."""
+    """A path for a one-line message, escaped as every tool shows a name (py/ota/format/paths.py)."""
     return paths.escape(paths.from_bytes(path))
 
 

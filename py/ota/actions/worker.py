@@ -29,9 +29,9 @@ from typing import BinaryIO
 
 from absl import flags
 
-from ota.build import file_patch, toolchain_identity
-from ota.cli import runner
+from ota.actions import file_patch, toolchain_identity
 from ota.errors import OtaError, UsageError
+from ota.io import runner
 
 TOOL = "file_patch"
 WORKER_FLAG = "--persistent_worker"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ota import bsdiff
-from ota.cli import fileio, runner
 from ota.errors import UsageError
+from ota.format import bsdiff
+from ota.io import fileio, runner
 
 
 def main(argv: Sequence[str]) -> None:

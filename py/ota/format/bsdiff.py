@@ -9,7 +9,7 @@ declared 2^62-byte file or inflate a bzip2 bomb. Validation decompresses each bz
 bounded output, mirroring the lazy AOSP reader that stops once the new file is complete, so every
 patch AOSP's bspatch accepts is accepted here too.
 
-Large diffs run in forked children (ota/forked.py): their memory peak ends with the child, and
+Large diffs run in forked children (ota/io/forked.py): their memory peak ends with the child, and
 independent diffs (imgdiff's chunks) use several cores. docs/performance.md has the measurements.
 """
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import bsdiff4
 
-from ota import forked
 from ota.errors import OtaError
+from ota.io import forked
 from ota.native import bsdiff_scan
 
 MAGIC = b"BSDIFF40"
@@ -39,7 +39,7 @@ DIFF_THREAD_STACK = 1 << 30
 # target size should pass it instead).
 DEFAULT_LIMIT = 1 << 31
 
-# Source plus target bytes from which a diff runs in a forked child (ota/forked.py). Below it the
+# Source plus target bytes from which a diff runs in a forked child (ota/io/forked.py). Below it the
 # diff's peak (under 20 MB) is less than the interpreter's own, and a fork of a large parent (page
 # tables, a pipe, a wait) would cost more than the diff.
 IN_PROCESS_LIMIT = 1 << 20

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ota.build import jsonio
 from ota.errors import OtaError
+from ota.format import jsonio
 
 
 @dataclass(frozen=True)

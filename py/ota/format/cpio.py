@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ota.build.paths import escape, from_bytes, to_bytes
 from ota.errors import OtaError
+from ota.format.paths import escape, from_bytes, to_bytes
 
 MAGIC = b"070701"
 MAGIC_CRC = b"070702"  # same layout with a data checksum; read, never written
@@ -59,7 +59,7 @@ class Entry:
     """One archive member.
 
     path: relative, "/"-separated, no "." or ".." parts (the archive root is implicit); held as
-        the `str` of its bytes (py/ota/build/paths.py), so any byte but NUL and '/' in a name,
+        the `str` of its bytes (py/ota/format/paths.py), so any byte but NUL and '/' in a name,
         UTF-8 or not, goes into and out of an archive unchanged.
     data: a file's content, or a symlink's target; empty for every other kind.
     mode: permission bits only (0o7777); the type bits come from `kind`.

@@ -20,8 +20,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from ota import deflate
 from ota.errors import OtaError
+from ota.format import deflate
 
 # The levels imgdiff's reproducibility test tries, in its order, at memLevel 8
 # (docs/formats.md#generating-imgdiff2-imgdiff).

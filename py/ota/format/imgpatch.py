@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import zlib
 
-from ota import bsdiff, deflate, imgdiff_format
 from ota.errors import OtaError
-from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
+from ota.format import bsdiff, deflate, imgdiff_format
+from ota.format.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
 
 # A deflate chunk may inflate to at most this many times the whole target's size (at least
 # EXPAND_FLOOR bytes): kernels, ramdisks and APK entries inflate 2-10 times, well inside it.

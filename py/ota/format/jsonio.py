@@ -3,7 +3,7 @@
 Keys sorted, fixed separators, UTF-8, one trailing newline: the same data always gives the same
 bytes, so an unchanged result keeps every downstream action a cache hit.
 
-A file name is any byte string (py/ota/build/paths.py), and Starlark's `json.encode` writes a
+A file name is any byte string (py/ota/format/paths.py), and Starlark's `json.encode` writes a
 name's bytes as they are, so a contract file may hold bytes that are not UTF-8. Reading decodes
 with `surrogateescape` and writing encodes the same way: every byte of a name survives a round
 trip, and `get_path` is the one way a reader takes a path (or link target) out of such a file.
@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ota.build import paths
-from ota.cli import fileio
 from ota.errors import OtaError
+from ota.format import paths
+from ota.io import fileio
 
 # Action inputs are written by our own rules; the bound only stops a wrong file from eating memory.
 MAX_JSON_BYTES = 1 << 30

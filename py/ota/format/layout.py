@@ -15,7 +15,7 @@ PARTITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 # A file's entries are named after the index of its operation in the manifest, never after its
-# install path: a path may hold any byte (py/ota/build/paths.py) and be 4,095 bytes long, which a
+# install path: a path may hold any byte (py/ota/format/paths.py) and be 4,095 bytes long, which a
 # zip entry name should not have to carry twice more, and which no tool should have to escape.
 def file_patch_entry(index: int) -> str:
     return f"patch/system/{index}.p"

@@ -1,7 +1,7 @@
 """Opens an OTA package zip without trusting anything in it (docs/contracts.md#7-reading-a-package).
 
 The device side (ota_apply, signature checks, ota_inspect) gets its bytes only through here, and
-every zip byte through `ota.zipscan`, the one bounded zip reader. In order of trust:
+every zip byte through `ota.format.zipscan`, the one bounded zip reader. In order of trust:
 
   * opening reads only what the signature check needs (`read_signed_parts`): memory and time
     bounded by the `Limits` constants, whatever the file claims;
@@ -27,10 +27,10 @@ from typing import BinaryIO
 from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from ota import zipscan
-from ota.build.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, SIGNATURE_ENTRY
-from ota.build.paths import check_path, escape, from_bytes
 from ota.errors import OtaError
+from ota.format import zipscan
+from ota.format.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, SIGNATURE_ENTRY
+from ota.format.paths import check_path, escape, from_bytes
 from ota.proto import ota_manifest_pb2 as pb
 
 _ENTRY_OPS = (pb.FileOperation.PATCH, pb.FileOperation.WRITE)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ota import bsdiff, imgdiff_format, imgpatch
 from ota.errors import OtaError
+from ota.format import bsdiff, imgdiff_format, imgpatch
 
 DEFAULT_LIMIT = bsdiff.DEFAULT_LIMIT
 

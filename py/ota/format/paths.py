@@ -4,7 +4,7 @@ An install path is a byte string, as a Linux file system has it: any byte but NU
 component, no empty, '.' or '..' component (docs/contracts.md, "File names"). Python code holds it
 as a `str` decoded from those bytes with UTF-8 and `surrogateescape` (`from_bytes`), so every
 byte string has exactly one `str` and `to_bytes` gives the bytes back; that is how the JSON
-contracts (py/ota/build/jsonio.py), the manifest's `bytes` fields and the device's file system
+contracts (py/ota/format/jsonio.py), the manifest's `bytes` fields and the device's file system
 calls meet without ever losing a byte.
 
 Both sides need the check: the build tools refuse such a path before it reaches a package, and

@@ -20,7 +20,7 @@ the prefix keeps a signature made for anything else by the same key from passing
 signature.
 
 Verification runs before anything else reads the package, so it reads the zip through the package
-reader's bounded pre-signature pass (`package_reader.read_signed_parts`, on `ota.zipscan`): the
+reader's bounded pre-signature pass (`package_reader.read_signed_parts`, on `ota.format.zipscan`): the
 end record first, refused by declared entry count and directory size; the directory in bounded
 pieces, refusing names that occur twice anywhere (otherwise one copy could be verified and
 another one applied); then only the two entries it needs, each with a size ceiling, stored or
@@ -44,9 +44,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from ota import package_reader
-from ota.cli import fileio
 from ota.errors import OtaError
+from ota.format import package_reader
+from ota.io import fileio
 
 SIGNATURE_ENTRY = "META-INF/ota/signature"
 MANIFEST_ENTRY = "manifest.pb"

@@ -5,7 +5,7 @@ a regular file or a block device is size-checked before a byte is read; an input
 the kernel does not report (a character device such as `/dev/zero`, a procfs file) is read in
 pieces up to a smaller bound, `MAX_STREAM_BYTES`, and reading stops one byte past it with a
 refusal: nothing a tool takes comes as a large stream (MTD partitions are read through
-ota.applypatch.backends, not here), and a tool on a device with little memory must not hold
+ota.device.applypatch.backends, not here), and a tool on a device with little memory must not hold
 gigabytes of a stream before it can say no. A FIFO, a socket or a directory is refused when opened (opened non-blocking, so a FIFO
 without a writer cannot hang the tool). Every failure is one `OtaError` naming the file; callers
 that word OS errors themselves (the cache adds the errno name) use `read_bounded`. Outputs go to
@@ -23,7 +23,7 @@ import tempfile
 
 from ota.errors import OtaError
 
-# The largest output the patch tools produce (ota.patch.DEFAULT_LIMIT): no tool needs a larger input.
+# The largest output the patch tools produce (ota.format.patch.DEFAULT_LIMIT): no tool needs a larger input.
 MAX_INPUT_BYTES = 1 << 31
 # Configs, keys and other small text inputs.
 MAX_SMALL_INPUT_BYTES = 1 << 20

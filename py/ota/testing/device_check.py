@@ -29,18 +29,19 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from ota.apply import device as device_mod
-from ota.apply.engine import ALREADY, apply_package
-from ota.apply.progress import Progress
-from ota.applypatch import backends, device_config
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.spec import Digest, Pair, load_by_spec
-from ota.build import jsonio, tree
-from ota.build.build_info import BuildInfo
-from ota.build.hashing import ContentInfo, of_file
-from ota.build.paths import escape
+from ota.actions import tree
+from ota.device.applypatch import backends, device_config
+from ota.device.applypatch.mtdsim import NandSim
+from ota.device.applypatch.spec import Digest, Pair, load_by_spec
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import ALREADY, apply_package
+from ota.device.updater.progress import Progress
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.hashing import ContentInfo, of_file
+from ota.format.paths import escape
 from ota.testing.faults import FaultPoint, FaultyFsOps
 from ota.testing.page_cache import LossModel
 from ota.testing.sweep import SweepResult, sweep

@@ -1,6 +1,6 @@
 """The power-loss fault injector: an `FsOps` that numbers every operation and can cut at one.
 
-Test-only. The device tools use the plain `ota.fsops.FsOps`; this subclass reaches them only
+Test-only. The device tools use the plain `ota.device.fsops.FsOps`; this subclass reaches them only
 through test entry points (`ota.testing.faulty_cli`, the sweeps in `ota.testing.sweep`, tests
 that pass it in). It numbers the operations (1, 2, 3, ...) and can stop at any of them:
 
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
 from ota.testing.page_cache import LossModel, PageCache
 
 T = TypeVar("T")

@@ -20,15 +20,16 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ota import bootimg, imgdiff
-from ota.applypatch import protocol
-from ota.applypatch.backends import MtdPartition, open_partition
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.spec import Digest
+from ota.actions import imgdiff
+from ota.device.applypatch import protocol
+from ota.device.applypatch.backends import MtdPartition, open_partition
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
+from ota.device.applypatch.mtdsim import NandSim
+from ota.device.applypatch.spec import Digest
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import bootimg
 
 MIB = 1 << 20
 

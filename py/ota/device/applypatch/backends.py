@@ -1,7 +1,7 @@
 """Partition backends: a partition image file, a block device, an MTD flash partition.
 
 Each backend reads by logical offset and writes a whole image with verification, every write
-going through `ota.fsops` so power-loss tests can cut it anywhere:
+going through `ota.device.fsops` so power-loss tests can cut it anywhere:
 
 * file and block device: write in bounded pieces, fsync each (a block device is also opened
   O_SYNC), drop the cached pages (BLKFLSBUF on a block device), read back and compare, and if
@@ -17,11 +17,11 @@ import os
 import stat
 from abc import ABC, abstractmethod
 
-from ota.applypatch import mtd
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.mtdsim import NandSim
+from ota.device.applypatch import mtd
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
+from ota.device.applypatch.mtdsim import NandSim
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
 
 DEFAULT_PIECE = 1 << 20
 MAX_ATTEMPTS = 10

@@ -19,7 +19,7 @@ freeable file would be enough, and refuses without deleting anything if not; fre
 regular files directly in the cache directory that are not recovery state, not named on the
 command line and not held open by any process. A minimum reserve must stay free.
 
-Every failure here is one OtaError naming the path and the errno (`ota.cli.fileio.os_problem`).
+Every failure here is one OtaError naming the path and the errno (`ota.io.fileio.os_problem`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ota.applypatch.spec import Digest, first_match
-from ota.cli.fileio import MAX_INPUT_BYTES, os_problem, read_bounded
+from ota.device.applypatch.spec import Digest, first_match
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.io.fileio import MAX_INPUT_BYTES, os_problem, read_bounded
 
 BACKUP_NAME = "saved.file"
 BACKUP_TEMP_NAME = BACKUP_NAME + ".tmp"

@@ -10,7 +10,7 @@ same mapping for `MTD:<name>` and `EMMC:<name>`. The format is plain text, one e
 * ``file``   a partition image in a regular file (fixed size: the file's size);
 * ``block``  a block device (eMMC partition, loop device);
 * ``mtd``    a kernel MTD character device (/dev/mtdN);
-* ``mtdsim`` a NAND simulator image (`ota.applypatch.mtdsim`), for tests.
+* ``mtdsim`` a NAND simulator image (`ota.device.applypatch.mtdsim`), for tests.
 
 Paths are absolute or relative to the config file's directory, never to the working directory.
 They are the operator's description of the hardware and are opened as written, so a config may
@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ota.cli import fileio
 from ota.errors import OtaError
+from ota.io import fileio
 
 KINDS = ("file", "block", "mtd", "mtdsim")
 

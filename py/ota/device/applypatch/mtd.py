@@ -4,7 +4,7 @@ An MTD partition is raw flash: it must be erased (to 0xFF) before it is written,
 writes work in erase blocks and pages, and some blocks are bad. The kernel exposes this through
 a character device: `pread`/`pwrite` for data and three ioctls for the rest. `MtdDevice` is
 exactly that surface; `KernelMtd` implements it with real syscalls, and
-`ota.applypatch.mtdsim.NandSim` implements it over an image file with the same rules, so the
+`ota.device.applypatch.mtdsim.NandSim` implements it over an image file with the same rules, so the
 partition backend above it cannot tell them apart.
 """
 
@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
 
 
 def _ioc(direction: int, kind: str, number: int, size: int) -> int:

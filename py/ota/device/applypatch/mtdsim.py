@@ -26,8 +26,8 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-from ota.applypatch.mtd import MTD_NANDFLASH, MTD_WRITEABLE, MtdInfo
-from ota.fsops import FsOps
+from ota.device.applypatch.mtd import MTD_NANDFLASH, MTD_WRITEABLE, MtdInfo
+from ota.device.fsops import FsOps
 
 SIDECAR_SUFFIX = ".nand"
 OOB_SIZE = 64

@@ -39,15 +39,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ota import imgpatch
-from ota import patch as patch_engine
-from ota.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
-from ota.applypatch.cache import Cache, FileMeta
-from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.spec import Digest, Pair, first_match, is_partition_spec, load_by_spec, parse_partition_spec
-from ota.cli.fileio import os_problem, read_file, read_optional
+from ota.device.applypatch.backends import DEFAULT_PIECE, Partition, open_partition
+from ota.device.applypatch.cache import Cache, FileMeta
+from ota.device.applypatch.device_config import DeviceConfig
+from ota.device.applypatch.spec import Digest, Pair, first_match, is_partition_spec, load_by_spec, parse_partition_spec
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import imgpatch
+from ota.format import patch as patch_engine
+from ota.io.fileio import os_problem, read_file, read_optional
 
 ALREADY = "already target"
 PATCHED = "patched"

@@ -8,7 +8,7 @@
      "policy": {"allow_downgrade": false, "require_signature": false}}   # optional
 
 Relative paths are relative to the config file. The partition map and the cache come from
-applypatch's own device config (`ota.applypatch.device_config`), so `applypatch` and `ota_apply`
+applypatch's own device config (`ota.device.applypatch.device_config`), so `applypatch` and `ota_apply`
 read one description of the hardware. The build file is device state, not configuration:
 ota_apply rewrites it as the last change of an update (AOSP patches build.prop last for the same
 reason: a cut update still reports the old build until everything else is done).
@@ -20,10 +20,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from ota.applypatch import device_config
-from ota.build import jsonio
-from ota.build.build_info import BuildInfo
+from ota.device.applypatch import device_config
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """ota_apply's top level: check everything, cheapest first, then change the device step by step.
 
-    0. the signature over manifest.pb, with the device's trusted keys (`ota.signing`); before it,
+    0. the signature over manifest.pb, with the device's trusted keys (`ota.format.signing`); before it,
        only the zip's end record, directory and the two signed entries are read, each bounded
-       (`ota.package_reader.read_signed_parts`);
-    1. the manifest's own structure (`ota.package_reader`), the journal, and the preconditions:
+       (`ota.format.package_reader.read_signed_parts`);
+    1. the manifest's own structure (`ota.format.package_reader`), the journal, and the preconditions:
        device name, source build, timestamp policy, partitions the device config lists, each on
        its own device, whole images that fit (`verify.check_preconditions`) - all on the
        manifest's header;
@@ -33,19 +33,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ota import package_reader, signing
-from ota.apply import resume, verify
-from ota.apply.device import Device
-from ota.apply.execute import STAGED_DIR, Executor
-from ota.apply.journal import Journal
-from ota.apply.manifest_rules import shown
-from ota.apply.plan import Plan, make_plan
-from ota.apply.progress import Progress
-from ota.apply.sysroot import SysRoot
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache
+from ota.device.applypatch import protocol
+from ota.device.applypatch.cache import Cache
+from ota.device.fsops import FsOps
+from ota.device.updater import resume, verify
+from ota.device.updater.device import Device
+from ota.device.updater.execute import STAGED_DIR, Executor
+from ota.device.updater.journal import Journal
+from ota.device.updater.manifest_rules import shown
+from ota.device.updater.plan import Plan, make_plan
+from ota.device.updater.progress import Progress
+from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import package_reader, signing
 from ota.proto import ota_manifest_pb2 as pb
 
 ALREADY = "already"

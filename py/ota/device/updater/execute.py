@@ -13,17 +13,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ota.apply import verify
-from ota.apply.journal import Journal
-from ota.apply.plan import BATCHED_PHASES, Op, Plan, Step
-from ota.apply.progress import APPLY_SHARE, Progress
-from ota.apply.resume import result_digests
-from ota.apply.sysroot import SysRoot
-from ota.applypatch import protocol
-from ota.build import jsonio
-from ota.build.build_info import BuildInfo
+from ota.device.applypatch import protocol
+from ota.device.fsops import FsOps
+from ota.device.updater import verify
+from ota.device.updater.journal import Journal
+from ota.device.updater.plan import BATCHED_PHASES, Op, Plan, Step
+from ota.device.updater.progress import APPLY_SHARE, Progress
+from ota.device.updater.resume import result_digests
+from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
 from ota.proto import ota_manifest_pb2 as pb
 
 STAGED_DIR = "ota_staged"
@@ -65,7 +65,7 @@ class Executor:
         """Runs every step not in `journal.done` in order, then removes the staged data and the journal.
 
         On a resumed run `journal.done` holds only the steps the device shows finished
-        (ota.apply.resume); the check and the build file always run.
+        (ota.device.updater.resume); the check and the build file always run.
         """
         steps = [s for s in self.plan.steps if s.id not in self.journal.done]
         digests = result_digests(self.plan)

@@ -8,11 +8,11 @@ Format (text, in the cache directory, file `ota_journal`):
     ...
 
 <package-id> is the SHA-256 of the signed manifest; <step-id> is `<phase>:<key>` with the key (a
-path, entry or partition name) `escape`d (py/ota/build/paths.py), so a line stays one line of
+path, entry or partition name) `escape`d (py/ota/format/paths.py), so a line stays one line of
 printable ASCII whatever bytes a path holds; <result-digest> is what the step produced
-(`ota.apply.resume.result_digests`). The journal is only a claim: anyone who can write the cache
+(`ota.device.updater.resume.result_digests`). The journal is only a claim: anyone who can write the cache
 can write one, so a resumed run skips a step only if the device shows its result
-(`ota.apply.resume`), and the final check never comes from the journal.
+(`ota.device.updater.resume`), and the final check never comes from the journal.
 
 The header is written to a temporary name, fsync'ed and renamed in, so the journal either does
 not exist or names its package. Each `done` line is appended with one write and fsync'ed before
@@ -28,8 +28,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
 
 JOURNAL_NAME = "ota_journal"
 _MAGIC = "rules_ota journal 2"
@@ -44,7 +44,7 @@ class Journal:
 
     `claimed` maps each step id to the result digest its line records (as read: untrusted).
     `done` holds the steps this run skips: empty after `load` until the caller has checked the
-    claims against the device (`ota.apply.resume`), then every step marked by this run.
+    claims against the device (`ota.device.updater.resume`), then every step marked by this run.
     Use `Journal.load` / `Journal.begin`.
     """
 

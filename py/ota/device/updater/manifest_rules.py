@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ota.build.layout import MANIFEST_ENTRY
-from ota.build.paths import escape, from_bytes, to_bytes
 from ota.errors import OtaError
+from ota.format.layout import MANIFEST_ENTRY
+from ota.format.paths import escape, from_bytes, to_bytes
 from ota.proto import ota_manifest_pb2 as pb
 
 Op = pb.FileOperation

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ota.apply.manifest_rules import check_manifest
-from ota.build.paths import escape, from_bytes, sort_key
+from ota.device.updater.manifest_rules import check_manifest
+from ota.format.paths import escape, from_bytes, sort_key
 from ota.proto import ota_manifest_pb2 as pb
 
 Op = pb.FileOperation
@@ -48,7 +48,7 @@ class Step:
     @property
     def id(self) -> str:
         """`phase:key`, the key `escape`d: one printable line whatever bytes a path holds, so a
-        journal line (py/ota/apply/journal.py) stays one line per step."""
+        journal line (py/ota/device/updater/journal.py) stays one line per step."""
         return f"{self.phase}:{escape(self.key)}"
 
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ota.build.paths import escape
+from ota.format.paths import escape
 
 # Share of the whole bar: checking sources, then the journaled steps (split by their bytes).
 VERIFY_SHARE, APPLY_SHARE = 0.10, 0.90

@@ -23,16 +23,16 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from ota.apply import verify
-from ota.apply.journal import Journal
-from ota.apply.plan import Plan, Step
-from ota.apply.sysroot import SysRoot
-from ota.applypatch import protocol
-from ota.applypatch.backends import open_partition
-from ota.applypatch.spec import Digest, Pair, load_by_spec
-from ota.build import hashing
-from ota.build.paths import escape, from_bytes
+from ota.device.applypatch import protocol
+from ota.device.applypatch.backends import open_partition
+from ota.device.applypatch.spec import Digest, Pair, load_by_spec
+from ota.device.updater import verify
+from ota.device.updater.journal import Journal
+from ota.device.updater.plan import Plan, Step
+from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
+from ota.format import hashing
+from ota.format.paths import escape, from_bytes
 
 # Steps whose result is checked on the device before they are skipped; every other step reruns.
 SKIPPABLE_PHASES = ("stage", "patch", "write", "partition")

@@ -7,13 +7,13 @@ walked one component at a time with ``O_NOFOLLOW | O_DIRECTORY`` from a descript
 and the last component is handled with ``dir_fd`` and ``follow_symlinks=False``; a symlink in the
 middle of a path is an error, a symlink at the end is treated as the link itself. Every name
 reaches the kernel as its bytes (`paths.to_bytes`): a package path may hold any byte but NUL and
-'/' (py/ota/build/paths.py), and the file made is exactly the name the manifest lists.
+'/' (py/ota/format/paths.py), and the file made is exactly the name the manifest lists.
 
-Every change goes through `ota.fsops.FsOps` (its `perform` primitive for the *at()-style calls it
+Every change goes through `ota.device.fsops.FsOps` (its `perform` primitive for the *at()-style calls it
 has no named operation for), so the power-loss harness can cut here too.
 
 Scratch space: a file or symlink is made in the reserved directory `SCRATCH_DIR` under the root
-(py/ota/build/paths.py; no package path can name it), under a name generated from its path,
+(py/ota/format/paths.py; no package path can name it), under a name generated from its path,
 fsync'ed, then renamed into its directory with renameat between the two directory descriptors,
 and the directory fsync'ed. So the updater never writes a name beside the target: whatever names
 the tree holds (`x.patch`, `.ota-new.x`, ...) are the package's, never scratch. A scratch entry a
@@ -32,11 +32,11 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ota.applypatch.cache import FileMeta
-from ota.build import hashing
-from ota.build.paths import SCRATCH_DIR, check_path, escape, from_bytes, to_bytes
+from ota.device.applypatch.cache import FileMeta
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import hashing
+from ota.format.paths import SCRATCH_DIR, check_path, escape, from_bytes, to_bytes
 
 _WRITE_PIECE = 1 << 20
 
@@ -351,7 +351,7 @@ class SysRoot:
 @dataclass(frozen=True)
 class RootFile:
     """A regular file of a system root as applypatch's file protocol reads and replaces it
-    (`ota.applypatch.protocol.TargetFile`).
+    (`ota.device.applypatch.protocol.TargetFile`).
 
     Why: ota_apply patches system files with applypatch's engine and order of operations, but
     every access goes through the root's no-follow directory descriptors: the directory that is
@@ -397,7 +397,7 @@ class RootFile:
 
 
 def _names(fd: int) -> list[str]:
-    """The names in an open directory, each the `str` of its bytes (py/ota/build/paths.py)."""
+    """The names in an open directory, each the `str` of its bytes (py/ota/format/paths.py)."""
     return [from_bytes(os.fsencode(name)) for name in os.listdir(fd)]
 
 

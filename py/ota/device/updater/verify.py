@@ -16,21 +16,21 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
-from ota.apply.device import BuildInfo, Device
-from ota.apply.journal import Journal
-from ota.apply.manifest_rules import shown
-from ota.apply.plan import Op, Plan
-from ota.apply.progress import VERIFY_SHARE, Progress
-from ota.apply.sysroot import SysRoot
-from ota.applypatch import protocol
-from ota.applypatch.backends import open_partition
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.spec import Digest, Pair, load_by_spec
-from ota.build.layout import MANIFEST_ENTRY
-from ota.build.paths import escape, from_bytes
+from ota.device.applypatch import protocol
+from ota.device.applypatch.backends import open_partition
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig
+from ota.device.applypatch.spec import Digest, Pair, load_by_spec
+from ota.device.fsops import FsOps
+from ota.device.updater.device import BuildInfo, Device
+from ota.device.updater.journal import Journal
+from ota.device.updater.manifest_rules import shown
+from ota.device.updater.plan import Op, Plan
+from ota.device.updater.progress import VERIFY_SHARE, Progress
+from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format.layout import MANIFEST_ENTRY
+from ota.format.paths import escape, from_bytes
 from ota.proto import ota_manifest_pb2 as pb
 
 
