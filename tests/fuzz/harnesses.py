@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ota.actions import imgdiff
 from ota.errors import OtaError
-from ota.format import bootimg, bsdiff, cpio, gzipper, imgpatch, signing
+from ota.format import bootimg, bsdiff, cpio, gzipper, imgpatch, layout, signing
 from ota.proto import ota_manifest_pb2
 
 # Every buffer a fuzzed patch may make the appliers allocate; the device passes the real target
@@ -185,7 +185,7 @@ def _package_bytes(payload: dict[str, bytes]) -> bytes:
     entries = [
         ("manifest.pb", manifest_bytes),
         *sorted(payload.items()),
-        (signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest_bytes, [_FUZZ_KEY])),
+        (layout.SIGNATURE_ENTRY, signing.sign_manifest(manifest_bytes, [_FUZZ_KEY])),
     ]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ota.errors import OtaError
-from ota.format import bootimg, signing
+from ota.format import bootimg, layout, signing
 from ota.format.package_reader import open_package
 from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
@@ -91,8 +91,8 @@ def test_zip_holds_the_payload_the_manifest_and_the_signature(name: str) -> None
     with zipfile.ZipFile(RELEASE / name) as zf:
         names = zf.namelist()
     assert len(names) == len(set(names))
-    assert set(names) == payload | {signing.MANIFEST_ENTRY, signing.SIGNATURE_ENTRY}
-    assert names[-1] == signing.SIGNATURE_ENTRY  # appended by OtaSign, nothing else rewritten
+    assert set(names) == payload | {layout.MANIFEST_ENTRY, layout.SIGNATURE_ENTRY}
+    assert names[-1] == layout.SIGNATURE_ENTRY  # appended by OtaSign, nothing else rewritten
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -67,7 +67,7 @@ from ota.device.updater import device as device_mod
 from ota.device.updater import verify
 from ota.device.updater.execute import STAGED_DIR
 from ota.device.updater.plan import make_plan
-from ota.format import bootimg, bsdiff, imgdiff_format, package_reader, signing
+from ota.format import bootimg, bsdiff, imgdiff_format, layout, package_reader, signing
 from ota.io import fileio
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check
@@ -173,8 +173,8 @@ class Lab:
         unsigned = make_package(source, target, work, os.path.join(work, "genuine.zip"))
         with open(unsigned, "rb") as f:
             entries = hostile_zip.read_zip(f.read())
-        manifest = pb.OtaManifest.FromString(dict(entries)[signing.MANIFEST_ENTRY])
-        entries = [(n, d) for n, d in entries if n != signing.MANIFEST_ENTRY]
+        manifest = pb.OtaManifest.FromString(dict(entries)[layout.MANIFEST_ENTRY])
+        entries = [(n, d) for n, d in entries if n != layout.MANIFEST_ENTRY]
         assert [file_op(manifest, APP).entry, file_op(manifest, NEW_CONF).entry] == [APP_PATCH, NEW_ENTRY]
         return cls(work, source, target, device_check.layout_for(source, target), entries, manifest)
 
@@ -231,9 +231,9 @@ def assemble(
     raw = manifest if isinstance(manifest, bytes) else manifest_bytes(manifest)
     if block is None and key is not None:
         block = signing.sign_manifest(raw if signed_manifest is None else signed_manifest, [key])
-    tail = [] if block is None else [(signing.SIGNATURE_ENTRY, block)]
+    tail = [] if block is None else [(layout.SIGNATURE_ENTRY, block)]
     return hostile_zip.write_zip(
-        [(signing.MANIFEST_ENTRY, raw), *entries, *tail], stored=tuple(n for n, _ in entries if n.endswith(".p"))
+        [(layout.MANIFEST_ENTRY, raw), *entries, *tail], stored=tuple(n for n, _ in entries if n.endswith(".p"))
     )
 
 
@@ -768,7 +768,7 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     Attack(
         "duplicate manifest.pb, second one hostile (kept signature)",
         "appears twice",
-        lambda lab: kept_signature(lab, lab.entries + [(signing.MANIFEST_ENTRY, b"\x08\x01")]),
+        lambda lab: kept_signature(lab, lab.entries + [(layout.MANIFEST_ENTRY, b"\x08\x01")]),
     ),
     Attack(
         "entry swapped for same-size bytes (kept signature)",

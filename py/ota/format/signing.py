@@ -46,10 +46,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from ota.errors import OtaError
 from ota.format import package_reader
+from ota.format.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY
 from ota.io import fileio
 
-SIGNATURE_ENTRY = "META-INF/ota/signature"
-MANIFEST_ENTRY = "manifest.pb"
 HEADER_LINE = "rules_ota signature v1"
 SIGNED_PREFIX = b"rules_ota package manifest v1\x00"
 
@@ -260,7 +259,7 @@ def _check_signatures(manifest: bytes, block: bytes, trusted: dict[str, PublicKe
         first = failed[0]
         raise OtaError(
             where,
-            f"bad signature: {first.algorithm} signature by trusted key {first.key_id} does not match manifest.pb",
+            f"bad signature: {first.algorithm} signature by trusted key {first.key_id} does not match {MANIFEST_ENTRY}",
         )
     unknown = sorted({s.algorithm for s in signatures if s.algorithm not in ALGORITHMS})
     if unknown and all(s.algorithm not in ALGORITHMS for s in signatures):

@@ -45,7 +45,7 @@ from ota.device.updater.plan import Plan, make_plan
 from ota.device.updater.progress import Progress
 from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
-from ota.format import package_reader, signing
+from ota.format import layout, package_reader, signing
 from ota.proto import ota_manifest_pb2 as pb
 
 ALREADY = "already"
@@ -71,7 +71,7 @@ def check_signature(package: package_reader.Package, device: Device) -> None:
     if not device.trusted_keys and not device.policy.require_signature:
         return
     if package.signature is None:
-        raise OtaError(package.path, f"unsigned: no {signing.SIGNATURE_ENTRY} entry")
+        raise OtaError(package.path, f"unsigned: no {layout.SIGNATURE_ENTRY} entry")
     keys = [signing.load_public_key(path) for path in device.trusted_keys]
     signing.verify_manifest(package.manifest_bytes, package.signature, keys, where=package.path)
 
