@@ -11,7 +11,7 @@ UNCHANGED cheaply after hashing both inputs.
 """
 
 load(":names.bzl", "artifact_name", "escape")
-load(":patch_methods.bzl", "METHODS", "method_for")
+load(":patch_methods.bzl", "METHODS", "add_diff_options", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
 load(":tar_tree.bzl", "file_patch_shards")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
@@ -31,6 +31,10 @@ def _check_threshold(ctx):
     if not ok:
         fail("ota_package %s: patch_threshold = '%s': expected a decimal number in (0, 1], like 0.95" % (ctx.label, text))
     return text
+
+def _check_max_diff_size(ctx):
+    if ctx.attr.max_diff_size < -1:
+        fail("ota_package %s: max_diff_size = %d: expected a size in bytes (0 or more), or -1 for the tool's default" % (ctx.label, ctx.attr.max_diff_size))
 
 def _check_methods(ctx, target_files):
     for key, method in ctx.attr.patch_methods.items():
@@ -64,7 +68,7 @@ def _patch_action(ctx, mnemonic, message, path, artifact, method, source, target
     args.add("--target", target)
     args.add("--path", escape(path))
     args.add("--method", method)
-    args.add("--patch_threshold", ctx.attr.patch_threshold)
+    add_diff_options(ctx, args)
     args.add("--out_data", data)
     args.add("--out_info", info)
     inputs.append(add_toolchain_identity(ctx, args))
@@ -145,6 +149,7 @@ def _ota_package_impl(ctx):
     source = ctx.attr.source[OtaBuildInfo] if ctx.attr.source else None
     _check_builds(ctx, source, target)
     _check_threshold(ctx)
+    _check_max_diff_size(ctx)
     _check_signing_key(ctx, ctx.file.signing_key)
     prefix = ctx.label.name + ".patches"
 
@@ -285,6 +290,14 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
             default = "0.95",
             doc = "Ship a changed file whole when its patch is larger than this fraction of " +
                   "the target file (AOSP's default 0.95). A decimal number in (0, 1].",
+        ),
+        "max_diff_size": attr.int(
+            default = -1,
+            doc = "The memory ceiling of every diff action: a changed file (or partition image) " +
+                  "whose source or target is larger than this many bytes ships whole without " +
+                  "being diffed. -1: file_patch's default, the largest inputs whose diff needs at " +
+                  "most 4.5 GiB (658 MiB with the compiled diff, 241 MiB with bsdiff4; " +
+                  "docs/performance.md).",
         ),
         "patch_methods": attr.string_dict(
             doc = "Diff method per path or per extension: `{\"etc/fonts.bin\": \"bsdiff\", " +

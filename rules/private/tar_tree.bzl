@@ -8,6 +8,7 @@ OtaFilePatchShard actions, shard k reading only shard k of each side, so a chang
 re-runs one shard (docs/rules.md, "Tar input").
 """
 
+load(":patch_methods.bzl", "add_diff_options")
 load(":providers.bzl", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "add_toolchain_identity")
 
@@ -120,7 +121,8 @@ def file_patch_shards(ctx, source, target, prefix):
     """The OtaFilePatchShard actions of an ota_package when either system tree is a tar.
 
     Args:
-      ctx: the ota_package context (needs `_file_patch_shard`, `patch_methods`, `patch_threshold`).
+      ctx: the ota_package context (needs `_file_patch_shard`, `patch_methods`, `patch_threshold`,
+        `max_diff_size`).
       source: OtaBuildInfo of the source, or None for a full package.
       target: OtaBuildInfo of the target.
       prefix: directory (relative to the package) for the shard outputs.
@@ -144,7 +146,7 @@ def file_patch_shards(ctx, source, target, prefix):
         if source:
             inputs += _side_args(ctx, args, source.system.tree, source_buckets, "source", shard, prefix)
         args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
-        args.add("--patch_threshold", ctx.attr.patch_threshold)
+        add_diff_options(ctx, args)
         args.add("--out_dir", out.path)
         inputs.append(add_toolchain_identity(ctx, args))
         ctx.actions.run(

@@ -38,6 +38,7 @@ _BROKEN = {
     "v3_base": ("base: not stored in a v3 header", "boot_image", {"base": "0x80000000", "header_version": 3, "kernel": "testdata/kernel.txt"}),
     "bad_base": ("base = '80000000': expected a 32-bit hex number", "boot_image", {"base": "80000000", "kernel": "testdata/kernel.txt"}),
     "threshold": ("patch_threshold = '1.5': expected a decimal number in (0, 1]", "ota_package", {"patch_threshold": "1.5", "target": ":tgt_build"}),
+    "max_diff_size": ("max_diff_size = -2: expected a size in bytes (0 or more), or -1 for the tool's default", "ota_package", {"max_diff_size": -2, "target": ":tgt_build"}),
     "method": ("patch_methods[.gz] = 'xdelta': expected one of", "ota_package", {"patch_methods": {".gz": "xdelta"}, "target": ":tgt_build"}),
     "older_target": ("target timestamp 1000 is older than source timestamp 2000; set downgrade = True", "ota_package", {"source": ":tgt_build", "target": ":src_build"}),
     "full_downgrade": ("downgrade applies to incremental packages only", "ota_package", {"downgrade": True, "target": ":tgt_build"}),

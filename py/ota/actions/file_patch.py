@@ -38,6 +38,13 @@ DEFAULT_THRESHOLD = 0.95
 DIFF_MEMORY_BUDGET = 9 << 29
 
 
+def threshold_in_range(value: float) -> bool:
+    """The one range of the threshold, (0, 1], which ota_package's patch_threshold also enforces
+    (rules/private/ota_package.bzl): 0 would ship every file whole, and a patch larger than its
+    file is never worth shipping. NaN and infinities fall outside it."""
+    return 0.0 < value <= 1.0
+
+
 def default_max_diff_size() -> int:
     """The largest inputs (source and target alike) whose diff fits DIFF_MEMORY_BUDGET."""
     from ota.format import bsdiff
@@ -54,8 +61,11 @@ flags.DEFINE_string(
     "ASCII, so any file name fits a param file line); names it in the info and warnings.",
 )
 flags.DEFINE_enum("method", "auto", ["auto", *METHOD_FLAGS], "Differ; auto picks by the target path's extension.")
-flags.DEFINE_float(
-    "patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.", lower_bound=0.0
+flags.DEFINE_float("patch_threshold", DEFAULT_THRESHOLD, "Ship the whole file when patch size > this x target size.")
+flags.register_validator(
+    "patch_threshold",
+    threshold_in_range,
+    message="must be a number in (0, 1], the range ota_package's patch_threshold accepts",
 )
 flags.DEFINE_integer(
     "max_diff_size",

@@ -104,6 +104,7 @@ def patch_shard(
     shards: int,
     methods: dict[str, str],
     threshold: float = file_patch.DEFAULT_THRESHOLD,
+    max_diff_size: int | None = None,
 ) -> list[str]:
     """Writes the results of one shard into `out`; returns the warnings of its diffs."""
     os.makedirs(out, exist_ok=True)
@@ -122,6 +123,7 @@ def patch_shard(
             os.path.join(out, data),
             method=method_for(methods, path),
             threshold=threshold,
+            max_diff_size=max_diff_size,
         )
         jsonio.write(os.path.join(out, info), result.to_json())
         results.append({"data": data, "info": info, "path": path})
@@ -166,6 +168,7 @@ def main(argv: Sequence[str]) -> None:
         shards=shards,
         methods=methods,
         threshold=flags.FLAGS.patch_threshold,
+        max_diff_size=flags.FLAGS.max_diff_size,
     ):
         print(warning, file=sys.stderr)
 
