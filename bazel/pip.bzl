@@ -1,7 +1,7 @@
 """pip_lock_repository: installs a hash-pinned pip-compile lock as Bazel py_library targets, offline-capable.
 
 Why not rules_python's pip.parse? It does not run on Bazel 4.2.3 (Debian's bazel-bootstrap), which is
-the Bazel that CI and this project's machines have. This rule gives the same labels (`@pypi//<name>`),
+the Bazel that CI and this project's machines have. This rule gives the same labels (`@rules_ota_pypi//<name>`),
 so BUILD files work unchanged with pip.parse on Bazel 7/8.
 
 Every package is installed on its own (`--no-deps --require-hashes --only-binary=:all:`) into

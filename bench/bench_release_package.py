@@ -12,7 +12,7 @@
     zlib (ota.format.gzipper), v2 with a few files edited, removed and added. Patch sizes printed:
 
     * imgdiff with normalization on: ota.format.gzipper.normalize on kernel and ramdisk before
-      ota.format.bootimg.build, as the boot_image rule does by default;
+      ota.format.bootimg.build, as the ota_boot_image rule does by default;
     * imgdiff with normalization off (the GNU gzip kernel stays as it is);
     * bsdiff of the whole image as shipped;
     * the ideal: bsdiff of the inflated kernel + bsdiff of the ramdisk cpio + bsdiff of the rest
@@ -164,7 +164,7 @@ def pack_cpio(tree: dict[str, bytes]) -> bytes:
 
 
 def boot_image(kernel_gz: bytes, ramdisk_gz: bytes, normalize: bool) -> bytes:
-    """A v2 boot image; with `normalize`, kernel and ramdisk pass gzipper.normalize first (boot_image rule)."""
+    """A v2 boot image; with `normalize`, kernel and ramdisk pass gzipper.normalize first (ota_boot_image rule)."""
     if normalize:
         kernel_gz, kernel_report = gzipper.normalize(kernel_gz, "kernel")
         ramdisk_gz, ramdisk_report = gzipper.normalize(ramdisk_gz, "ramdisk")

@@ -1,4 +1,4 @@
-"""The file-tree model shared by system_image and ramdisk: attributes, validation, entries.
+"""The file-tree model shared by ota_system_image and ota_ramdisk: attributes, validation, entries.
 
 A tree is computed entirely at analysis time from labels, strings and an imported directory
 (`tree`, rules/private/imported_tree.bzl), so every regular file is a known File: consumers decide

@@ -47,7 +47,7 @@ def _ota_tree_repository_impl(rctx):
 ota_tree_repository = repository_rule(
     implementation = _ota_tree_repository_impl,
     doc = """Imports a directory of the build host as `@<name>//:tree`, the `tree` input of
-system_image and ramdisk: every entry's kind, mode (setuid, setgid and sticky bits included),
+ota_system_image and ota_ramdisk: every entry's kind, mode (setuid, setgid and sticky bits included),
 uid, gid and symlink target exactly as on the host, empty directories included. Symlinks are
 recorded, never followed; nothing outside the directory is read. Devices, FIFOs and sockets are
 refused. Regular files are copied to `files/<sha256>`. Fetched again when `OTA_TREE_STAMP`

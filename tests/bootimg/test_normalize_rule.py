@@ -1,4 +1,4 @@
-"""boot_image(src = ..., normalize_src = True) built by Bazel (tests/bootimg/BUILD) and used as the
+"""ota_boot_image(src = ..., normalize_src = True) built by Bazel (tests/bootimg/BUILD) and used as the
 target of an incremental package whose source is a prebuilt image devices hold as it is."""
 
 from __future__ import annotations

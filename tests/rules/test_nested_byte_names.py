@@ -65,7 +65,7 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
 
 def _build_file(v1: Spec, v2: Spec, package: Path) -> str:
     parts = [
-        'load("//rules:defs.bzl", "boot_image", "ota_build", "ota_build_archive", "ota_package", "system_image")\n',
+        'load("//rules:defs.bzl", "ota_boot_image", "ota_build", "ota_build_archive", "ota_package", "ota_system_image")\n',
         'package(default_visibility = ["//visibility:public"])\n',
     ]
     for version, spec in ((1, v1), (2, v2)):
@@ -97,7 +97,7 @@ def test_escaped_names_build_import_and_apply_byte_exact(tmp_path) -> None:
         (ws.root / "shipped/BUILD").write_text('exports_files(["v1.zip"])\n')
         with open(ws.root / "WORKSPACE", "a") as workspace:
             workspace.write(
-                '\nload("//rules:defs.bzl", "ota_release_archive")\n\n'
+                '\nload("//rules:repositories.bzl", "ota_release_archive")\n\n'
                 'ota_release_archive(\n    name = "shipped_v1",\n    archive = "//shipped:v1.zip",\n)\n'
             )
         (ws.root / "imported").mkdir()

@@ -15,7 +15,7 @@ Normalizing changes the image's bytes, so it must come before any signing. An im
 already signed (an AVB footer at its end, a v4 boot signature section, any other non-zero bytes
 after the last section such as a verified-boot 1.0 signature) is refused unless the caller asks to
 drop the signature, in which case the result is unsigned and must be signed again afterwards
-(docs/rules.md, `boot_image`).
+(docs/rules.md, `ota_boot_image`).
 
 Before returning, the result is parsed again and compared with the input: same header fields,
 same inflated kernel and ramdisk (inflated here with zlib's own gzip reader, independently of the

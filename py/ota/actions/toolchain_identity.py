@@ -4,7 +4,7 @@ Nothing in a Bazel action key says which interpreter version runs the action:
 `py_runtime(interpreter_path = "/usr/bin/python3")` keys a path. So the pip hub's repository rule
 (bazel/pip.bzl) runs this module once with the interpreter and PYTHONPATH the actions use and
 writes what it measures to `toolchain_identity/<sha256 of the content>.json` in the hub
-(`@pypi//:toolchain_identity`). Every Ota* action has that file as an input and its path, digest
+(`@rules_ota_pypi//:toolchain_identity`). Every Ota* action has that file as an input and its path, digest
 included, on its command line (rules/private/toolchain_identity.bzl): an action key holds the
 command line but not the inputs' contents, and the digest puts the identity into it.
 
@@ -43,7 +43,7 @@ DISTRIBUTIONS = ("bsdiff4", "cryptography", "protobuf", "pydivsufsort")
 FLAG = flags.DEFINE_string(
     "toolchain_identity",
     None,
-    "The toolchain identity file this action was keyed with (@pypi//:toolchain_identity); "
+    "The toolchain identity file this action was keyed with (@rules_ota_pypi//:toolchain_identity); "
     "the tool fails at once when its interpreter or libraries differ.",
 )
 
