@@ -47,8 +47,10 @@ def _read_json(rctx, name):
     return json.decode(rctx.read(name))
 
 def _str(value):
-    """A Starlark string literal of `value`, pure ASCII whatever bytes it holds, and without '%'
-    (written as its octal escape), so no value can spell a `%{KEY}` of the BUILD template."""
+    """A Starlark string literal of `value`: pure ASCII whatever bytes it holds, '%' escaped.
+
+    With no '%' (written as its octal escape) no value can spell a `%{KEY}` of the BUILD template.
+    """
     return "\"%s\"" % escape(value).replace("%", "\\045")
 
 def _file_label(rctx, index, path):
