@@ -45,8 +45,8 @@ from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "py"), str(REPO)]
-from ota.actions import imgdiff  # noqa: E402 - after sys.path is set
-from ota.format import bootimg, bsdiff, cpio, gzipper, patch  # noqa: E402
+from ota.actions import imgdiff, make_bsdiff  # noqa: E402
+from ota.format import bootimg, cpio, gzipper, patch  # noqa: E402
 from tests.cache import workspace  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -233,9 +233,9 @@ def boot_rows(kernel_a: pathlib.Path, kernel_b: pathlib.Path) -> list[tuple[str,
 
     on = checked("imgdiff, normalization on", lambda: imgdiff.make_image_patch(*normalized), *normalized)
     off = checked("imgdiff, normalization off", lambda: imgdiff.make_image_patch(*shipped), *shipped)
-    whole = checked("bsdiff, whole image", lambda: bsdiff.diff(*shipped), *shipped)
+    whole = checked("bsdiff, whole image", lambda: make_bsdiff.diff(*shipped), *shipped)
     parts = [
-        checked(f"  bsdiff {what}", lambda pair=pair: bsdiff.diff(*pair), *pair)
+        checked(f"  bsdiff {what}", lambda pair=pair: make_bsdiff.diff(*pair), *pair)
         for what, pair in (
             ("kernel Image", images),
             ("ramdisk cpio", cpios),

@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota.format import bsdiff
+from ota.actions import make_bsdiff
 from ota.format.jsonio import MAX_JSON_BYTES
 from ota.io.fileio import MAX_INPUT_BYTES, MAX_SMALL_INPUT_BYTES, MAX_STREAM_BYTES
 
@@ -123,7 +123,7 @@ def workdir(tmp_path_factory) -> Path:
     (work / "target").write_bytes(TARGET)
     (work / "work.bin").write_bytes(SOURCE)
     (work / "part.img").write_bytes(SOURCE.ljust(len(TARGET) + 4096, b"\0"))
-    (work / "patch").write_bytes(bsdiff.diff(SOURCE, TARGET))
+    (work / "patch").write_bytes(make_bsdiff.diff(SOURCE, TARGET))
     (work / "cache").mkdir()
     (work / "out").mkdir()
     key = ed25519.Ed25519PrivateKey.generate()

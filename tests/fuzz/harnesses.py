@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota.actions import imgdiff
+from ota.actions import imgdiff, make_bsdiff
 from ota.errors import OtaError
 from ota.format import bootimg, bsdiff, cpio, gzipper, imgpatch, layout, signing
 from ota.proto import ota_manifest_pb2
@@ -67,7 +67,7 @@ def _bsdiff_run(data: bytes) -> None:
 
 def _bsdiff_seeds() -> list[bytes]:
     return [
-        bytes([index]) + bsdiff.diff(source, target)
+        bytes([index]) + make_bsdiff.diff(source, target)
         for index, source in enumerate(_BSDIFF_SOURCES)
         for target in (source + b"appended tail\n", source[::-1][:500], _text_blob(10 + index, 25), b"")
     ]

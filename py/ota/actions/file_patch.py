@@ -6,7 +6,7 @@ fails the build: the file ships whole, as AOSP's ota_from_target_files does (doc
 one WARNING line when something went wrong. Only unreadable inputs are errors.
 
 Kept light on purpose (a release runs hundreds of these processes): no protobuf, no zip writer,
-and the differs are imported only to patch a file (ota.format.bsdiff's memory model sets the size bound).
+and the differs are imported only to patch a file (ota.actions.make_bsdiff's memory model sets the size bound).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DEFAULT_THRESHOLD = 0.95
 # Without --max_diff_size, a diff's peak memory, inputs included, stays within this budget (4.5 GiB:
 # what bsdiff4's 18x the old file needed for the 256 MiB inputs once allowed,
 # docs/formats.md#measured-limits-of-bsdiff4). The largest inputs that fit follow from the cost of
-# the diff that runs (ota.format.bsdiff.peak_estimate, docs/performance.md): 658 MiB for the compiled
+# the diff that runs (ota.actions.make_bsdiff.peak_estimate, docs/performance.md): 658 MiB for the compiled
 # diff, 241 MiB where only bsdiff4 loads.
 DIFF_MEMORY_BUDGET = 9 << 29
 
@@ -47,9 +47,9 @@ def threshold_in_range(value: float) -> bool:
 
 def default_max_diff_size() -> int:
     """The largest inputs (source and target alike) whose diff fits DIFF_MEMORY_BUDGET."""
-    from ota.format import bsdiff
+    from ota.actions import make_bsdiff
 
-    return DIFF_MEMORY_BUDGET // bsdiff.peak_estimate(1, 1)
+    return DIFF_MEMORY_BUDGET // make_bsdiff.peak_estimate(1, 1)
 
 
 flags.DEFINE_string("source", None, "Source version of the file; omitted: ship the target whole.")
@@ -96,9 +96,9 @@ def choose_method(path: str, method: str = "auto") -> str:
 
 def _diff(method: str, source: bytes, target: bytes, path: str) -> bytes:
     if method == BSDIFF:
-        from ota.format import bsdiff
+        from ota.actions import make_bsdiff
 
-        return bsdiff.diff(source, target)
+        return make_bsdiff.diff(source, target)
     from ota.actions import imgdiff
 
     names = {"source_name": f"{escape(path)} (source)", "target_name": escape(path)}

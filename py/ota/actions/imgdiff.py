@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ota.actions import make_bsdiff
 from ota.errors import OtaError
 from ota.format import bsdiff, deflate, imgdiff_format, imgpatch, zipscan
 from ota.format.imgdiff_format import Chunk, DeflateChunk, NormalChunk, RawChunk
@@ -242,7 +243,7 @@ def _diff_new(
     patches: dict[tuple[int, int, int, int, bool], bytes],
 ) -> None:
     """Diffs the pairs not in `patches` yet into it. The chunks' diffs are independent, so
-    bsdiff.diff_many runs the large ones side by side in child processes."""
+    make_bsdiff.diff_many runs the large ones side by side in child processes."""
     keys: dict[tuple[int, int, int, int, bool], None] = {}
     inputs: list[tuple[bytes, bytes]] = []
     for src, tgt in pairs:
@@ -251,7 +252,7 @@ def _diff_new(
             continue
         keys[key] = None
         inputs.append((src.inflated, tgt.inflated) if tgt.is_deflate else (src.raw(source), tgt.raw(target)))
-    patches.update(zip(keys, bsdiff.diff_many(inputs), strict=True))
+    patches.update(zip(keys, make_bsdiff.diff_many(inputs), strict=True))
 
 
 def _assemble(
