@@ -5,14 +5,14 @@ META/system_manifest.json (docs/contracts.md#2-system-manifest), SYSTEM/<index> 
 file (<index>: its entry's position in the manifest's `entries`) and IMAGES/<name>.img for every partition image.
 Directories and symlinks live only in the manifest. A file's entry is named by index, not by its path: a path may
 hold any byte (py/ota/format/paths.py), and the importing repository rule makes each entry a Bazel label.
-Written by the same deterministic zip writer as the package; `read_release_archive` is the
-bounded reader the tests (and any tool that inspects an old release) use.
+Written by the same deterministic zip writer as the package; `read_release_archive`, on the one
+hardened zip reader (ota/format/zipscan.py), is the bounded reader the tests (and any tool that
+inspects an old release) use.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +20,7 @@ from absl import flags
 
 from ota.actions import toolchain_identity, tree, zipwrite
 from ota.errors import OtaError, UsageError
-from ota.format import hashing, jsonio
+from ota.format import hashing, jsonio, zipscan
 from ota.format.build_info import BuildInfo
 from ota.format.layout import PARTITION_NAME
 from ota.format.paths import escape
@@ -119,24 +119,35 @@ class ReleaseArchive:
     images: dict[str, bytes]
 
 
+def _read_all(path: str, max_bytes: int) -> dict[str, bytes]:
+    """Every entry of the zip at `path`, through the one hardened zip reader (ota/format/zipscan.py):
+    refused by the sum of the sizes it declares before any entry is read."""
+    try:
+        with open(path, "rb") as file:
+            directory = zipscan.find_directory(file, path)
+            listed: dict[str, zipscan.Member] = {}
+            for member in zipscan.members(file, directory, path):
+                if member.name in listed:
+                    raise OtaError(path, f"zip entry {member.name!r}: appears twice")
+                zipscan.check_member(member, path)
+                listed[member.name] = member
+            declared = sum(m.uncompressed_size for m in listed.values())
+            if declared > max_bytes:
+                raise OtaError(path, f"declares {declared} bytes, more than the limit of {max_bytes}")
+            return {
+                name: zipscan.read_member(file, member, directory, path, member.uncompressed_size)
+                for name, member in listed.items()
+            }
+    except OSError as err:
+        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
+
+
 def read_release_archive(path: str, *, max_bytes: int = 1 << 32) -> ReleaseArchive:
     """Reads a whole archive into memory, checking its layout and every file's hash.
 
     `max_bytes` bounds the sum of the sizes the zip declares, checked before anything is read.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            declared = sum(info.file_size for info in infos)
-            if declared > max_bytes:
-                raise OtaError(path, f"declares {declared} bytes, more than the limit of {max_bytes}")
-            contents = {}
-            for info in infos:
-                if info.filename in contents:
-                    raise OtaError(path, f"zip entry {info.filename!r}: appears twice")
-                contents[info.filename] = archive.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
-        raise OtaError(path, f"not a readable zip file ({err})") from None
+    contents = _read_all(path, max_bytes)
     for name in (BUILD_ENTRY, MANIFEST_ENTRY):
         if name not in contents:
             raise OtaError(path, f"{name}: missing")
