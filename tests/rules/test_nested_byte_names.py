@@ -51,7 +51,7 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
         modes.append(f'        {_literal(path)}: "{mode:o}",')
         if (uid, gid) != (0, 0):
             owners.append(f'        {_literal(path)}: "{uid}:{gid}",')
-    lines = [f"system_image(\n    name = {_literal(name)},"]
+    lines = [f"ota_system_image(\n    name = {_literal(name)},"]
     for attr, body, close in (
         ("files", files, "}"),
         ("symlinks", symlinks, "}"),
@@ -71,7 +71,7 @@ def _build_file(v1: Spec, v2: Spec, package: Path) -> str:
     for version, spec in ((1, v1), (2, v2)):
         parts.append(_system_image(f"v{version}_system", spec, package / f"v{version}", package))
         (package / f"kernel{version}").write_bytes(b"kernel %d\n" % version * 200)
-        parts.append(f'boot_image(\n    name = "v{version}_boot",\n    kernel = "kernel{version}",\n)\n')
+        parts.append(f'ota_boot_image(\n    name = "v{version}_boot",\n    kernel = "kernel{version}",\n)\n')
         parts.append(
             f'ota_build(\n    name = "v{version}",\n    device = "{spec.device}",\n'
             f'    fingerprint = "{spec.fingerprint}",\n    timestamp = {spec.timestamp},\n'
