@@ -7,8 +7,9 @@
 #
 # Installs Debian's postgresql when it is missing (BuildGrid's scheduler needs it; nothing else does,
 # so bootstrap.sh leaves it out). Everything it starts (PostgreSQL, BuildGrid, the workers, one Bazel
-# server per output base) is stopped by PID: by the Python driver, and by the EXIT trap below should
-# the driver die first. RULES_OTA_REMOTE_EXEC_CHECKS_KEEP=1 keeps the scratch directory.
+# server per output base) is stopped by PID: by the Python driver, and by the EXIT trap of
+# tests/cache/scratch.sh should the driver die first. RULES_OTA_REMOTE_EXEC_CHECKS_KEEP=1 keeps the
+# scratch directory.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -19,32 +20,9 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     || { echo "0 passed, 1 failed (postgresql could not be installed)"; exit 1; }
 fi
 
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/rules_ota-remote-exec.XXXXXX")
-
-stop_pid() {  # stop_pid PID: only if it is still one of ours (its command line names $work)
-  local pid=$1
-  local cmdline
-  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
-  [[ "$cmdline" == *"$work"* ]] || return 0
-  kill "$pid" 2>/dev/null
-  for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
-  kill -9 "$pid" 2>/dev/null
-}
-
-cleanup() {
-  local f
-  for f in "$work"/pids/*.pid "$work"/output-roots/*/*/server/server.pid.txt; do
-    [ -f "$f" ] && stop_pid "$(cat "$f")"
-  done
-  if [ "${RULES_OTA_REMOTE_EXEC_CHECKS_KEEP:-0}" = 1 ]; then
-    echo "run_remote_exec_checks: kept $work"
-  else
-    chmod -R u+w "$work" 2>/dev/null
-    rm -rf "$work"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
+# shellcheck source=tests/cache/scratch.sh
+source "$repo/tests/cache/scratch.sh"
+scratch_dir rules_ota-remote-exec RULES_OTA_REMOTE_EXEC_CHECKS_KEEP
 
 cd "$repo"
 /usr/bin/python3 -m tests.remote_exec.run_remote_exec_checks --work_dir "$work" "$@"

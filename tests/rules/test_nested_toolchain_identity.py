@@ -2,8 +2,8 @@
 
 One copy of the checkout (nested_bazel.py) is analysed with `bazel aquery` against several pip hubs
 that differ only in their toolchain_identity/<sha256>.json: the real one, a byte-identical copy at
-another path, and one fake per identity field (a Python, zlib, bsdiff4, protobuf or cryptography
-version nobody runs). Every fake must change the key of every Ota* action; the identical copy must change none, so
+another path, and one fake per identity field (a Python, zlib, bsdiff4, protobuf, cryptography or
+pydivsufsort version nobody runs). Every fake must change the key of every Ota* action; the identical copy must change none, so
 matching toolchains keep sharing the cache (tests/cache checks the hits themselves).
 """
 
@@ -62,7 +62,7 @@ def test_every_ota_action_key_follows_the_toolchain_identity(tmp_path) -> None:
     pypi = outer_pypi()
     assert pypi is not None, "the outer build's @rules_ota_pypi is not reachable from the runfiles"
     real = toolchain_identity.load(str(identity_file(pypi)))
-    assert set(real) == {"python", "zlib", "bsdiff4", "protobuf", "cryptography"}, real
+    assert set(real) == {"python", "zlib", "bsdiff4", "protobuf", "cryptography", "pydivsufsort"}, real
     ws = NestedWorkspace.create(tmp_path, "ws")
     # nested_bazel appends its own --override_repository=rules_ota_pypi=<outer> after every command's
     # arguments, where it would win over each query's hub: drop it.

@@ -21,7 +21,6 @@ entry or byte limits (a tar bomb stops before it fills the disk).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import lzma
 import os
 import shutil
@@ -35,7 +34,7 @@ from absl import flags
 from ota.actions import shard_layout, toolchain_identity, tree
 from ota.errors import OtaError, UsageError
 from ota.format import jsonio
-from ota.format.hashing import ContentInfo
+from ota.format.hashing import ContentHasher, ContentInfo
 from ota.format.paths import check_path, escape, to_bytes
 from ota.io import runner
 
@@ -121,16 +120,14 @@ class _Reader:
 
     def _copy(self, source, path: str, name: str, size: int) -> ContentInfo:
         """Writes `size` bytes of `source` to the path's shard file, hashing them on the way."""
-        sha256, sha1, written = hashlib.sha256(), hashlib.sha1(), 0
+        hasher = ContentHasher()
         with open(self.file_of(path), "xb") as out:
-            while chunk := source.read(min(_CHUNK, size - written)):
-                sha256.update(chunk)
-                sha1.update(chunk)
+            while chunk := source.read(min(_CHUNK, size - hasher.size)):
+                hasher.update(chunk)
                 out.write(chunk)
-                written += len(chunk)
-        if written != size:
-            raise self.fail(name, f"the archive ends {size - written} bytes into the member")
-        return ContentInfo(size, sha256.hexdigest(), sha1.hexdigest())
+        if hasher.size != size:
+            raise self.fail(name, f"the archive ends {size - hasher.size} bytes into the member")
+        return hasher.info()
 
     def add(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         name = member.name

@@ -49,16 +49,29 @@ def of_bytes(data: bytes) -> ContentInfo:
     return ContentInfo(len(data), hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest())
 
 
+class ContentHasher:
+    """Size, SHA-256 and SHA-1 of contents fed in pieces, for callers that read a file in chunks
+    (and may write each chunk elsewhere on the way, as tar_tree does)."""
+
+    def __init__(self) -> None:
+        self._sha256, self._sha1, self.size = hashlib.sha256(), hashlib.sha1(), 0
+
+    def update(self, chunk: bytes) -> None:
+        self._sha256.update(chunk)
+        self._sha1.update(chunk)
+        self.size += len(chunk)
+
+    def info(self) -> ContentInfo:
+        return ContentInfo(self.size, self._sha256.hexdigest(), self._sha1.hexdigest())
+
+
 def of_file(path: str) -> ContentInfo:
     """The ContentInfo of a file, read in chunks so a multi-GiB image never sits in memory."""
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1()
-    size = 0
+    hasher = ContentHasher()
     try:
         with open(path, "rb") as stream:
             while chunk := stream.read(_CHUNK):
-                sha256.update(chunk)
-                sha1.update(chunk)
-                size += len(chunk)
+                hasher.update(chunk)
     except OSError as err:
         raise OtaError(path, f"cannot read: {err.strerror or err}") from None
-    return ContentInfo(size, sha256.hexdigest(), sha1.hexdigest())
+    return hasher.info()
