@@ -125,7 +125,8 @@ def main(argv: list[str]) -> None:
                         [
                             sys.executable,
                             "-m",
-                            "ota.cli.ota_apply",
+                            "ota.testing.testbench_cli",  # knows the simulated NAND partitions
+                            "ota_apply",
                             "--package",
                             package,
                             "--device",

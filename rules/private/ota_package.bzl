@@ -336,17 +336,17 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
                   "(docs/security.md).",
         ),
         "_file_patch": attr.label(
-            default = "//tools/build:file_patch",
+            default = "//tools/actions:file_patch",
             executable = True,
             cfg = "exec",
         ),
         "_file_patch_shard": attr.label(
-            default = "//tools/build:file_patch_shard",
+            default = "//tools/actions:file_patch_shard",
             executable = True,
             cfg = "exec",
         ),
         "_package": attr.label(
-            default = "//tools/build:package",
+            default = "//tools/actions:package",
             executable = True,
             cfg = "exec",
         ),

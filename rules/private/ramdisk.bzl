@@ -28,7 +28,7 @@ imgdiff can patch it in uncompressed space. Output: `<name>.cpio.gz`; also provi
     attrs = dicts.add(TREE_ATTRS, TAR_TREE_ATTRS, {
         "_kind": attr.string(default = "ota_ramdisk"),
         "_ramdisk_tool": attr.label(
-            default = "//tools/build:ramdisk",
+            default = "//tools/actions:ramdisk",
             executable = True,
             cfg = "exec",
         ),

@@ -54,7 +54,7 @@ directories, and an ota_package patches it by shards (docs/rules.md, "Tar input"
     attrs = dicts.add(TREE_ATTRS, TAR_TREE_ATTRS, {
         "_kind": attr.string(default = "ota_system_image"),
         "_system_manifest": attr.label(
-            default = "//tools/build:system_manifest",
+            default = "//tools/actions:system_manifest",
             executable = True,
             cfg = "exec",
         ),

@@ -33,7 +33,7 @@ TAR_TREE_ATTRS = {
               "hold more than this many MiB, before they fill the disk.",
     ),
     "_tar_tree": attr.label(
-        default = "//tools/build:tar_tree",
+        default = "//tools/actions:tar_tree",
         executable = True,
         cfg = "exec",
     ),

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from applypatch_helpers import Small, run_cli, run_faulty_cli, sha1_of
+from applypatch_helpers import Small, run_cli, run_testbench_cli, sha1_of
 from ota.actions import make_bsdiff
 from ota.testing.faults import CRASH_EXIT_CODE
 
@@ -29,7 +29,7 @@ def cli(device, *args, **kwargs):
 
 
 def faulty(device, faults, *args):
-    return run_faulty_cli(faults, f"--device_config={device / 'dev.cfg'}", *args)
+    return run_testbench_cli(faults, f"--device_config={device / 'dev.cfg'}", *args)
 
 
 def patch_args(device, small: Small, spec: str | None = None, tgt_sha: str | None = None):

@@ -178,7 +178,7 @@ def test_a_whole_entry_must_be_the_target():
 def _refused(package: str, directory: str, config: str, expected: str) -> None:
     before = dc.device_hash(directory)
     result = subprocess.run(
-        [sys.executable, "-m", "ota.cli.ota_apply", "--package", package, "--device", config],
+        [sys.executable, "-m", "ota.testing.testbench_cli", "ota_apply", "--package", package, "--device", config],
         capture_output=True,
         text=True,
         check=False,
@@ -236,7 +236,8 @@ def test_apply_under_a_real_address_space_limit(release, tmp_path):
             "--as=838860800",
             sys.executable,
             "-m",
-            "ota.cli.ota_apply",
+            "ota.testing.testbench_cli",  # the release's devices simulate their radio on NAND
+            "ota_apply",
             "--package",
             release.incremental,
             "--device",

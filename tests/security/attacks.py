@@ -575,12 +575,12 @@ def _ota_apply_args(lab: Lab, package: str, directory: str) -> list[str]:
 
 
 def _faulty_ota_apply(lab: Lab, directory: str, *options: str) -> None:
-    """Runs the genuine package through the test-only fault injector (ota.testing.faulty_cli)."""
+    """Runs the genuine package through the test-only fault injector (ota.testing.testbench_cli)."""
     package = os.path.join(lab.work, "genuine-signed.zip")
     if not os.path.exists(package):
         with open(package, "wb") as f:
             f.write(genuine(lab))
-    run_tool("ota.testing.faulty_cli", [*options, "ota_apply", *_ota_apply_args(lab, package, directory)])
+    run_tool("ota.testing.testbench_cli", [*options, "ota_apply", *_ota_apply_args(lab, package, directory)])
 
 
 def _operations(lab: Lab) -> list[str]:

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 from ota.actions import tree
 from ota.device.applypatch import backends, device_config
-from ota.device.applypatch.mtdsim import NandSim
 from ota.device.applypatch.spec import Digest, Pair, load_by_spec
 from ota.device.fsops import FsOps
 from ota.device.updater import device as device_mod
@@ -42,7 +41,9 @@ from ota.format import jsonio
 from ota.format.build_info import BuildInfo
 from ota.format.hashing import ContentInfo, of_file
 from ota.format.paths import escape
+from ota.testing import nandsim
 from ota.testing.faults import FaultPoint, FaultyFsOps
+from ota.testing.nandsim import NandSim
 from ota.testing.page_cache import LossModel
 from ota.testing.sweep import SweepResult, sweep
 
@@ -91,7 +92,9 @@ def layout_for(
         biggest = max(os.path.getsize(b.partitions[name]) for b in (source, target) if name in b.partitions)
         blocks = -(-biggest // MTD_ERASESIZE) + 1 + len(mtd_bad_blocks)
         capacity[name] = blocks * MTD_ERASESIZE
-    kinds = {name: ("mtdsim" if name in mtd else "file") for name in names}
+    kinds = {name: (nandsim.KIND if name in mtd else "file") for name in names}
+    if mtd:
+        nandsim.register()  # this process opens the simulated partitions; tools run via testbench_cli
     return Layout(kinds, capacity, cache_limit, mtd_bad_blocks, trusted_keys)
 
 
@@ -136,7 +139,7 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
     for name, kind in sorted(layout.kinds.items()):
         image = os.path.join(directory, "partitions", f"{name}.img")
         lines.append(f"partition {name} {kind} partitions/{name}.img")
-        if kind == "mtdsim":
+        if kind == nandsim.KIND:
             NandSim.create(
                 image,
                 layout.capacity[name],
@@ -271,7 +274,7 @@ class ApplyScenario:
         return tuple(
             os.path.join(self.directory, "partitions", f"{name}.img")
             for name, kind in sorted(self.layout.kinds.items())
-            if kind == "mtdsim"
+            if kind == nandsim.KIND
         )
 
     def prepare(self) -> None:

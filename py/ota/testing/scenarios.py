@@ -25,11 +25,12 @@ from ota.device.applypatch import protocol
 from ota.device.applypatch.backends import MtdPartition, open_partition
 from ota.device.applypatch.cache import Cache
 from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.device.applypatch.mtdsim import NandSim
 from ota.device.applypatch.spec import Digest
 from ota.device.fsops import FsOps
 from ota.errors import OtaError
 from ota.format import bootimg
+from ota.testing import nandsim
+from ota.testing.nandsim import NandSim
 
 MIB = 1 << 20
 
@@ -149,6 +150,8 @@ class PartitionScenario:
             self.device_path = device_path
         else:
             self.device_path = os.path.join(workdir, "boot.part")
+        if backend == nandsim.KIND:
+            nandsim.register()
         self.config = DeviceConfig({"boot": PartitionEntry("boot", backend, self.device_path)})
         # Raw NAND has no page cache: what a program or erase reaches stays (the lossy power cut).
         self.raw_paths = (self.device_path,) if backend == "mtdsim" else ()

@@ -19,7 +19,6 @@ from abc import ABC, abstractmethod
 
 from ota.device.applypatch import mtd
 from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.device.applypatch.mtdsim import NandSim
 from ota.device.fsops import FsOps
 from ota.errors import OtaError
 
@@ -194,9 +193,7 @@ def open_partition(
     if entry.kind in ("file", "block"):
         return SeekablePartition(where, entry.path, ops, block=entry.kind == "block", writable=writable, piece=piece)
     try:
-        device: mtd.MtdDevice = (
-            NandSim(entry.path, ops) if entry.kind == "mtdsim" else mtd.KernelMtd(entry.path, ops, writable=writable)
-        )
+        device = mtd.open_device(entry.kind, entry.path, ops, writable=writable)
     except (OSError, ValueError) as err:
         raise OtaError(where, f"cannot open {entry.path}: {getattr(err, 'strerror', None) or err}") from None
     try:

@@ -4,13 +4,15 @@ A recovery image knows its partitions from its fstab; applypatch on a host or in
 same mapping for `MTD:<name>` and `EMMC:<name>`. The format is plain text, one entry per line,
 ``#`` to end of line is a comment, fields separated by blanks:
 
-    partition <name> <kind> <path>     kind: file | block | mtd | mtdsim
+    partition <name> <kind> <path>     kind: file | block | mtd
     cache <dir> [<limit-bytes>]
 
 * ``file``   a partition image in a regular file (fixed size: the file's size);
 * ``block``  a block device (eMMC partition, loop device);
-* ``mtd``    a kernel MTD character device (/dev/mtdN);
-* ``mtdsim`` a NAND simulator image (`ota.device.applypatch.mtdsim`), for tests.
+* ``mtd``    a kernel MTD character device (/dev/mtdN).
+
+The test bench (`ota.testing.testbench_cli`) adds ``mtdsim``, a NAND simulator image; the
+production tools refuse that kind (`ota.device.applypatch.mtd.kinds`).
 
 Paths are absolute or relative to the config file's directory, never to the working directory.
 They are the operator's description of the hardware and are opened as written, so a config may
@@ -24,10 +26,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ota.device.applypatch import mtd
 from ota.errors import OtaError
 from ota.io import fileio
 
-KINDS = ("file", "block", "mtd", "mtdsim")
+SEEKABLE_KINDS = ("file", "block")
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ def parse(text: str, where: str, base_dir: str) -> DeviceConfig:
             if len(fields) != 4:
                 raise OtaError(here, "expected 'partition <name> <kind> <path>'")
             _, name, kind, path = fields
-            if kind not in KINDS:
-                raise OtaError(here, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+            known = (*SEEKABLE_KINDS, *mtd.kinds())
+            if kind not in known:
+                raise OtaError(here, f"kind {kind!r} is not one of {', '.join(known)}")
             if name in config.partitions:
                 raise OtaError(here, f"partition {name!r} is listed twice")
             config.partitions[name] = PartitionEntry(name, kind, os.path.join(base_dir, path))

@@ -3,9 +3,14 @@
 An MTD partition is raw flash: it must be erased (to 0xFF) before it is written, erases and
 writes work in erase blocks and pages, and some blocks are bad. The kernel exposes this through
 a character device: `pread`/`pwrite` for data and three ioctls for the rest. `MtdDevice` is
-exactly that surface; `KernelMtd` implements it with real syscalls, and
-`ota.device.applypatch.mtdsim.NandSim` implements it over an image file with the same rules, so the
-partition backend above it cannot tell them apart.
+exactly that surface; `KernelMtd` implements it with real syscalls. The test bench's NAND
+simulator (`ota.testing.nandsim.NandSim`) implements it over an image file with the same rules, so
+the partition backend above it cannot tell them apart.
+
+Which device-config kinds open an `MtdDevice` is a table (`open_device`): a production tool knows
+only ``mtd``. The test bench adds its simulator's kind with `register_kind` before it runs a tool
+(`ota.testing.testbench_cli`); nothing on a device calls it, so a device config can never point a
+partition at a simulator.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,6 +120,29 @@ class KernelMtd:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+MtdOpener = Callable[[str, FsOps, bool], MtdDevice]
+"""Opens the device at a path, writable or not: a device-config kind's constructor."""
+
+_OPENERS: dict[str, MtdOpener] = {"mtd": lambda path, ops, writable: KernelMtd(path, ops, writable=writable)}
+
+
+def kinds() -> tuple[str, ...]:
+    """The device-config kinds that name an MTD device, ``mtd`` first."""
+    return tuple(_OPENERS)
+
+
+def register_kind(kind: str, opener: MtdOpener) -> None:
+    """Adds a device-config kind that opens an `MtdDevice` (the test bench's simulator)."""
+    if kind in ("file", "block", "mtd"):
+        raise ValueError(f"kind {kind!r} is built in")
+    _OPENERS[kind] = opener
+
+
+def open_device(kind: str, path: str, ops: FsOps, *, writable: bool) -> MtdDevice:
+    """The `MtdDevice` of a device-config entry of kind `kind` (one of `kinds()`)."""
+    return _OPENERS[kind](path, ops, writable)
 
 
 def find_by_name(

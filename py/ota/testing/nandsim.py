@@ -26,9 +26,12 @@ import errno
 import os
 from dataclasses import dataclass, field
 
+from ota.device.applypatch import mtd
 from ota.device.applypatch.mtd import MTD_NANDFLASH, MTD_WRITEABLE, MtdInfo
 from ota.device.fsops import FsOps
 
+KIND = "mtdsim"
+"""The device-config kind of a simulated chip, known only to processes that called `register`."""
 SIDECAR_SUFFIX = ".nand"
 OOB_SIZE = 64
 
@@ -213,3 +216,12 @@ class NandSim:
         for block in range(offset // g.erasesize, (offset + length - 1) // g.erasesize + 1):
             if block in g.bad_blocks:
                 raise _fail(errno.EIO, f"{self.path}: {what} touches bad block {block}")
+
+
+def register() -> None:
+    """Lets this process's device configs name simulated chips: ``partition <name> mtdsim <image>``.
+
+    Called by the test bench's entry point and scenarios, never by a production module (the
+    import-linter contract "no-test-code" in .importlinter), so a device never opens a simulator.
+    """
+    mtd.register_kind(KIND, lambda path, ops, writable: NandSim(path, ops))

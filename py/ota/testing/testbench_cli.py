@@ -1,13 +1,18 @@
-"""Test entry point: a real device tool (applypatch, ota_apply) run with the fault injector.
+"""Test entry point: a real device tool (applypatch, ota_apply) run on the test bench.
 
-    python -m ota.testing.faulty_cli [--fault=<mode>:<N>] [--fault_log=<file>]
-                                     [--lossy[=<seed>]] [--raw=<path>]... <tool> <tool args...>
+    python -m ota.testing.testbench_cli [--fault=<mode>:<N>] [--fault_log=<file>]
+                                        [--lossy[=<seed>]] [--raw=<path>]... <tool> <tool args...>
 
-runs the tool's own `run()` (its flags, checks and exit codes) with every `FsOps` it makes
-replaced by an `ota.testing.faults.FaultyFsOps`: cut at operation N (the process ends with exit
+runs the tool's own `run()` (its flags, checks and exit codes) with two test-only additions that
+the production entry points never make:
+
+* the device config accepts the partition kind ``mtdsim``, the NAND simulator
+  (`ota.testing.nandsim`), registered here through `ota.device.applypatch.mtd.register_kind`;
+* with any fault option, every `FsOps` the tool makes is replaced by an
+  `ota.testing.faults.FaultyFsOps`: cut at operation N (the process ends with exit
 status 86, `faults.CRASH_EXIT_CODE`), one line per operation appended to the log file, and with
 `--lossy` the cut loses what was not fsync'ed (worst case, or seeded). The production tools have
-no such option: nothing on a device can turn the injector on.
+no such option: nothing on a device can turn the injector or the simulator on.
 """
 
 from __future__ import annotations
@@ -15,18 +20,19 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ota.testing import nandsim
 from ota.testing.faults import FaultPoint, FaultyFsOps
 from ota.testing.page_cache import LossModel
 
 TOOLS = {"applypatch": "ota.cli.applypatch", "ota_apply": "ota.cli.ota_apply"}
 USAGE = (
-    "usage: faulty_cli [--fault=<mode>:<N>] [--fault_log=<file>] [--lossy[=<seed>]] [--raw=<path>]... "
+    "usage: testbench_cli [--fault=<mode>:<N>] [--fault_log=<file>] [--lossy[=<seed>]] [--raw=<path>]... "
     f"{{{'|'.join(TOOLS)}}} <args...>"
 )
 
 
 def _fail(message: str) -> None:
-    print(f"faulty_cli: {message}\n{USAGE}", file=sys.stderr)
+    print(f"testbench_cli: {message}\n{USAGE}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -55,7 +61,9 @@ def main(argv: list[str]) -> None:
     def faulty_ops() -> FaultyFsOps:
         return FaultyFsOps(fault, on_crash="exit", log_path=log_path, loss=loss, raw_paths=tuple(raw))
 
-    tool.FsOps = faulty_ops  # the tool's one FsOps factory: every operation goes through the injector
+    nandsim.register()
+    if fault or log_path or loss or raw:
+        tool.FsOps = faulty_ops  # the tool's one FsOps factory: every operation goes through the injector
     sys.argv = [args[0], *args[1:]]
     tool.run()
 

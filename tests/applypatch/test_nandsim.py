@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ota.device.applypatch import mtd
-from ota.device.applypatch.mtdsim import NandSim
 from ota.device.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
+from ota.testing.nandsim import NandSim
 
 ERASE, PAGE = 8192, 1024
 
