@@ -22,7 +22,7 @@ def _pip_lock_impl(mctx):
 pip_lock = module_extension(
     implementation = _pip_lock_impl,
     tag_classes = {"lock": _lock},
-    doc = "pip_lock_repository as a module extension, so @pypi has the same labels as under WORKSPACE.",
+    doc = "pip_lock_repository as a module extension, so @rules_ota_pypi has the same labels as under WORKSPACE.",
 )
 
 # --- ota_release: import shipped release archives (rules_ota's ota_release_archive) -------------
@@ -68,7 +68,7 @@ _directory = tag_class(
         "rules_ota_repo": attr.string(default = "@rules_ota"),
         "timeout": attr.int(default = 3600),
     },
-    doc = "One host directory to import as @<name>//:tree (the `tree` of system_image or ramdisk).",
+    doc = "One host directory to import as @<name>//:tree (the `tree` of ota_system_image or ota_ramdisk).",
 )
 
 def _ota_tree_impl(mctx):

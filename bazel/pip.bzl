@@ -1,7 +1,7 @@
 """pip_lock_repository: installs a hash-pinned pip-compile lock as Bazel py_library targets, offline-capable.
 
 Why not rules_python's pip.parse? It does not run on Bazel 4.2.3 (Debian's bazel-bootstrap), which is
-the Bazel that CI and this project's machines have. This rule gives the same labels (`@pypi//<name>`),
+the Bazel that CI and this project's machines have. This rule gives the same labels (`@rules_ota_pypi//<name>`),
 so BUILD files work unchanged with pip.parse on Bazel 7/8.
 
 Every package is installed on its own (`--no-deps --require-hashes --only-binary=:all:`) into
@@ -171,7 +171,7 @@ _IDENTITY_OVERRIDE_ENV = "OTA_TOOLCHAIN_IDENTITY_OVERRIDE"
 def _write_toolchain_identity(rctx, python, entries):
     """Writes toolchain_identity/<sha256>.json and the :toolchain_identity filegroup naming it.
 
-    The file holds what py/ota/build/toolchain_identity.py measures when run the way the actions
+    The file holds what py/ota/actions/toolchain_identity.py measures when run the way the actions
     run it, by `python` with every installed package's site-packages on PYTHONPATH (a py_binary's
     runfiles put the same directories first on sys.path). The versions of bsdiff4, protobuf and
     cryptography therefore come from this hub's dist-info, which is the code the actions import,
@@ -183,16 +183,16 @@ def _write_toolchain_identity(rctx, python, entries):
     Returns:
       The BUILD text of the filegroup.
     """
-    module = rctx.path(Label("//py:ota/build/toolchain_identity.py"))
+    module = rctx.path(Label("//py:ota/actions/toolchain_identity.py"))
     path = [str(module.dirname.dirname.dirname)]
     path += [str(rctx.path("site-packages/" + e.name)) for e in entries]
     result = rctx.execute(
-        [python, "-m", "ota.build.toolchain_identity", _IDENTITY_DIR, rctx.os.environ.get(_IDENTITY_OVERRIDE_ENV, "{}")],
+        [python, "-m", "ota.actions.toolchain_identity", _IDENTITY_DIR, rctx.os.environ.get(_IDENTITY_OVERRIDE_ENV, "{}")],
         environment = {"PYTHONPATH": ":".join(path)},
         quiet = True,
     )
     if result.return_code != 0:
-        fail("toolchain identity: %s -m ota.build.toolchain_identity failed (exit %d):\n%s" % (python, result.return_code, result.stderr))
+        fail("toolchain identity: %s -m ota.actions.toolchain_identity failed (exit %d):\n%s" % (python, result.return_code, result.stderr))
     return _IDENTITY_TARGET.format(file = result.stdout.strip())
 
 def _is_binary(rctx, path):

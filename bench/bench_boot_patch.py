@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ota import bootimg, cpio, deflate, gzipper
+from ota.format import bootimg, cpio, deflate, gzipper
 
 MB = 1 << 20
 KERNEL_BASE = 0xFFFF800008000000

@@ -11,7 +11,7 @@ from run to run; only ratios within one run mean anything), each tool runs in a 
 * BSDIFF40 on the kernel Image (a large ELF-like file): bsdiff4's diff against this tree's
   `bsdiff` tool (libdivsufsort's sort and ota/native/bsdiff_scan.c).
 
-This tree's code must run its compiled diff: the script stops if ota.bsdiff.engine() is not
+This tree's code must run its compiled diff: the script stops if ota.actions.make_bsdiff.engine() is not
 "native" (build the library beside its module first, docs/performance.md says how).
 
 Every patch is applied (our bspatch for IMGDIFF2, Debian's bspatch for BSDIFF40) and compared
@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_boot_patch as boot
-from ota import gzipper
+from ota.format import gzipper
 
 MB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
@@ -149,8 +149,8 @@ def ours(tool: str, *args: Path) -> list[str]:
 
 
 def engine_of(env: dict[str, str]) -> str:
-    """ota.bsdiff.engine() as the tools see it under `env`."""
-    probe = [sys.executable, "-c", "from ota import bsdiff; print(bsdiff.engine())"]
+    """ota.actions.make_bsdiff.engine() as the tools see it under `env`."""
+    probe = [sys.executable, "-c", "from ota.actions import make_bsdiff; print(make_bsdiff.engine())"]
     return subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 

@@ -23,8 +23,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import package_reader, signing
 from ota.cli import ota_inspect
+from ota.format import package_reader, signing
 from ota.testing import builds, generated_trees
 
 

@@ -8,11 +8,11 @@
 (b) A boot image pair built from two real Debian arm64 kernels. Debian ships arm64 kernels as an
     uncompressed Image (so EFI can verify its signature), so a raw Image is gzip'd by GNU
     `gzip -n -9`, the command kbuild's Image.gz target runs; a kernel that is already gzip is used
-    as it is. The ramdisk is a newc cpio (ota.cpio) of real files from /usr/share/doc, gzip'd by
-    zlib (ota.gzipper), v2 with a few files edited, removed and added. Patch sizes printed:
+    as it is. The ramdisk is a newc cpio (ota.format.cpio) of real files from /usr/share/doc, gzip'd by
+    zlib (ota.format.gzipper), v2 with a few files edited, removed and added. Patch sizes printed:
 
-    * imgdiff with normalization on: ota.gzipper.normalize on kernel and ramdisk before
-      ota.bootimg.build, as the boot_image rule does by default;
+    * imgdiff with normalization on: ota.format.gzipper.normalize on kernel and ramdisk before
+      ota.format.bootimg.build, as the ota_boot_image rule does by default;
     * imgdiff with normalization off (the GNU gzip kernel stays as it is);
     * bsdiff of the whole image as shipped;
     * the ideal: bsdiff of the inflated kernel + bsdiff of the ramdisk cpio + bsdiff of the rest
@@ -45,7 +45,8 @@ from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "py"), str(REPO)]
-from ota import bootimg, bsdiff, cpio, gzipper, imgdiff, patch  # noqa: E402 - after sys.path is set
+from ota.actions import imgdiff, make_bsdiff  # noqa: E402
+from ota.format import bootimg, cpio, gzipper, patch  # noqa: E402
 from tests.cache import workspace  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -163,7 +164,7 @@ def pack_cpio(tree: dict[str, bytes]) -> bytes:
 
 
 def boot_image(kernel_gz: bytes, ramdisk_gz: bytes, normalize: bool) -> bytes:
-    """A v2 boot image; with `normalize`, kernel and ramdisk pass gzipper.normalize first (boot_image rule)."""
+    """A v2 boot image; with `normalize`, kernel and ramdisk pass gzipper.normalize first (ota_boot_image rule)."""
     if normalize:
         kernel_gz, kernel_report = gzipper.normalize(kernel_gz, "kernel")
         ramdisk_gz, ramdisk_report = gzipper.normalize(ramdisk_gz, "ramdisk")
@@ -232,9 +233,9 @@ def boot_rows(kernel_a: pathlib.Path, kernel_b: pathlib.Path) -> list[tuple[str,
 
     on = checked("imgdiff, normalization on", lambda: imgdiff.make_image_patch(*normalized), *normalized)
     off = checked("imgdiff, normalization off", lambda: imgdiff.make_image_patch(*shipped), *shipped)
-    whole = checked("bsdiff, whole image", lambda: bsdiff.diff(*shipped), *shipped)
+    whole = checked("bsdiff, whole image", lambda: make_bsdiff.diff(*shipped), *shipped)
     parts = [
-        checked(f"  bsdiff {what}", lambda pair=pair: bsdiff.diff(*pair), *pair)
+        checked(f"  bsdiff {what}", lambda pair=pair: make_bsdiff.diff(*pair), *pair)
         for what, pair in (
             ("kernel Image", images),
             ("ramdisk cpio", cpios),

@@ -3,8 +3,8 @@
     PYTHONPATH=py python3 bench/bench_tar_shards.py --files 2000 --shards 4,8,16,32,64
 
 Generates a realistic tree pair (py/ota/testing/generated_trees.py), writes each side as a tar,
-reads both with the tar reader (py/ota/build/tar_tree.py) once per shard count, then runs every
-shard action (py/ota/build/file_patch_shard.py) as its own process, two at a time as Bazel does on
+reads both with the tar reader (py/ota/actions/tar_tree.py) once per shard count, then runs every
+shard action (py/ota/actions/file_patch_shard.py) as its own process, two at a time as Bazel does on
 a 2-core machine. Prints per shard count: the cold wall time of all shards, the mean and largest
 single shard (what a one-file change re-runs), and that mean as a share of cold. Also the fixed
 cost of one shard process on an empty shard, which every extra shard adds to a cold build.
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ota.build import tar_tree
+from ota.actions import tar_tree
 from ota.testing.generated_trees import tree_pair
 
 
@@ -45,7 +45,7 @@ def write_tar(path: Path, items: dict[str, object]) -> None:
 
 def run_shard(source_dir: str, target_dir: str, out: str, shard: int, shards: int) -> float:
     start = time.monotonic()
-    command = [sys.executable, "-m", "ota.build.file_patch_shard", f"--shard={shard}", f"--shards={shards}"]
+    command = [sys.executable, "-m", "ota.actions.file_patch_shard", f"--shard={shard}", f"--shards={shards}"]
     command += [f"--source_dir={source_dir}", f"--target_dir={target_dir}", f"--out_dir={out}"]
     subprocess.run(command, check=True, capture_output=True)
     return time.monotonic() - start

@@ -11,7 +11,7 @@ Prints a table of ratios against named peers measured in the same run:
   build, with the actions that ran (expected: one OtaFilePatch, the v2 system manifest, the package);
 * clone B: another copy at another path with a fresh output base and the remote cache A filled: its
   executed patch actions (expected 0) and its time against A's whole cold build (both start a Bazel
-  server and fetch @pypi).
+  server and fetch @rules_ota_pypi).
 
 Not a test: numbers depend on the machine; run it by hand:
     bench/build_release_bench.py [--cache http|grpc] [--work_dir DIR]
@@ -47,7 +47,7 @@ def executed(result: workspace.Result) -> collections.Counter:
 
 
 def tool_pythonpath(tree: pathlib.Path, exec_log: pathlib.Path) -> str:
-    """PYTHONPATH equal to what the file_patch tool sees: its runfiles' py/ and every @pypi package."""
+    """PYTHONPATH equal to what the file_patch tool sees: its runfiles' py/ and every @rules_ota_pypi package."""
     tool = next(s.args[0] for s in execlog.read_spawns(exec_log) if s.mnemonic == "OtaFilePatch")
     runfiles = tree / f"{tool}.runfiles"
     paths = [runfiles / "rules_ota" / "py", *sorted(runfiles.glob("*/site-packages/*"))]
@@ -150,7 +150,7 @@ def bench(work: pathlib.Path, cache: str, venv_root: pathlib.Path, python313: st
             f"{warm.seconds:.1f} s",
             f"{warm.seconds / cold.seconds:.2f} of cold; ran: {dict(warm_ran)}",
         ),
-        ("A whole cold build (server start, @pypi fetch, images, package)", f"{a_total:.1f} s", ""),
+        ("A whole cold build (server start, @rules_ota_pypi fetch, images, package)", f"{a_total:.1f} s", ""),
         (
             f"clone B, fresh output base, {cache} remote cache",
             f"{clone_b.seconds:.1f} s",

@@ -3,7 +3,7 @@
 This is how AOSP's ota_from_target_files works (one process walks the changed files and diffs each),
 and it is what the Bazel build is measured against: no per-action interpreter start, no sandbox, no
 parallelism. The work list is taken from a Bazel execution log, so both sides diff exactly the same
-inputs with the same engine (`ota.build.file_patch.patch_files`) and the same package writer; the
+inputs with the same engine (`ota.actions.file_patch.patch_files`) and the same package writer; the
 package this writes must be byte-identical to Bazel's.
 
 Run from the workspace directory (exec paths resolve through its `bazel-out` symlink; the patch
@@ -25,8 +25,8 @@ import resource
 import sys
 import time
 
-from ota import signing
-from ota.build import file_patch, jsonio, package_writer
+from ota.actions import file_patch, package_writer
+from ota.format import jsonio, signing
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench import spawn_args

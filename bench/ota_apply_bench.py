@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from absl import app, flags
 
-from ota.build import tree
-from ota.build.release_archive import read_release_archive
-from ota.package_reader import open_package
+from ota.actions import tree
+from ota.actions.release_archive import read_release_archive
+from ota.format.package_reader import open_package
 from ota.testing import device_check as dc
 
 _SOURCE = flags.DEFINE_string(
@@ -125,7 +125,8 @@ def main(argv: list[str]) -> None:
                         [
                             sys.executable,
                             "-m",
-                            "ota.cli.ota_apply",
+                            "ota.testing.testbench_cli",  # knows the simulated NAND partitions
+                            "ota_apply",
                             "--package",
                             package,
                             "--device",
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> None:
             unzip_runs.append(_timed(["unzip", "-q", "-o", _FULL.value, "-d", out], work))
             shutil.rmtree(out)
         results["unzip full (peer)"] = _best(unzip_runs)
-        baseline = _timed([sys.executable, "-c", "import ota.apply.engine"], work)
+        baseline = _timed([sys.executable, "-c", "import ota.device.updater.engine"], work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -22,9 +22,9 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario, loop_device, loop_unavailable
 from ota.testing import device_check as dc
 from ota.testing.page_cache import LossModel
+from ota.testing.scenarios import BootUpdate, FileScenario, PartitionScenario, loop_device, loop_unavailable
 from ota.testing.sweep import Scenario, sweep
 
 

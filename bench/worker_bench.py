@@ -57,7 +57,7 @@ def add_import_case(client: workspace.Bazel, tree: pathlib.Path, flags: list[str
     (tree / "shipped/BUILD").write_text('exports_files(["v1.zip"])\n')
     with (tree / "WORKSPACE").open("a") as out:
         out.write(
-            '\nload("//rules:defs.bzl", "ota_release_archive")\n\n'
+            '\nload("//rules:repositories.bzl", "ota_release_archive")\n\n'
             'ota_release_archive(\n    name = "shipped_v1",\n    archive = "//shipped:v1.zip",\n)\n'
         )
     (tree / "imported").mkdir()

@@ -42,7 +42,7 @@ def generated_tree(name, files):
       files: dicts with kind, path, rev and size (see layout.bzl).
 
     Returns:
-      {":name/<path>": "<path>"}, ready for system_image's `files` attribute.
+      {":name/<path>": "<path>"}, ready for ota_system_image's `files` attribute.
     """
     release_files(
         name = name,

@@ -25,7 +25,7 @@ import random
 import sys
 import zipfile
 
-from ota.build import toolchain_identity
+from ota.actions import toolchain_identity
 from ota.errors import OtaError
 
 _SEED = b"rules_ota example release"

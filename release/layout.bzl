@@ -79,7 +79,7 @@ def release_symlinks(version):
       version: 1 or 2.
 
     Returns:
-      dict: link path -> target, for system_image's `symlinks`.
+      dict: link path -> target, for ota_system_image's `symlinks`.
     """
     links = {}
     for i in range(24):

@@ -2,17 +2,17 @@
 
 load(
     "//rules/private:providers.bzl",
-    _BootImageInfo = "BootImageInfo",
+    _OtaBootImageInfo = "OtaBootImageInfo",
     _OtaBuildInfo = "OtaBuildInfo",
     _OtaImportedTreeInfo = "OtaImportedTreeInfo",
     _OtaPackageInfo = "OtaPackageInfo",
+    _OtaSystemImageInfo = "OtaSystemImageInfo",
     _OtaTreeInfo = "OtaTreeInfo",
-    _SystemImageInfo = "SystemImageInfo",
 )
 
-BootImageInfo = _BootImageInfo
+OtaBootImageInfo = _OtaBootImageInfo
 OtaBuildInfo = _OtaBuildInfo
 OtaImportedTreeInfo = _OtaImportedTreeInfo
 OtaPackageInfo = _OtaPackageInfo
 OtaTreeInfo = _OtaTreeInfo
-SystemImageInfo = _SystemImageInfo
+OtaSystemImageInfo = _OtaSystemImageInfo

@@ -3,8 +3,9 @@
     load("@rules_ota//rules:repositories.bzl", "ota_release_archive", "ota_tree_repository")
 
   ota_tree_repository  imports a directory of the build host as @<name>//:tree, the `tree` input
-                       of system_image and ramdisk (modes, owners, symlinks, empty directories)
-  ota_release_archive  imports a release archive as @<name>//:build (also in //rules:defs.bzl)
+                       of ota_system_image and ota_ramdisk (modes, owners, symlinks, empty directories)
+  ota_release_archive  imports a release archive as @<name>//:build (bzlmod: `ota_release` in
+                       //bazel:extensions.bzl)
   ota_imported_tree    the rule of the `:tree` target an ota_tree_repository generates (not for
                        hand-written BUILD files)
 """

@@ -24,8 +24,8 @@ def pytest_test(name, srcs, deps = [], data = [], env = {}, **kwargs):
         deps = deps + [
             "//py:ota",
             "//tests:environment",
-            "@pypi//pytest",
-            "@pypi//hypothesis",
+            "@rules_ota_pypi//pytest",
+            "@rules_ota_pypi//hypothesis",
         ],
         data = data,
         env = dict(env, OTA_PYTEST_FILES = " ".join([pkg + "/" + f for f in test_files])),

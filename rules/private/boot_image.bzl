@@ -1,6 +1,6 @@
-"""boot_image: an Android boot image (header v0-v4) from its sections, or a prebuilt one."""
+"""ota_boot_image: an Android boot image (header v0-v4) from its sections, or a prebuilt one."""
 
-load(":providers.bzl", "BootImageInfo")
+load(":providers.bzl", "OtaBootImageInfo")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 _PAGE_SIZES = [2048, 4096, 8192, 16384]
@@ -17,21 +17,21 @@ def _hex(ctx, name):
     value = getattr(ctx.attr, name)
     digits = value[2:] if value.startswith("0x") or value.startswith("0X") else ""
     if not digits or len(digits) > 8:
-        fail("boot_image %s: %s = '%s': expected a 32-bit hex number like 0x10000000" % (ctx.label, name, value))
+        fail("ota_boot_image %s: %s = '%s': expected a 32-bit hex number like 0x10000000" % (ctx.label, name, value))
     for c in digits.elems():
         if c not in "0123456789abcdefABCDEF":
-            fail("boot_image %s: %s = '%s': expected a 32-bit hex number like 0x10000000" % (ctx.label, name, value))
+            fail("ota_boot_image %s: %s = '%s': expected a 32-bit hex number like 0x10000000" % (ctx.label, name, value))
     return value
 
 def _check_version_string(ctx, value, name, parts_wanted):
     parts = value.split("-" if name == "os_patch_level" else ".")
     if len(parts) != parts_wanted or [p for p in parts if not p.isdigit()]:
         example = "2024-05" if name == "os_patch_level" else "14.0.0"
-        fail("boot_image %s: %s = '%s': expected a value like %s" % (ctx.label, name, value, example))
+        fail("ota_boot_image %s: %s = '%s': expected a value like %s" % (ctx.label, name, value, example))
 
 def _check(ctx):
     """Analysis-time validation: every bad attribute is one clear error naming the target."""
-    where = "boot_image %s" % ctx.label
+    where = "ota_boot_image %s" % ctx.label
     version = ctx.attr.header_version
     if ctx.attr.drop_signature and not ctx.attr.normalize_src:
         fail("%s: drop_signature only applies with normalize_src = True" % where)
@@ -99,7 +99,7 @@ def _normalized_src(ctx):
     )
     return [
         DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
-        BootImageInfo(image = out, header_version = -1, prebuilt = False, normalized = True),
+        OtaBootImageInfo(image = out, header_version = -1, prebuilt = False, normalized = True),
     ]
 
 def _boot_image_impl(ctx):
@@ -109,7 +109,7 @@ def _boot_image_impl(ctx):
     if ctx.file.src:
         return [
             DefaultInfo(files = depset([ctx.file.src]), runfiles = ctx.runfiles([ctx.file.src])),
-            BootImageInfo(image = ctx.file.src, header_version = -1, prebuilt = True, normalized = False),
+            OtaBootImageInfo(image = ctx.file.src, header_version = -1, prebuilt = True, normalized = False),
         ]
     out = ctx.actions.declare_file(ctx.label.name + ".img")
     version = ctx.attr.header_version
@@ -148,7 +148,7 @@ def _boot_image_impl(ctx):
     )
     return [
         DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
-        BootImageInfo(
+        OtaBootImageInfo(
             image = out,
             header_version = version,
             prebuilt = False,
@@ -158,7 +158,7 @@ def _boot_image_impl(ctx):
 
 _SECTION_DOC = "Optional %s section (a single file); header version %s only."
 
-boot_image = rule(
+ota_boot_image = rule(
     implementation = _boot_image_impl,
     doc = """An Android boot image, byte-compatible with mkbootimg (one OtaBootImage action), or a
 prebuilt image (`src`: no action, or one OtaBootNormalize action with `normalize_src`).
@@ -175,7 +175,7 @@ parameters, so imgdiff can later patch it in uncompressed space (see docs/rules.
         "kernel": attr.label(allow_single_file = True, doc = "The kernel (raw or gzip'd); required without `src`."),
         "ramdisk": attr.label(
             allow_single_file = True,
-            doc = "The ramdisk: usually a `ramdisk` target; any single file works.",
+            doc = "The ramdisk: usually an `ota_ramdisk` target; any single file works.",
         ),
         "second": attr.label(allow_single_file = True, doc = _SECTION_DOC % ("second-stage loader", "0-2")),
         "recovery_dtbo": attr.label(allow_single_file = True, doc = _SECTION_DOC % ("recovery DTBO", "1-2")),

@@ -1,7 +1,7 @@
 """ota_imported_tree: the target an ota_tree_repository generates (`@<name>//:tree`).
 
-It turns the scan's recorded entries (py/ota/build/tree_scan.py writes them into the generated
-BUILD.bazel) into OtaImportedTreeInfo, the value of system_image's and ramdisk's `tree`
+It turns the scan's recorded entries (py/ota/actions/tree_scan.py writes them into the generated
+BUILD.bazel) into OtaImportedTreeInfo, the value of ota_system_image's and ota_ramdisk's `tree`
 attribute. Paths are checked where the tree is used (rules/private/tree.bzl), with every other
 input of that image, so conflicts name both sources.
 """
@@ -55,7 +55,7 @@ def _ota_imported_tree_impl(ctx):
 
 ota_imported_tree = rule(
     implementation = _ota_imported_tree_impl,
-    doc = """A directory tree recorded by ota_tree_repository; use it as system_image's or
+    doc = """A directory tree recorded by ota_tree_repository; use it as ota_system_image's or
 ramdisk's `tree`. Generated, not hand-written.""",
     attrs = {
         "srcs": attr.label_list(

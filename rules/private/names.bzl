@@ -5,7 +5,7 @@ keeps each byte of a BUILD file's string as one character, so such a path is dat
 on unchanged. What must not happen is a path becoming a label or a file name: Bazel refuses '\\'
 in a target name and fails non-ASCII exec paths with "missing input file". The helpers here turn
 a path into text that is safe where only printable ASCII is (`escape`, the same escape as
-`escape` in py/ota/build/paths.py) and into a safe artifact name (`artifact_name`).
+`escape` in py/ota/format/paths.py) and into a safe artifact name (`artifact_name`).
 """
 
 # Every byte value, in order: _BYTES[i] is the character of byte i.

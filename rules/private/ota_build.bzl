@@ -1,6 +1,6 @@
 """ota_build: one device build (images + identity), the unit an OTA package goes from and to."""
 
-load(":providers.bzl", "BootImageInfo", "OtaBuildInfo", "SystemImageInfo")
+load(":providers.bzl", "OtaBootImageInfo", "OtaBuildInfo", "OtaSystemImageInfo")
 
 def _check_partition_name(ctx, name):
     if not name or name == "system" or name == "boot":
@@ -16,7 +16,7 @@ def _ota_build_impl(ctx):
         fail("ota_build %s: fingerprint is empty" % ctx.label)
     if ctx.attr.timestamp <= 0:
         fail("ota_build %s: timestamp = %d: expected seconds since the epoch" % (ctx.label, ctx.attr.timestamp))
-    boot = ctx.attr.boot[BootImageInfo]
+    boot = ctx.attr.boot[OtaBootImageInfo]
     partitions = {"boot": boot.image}
     for label, name in ctx.attr.partitions.items():
         _check_partition_name(ctx, name)
@@ -32,7 +32,7 @@ def _ota_build_impl(ctx):
         "fingerprint": ctx.attr.fingerprint,
         "timestamp": ctx.attr.timestamp,
     }) + "\n")
-    system = ctx.attr.system[SystemImageInfo]
+    system = ctx.attr.system[OtaSystemImageInfo]
     outputs = [build_json, system.manifest] + [partitions[n] for n in sorted(partitions)]
     return [
         DefaultInfo(files = depset(outputs), runfiles = ctx.runfiles(outputs)),
@@ -59,8 +59,8 @@ system image and any other raw partitions. Outputs `<name>.build.json`; provides
             doc = "Build time, seconds since the epoch (ro.build.date.utc). A fixed number, " +
                   "never the current time: builds must be reproducible.",
         ),
-        "boot": attr.label(mandatory = True, providers = [BootImageInfo], doc = "A boot_image."),
-        "system": attr.label(mandatory = True, providers = [SystemImageInfo], doc = "A system_image."),
+        "boot": attr.label(mandatory = True, providers = [OtaBootImageInfo], doc = "An ota_boot_image."),
+        "system": attr.label(mandatory = True, providers = [OtaSystemImageInfo], doc = "An ota_system_image."),
         "partitions": attr.label_keyed_string_dict(
             allow_files = [".img"],
             doc = "Other raw partition images: `{\":vendor.img\": \"vendor\"}` (image -> " +

@@ -11,7 +11,7 @@ UNCHANGED cheaply after hashing both inputs.
 """
 
 load(":names.bzl", "artifact_name", "escape")
-load(":patch_methods.bzl", "METHODS", "method_for")
+load(":patch_methods.bzl", "METHODS", "add_diff_options", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
 load(":tar_tree.bzl", "file_patch_shards")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
@@ -31,6 +31,10 @@ def _check_threshold(ctx):
     if not ok:
         fail("ota_package %s: patch_threshold = '%s': expected a decimal number in (0, 1], like 0.95" % (ctx.label, text))
     return text
+
+def _check_max_diff_size(ctx):
+    if ctx.attr.max_diff_size < -1:
+        fail("ota_package %s: max_diff_size = %d: expected a size in bytes (0 or more), or -1 for the tool's default" % (ctx.label, ctx.attr.max_diff_size))
 
 def _check_methods(ctx, target_files):
     for key, method in ctx.attr.patch_methods.items():
@@ -64,7 +68,7 @@ def _patch_action(ctx, mnemonic, message, path, artifact, method, source, target
     args.add("--target", target)
     args.add("--path", escape(path))
     args.add("--method", method)
-    args.add("--patch_threshold", ctx.attr.patch_threshold)
+    add_diff_options(ctx, args)
     args.add("--out_data", data)
     args.add("--out_info", info)
     inputs.append(add_toolchain_identity(ctx, args))
@@ -140,13 +144,12 @@ def _known_unchanged(source_sha256s, target_sha256s, path):
     digest = target_sha256s.get(path)
     return digest != None and source_sha256s.get(path) == digest
 
-def _ota_package_impl(ctx):
-    target = ctx.attr.target[OtaBuildInfo]
-    source = ctx.attr.source[OtaBuildInfo] if ctx.attr.source else None
-    _check_builds(ctx, source, target)
-    _check_threshold(ctx)
-    _check_signing_key(ctx, ctx.file.signing_key)
-    prefix = ctx.label.name + ".patches"
+def _system_actions(ctx, source, target, prefix):
+    """Declares the system partition's diff actions; returns what the package gets from them.
+
+    One action per changed file (or the shard actions of a tar-backed tree), whole files for new
+    paths, nothing for unchanged ones.
+    """
 
     # A tar-backed tree on either side: its files are patched by shard actions (tar_tree.bzl).
     shards = file_patch_shards(ctx, source, target, prefix + "/system_shards")
@@ -156,18 +159,17 @@ def _ota_package_impl(ctx):
     source_sha256s = source.system.tree.sha256s if source and not shards else {}
     _check_methods(ctx, None if shards else target_files)
 
-    file_patches, whole_files, inputs, infos = [], [], [], []
-    patched, whole, unchanged = [], [], []
+    system = struct(shards = shards, file_patches = [], whole_files = [], inputs = [], infos = [], patched = [], whole = [], unchanged = [])
     artifacts = {}  # artifact name -> install path (names.bzl artifact_name)
     for path in sorted(target_files.keys()):
         tf = target_files[path]
         sf = source_files.get(path)
         if sf == None:
-            whole_files.append({"file": tf.path, "path": path})
-            whole.append(path)
-            inputs.append(tf)
+            system.whole_files.append({"file": tf.path, "path": path})
+            system.whole.append(path)
+            system.inputs.append(tf)
         elif sf == tf or _known_unchanged(source_sha256s, target_sha256s, path):
-            unchanged.append(path)
+            system.unchanged.append(path)
         else:
             data, info = _patch_action(
                 ctx,
@@ -180,12 +182,15 @@ def _ota_package_impl(ctx):
                 tf,
                 prefix + "/system",
             )
-            file_patches.append({"data": data.path, "info": info.path, "path": path})
-            patched.append(path)
-            infos.append(info)
-            inputs += [data, info]
+            system.file_patches.append({"data": data.path, "info": info.path, "path": path})
+            system.patched.append(path)
+            system.infos.append(info)
+            system.inputs.extend([data, info])
+    return system
 
-    partitions = []
+def _partition_actions(ctx, source, target, prefix):
+    """One imgdiff (or whole-image) action per partition image that differs between the builds."""
+    partitions = struct(params = [], inputs = [], infos = [])
     for name in sorted(target.partitions.keys()):
         tf = target.partitions[name]
         sf = source.partitions.get(name) if source else None
@@ -202,26 +207,32 @@ def _ota_package_impl(ctx):
             tf,
             prefix + "/partitions",
         )
-        partitions.append({"data": data.path, "info": info.path, "name": name})
-        infos.append(info)
-        inputs += [data, info]
+        partitions.params.append({"data": data.path, "info": info.path, "name": name})
+        partitions.infos.append(info)
+        partitions.inputs.extend([data, info])
+    return partitions
 
+def _package_action(ctx, source, target, system, partitions):
+    """Writes the assembler's params (docs/contracts.md) and declares the OtaPackage action.
+
+    Returns:
+      (params File, package File: `<name>.zip`, or `<name>.unsigned.zip` when a key signs it).
+    """
     params = ctx.actions.declare_file(ctx.label.name + ".params.json")
     params_doc = {
         "downgrade": ctx.attr.downgrade,
-        "file_patches": file_patches,
-        "partitions": partitions,
+        "file_patches": system.file_patches,
+        "partitions": partitions.params,
         "source": _build_params(source) if source else None,
         "target": _build_params(target),
         "type": "INCREMENTAL" if source else "FULL",
-        "whole_files": whole_files,
+        "whole_files": system.whole_files,
     }
-    if shards:  # only then, so the params of every other package keep their bytes
-        params_doc["file_patch_shards"] = [d.path for d in shards]
+    if system.shards:  # only then, so the params of every other package keep their bytes
+        params_doc["file_patch_shards"] = [d.path for d in system.shards]
     ctx.actions.write(params, json.encode(params_doc) + "\n")
     manifests = [target.system.manifest] + ([source.system.manifest] if source else [])
-    key = ctx.file.signing_key
-    out = ctx.actions.declare_file(ctx.label.name + (".unsigned.zip" if key else ".zip"))
+    out = ctx.actions.declare_file(ctx.label.name + (".unsigned.zip" if ctx.file.signing_key else ".zip"))
     args = ctx.actions.args()
     args.add("--params", params)
     args.add("--out", out)
@@ -229,28 +240,41 @@ def _ota_package_impl(ctx):
     ctx.actions.run(
         executable = ctx.executable._package,
         arguments = [args],
-        inputs = [params, identity] + manifests + inputs + shards,
+        inputs = [params, identity] + manifests + system.inputs + partitions.inputs + system.shards,
         outputs = [out],
         mnemonic = "OtaPackage",
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
             "incremental" if source else "full",
             ctx.label,
-            len(file_patches),
-            len(whole_files),
+            len(system.file_patches),
+            len(system.whole_files),
         ),
     )
-    if key:
-        out = _sign_action(ctx, out, key)
+    return params, out
+
+def _ota_package_impl(ctx):
+    target = ctx.attr.target[OtaBuildInfo]
+    source = ctx.attr.source[OtaBuildInfo] if ctx.attr.source else None
+    _check_builds(ctx, source, target)
+    _check_threshold(ctx)
+    _check_max_diff_size(ctx)
+    _check_signing_key(ctx, ctx.file.signing_key)
+    prefix = ctx.label.name + ".patches"
+    system = _system_actions(ctx, source, target, prefix)
+    partitions = _partition_actions(ctx, source, target, prefix)
+    params, out = _package_action(ctx, source, target, system, partitions)
+    if ctx.file.signing_key:
+        out = _sign_action(ctx, out, ctx.file.signing_key)
     return [
         DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])),
-        OutputGroupInfo(patch_infos = depset(infos)),
+        OutputGroupInfo(patch_infos = depset(system.infos + partitions.infos)),
         OtaPackageInfo(
             package = out,
             type = "INCREMENTAL" if source else "FULL",
             params = params,
-            patched_paths = patched,
-            whole_paths = whole,
-            unchanged_paths = unchanged,
+            patched_paths = system.patched,
+            whole_paths = system.whole,
+            unchanged_paths = system.unchanged,
         ),
     ]
 
@@ -286,6 +310,14 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
             doc = "Ship a changed file whole when its patch is larger than this fraction of " +
                   "the target file (AOSP's default 0.95). A decimal number in (0, 1].",
         ),
+        "max_diff_size": attr.int(
+            default = -1,
+            doc = "The memory ceiling of every diff action: a changed file (or partition image) " +
+                  "whose source or target is larger than this many bytes ships whole without " +
+                  "being diffed. -1: file_patch's default, the largest inputs whose diff needs at " +
+                  "most 4.5 GiB (658 MiB with the compiled diff, 241 MiB with bsdiff4; " +
+                  "docs/performance.md).",
+        ),
         "patch_methods": attr.string_dict(
             doc = "Diff method per path or per extension: `{\"etc/fonts.bin\": \"bsdiff\", " +
                   "\".gz\": \"bsdiff\"}`. Methods: auto (by extension: .zip/.jar/.apk -> " +
@@ -304,17 +336,17 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
                   "(docs/security.md).",
         ),
         "_file_patch": attr.label(
-            default = "//tools/build:file_patch",
+            default = "//tools/actions:file_patch",
             executable = True,
             cfg = "exec",
         ),
         "_file_patch_shard": attr.label(
-            default = "//tools/build:file_patch_shard",
+            default = "//tools/actions:file_patch_shard",
             executable = True,
             cfg = "exec",
         ),
         "_package": attr.label(
-            default = "//tools/build:package",
+            default = "//tools/actions:package",
             executable = True,
             cfg = "exec",
         ),

@@ -24,7 +24,7 @@ running anything: the same File in two trees means the same bytes.""",
 
 OtaImportedTreeInfo = provider(
     doc = """A directory tree imported by ota_tree_repository (its `:tree` target), for the `tree`
-attribute of system_image and ramdisk.""",
+attribute of ota_system_image and ota_ramdisk.""",
     fields = {
         "entries": "list of dicts: path, kind, mode, uid, gid as recorded on the host; a file also " +
                    "has `file` (its File, named by digest) and `sha256`, a symlink `target`.",
@@ -32,7 +32,7 @@ attribute of system_image and ramdisk.""",
     },
 )
 
-SystemImageInfo = provider(
+OtaSystemImageInfo = provider(
     doc = "A system image: its tree and the manifest (sizes and hashes) computed from it.",
     fields = {
         "tree": "OtaTreeInfo of the system root.",
@@ -41,8 +41,8 @@ SystemImageInfo = provider(
     },
 )
 
-BootImageInfo = provider(
-    doc = "An Android boot image, built by boot_image or taken as a prebuilt file.",
+OtaBootImageInfo = provider(
+    doc = "An Android boot image, built by ota_boot_image or taken as a prebuilt file.",
     fields = {
         "image": "File: the boot image.",
         "header_version": "int: boot image header version (0-4), or -1 for a prebuilt `src` " +
@@ -63,8 +63,8 @@ An ota_package compares two of these (source and target) file by file.""",
         "timestamp": "int: build time, seconds since the epoch (ro.build.date.utc).",
         "build_json": "File: META/build.json of the release archive (device, fingerprint, " +
                       "timestamp).",
-        "boot": "BootImageInfo of the boot partition.",
-        "system": "SystemImageInfo of the system partition.",
+        "boot": "OtaBootImageInfo of the boot partition.",
+        "system": "OtaSystemImageInfo of the system partition.",
         "partitions": "dict: partition name -> File, every raw partition image including " +
                       "\"boot\".",
     },

@@ -20,15 +20,15 @@ def _ramdisk_impl(ctx):
     )
     return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles([out])), tree]
 
-ramdisk = rule(
+ota_ramdisk = rule(
     implementation = _ramdisk_impl,
-    doc = """A boot ramdisk: the tree (same attributes as system_image) packed as a newc cpio
+    doc = """A boot ramdisk: the tree (same attributes as ota_system_image) packed as a newc cpio
 archive, sorted, with fixed inode numbers and times, gzip'd by zlib with recorded parameters, so
 imgdiff can patch it in uncompressed space. Output: `<name>.cpio.gz`; also provides OtaTreeInfo.""",
     attrs = dicts.add(TREE_ATTRS, TAR_TREE_ATTRS, {
-        "_kind": attr.string(default = "ramdisk"),
+        "_kind": attr.string(default = "ota_ramdisk"),
         "_ramdisk_tool": attr.label(
-            default = "//tools/build:ramdisk",
+            default = "//tools/actions:ramdisk",
             executable = True,
             cfg = "exec",
         ),

@@ -44,7 +44,7 @@ Keep it with the release; ota_release_archive imports it later as a package sour
     attrs = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
         "build": attr.label(mandatory = True, providers = [OtaBuildInfo], doc = "The ota_build to archive."),
         "_release_archive": attr.label(
-            default = "//tools/build:release_archive",
+            default = "//tools/actions:release_archive",
             executable = True,
             cfg = "exec",
         ),

@@ -1,9 +1,9 @@
 """ota_release_archive: a repository rule importing a shipped release archive
 (docs/contracts.md#5-release-archive).
 
-It unpacks the archive and writes a BUILD file declaring the release's `system_image` (one label
+It unpacks the archive and writes a BUILD file declaring the release's `ota_system_image` (one label
 per file, with modes, owners, directories, symlinks and each file's SHA-256 from
-META/system_manifest.json), its `boot_image` (the prebuilt IMAGES/boot.img) and its `ota_build`
+META/system_manifest.json), its `ota_boot_image` (the prebuilt IMAGES/boot.img) and its `ota_build`
 (`@<name>//:build`), so that an ota_package using it as `source` gets one action per changed file:
 a path whose target digest is known and equal needs none.
 
@@ -13,6 +13,9 @@ its entry SYSTEM/<index>, never by its path.
 """
 
 load(":names.bzl", "escape")
+
+# The generated BUILD file; every %{KEY} in it is filled in by _ota_release_archive_impl.
+_BUILD_TEMPLATE = Label("//rules/private:release_archive.BUILD.tpl")
 
 def _octal(value):
     digits = ""
@@ -44,11 +47,14 @@ def _read_json(rctx, name):
     return json.decode(rctx.read(name))
 
 def _str(value):
-    """A Starlark string literal of `value`, pure ASCII whatever bytes it holds."""
-    return "\"%s\"" % escape(value)
+    """A Starlark string literal of `value`: pure ASCII whatever bytes it holds, '%' escaped.
+
+    With no '%' (written as its octal escape) no value can spell a `%{KEY}` of the BUILD template.
+    """
+    return "\"%s\"" % escape(value).replace("%", "\\045")
 
 def _file_label(rctx, index, path):
-    """The label of the file that is entry `index` (SYSTEM/<index>, py/ota/build/release_archive.py).
+    """The label of the file that is entry `index` (SYSTEM/<index>, py/ota/actions/release_archive.py).
 
     An archive written before files were named by index holds SYSTEM/<path>; that still works
     for paths that are valid labels.
@@ -60,56 +66,31 @@ def _file_label(rctx, index, path):
         return "SYSTEM/" + path
     fail("ota_release_archive %s: %s (the file \"%s\") is missing from the archive" % (rctx.name, name, escape(path)))
 
-def _system_image_call(rctx, manifest):
-    files, dirs, symlinks, modes, owners, sha256s = [], [], [], [], [], []
+def _system_substitutions(rctx, manifest):
+    """The template keys of the `:system` ota_system_image: one line per manifest entry."""
+    lines = {key: [] for key in ("FILES", "DIRS", "SYMLINKS", "MODES", "OWNERS", "SHA256S")}
     for index, entry in enumerate(manifest["entries"]):
         path = entry["path"]
         kind = entry["kind"]
         if kind == "file":
-            files.append("        %s: %s," % (_str(_file_label(rctx, index, path)), _str(path)))
-            sha256s.append("        %s: %s," % (_str(path), _str(entry["sha256"])))
+            lines["FILES"].append("        %s: %s," % (_str(_file_label(rctx, index, path)), _str(path)))
+            lines["SHA256S"].append("        %s: %s," % (_str(path), _str(entry["sha256"])))
         elif kind == "dir":
-            dirs.append("        %s," % _str(path))
+            lines["DIRS"].append("        %s," % _str(path))
         elif kind == "symlink":
-            symlinks.append("        %s: %s," % (_str(path), _str(entry["target"])))
+            lines["SYMLINKS"].append("        %s: %s," % (_str(path), _str(entry["target"])))
         else:
             fail("ota_release_archive %s: META/system_manifest.json: %s: unknown kind %s" % (rctx.name, _str(path), _str(kind)))
         if kind != "symlink":
-            modes.append("        %s: %s," % (_str(path), _str(_octal(entry["mode"]))))
-        owners.append("        %s: \"%d:%d\"," % (_str(path), entry["uid"], entry["gid"]))
-    return "\n".join([
-        "system_image(",
-        "    name = \"system\",",
-        "    files = {",
-    ] + files + [
-        "    },",
-        "    dirs = [",
-    ] + dirs + [
-        "    ],",
-        "    symlinks = {",
-    ] + symlinks + [
-        "    },",
-        "    modes = {",
-    ] + modes + [
-        "    },",
-        "    owners = {",
-    ] + owners + [
-        "    },",
-        "    sha256s = {",
-    ] + sha256s + [
-        "    },",
-        ")",
-    ])
+            lines["MODES"].append("        %s: %s," % (_str(path), _str(_octal(entry["mode"]))))
+        lines["OWNERS"].append("        %s: \"%d:%d\"," % (_str(path), entry["uid"], entry["gid"]))
+    return {"%%{%s}" % key: "\n".join(value) for key, value in lines.items()}
 
-def _ota_release_archive_impl(rctx):
-    _fetch(rctx)
-    build = _read_json(rctx, "META/build.json")
-    manifest = _read_json(rctx, "META/system_manifest.json")
+def _build_substitutions(rctx, build, names):
+    """The template keys of the `:build` ota_build: identity and the other partitions' images."""
     for key in ("device", "fingerprint", "timestamp"):
         if key not in build:
             fail("ota_release_archive %s: META/build.json: %s is missing" % (rctx.name, key))
-    images = rctx.path("IMAGES")
-    names = sorted([p.basename for p in images.readdir()]) if images.exists else []
     if "boot.img" not in names:
         fail("ota_release_archive %s: IMAGES/boot.img is missing" % rctx.name)
     partitions = [
@@ -117,34 +98,24 @@ def _ota_release_archive_impl(rctx):
         for n in names
         if n.endswith(".img") and n != "boot.img"
     ]
-    rules = rctx.attr.rules_ota_repo + "//rules:defs.bzl"
+    return {
+        "%{DEVICE}": _str(build["device"]),
+        "%{FINGERPRINT}": _str(build["fingerprint"]),
+        "%{PARTITIONS}": "\n".join(partitions),
+        "%{TIMESTAMP}": "%d" % build["timestamp"],
+    }
+
+def _ota_release_archive_impl(rctx):
+    _fetch(rctx)
+    build = _read_json(rctx, "META/build.json")
+    manifest = _read_json(rctx, "META/system_manifest.json")
+    images = rctx.path("IMAGES")
+    names = sorted([p.basename for p in images.readdir()]) if images.exists else []
+    substitutions = _build_substitutions(rctx, build, names)
+    substitutions.update(_system_substitutions(rctx, manifest))
+    substitutions["%{RULES}"] = _str(rctx.attr.rules_ota_repo + "//rules:defs.bzl")
     rctx.file("WORKSPACE", "workspace(name = %s)\n" % _str(rctx.name))
-    rctx.file("BUILD.bazel", "\n".join([
-        "# Generated by ota_release_archive from a release archive; do not edit.",
-        "load(%s, \"boot_image\", \"ota_build\", \"system_image\")" % _str(rules),
-        "",
-        "package(default_visibility = [\"//visibility:public\"])",
-        "",
-        _system_image_call(rctx, manifest),
-        "",
-        "boot_image(",
-        "    name = \"boot\",",
-        "    src = \"IMAGES/boot.img\",",
-        ")",
-        "",
-        "ota_build(",
-        "    name = \"build\",",
-        "    device = %s," % _str(build["device"]),
-        "    fingerprint = %s," % _str(build["fingerprint"]),
-        "    timestamp = %d," % build["timestamp"],
-        "    boot = \":boot\",",
-        "    system = \":system\",",
-        "    partitions = {",
-    ] + partitions + [
-        "    },",
-        ")",
-        "",
-    ]))
+    rctx.template("BUILD.bazel", _BUILD_TEMPLATE, substitutions = substitutions, executable = False)
 
 _ATTRS = {
     "archive": attr.label(
@@ -162,6 +133,6 @@ _ATTRS = {
 ota_release_archive = repository_rule(
     implementation = _ota_release_archive_impl,
     doc = """Imports a release archive written by ota_build_archive. Targets of `@<name>`:
-`:build` (ota_build), `:system` (system_image), `:boot` (boot_image), and every file.""",
+`:build` (ota_build), `:system` (ota_system_image), `:boot` (ota_boot_image), and every file.""",
     attrs = _ATTRS,
 )

@@ -1,7 +1,7 @@
-"""system_image: the system partition as a file tree plus its manifest."""
+"""ota_system_image: the system partition as a file tree plus its manifest."""
 
 load("@bazel_skylib//lib:dicts.bzl", "dicts")
-load(":providers.bzl", "SystemImageInfo")
+load(":providers.bzl", "OtaSystemImageInfo")
 load(":tar_tree.bzl", "TAR_TREE_ATTRS", "tar_tree")
 load(":tree.bzl", "TREE_ATTRS", "collect_tree", "run_tree_tool", "write_tree")
 
@@ -12,7 +12,7 @@ def _tar_system_image(ctx):
     return [
         DefaultInfo(files = depset(outputs), runfiles = ctx.runfiles(outputs)),
         tar.tree,
-        SystemImageInfo(tree = tar.tree, manifest = tar.manifest),
+        OtaSystemImageInfo(tree = tar.tree, manifest = tar.manifest),
     ]
 
 def _system_image_impl(ctx):
@@ -34,10 +34,10 @@ def _system_image_impl(ctx):
             runfiles = ctx.runfiles([manifest, tree.tree_json]),
         ),
         tree,
-        SystemImageInfo(tree = tree, manifest = manifest),
+        OtaSystemImageInfo(tree = tree, manifest = manifest),
     ]
 
-system_image = rule(
+ota_system_image = rule(
     implementation = _system_image_impl,
     doc = """The system partition of a device build, as a tree of files, directories and symlinks.
 
@@ -52,9 +52,9 @@ Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.ma
 With `tar`, the tree is the archive's: one OtaTarTree action writes both files and the shard
 directories, and an ota_package patches it by shards (docs/rules.md, "Tar input").""",
     attrs = dicts.add(TREE_ATTRS, TAR_TREE_ATTRS, {
-        "_kind": attr.string(default = "system_image"),
+        "_kind": attr.string(default = "ota_system_image"),
         "_system_manifest": attr.label(
-            default = "//tools/build:system_manifest",
+            default = "//tools/actions:system_manifest",
             executable = True,
             cfg = "exec",
         ),

@@ -3,11 +3,12 @@
 A tar's members are only known when an action reads it, so nothing about its paths exists at
 analysis time. One OtaTarTree action reads the archive and writes the system manifest, the tree
 description and TAR_SHARDS directories holding the regular files, each file in the shard its
-path's bytes hash to (py/ota/build/shard_layout.py). ota_package then declares TAR_SHARDS
+path's bytes hash to (py/ota/actions/shard_layout.py). ota_package then declares TAR_SHARDS
 OtaFilePatchShard actions, shard k reading only shard k of each side, so a change to one file
 re-runs one shard (docs/rules.md, "Tar input").
 """
 
+load(":patch_methods.bzl", "add_diff_options")
 load(":providers.bzl", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "add_toolchain_identity")
 
@@ -32,7 +33,7 @@ TAR_TREE_ATTRS = {
               "hold more than this many MiB, before they fill the disk.",
     ),
     "_tar_tree": attr.label(
-        default = "//tools/build:tar_tree",
+        default = "//tools/actions:tar_tree",
         executable = True,
         cfg = "exec",
     ),
@@ -87,7 +88,7 @@ def tar_tree(ctx):
     return struct(tree = tree, manifest = manifest)
 
 def shard_of(path, shards):
-    """The shard of an install path: the same function as shard_of in py/ota/build/shard_layout.py.
+    """The shard of an install path: the same function as shard_of in py/ota/actions/shard_layout.py.
 
     Starlark's `hash` is Java's String.hashCode, and a Starlark string's characters are its bytes.
     """
@@ -120,7 +121,8 @@ def file_patch_shards(ctx, source, target, prefix):
     """The OtaFilePatchShard actions of an ota_package when either system tree is a tar.
 
     Args:
-      ctx: the ota_package context (needs `_file_patch_shard`, `patch_methods`, `patch_threshold`).
+      ctx: the ota_package context (needs `_file_patch_shard`, `patch_methods`, `patch_threshold`,
+        `max_diff_size`).
       source: OtaBuildInfo of the source, or None for a full package.
       target: OtaBuildInfo of the target.
       prefix: directory (relative to the package) for the shard outputs.
@@ -144,7 +146,7 @@ def file_patch_shards(ctx, source, target, prefix):
         if source:
             inputs += _side_args(ctx, args, source.system.tree, source_buckets, "source", shard, prefix)
         args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
-        args.add("--patch_threshold", ctx.attr.patch_threshold)
+        add_diff_options(ctx, args)
         args.add("--out_dir", out.path)
         inputs.append(add_toolchain_identity(ctx, args))
         ctx.actions.run(

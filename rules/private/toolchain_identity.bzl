@@ -1,16 +1,16 @@
 """The toolchain identity in every Ota* action's key (docs/ci-and-remote-cache.md).
 
-@pypi//:toolchain_identity is one file, `toolchain_identity/<sha256>.json`, recording the Python,
+@rules_ota_pypi//:toolchain_identity is one file, `toolchain_identity/<sha256>.json`, recording the Python,
 zlib, bsdiff4, protobuf and cryptography versions the actions run with (bazel/pip.bzl writes it
 once per fetch). Every Ota* action lists it as an input and names it on its command line: the
 digest in the name makes the identity part of the action key (a key holds the command line, not
 the inputs' contents), and the tool reads the file to check it runs on that toolchain
-(py/ota/build/toolchain_identity.py).
+(py/ota/actions/toolchain_identity.py).
 """
 
 TOOLCHAIN_IDENTITY_ATTRS = {
     "_toolchain_identity": attr.label(
-        default = "@pypi//:toolchain_identity",
+        default = "@rules_ota_pypi//:toolchain_identity",
         allow_single_file = [".json"],
     ),
 }

@@ -1,4 +1,4 @@
-"""The file-tree model shared by system_image and ramdisk: attributes, validation, entries.
+"""The file-tree model shared by ota_system_image and ota_ramdisk: attributes, validation, entries.
 
 A tree is computed entirely at analysis time from labels, strings and an imported directory
 (`tree`, rules/private/imported_tree.bzl), so every regular file is a known File: consumers decide
@@ -64,7 +64,7 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
 })
 
 # The updater's scratch directory under the system root: no install path may start with it. The
-# same name as SCRATCH_DIR in py/ota/build/paths.py, which the build tools and the device check.
+# same name as SCRATCH_DIR in py/ota/format/paths.py, which the build tools and the device check.
 SCRATCH_DIR = ".ota-scratch"
 
 def _where(ctx):
@@ -210,31 +210,8 @@ def _add_known_sha256s(ctx, state):
             fail("%s: sha256s[\"%s\"]: %s, but %s records %s" % (_where(ctx), escape(key), digest, state.origins[path], state.sha256s[path]))
         state.sha256s[path] = digest
 
-def collect_tree(ctx):
-    """Computes the tree of a rule with TREE_ATTRS.
-
-    Fails at analysis time on bad paths, conflicts (naming both sources), unmatched
-    modes/owners keys and directory artifacts.
-
-    Args:
-      ctx: the rule context (attributes TREE_ATTRS and a private `_kind` string).
-
-    Returns:
-      struct(entries = sorted list of dicts (file entries hold a File under "file"),
-             files = dict path -> File, sha256s = dict path -> known SHA-256).
-    """
-    kinds = {}  # path -> "file" | "dir" | "symlink"
-    origins = {}  # path -> human description of where the entry comes from
-    files = {}
-    targets = {}
-
-    recorded = {}  # path -> (mode, uid, gid) of an imported entry
-    sha256s = {}  # path -> known digest of a regular file
-
-    state = struct(kinds = kinds, origins = origins, files = files, targets = targets, recorded = recorded, sha256s = sha256s)
-
-    _add_imported_tree(ctx, state)
-
+def _add_files(ctx, state):
+    """Adds `files` (one File per label) and `trees` (every File of a label, below `dest`)."""
     for label, dest in ctx.attr.files.items():
         srcs = label.files.to_list()
         if len(srcs) != 1:
@@ -256,6 +233,8 @@ def collect_tree(ctx):
             path = _check_path(ctx, _join(dest, _tree_relative(ctx, f)), "trees[%s]" % label.label)
             _add(ctx, state, path, "file", "%s (from trees: %s)" % (f.short_path, label.label), file = f)
 
+def _add_dirs_and_symlinks(ctx, state):
+    """Adds `dirs` and `symlinks` (a link target may hold any byte but NUL, and is never empty)."""
     for d in ctx.attr.dirs:
         _add(ctx, state, _check_path(ctx, d, "dirs"), "dir", "dirs entry \"%s\"" % escape(d))
 
@@ -266,9 +245,9 @@ def collect_tree(ctx):
             fail("%s: symlinks: \"%s\": a NUL byte is not allowed in a link target" % (_where(ctx), escape(link)))
         _add(ctx, state, _check_path(ctx, link, "symlinks"), "symlink", "symlinks entry \"%s\"" % escape(link), target = target)
 
-    _add_known_sha256s(ctx, state)
-
-    # Parents: implicit directories, and no entry may sit below a file or a symlink.
+def _add_parents(ctx, state):
+    """Adds the implicit parent directories; no entry may sit below a file or a symlink."""
+    kinds, origins = state.kinds, state.origins
     for path in list(kinds.keys()):
         parts = path.split("/")
         for n in range(1, len(parts)):
@@ -286,46 +265,86 @@ def collect_tree(ctx):
                 kinds[parent] = "dir"
                 origins[parent] = "parent of \"%s\"" % escape(path)
 
+def _metadata_rules(ctx):
+    """The parsed `modes` and `owners` tables and the default file and directory modes."""
     modes = {}
     for key, value in ctx.attr.modes.items():
         modes[key] = _octal(ctx, value, "modes[\"%s\"]" % escape(key))
     owners = {}
     for key, value in ctx.attr.owners.items():
         owners[key] = _owner(ctx, value, "owners[\"%s\"]" % escape(key))
-    used = {}
-    file_mode = _octal(ctx, ctx.attr.file_mode, "file_mode")
-    dir_mode = _octal(ctx, ctx.attr.dir_mode, "dir_mode")
+    return struct(
+        modes = modes,
+        owners = owners,
+        file_mode = _octal(ctx, ctx.attr.file_mode, "file_mode"),
+        dir_mode = _octal(ctx, ctx.attr.dir_mode, "dir_mode"),
+    )
 
+def _entries(ctx, state):
+    """The sorted entries of `state`, each with its mode and owner.
+
+    A recorded (imported) value, else the default, then the most specific `modes`/`owners` key
+    decides; a key that matched no entry fails.
+    """
+    rules = _metadata_rules(ctx)
+    used = {}
     entries = []
-    for path in sorted(kinds.keys()):
-        kind = kinds[path]
-        mode = dir_mode if kind == "dir" else file_mode
+    for path in sorted(state.kinds.keys()):
+        kind = state.kinds[path]
+        mode = rules.dir_mode if kind == "dir" else rules.file_mode
         uid, gid = ctx.attr.uid, ctx.attr.gid
-        if path in recorded:
-            mode, uid, gid = recorded[path]
-        mkey = _rule_key(modes, path)
+        if path in state.recorded:
+            mode, uid, gid = state.recorded[path]
+        mkey = _rule_key(rules.modes, path)
         if mkey != None:
             used["modes:" + mkey] = True
-            mode = modes[mkey]
+            mode = rules.modes[mkey]
         if kind == "symlink":
             mode = SYMLINK_MODE
-        okey = _rule_key(owners, path)
+        okey = _rule_key(rules.owners, path)
         if okey != None:
             used["owners:" + okey] = True
-            uid, gid = owners[okey]
+            uid, gid = rules.owners[okey]
         entry = {"gid": gid, "kind": kind, "mode": mode, "path": path, "uid": uid}
         if kind == "file":
-            entry["file"] = files[path]
+            entry["file"] = state.files[path]
         if kind == "symlink":
-            entry["target"] = targets[path]
+            entry["target"] = state.targets[path]
         entries.append(entry)
 
-    for table, name in ((modes, "modes"), (owners, "owners")):
+    for table, name in ((rules.modes, "modes"), (rules.owners, "owners")):
         for key in table:
             if name + ":" + key not in used:
                 fail("%s: %s: key \"%s\" matches no entry of the tree" % (_where(ctx), name, escape(key)))
+    return entries
 
-    return struct(entries = entries, files = files, sha256s = sha256s)
+def collect_tree(ctx):
+    """Computes the tree of a rule with TREE_ATTRS.
+
+    Fails at analysis time on bad paths, conflicts (naming both sources), unmatched
+    modes/owners keys and directory artifacts.
+
+    Args:
+      ctx: the rule context (attributes TREE_ATTRS and a private `_kind` string).
+
+    Returns:
+      struct(entries = sorted list of dicts (file entries hold a File under "file"),
+             files = dict path -> File, sha256s = dict path -> known SHA-256).
+    """
+    state = struct(
+        kinds = {},  # path -> "file" | "dir" | "symlink"
+        origins = {},  # path -> human description of where the entry comes from
+        files = {},
+        targets = {},
+        recorded = {},  # path -> (mode, uid, gid) of an imported entry
+        sha256s = {},  # path -> known digest of a regular file
+    )
+    _add_imported_tree(ctx, state)
+    _add_files(ctx, state)
+    _add_dirs_and_symlinks(ctx, state)
+    _add_known_sha256s(ctx, state)
+    _add_parents(ctx, state)
+    return struct(entries = _entries(ctx, state), files = state.files, sha256s = state.sha256s)
 
 def _json_entry(entry):
     """One contract-1 entry with keys in sorted order and the file as its exec path."""

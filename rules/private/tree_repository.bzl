@@ -1,7 +1,7 @@
 """ota_tree_repository: a directory of the build host imported as a system tree.
 
-The scan is py/ota/build/tree_scan.py, run by the host's python3 with rules_ota's py/ directory
-on PYTHONPATH (the way bazel/pip.bzl runs ota.build.toolchain_identity; the scan needs only the
+The scan is py/ota/actions/tree_scan.py, run by the host's python3 with rules_ota's py/ directory
+on PYTHONPATH (the way bazel/pip.bzl runs ota.actions.toolchain_identity; the scan needs only the
 standard library, so no pip hub). It writes `files/<sha256>` and a BUILD.bazel declaring `:tree`
 (docs/contracts.md#10-imported-directory).
 
@@ -32,10 +32,10 @@ def _ota_tree_repository_impl(rctx):
         python = str(found)
     if hasattr(rctx, "watch_tree"):
         rctx.watch_tree(root)
-    module = rctx.path(Label("//py:ota/build/tree_scan.py"))
+    module = rctx.path(Label("//py:ota/actions/tree_scan.py"))
     rctx.report_progress("Scanning %s" % root)
     result = rctx.execute(
-        [python, "-B", "-m", "ota.build.tree_scan", root, str(rctx.path(".")), rctx.attr.rules_ota_repo],
+        [python, "-B", "-m", "ota.actions.tree_scan", root, str(rctx.path(".")), rctx.attr.rules_ota_repo],
         environment = {"PYTHONPATH": str(module.dirname.dirname.dirname)},
         timeout = rctx.attr.timeout,
         quiet = True,
@@ -47,7 +47,7 @@ def _ota_tree_repository_impl(rctx):
 ota_tree_repository = repository_rule(
     implementation = _ota_tree_repository_impl,
     doc = """Imports a directory of the build host as `@<name>//:tree`, the `tree` input of
-system_image and ramdisk: every entry's kind, mode (setuid, setgid and sticky bits included),
+ota_system_image and ota_ramdisk: every entry's kind, mode (setuid, setgid and sticky bits included),
 uid, gid and symlink target exactly as on the host, empty directories included. Symlinks are
 recorded, never followed; nothing outside the directory is read. Devices, FIFOs and sockets are
 refused. Regular files are copied to `files/<sha256>`. Fetched again when `OTA_TREE_STAMP`

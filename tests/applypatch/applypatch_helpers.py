@@ -46,11 +46,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
     )
 
 
-def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
-    """Runs the real applypatch CLI under the test entry point with the fault injector (`faults`:
-    its options, e.g. ["--fault=tear:7"] or ["--fault_log=ops.log"])."""
+def run_testbench_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
+    """Runs the real applypatch CLI under the test bench entry point (ota.testing.testbench_cli):
+    the NAND simulator's kind `mtdsim` is known, and `faults` are the injector's options (e.g.
+    ["--fault=tear:7"] or ["--fault_log=ops.log"]; [] for none)."""
     return subprocess.run(
-        [sys.executable, "-m", "ota.testing.faulty_cli", *faults, "applypatch", *args],
+        [sys.executable, "-m", "ota.testing.testbench_cli", *faults, "applypatch", *args],
         capture_output=True,
         text=True,
         check=False,

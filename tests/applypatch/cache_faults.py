@@ -13,11 +13,11 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache, is_recovery_state
-from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.scenarios import BootUpdate, FileScenario, PartitionScenario
+from ota.device.applypatch import protocol
+from ota.device.applypatch.cache import Cache, is_recovery_state
+from ota.device.applypatch.device_config import DeviceConfig
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
+from ota.testing.scenarios import BootUpdate, FileScenario, PartitionScenario
 
 MIB = 1 << 20
 

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from applypatch_helpers import Small
-from ota import bsdiff
-from ota.applypatch.scenarios import BootUpdate
+from ota.actions import make_bsdiff
+from ota.testing.scenarios import BootUpdate
 
 
 @pytest.fixture(scope="session")
@@ -21,4 +21,4 @@ def boot_update() -> BootUpdate:
 def small() -> Small:
     source = random.Random(7).randbytes(307_200)
     target = source[:5000] + b"new bytes in the middle" * 40 + source[5000:]  # longer than the source
-    return Small(source, target, bsdiff.diff(source, target))
+    return Small(source, target, make_bsdiff.diff(source, target))

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from ota.applypatch import mtd
-from ota.applypatch.backends import BLKFLSBUF, MAX_ATTEMPTS, MtdPartition, SeekablePartition, open_partition
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry, parse
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.scenarios import loop_device, loop_unavailable
+from ota.device.applypatch import mtd
+from ota.device.applypatch.backends import BLKFLSBUF, MAX_ATTEMPTS, MtdPartition, SeekablePartition, open_partition
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry, parse
+from ota.device.fsops import FsOps
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.testing import nandsim
 from ota.testing.faults import FaultPoint, FaultyFsOps
+from ota.testing.nandsim import NandSim
+from ota.testing.scenarios import loop_device, loop_unavailable
 from tests.environment import require
 
 IMAGE = bytes(range(251)) * 1000  # 251000 bytes: not a multiple of any piece or page
@@ -120,8 +123,28 @@ def test_a_relative_name_is_never_resolved_against_the_working_directory(tmp_pat
     assert (tmp_path / "victim").read_bytes() == b"\0" * 4096
 
 
+def test_production_tools_refuse_the_simulator_kind(tmp_path):
+    """Only the test bench registers `mtdsim`: a device config naming it fails in the real tools,
+    so no config on a device can send a partition's writes to an image file via the simulator."""
+    NandSim.create(str(tmp_path / "nand.img"), 8 * 65536, erasesize=65536, writesize=2048)
+    (tmp_path / "dev.cfg").write_text("partition boot mtdsim nand.img\ncache cache\n")
+    (tmp_path / "cache").mkdir()
+    spec = "MTD:boot:16:" + "0" * 40
+    args = [f"--device_config={tmp_path / 'dev.cfg'}", "-c", spec]
+    done = subprocess.run(
+        [sys.executable, "-m", "ota.cli.applypatch", *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
+    assert "dev.cfg:1: kind 'mtdsim' is not one of file, block, mtd\n" in done.stderr, done.stderr
+    bench = [sys.executable, "-m", "ota.testing.testbench_cli", "applypatch", *args]
+    assert "is not one of" not in subprocess.run(bench, capture_output=True, text=True, check=False).stderr
+    nandsim.register()  # this process is a test bench from here on
+    assert parse("partition boot mtdsim nand.img\n", "dev.cfg", str(tmp_path)).partitions["boot"].kind == "mtdsim"
+
+
 def test_device_config_errors_name_the_line():
-    with pytest.raises(OtaError, match=r"^dev.cfg:2: kind 'nor' is not one of file, block, mtd, mtdsim$"):
+    known = ", ".join(("file", "block", *mtd.kinds()))
+    with pytest.raises(OtaError, match=rf"^dev.cfg:2: kind 'nor' is not one of {known}$"):
         parse("# comment\npartition boot nor /dev/x\n", "dev.cfg", "/")
     with pytest.raises(OtaError, match=r"^dev.cfg:1: cache limit 'lots'"):
         parse("cache /cache lots", "dev.cfg", "/")

@@ -38,12 +38,12 @@ from cache_faults import (
     recovery_state,
     run_cut,
 )
-from ota.applypatch import protocol
-from ota.applypatch.backends import open_partition
-from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.scenarios import BootUpdate, loop_device, loop_unavailable
+from ota.device.applypatch import protocol
+from ota.device.applypatch.backends import open_partition
+from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
 from ota.errors import OtaError
+from ota.testing.scenarios import BootUpdate, loop_device, loop_unavailable
 from ota.testing.sweep import sweep
 
 PIECE = 64 * 1024

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from applypatch_helpers import Small, run_cli, run_faulty_cli, sha1_of
-from ota import bsdiff
+from applypatch_helpers import Small, run_cli, run_testbench_cli, sha1_of
+from ota.actions import make_bsdiff
 from ota.testing.faults import CRASH_EXIT_CODE
 
 PART_SIZE = 1 << 20
@@ -29,7 +29,7 @@ def cli(device, *args, **kwargs):
 
 
 def faulty(device, faults, *args):
-    return run_faulty_cli(faults, f"--device_config={device / 'dev.cfg'}", *args)
+    return run_testbench_cli(faults, f"--device_config={device / 'dev.cfg'}", *args)
 
 
 def patch_args(device, small: Small, spec: str | None = None, tgt_sha: str | None = None):
@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(device, small, case):
     if case == "patch_mismatch":
         other_source = bytearray(small.source)  # made for a slightly different source
         other_source[2000:2010] = bytes((b + 1) % 256 for b in other_source[2000:2010])
-        (device / "boot.p").write_bytes(bsdiff.diff(bytes(other_source), small.target))
+        (device / "boot.p").write_bytes(make_bsdiff.diff(bytes(other_source), small.target))
     elif case == "wrong_target_hash":
         args = patch_args(device, small, tgt_sha="1" * 40)
     elif case == "cache_full":

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from applypatch_helpers import Small, contents_mode_owner, run_cli, setuid_source, sha1_of
-from ota import imgdiff
+from ota.actions import imgdiff
 from tests.environment import require, root_missing
 
 

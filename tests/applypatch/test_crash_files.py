@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ota.applypatch.scenarios import FileScenario
+from ota.testing.scenarios import FileScenario
 from ota.testing.sweep import sweep
 
 

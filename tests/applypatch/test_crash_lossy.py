@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from ota.applypatch.scenarios import FileScenario, PartitionScenario, loop_device, loop_unavailable
 from ota.testing.page_cache import LossModel
+from ota.testing.scenarios import FileScenario, PartitionScenario, loop_device, loop_unavailable
 from ota.testing.sweep import SweepResult, sweep
 
 WORST = LossModel()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ota.applypatch.scenarios import PartitionScenario, loop_device, loop_unavailable
+from ota.testing.scenarios import PartitionScenario, loop_device, loop_unavailable
 from ota.testing.sweep import sweep
 from tests.environment import require
 

@@ -18,10 +18,10 @@ import stat
 import pytest
 
 from applypatch_helpers import Small, run_cli
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig
-from ota.applypatch.spec import Digest
+from ota.device.applypatch import protocol
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig
+from ota.device.applypatch.spec import Digest
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.testing.sweep import sweep
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import ota
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
 from ota.testing.faults import CRASH_EXIT_CODE, FaultPoint, FaultyFsOps, PowerLoss, read_fault_log
 from tests.environment import require, root_missing
 

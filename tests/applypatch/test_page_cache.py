@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.testing.page_cache import LossModel
 from ota.testing.sweep import sweep

@@ -6,15 +6,15 @@ import os
 
 import pytest
 
-from applypatch_helpers import Small, contents_mode_owner, run_cli, setuid_source, sha1_of
-from ota.applypatch import protocol
-from ota.applypatch.backends import MtdPartition
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.spec import Digest
-from ota.fsops import FsOps
+from applypatch_helpers import Small, contents_mode_owner, run_testbench_cli, setuid_source, sha1_of
+from ota.device.applypatch import protocol
+from ota.device.applypatch.backends import MtdPartition
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
+from ota.device.applypatch.spec import Digest
+from ota.device.fsops import FsOps
 from ota.testing.faults import FaultyFsOps
+from ota.testing.nandsim import NandSim
 from tests.environment import require, root_missing
 
 PIECE = 65536
@@ -100,7 +100,8 @@ def test_mtd_bad_input_is_one_line_exit_1_and_writes_nothing(tmp_path, small: Sm
         expected = f"MTD:boot: partition (307200 bytes) is smaller than the target ({len(small.target)} bytes)"
     before = mtd_state(tmp_path, path)
     spec = small.spec("MTD", "boot")
-    result = run_cli(
+    result = run_testbench_cli(
+        [],
         spec,
         "-",
         small.tgt_sha,

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from ota.applypatch.spec import (
+from ota.device.applypatch.spec import (
     Digest,
     Pair,
     first_match,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ota import bootimg
+from ota.format import bootimg
 
 
 def run_bootimg(*args: str | Path) -> subprocess.CompletedProcess[str]:

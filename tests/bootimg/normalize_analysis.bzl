@@ -1,8 +1,8 @@
-"""boot_image_normalize_test: the OtaBootNormalize action of a boot_image(src, normalize_src), checked
+"""boot_image_normalize_test: the OtaBootNormalize action of an ota_boot_image(src, normalize_src), checked
 by skylib's analysistest (the action, its key inputs and the provider)."""
 
 load("@bazel_skylib//lib:unittest.bzl", "analysistest", "asserts")
-load("//rules:providers.bzl", "BootImageInfo")
+load("//rules:providers.bzl", "OtaBootImageInfo")
 
 def _boot_image_normalize_test_impl(ctx):
     env = analysistest.begin(ctx)
@@ -11,7 +11,7 @@ def _boot_image_normalize_test_impl(ctx):
     asserts.equals(env, ["OtaBootNormalize"], [a.mnemonic for a in actions])
     action = actions[0]
     inputs = [f.short_path for f in action.inputs.to_list()]
-    src = target[BootImageInfo].image
+    src = target[OtaBootImageInfo].image
     asserts.true(env, ctx.file.src.short_path in inputs, "the prebuilt image is an input: %s" % inputs)
     identity = [p for p in inputs if "toolchain_identity/" in p]
     asserts.equals(env, 1, len(identity), "the toolchain identity is an input: %s" % inputs)
@@ -20,14 +20,14 @@ def _boot_image_normalize_test_impl(ctx):
     asserts.true(env, "--toolchain_identity" in argv, "the identity is on the command line: %s" % argv)
     asserts.equals(env, ctx.attr.drop_signature, "--drop_signature" in argv)
     asserts.equals(env, [src], action.outputs.to_list())
-    asserts.true(env, target[BootImageInfo].normalized)
-    asserts.false(env, target[BootImageInfo].prebuilt)
+    asserts.true(env, target[OtaBootImageInfo].normalized)
+    asserts.false(env, target[OtaBootImageInfo].prebuilt)
     return analysistest.end(env)
 
 boot_image_normalize_test = analysistest.make(
     _boot_image_normalize_test_impl,
     attrs = {
-        "src": attr.label(allow_single_file = True, doc = "The boot_image's src."),
-        "drop_signature": attr.bool(doc = "Whether the boot_image sets drop_signature."),
+        "src": attr.label(allow_single_file = True, doc = "The ota_boot_image's src."),
+        "drop_signature": attr.bool(doc = "Whether the ota_boot_image sets drop_signature."),
     },
 )

@@ -1,4 +1,4 @@
-"""Normalizing prebuilt boot images (py/ota/build/boot_normalize.py, `ota_bootimg normalize`).
+"""Normalizing prebuilt boot images (py/ota/actions/boot_normalize.py, `ota_bootimg normalize`).
 
 Images are generated: header v0-v4 with random header values, kernels gzip'd by GNU gzip at every
 level (with and without a name and time stamp), by zlib at settings imgdiff does not reproduce,
@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bootimg_helpers import run_bootimg
-from ota import bootimg, cpio, deflate, gzipper, imgdiff, imgpatch
-from ota.build import boot_normalize
+from ota.actions import boot_normalize, imgdiff
 from ota.errors import OtaError
+from ota.format import bootimg, cpio, deflate, gzipper, imgpatch
 from tests.environment import require, tools_missing
 
 UNPACK_BOOTIMG = "/usr/bin/unpack_bootimg"

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootimg_helpers import blob, mutate, run_bootimg, sample_image
-from ota import bootimg
 from ota.errors import OtaError
+from ota.format import bootimg
 
 SECTION_ORDER = ("kernel", "ramdisk", "second", "recovery_dtbo", "dtb", "boot_signature")
 

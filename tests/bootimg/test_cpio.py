@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootimg_helpers import mutate
-from ota import cpio
-from ota.cpio import Entry, Kind
 from ota.errors import OtaError
+from ota.format import cpio
+from ota.format.cpio import Entry, Kind
 
 ENTRIES = [
     Entry("init", Kind.FILE, 0o750, data=b"#!/system/bin/sh\necho boot\n"),

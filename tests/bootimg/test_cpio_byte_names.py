@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ota import cpio, gzipper
-from ota.build import jsonio
-from ota.build.paths import from_bytes, to_bytes
+from ota.format import cpio, gzipper, jsonio
+from ota.format.paths import from_bytes, to_bytes
 from ota.testing import byte_names
 
 SEEDS = range(6)
@@ -73,7 +72,7 @@ def test_ramdisk_of_a_byte_name_tree_holds_its_names(tmp_path: Path, seed: int) 
     jsonio.write(str(tmp_path / "ramdisk.tree.json"), {"entries": entries})
     # The tool as a build action runs it (its own process: the name generators load other tools' flags).
     subprocess.run(
-        [sys.executable, "-m", "ota.build.ramdisk", "--tree", "ramdisk.tree.json", "--out", "ramdisk.gz"],
+        [sys.executable, "-m", "ota.actions.ramdisk", "--tree", "ramdisk.tree.json", "--out", "ramdisk.gz"],
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p)),
         check=True,

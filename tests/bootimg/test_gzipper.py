@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootimg_helpers import blob, mutate, run_bootimg
-from ota import bootimg, cpio, deflate, gzipper
 from ota.errors import OtaError
+from ota.format import bootimg, cpio, deflate, gzipper
 
 # Text-like, compressible, and long enough for GNU gzip and zlib to choose different matches.
 TEXT = b"".join(b"line %d: the quick brown fox %x jumps\n" % (i, i * 7919) for i in range(40000))

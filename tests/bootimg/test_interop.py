@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bootimg_helpers import blob, run_bootimg, sample_image
-from ota import bootimg
+from ota.format import bootimg
 from tests.environment import require, tools_missing
 
 UNPACK_BOOTIMG = "/usr/bin/unpack_bootimg"

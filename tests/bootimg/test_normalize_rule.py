@@ -1,4 +1,4 @@
-"""boot_image(src = ..., normalize_src = True) built by Bazel (tests/bootimg/BUILD) and used as the
+"""ota_boot_image(src = ..., normalize_src = True) built by Bazel (tests/bootimg/BUILD) and used as the
 target of an incremental package whose source is a prebuilt image devices hold as it is."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pathlib
 
 import pytest
 
-from ota import bootimg, deflate, gzipper
-from ota.package_reader import open_package
-from ota.patch import apply_patch
+from ota.format import bootimg, deflate, gzipper
+from ota.format.package_reader import open_package
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 
 HERE = pathlib.Path(__file__).absolute().parent  # not resolve(): stay inside Bazel runfiles

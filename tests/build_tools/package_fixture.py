@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from build_helpers import Item, run_ok, write_tree
-from ota import gzipper
+from ota.format import gzipper
 
 _RNG = random.Random(1234)
 TOOL_TEXT = b"".join(b"tool line %d\n" % i for i in range(3000))
@@ -64,7 +64,7 @@ def build_inputs(work: Path, **run_kwargs) -> Path:
     (work / "boot_target.img").write_bytes(boot_image(RAMDISK_NEW))
     for side in ("source", "target"):
         run_ok(
-            "ota.build.system_manifest",
+            "ota.actions.system_manifest",
             "--tree",
             f"{side}.tree.json",
             "--out",
@@ -75,7 +75,7 @@ def build_inputs(work: Path, **run_kwargs) -> Path:
     patches = []
     for index, path in enumerate(PATCHED):
         run_ok(
-            "ota.build.file_patch",
+            "ota.actions.file_patch",
             "--source",
             f"source/{path}",
             "--target",
@@ -91,7 +91,7 @@ def build_inputs(work: Path, **run_kwargs) -> Path:
         )
         patches.append({"path": path, "info": f"p{index}.json", "data": f"p{index}.data"})
     run_ok(
-        "ota.build.file_patch",
+        "ota.actions.file_patch",
         "--source",
         "boot_source.img",
         "--target",

@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from build_helpers import Item, run_ok, run_tool
-from ota.build import jsonio, paths, release_archive, worker
-from ota.build.paths import SCRATCH_DIR, escape, from_bytes, to_bytes, unescape
+from ota.actions import file_patch_worker, release_archive
 from ota.errors import OtaError
+from ota.format import jsonio, paths
+from ota.format.paths import SCRATCH_DIR, escape, from_bytes, to_bytes, unescape
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import byte_names
 
@@ -115,10 +116,10 @@ def test_file_patch_gets_any_name_through_a_param_file_and_the_worker(tmp_path: 
         args = ["--source", "old", "--target", "new", "--path", escape(name)]
         args += ["--out_data", f"{index}.p", "--out_info", f"{index}.json"]
         (tmp_path / f"{index}.params").write_text("\n".join(args) + "\n")
-        run_ok("ota.build.worker", f"@{index}.params", cwd=tmp_path)
+        run_ok("ota.actions.file_patch_worker", f"@{index}.params", cwd=tmp_path)
         info = jsonio.read(str(tmp_path / f"{index}.json"))
         assert info["path"] == name and info["method"] == "BSDIFF"
-    outcome = worker.handle(
+    outcome = file_patch_worker.handle(
         [
             *("--source", str(tmp_path / "old"), "--target", str(tmp_path / "new")),
             *("--path", escape(name), "--out_data", str(tmp_path / "w.p"), "--out_info", str(tmp_path / "w.json")),
@@ -154,9 +155,9 @@ def test_release_archive_round_trip(tmp_path: Path, seed: int) -> None:
     write_byte_tree(tmp_path, "sys", items)
     (tmp_path / "build.json").write_text(json.dumps({"device": "d", "fingerprint": "f/1", "timestamp": 1}))
     (tmp_path / "boot.img").write_bytes(b"ANDROID!" + bytes(100))
-    run_ok("ota.build.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=tmp_path)
+    run_ok("ota.actions.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=tmp_path)
     run_ok(
-        "ota.build.release_archive",
+        "ota.actions.release_archive",
         *("--build_json", "build.json", "--system_manifest", "m.json", "--tree", "sys.tree.json"),
         *("--partition", "boot=boot.img", "--out", "r.zip"),
         cwd=tmp_path,
@@ -207,7 +208,7 @@ def test_ota_inspect_prints_every_name_on_its_own_line_and_losslessly(tmp_path: 
 def test_a_bad_path_in_a_tree_is_one_line_naming_the_file(tmp_path: Path) -> None:
     raw = b'{"entries":[{"gid":0,"kind":"dir","mode":493,"path":"a/\\n/../b","uid":0}]}'
     (tmp_path / "t.json").write_bytes(raw)
-    proc = run_tool("ota.build.system_manifest", "--tree", "t.json", "--out", "m.json", cwd=tmp_path)
+    proc = run_tool("ota.actions.system_manifest", "--tree", "t.json", "--out", "m.json", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (
         1,
         "system_manifest: error: t.json: entries[0].path \"a/\\012/../b\": a '..' component is not allowed\n",

@@ -10,14 +10,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from absl import flags
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from build_helpers import run_ok, run_tool
-from ota import gzipper, imgdiff
-from ota.build import file_patch
+from ota.actions import file_patch, imgdiff
 from ota.errors import OtaError
-from ota.patch import apply_patch
+from ota.format import gzipper
+from ota.format.patch import apply_patch
 
-TOOL = "ota.build.file_patch"
+TOOL = "ota.actions.file_patch"
 
 
 def _text(seed: int, lines: int = 4000) -> bytes:
@@ -111,8 +114,9 @@ def test_patch_over_threshold_ships_whole_silently(tmp_path: Path) -> None:
     info, out, stderr = _run(tmp_path, source, target, "bin/random")
     assert (info["method"], out, stderr, info["warning"]) == ("WHOLE", target, "", "")
     assert info["data_sha256"] == info["target"]["sha256"]
-    # The same small change patches at the default threshold, but not at 0.
-    info, out, _ = _run(tmp_path, _text(8), _changed(_text(8)), "bin/x", "--patch_threshold", "0")
+    # The same small change patches at the default threshold, but not at the smallest one the
+    # rule allows (any patch outweighs a millionth of the file).
+    info, out, _ = _run(tmp_path, _text(8), _changed(_text(8)), "bin/x", "--patch_threshold", "0.000001")
     assert (info["method"], out) == ("WHOLE", _changed(_text(8)))
 
 
@@ -180,3 +184,45 @@ def test_output_is_byte_reproducible_across_cwd_tz_umask(tmp_path: Path) -> None
         )
         outputs.append(((work / "d").read_bytes(), (work / "i").read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0.0, -0.0, 5e-324, 1.0, 1.0000000000000002, 0.95]),
+    )
+)
+def test_the_tool_accepts_exactly_the_threshold_range_the_rule_accepts(value: float) -> None:
+    # ota_package refuses patch_threshold outside (0, 1]; the tool's flag must refuse the same.
+    try:
+        flags.FLAGS(["file_patch", f"--patch_threshold={value!r}"])
+        accepted = True
+    except flags.IllegalFlagValueError as err:
+        accepted = False
+        assert "must be a number in (0, 1]" in str(err)
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert accepted == (0.0 < value <= 1.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "nan"])
+def test_a_threshold_outside_the_range_is_a_one_line_usage_error(tmp_path: Path, value: str) -> None:
+    (tmp_path / "t").write_bytes(b"x")
+    proc = run_tool(
+        TOOL,
+        "--target",
+        "t",
+        "--path",
+        "p",
+        "--out_data",
+        "d",
+        "--out_info",
+        "i",
+        f"--patch_threshold={value}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    first = proc.stderr.splitlines()[0]
+    assert ": usage: flag --patch_threshold=" in first and "must be a number in (0, 1]" in first
+    assert not (tmp_path / "d").exists() and not (tmp_path / "i").exists()

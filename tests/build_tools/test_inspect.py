@@ -8,7 +8,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from build_helpers import run_ok, run_tool
-from ota.build import zipwrite
+from ota.actions import zipwrite
 from ota.proto import ota_manifest_pb2 as pb
 
 ENTRIES = {"patch/system/a.p": b"p" * 100, "system/b": b"w" * 50, "patch/boot.img.p": b"i" * 300}

@@ -11,8 +11,8 @@ from google.protobuf import text_format
 
 import package_fixture as fx
 from build_helpers import run_ok, run_tool
-from ota import package_reader
-from ota.patch import apply_patch
+from ota.format import package_reader
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 
 Op = pb.FileOperation
@@ -30,7 +30,7 @@ def _data(items: list[fx.Item], path: str | bytes) -> bytes:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("pkg")
     fx.build_inputs(work)
-    run_ok("ota.build.package_writer", "--params", "params.json", "--out", "out.zip", cwd=work)
+    run_ok("ota.actions.package_writer", "--params", "params.json", "--out", "out.zip", cwd=work)
     return work
 
 
@@ -159,7 +159,7 @@ def test_package_is_byte_reproducible_across_cwd_tz_umask(tmp_path: Path, built:
     work = tmp_path / "elsewhere" / "deeper"
     fx.build_inputs(work, umask=0o077, TZ="America/Los_Angeles")
     run_ok(
-        "ota.build.package_writer",
+        "ota.actions.package_writer",
         "--params",
         "params.json",
         "--out",
@@ -184,7 +184,7 @@ def test_full_package(tmp_path: Path, built: Path) -> None:
     params["target"]["system_manifest"] = str(built / "target.manifest.json")
     (tmp_path / "boot.img").write_bytes(fx.boot_image(fx.RAMDISK_NEW))
     run_ok(
-        "ota.build.file_patch",
+        "ota.actions.file_patch",
         "--target",
         "boot.img",
         "--path",
@@ -196,7 +196,7 @@ def test_full_package(tmp_path: Path, built: Path) -> None:
         cwd=tmp_path,
     )
     (tmp_path / "p.json").write_text(json.dumps(params))
-    run_ok("ota.build.package_writer", "--params", "p.json", "--out", "full.zip", cwd=tmp_path)
+    run_ok("ota.actions.package_writer", "--params", "p.json", "--out", "full.zip", cwd=tmp_path)
     with package_reader.open_package(str(tmp_path / "full.zip")) as package:
         m = package.manifest
         assert m.type == pb.OtaManifest.FULL and list(m.precondition.device) == ["sargo"]
@@ -214,7 +214,7 @@ def _edit(work: Path, change) -> str:  # type: ignore[no-untyped-def]
     params = json.loads((work / "params.json").read_text())
     change(params)
     (work / "bad.json").write_text(json.dumps(params))
-    proc = run_tool("ota.build.package_writer", "--params", "bad.json", "--out", "bad.zip", cwd=work)
+    proc = run_tool("ota.actions.package_writer", "--params", "bad.json", "--out", "bad.zip", cwd=work)
     assert proc.returncode == 1 and not (work / "bad.zip").exists()
     return proc.stderr
 

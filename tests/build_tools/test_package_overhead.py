@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import package_reader, signing, zipscan
-from ota.build import zipwrite
-from ota.build.layout import MANIFEST_ENTRY
+from ota.actions import zipwrite
 from ota.cli import ota_inspect
-from ota.patch import apply_patch
+from ota.format import layout, package_reader, signing, zipscan
+from ota.format.layout import MANIFEST_ENTRY
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import builds, generated_trees
 
@@ -129,5 +129,5 @@ def test_incremental_overhead_is_only_headers_deflated_manifest_and_signature(tm
     headers = sum(30 + 46 + 2 * len(info.filename.encode()) for info in infos) + 22
     assert sizes.zip_structure == headers
     assert sizes.signature_stored == signed.stat().st_size - unsigned.stat().st_size - 76 - 2 * len(
-        signing.SIGNATURE_ENTRY
+        layout.SIGNATURE_ENTRY
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ota import package_reader
 from ota.errors import OtaError
+from ota.format import package_reader
 from ota.proto import ota_manifest_pb2 as pb
 
 GOOD = {"patch/system/a.p": b"patch bytes", "system/b": b"whole file"}

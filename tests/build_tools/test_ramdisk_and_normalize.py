@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from build_helpers import Item, run_ok, run_tool, write_tree
-from ota import cpio, gzipper
+from ota.format import cpio, gzipper
 
 ITEMS = [
     Item("init", data=b"#!/bin/sh\necho hi\n", mode=0o750),
@@ -25,7 +25,7 @@ def test_ramdisk_is_cpio_of_the_tree_and_reproducible(tmp_path: Path) -> None:
         work = tmp_path / name
         work.mkdir(parents=True)
         write_tree(work, "rd", ITEMS)
-        run_ok("ota.build.ramdisk", "--tree", "rd.tree.json", "--out", "ramdisk.gz", cwd=work, umask=umask, TZ=tz)
+        run_ok("ota.actions.ramdisk", "--tree", "rd.tree.json", "--out", "ramdisk.gz", cwd=work, umask=umask, TZ=tz)
         outputs.append((work / "ramdisk.gz").read_bytes())
     assert outputs[0] == outputs[1]
     member = gzipper.parse_member(outputs[0], "ramdisk")
@@ -46,19 +46,19 @@ def test_normalize_gnu_gzip(tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(text)
     gnu = subprocess.run(["gzip", "-9n", "-c", "x"], cwd=tmp_path, capture_output=True, check=True).stdout
     (tmp_path / "x.gz").write_bytes(gnu)
-    proc = run_ok("ota.build.normalize_gzip", "--in", "x.gz", "--out", "y.gz", cwd=tmp_path)
+    proc = run_ok("ota.actions.normalize_gzip", "--in", "x.gz", "--out", "y.gz", cwd=tmp_path)
     assert proc.stdout == proc.stderr == ""
     out = (tmp_path / "y.gz").read_bytes()
     assert out != gnu and gzip.decompress(out) == text
     assert out == gzipper.compress(text)
-    run_ok("ota.build.normalize_gzip", "--in", "y.gz", "--out", "z.gz", cwd=tmp_path)
+    run_ok("ota.actions.normalize_gzip", "--in", "y.gz", "--out", "z.gz", cwd=tmp_path)
     assert (tmp_path / "z.gz").read_bytes() == out  # idempotent
-    run_ok("ota.build.normalize_gzip", "--in", "x", "--out", "copy", cwd=tmp_path)
+    run_ok("ota.actions.normalize_gzip", "--in", "x", "--out", "copy", cwd=tmp_path)
     assert (tmp_path / "copy").read_bytes() == text  # not gzip: copied
 
 
 def test_normalize_damaged_gzip_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "bad.gz").write_bytes(gzipper.compress(b"abc" * 1000)[:-8])
-    proc = run_tool("ota.build.normalize_gzip", "--in", "bad.gz", "--out", "o", cwd=tmp_path)
+    proc = run_tool("ota.actions.normalize_gzip", "--in", "bad.gz", "--out", "o", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("normalize_gzip: error: bad.gz: gzip ")
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "o").exists()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from build_helpers import Item, run_ok, run_tool, write_tree
-from ota.build import release_archive
+from ota.actions import release_archive
 from ota.errors import OtaError
 
 ITEMS = [
@@ -22,7 +23,7 @@ ITEMS = [
 BUILD = {"device": "sargo", "fingerprint": "google/sargo/v1", "timestamp": 1700000000}
 # The tool and the inputs every release_archive run here is given (written by `_make`).
 ARCHIVE_INPUTS = (
-    "ota.build.release_archive",
+    "ota.actions.release_archive",
     "--build_json",
     "build.json",
     "--system_manifest",
@@ -37,7 +38,7 @@ def _make(work: Path, **kwargs) -> Path:  # type: ignore[no-untyped-def]
     write_tree(work, "sys", ITEMS)
     (work / "boot.img").write_bytes(b"ANDROID!" + bytes(2040))
     (work / "build.json").write_text(json.dumps(BUILD))
-    run_ok("ota.build.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=work, **kwargs)
+    run_ok("ota.actions.system_manifest", "--tree", "sys.tree.json", "--out", "m.json", cwd=work, **kwargs)
     run_ok(
         *ARCHIVE_INPUTS,
         "--partition",
@@ -112,3 +113,30 @@ def test_reader_rejects_tampered_file(tmp_path: Path) -> None:
     assert (
         str(info.value) == f"{tmp_path / 'bad.zip'}: SYSTEM/3: contents do not match the system manifest's size/sha256"
     )
+
+
+def test_reader_refuses_by_declared_size_before_reading(tmp_path: Path) -> None:
+    path = _make(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        declared = sum(info.file_size for info in archive.infolist())
+    with pytest.raises(OtaError, match=rf"^{path}: declares {declared} bytes, more than the limit of {declared - 1}$"):
+        release_archive.read_release_archive(str(path), max_bytes=declared - 1)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_damaged_archives_are_one_line_refusals(tmp_path: Path, seed: int) -> None:
+    """Truncated or byte-flipped archives (seeded): the hardened zip reader refuses each with one
+    OtaError naming the file, never another exception."""
+    rng = random.Random(seed)
+    data = bytearray(_make(tmp_path).read_bytes())
+    if seed % 2:
+        del data[rng.randrange(1, len(data)) :]
+    else:
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    bad = tmp_path / "damaged.zip"
+    bad.write_bytes(bytes(data))
+    try:
+        release_archive.read_release_archive(str(bad))
+    except OtaError as err:
+        assert str(err).startswith(f"{bad}: ") and "\n" not in str(err)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from build_helpers import Item, run_ok, run_tool, write_tree
-from ota.build import tree
+from ota.actions import tree
 from ota.errors import OtaError
 
 
@@ -24,7 +24,7 @@ def test_system_manifest_output_is_exact_and_reproducible(tmp_path: Path) -> Non
         work = tmp_path / name
         work.mkdir(parents=True)
         write_tree(work, "t", list(reversed(items)))
-        run_ok("ota.build.system_manifest", "--tree", "t.tree.json", "--out", "m.json", cwd=work, umask=umask, TZ=tz)
+        run_ok("ota.actions.system_manifest", "--tree", "t.tree.json", "--out", "m.json", cwd=work, umask=umask, TZ=tz)
     first = (tmp_path / "a" / "m.json").read_bytes()
     assert first == (tmp_path / "b" / "c" / "m.json").read_bytes()
     sha256, sha1 = hashlib.sha256(b"#!sh\n").hexdigest(), hashlib.sha1(b"#!sh\n").hexdigest()
@@ -76,13 +76,13 @@ def test_manifest_needs_hashes_and_cli_reports_one_line(tmp_path: Path) -> None:
     with pytest.raises(OtaError, match=r"^M: a.size: expected a non-negative integer, got None$"):
         tree.parse({"entries": [_entry("a", "file", file="x")]}, "M", manifest=True)
     (tmp_path / "t.json").write_text(json.dumps({"entries": [_entry("a", "file", file="missing")]}))
-    proc = run_tool("ota.build.system_manifest", "--tree", "t.json", "--out", "m.json", cwd=tmp_path)
+    proc = run_tool("ota.actions.system_manifest", "--tree", "t.json", "--out", "m.json", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (
         1,
         "system_manifest: error: missing: cannot read: No such file or directory\n",
     )
     (tmp_path / "t.json").write_text("{")
-    proc = run_tool("ota.build.system_manifest", "--tree", "t.json", "--out", "m.json", cwd=tmp_path)
+    proc = run_tool("ota.actions.system_manifest", "--tree", "t.json", "--out", "m.json", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("system_manifest: error: t.json: not valid JSON (")
-    proc = run_tool("ota.build.system_manifest", "--tree", "t.json", cwd=tmp_path)
+    proc = run_tool("ota.actions.system_manifest", "--tree", "t.json", cwd=tmp_path)
     assert proc.returncode == 2

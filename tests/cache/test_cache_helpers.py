@@ -25,7 +25,7 @@ def test_read_spawns_parses_real_log() -> None:
     assert [(s.mnemonic, s.remote_cache_hit) for s in spawns] == [(m, hit) for hit in (False, True) for m in MNEMONICS]
     assert {s.runner for s in spawns} == {"linux-sandbox", "remote cache hit"}
     patch = spawns[0]
-    assert patch.args[0].endswith("/tools/build/file_patch")
+    assert patch.args[0].endswith("/tools/actions/file_patch")
     assert all(len(digest) == 64 for digest in patch.outputs.values())
     assert any(path.endswith(".p") for path in patch.outputs)
 

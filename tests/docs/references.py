@@ -3,7 +3,7 @@
 A clone is all a reader has, so every citation must name a file of the repository and, for a
 `#anchor`, a heading of that file. Three kinds are checked in every scanned text file:
 
-* repository paths (`docs/formats.md#imgdiff2-layout`, `py/ota/bsdiff.py`, `tests/ota_apply/test_*.py`):
+* repository paths (`docs/formats.md#imgdiff2-layout`, `py/ota/format/bsdiff.py`, `tests/ota_apply/test_*.py`):
   the file (or a file matching the glob) must exist, and a `.md` anchor must be one of its headings.
   A markdown file is all prose; in code only comments and docstrings are, and a path quoted as a
   string literal there is an example (often a build output), not a source. A `.md` path is a

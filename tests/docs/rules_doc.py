@@ -5,7 +5,8 @@ Bazel 4.2.3 has no stardoc offline, but Starlark is Python syntax: `ast` reads
 rules/private/*.bzl, following what the files use (module constants, `dict(BASE, **{...})`, skylib's `dicts.add`,
 names loaded from a sibling .bzl, `+` and `%` on strings). A macro's table comes from its
 docstring's `Args:` section and its signature, with each argument's type taken from the private
-rule attribute of the same name. The public names are those //rules:defs.bzl exports.
+rule attribute of the same name. The public names are those //rules:defs.bzl and
+//rules:repositories.bzl export.
 
 Each table sits in docs/rules.md between two markers, so the prose around it stays hand-written:
 
@@ -270,21 +271,33 @@ def macro_attributes(module: _Module, macro: str) -> list[Attribute]:
     return out
 
 
+# The files whose names are rules_ota's public Starlark API.
+PUBLIC_FILES = ("rules/defs.bzl", "rules/repositories.bzl")
+# Exported for the BUILD files repository rules generate, never written by hand: no table.
+GENERATED_ONLY = frozenset({"ota_imported_tree"})
+
+
 def public_symbols(root: pathlib.Path) -> dict[str, tuple[pathlib.Path, str]]:
-    """Public name -> (.bzl file, name there), from the load() statements of rules/defs.bzl."""
-    defs = _Module(root / "rules" / "defs.bzl", {})
+    """Public name -> (.bzl file, name there), from the load() statements of the public API files
+    (PUBLIC_FILES: rules/defs.bzl for rules, rules/repositories.bzl for repository rules)."""
     out = {}
-    for local, (label, exported) in defs.loaded.items():
-        public = [
-            t.id
-            for n in defs.tree.body
-            if isinstance(n, ast.Assign) and _is_name(n.value, local)
-            for t in n.targets
-            if isinstance(t, ast.Name)
-        ]
-        package, _, file = label.lstrip("/").partition(":")
-        for name in public:
-            out[name] = (root / package / file, exported)
+    for public_file in PUBLIC_FILES:
+        path = root / public_file
+        if not path.exists():
+            continue
+        defs = _Module(path, {})
+        for local, (label, exported) in defs.loaded.items():
+            public = [
+                t.id
+                for n in defs.tree.body
+                if isinstance(n, ast.Assign) and _is_name(n.value, local)
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            ]
+            package, _, file = label.lstrip("/").partition(":")
+            for name in public:
+                if name not in GENERATED_ONLY:
+                    out[name] = (root / package / file, exported)
     return out
 
 
@@ -312,7 +325,9 @@ def update(markdown: str, fresh: dict[str, str], where: str = "docs/rules.md") -
         if name != end_name:
             raise DocError(f"{where}: the block of {name} ends with the marker of {end_name}")
         if name not in fresh:
-            raise DocError(f"{where}: a table for {name}, which //rules:defs.bzl does not export")
+            raise DocError(
+                f"{where}: a table for {name}, which neither //rules:defs.bzl nor //rules:repositories.bzl exports"
+            )
         seen.append(name)
         return f"{_BEGIN.format(name=name)}\n{fresh[name]}{_END.format(name=name)}"
 

@@ -60,7 +60,9 @@ def test_pip_install_leaves_the_source_tree_unchanged(tmp_path):
             sys.executable,
             "-s",
             "-c",
-            ("import ota.proto.ota_manifest_pb2, ota.proto.worker_protocol_pb2, ota.patch; print(ota.patch.__file__)"),
+            (
+                "import ota.proto.ota_manifest_pb2, ota.proto.worker_protocol_pb2, ota.format.patch; print(ota.format.patch.__file__)"
+            ),
         ],
         env=dict(env, PYTHONPATH=str(site)),
         cwd=tmp_path,
@@ -68,4 +70,4 @@ def test_pip_install_leaves_the_source_tree_unchanged(tmp_path):
         text=True,
         check=False,
     )
-    assert (probe.returncode, probe.stdout) == (0, f"{site / 'ota' / 'patch.py'}\n"), probe.stderr
+    assert (probe.returncode, probe.stdout) == (0, f"{site / 'ota' / 'format' / 'patch.py'}\n"), probe.stderr

@@ -36,8 +36,8 @@ def test_every_package_under_a_scanned_directory_is_scanned():
 
 def test_the_reference_pages_are_scanned_and_cited():
     files = {p.relative_to(ROOT).as_posix() for p in references.scanned_files(ROOT)}
-    assert {"docs/contracts.md", "docs/formats.md", "py/ota/patch.py", "rules/private/tree.bzl"} <= files
-    assert "docs/contracts.md#3-patch-info" in (ROOT / "py/ota/build/patch_info.py").read_text(encoding="utf-8")
+    assert {"docs/contracts.md", "docs/formats.md", "py/ota/format/patch.py", "rules/private/tree.bzl"} <= files
+    assert "docs/contracts.md#3-patch-info" in (ROOT / "py/ota/actions/patch_info.py").read_text(encoding="utf-8")
 
 
 # --- the checker against generated repositories -------------------------------------------------

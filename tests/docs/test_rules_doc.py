@@ -27,15 +27,15 @@ def test_documented_tables_equal_a_fresh_generation():
 def test_every_public_rule_and_attribute_is_documented():
     fresh = rules_doc.tables(ROOT)
     assert set(fresh) == {
-        "boot_image",
+        "ota_boot_image",
         "ota_build",
         "ota_build_archive",
         "ota_package",
         "ota_release_archive",
         "ota_test",
         "ota_tree_repository",
-        "ramdisk",
-        "system_image",
+        "ota_ramdisk",
+        "ota_system_image",
     }
     assert "| `signing_key` | label | — |" in fresh["ota_package"]
     assert "| `interrupt` | bool | `False` |" in fresh["ota_test"]

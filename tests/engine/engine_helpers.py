@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ota import bsdiff
+from ota.format import bsdiff
 
 
 def run_tool(tool: str, *args: str | Path, address_space: int | None = None) -> subprocess.CompletedProcess[str]:

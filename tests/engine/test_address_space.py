@@ -4,7 +4,7 @@ end with the expected one-line error (a MemoryError would print a traceback inst
 
 Readers covered: the BSDIFF40 header's new size and control lengths, IMGDIFF2 chunk counts, RAW
 lengths and deflate expanded lengths, boot image section sizes, cpio entry sizes, and zip sizes
-read by `imgdiff -z`. The diffing side (bsdiff.peak_estimate) must fail in one line too.
+read by `imgdiff -z`. The diffing side (make_bsdiff.peak_estimate) must fail in one line too.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import bsdiff40, run_tool
-from ota import bootimg, bsdiff, cpio, deflate, imgdiff_format
-from ota.imgdiff_format import DeflateChunk
+from ota.actions import make_bsdiff
+from ota.format import bootimg, bsdiff, cpio, deflate, imgdiff_format
+from ota.format.imgdiff_format import DeflateChunk
 
 LIMIT = 256 << 20
 HUGE = (1 << 31) - 1  # the largest size the default limits let through to the readers
@@ -65,7 +66,7 @@ PATCHES = {
         f"chunk 0: RAW data_len {HUGE} runs past the end of the patch",
     ),
     "imgdiff src_expanded_len at the deflate bound": (
-        imgdiff_format.pack([_deflate_chunk(src_expanded_len=1032 * len(STREAM) + 16)], [bsdiff.diff(b"", b"")]),
+        imgdiff_format.pack([_deflate_chunk(src_expanded_len=1032 * len(STREAM) + 16)], [make_bsdiff.diff(b"", b"")]),
         f"chunk 0: deflate data inflates to {len(PAYLOAD)} bytes, src_expanded_len says {1032 * len(STREAM) + 16}",
     ),
     "imgdiff tgt_expanded_len 2^31-1": (
@@ -116,7 +117,7 @@ def test_boot_image_section_sizes(tmp_path: Path, version: int, offset: int, fie
 
 _READ_CPIO = """
 import sys
-from ota import cpio
+from ota.format import cpio
 from ota.errors import OtaError
 try:
     cpio.read(open(sys.argv[1], "rb").read(), sys.argv[1])
@@ -180,7 +181,7 @@ def test_diff_out_of_memory_is_one_line(tmp_path: Path) -> None:
         1,
         (
             f"bsdiff: error: {tmp_path / 'src'}: out of memory diffing a {size}-byte source "
-            f"(the diff needs about {bsdiff.peak_estimate(size, 5) >> 20} MiB)\n"
+            f"(the diff needs about {make_bsdiff.peak_estimate(size, 5) >> 20} MiB)\n"
         ),
     )
     assert not (tmp_path / "p").exists()

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import run_tool
-from ota import bootimg, bsdiff, cpio, gzipper, imgdiff, imgdiff_format, patch
-from ota.imgdiff_format import DeflateChunk
+from ota.actions import imgdiff, make_bsdiff
+from ota.format import bootimg, cpio, gzipper, imgdiff_format, patch
+from ota.format.imgdiff_format import DeflateChunk
 
 
 def _tree(seed: int, files: int) -> dict[str, bytes]:
@@ -98,7 +99,7 @@ def test_imgdiff_round_trip(tmp_path: Path, version: int, compressor: str) -> No
         (chunk,) = deflates
         assert (chunk.src_expanded_len, chunk.tgt_expanded_len) == (len(RAMDISKS["source"]), len(RAMDISKS["target"]))
         assert chunk.level == int(compressor[-1])
-        assert len(made) * 4 < len(bsdiff.diff(source, target))
+        assert len(made) * 4 < len(make_bsdiff.diff(source, target))
 
 
 def test_command_lines_round_trip_a_gnu_gzip_ramdisk(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine_helpers import bsdiff40, peak_rss_mb, run_tool
-from ota import bsdiff, patch
+from ota.actions import make_bsdiff
 from ota.errors import OtaError
+from ota.format import bsdiff, patch
 
 
 def _structured(seed: int, size: int) -> bytes:
@@ -46,7 +47,7 @@ def _edit(data: bytes, seed: int) -> bytes:
     ],
 )
 def test_round_trip(source: bytes, target: bytes) -> None:
-    made = bsdiff.diff(source, target)
+    made = make_bsdiff.diff(source, target)
     assert made.startswith(b"BSDIFF40")
     assert patch.apply_patch(source, made) == target
 
@@ -54,7 +55,7 @@ def test_round_trip(source: bytes, target: bytes) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=3000), st.binary(max_size=3000))
 def test_any_pair_round_trips(source: bytes, target: bytes) -> None:
-    assert patch.apply_patch(source, bsdiff.diff(source, target)) == target
+    assert patch.apply_patch(source, make_bsdiff.diff(source, target)) == target
 
 
 def test_offset_encoding_is_sign_magnitude() -> None:
@@ -88,7 +89,7 @@ def test_debian_bsdiff_patch_applies_with_ours(tmp_path: Path) -> None:
 def test_embedded_patch_ignores_trailing_bytes() -> None:
     """Inside IMGDIFF2 a BSDIFF40 is followed by the next chunk's patch."""
     source, target = b"a" * 1000 + b"b" * 1000, b"a" * 900 + b"c" * 1200
-    assert bsdiff.apply(source, bsdiff.diff(source, target) + bsdiff.diff(target, source)) == target
+    assert bsdiff.apply(source, make_bsdiff.diff(source, target) + make_bsdiff.diff(target, source)) == target
 
 
 def test_lazy_reader_accepts_unused_control_tuples() -> None:

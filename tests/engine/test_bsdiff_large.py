@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from ota import bsdiff, patch
+from ota.actions import make_bsdiff
+from ota.format import patch
 
 SIZE = 66 << 20
 
@@ -27,6 +28,6 @@ def test_66_mb_diff_round_trips() -> None:
     target = bytearray(source)
     target[1000:1000] = b"inserted"
     target[50 << 20 : (50 << 20) + 100] = bytes(100)
-    made = bsdiff.diff(source, bytes(target))
+    made = make_bsdiff.diff(source, bytes(target))
     assert len(made) < 4096
     assert hashlib.sha256(patch.apply_patch(source, made)).digest() == hashlib.sha256(target).digest()

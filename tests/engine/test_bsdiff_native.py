@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ota import bsdiff
+from ota.actions import make_bsdiff
+from ota.format import bsdiff
 from ota.native import bsdiff_scan
 
 
@@ -27,7 +28,7 @@ def _scanner() -> bsdiff_scan.Scanner:
 def test_the_build_ships_the_compiled_diff() -> None:
     """Bazel's py_library and `pip install ./py` both bring the library: a silent fallback to
     bsdiff4 would keep the bytes but lose the speed."""
-    assert bsdiff.engine() == "native"
+    assert make_bsdiff.engine() == "native"
 
 
 def _edited(rng: random.Random, data: bytes) -> bytes:
@@ -105,10 +106,10 @@ def test_without_the_library_bsdiff4_writes_the_same_bytes(monkeypatch: pytest.M
     rng = random.Random(seed)
     source = _base(rng, rng.choice((0, 1, 700, 40_000)), rng.choice(("random", "repetitive", "words")))
     target = _edited(rng, source)
-    compiled = bsdiff.diff(source, target)
+    compiled = make_bsdiff.diff(source, target)
     monkeypatch.setattr(bsdiff_scan, "load", lambda: None)
-    assert bsdiff.engine() == "bsdiff4"
-    assert bsdiff.diff(source, target) == compiled == bsdiff4.diff(source, target)
+    assert make_bsdiff.engine() == "bsdiff4"
+    assert make_bsdiff.diff(source, target) == compiled == bsdiff4.diff(source, target)
 
 
 def test_a_missing_library_loads_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,8 +128,8 @@ def test_a_source_past_the_32_bit_sort_goes_to_bsdiff4(monkeypatch: pytest.Monke
     monkeypatch.setattr(bsdiff_scan, "MAX_SOURCE", 999)
     monkeypatch.setattr(bsdiff4, "diff", lambda s, t, real=bsdiff4.diff: calls.append(len(s)) or real(s, t))
     source = _base(random.Random(7), 1000, "words")
-    bsdiff.diff(source[:999], source)
-    bsdiff.diff(source, source[:999])
+    make_bsdiff.diff(source[:999], source)
+    make_bsdiff.diff(source, source[:999])
     assert calls == [1000]
 
 
@@ -138,12 +139,12 @@ def test_a_forked_diff_after_one_in_process_finishes() -> None:
     thread). In a subprocess, so that a hang fails by its timeout instead of stopping the run."""
     probe = textwrap.dedent("""
         import random
-        from ota import bsdiff
+        from ota.actions import make_bsdiff
         rng = random.Random(9)
         for size in (300_000, 3 << 20, 200_000, 2 << 20):
             source = rng.randbytes(size)
             target = source[size // 3 :] + source[: size // 3]
-            assert bsdiff.diff(source, target) == bsdiff.diff(source, target, where="again")
+            assert make_bsdiff.diff(source, target) == make_bsdiff.diff(source, target, where="again")
         print("done")
     """)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=240, check=True)

@@ -1,4 +1,4 @@
-"""Every command-line tool x every input argument x every bad kind of input (bounded reads: py/ota/cli/fileio.py).
+"""Every command-line tool x every input argument x every bad kind of input (bounded reads: py/ota/io/fileio.py).
 
 Bad kinds: /dev/zero (a character device that never ends: read in pieces, refused one byte past
 the bound), a FIFO with no writer (refused when opened, never waited on), a missing file, a
@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import bsdiff
-from ota.build.jsonio import MAX_JSON_BYTES
-from ota.cli.fileio import MAX_INPUT_BYTES, MAX_SMALL_INPUT_BYTES, MAX_STREAM_BYTES
+from ota.actions import make_bsdiff
+from ota.format.jsonio import MAX_JSON_BYTES
+from ota.io.fileio import MAX_INPUT_BYTES, MAX_SMALL_INPUT_BYTES, MAX_STREAM_BYTES
 
 KINDS = ("dev_zero", "fifo", "missing", "directory", "over_bound")
 ZIP = None  # inputs read by seeking (zip): no whole-read bound, any size is checked by the zip reader
@@ -123,7 +123,7 @@ def workdir(tmp_path_factory) -> Path:
     (work / "target").write_bytes(TARGET)
     (work / "work.bin").write_bytes(SOURCE)
     (work / "part.img").write_bytes(SOURCE.ljust(len(TARGET) + 4096, b"\0"))
-    (work / "patch").write_bytes(bsdiff.diff(SOURCE, TARGET))
+    (work / "patch").write_bytes(make_bsdiff.diff(SOURCE, TARGET))
     (work / "cache").mkdir()
     (work / "out").mkdir()
     key = ed25519.Ed25519PrivateKey.generate()

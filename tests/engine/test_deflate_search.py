@@ -1,4 +1,4 @@
-"""The zlib-settings search (ota.deflate) against the exhaustive one, over generated streams.
+"""The zlib-settings search (ota.format.deflate) against the exhaustive one, over generated streams.
 
 The exhaustive search compresses the inflated data in full with every setting of
 deflate.SEARCH_STAGES, in order, and takes the first whose stream is the given one. The search
@@ -20,7 +20,8 @@ import zlib
 
 import pytest
 
-from ota import deflate, imgdiff, imgpatch
+from ota.actions import imgdiff
+from ota.format import deflate, imgpatch
 
 ORDER = [params for stage in deflate.SEARCH_STAGES for params in stage]
 STRATEGIES = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE, zlib.Z_FIXED)

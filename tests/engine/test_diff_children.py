@@ -1,4 +1,4 @@
-"""Diffs in forked children (ota/forked.py behind bsdiff.diff, diff_many and imgdiff): the same
+"""Diffs in forked children (ota/io/forked.py behind make_bsdiff.diff, diff_many and imgdiff): the same
 bytes as bsdiff4 in-process on generated pairs of every kind, applied by our bspatch and Debian's,
 failures that come back as one-line errors, and memory that goes back with the child."""
 
@@ -18,8 +18,10 @@ from pathlib import Path
 import bsdiff4
 import pytest
 
-from ota import bsdiff, forked, imgdiff, imgpatch
+from ota.actions import imgdiff, make_bsdiff
 from ota.errors import OtaError
+from ota.format import bsdiff, imgpatch
+from ota.io import forked
 
 
 def _base(rng: random.Random, size: int, compressible: bool) -> bytes:
@@ -74,13 +76,13 @@ def test_patches_equal_bsdiff4_and_apply_with_ours_and_debian(
     tmp_path: Path, seed: int, count: int, max_size: int
 ) -> None:
     pairs = _pairs(seed, count, max_size)
-    if max_size > bsdiff.IN_PROCESS_LIMIT:
-        pairs = [(s + _base(random.Random(len(s)), bsdiff.IN_PROCESS_LIMIT, True), t) for s, t in pairs]
-    for (source, target), made in zip(pairs, bsdiff.diff_many(pairs, parallel=3), strict=False):
+    if max_size > make_bsdiff.IN_PROCESS_LIMIT:
+        pairs = [(s + _base(random.Random(len(s)), make_bsdiff.IN_PROCESS_LIMIT, True), t) for s, t in pairs]
+    for (source, target), made in zip(pairs, make_bsdiff.diff_many(pairs, parallel=3), strict=False):
         assert made == bsdiff4.diff(source, target)  # same bytes, so the same size and the same appliers
         _apply_both(tmp_path, source, made, target)
     source, target = pairs[-1]
-    assert bsdiff.diff(source, target) == bsdiff4.diff(source, target)
+    assert make_bsdiff.diff(source, target) == bsdiff4.diff(source, target)
 
 
 def _gzip_image(rng: random.Random, members: list[bytes]) -> bytes:
@@ -99,7 +101,7 @@ def test_imgdiff_in_parallel_children_writes_the_serial_bytes(monkeypatch: pytes
     source = _gzip_image(random.Random(seed), bodies)
     target = _gzip_image(random.Random(seed), [_edit(rng, body) for body in bodies])
     parallel = imgdiff.make_image_patch(source, target)
-    monkeypatch.setattr(bsdiff, "IN_PROCESS_LIMIT", 1 << 62)
+    monkeypatch.setattr(make_bsdiff, "IN_PROCESS_LIMIT", 1 << 62)
     assert imgdiff.make_image_patch(source, target) == parallel
     assert imgpatch.apply(source, parallel) == target
 
@@ -171,16 +173,17 @@ def test_a_big_diff_leaves_no_high_water_mark_in_the_caller() -> None:
     calling process has grown by little more than the inputs it holds."""
     probe = textwrap.dedent("""
         import random, resource
-        from ota import bsdiff
+        from ota.actions import make_bsdiff
+        from ota.format import bsdiff
         def status_kb(field):  # this process's own figures (ru_maxrss carries the parent's across exec)
             line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
             return int(line.split()[1])
         rng = random.Random(5)
         source = rng.randbytes(8 << 20)
         target = source[:1000] + rng.randbytes(5000) + source[1000:]
-        bsdiff.engine()  # loads the libraries: a worker's one-time cost, not the diff's
+        make_bsdiff.engine()  # loads the libraries: a worker's one-time cost, not the diff's
         before = status_kb("VmHWM")
-        made = bsdiff.diff(source, target)
+        made = make_bsdiff.diff(source, target)
         after = status_kb("VmHWM")
         assert bsdiff.apply(source, made) == target
         print(before, after, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)

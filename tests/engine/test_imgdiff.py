@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine_helpers import run_tool
-from ota import deflate, imgdiff, imgdiff_format, patch
+from ota.actions import imgdiff
 from ota.errors import OtaError
-from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
+from ota.format import deflate, imgdiff_format, patch
+from ota.format.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
 
 
 def _text(seed: int, lines: int) -> bytes:

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import run_tool
-from ota import bsdiff, deflate, imgdiff, imgdiff_format, imgpatch, patch
+from ota.actions import imgdiff, make_bsdiff
 from ota.errors import OtaError
-from ota.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
+from ota.format import deflate, imgdiff_format, imgpatch, patch
+from ota.format.imgdiff_format import DeflateChunk, NormalChunk, RawChunk
 
 TEXT = b"".join(b"record %d has value %d\n" % (i, i * 7 % 13) for i in range(3000))
 NEW_TEXT = TEXT.replace(b"value 3", b"value three")
@@ -43,13 +44,13 @@ def _one(chunk: imgdiff_format.Chunk, bsdiff_patch: bytes | None) -> bytes:
 
 def _deflate_patch(**changes: int) -> bytes:
     good = DeflateChunk(STREAM.start, STREAM.stop - STREAM.start, len(TEXT), len(NEW_TEXT), 6)
-    return _one(dataclasses.replace(good, **changes), bsdiff.diff(TEXT, NEW_TEXT))
+    return _one(dataclasses.replace(good, **changes), make_bsdiff.diff(TEXT, NEW_TEXT))
 
 
 def test_hand_built_patch_applies() -> None:
     assert patch.apply_patch(SOURCE, _deflate_patch()) == deflate.deflate(NEW_TEXT, 6)
     raw_then_normal = imgdiff_format.pack(
-        [RawChunk(b"lit"), NormalChunk(0, 200)], [None, bsdiff.diff(b"H" * 200, b"h" * 300)]
+        [RawChunk(b"lit"), NormalChunk(0, 200)], [None, make_bsdiff.diff(b"H" * 200, b"h" * 300)]
     )
     assert patch.apply_patch(SOURCE, raw_then_normal) == b"lit" + b"h" * 300
 
@@ -106,10 +107,13 @@ BAD = {
         "chunk 0: RAW data_len -1 runs past the end of the patch",
     ),
     "normal past source": (
-        _one(NormalChunk(100, SOURCE.__len__(), 0), bsdiff.diff(b"", b"")),
+        _one(NormalChunk(100, SOURCE.__len__(), 0), make_bsdiff.diff(b"", b"")),
         f"chunk 0: src_start 100 + src_len {len(SOURCE)} runs past the source ({len(SOURCE)} bytes)",
     ),
-    "normal negative length": (_one(NormalChunk(0, -4, 0), bsdiff.diff(b"", b"")), "chunk 0: src_len is negative (-4)"),
+    "normal negative length": (
+        _one(NormalChunk(0, -4, 0), make_bsdiff.diff(b"", b"")),
+        "chunk 0: src_len is negative (-4)",
+    ),
     "patch offset past end": (
         b"IMGDIFF2" + struct.pack("<iiqqq", 1, 0, 0, 0, 9999),
         "chunk 0: patch_offset 9999 is past the end of the patch (40 bytes)",

@@ -40,7 +40,7 @@ def test_cli_exit_codes(tmp_path):
         textwrap.dedent("""
         import sys
         from absl import flags
-        from ota.cli import runner
+        from ota.io import runner
         from ota.errors import OtaError
         flags.DEFINE_string("mode", "ok", "what to do")
         def main(argv):
@@ -65,7 +65,7 @@ def test_help_exits_zero_and_describes_flags(tmp_path):
     script.write_text(
         textwrap.dedent("""
         from absl import flags
-        from ota.cli import runner
+        from ota.io import runner
         flags.DEFINE_string("mode", "ok", "what to do")
         runner.run_absl("tool", lambda argv: 0)
     """)

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import bootimg, bsdiff, cpio, gzipper, imgdiff, imgpatch, signing
+from ota.actions import imgdiff, make_bsdiff
 from ota.errors import OtaError
+from ota.format import bootimg, bsdiff, cpio, gzipper, imgpatch, layout, signing
 from ota.proto import ota_manifest_pb2
 
 # Every buffer a fuzzed patch may make the appliers allocate; the device passes the real target
@@ -66,7 +67,7 @@ def _bsdiff_run(data: bytes) -> None:
 
 def _bsdiff_seeds() -> list[bytes]:
     return [
-        bytes([index]) + bsdiff.diff(source, target)
+        bytes([index]) + make_bsdiff.diff(source, target)
         for index, source in enumerate(_BSDIFF_SOURCES)
         for target in (source + b"appended tail\n", source[::-1][:500], _text_blob(10 + index, 25), b"")
     ]
@@ -184,7 +185,7 @@ def _package_bytes(payload: dict[str, bytes]) -> bytes:
     entries = [
         ("manifest.pb", manifest_bytes),
         *sorted(payload.items()),
-        (signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest_bytes, [_FUZZ_KEY])),
+        (layout.SIGNATURE_ENTRY, signing.sign_manifest(manifest_bytes, [_FUZZ_KEY])),
     ]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:

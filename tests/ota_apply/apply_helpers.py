@@ -18,9 +18,9 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ota import bootimg
-from ota.build import layout as package_layout
-from ota.build.zipwrite import Compression, ZipSource, write_zip
+from ota.actions.zipwrite import Compression, ZipSource, write_zip
+from ota.format import bootimg
+from ota.format import layout as package_layout
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing.builds import Spec, make_package, write_build
 from ota.testing.device_check import Build, Layout, layout_for
@@ -149,8 +149,11 @@ def make_release(directory: str, cache_limit: int | None = None) -> Release:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs the real ota_apply CLI on a test device. `make_release`'s devices simulate their radio
+    partition on NAND, a kind only the test bench entry point knows (ota.testing.testbench_cli);
+    without fault options it runs the tool unchanged."""
     return subprocess.run(
-        [sys.executable, "-m", "ota.cli.ota_apply", *args],
+        [sys.executable, "-m", "ota.testing.testbench_cli", "ota_apply", *args],
         capture_output=True,
         text=True,
         env=None if env is None else {**os.environ, **env},
@@ -174,10 +177,12 @@ def rewrite_package(package: str, out: str, edit: Callable[[pb.OtaManifest, dict
     write_zip(out, sources)
 
 
-def run_faulty_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
-    """The real ota_apply CLI under the test entry point with the fault injector (`faults`: its options)."""
+def run_testbench_cli(faults: list[str], *args: str) -> subprocess.CompletedProcess:
+    """Runs the real ota_apply CLI under the test bench entry point (ota.testing.testbench_cli):
+    the NAND simulator's kind `mtdsim` is known, and `faults` are the injector's options (e.g.
+    ["--fault=tear:7"] or ["--fault_log=ops.log"]; [] for none)."""
     return subprocess.run(
-        [sys.executable, "-m", "ota.testing.faulty_cli", *faults, "ota_apply", *args],
+        [sys.executable, "-m", "ota.testing.testbench_cli", *faults, "ota_apply", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from apply_helpers import TARGET_FP, make_release, run_cli, run_faulty_cli
-from ota.apply import device as device_mod
-from ota.apply.engine import ALREADY, APPLIED
-from ota.apply.journal import Journal
-from ota.fsops import FsOps
-from ota.package_reader import open_package
+from apply_helpers import TARGET_FP, make_release, run_cli, run_testbench_cli
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import ALREADY, APPLIED
+from ota.device.updater.journal import Journal
+from ota.format.package_reader import open_package
 from ota.testing import device_check as dc
 from ota.testing.faults import CRASH_EXIT_CODE, read_fault_log
 
@@ -67,11 +67,13 @@ def test_cli_resumes_after_a_crash_in_a_child_process(release, tmp_path):
     log = tmp_path / "ops.log"
     clean_dir = str(tmp_path / "clean")
     clean = dc.materialize(release.source, clean_dir, release.layout)
-    assert run_faulty_cli([f"--fault_log={log}"], "--package", release.incremental, "--device", clean).returncode == 0
+    assert (
+        run_testbench_cli([f"--fault_log={log}"], "--package", release.incremental, "--device", clean).returncode == 0
+    )
     records = read_fault_log(str(log))
     writes_to_radio = [r.index for r in records if "radio" in r.target and r.kind in ("write", "erase")]
     point = f"tear:{writes_to_radio[len(writes_to_radio) // 2]}"
-    cut = run_faulty_cli([f"--fault={point}"], "--package", release.incremental, "--device", config)
+    cut = run_testbench_cli([f"--fault={point}"], "--package", release.incremental, "--device", config)
     assert cut.returncode == CRASH_EXIT_CODE
     journal = Journal.load(device_mod.load(config).cache_dir, FsOps())
     assert journal is not None and any(step.startswith("patch:") for step in journal.claimed)
@@ -85,7 +87,7 @@ def test_a_full_package_takes_over_an_unfinished_update(release, tmp_path):
     """The way out of another package's journal (docs/ota_apply.md, "Stuck states and the way out");
     tests/ota_apply/test_prewrite_refusals.py covers the refusal of another incremental package."""
     config = dc.materialize(release.source, str(tmp_path / "dev"), release.layout)
-    cut = run_faulty_cli(["--fault=before:40"], "--package", release.incremental, "--device", config)
+    cut = run_testbench_cli(["--fault=before:40"], "--package", release.incremental, "--device", config)
     assert cut.returncode == CRASH_EXIT_CODE
     other = run_cli("--package", release.full, "--device", config)
     assert (other.returncode, other.stderr) == (0, "")
@@ -110,7 +112,7 @@ def test_stale_cache_files_are_freed_only_when_needed(release, tmp_path):
 def test_help_and_usage(tmp_path):
     usage = run_cli("--package", "x.zip")
     assert usage.returncode == 2 and "--package and --device are required" in usage.stderr
-    bad_fault = run_faulty_cli(["--fault=sometimes"], "--package", "x", "--device", "y")
+    bad_fault = run_testbench_cli(["--fault=sometimes"], "--package", "x", "--device", "y")
     assert bad_fault.returncode == 2 and "is not <mode>:<N>" in bad_fault.stderr
     assert run_cli("--help").returncode == 0
 
@@ -159,10 +161,12 @@ def test_imgdiff_patch_of_a_compressible_gz_file(tmp_path):
 def test_a_failing_disk_is_one_line_and_the_rerun_finishes(release, tmp_path, mode):
     log = tmp_path / "ops.log"
     clean = dc.materialize(release.source, str(tmp_path / "clean"), release.layout)
-    assert run_faulty_cli([f"--fault_log={log}"], "--package", release.incremental, "--device", clean).returncode == 0
+    assert (
+        run_testbench_cli([f"--fault_log={log}"], "--package", release.incremental, "--device", clean).returncode == 0
+    )
     index = next(r.index for r in read_fault_log(str(log)) if r.kind == "write" and "etc/new.conf~" in r.target)
     config = dc.materialize(release.source, str(tmp_path / "dev"), release.layout)
-    failed = run_faulty_cli([f"--fault={mode}:{index}"], "--package", release.incremental, "--device", config)
+    failed = run_testbench_cli([f"--fault={mode}:{index}"], "--package", release.incremental, "--device", config)
     reason = "No space left on device" if mode == "enospc" else "Input/output error"
     assert (failed.returncode, failed.stderr) == (1, f"ota_apply: error: write:etc/new.conf: {reason}\n")
     assert run_cli("--package", release.incremental, "--device", config).returncode == 0

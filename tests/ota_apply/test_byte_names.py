@@ -16,14 +16,14 @@ import os
 
 import pytest
 
-from ota import package_reader
-from ota.apply import device as device_mod
-from ota.apply.engine import apply_package
-from ota.apply.journal import Journal
-from ota.apply.plan import Step
-from ota.apply.progress import Progress
-from ota.build.paths import SCRATCH_DIR, unescape
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import apply_package
+from ota.device.updater.journal import Journal
+from ota.device.updater.plan import Step
+from ota.device.updater.progress import Progress
+from ota.format import package_reader
+from ota.format.paths import SCRATCH_DIR, unescape
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import byte_names
 from ota.testing import device_check as dc

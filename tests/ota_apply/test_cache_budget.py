@@ -30,13 +30,13 @@ from cache_faults import (
     read_only,
     recovery_state,
 )
-from ota import package_reader
-from ota.apply import verify
-from ota.apply.engine import APPLIED
-from ota.apply.execute import STAGED_DIR
-from ota.apply.plan import make_plan
-from ota.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
+from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache, is_recovery_state
+from ota.device.updater import verify
+from ota.device.updater.engine import APPLIED
+from ota.device.updater.execute import STAGED_DIR
+from ota.device.updater.plan import make_plan
 from ota.errors import OtaError
+from ota.format import package_reader
 from ota.testing import device_check as dc
 from ota.testing.sweep import sweep
 

@@ -13,15 +13,15 @@ import zipfile
 import pytest
 
 from apply_helpers import TARGET_FP, _boot, _noise, make_release, source_spec, target_spec
-from ota import bsdiff
-from ota.apply.manifest_rules import check_manifest
-from ota.applypatch import protocol
-from ota.applypatch.cache import Cache
-from ota.applypatch.device_config import DeviceConfig, PartitionEntry
-from ota.applypatch.spec import Digest
-from ota.build.layout import MANIFEST_ENTRY
+from ota.actions import make_bsdiff
+from ota.device.applypatch import protocol
+from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.device_config import DeviceConfig, PartitionEntry
+from ota.device.applypatch.spec import Digest
+from ota.device.fsops import FsOps
+from ota.device.updater.manifest_rules import check_manifest
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format.layout import MANIFEST_ENTRY
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 from ota.testing.builds import make_package, write_build
@@ -61,7 +61,7 @@ def _file_request(path: str, patch: str, target: bytes = NEW) -> protocol.PatchR
 def test_dry_run_of_a_file_builds_the_target_and_writes_nothing(tmp_path):
     path = tmp_path / "file"
     path.write_bytes(OLD)
-    patches = {"the patch": bsdiff.diff(OLD, NEW)}
+    patches = {"the patch": make_bsdiff.diff(OLD, NEW)}
     ctx = _context(tmp_path)
     assert protocol.dry_run(ctx, _file_request(str(path), "the patch"), patches.__getitem__) == protocol.PATCHED
     assert path.read_bytes() == OLD and sorted(os.listdir(tmp_path)) == ["cache", "file"]
@@ -73,7 +73,7 @@ def test_dry_run_of_a_file_builds_the_target_and_writes_nothing(tmp_path):
 def test_dry_run_refuses_a_patch_whose_result_is_not_the_target(tmp_path):
     path = tmp_path / "file"
     path.write_bytes(OLD)
-    wrong = bsdiff.diff(OLD, NEW[:-1] + b"X")  # the right size, other contents
+    wrong = make_bsdiff.diff(OLD, NEW[:-1] + b"X")  # the right size, other contents
     with pytest.raises(OtaError) as error:
         protocol.dry_run(_context(tmp_path), _file_request(str(path), "p"), lambda _: wrong)
     assert str(error.value).startswith(f"p: patch result ({len(NEW)} bytes, sha256 ")
@@ -93,7 +93,7 @@ def test_dry_run_of_a_torn_partition_patches_from_the_cache_copy(tmp_path):
         Digest("sha256", hashlib.sha256(NEW).hexdigest()),
         ((Digest("sha256", hashlib.sha256(OLD).hexdigest()), "p"),),
     )
-    patch = bsdiff.diff(OLD, NEW)
+    patch = make_bsdiff.diff(OLD, NEW)
     before = image.read_bytes()
     assert protocol.dry_run(ctx, request, lambda _: patch) == protocol.PATCHED
     assert image.read_bytes() == before and ctx.cache.load_backup() == OLD
@@ -178,7 +178,7 @@ def test_a_whole_entry_must_be_the_target():
 def _refused(package: str, directory: str, config: str, expected: str) -> None:
     before = dc.device_hash(directory)
     result = subprocess.run(
-        [sys.executable, "-m", "ota.cli.ota_apply", "--package", package, "--device", config],
+        [sys.executable, "-m", "ota.testing.testbench_cli", "ota_apply", "--package", package, "--device", config],
         capture_output=True,
         text=True,
         check=False,
@@ -236,7 +236,8 @@ def test_apply_under_a_real_address_space_limit(release, tmp_path):
             "--as=838860800",
             sys.executable,
             "-m",
-            "ota.cli.ota_apply",
+            "ota.testing.testbench_cli",  # the release's devices simulate their radio on NAND
+            "ota_apply",
             "--package",
             release.incremental,
             "--device",

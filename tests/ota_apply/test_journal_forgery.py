@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from apply_helpers import TARGET_FP, make_release
-from ota.apply import device as device_mod
-from ota.apply.engine import ALREADY, APPLIED
-from ota.apply.journal import Journal
-from ota.apply.plan import make_plan
-from ota.apply.resume import result_digests
-from ota.build.paths import SCRATCH_DIR
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import ALREADY, APPLIED
+from ota.device.updater.journal import Journal
+from ota.device.updater.plan import make_plan
+from ota.device.updater.resume import result_digests
 from ota.errors import OtaError
-from ota.package_reader import open_package
+from ota.format.package_reader import open_package
+from ota.format.paths import SCRATCH_DIR
 from ota.testing import device_check as dc
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 

@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from ota.apply.journal import Journal
-from ota.apply.progress import Progress
+from ota.device.fsops import FsOps
+from ota.device.updater.journal import Journal
+from ota.device.updater.progress import Progress
 from ota.errors import OtaError
-from ota.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
 
@@ -23,7 +23,7 @@ def test_journal_round_trip_and_torn_append(tmp_path):
         journal.mark("patch:system/very/long/path/name", "d2")
     loaded = Journal.load(cache, FsOps())
     assert loaded is not None and (loaded.package_id, loaded.claimed) == ("abc123", {"stage:patch/a.p": "d1"})
-    assert loaded.done == set()  # claims are trusted only after the device shows them (ota.apply.resume)
+    assert loaded.done == set()  # claims are trusted only after the device shows them (ota.device.updater.resume)
     loaded.mark("write:with spaces", "d3")
     again = Journal.load(cache, FsOps())
     assert again is not None and again.claimed == {"stage:patch/a.p": "d1", "write:with spaces": "d3"}

@@ -18,9 +18,9 @@ import random
 import pytest
 
 from apply_helpers import make_release, rewrite_package, run_cli
-from ota import signing
-from ota.apply.manifest_rules import shown
+from ota.device.updater.manifest_rules import shown
 from ota.errors import OtaError
+from ota.format import signing
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
@@ -304,7 +304,7 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
 
 
 def _manifest_bytes(release) -> bytes:
-    from ota.package_reader import open_package
+    from ota.format.package_reader import open_package
 
     with open_package(release.incremental) as package:
         return package.manifest_bytes

@@ -116,9 +116,9 @@ def test_partition_holding_neither_source_nor_target(release, device, name):
     directory, config = device
     image = os.path.join(directory, "partitions", f"{name}.img")
     if name == "radio":  # NAND: program garbage into the erased chip the way flash allows
-        from ota.apply.device import load
-        from ota.applypatch.backends import open_partition
-        from ota.fsops import FsOps
+        from ota.device.applypatch.backends import open_partition
+        from ota.device.fsops import FsOps
+        from ota.device.updater.device import load
 
         partition = open_partition("MTD", name, load(config).hardware, FsOps(), writable=True)
         partition.write_image(b"garbage" * 1000)
@@ -159,7 +159,7 @@ def test_truncated_package(release, device, tmp_path):
 
 
 def _entry_of(package: str, path: bytes) -> str:
-    """The payload entry holding `path`'s patch or contents (named by index: py/ota/build/layout.py)."""
+    """The payload entry holding `path`'s patch or contents (named by index: py/ota/format/layout.py)."""
     with zipfile.ZipFile(package) as archive:
         manifest = pb.OtaManifest.FromString(archive.read("manifest.pb"))
     return next(op.entry for op in manifest.files if op.path == path)
@@ -227,7 +227,7 @@ def test_path_through_a_symlink_out_of_the_root_is_refused(release, device, tmp_
 
 @pytest.fixture
 def signed(release, tmp_path):
-    from ota import signing
+    from ota.format import signing
 
     out = str(tmp_path / "signed.zip")
     signing.sign(release.incremental, out, [signing.load_private_key(os.path.join(REPO, TEST_KEY))])
@@ -247,7 +247,7 @@ def test_unsigned_package_refused_when_keys_are_trusted(release, device):
 def test_signed_package_by_an_untrusted_key_refused(signed, device, tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from ota import signing
+    from ota.format import signing
 
     other = tmp_path / "other.pub.pem"
     other.write_bytes(signing.public_key_pem(ed25519.Ed25519PrivateKey.generate().public_key()))

@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 
 import tree_pairs
-from ota.apply.engine import APPLIED
-from ota.build import layout as package_layout
-from ota.build.paths import SCRATCH_DIR, check_path
-from ota.build.zipwrite import Compression, ZipSource, write_zip
+from ota.actions.zipwrite import Compression, ZipSource, write_zip
+from ota.device.updater.engine import APPLIED
 from ota.errors import OtaError
+from ota.format import layout as package_layout
+from ota.format.paths import SCRATCH_DIR, check_path
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
 from ota.testing.builds import Spec, make_package, write_build
@@ -209,7 +209,7 @@ def test_build_tools_refuse_the_reserved_name_in_one_line(tmp_path, kind):
     tree_json.write_text(json.dumps({"entries": entries + [entry]}))
     out = tmp_path / "manifest.json"
     result = subprocess.run(
-        [sys.executable, "-m", "ota.build.system_manifest", "--tree", str(tree_json), "--out", str(out)],
+        [sys.executable, "-m", "ota.actions.system_manifest", "--tree", str(tree_json), "--out", str(out)],
         capture_output=True,
         text=True,
         check=False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from ota.build.paths import SCRATCH_DIR
+from ota.format.paths import SCRATCH_DIR
 from ota.testing.builds import Spec
 
 DEVICE = "scratchdev"
@@ -64,7 +64,7 @@ def edit(rng: random.Random, data: bytes) -> bytes:
 
 
 def scratch_name_of(path: str) -> str:
-    """The name the updater gives `path` in its scratch directory (py/ota/apply/sysroot.py)."""
+    """The name the updater gives `path` in its scratch directory (py/ota/device/updater/sysroot.py)."""
     return hashlib.sha256(path.encode()).hexdigest()
 
 

@@ -74,21 +74,21 @@ def output_base(bazel: workspace.Bazel) -> pathlib.Path:
 
 
 def client_identity(base: pathlib.Path) -> str:
-    """The digest in the name of the client's @pypi//:toolchain_identity file (its action keys')."""
-    found = sorted((base / "external" / "pypi" / "toolchain_identity").glob("*.json"))
+    """The digest in the name of the client's @rules_ota_pypi//:toolchain_identity file (its action keys')."""
+    found = sorted((base / "external" / "rules_ota_pypi" / "toolchain_identity").glob("*.json"))
     if len(found) != 1:
-        raise RuntimeError(f"expected one toolchain identity file in {base}/external/pypi, found {found}")
+        raise RuntimeError(f"expected one toolchain identity file in {base}/external/rules_ota_pypi, found {found}")
     return found[0].stem
 
 
 def worker_identity(base: pathlib.Path, scratch: pathlib.Path) -> str:
-    """The identity of the workers' toolchain: py/ota/build/toolchain_identity.py run by the workers'
+    """The identity of the workers' toolchain: py/ota/actions/toolchain_identity.py run by the workers'
     /usr/bin/python3 with the hub's packages first on sys.path, as bazel/pip.bzl runs it (a worker
     gets the hub's files as action inputs; the interpreter and its zlib are the worker's own)."""
-    hub = base / "external" / "pypi" / "site-packages"
+    hub = base / "external" / "rules_ota_pypi" / "site-packages"
     path = [str(servers.REPO / "py")] + sorted(str(p) for p in hub.iterdir())
     done = subprocess.run(
-        ["/usr/bin/python3", "-m", "ota.build.toolchain_identity", str(scratch)],
+        ["/usr/bin/python3", "-m", "ota.actions.toolchain_identity", str(scratch)],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(path)},
         capture_output=True,
         text=True,

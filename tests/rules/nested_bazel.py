@@ -38,12 +38,12 @@ def source_checkout() -> pathlib.Path:
 
 
 def outer_pypi() -> pathlib.Path | None:
-    """The outer build's fetched @pypi repository directory, if the runfiles lead to it."""
-    runfiles_pypi = REPO.parent / "pypi"
+    """The outer build's fetched @rules_ota_pypi repository directory, if the runfiles lead to it."""
+    runfiles_pypi = REPO.parent / "rules_ota_pypi"
     for candidate in sorted(runfiles_pypi.rglob("*.py")) if runfiles_pypi.is_dir() else []:
         real = candidate.resolve()
         for parent in real.parents:
-            if parent.name == "pypi" and parent.parent.name == "external":
+            if parent.name == "rules_ota_pypi" and parent.parent.name == "external":
                 return parent if (parent / "WORKSPACE").exists() else None
         return None
     return None
@@ -90,7 +90,7 @@ class NestedWorkspace:
         ws = cls(checkout, base / name / "out")
         pypi = outer_pypi()
         if pypi is not None:
-            ws.extra_flags.append(f"--override_repository=pypi={pypi}")
+            ws.extra_flags.append(f"--override_repository=rules_ota_pypi={pypi}")
         return ws
 
     def bazel(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ load("//rules/private:patch_methods.bzl", "method_for")  # a unit test of a priv
 _DIRS = ["", "etc/", "lib.d/", "a/b.c/"]
 
 # Name -> its extension as os.path.splitext gives it, which file_patch's `auto` uses
-# (py/ota/build/file_patch.py); a patch_methods extension key must select exactly these files.
+# (py/ota/actions/file_patch.py); a patch_methods extension key must select exactly these files.
 _NAMES = {
     ".cache.gz": ".gz",
     ".profile": "",

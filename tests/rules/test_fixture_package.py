@@ -14,9 +14,9 @@ import zipfile
 
 import pytest
 
-from ota import signing
-from ota.package_reader import open_package
-from ota.patch import apply_patch
+from ota.format import layout
+from ota.format.package_reader import open_package
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
@@ -63,7 +63,7 @@ def test_package_without_signing_key_is_unsigned(name: str) -> None:
         payload = set(pkg.payload)
         assert pkg.signature is None
     with zipfile.ZipFile(HERE / name) as zf:
-        assert set(zf.namelist()) == payload | {signing.MANIFEST_ENTRY}
+        assert set(zf.namelist()) == payload | {layout.MANIFEST_ENTRY}
 
 
 def test_incremental_operations_per_path(incremental) -> None:

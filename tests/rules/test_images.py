@@ -7,7 +7,7 @@ import hashlib
 import json
 import pathlib
 
-from ota import bootimg, gzipper
+from ota.format import bootimg, gzipper
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
 HERE = REPO / "tests/rules"

@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 from nested_bazel import NestedWorkspace
-from ota.apply import device as device_mod
-from ota.apply.engine import apply_package
-from ota.apply.progress import Progress
-from ota.build.paths import SCRATCH_DIR, escape
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import apply_package
+from ota.device.updater.progress import Progress
+from ota.format.paths import SCRATCH_DIR, escape
 from ota.testing import byte_names
 from ota.testing import device_check as dc
 from ota.testing.builds import Spec, write_build
@@ -27,7 +27,7 @@ SEED = 14
 
 
 def _literal(name: str) -> str:
-    """A Starlark string literal of `name`'s bytes (pure ASCII: py/ota/build/paths.py `escape`)."""
+    """A Starlark string literal of `name`'s bytes (pure ASCII: py/ota/format/paths.py `escape`)."""
     return f'"{escape(name)}"'
 
 
@@ -51,7 +51,7 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
         modes.append(f'        {_literal(path)}: "{mode:o}",')
         if (uid, gid) != (0, 0):
             owners.append(f'        {_literal(path)}: "{uid}:{gid}",')
-    lines = [f"system_image(\n    name = {_literal(name)},"]
+    lines = [f"ota_system_image(\n    name = {_literal(name)},"]
     for attr, body, close in (
         ("files", files, "}"),
         ("symlinks", symlinks, "}"),
@@ -65,13 +65,13 @@ def _system_image(name: str, spec: Spec, files_dir: Path, package: Path) -> str:
 
 def _build_file(v1: Spec, v2: Spec, package: Path) -> str:
     parts = [
-        'load("//rules:defs.bzl", "boot_image", "ota_build", "ota_build_archive", "ota_package", "system_image")\n',
+        'load("//rules:defs.bzl", "ota_boot_image", "ota_build", "ota_build_archive", "ota_package", "ota_system_image")\n',
         'package(default_visibility = ["//visibility:public"])\n',
     ]
     for version, spec in ((1, v1), (2, v2)):
         parts.append(_system_image(f"v{version}_system", spec, package / f"v{version}", package))
         (package / f"kernel{version}").write_bytes(b"kernel %d\n" % version * 200)
-        parts.append(f'boot_image(\n    name = "v{version}_boot",\n    kernel = "kernel{version}",\n)\n')
+        parts.append(f'ota_boot_image(\n    name = "v{version}_boot",\n    kernel = "kernel{version}",\n)\n')
         parts.append(
             f'ota_build(\n    name = "v{version}",\n    device = "{spec.device}",\n'
             f'    fingerprint = "{spec.fingerprint}",\n    timestamp = {spec.timestamp},\n'
@@ -97,7 +97,7 @@ def test_escaped_names_build_import_and_apply_byte_exact(tmp_path) -> None:
         (ws.root / "shipped/BUILD").write_text('exports_files(["v1.zip"])\n')
         with open(ws.root / "WORKSPACE", "a") as workspace:
             workspace.write(
-                '\nload("//rules:defs.bzl", "ota_release_archive")\n\n'
+                '\nload("//rules:repositories.bzl", "ota_release_archive")\n\n'
                 'ota_release_archive(\n    name = "shipped_v1",\n    archive = "//shipped:v1.zip",\n)\n'
             )
         (ws.root / "imported").mkdir()

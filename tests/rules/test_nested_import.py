@@ -24,7 +24,7 @@ def test_imported_v1_archive_gives_the_same_incremental_package(tmp_path) -> Non
         (root / "shipped/BUILD").write_text('exports_files(["v1.zip"])\n')
         with open(root / "WORKSPACE", "a") as workspace:
             workspace.write(
-                '\nload("//rules:defs.bzl", "ota_release_archive")\n\n'
+                '\nload("//rules:repositories.bzl", "ota_release_archive")\n\n'
                 'ota_release_archive(\n    name = "shipped_v1",\n    archive = "//shipped:v1.zip",\n)\n'
             )
         (root / "imported").mkdir()

@@ -10,7 +10,7 @@ import collections
 import tarfile
 
 from nested_bazel import NestedWorkspace
-from ota.build import shard_layout
+from ota.actions import shard_layout
 
 PACKAGE = "//tests/tar_tree:tar_incremental"
 TARGET_TAR = "tests/tar_tree/system_v2.tar.gz"

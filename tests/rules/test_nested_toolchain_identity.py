@@ -14,7 +14,7 @@ import re
 import shutil
 
 from nested_bazel import NestedWorkspace, outer_pypi
-from ota.build import toolchain_identity
+from ota.actions import toolchain_identity
 
 TARGETS = "deps(//release:all)"
 IDENTITY_DIR = "toolchain_identity"
@@ -49,9 +49,9 @@ def hub_copy(source: pathlib.Path, dest: pathlib.Path, identity: dict[str, str])
 
 
 def ota_action_keys(ws: NestedWorkspace, hub: pathlib.Path) -> dict[str, tuple[str, str]]:
-    """{outputs: (mnemonic, action key)} of every Ota* action, analysed with @pypi = `hub`."""
+    """{outputs: (mnemonic, action key)} of every Ota* action, analysed with @rules_ota_pypi = `hub`."""
     text = ws.bazel(
-        "aquery", f"--override_repository=pypi={hub}", "--output=text", f'mnemonic("Ota.*", {TARGETS})'
+        "aquery", f"--override_repository=rules_ota_pypi={hub}", "--output=text", f'mnemonic("Ota.*", {TARGETS})'
     ).stdout
     keys = {outputs: (mnemonic, key) for mnemonic, key, outputs in ACTION.findall(text)}
     assert keys, text[-2000:]
@@ -60,13 +60,13 @@ def ota_action_keys(ws: NestedWorkspace, hub: pathlib.Path) -> dict[str, tuple[s
 
 def test_every_ota_action_key_follows_the_toolchain_identity(tmp_path) -> None:
     pypi = outer_pypi()
-    assert pypi is not None, "the outer build's @pypi is not reachable from the runfiles"
+    assert pypi is not None, "the outer build's @rules_ota_pypi is not reachable from the runfiles"
     real = toolchain_identity.load(str(identity_file(pypi)))
     assert set(real) == {"python", "zlib", "bsdiff4", "protobuf", "cryptography", "pydivsufsort"}, real
     ws = NestedWorkspace.create(tmp_path, "ws")
-    # nested_bazel appends its own --override_repository=pypi=<outer> after every command's
+    # nested_bazel appends its own --override_repository=rules_ota_pypi=<outer> after every command's
     # arguments, where it would win over each query's hub: drop it.
-    ws.extra_flags = [flag for flag in ws.extra_flags if not flag.startswith("--override_repository=pypi=")]
+    ws.extra_flags = [flag for flag in ws.extra_flags if not flag.startswith("--override_repository=rules_ota_pypi=")]
     try:
         baseline = ota_action_keys(ws, hub_copy(pypi, tmp_path / "hub_same", real))
         assert {mnemonic for mnemonic, _ in baseline.values()} >= {

@@ -2,7 +2,7 @@
 
 A seeded device-like tree (setuid/setgid/sticky modes, 0600 files, 0700 directories, other
 owners, symlinks to files, directories, absolute, dangling and outside targets, empty and deep
-directories, hard links, special names) imported as `system_image(tree = ...)` must give a system
+directories, hard links, special names) imported as `ota_system_image(tree = ...)` must give a system
 manifest equal to an independent scan of the directory, and a ramdisk must take it too. Two
 imports of identical trees give an incremental package with no OtaFilePatch action; a one-file
 change gives exactly one. Names Starlark must escape (`\\`, `"`, newline, non-UTF-8, spaces,
@@ -32,13 +32,13 @@ load("//rules:repositories.bzl", "ota_tree_repository")
 """
 
 _BUILD = """
-load("//rules:defs.bzl", "boot_image", "ota_build", "ota_package", "ota_test", "ramdisk", "system_image")
+load("//rules:defs.bzl", "ota_boot_image", "ota_build", "ota_package", "ota_test", "ota_ramdisk", "ota_system_image")
 
-boot_image(name = "boot", kernel = "kernel.bin", ramdisk = "init.rc")
+ota_boot_image(name = "boot", kernel = "kernel.bin", ramdisk = "init.rc")
 
-[system_image(name = n, tree = "@tree_%s//:tree" % n) for n in ["a", "same", "b", "names", "weird"]]
+[ota_system_image(name = n, tree = "@tree_%s//:tree" % n) for n in ["a", "same", "b", "names", "weird"]]
 
-system_image(
+ota_system_image(
     name = "merged",
     tree = "@tree_a//:tree",
     files = {"init.rc": "etc/init.rc"},
@@ -46,7 +46,7 @@ system_image(
     owners = {"etc/init.rc": "0:1000"},
 )
 
-ramdisk(name = "initramfs", tree = "@tree_a//:tree", dirs = ["dev"])
+ota_ramdisk(name = "initramfs", tree = "@tree_a//:tree", dirs = ["dev"])
 
 [ota_build(
     name = n + "_build",

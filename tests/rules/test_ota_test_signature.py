@@ -16,7 +16,7 @@ import sys
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import signing
+from ota.format import signing
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
 HERE = REPO / "tests/rules"

@@ -17,10 +17,10 @@ import zipfile
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ota import bootimg, signing
 from ota.errors import OtaError
-from ota.package_reader import open_package
-from ota.patch import apply_patch
+from ota.format import bootimg, layout, signing
+from ota.format.package_reader import open_package
+from ota.format.patch import apply_patch
 from ota.proto import ota_manifest_pb2 as pb
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
@@ -72,7 +72,7 @@ def incremental():
 
 
 def _index(package) -> dict[str, int]:
-    """Path -> index of its operation: a file's entries are named by it (py/ota/build/layout.py)."""
+    """Path -> index of its operation: a file's entries are named by it (py/ota/format/layout.py)."""
     return {op.path.decode(): index for index, op in enumerate(package.manifest.files)}
 
 
@@ -91,8 +91,8 @@ def test_zip_holds_the_payload_the_manifest_and_the_signature(name: str) -> None
     with zipfile.ZipFile(RELEASE / name) as zf:
         names = zf.namelist()
     assert len(names) == len(set(names))
-    assert set(names) == payload | {signing.MANIFEST_ENTRY, signing.SIGNATURE_ENTRY}
-    assert names[-1] == signing.SIGNATURE_ENTRY  # appended by OtaSign, nothing else rewritten
+    assert set(names) == payload | {layout.MANIFEST_ENTRY, layout.SIGNATURE_ENTRY}
+    assert names[-1] == layout.SIGNATURE_ENTRY  # appended by OtaSign, nothing else rewritten
 
 
 @pytest.mark.parametrize("name", PACKAGES)

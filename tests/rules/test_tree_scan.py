@@ -1,4 +1,4 @@
-"""py/ota/build/tree_scan.py, the scan behind ota_tree_repository, without Bazel.
+"""py/ota/actions/tree_scan.py, the scan behind ota_tree_repository, without Bazel.
 
 Generated trees (any byte a Linux name allows, random modes, owners and symlink targets) must
 come out of the generated BUILD.bazel exactly as an independent lstat walk sees them; special
@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ota.build import tree_scan
-from ota.build.paths import escape
+from ota.actions import tree_scan
 from ota.errors import OtaError
+from ota.format.paths import escape
 from tree_host_scan import SPECIAL_NAMES, host_scan, parse_generated_build, seeded_tree
 
 ERROR = "ota_tree_repository: error: "
@@ -204,7 +204,14 @@ def _copy_tool(dest: pathlib.Path) -> None:
     import ota
 
     package = pathlib.Path(ota.__file__).parent
-    for rel in ("__init__.py", "errors.py", "build/__init__.py", "build/paths.py", "build/tree_scan.py"):
+    for rel in (
+        "__init__.py",
+        "errors.py",
+        "format/__init__.py",
+        "format/paths.py",
+        "actions/__init__.py",
+        "actions/tree_scan.py",
+    ):
         (dest / "ota" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(package / rel, dest / "ota" / rel)
 
@@ -234,7 +241,7 @@ def test_unreadable_entries_are_refused(what) -> None:
         out.mkdir()
         os.chown(out, 65534, 65534)
         proc = subprocess.run(
-            [sys.executable, "-B", "-m", "ota.build.tree_scan", str(root), str(out), "@rules_ota"],
+            [sys.executable, "-B", "-m", "ota.actions.tree_scan", str(root), str(out), "@rules_ota"],
             env={"PYTHONPATH": str(top / "py")},
             user=65534,
             group=65534,

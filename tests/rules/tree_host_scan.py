@@ -1,5 +1,5 @@
 """Test helpers for imported directories: an independent scan of a host directory, seeded tree
-generators, and a reader for the BUILD.bazel that py/ota/build/tree_scan.py writes.
+generators, and a reader for the BUILD.bazel that py/ota/actions/tree_scan.py writes.
 
 The independent scan walks with plain lstat/readlink (no descriptors, no shared code with the
 tool), so a test comparing the two checks the tool against the file system, not against itself.

@@ -1,11 +1,11 @@
-"""Analysis tests of imported trees (system_image's `tree`) and known digests (`sha256s`).
+"""Analysis tests of imported trees (ota_system_image's `tree`) and known digests (`sha256s`).
 
 The imported trees are ota_imported_tree targets written here the way ota_tree_repository's
 generated BUILD file writes them (files named by their real SHA-256), so these run without a
 repository rule; //tests/rules:nested_tree_import_test covers the repository rule itself.
 """
 
-load("//rules:defs.bzl", "ota_build", "ota_package", "system_image")
+load("//rules:defs.bzl", "ota_build", "ota_package", "ota_system_image")
 load("//rules:repositories.bzl", "ota_imported_tree")
 load(":analysis.bzl", "package_actions_test")
 load(":errors.bzl", "analysis_failure_test")
@@ -66,11 +66,11 @@ def tree_input_tests(name):
     ota_imported_tree(name = "imported_bad_mode", entries = {"x": ["dir", "0999", "0", "0"]}, tags = ["manual"])
     ota_imported_tree(name = "imported_bad_kind", entries = {"x": ["fifo", "0644", "0", "0"]}, tags = ["manual"])
 
-    system_image(name = "imported_v1_system", tree = ":imported_v1")
-    system_image(name = "imported_v2_system", tree = ":imported_v2")
+    ota_system_image(name = "imported_v1_system", tree = ":imported_v1")
+    ota_system_image(name = "imported_v2_system", tree = ":imported_v2")
     labels = {"testdata/same.txt": "etc/same.txt", "testdata/tool.v2": "bin/tool"}
-    system_image(name = "labels_v2_system", files = labels)
-    system_image(name = "labels_v2_known_system", files = labels, sha256s = {"etc/same.txt": SHA_SAME})
+    ota_system_image(name = "labels_v2_system", files = labels)
+    ota_system_image(name = "labels_v2_known_system", files = labels, sha256s = {"etc/same.txt": SHA_SAME})
     _build("imported_v1_build", ":imported_v1_system", ":src_boot")
     _build("imported_v2_build", ":imported_v2_system", ":tgt_boot")
     _build("labels_v2_build", ":labels_v2_system", ":tgt_boot")
@@ -110,7 +110,7 @@ def tree_input_tests(name):
         "sha256s_disagree": ("sha256s[\"etc/same.txt\"]: %s, but \"etc/same.txt\" of tree //tests/rules:imported_v1 records %s" % (SHA_TOOL_V1, SHA_SAME), {"sha256s": {"etc/same.txt": SHA_TOOL_V1}, "tree": ":imported_v1"}),
     }
     for row, (message, attrs) in broken.items():
-        system_image(name = "broken_" + row, tags = ["manual"], **attrs)
+        ota_system_image(name = "broken_" + row, tags = ["manual"], **attrs)
         analysis_failure_test(
             name = "error_%s_test" % row,
             size = "small",

@@ -62,13 +62,13 @@ if __name__ == "__main__":
     sys.exit(attacks.main())
 
 import hostile_zip
-from ota import bootimg, bsdiff, imgdiff_format, package_reader, signing
-from ota.apply import device as device_mod
-from ota.apply import verify
-from ota.apply.execute import STAGED_DIR
-from ota.apply.plan import make_plan
-from ota.applypatch.cache import DEFAULT_RESERVE, Cache
-from ota.cli import fileio
+from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache
+from ota.device.updater import device as device_mod
+from ota.device.updater import verify
+from ota.device.updater.execute import STAGED_DIR
+from ota.device.updater.plan import make_plan
+from ota.format import bootimg, bsdiff, imgdiff_format, layout, package_reader, signing
+from ota.io import fileio
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check
 from ota.testing.builds import Spec, make_package, write_build
@@ -87,7 +87,7 @@ OTHER_KEY = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"attack
 APP = "bin/app"
 NEW_CONF = "etc/new.conf"
 # The genuine package's entries for APP and NEW_CONF: entries are named by the index of the path's
-# operation (py/ota/build/layout.py); Lab.create checks these against the package it built.
+# operation (py/ota/format/layout.py); Lab.create checks these against the package it built.
 APP_PATCH = "patch/system/2.p"
 NEW_ENTRY = "system/8"
 BOOT_PATCH = "patch/boot.img.p"
@@ -173,8 +173,8 @@ class Lab:
         unsigned = make_package(source, target, work, os.path.join(work, "genuine.zip"))
         with open(unsigned, "rb") as f:
             entries = hostile_zip.read_zip(f.read())
-        manifest = pb.OtaManifest.FromString(dict(entries)[signing.MANIFEST_ENTRY])
-        entries = [(n, d) for n, d in entries if n != signing.MANIFEST_ENTRY]
+        manifest = pb.OtaManifest.FromString(dict(entries)[layout.MANIFEST_ENTRY])
+        entries = [(n, d) for n, d in entries if n != layout.MANIFEST_ENTRY]
         assert [file_op(manifest, APP).entry, file_op(manifest, NEW_CONF).entry] == [APP_PATCH, NEW_ENTRY]
         return cls(work, source, target, device_check.layout_for(source, target), entries, manifest)
 
@@ -231,9 +231,9 @@ def assemble(
     raw = manifest if isinstance(manifest, bytes) else manifest_bytes(manifest)
     if block is None and key is not None:
         block = signing.sign_manifest(raw if signed_manifest is None else signed_manifest, [key])
-    tail = [] if block is None else [(signing.SIGNATURE_ENTRY, block)]
+    tail = [] if block is None else [(layout.SIGNATURE_ENTRY, block)]
     return hostile_zip.write_zip(
-        [(signing.MANIFEST_ENTRY, raw), *entries, *tail], stored=tuple(n for n, _ in entries if n.endswith(".p"))
+        [(layout.MANIFEST_ENTRY, raw), *entries, *tail], stored=tuple(n for n, _ in entries if n.endswith(".p"))
     )
 
 
@@ -575,12 +575,12 @@ def _ota_apply_args(lab: Lab, package: str, directory: str) -> list[str]:
 
 
 def _faulty_ota_apply(lab: Lab, directory: str, *options: str) -> None:
-    """Runs the genuine package through the test-only fault injector (ota.testing.faulty_cli)."""
+    """Runs the genuine package through the test-only fault injector (ota.testing.testbench_cli)."""
     package = os.path.join(lab.work, "genuine-signed.zip")
     if not os.path.exists(package):
         with open(package, "wb") as f:
             f.write(genuine(lab))
-    run_tool("ota.testing.faulty_cli", [*options, "ota_apply", *_ota_apply_args(lab, package, directory)])
+    run_tool("ota.testing.testbench_cli", [*options, "ota_apply", *_ota_apply_args(lab, package, directory)])
 
 
 def _operations(lab: Lab) -> list[str]:
@@ -682,7 +682,7 @@ def _trusted_pem(lab: Lab) -> str:
     return path
 
 
-# An input of unknown size (a character device) is read in pieces up to ota.cli.fileio's
+# An input of unknown size (a character device) is read in pieces up to ota.io.fileio's
 # MAX_STREAM_BYTES, so /dev/zero costs at most that much memory before the refusal.
 STREAM_INPUT_MAX_RSS_MIB = (fileio.MAX_STREAM_BYTES >> 20) + PRE_SIGNATURE_MAX_RSS_MIB
 
@@ -768,7 +768,7 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     Attack(
         "duplicate manifest.pb, second one hostile (kept signature)",
         "appears twice",
-        lambda lab: kept_signature(lab, lab.entries + [(signing.MANIFEST_ENTRY, b"\x08\x01")]),
+        lambda lab: kept_signature(lab, lab.entries + [(layout.MANIFEST_ENTRY, b"\x08\x01")]),
     ),
     Attack(
         "entry swapped for same-size bytes (kept signature)",

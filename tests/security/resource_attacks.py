@@ -26,11 +26,11 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import attacks
-from ota import imgdiff_format, imgpatch, package_reader, signing
+from ota.format import imgdiff_format, imgpatch, layout, package_reader, signing
 from ota.proto import ota_manifest_pb2 as pb
 
-MANIFEST = signing.MANIFEST_ENTRY
-SIGNATURE = signing.SIGNATURE_ENTRY
+MANIFEST = layout.MANIFEST_ENTRY
+SIGNATURE = layout.SIGNATURE_ENTRY
 # The bounds docs/security.md promises for everything read before the signature is verified.
 PRE_SIGNATURE_MAX_RSS_MIB = 64
 PRE_SIGNATURE_MAX_SECONDS = 5.0
@@ -352,7 +352,7 @@ def baseline_device(directory: str) -> str:
             '{"device": "guppy", "fingerprint": "rules_ota/guppy/1.0:user/release-keys", "timestamp": 1700000000}\n'
         )
     config = os.path.join(directory, "device.json")
-    from ota.apply import device as device_mod
+    from ota.device.updater import device as device_mod
 
     device_mod.write_config(
         config,

@@ -25,8 +25,9 @@ import pytest
 
 import attacks
 import resource_attacks as ra
-from ota import imgdiff, imgdiff_format, imgpatch, package_reader, signing, zipscan
+from ota.actions import imgdiff
 from ota.errors import OtaError
+from ota.format import imgdiff_format, imgpatch, package_reader, signing, zipscan
 from ota.testing import device_check
 
 _REPORT = os.path.join(os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", ""), "resource_bounds.tsv")

@@ -1,4 +1,4 @@
-"""ota.signing and ota_sign: sign over manifest.pb, verify with bounded reads, distinct failures."""
+"""ota.format.signing and ota_sign: sign over manifest.pb, verify with bounded reads, distinct failures."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 import hostile_zip
-from ota import signing
 from ota.errors import OtaError
+from ota.format import layout, signing
 from ota.proto import ota_manifest_pb2
 
 REPO = pathlib.Path(__file__).absolute().parents[2]  # not resolve(): stay inside Bazel runfiles
@@ -82,7 +82,7 @@ def test_ed25519_sign_verify_is_reproducible_and_keeps_every_entry_byte(tmp_path
         originals = {i.filename: zf.read(i) for i in zf.infolist()}
     assert a.read_bytes()[:records_end] == unsigned.read_bytes()[:records_end]
     with zipfile.ZipFile(a) as zf:
-        assert zf.namelist()[-1] == signing.SIGNATURE_ENTRY
+        assert zf.namelist()[-1] == layout.SIGNATURE_ENTRY
         assert {n: zf.read(n) for n in originals} == originals
 
 
@@ -137,7 +137,7 @@ def test_unsigned(tmp_path, ed):
 
 
 def _resigned_with_block(tmp_path: pathlib.Path, block: bytes, manifest: bytes | None = None) -> pathlib.Path:
-    return write_package(tmp_path / "forged.zip", manifest=manifest, extra=[(signing.SIGNATURE_ENTRY, block)])
+    return write_package(tmp_path / "forged.zip", manifest=manifest, extra=[(layout.SIGNATURE_ENTRY, block)])
 
 
 def test_bad_signature_when_manifest_altered(tmp_path, ed):
@@ -231,7 +231,7 @@ def test_duplicate_entry_names_are_refused(tmp_path, ed):
     block = signing.sign_manifest(manifest, [ed])
     pkg = tmp_path / "dup.zip"
     write_package(
-        pkg, {}, manifest=manifest, extra=[(signing.SIGNATURE_ENTRY, block), ("manifest.pb", _manifest({"evil": b"1"}))]
+        pkg, {}, manifest=manifest, extra=[(layout.SIGNATURE_ENTRY, block), ("manifest.pb", _manifest({"evil": b"1"}))]
     )
     assert (
         _error(lambda: signing.verify(str(pkg), [ed.public_key()])) == f"{pkg}: zip entry 'manifest.pb': appears twice"
@@ -243,7 +243,7 @@ def test_oversized_manifest_is_refused_before_inflating(tmp_path, ed):
         tmp_path / "bomb.zip",
         {},
         manifest=b"\0" * (signing.MAX_MANIFEST_BYTES + 1),
-        extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(b"", [ed]))],
+        extra=[(layout.SIGNATURE_ENTRY, signing.sign_manifest(b"", [ed]))],
     )
     assert pkg.stat().st_size < 200_000  # a deflate bomb: tiny on disk
     assert (
@@ -259,7 +259,7 @@ def test_entry_whose_size_field_lies_is_refused(tmp_path, ed):
         tmp_path / "lie.zip",
         {},
         manifest=manifest,
-        extra=[(signing.SIGNATURE_ENTRY, signing.sign_manifest(manifest, [ed]))],
+        extra=[(layout.SIGNATURE_ENTRY, signing.sign_manifest(manifest, [ed]))],
     )
     original = pkg.read_bytes()
     for declared, problem in (

@@ -1,5 +1,5 @@
 """starlark_shards: the shard rules/private/tar_tree.bzl computes for a list of names, as JSON,
-so test_shards.py can check that Starlark and py/ota/build/shard_layout.py agree byte for byte."""
+so test_shards.py can check that Starlark and py/ota/actions/shard_layout.py agree byte for byte."""
 
 # buildifier: disable=bzl-visibility
 load("//rules/private:tar_tree.bzl", "TAR_SHARDS", "shard_of")  # a test of a private helper

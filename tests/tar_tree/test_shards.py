@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ota.build import file_patch_shard, jsonio, package_writer, shard_layout, tar_tree, tree
-from ota.build.build_info import BuildInfo
-from ota.build.paths import escape
+from ota.actions import file_patch_shard, package_writer, shard_layout, tar_tree, tree
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.paths import escape
 from ota.testing import device_check
 from tar_pairs import ALL_CLASSES, bump, source_tree, target_tree, write_tar
 
@@ -54,13 +55,21 @@ def _tar_side(base: Path, name: str, members: list, compression: str = "") -> tu
     return manifest, dirs
 
 
-def _shards(base: Path, source_dirs: list[str] | None, target_dirs: list[str], name: str = "results") -> list[str]:
+def _shards(
+    base: Path,
+    source_dirs: list[str] | None,
+    target_dirs: list[str],
+    name: str = "results",
+    max_diff_size: int | None = None,
+) -> list[str]:
     outs = []
     for k in range(SHARDS):
         out = str(base / name / f"shard_{k}")
         source = None if source_dirs is None else file_patch_shard.load_dir(source_dirs[k], k, SHARDS)
         target = file_patch_shard.load_dir(target_dirs[k], k, SHARDS)
-        file_patch_shard.patch_shard(source, target, out, shard=k, shards=SHARDS, methods={})
+        file_patch_shard.patch_shard(
+            source, target, out, shard=k, shards=SHARDS, methods={}, max_diff_size=max_diff_size
+        )
         outs.append(out)
     return outs
 
@@ -124,6 +133,36 @@ def test_one_changed_file_changes_one_shard(tmp_path: Path) -> None:
     results = _shards(tmp_path, before, after)
     listed = [jsonio.read(str(Path(out) / shard_layout.RESULTS))["results"] for out in results]
     assert [r["path"] for shard in listed for r in shard] == [bumped]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_max_diff_size_reaches_every_shard_diff(tmp_path: Path, seed: int) -> None:
+    """ota_package's max_diff_size: every changed file with an input above it ships whole, undiffed;
+    every other one is diffed as without the ceiling."""
+    source_members = source_tree(seed, 40, DEVICE_CLASSES)
+    _, source_dirs = _tar_side(tmp_path, "v1", source_members)
+    _, target_dirs = _tar_side(tmp_path, "v2", target_tree(source_members, seed, DEVICE_CLASSES))
+    free = _shards(tmp_path, source_dirs, target_dirs, "free")
+    sizes = sorted(
+        max(info["target"]["size"], (info.get("source") or {}).get("size", 0))
+        for out in free
+        for r in jsonio.read(str(Path(out) / shard_layout.RESULTS))["results"]
+        for info in [jsonio.read(str(Path(out) / r["info"]))]
+    )
+    ceiling = sizes[len(sizes) // 2]
+    capped = _shards(tmp_path, source_dirs, target_dirs, "capped", max_diff_size=ceiling)
+    checked = skipped = 0
+    for free_out, capped_out in zip(free, capped, strict=True):
+        for r in jsonio.read(str(Path(capped_out) / shard_layout.RESULTS))["results"]:
+            info = jsonio.read(str(Path(capped_out) / r["info"]))
+            largest = max(info["target"]["size"], (info.get("source") or {}).get("size", 0))
+            if largest > ceiling and info["source"] is not None:
+                assert info["method"] == "WHOLE" and f"--max_diff_size={ceiling} bytes" in info["warning"], info
+                skipped += 1
+            else:
+                assert info == jsonio.read(str(Path(free_out) / r["info"]))
+            checked += 1
+    assert checked == len(sizes) and skipped > 0
 
 
 def test_equal_hashes_are_decided_without_reading_the_files(tmp_path: Path) -> None:

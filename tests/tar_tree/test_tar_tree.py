@@ -1,4 +1,4 @@
-"""The tar reader (py/ota/build/tar_tree.py): generated archives come out exactly as written, and
+"""The tar reader (py/ota/actions/tar_tree.py): generated archives come out exactly as written, and
 every archive it must refuse is refused with one line naming the archive and the member, exit 1,
 and no output left behind."""
 
@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ota.build import jsonio, shard_layout, tar_tree, tree
-from ota.build.paths import check_path, escape, to_bytes
+from ota.actions import shard_layout, tar_tree, tree
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.paths import check_path, escape, to_bytes
 from tar_pairs import ALL_CLASSES, Member, source_tree, tar_info, target_tree, write_tar
 
 SHARDS = 8
@@ -32,7 +33,7 @@ def _accepted(name: str) -> bool:
     return True
 
 
-# Every name class the repository's path rule (py/ota/build/paths.py) accepts today: all of them
+# Every name class the repository's path rule (py/ota/format/paths.py) accepts today: all of them
 # once that rule takes any byte but NUL and '/'; until then it refuses '\'.
 CLASSES = tuple(c for c in ALL_CLASSES if c != "backslash" or _accepted("a\\b"))
 
@@ -161,7 +162,7 @@ def _run(tmp_path: Path, tar: Path, *extra: str) -> subprocess.CompletedProcess:
     dirs = _shard_dirs(tmp_path / "out")
     args = [f"--shard_dir={d}" for d in dirs]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    command = [sys.executable, "-m", "ota.build.tar_tree", f"--tar={tar}", *args]
+    command = [sys.executable, "-m", "ota.actions.tar_tree", f"--tar={tar}", *args]
     command += [f"--out_manifest={tmp_path / 'm.json'}", f"--out_tree={tmp_path / 't.json'}", *extra]
     return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
 

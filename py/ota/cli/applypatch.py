@@ -27,12 +27,12 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota.applypatch import device_config, protocol
-from ota.applypatch.cache import DEFAULT_RESERVE, Cache
-from ota.applypatch.spec import Digest, parse_partition_spec, parse_size
-from ota.cli import runner
+from ota.device.applypatch import device_config, protocol
+from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache
+from ota.device.applypatch.spec import Digest, parse_partition_spec, parse_size
+from ota.device.fsops import FsOps
 from ota.errors import OtaError, UsageError
-from ota.fsops import FsOps
+from ota.io import runner
 
 FLAGS = flags.FLAGS
 

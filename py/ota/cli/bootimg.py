@@ -10,7 +10,7 @@
 --normalize_gzip a kernel or ramdisk that is a gzip file from another compressor is recompressed
 by zlib first, so imgdiff can later patch it in uncompressed space. `normalize` does the same to
 a prebuilt image: every gzip member of its kernel and ramdisk recompressed by zlib, every header
-value kept (py/ota/build/boot_normalize.py); a signed image is refused unless --drop_signature.
+value kept (py/ota/actions/boot_normalize.py); a signed image is refused unless --drop_signature.
 `ramdisk` packs a directory as a deterministic newc cpio gzip'd by zlib.
 """
 
@@ -23,10 +23,10 @@ from pathlib import Path
 
 from absl import flags
 
-from ota import bootimg, cpio, gzipper
-from ota.build import boot_normalize, toolchain_identity
-from ota.cli import fileio, runner
+from ota.actions import boot_normalize, toolchain_identity
 from ota.errors import OtaError, UsageError
+from ota.format import bootimg, cpio, gzipper
+from ota.io import fileio, runner
 
 _SECTION_FLAGS = ("kernel", "ramdisk", "second", "recovery_dtbo", "dtb", "boot_signature")
 _OFFSET_FLAGS = {

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ota import bsdiff
-from ota.cli import fileio, runner
+from ota.actions import make_bsdiff
 from ota.errors import UsageError
+from ota.io import fileio, runner
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 4:
         raise UsageError("bsdiff SRC TGT PATCH")
     _, source, target, patch = argv
-    fileio.write_file(patch, bsdiff.diff(fileio.read_file(source), fileio.read_file(target), where=source))
+    fileio.write_file(patch, make_bsdiff.diff(fileio.read_file(source), fileio.read_file(target), where=source))
 
 
 def run() -> None:

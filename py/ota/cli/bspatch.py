@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota import patch
-from ota.cli import fileio, runner
 from ota.errors import UsageError
+from ota.format import patch
+from ota.io import fileio, runner
 
 _LIMIT = flags.DEFINE_integer(
     "limit", patch.DEFAULT_LIMIT, "Largest output (new file) size a patch may declare, in bytes.", lower_bound=0

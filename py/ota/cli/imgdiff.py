@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota import imgdiff
-from ota.cli import fileio, runner
+from ota.actions import imgdiff
 from ota.errors import UsageError
+from ota.io import fileio, runner
 
 # Single letters on purpose: AOSP's scripts call `imgdiff -z` and `imgdiff -b FILE`, and absl
 # accepts one dash for any flag.

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota.apply import device as device_config
-from ota.apply.engine import ALREADY, apply_package
-from ota.apply.progress import MODES, Progress
-from ota.cli import fileio, runner
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_config
+from ota.device.updater.engine import ALREADY, apply_package
+from ota.device.updater.progress import MODES, Progress
 from ota.errors import UsageError
-from ota.fsops import FsOps
+from ota.io import fileio, runner
 
 _PACKAGE = flags.DEFINE_string("package", None, "The OTA package zip to apply.")
 _DEVICE = flags.DEFINE_string("device", None, "The device config JSON (format: docs/ota_apply.md).")

@@ -6,7 +6,7 @@ and method, the largest entries first, and the package size as a share of a full
 whole target sizes of every file and partition), which is the number a release engineer watches.
 Last comes where the package's own bytes go: the payload as stored in the zip, and the overhead
 around it (manifest.pb, the signature, zip headers and directory), with package bytes over
-payload bytes as the overhead ratio. The package is opened with ota.package_reader, so every
+payload bytes as the overhead ratio. The package is opened with ota.format.package_reader, so every
 entry is checked on the way.
 """
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from absl import flags
 from google.protobuf import text_format
 
-from ota import package_reader
-from ota.build.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY
-from ota.build.paths import escape, from_bytes
-from ota.cli import fileio, runner
 from ota.errors import UsageError
+from ota.format import package_reader
+from ota.format.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY
+from ota.format.paths import escape, from_bytes
+from ota.io import fileio, runner
 from ota.proto import ota_manifest_pb2 as pb
 
 _TOP = flags.DEFINE_integer("top", 20, "How many of the largest entries to list.", lower_bound=0)
@@ -44,7 +44,7 @@ def _kinds(manifest: pb.OtaManifest) -> dict[str, str]:
 def _for_whom(manifest: pb.OtaManifest, name: str) -> str:
     """ "  <path>" of the file an entry is for, `escape`d to one line ("" for a partition's entry).
 
-    Entries are named by index (py/ota/build/layout.py), so the path is what tells a reader which
+    Entries are named by index (py/ota/format/layout.py), so the path is what tells a reader which
     file a large entry is.
     """
     path = next((op.path for op in manifest.files if op.entry == name), None)

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota import signing
-from ota.build import toolchain_identity
-from ota.cli import fileio, runner
+from ota.actions import toolchain_identity
 from ota.errors import UsageError
+from ota.format import signing
+from ota.io import fileio, runner
 
 _KEYS = flags.DEFINE_multi_string(
     "key",

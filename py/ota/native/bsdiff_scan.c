@@ -1,6 +1,6 @@
 /*
- * The match scan of a BSDIFF40 diff, over a suffix array the caller sorted (py/ota/bsdiff.py gets
- * it from libdivsufsort), so that ota.bsdiff.diff writes the same patch bytes as bsdiff4's diff at
+ * The match scan of a BSDIFF40 diff, over a suffix array the caller sorted (py/ota/format/bsdiff.py gets
+ * it from libdivsufsort), so that ota.actions.make_bsdiff.diff writes the same patch bytes as bsdiff4's diff at
  * compiled speed. docs/performance.md describes the algorithm and why it lives here; this file is
  * loaded through ctypes, so it needs no Python headers, only a C compiler.
  *

@@ -6,7 +6,7 @@ same array, and bsdiff_scan.c runs bsdiff 4.x's scan over it: the patch bytes ar
 about a third of the time and memory (docs/performance.md has the measurements).
 
 `load()` returns None where the library or pydivsufsort cannot be loaded (a checkout used without
-building it); ota/bsdiff.py then diffs with bsdiff4, which writes the same bytes more slowly.
+building it); ota/format/bsdiff.py then diffs with bsdiff4, which writes the same bytes more slowly.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _one_thread(divsufsort: ctypes.CDLL) -> None:
     """Keeps libdivsufsort's OpenMP to the calling thread, before its first sort.
 
     GNU OpenMP's thread pool does not survive fork: once a process has sorted with it, a forked
-    child's sort waits forever for threads that were not copied (ota/forked.py forks after small
+    child's sort waits forever for threads that were not copied (ota/io/forked.py forks after small
     in-process diffs). Parallelism comes from diffing chunks in separate children instead.
     """
     set_threads = getattr(divsufsort, "omp_set_num_threads", None)  # absent without OpenMP

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ota.build import file_patch, jsonio, package_writer, tree
-from ota.build.build_info import BuildInfo
-from ota.build.patch_info import UNCHANGED
+from ota.actions import file_patch, package_writer, tree
+from ota.actions.patch_info import UNCHANGED
 from ota.errors import OtaError
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
 from ota.testing.device_check import Build
 
 # A tree item: bytes (a file, mode 0644), ("dir",), ("symlink", target), or (bytes, mode, uid, gid).
@@ -117,7 +118,7 @@ def make_package(source: Build | None, target: Build, directory: str, out: str, 
         tree_json = os.path.join(work, f"{build.info.fingerprint.replace('/', '_')}.tree.json")
         jsonio.write(tree_json, tree.manifest_doc(build.entries))
         subprocess.run(
-            [sys.executable, "-m", "ota.build.system_manifest", "--tree", tree_json, "--out", path],
+            [sys.executable, "-m", "ota.actions.system_manifest", "--tree", tree_json, "--out", path],
             check=True,
             capture_output=True,
         )

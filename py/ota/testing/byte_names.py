@@ -2,7 +2,7 @@
 byte-level view of a directory to check a device against.
 
 Why: an install path is any byte string without NUL, with no '.', '..' or empty component
-(py/ota/build/paths.py), and every step from the tree description to the device must keep it
+(py/ota/format/paths.py), and every step from the tree description to the device must keep it
 byte for byte. Tests prove that for the class, not for one example: `component` draws names of
 each `KINDS` kind from a seed (systemd's `\\x2d`, UTF-8 and non-UTF-8 bytes, spaces, leading dots,
 newlines and other control bytes, quotes, names that look like escapes, 255-byte names, and
@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ota.build.paths import SCRATCH_DIR, from_bytes, to_bytes
+from ota.format.paths import SCRATCH_DIR, from_bytes, to_bytes
 
 if TYPE_CHECKING:
     from ota.testing.builds import Item, Spec

@@ -29,19 +29,21 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from ota.apply import device as device_mod
-from ota.apply.engine import ALREADY, apply_package
-from ota.apply.progress import Progress
-from ota.applypatch import backends, device_config
-from ota.applypatch.mtdsim import NandSim
-from ota.applypatch.spec import Digest, Pair, load_by_spec
-from ota.build import jsonio, tree
-from ota.build.build_info import BuildInfo
-from ota.build.hashing import ContentInfo, of_file
-from ota.build.paths import escape
+from ota.actions import tree
+from ota.device.applypatch import backends, device_config
+from ota.device.applypatch.spec import Digest, Pair, load_by_spec
+from ota.device.fsops import FsOps
+from ota.device.updater import device as device_mod
+from ota.device.updater.engine import ALREADY, apply_package
+from ota.device.updater.progress import Progress
 from ota.errors import OtaError
-from ota.fsops import FsOps
+from ota.format import jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.hashing import ContentInfo, of_file
+from ota.format.paths import escape
+from ota.testing import nandsim
 from ota.testing.faults import FaultPoint, FaultyFsOps
+from ota.testing.nandsim import NandSim
 from ota.testing.page_cache import LossModel
 from ota.testing.sweep import SweepResult, sweep
 
@@ -90,7 +92,9 @@ def layout_for(
         biggest = max(os.path.getsize(b.partitions[name]) for b in (source, target) if name in b.partitions)
         blocks = -(-biggest // MTD_ERASESIZE) + 1 + len(mtd_bad_blocks)
         capacity[name] = blocks * MTD_ERASESIZE
-    kinds = {name: ("mtdsim" if name in mtd else "file") for name in names}
+    kinds = {name: (nandsim.KIND if name in mtd else "file") for name in names}
+    if mtd:
+        nandsim.register()  # this process opens the simulated partitions; tools run via testbench_cli
     return Layout(kinds, capacity, cache_limit, mtd_bad_blocks, trusted_keys)
 
 
@@ -135,7 +139,7 @@ def materialize(build: Build, directory: str, layout: Layout) -> str:
     for name, kind in sorted(layout.kinds.items()):
         image = os.path.join(directory, "partitions", f"{name}.img")
         lines.append(f"partition {name} {kind} partitions/{name}.img")
-        if kind == "mtdsim":
+        if kind == nandsim.KIND:
             NandSim.create(
                 image,
                 layout.capacity[name],
@@ -270,7 +274,7 @@ class ApplyScenario:
         return tuple(
             os.path.join(self.directory, "partitions", f"{name}.img")
             for name, kind in sorted(self.layout.kinds.items())
-            if kind == "mtdsim"
+            if kind == nandsim.KIND
         )
 
     def prepare(self) -> None:

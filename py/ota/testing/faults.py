@@ -1,7 +1,7 @@
 """The power-loss fault injector: an `FsOps` that numbers every operation and can cut at one.
 
-Test-only. The device tools use the plain `ota.fsops.FsOps`; this subclass reaches them only
-through test entry points (`ota.testing.faulty_cli`, the sweeps in `ota.testing.sweep`, tests
+Test-only. The device tools use the plain `ota.device.fsops.FsOps`; this subclass reaches them only
+through test entry points (`ota.testing.testbench_cli`, the sweeps in `ota.testing.sweep`, tests
 that pass it in). It numbers the operations (1, 2, 3, ...) and can stop at any of them:
 
 * ``before:N``  power is lost just before operation N (it never reaches the disk);
@@ -15,7 +15,7 @@ that pass it in). It numbers the operations (1, 2, 3, ...) and can stop at any o
 
 A crash either raises `PowerLoss` (in-process runs, fast: every later operation raises too, so
 no cleanup code can write after the "power cut") or calls ``os._exit(CRASH_EXIT_CODE)`` (child
-processes started through `ota.testing.faulty_cli`). A log path gets one line per operation
+processes started through `ota.testing.testbench_cli`). A log path gets one line per operation
 (``index kind tearable target``), which is how a caller lists the crash points of a child.
 
 Two models of the cut (docs/applypatch.md, "Power-loss model"):
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
 from ota.testing.page_cache import LossModel, PageCache
 
 T = TypeVar("T")

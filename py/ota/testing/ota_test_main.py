@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from ota.build import jsonio
-from ota.cli import runner
 from ota.errors import OtaError, UsageError
+from ota.format import jsonio
+from ota.io import runner
 from ota.testing import device_check
 from ota.testing.builds import load_build
 from ota.testing.page_cache import LossModel

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ota.fsops import FsOps
+from ota.device.fsops import FsOps
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 from ota.testing.page_cache import LossModel
 

@@ -1,0 +1,181 @@
+"""file_patch_shard --shard K --shards N --target_dir D|--target_list L [--source_dir D|--source_list L]
+--out_dir DIR: the file patches of one shard of a tree read from a tar archive.
+
+ota_package declares a fixed number of these actions when either build's system tree comes
+from a tar (rules/private/tar_tree.bzl): the paths are only known at execution time, so one
+action per path is impossible, and one action for the whole tree would re-diff everything
+after a one-file change. Each shard sees only its own paths (py/ota/actions/shard_layout.py), so
+a change re-runs the shards whose files changed.
+
+A side is a tar tree's shard directory (`--*_dir`: its listing carries every file's hashes) or,
+for a tree known at analysis time, a listing the rule wrote (`--*_list`: paths and files only,
+hashed here). A path whose source and target hashes agree is left out: the package assembler
+records KEEP from the two manifests without any data. Every other target path is decided by
+file_patch's own logic (py/ota/actions/file_patch.py): a diff, or the whole file.
+
+DIR receives results.json (docs/contracts.md#11-tar-trees-and-patch-shards) and, per result, the
+data and info files a file_patch action would write, under digest names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from absl import flags
+
+from ota.actions import file_patch, shard_layout, toolchain_identity
+from ota.errors import OtaError, UsageError
+from ota.format import hashing, jsonio, paths
+from ota.format.hashing import ContentInfo
+from ota.io import runner
+
+_SHARD = flags.DEFINE_integer("shard", None, "This shard's number, 0..shards-1.", lower_bound=0)
+_SHARDS = flags.DEFINE_integer("shards", None, "How many shards the tree is split into.", lower_bound=1)
+_TARGET_DIR = flags.DEFINE_string("target_dir", None, "The target tree's shard directory (a tar tree).")
+_TARGET_LIST = flags.DEFINE_string("target_list", None, "The target shard's listing (a tree known at analysis time).")
+_SOURCE_DIR = flags.DEFINE_string("source_dir", None, "The source tree's shard directory (a tar tree).")
+_SOURCE_LIST = flags.DEFINE_string("source_list", None, "The source shard's listing (a tree known at analysis time).")
+_PATCH_METHODS = flags.DEFINE_string(
+    "patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method."
+)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "The output directory.")
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One regular file of a shard: where its bytes are, and their hashes when already known."""
+
+    file: str
+    content: ContentInfo | None
+
+
+def load_dir(directory: str, shard: int, shards: int) -> dict[str, ShardFile]:
+    """A tar tree's shard directory: its listing, with hashes."""
+    where = os.path.join(directory, shard_layout.TREE_INDEX)
+    files = {}
+    for index, raw in enumerate(jsonio.get(jsonio.read(where), "entries", list, where)):
+        path = _path_in_shard(raw, index, where, shard, shards)
+        name = jsonio.get(raw, "file", str, where, f"{paths.escape(path)}: file")
+        files[path] = ShardFile(os.path.join(directory, name), ContentInfo.from_json(raw, where, path))
+    return files
+
+
+def load_list(listing: str, shard: int, shards: int) -> dict[str, ShardFile]:
+    """A listing written at analysis time: {"entries": [{"path", "file"}]}, no hashes."""
+    files = {}
+    for index, raw in enumerate(jsonio.get(jsonio.read(listing), "entries", list, listing)):
+        path = _path_in_shard(raw, index, listing, shard, shards)
+        files[path] = ShardFile(jsonio.get(raw, "file", str, listing, f"{paths.escape(path)}: file"), None)
+    return files
+
+
+def _path_in_shard(raw: object, index: int, where: str, shard: int, shards: int) -> str:
+    path = jsonio.get_path(raw, "path", where, f"entries[{index}].path")
+    if shard_layout.shard_of(path, shards) != shard:
+        raise OtaError(
+            where,
+            f'"{paths.escape(path)}": belongs to shard {shard_layout.shard_of(path, shards)} of {shards}, not {shard}',
+        )
+    return path
+
+
+def method_for(methods: dict[str, str], path: str) -> str:
+    """The patch_methods entry of `path`: its exact path, else its extension, else "auto" (the
+    same rule as rules/private/patch_methods.bzl applies for trees known at analysis time)."""
+    if path in methods:
+        return methods[path]
+    return methods.get(os.path.splitext(path)[1], "auto")
+
+
+def _content(entry: ShardFile) -> ContentInfo:
+    return entry.content if entry.content is not None else hashing.of_file(entry.file)
+
+
+def patch_shard(
+    source: dict[str, ShardFile] | None,
+    target: dict[str, ShardFile],
+    out: str,
+    *,
+    shard: int,
+    shards: int,
+    methods: dict[str, str],
+    threshold: float = file_patch.DEFAULT_THRESHOLD,
+    max_diff_size: int | None = None,
+) -> list[str]:
+    """Writes the results of one shard into `out`; returns the warnings of its diffs."""
+    os.makedirs(out, exist_ok=True)
+    results, warnings = [], []
+    for path in sorted(target):
+        new = target[path]
+        old = None if source is None else source.get(path)
+        if old is not None and _content(old) == _content(new):
+            continue  # the assembler records KEEP from the manifests' equal hashes
+        name = shard_layout.file_name(path)
+        data, info = f"{name}.p", f"{name}.json"
+        result = file_patch.patch_files(
+            None if old is None else old.file,
+            new.file,
+            path,
+            os.path.join(out, data),
+            method=method_for(methods, path),
+            threshold=threshold,
+            max_diff_size=max_diff_size,
+        )
+        jsonio.write(os.path.join(out, info), result.to_json())
+        results.append({"data": data, "info": info, "path": path})
+        if result.warning:
+            warnings.append(result.warning)
+    jsonio.write(os.path.join(out, shard_layout.RESULTS), {"results": results, "shard": shard, "shards": shards})
+    return warnings
+
+
+def _side(directory: str | None, listing: str | None, shard: int, shards: int, name: str) -> dict | None:
+    if directory and listing:
+        raise UsageError(f"--{name}_dir and --{name}_list exclude each other")
+    if directory:
+        return load_dir(directory, shard, shards)
+    if listing:
+        return load_list(listing, shard, shards)
+    return None
+
+
+def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _SHARD.value is None or _SHARDS.value is None or not _OUT_DIR.value:
+        raise UsageError("--shard, --shards and --out_dir are required")
+    shard, shards = _SHARD.value, _SHARDS.value
+    if shard >= shards:
+        raise UsageError(f"--shard {shard} is not below --shards {shards}")
+    target = _side(_TARGET_DIR.value, _TARGET_LIST.value, shard, shards, "target")
+    if target is None:
+        raise UsageError("--target_dir or --target_list is required")
+    source = _side(_SOURCE_DIR.value, _SOURCE_LIST.value, shard, shards, "source")
+    try:
+        methods = json.loads(_PATCH_METHODS.value)
+    except ValueError as err:
+        raise UsageError(f"--patch_methods: not JSON ({err})") from None
+    for warning in patch_shard(
+        source,
+        target,
+        _OUT_DIR.value,
+        shard=shard,
+        shards=shards,
+        methods=methods,
+        threshold=flags.FLAGS.patch_threshold,
+        max_diff_size=flags.FLAGS.max_diff_size,
+    ):
+        print(warning, file=sys.stderr)
+
+
+def run() -> None:
+    runner.run_absl("file_patch_shard", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,197 @@
+"""file_patch as a Bazel persistent worker, and as the one-shot command Bazel falls back to.
+
+A release with ~1,500 changed files runs ~1,500 OtaFilePatch actions; started one process each,
+every action pays a Python start and the differs' imports, which costs more than many of the
+diffs. With `supports-workers`, Bazel starts this tool once per mnemonic with
+`--persistent_worker` and sends it one WorkRequest per action (proto/worker_protocol.proto: the
+protobuf encoding behind a varint length, which is what Bazel 4.2.3 speaks by default).
+
+Without `--persistent_worker` (worker strategy off, `--strategy=OtaFilePatch=sandboxed`, remote
+execution) Bazel runs `file_patch @PARAMS` instead: the same request, read from the param file,
+handled by the same `handle()`, so both ways write the same bytes.
+
+Each request is parsed into a fresh copy of file_patch's flags (never absl's global FLAGS), so
+nothing one action set can reach the next; a failing request gets its exit code and message in
+its own response and the worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from absl import flags
+
+from ota.actions import file_patch, toolchain_identity
+from ota.errors import OtaError, UsageError
+from ota.io import runner
+
+TOOL = "file_patch"
+WORKER_FLAG = "--persistent_worker"
+# A request is a command line of a few hundred bytes; anything near this is not from Bazel.
+MAX_MESSAGE_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run of the tool amounts to: its exit code and what it wrote to stderr."""
+
+    exit_code: int
+    output: str
+
+
+def fresh_flags() -> flags.FlagValues:
+    """A new FlagValues holding copies of file_patch's flags (and --toolchain_identity) at their defaults."""
+    values = flags.FlagValues()
+    # --toolchain_identity too: each request names the identity its action was keyed with.
+    for flag in [
+        *flags.FLAGS.get_flags_for_module(file_patch.__name__),
+        *flags.FLAGS.get_flags_for_module(toolchain_identity.__name__),
+    ]:
+        copied = copy.deepcopy(flag)
+        copied.unparse()
+        values[flag.name] = copied
+    return values
+
+
+def _patch(argv: Sequence[str]) -> None:
+    """file_patch's main on a private flag namespace: one patch, its info JSON, its warning."""
+    values = fresh_flags()
+    if any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
+        print(f"{file_patch.__doc__}\nFlags:\n{values.get_help()}", file=sys.stderr)
+        return
+    try:
+        rest = values(list(argv))
+    except flags.Error as err:
+        raise UsageError(str(err)) from None
+    file_patch.patch_from_flags(values, rest)
+
+
+_GUARDED_PATCH = runner.guarded(TOOL, _patch)
+
+
+def handle(args: Sequence[str]) -> Outcome:
+    """Runs one file_patch command line (without the program name) and reports how it went.
+
+    Whatever the request writes to stderr is captured into the outcome, not the worker's log, so
+    Bazel shows it with the action that caused it. A bug in the tool (any other exception) is
+    exit 1 with its traceback, as a one-shot process would end, and the next request still runs.
+    """
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        try:
+            code = _GUARDED_PATCH([TOOL, *args])
+        except Exception:  # noqa: BLE001 - one request's bug must not end the worker
+            traceback.print_exc(file=captured)
+            code = runner.EXIT_FAILURE
+    return Outcome(code, captured.getvalue())
+
+
+def expand_flagfiles(args: Sequence[str]) -> list[str]:
+    """Replaces each `@FILE` argument by FILE's lines (Bazel's "multiline" param file format:
+    one argument per line, ended by "\n" only, so no other line break may split a path)."""
+    expanded: list[str] = []
+    for arg in args:
+        if not arg.startswith("@"):
+            expanded.append(arg)
+            continue
+        try:
+            with open(arg[1:], encoding="utf-8", newline="") as param_file:
+                lines = param_file.read().split("\n")
+        except (OSError, UnicodeDecodeError) as err:
+            raise OtaError(arg[1:], f"cannot read the param file: {getattr(err, 'strerror', None) or err}") from None
+        expanded += lines[:-1] if lines[-1] == "" else lines
+    return expanded
+
+
+def _read_varint(stream: BinaryIO) -> int | None:
+    """A base-128 varint from `stream`; None at a clean end of input (Bazel closed the pipe)."""
+    value, shift = 0, 0
+    while True:
+        byte = stream.read(1)
+        if not byte:
+            if shift == 0:
+                return None
+            raise OtaError("worker stdin", "input ends inside a message length")
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise OtaError("worker stdin", "message length is not a varint")
+
+
+def read_message(stream: BinaryIO) -> bytes | None:
+    """One length-delimited message, or None when the input ended between messages."""
+    size = _read_varint(stream)
+    if size is None:
+        return None
+    if size > MAX_MESSAGE_SIZE:
+        raise OtaError("worker stdin", f"message length {size} is over the {MAX_MESSAGE_SIZE}-byte limit")
+    data = stream.read(size)
+    if len(data) != size:
+        raise OtaError("worker stdin", f"input ends {size - len(data)} bytes into a {size}-byte message")
+    return data
+
+
+def write_message(stream: BinaryIO, data: bytes) -> None:
+    """Writes `data` behind its varint length and flushes: Bazel waits for each response."""
+    size, prefix = len(data), bytearray()
+    while size > 0x7F:
+        prefix.append(0x80 | (size & 0x7F))
+        size >>= 7
+    prefix.append(size)
+    stream.write(bytes(prefix) + data)
+    stream.flush()
+
+
+def serve(requests: BinaryIO, responses: BinaryIO) -> int:
+    """Answers WorkRequests until `requests` ends; returns the worker's exit code."""
+    from google.protobuf.message import DecodeError
+
+    from ota.proto import worker_protocol_pb2 as pb
+
+    while True:
+        try:
+            message = read_message(requests)
+            if message is None:
+                return runner.EXIT_OK
+            request = pb.WorkRequest.FromString(message)
+        except (OtaError, DecodeError) as err:  # framing is lost: nothing more can be answered
+            print(f"{TOOL}: error: {err}", file=sys.stderr)
+            return runner.EXIT_FAILURE
+        outcome = handle(request.arguments)
+        response = pb.WorkResponse(exit_code=outcome.exit_code, output=outcome.output, request_id=request.request_id)
+        write_message(responses, response.SerializeToString(deterministic=True))
+
+
+def main(argv: Sequence[str]) -> int:
+    """`--persistent_worker`: serve requests on stdin/stdout; otherwise one run (`@FILE` expanded)."""
+    if WORKER_FLAG in argv[1:]:
+        # Stdout carries the protocol; point fd 1 at stderr so a stray print cannot corrupt it.
+        responses = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        return serve(sys.stdin.buffer, responses)
+    try:
+        args = expand_flagfiles(argv[1:])
+    except OtaError as err:
+        print(f"{TOOL}: error: {err}", file=sys.stderr)
+        return runner.EXIT_FAILURE
+    outcome = handle(args)
+    sys.stderr.write(outcome.output)
+    return outcome.exit_code
+
+
+def run() -> None:
+    sys.exit(main(sys.argv))
+
+
+if __name__ == "__main__":
+    run()

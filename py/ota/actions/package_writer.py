@@ -1,0 +1,406 @@
+"""package --params P.json --out PKG.zip: assembles an OTA package
+(docs/contracts.md#4-package-parameters).
+
+Inputs are the two system manifests, the results of the per-path file_patch actions and the
+whole target files; nothing is diffed here. The writer cross-checks everything it is handed
+(each patch's recorded source and target against the manifests, each data file against its
+recorded hash), because a package that disagrees with itself would only fail on a device.
+The output is byte-reproducible: sorted entries, fixed zip metadata, deterministic protobuf.
+
+Compression (docs/package-format.md, "Entries"): patches are stored (BSDIFF40 and IMGDIFF2 are
+bzip2 inside, deflate would only add bytes), whole files and images are deflated when that
+makes them smaller, and manifest.pb is always deflated (its hex hashes and paths shrink ~3x).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from absl import flags
+
+from ota.actions import shard_layout, toolchain_identity, tree, zipwrite
+from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
+from ota.errors import OtaError, UsageError
+from ota.format import hashing, jsonio
+from ota.format.build_info import BuildInfo
+from ota.format.hashing import ContentInfo
+from ota.format.layout import (
+    FORMAT_VERSION,
+    MANIFEST_ENTRY,
+    PARTITION_NAME,
+    file_patch_entry,
+    partition_image_entry,
+    partition_patch_entry,
+    whole_file_entry,
+)
+from ota.format.paths import escape, sort_key, to_bytes
+from ota.io import runner
+from ota.proto import ota_manifest_pb2 as pb
+
+_WHOLE = zipwrite.Compression.SMALLEST
+_PATCH = zipwrite.Compression.STORED
+_METHOD = {WHOLE: pb.WHOLE, BSDIFF: pb.BSDIFF, IMGDIFF: pb.IMGDIFF, IMGDIFF_ZIP: pb.IMGDIFF_ZIP}
+Op = pb.FileOperation
+# What a device expects at a path of the source build (a regular file's contents are in `source`).
+_SOURCE_KIND = {tree.FILE: Op.SOURCE_FILE, tree.DIR: Op.SOURCE_DIR, tree.SYMLINK: Op.SOURCE_SYMLINK}
+
+_PARAMS = flags.DEFINE_string(
+    "params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters)."
+)
+_OUT = flags.DEFINE_string("out", None, "Where to write the package zip.")
+
+
+@dataclass(frozen=True)
+class Build:
+    """One side of the update, as the params name it."""
+
+    info: BuildInfo
+    system_manifest: str
+
+
+@dataclass(frozen=True)
+class Produced:
+    """A file_patch result: its info and the data file it describes."""
+
+    key: str
+    info: FilePatch
+    data: str
+
+
+@dataclass(frozen=True)
+class Params:
+    full: bool
+    downgrade: bool
+    source: Build | None
+    target: Build
+    file_patches: dict[str, Produced]
+    whole_files: dict[str, str]
+    partitions: dict[str, Produced]
+
+
+def _build(raw: Any, where: str, side: str) -> Build:
+    manifest = jsonio.get(raw, "system_manifest", str, where, f"{side}.system_manifest")
+    return Build(BuildInfo.from_json(raw, where, f"{side}."), manifest)
+
+
+def _keyed(items: list[Any], key: str, where: str, field_name: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        field = f"{field_name}[{index}].{key}"
+        name = jsonio.get_path(item, key, where, field) if key == "path" else jsonio.get(item, key, str, where, field)
+        if name in out:
+            raise OtaError(where, f'{field_name}: "{escape(name)}" listed twice')
+        out[name] = item
+    return out
+
+
+def load_params(path: str) -> Params:
+    """Reads and checks the params file; every data/info/file it names is checked later."""
+    doc = jsonio.read(path)
+    kind = jsonio.get(doc, "type", str, path)
+    if kind not in ("FULL", "INCREMENTAL"):
+        raise OtaError(path, f"type: {kind!r} is not FULL or INCREMENTAL")
+    raw_source = jsonio.get(doc, "source", (dict, type(None)), path)
+    if (raw_source is None) != (kind == "FULL"):
+        raise OtaError(path, "source: a FULL package has no source build, an INCREMENTAL one needs it")
+    patches = _keyed(jsonio.get(doc, "file_patches", list, path), "path", path, "file_patches")
+    wholes = _keyed(jsonio.get(doc, "whole_files", list, path), "path", path, "whole_files")
+    parts = _keyed(jsonio.get(doc, "partitions", list, path), "name", path, "partitions")
+    for name in parts:
+        if not PARTITION_NAME.fullmatch(name):
+            raise OtaError(path, f"partitions: name {name!r} must match {PARTITION_NAME.pattern}")
+    both = sorted(set(patches) & set(wholes))
+    if both:
+        raise OtaError(path, f"{both[0]}: listed in both file_patches and whole_files")
+
+    def produced(items: dict[str, dict[str, Any]], field_name: str) -> dict[str, Produced]:
+        return {
+            key: Produced(
+                key,
+                FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {escape(key)}: info")),
+                jsonio.get(item, "data", str, path, f"{field_name} {escape(key)}: data"),
+            )
+            for key, item in items.items()
+        }
+
+    params = Params(
+        full=kind == "FULL",
+        downgrade=jsonio.get(doc, "downgrade", bool, path),
+        source=None if raw_source is None else _build(raw_source, path, "source"),
+        target=_build(jsonio.get(doc, "target", dict, path), path, "target"),
+        file_patches=produced(patches, "file_patches"),
+        whole_files={
+            key: jsonio.get(item, "file", str, path, f"whole_files {escape(key)}: file") for key, item in wholes.items()
+        },
+        partitions=produced(parts, "partitions"),
+    )
+    shard_dirs = jsonio.get(doc, "file_patch_shards", list, path) if "file_patch_shards" in doc else []
+    add_shard_results(params, shard_dirs, path)
+    return params
+
+
+def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None:
+    """Adds what the file_patch_shard actions produced (docs/contracts.md#11-tar-trees-and-patch-shards).
+
+    A result with no source (a file new in the target, or any file of a full package) is a whole
+    file; every other result is a file patch. Each shard must be one of a complete set, and each
+    path must belong to its shard, so shards of different splits cannot be mixed up.
+    """
+    seen: set[int] = set()
+    for index, raw_dir in enumerate(shard_dirs):
+        if not isinstance(raw_dir, str):
+            raise OtaError(where, f"file_patch_shards[{index}]: expected a directory path")
+        listing = os.path.join(raw_dir, shard_layout.RESULTS)
+        doc = jsonio.read(listing)
+        shard, shards = jsonio.get(doc, "shard", int, listing), jsonio.get(doc, "shards", int, listing)
+        if shards != len(shard_dirs) or not 0 <= shard < shards or shard in seen:
+            raise OtaError(listing, f"shard {shard} of {shards} does not fit {len(shard_dirs)} file_patch_shards")
+        seen.add(shard)
+        for number, item in enumerate(jsonio.get(doc, "results", list, listing)):
+            name = jsonio.get_path(item, "path", listing, f"results[{number}].path")
+            if shard_layout.shard_of(name, shards) != shard:
+                raise OtaError(
+                    listing, f"{escape(name)}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}"
+                )
+            if name in params.file_patches or name in params.whole_files:
+                raise OtaError(listing, f"{name}: listed twice")
+            info_file = os.path.join(raw_dir, jsonio.get(item, "info", str, listing, f"{name}: info"))
+            data = os.path.join(raw_dir, jsonio.get(item, "data", str, listing, f"{name}: data"))
+            info = FilePatch.load(info_file)
+            if info.method == WHOLE and info.source is None:
+                params.whole_files[name] = data
+            else:
+                params.file_patches[name] = Produced(name, info, data)
+
+
+@dataclass
+class _Payload:
+    """Zip entries collected while the manifest is built, with their checked contents."""
+
+    sources: list[zipwrite.ZipSource] = field(default_factory=list)
+    infos: dict[str, ContentInfo] = field(default_factory=dict)
+
+    def add(
+        self,
+        name: str,
+        file: str,
+        compression: zipwrite.Compression,
+        expected: ContentInfo | None = None,
+        expected_sha256: str | None = None,
+        why: str = "",
+    ) -> None:
+        """Adds `file` as entry `name`, checking it holds what the manifest will promise."""
+        actual = hashing.of_file(file)
+        want = expected_sha256 if expected is None else expected.sha256
+        if want is not None and actual.sha256 != want:
+            raise OtaError(file, f"sha256 {actual.sha256} is not the {why} sha256 {want} (stale or mixed-up input?)")
+        self.sources.append(zipwrite.ZipSource(name, compression, file=file))
+        self.infos[name] = actual
+
+
+def _content(message: pb.ContentInfo, info: ContentInfo) -> None:
+    message.size, message.sha256, message.sha1 = info.size, info.sha256, info.sha1
+
+
+def _check_matches(produced: Produced, source: ContentInfo | None, target: ContentInfo, where: str) -> None:
+    """A file_patch result must describe exactly the manifests' source and target contents."""
+    info = produced.info
+    shown = escape(produced.key)
+    if info.path != produced.key:
+        raise OtaError(where, f'{shown}: its info file says path "{escape(info.path)}"')
+    if info.target != target:
+        raise OtaError(
+            where, f"{shown}: patch info target {info.target.sha256} is not the target build's {target.sha256}"
+        )
+    if info.method != WHOLE and info.source != source:
+        have = "absent" if source is None else source.sha256
+        raise OtaError(where, f"{shown}: patch info source {info.source.sha256} is not the source build's ({have})")  # type: ignore[union-attr]
+
+
+class _Assembler:
+    def __init__(self, params: Params, where: str) -> None:
+        self.params = params
+        self.where = where
+        self.payload = _Payload()
+        self.manifest = pb.OtaManifest(format_version=FORMAT_VERSION)
+
+    def states(self) -> None:
+        p, m = self.params, self.manifest
+        m.type = pb.OtaManifest.FULL if p.full else pb.OtaManifest.INCREMENTAL
+        m.downgrade = p.downgrade
+        m.postcondition.device.append(p.target.info.device)
+        m.postcondition.build_fingerprint.append(p.target.info.fingerprint)
+        m.postcondition.timestamp = p.target.info.timestamp
+        if p.source is None:
+            m.precondition.device.append(p.target.info.device)
+            return
+        if p.source.info.device != p.target.info.device:
+            raise OtaError(
+                self.where,
+                f"target.device {p.target.info.device!r} differs from source.device {p.source.info.device!r}",
+            )
+        older = p.target.info.timestamp < p.source.info.timestamp
+        if older and not p.downgrade:
+            raise OtaError(
+                self.where,
+                f"target.timestamp {p.target.info.timestamp} is older than source.timestamp "
+                f"{p.source.info.timestamp}: set downgrade to build a downgrade package",
+            )
+        if p.downgrade and not older:
+            raise OtaError(self.where, "downgrade: set, but the target build is not older than the source build")
+        m.precondition.device.append(p.source.info.device)
+        m.precondition.build_fingerprint.append(p.source.info.fingerprint)
+        m.precondition.timestamp = p.source.info.timestamp
+
+    def files(self) -> None:
+        p = self.params
+        target = {e.path: e for e in tree.load_manifest(p.target.system_manifest)}
+        source = {} if p.source is None else {e.path: e for e in tree.load_manifest(p.source.system_manifest)}
+        for name in [*p.file_patches, *p.whole_files]:
+            if name not in target or target[name].kind != tree.FILE:
+                raise OtaError(
+                    self.where,
+                    f"{escape(name)}: has a file_patches/whole_files entry but is not a file of the target build",
+                )
+        if p.full and p.file_patches:
+            raise OtaError(self.where, f"{escape(next(iter(p.file_patches)))}: a FULL package has no file_patches")
+        for path in sorted(set(target) | set(source), key=sort_key):
+            old = source.get(path)
+            old_content = old.content if old is not None and old.kind == tree.FILE else None
+            op = self.manifest.files.add(path=to_bytes(path))
+            if old is not None:
+                op.source_kind = _SOURCE_KIND[old.kind]
+            if old_content is not None:
+                _content(op.source, old_content)
+            new = target.get(path)
+            if new is None:
+                op.op = Op.DELETE
+                continue
+            op.mode, op.uid, op.gid = new.mode, new.uid, new.gid
+            if new.kind == tree.DIR:
+                op.op = Op.MKDIR
+            elif new.kind == tree.SYMLINK:
+                op.op, op.symlink_target = Op.SYMLINK, to_bytes(new.target)  # type: ignore[arg-type]
+            else:
+                self._file(op, path, old_content, new.content)  # type: ignore[arg-type]
+
+    def _file(self, op: pb.FileOperation, path: str, old: ContentInfo | None, new: ContentInfo) -> None:
+        _content(op.target, new)
+        index = len(self.manifest.files) - 1  # names this operation's entry (py/ota/format/layout.py)
+        shown = escape(path)
+        produced = self.params.file_patches.get(path)
+        whole = self.params.whole_files.get(path)
+        if produced is not None:
+            _check_matches(produced, old, new, self.where)
+            method = produced.info.method
+            if method == UNCHANGED:
+                op.op = Op.KEEP
+            elif method == WHOLE:
+                op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(index)
+                self.payload.add(op.entry, produced.data, _WHOLE, new, why=f"target of {shown}")
+            else:
+                op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(index)
+                self.payload.add(
+                    op.entry,
+                    produced.data,
+                    _PATCH,
+                    expected_sha256=produced.info.data_sha256,
+                    why=f"patch info's data_sha256 of {shown}",
+                )
+        elif whole is not None:
+            op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(index)
+            self.payload.add(op.entry, whole, _WHOLE, new, why=f"target manifest's {shown}")
+        elif self.params.full:
+            raise OtaError(self.where, f"{shown}: a FULL package needs every target file in whole_files")
+        elif old is not None and old == new:
+            op.op = Op.KEEP
+        else:
+            raise OtaError(
+                self.where,
+                f"{shown}: {'changed' if old else 'new'} in the target build but has no "
+                "file_patches or whole_files entry",
+            )
+
+    def partitions(self) -> None:
+        for name in sorted(self.params.partitions):
+            produced = self.params.partitions[name]
+            info = produced.info
+            op = self.manifest.partitions.add(name=name)
+            _content(op.target, info.target)
+            if info.source is not None and not self.params.full:
+                _content(op.source, info.source)
+            if info.method == UNCHANGED:
+                if self.params.full:
+                    raise OtaError(self.where, f"partition {name}: a FULL package ships every partition WHOLE")
+                continue  # verify-only: no entry, no method
+            if info.method == WHOLE:
+                op.method, op.entry = pb.WHOLE, partition_image_entry(name)
+                self.payload.add(op.entry, produced.data, _WHOLE, info.target, why=f"partition {name}'s target")
+                continue
+            if self.params.full:
+                raise OtaError(
+                    self.where, f"partition {name}: a FULL package ships every partition WHOLE, not {info.method}"
+                )
+            op.method, op.entry = _METHOD[info.method], partition_patch_entry(name)
+            self.payload.add(
+                op.entry,
+                produced.data,
+                _PATCH,
+                expected_sha256=info.data_sha256,
+                why=f"partition {name}'s patch info data_sha256",
+            )
+
+    def finish(self) -> None:
+        """cache_bytes_required and the payload list (see docs/package-format.md for why)."""
+        m = self.manifest
+        backup = max(
+            (op.source.size for op in m.partitions if op.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)), default=0
+        )
+        staged = sum(info.size for name, info in self.payload.infos.items() if name.startswith("patch/"))
+        m.cache_bytes_required = backup + staged
+        for name in sorted(self.payload.infos):
+            info = self.payload.infos[name]
+            m.payload.add(name=name, size=info.size, sha256=info.sha256)
+
+
+def assemble(params: Params, where: str) -> tuple[pb.OtaManifest, list[zipwrite.ZipSource]]:
+    """The manifest and the zip entries (manifest.pb excluded) of the package `params` describe."""
+    assembler = _Assembler(params, where)
+    assembler.states()
+    assembler.files()
+    assembler.partitions()
+    assembler.finish()
+    return assembler.manifest, assembler.payload.sources
+
+
+def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
+    manifest, sources = assemble(load_params(params_path), params_path)
+    data = manifest.SerializeToString(deterministic=True)
+    written = zipwrite.write_zip(
+        out_path, [*sources, zipwrite.ZipSource(MANIFEST_ENTRY, zipwrite.Compression.DEFLATED, data=data)]
+    )
+    expected = {entry.name: (entry.size, entry.sha256) for entry in manifest.payload}
+    for entry in written:
+        if entry.name != MANIFEST_ENTRY and expected[entry.name] != (entry.size, entry.sha256):
+            raise OtaError(out_path, f"entry {entry.name}: input changed while the package was written")
+    return manifest
+
+
+def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not _PARAMS.value or not _OUT.value:
+        raise UsageError("--params and --out are required")
+    write_package(_PARAMS.value, _OUT.value)
+
+
+def run() -> None:
+    runner.run_absl("package", main)
+
+
+if __name__ == "__main__":
+    run()
