@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ota.actions import make_bsdiff
@@ -198,6 +197,11 @@ def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source",
     return _write(source, target, searches, pairs_for)
 
 
+# What a search's child holds beyond the inputs it shares with this process: a zlib compressor
+# (under 1 MiB at memLevel 9) and its output pieces of at most a few hundred KiB.
+SEARCH_PEAK = 8 << 20
+
+
 def _write(
     source: bytes,
     target: bytes,
@@ -209,22 +213,22 @@ def _write(
 
     Finding a setting costs a full compression of the stream, as long as its diff, and the diff
     of an inflated pair does not depend on which setting it is. So the diffs start at once on the
-    layout where every search ends as it began (`likely`), while threads finish the searches
-    (zlib compresses without Python's lock held); a search that ends otherwise (a stream that
-    only its first megabyte matched) changes the layout, and only its new pairs are diffed then.
-    The bytes are those of a search finished before any diff.
+    layout where every search ends as it began (`likely`), and the searches still racing finish
+    beside them in the same pool of forked children (make_bsdiff.diff_many_beside; never in
+    threads, which a fork would cut off). A search that ends otherwise (a stream that only its
+    first megabyte matched) changes the layout, and only its new pairs are diffed then. The
+    bytes are those of a search finished before any diff.
     """
     patches: dict[tuple[int, int, int, int, bool], bytes] = {}
-    if searches:
-        likely_pairs = pairs_for({index: search.likely for index, search in searches.items()})
-        with ThreadPoolExecutor(max_workers=forked.default_jobs(), thread_name_prefix="deflate-search") as pool:
-            finishing = {index: pool.submit(search.finish) for index, search in searches.items()}
-            _diff_new(source, target, likely_pairs, patches)
-            found = {index: future.result() for index, future in finishing.items()}
-    else:
-        found = {}
+    found = {index: search.finish() for index, search in searches.items() if search.race is None}
+    racing = {index: search for index, search in searches.items() if index not in found}
+    likely_pairs = pairs_for({index: search.likely for index, search in searches.items()})
+    finished = _diff_new(
+        source, target, likely_pairs, patches, [(search.finish, SEARCH_PEAK) for search in racing.values()]
+    )
+    found.update(zip(racing, finished, strict=True))
     pairs = pairs_for(found)
-    _diff_new(source, target, pairs, patches)
+    _diff_new(source, target, pairs, patches, [])
     return _assemble(target, pairs, patches)
 
 
@@ -241,9 +245,12 @@ def _diff_new(
     target: bytes,
     pairs: Sequence[tuple[_Piece, _Piece]],
     patches: dict[tuple[int, int, int, int, bool], bytes],
-) -> None:
-    """Diffs the pairs not in `patches` yet into it. The chunks' diffs are independent, so
-    make_bsdiff.diff_many runs the large ones side by side in child processes."""
+    others: Sequence[tuple[forked.Job, int]],
+) -> list[object]:
+    """Diffs the pairs not in `patches` yet into it, and returns what the `others` jobs (with
+    their expected peaks) returned. The chunks' diffs are independent, so
+    make_bsdiff.diff_many_beside runs the large ones and the others side by side in child
+    processes."""
     keys: dict[tuple[int, int, int, int, bool], None] = {}
     inputs: list[tuple[bytes, bytes]] = []
     for src, tgt in pairs:
@@ -252,7 +259,9 @@ def _diff_new(
             continue
         keys[key] = None
         inputs.append((src.inflated, tgt.inflated) if tgt.is_deflate else (src.raw(source), tgt.raw(target)))
-    patches.update(zip(keys, make_bsdiff.diff_many(inputs), strict=True))
+    made, results = make_bsdiff.diff_many_beside(inputs, others)
+    patches.update(zip(keys, made, strict=True))
+    return results
 
 
 def _assemble(
