@@ -118,6 +118,15 @@ def make_image_patch(
     limit: int = DEFAULT_LIMIT,
 ) -> bytes:
     """Image mode: chunk both files by gzip members; their shapes must match, else OtaError."""
+    try:
+        return _image_patch(source, target, bonus, source_name, target_name, limit)
+    finally:
+        forked.release_free_memory()  # the inflated images are gone: a worker falls back to its inputs
+
+
+def _image_patch(
+    source: bytes, target: bytes, bonus: bytes | None, source_name: str, target_name: str, limit: int
+) -> bytes:
     src_pieces, tgt_pieces = _image_pieces(source, limit), _image_pieces(target, limit)
     if _shape(src_pieces) != _shape(tgt_pieces):
         raise OtaError(
@@ -169,6 +178,13 @@ def _zip_pieces(data: bytes, where: str) -> list[_Piece]:
 def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source", target_name: str = "target") -> bytes:
     """Zip mode: target deflated entries pair with same-named source entries; every other target
     byte is diffed against the whole source file."""
+    try:
+        return _zip_patch(source, target, source_name, target_name)
+    finally:
+        forked.release_free_memory()  # the inflated entries are gone: a worker falls back to its inputs
+
+
+def _zip_patch(source: bytes, target: bytes, source_name: str, target_name: str) -> bytes:
     by_name: dict[str, _Piece] = {}
     for piece in _zip_pieces(source, source_name):
         by_name.setdefault(piece.name, piece)
