@@ -157,7 +157,8 @@ def run(
     (each job's expected peak bytes) and `budget` are given, a child only starts beside others if
     the running ones' costs and its own fit the budget: side by side, children's peaks add up,
     and running out of memory would cost more than waiting. One child always runs. The first
-    failure stops the other children and is raised."""
+    failure stops the other children and is raised; so is a RuntimeError when another thread of
+    this process is alive at a fork (`_start`)."""
     results: list[object] = [None] * len(jobs)
     cost_of = list(costs) if costs is not None else [0] * len(jobs)
     waiting = list(enumerate(jobs))
