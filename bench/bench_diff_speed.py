@@ -257,10 +257,11 @@ def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
     today, now = results["imgdiff today"], results["imgdiff now"]
     chunk_mb = inputs.largest_chunk / MB
     time_ratio = now[0].seconds / today[0].seconds
+    cpu_ratio = now[0].cpu_seconds / today[0].cpu_seconds
     bytes_ratio = now[1] / today[1]
     print(
         f"\nimgdiff now/today: time {time_ratio:.2f}x (goal <= 0.25x: {_verdict(time_ratio <= 0.25)}; "
-        f"CPU {now[0].cpu_seconds / today[0].cpu_seconds:.2f}x), "
+        f"CPU {cpu_ratio:.2f}x, the same goal: {_verdict(cpu_ratio <= 0.25)}), "
         f"bytes {bytes_ratio:.4f}x (goal <= 1.005x: {_verdict(bytes_ratio <= 1.005)}), "
         f"peak {now[0].peak_mb / today[0].peak_mb:.2f}x, tree {now[0].tree_mb / today[0].tree_mb:.2f}x"
     )
@@ -287,7 +288,11 @@ def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
         f"{_verdict(ours_run[0].peak_mb <= 5 * input_mb)}), bsdiff4 {peer_run[0].peak_mb / input_mb:.1f}x "
         f"({peer_run[0].peak_mb / old_mb:.1f}x the old file)"
     )
-    print("AOSP's C++ imgdiff: not built here (its sources need network access); docs/performance.md")
+    print(
+        "AOSP's C++ imgdiff: not built here (its sources need network access); for reference, on a pair of "
+        "20.7 MB real boot images it took 38 s and 0.59 GB where the code of --baseline took 225 s and 1.31 GB "
+        "(docs/performance.md)"
+    )
 
 
 def main() -> None:

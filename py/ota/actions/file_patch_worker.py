@@ -31,7 +31,7 @@ from absl import flags
 
 from ota.actions import file_patch, toolchain_identity
 from ota.errors import OtaError, UsageError
-from ota.io import runner
+from ota.io import forked, runner
 
 TOOL = "file_patch"
 WORKER_FLAG = "--persistent_worker"
@@ -168,6 +168,7 @@ def serve(requests: BinaryIO, responses: BinaryIO) -> int:
             print(f"{TOOL}: error: {err}", file=sys.stderr)
             return runner.EXIT_FAILURE
         outcome = handle(request.arguments)
+        forked.release_free_memory()  # the request's file contents: resident size falls back after each
         response = pb.WorkResponse(exit_code=outcome.exit_code, output=outcome.output, request_id=request.request_id)
         write_message(responses, response.SerializeToString(deterministic=True))
 

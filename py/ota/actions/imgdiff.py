@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ota.actions import make_bsdiff
@@ -119,6 +118,15 @@ def make_image_patch(
     limit: int = DEFAULT_LIMIT,
 ) -> bytes:
     """Image mode: chunk both files by gzip members; their shapes must match, else OtaError."""
+    try:
+        return _image_patch(source, target, bonus, source_name, target_name, limit)
+    finally:
+        forked.release_free_memory()  # the inflated images are gone: a worker falls back to its inputs
+
+
+def _image_patch(
+    source: bytes, target: bytes, bonus: bytes | None, source_name: str, target_name: str, limit: int
+) -> bytes:
     src_pieces, tgt_pieces = _image_pieces(source, limit), _image_pieces(target, limit)
     if _shape(src_pieces) != _shape(tgt_pieces):
         raise OtaError(
@@ -170,6 +178,13 @@ def _zip_pieces(data: bytes, where: str) -> list[_Piece]:
 def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source", target_name: str = "target") -> bytes:
     """Zip mode: target deflated entries pair with same-named source entries; every other target
     byte is diffed against the whole source file."""
+    try:
+        return _zip_patch(source, target, source_name, target_name)
+    finally:
+        forked.release_free_memory()  # the inflated entries are gone: a worker falls back to its inputs
+
+
+def _zip_patch(source: bytes, target: bytes, source_name: str, target_name: str) -> bytes:
     by_name: dict[str, _Piece] = {}
     for piece in _zip_pieces(source, source_name):
         by_name.setdefault(piece.name, piece)
@@ -198,6 +213,11 @@ def make_zip_patch(source: bytes, target: bytes, *, source_name: str = "source",
     return _write(source, target, searches, pairs_for)
 
 
+# What a search's child holds beyond the inputs it shares with this process: a zlib compressor
+# (under 1 MiB at memLevel 9) and its output pieces of at most a few hundred KiB.
+SEARCH_PEAK = 8 << 20
+
+
 def _write(
     source: bytes,
     target: bytes,
@@ -209,22 +229,22 @@ def _write(
 
     Finding a setting costs a full compression of the stream, as long as its diff, and the diff
     of an inflated pair does not depend on which setting it is. So the diffs start at once on the
-    layout where every search ends as it began (`likely`), while threads finish the searches
-    (zlib compresses without Python's lock held); a search that ends otherwise (a stream that
-    only its first megabyte matched) changes the layout, and only its new pairs are diffed then.
-    The bytes are those of a search finished before any diff.
+    layout where every search ends as it began (`likely`), and the searches still racing finish
+    beside them in the same pool of forked children (make_bsdiff.diff_many_beside; never in
+    threads, which a fork would cut off). A search that ends otherwise (a stream that only its
+    first megabyte matched) changes the layout, and only its new pairs are diffed then. The
+    bytes are those of a search finished before any diff.
     """
     patches: dict[tuple[int, int, int, int, bool], bytes] = {}
-    if searches:
-        likely_pairs = pairs_for({index: search.likely for index, search in searches.items()})
-        with ThreadPoolExecutor(max_workers=forked.default_jobs(), thread_name_prefix="deflate-search") as pool:
-            finishing = {index: pool.submit(search.finish) for index, search in searches.items()}
-            _diff_new(source, target, likely_pairs, patches)
-            found = {index: future.result() for index, future in finishing.items()}
-    else:
-        found = {}
+    found = {index: search.finish() for index, search in searches.items() if search.race is None}
+    racing = {index: search for index, search in searches.items() if index not in found}
+    likely_pairs = pairs_for({index: search.likely for index, search in searches.items()})
+    finished = _diff_new(
+        source, target, likely_pairs, patches, [(search.finish, SEARCH_PEAK) for search in racing.values()]
+    )
+    found.update(zip(racing, finished, strict=True))
     pairs = pairs_for(found)
-    _diff_new(source, target, pairs, patches)
+    _diff_new(source, target, pairs, patches, [])
     return _assemble(target, pairs, patches)
 
 
@@ -241,9 +261,12 @@ def _diff_new(
     target: bytes,
     pairs: Sequence[tuple[_Piece, _Piece]],
     patches: dict[tuple[int, int, int, int, bool], bytes],
-) -> None:
-    """Diffs the pairs not in `patches` yet into it. The chunks' diffs are independent, so
-    make_bsdiff.diff_many runs the large ones side by side in child processes."""
+    others: Sequence[tuple[forked.Job, int]],
+) -> list[object]:
+    """Diffs the pairs not in `patches` yet into it, and returns what the `others` jobs (with
+    their expected peaks) returned. The chunks' diffs are independent, so
+    make_bsdiff.diff_many_beside runs the large ones and the others side by side in child
+    processes."""
     keys: dict[tuple[int, int, int, int, bool], None] = {}
     inputs: list[tuple[bytes, bytes]] = []
     for src, tgt in pairs:
@@ -252,7 +275,9 @@ def _diff_new(
             continue
         keys[key] = None
         inputs.append((src.inflated, tgt.inflated) if tgt.is_deflate else (src.raw(source), tgt.raw(target)))
-    patches.update(zip(keys, make_bsdiff.diff_many(inputs), strict=True))
+    made, results = make_bsdiff.diff_many_beside(inputs, others)
+    patches.update(zip(keys, made, strict=True))
+    return results
 
 
 def _assemble(

@@ -65,19 +65,42 @@ def diff_many(
     Running out of memory (peak_estimate) is an OtaError naming `where`, so a tool under a
     memory limit fails with one line like any other bad input.
     """
+    return diff_many_beside(pairs, [], where=where, parallel=parallel)[0]
+
+
+def diff_many_beside(
+    pairs: Sequence[tuple[bytes, bytes]],
+    others: Sequence[tuple[forked.Job, int]],
+    *,
+    where: str = "bsdiff",
+    parallel: int | None = None,
+) -> tuple[list[bytes], list[object]]:
+    """diff_many's patches, and the results of `others` ((job, expected peak bytes) pairs of work
+    that is not a diff: imgdiff's zlib-settings searches), every job in one pool of children.
+
+    One pool, because a fork copies only the calling thread (ota/io/forked.py): work that ran in
+    threads beside the diffs' children would be forked mid-flight. Jobs start longest first (a
+    diff's time grows with its sizes as its peak does; `others` after the diffs), which keeps the
+    cores busy to the end when the pool has fewer slots than jobs.
+    """
     results: list[bytes | None] = [None] * len(pairs)
     big = [index for index, (source, target) in enumerate(pairs) if len(source) + len(target) >= IN_PROCESS_LIMIT]
-    jobs = [functools.partial(_diff_here, *pairs[index], where) for index in big]
-    costs = [peak_estimate(len(pairs[index][0]), len(pairs[index][1])) for index in big]
-    made_big = forked.run(
-        jobs, parallel=parallel or forked.default_jobs(), where=where, costs=costs, budget=forked.available_memory()
+    costs = {index: peak_estimate(len(pairs[index][0]), len(pairs[index][1])) for index in big}
+    big.sort(key=lambda index: -costs[index])
+    jobs = [functools.partial(_diff_here, *pairs[index], where) for index in big] + [job for job, _ in others]
+    made = forked.run(
+        jobs,
+        parallel=parallel or forked.default_jobs(),
+        where=where,
+        costs=[costs[index] for index in big] + [cost for _, cost in others],
+        budget=forked.available_memory(),
     )
-    for index, made in zip(big, made_big, strict=False):
-        results[index] = made
+    for index, patch in zip(big, made, strict=False):
+        results[index] = patch  # type: ignore[assignment]
     for index, (source, target) in enumerate(pairs):
         if results[index] is None:
             results[index] = _diff_here(source, target, where)
-    return results  # type: ignore[return-value]
+    return results, made[len(big) :]  # type: ignore[return-value]
 
 
 def _diff_here(source: bytes, target: bytes, where: str) -> bytes:
