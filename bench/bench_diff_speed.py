@@ -14,9 +14,13 @@ from run to run; only ratios within one run mean anything), each tool runs in a 
 This tree's code must run its compiled diff: the script stops if ota.actions.make_bsdiff.engine() is not
 "native" (build the library beside its module first, docs/performance.md says how).
 
+With --aosp_imgdiff (and --aosp_bsdiff), AOSP's own C++ tools, built by
+bench/build_aosp_imgdiff.sh (docs/performance.md says from which sources), run in the same
+round on the same inputs, timed the same way: imgdiff on the boot images, bsdiff on the kernel
+Image. The script then prints this tree's ratios to AOSP's and the goal "wall <= 1.2x AOSP's".
+
 Every patch is applied (our bspatch for IMGDIFF2, Debian's bspatch for BSDIFF40) and compared
-with the target. AOSP's C++ imgdiff cannot be built on this machine (no network to AOSP's
-sources), so the issue's AOSP figures are not re-measured here.
+with the target.
 
 Time: wall seconds, and CPU seconds (user + system of the tool and the children it waited for),
 which other builds on a shared machine disturb less.
@@ -25,7 +29,8 @@ Memory: "peak MB" is the largest single process's peak RSS (GNU time, i.e. wait4
 "tree MB" is the largest sum of PSS over the tool and all its child processes, sampled every
 50 ms (PSS shares copy-on-write pages between a parent and its forked children fairly).
 
-    PYTHONPATH=py python3 bench/bench_diff_speed.py [--scale 1.0] [--repeat 2]
+    PYTHONPATH=py python3 bench/bench_diff_speed.py [--scale 1.0] [--repeat 2] \
+        [--aosp_imgdiff BUILD/imgdiff] [--aosp_bsdiff BUILD/bsdiff]
 
 The goals it checks (each a ratio within one run): imgdiff at most 0.25 times today's time, its
 peak memory at most 10 times the larger decompressed chunk (the largest process's, as the issue
@@ -195,7 +200,19 @@ def check(applied: Path, expected: bytes, what: str) -> None:
     applied.unlink()
 
 
-def one_round(inputs: Inputs, work: Path, baseline_py: Path) -> dict[str, tuple[Run, int]]:
+@dataclass(frozen=True)
+class AospTools:
+    """AOSP's C++ binaries to measure beside ours, each optional."""
+
+    imgdiff: Path | None = None
+    bsdiff: Path | None = None
+
+
+AOSP_IMGDIFF = "imgdiff AOSP (C++)"
+AOSP_BSDIFF = "bsdiff AOSP (C++)"
+
+
+def one_round(inputs: Inputs, work: Path, baseline_py: Path, aosp: AospTools) -> dict[str, tuple[Run, int]]:
     """tool -> (its run, its patch bytes or 0), every patch applied and checked."""
     env_now = dict(os.environ, PYTHONPATH=str(REPO / "py"))
     env_today = dict(os.environ, PYTHONPATH=str(baseline_py))
@@ -219,26 +236,31 @@ def one_round(inputs: Inputs, work: Path, baseline_py: Path) -> dict[str, tuple[
         )
 
     boot_old, boot_new = files["boot"]
-    for label, env in (("imgdiff today", env_today), ("imgdiff now", env_now)):
-        patch = work / f"{label.replace(' ', '_')}.patch"
-        timed(label, ours("imgdiff", boot_old, boot_new, patch), env, patch)
+    imgdiffs = [
+        (label, ours("imgdiff", boot_old, boot_new, work / f"{label.replace(' ', '_')}.patch"), env)
+        for label, env in (("imgdiff today", env_today), ("imgdiff now", env_now))
+    ]
+    if aosp.imgdiff:
+        imgdiffs.append(
+            (AOSP_IMGDIFF, [str(aosp.imgdiff), str(boot_old), str(boot_new), str(work / "aosp.patch")], env_now)
+        )
+    for label, argv, env in imgdiffs:
+        patch = Path(argv[-1])
+        timed(label, argv, env, patch)
         subprocess.run(ours("bspatch", boot_old, out, patch), env=env_now, check=True)
         check(out, inputs.boot[1], label)
     kernel_old, kernel_new = files["kernel"]
-    for label, argv, env in (
-        (
-            "bsdiff4.diff (peer)",
-            peer(kernel_old, kernel_new, work / "peer.patch"),
-            env_now,
-        ),
-        (
-            "bsdiff now",
-            ours("bsdiff", kernel_old, kernel_new, work / "now.patch"),
-            env_now,
-        ),
-    ):
-        patch = work / ("peer.patch" if "peer" in label else "now.patch")
-        timed(label, argv, env, patch)
+    bsdiffs = [
+        ("bsdiff4.diff (peer)", peer(kernel_old, kernel_new, work / "peer.patch")),
+        ("bsdiff now", ours("bsdiff", kernel_old, kernel_new, work / "now.patch")),
+    ]
+    if aosp.bsdiff:
+        bsdiffs.append(
+            (AOSP_BSDIFF, [str(aosp.bsdiff), str(kernel_old), str(kernel_new), str(work / "aosp_bsdiff.patch")])
+        )
+    for label, argv in bsdiffs:
+        patch = Path(argv[-1])
+        timed(label, argv, env_now, patch)
         subprocess.run(["bspatch", str(kernel_old), str(out), str(patch)], check=True)
         check(out, inputs.kernel[1], label)
     return results
@@ -288,10 +310,28 @@ def report(results: dict[str, tuple[Run, int]], inputs: Inputs) -> None:
         f"{_verdict(ours_run[0].peak_mb <= 5 * input_mb)}), bsdiff4 {peer_run[0].peak_mb / input_mb:.1f}x "
         f"({peer_run[0].peak_mb / old_mb:.1f}x the old file)"
     )
+    for ours_label, aosp_label, goal in (
+        ("imgdiff now", AOSP_IMGDIFF, "imgdiff wall <= 1.2x AOSP's"),
+        ("imgdiff today", AOSP_IMGDIFF, None),
+        ("bsdiff now", AOSP_BSDIFF, None),
+    ):
+        if aosp_label in results:
+            _against_aosp(ours_label, results[ours_label], aosp_label, results[aosp_label], goal)
+    if AOSP_IMGDIFF not in results:
+        print("AOSP's C++ imgdiff: not measured (pass --aosp_imgdiff; docs/performance.md says how to build it)")
+
+
+def _against_aosp(
+    label: str, ours_result: tuple[Run, int], aosp_label: str, aosp_result: tuple[Run, int], goal: str | None
+) -> None:
+    """One line of `label`'s ratios to AOSP's tool in the same round (below 1: ours is less)."""
+    (mine, mine_bytes), (theirs, their_bytes) = ours_result, aosp_result
+    wall = mine.seconds / theirs.seconds
+    verdict = f"; goal {goal}: {_verdict(wall <= 1.2)}" if goal else ""
     print(
-        "AOSP's C++ imgdiff: not built here (its sources need network access); for reference, on a pair of "
-        "20.7 MB real boot images it took 38 s and 0.59 GB where the code of --baseline took 225 s and 1.31 GB "
-        "(docs/performance.md)"
+        f"{label}/{aosp_label}: wall {wall:.2f}x, CPU {mine.cpu_seconds / theirs.cpu_seconds:.2f}x, "
+        f"peak {mine.peak_mb / theirs.peak_mb:.2f}x, tree {mine.tree_mb / theirs.tree_mb:.2f}x, "
+        f"bytes {mine_bytes / their_bytes:.4f}x{verdict}"
     )
 
 
@@ -306,7 +346,19 @@ def main() -> None:
     parser.add_argument("--change", type=float, default=0.03, help="fraction of functions/files changed")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, each printing its own ratios")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision whose py/ is 'today'")
+    parser.add_argument(
+        "--aosp_imgdiff", type=Path, help="AOSP's C++ imgdiff (bench/build_aosp_imgdiff.sh) to measure beside ours"
+    )
+    parser.add_argument(
+        "--aosp_bsdiff",
+        type=Path,
+        help="AOSP's C++ bsdiff (bench/build_aosp_imgdiff.sh) to measure on the kernel Image",
+    )
     args = parser.parse_args()
+    aosp = AospTools(args.aosp_imgdiff, args.aosp_bsdiff)
+    for tool in (aosp.imgdiff, aosp.bsdiff):
+        if tool and not os.access(tool, os.X_OK):
+            raise SystemExit(f"{tool}: not an executable file")
 
     started = time.perf_counter()
     inputs = build_inputs(args.scale, args.change)
@@ -323,7 +375,7 @@ def main() -> None:
         baseline_py = extract_baseline(args.baseline, work)
         for number in range(1, args.repeat + 1):
             print(f"round {number} (load {os.getloadavg()[0]:.1f})")
-            report(one_round(inputs, work, baseline_py), inputs)
+            report(one_round(inputs, work, baseline_py, aosp), inputs)
 
 
 if __name__ == "__main__":
