@@ -52,7 +52,8 @@ def _check_against_host(root: bytes, out: bytes) -> None:
         ], path
         if want["kind"] == "file":
             digest = fields[4].decode()
-            assert digest == want["sha256"], path
+            # The whole manifest entry is recorded: sha256, size, sha1 (imported_tree.bzl's order).
+            assert fields[4:] == [want["sha256"].encode(), b"%d" % want["size"], want["sha1"].encode()], path
             stored = pathlib.Path(os.fsdecode(out), "files", digest).read_bytes()
             assert hashlib.sha256(stored).hexdigest() == digest
             digests.add(digest)
@@ -209,6 +210,7 @@ def _copy_tool(dest: pathlib.Path) -> None:
         "errors.py",
         "format/__init__.py",
         "format/paths.py",
+        "format/hashing.py",
         "actions/__init__.py",
         "actions/tree_scan.py",
     ):

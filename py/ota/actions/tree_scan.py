@@ -6,6 +6,9 @@ directories) and writes into OUT, the repository directory (docs/contracts.md#10
 
 * `files/<sha256>`: a copy of each distinct regular-file content, named by its digest, so no
   artifact name derives from an install path and identical files share one Bazel File;
+  its size and SHA-1 are recorded too, so the rules know the whole system manifest entry
+  (docs/contracts.md#2-system-manifest) while Bazel analyzes: no action hashes the tree again,
+  and ota_package can batch small changed files by size (docs/rules.md, "Batches");
 * `BUILD.bazel`: one `ota_imported_tree` target, `:tree` (rules/private/imported_tree.bzl), whose
   string literals octal-escape every byte that is not printable ASCII, `"` and `\\`, so any name
   Linux allows reaches Starlark byte for byte (the file itself is pure ASCII).
@@ -21,12 +24,12 @@ carry the host file's setuid bits into the output base). The copy is hashed whil
 so the digest always describes the stored bytes. Host hard links are read once.
 
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
-hub), so it uses the standard library and ota.format.paths only, and positional arguments instead of absl flags.
+hub), so it uses the standard library, ota.format.paths and ota.format.hashing only, and positional
+arguments instead of absl flags.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -34,7 +37,8 @@ import sys
 from dataclasses import dataclass
 
 from ota.errors import OtaError
-from ota.format import paths
+from ota.format import hashing, paths
+from ota.format.hashing import ContentInfo
 
 FILES_DIR = "files"
 BUILD_FILE = "BUILD.bazel"
@@ -52,15 +56,15 @@ _SPECIAL = {
 
 @dataclass(frozen=True)
 class ScannedEntry:
-    """One entry below the root. path: the relative path's bytes; sha256: a file's content digest;
-    target: a symlink's target bytes."""
+    """One entry below the root. path: the relative path's bytes; content: a file's size and
+    digests; target: a symlink's target bytes."""
 
     path: bytes
     kind: str  # "file", "dir" or "symlink" (docs/contracts.md#1-tree-description)
     mode: int
     uid: int
     gid: int
-    sha256: str | None = None
+    content: ContentInfo | None = None
     target: bytes | None = None
 
 
@@ -80,7 +84,7 @@ class _Scanner:
         self.root = root
         self.files_dir = os.path.join(out, FILES_DIR.encode())
         self.entries: list[ScannedEntry] = []
-        self.by_inode: dict[tuple[int, int], str] = {}  # host hard links are read once
+        self.by_inode: dict[tuple[int, int], ContentInfo] = {}  # host hard links are read once
 
     def where(self, rel: bytes) -> str:
         return display(os.path.join(self.root, rel) if rel else self.root)
@@ -134,19 +138,19 @@ class _Scanner:
                 finally:
                     os.close(child)
             elif fmt == stat.S_IFREG:
-                digest = self._copy(fd, name, path, st)
-                self.entries.append(ScannedEntry(path, "file", mode, st.st_uid, st.st_gid, sha256=digest))
+                content = self._copy(fd, name, path, st)
+                self.entries.append(ScannedEntry(path, "file", mode, st.st_uid, st.st_gid, content=content))
             else:
                 kind = _SPECIAL.get(fmt, f"of file type {fmt:o}")
                 raise OtaError(self.where(path), f"is {kind}: a tree holds only files, directories and symlinks")
 
-    def _copy(self, parent: int, name: bytes, rel: bytes, st: os.stat_result) -> str:
-        """Copies one regular file to files/<sha256> (once per content) and returns the digest."""
+    def _copy(self, parent: int, name: bytes, rel: bytes, st: os.stat_result) -> ContentInfo:
+        """Copies one regular file to files/<sha256> (once per content); returns its size and digests."""
         known = self.by_inode.get((st.st_dev, st.st_ino))
         if known is not None:
             return known
         staging = os.path.join(self.files_dir, b".incoming")
-        digest = hashlib.sha256()
+        hasher = hashing.ContentHasher()
         try:
             src = os.open(name, _OPEN_FILE, dir_fd=parent)
         except OSError as err:
@@ -156,17 +160,17 @@ class _Scanner:
                 raise OtaError(self.where(rel), "was replaced by a non-file during the scan")
             with open(staging, "wb") as dst:
                 while chunk := os.read(src, _CHUNK):
-                    digest.update(chunk)
+                    hasher.update(chunk)
                     dst.write(chunk)
         except OSError as err:
             raise OtaError(self.where(rel), _problem(err)) from None
         finally:
             os.close(src)
-        hexdigest = digest.hexdigest()
+        content = hasher.info()
         os.chmod(staging, 0o644)
-        os.replace(staging, os.path.join(self.files_dir, hexdigest.encode()))
-        self.by_inode[(st.st_dev, st.st_ino)] = hexdigest
-        return hexdigest
+        os.replace(staging, os.path.join(self.files_dir, content.sha256.encode()))
+        self.by_inode[(st.st_dev, st.st_ino)] = content
+        return content
 
 
 def scan(root: bytes, out: bytes) -> list[ScannedEntry]:
@@ -191,8 +195,8 @@ def _entry_fields(entry: ScannedEntry) -> list[str]:
         f'"{entry.uid}"',
         f'"{entry.gid}"',
     ]
-    if entry.sha256 is not None:
-        fields.append(f'"{entry.sha256}"')
+    if entry.content is not None:  # the order imported_tree.bzl reads: sha256, size, sha1
+        fields += [f'"{entry.content.sha256}"', f'"{entry.content.size}"', f'"{entry.content.sha1}"']
     if entry.target is not None:
         fields.append(starlark_string(entry.target))
     return fields
@@ -200,7 +204,7 @@ def _entry_fields(entry: ScannedEntry) -> list[str]:
 
 def build_file(root: bytes, entries: list[ScannedEntry], rules_ota_repo: str) -> str:
     """The BUILD.bazel text declaring `:tree` (pure ASCII)."""
-    digests = sorted({e.sha256 for e in entries if e.sha256 is not None})
+    digests = sorted({e.content.sha256 for e in entries if e.content is not None})
     lines = [
         f"# Generated by ota_tree_repository from {starlark_string(root)}; do not edit.",
         "# Refresh after the directory changes: docs/rules.md, ota_tree_repository.",
