@@ -144,7 +144,11 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         # Inputs above the bound are hashed and copied in blocks, never diffed: not the peak.
         "largest_diffed_bytes": max(
-            (size for size in (os.stat(f["target"]).st_size for f in work) if size <= file_patch.default_max_diff_size()),
+            (
+                size
+                for size in (os.stat(f["target"]).st_size for f in work)
+                if size <= file_patch.default_max_diff_size()
+            ),
             default=0,
         ),
     }

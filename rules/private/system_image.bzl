@@ -16,8 +16,11 @@ def _tar_system_image(ctx):
     ]
 
 def _manifest_entry(entry, contents):
-    """The manifest entry (docs/contracts.md#2-system-manifest) of a tree entry: a file's exec
-    path replaced by its recorded size and digests; keys in sorted order, as the tool writes them."""
+    """The manifest entry (docs/contracts.md#2-system-manifest) of a tree entry.
+
+    A file's exec path is replaced by its recorded size and digests; keys in sorted order, as the
+    tool writes them.
+    """
     out = {}
     fields = dict(entry)
     if entry["kind"] == "file":
@@ -28,8 +31,11 @@ def _manifest_entry(entry, contents):
     return out
 
 def _recorded_manifest(ctx, tree, manifest):
-    """Writes the manifest of a tree whose every file's size, SHA-256 and SHA-1 are recorded (an
-    imported directory): no action, so a rebuild hashes nothing the scan already hashed."""
+    """Writes the manifest of a tree whose every file's size, SHA-256 and SHA-1 are recorded.
+
+    That is a tree from an imported directory: no action, so a rebuild hashes nothing the scan
+    already hashed.
+    """
     ctx.actions.write(
         output = manifest,
         content = json.encode({"entries": [_manifest_entry(e, tree.contents) for e in tree.entries]}) + "\n",

@@ -186,10 +186,10 @@ def file_patch_shards(ctx, source, target, prefix):
     )
 
 def file_patch_buckets(ctx, source, target, paths, prefix):
-    """The OtaFilePatchShard actions that diff the changed `paths` of two trees known at analysis
-    time, each path in the bucket shard_of gives it (ota_package's `batch_max_bytes`).
+    """The OtaFilePatchShard bucket actions of an ota_package's small changed files.
 
-    Only `paths` are listed, on both sides, so a bucket's inputs are its own changed files and a
+    They diff the changed `paths` of two trees known at analysis time, each path in the bucket
+    shard_of gives it (ota_package's `batch_max_bytes`). Only `paths` are listed, on both sides, so a bucket's inputs are its own changed files and a
     one-file change re-runs the one bucket holding it. Empty buckets run too (a complete set is
     what the package assembler reads), at the cost of one worker request each.
 

@@ -59,14 +59,13 @@ def _package(base: Path, source: tuple, target: tuple, limit: int, name: str) ->
     out.mkdir()
     changed = sorted(p for p in new if p in old and old[p][1] != new[p][1])
     batched = [p for p in changed if old[p][1].size + new[p][1].size < limit]
-    file_patches, whole_files = [], []
+    file_patches = []
     for index, path in enumerate(p for p in changed if p not in batched):
         data, info = out / f"{index}.p", out / f"{index}.json"
         result = file_patch.patch_files(old[path][0].file, new[path][0].file, path, str(data))
         jsonio.write(str(info), result.to_json())
         file_patches.append({"data": str(data), "info": str(info), "path": path})
-    for path in sorted(p for p in new if p not in old):
-        whole_files.append({"file": new[path][0].file, "path": path})
+    whole_files = [{"file": new[p][0].file, "path": p} for p in sorted(p for p in new if p not in old)]
     shards = []
     if batched:
         sides = {side: {p: files[p][0].file for p in batched} for side, files in (("source", old), ("target", new))}

@@ -44,9 +44,7 @@ flags.DEFINE_string("target_dir", None, "The target tree's shard directory (a ta
 flags.DEFINE_string("target_list", None, "The target shard's listing (a tree known at analysis time).")
 flags.DEFINE_string("source_dir", None, "The source tree's shard directory (a tar tree).")
 flags.DEFINE_string("source_list", None, "The source shard's listing (a tree known at analysis time).")
-flags.DEFINE_string(
-    "patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method."
-)
+flags.DEFINE_string("patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method.")
 flags.DEFINE_string("out_dir", None, "The output directory.")
 
 
