@@ -273,7 +273,14 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         # Bazel 4 does not watch the imported directory: syncing the edited tree's repository
         # fetches it (and only it) again, which is part of what a rebuild costs.
         sync_seconds = sync_one(bazel, "scale_v2", work / "logs" / "sync.console.txt")
-        rebuild = release_bench.must(bazel.run("build", "scale-rebuild", [package], flags), "one-file rebuild")
+        rebuild_profile = work / "logs" / "rebuild.profile.json"
+        rebuild = release_bench.must(
+            bazel.run("build", "scale-rebuild", [package], [*flags, f"--profile={rebuild_profile}"]), "one-file rebuild"
+        )
+        rebuild_phases = (
+            phase_seconds(rebuild_profile, "Evaluate target patterns", "Load and analyze dependencies"),
+            phase_seconds(rebuild_profile, "Build artifacts", "Build artifacts"),
+        )
         spawns = [s for s in execlog.read_spawns(build.exec_log) if s.mnemonic == "OtaFilePatch"]
         probes = []
         if spawns:  # re-run in the execution root, where external/ (the @rules_ota_pypi identity file) resolves
@@ -335,7 +342,8 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             f"{rebuild_seconds:.1f} s",
             (
                 f"{rebuild_seconds / cold:.3f} of cold ({rebuild_seconds / build.seconds:.3f} of the package step); "
-                f"sync {sync_seconds:.1f} s + build {rebuild.seconds:.1f} s; edited {edited}; "
+                f"sync {sync_seconds:.1f} s + build {rebuild.seconds:.1f} s (loading + analysis "
+                f"{rebuild_phases[0]:.1f} s, execution {rebuild_phases[1]:.1f} s); edited {edited}; "
                 f"ran: {_mnemonics(rebuild_ran)}"
             ),
         ),
