@@ -1,6 +1,6 @@
 """Imports a directory of the build host as a system tree: the scan behind ota_tree_repository.
 
-`python3 -m ota.actions.tree_scan ROOT OUT RULES_OTA_REPO` records every entry below ROOT (kind,
+`python3 -m ota.actions.tree_scan ROOT OUT RULES_OTA_REPO [CACHE]` records every entry below ROOT (kind,
 permission bits including setuid/setgid/sticky, uid, gid, a symlink's target as stored, empty
 directories) and writes into OUT, the repository directory (docs/contracts.md#10-imported-directory):
 
@@ -23,9 +23,13 @@ edit in place would change the repository's bytes behind the digest recorded in 
 carry the host file's setuid bits into the output base). The copy is hashed while it is written,
 so the digest always describes the stored bytes. Host hard links are read once.
 
+With CACHE (py/ota/actions/scan_cache.py, which ota_tree_repository passes), the copies are kept
+there between fetches and a file whose device, inode, size, mtime and ctime are those of the last
+scan is not read again: a re-fetch after a one-file edit reads one file.
+
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
-hub), so it uses the standard library, ota.format.paths and ota.format.hashing only, and positional
-arguments instead of absl flags.
+hub), so it uses the standard library, ota.format.paths, ota.format.hashing and
+ota.actions.scan_cache only, and positional arguments instead of absl flags.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import stat
 import sys
 from dataclasses import dataclass
 
+from ota.actions import scan_cache
 from ota.errors import OtaError
 from ota.format import hashing, paths
 from ota.format.hashing import ContentInfo
@@ -80,9 +85,10 @@ def _problem(err: OSError) -> str:
 class _Scanner:
     """Walks ROOT by directory descriptors, copying each distinct content once into OUT/files."""
 
-    def __init__(self, root: bytes, out: bytes) -> None:
+    def __init__(self, root: bytes, out: bytes, cache: scan_cache.ScanCache | None = None) -> None:
         self.root = root
         self.files_dir = os.path.join(out, FILES_DIR.encode())
+        self.cache = cache
         self.entries: list[ScannedEntry] = []
         self.by_inode: dict[tuple[int, int], ContentInfo] = {}  # host hard links are read once
 
@@ -100,6 +106,8 @@ class _Scanner:
         if not stat.S_ISDIR(st.st_mode):
             raise OtaError(self.where(b""), "is not a directory")
         os.makedirs(self.files_dir, exist_ok=True)
+        if self.cache is not None:
+            os.makedirs(self.cache.store, exist_ok=True)
         fd = self._open_dir(None, self.root, b"")
         try:
             self._walk(fd, b"")
@@ -147,9 +155,24 @@ class _Scanner:
     def _copy(self, parent: int, name: bytes, rel: bytes, st: os.stat_result) -> ContentInfo:
         """Copies one regular file to files/<sha256> (once per content); returns its size and digests."""
         known = self.by_inode.get((st.st_dev, st.st_ino))
-        if known is not None:
-            return known
-        staging = os.path.join(self.files_dir, b".incoming")
+        if known is None and self.cache is not None:
+            known = self.cache.lookup(rel, st)
+            if known is not None:
+                scan_cache.link_or_copy(self.cache.stored(known.sha256), self._stored(known.sha256))
+        if known is None:
+            known = self._read(parent, name, rel)
+            self.by_inode[(st.st_dev, st.st_ino)] = known
+        if self.cache is not None:
+            self.cache.remember(rel, st, known)
+        return known
+
+    def _stored(self, sha256: str) -> bytes:
+        return os.path.join(self.files_dir, sha256.encode())
+
+    def _read(self, parent: int, name: bytes, rel: bytes) -> ContentInfo:
+        """Copies and hashes one file (into the cache's store, then linked, when there is one)."""
+        store = self.files_dir if self.cache is None else self.cache.store
+        staging = os.path.join(store, b".incoming")
         hasher = hashing.ContentHasher()
         try:
             src = os.open(name, _OPEN_FILE, dir_fd=parent)
@@ -167,20 +190,30 @@ class _Scanner:
         finally:
             os.close(src)
         content = hasher.info()
-        os.chmod(staging, 0o644)
-        os.replace(staging, os.path.join(self.files_dir, content.sha256.encode()))
-        self.by_inode[(st.st_dev, st.st_ino)] = content
+        stored = os.path.join(store, content.sha256.encode())
+        if os.path.exists(stored):  # the same bytes under another path: keep the one copy
+            os.unlink(staging)
+        else:
+            os.chmod(staging, 0o644)
+            os.replace(staging, stored)
+        if self.cache is not None:
+            scan_cache.link_or_copy(self.cache.stored(content.sha256), self._stored(content.sha256))
         return content
 
 
-def scan(root: bytes, out: bytes) -> list[ScannedEntry]:
-    """Scans `root`, copying contents into `out`/files; on failure `out`/files is removed."""
-    scanner = _Scanner(root, out)
+def scan(root: bytes, out: bytes, cache_dir: bytes | None = None) -> list[ScannedEntry]:
+    """Scans `root`, copying contents into `out`/files (through `cache_dir` when given, whose
+    index is rewritten after a complete scan only); on failure `out`/files is removed."""
+    cache = None if cache_dir is None else scan_cache.ScanCache(cache_dir)
+    scanner = _Scanner(root, out, cache)
     try:
-        return scanner.scan()
+        entries = scanner.scan()
     except BaseException:
         shutil.rmtree(scanner.files_dir, ignore_errors=True)
         raise
+    if cache is not None:
+        cache.save()
+    return entries
 
 
 def starlark_string(raw: bytes) -> str:
@@ -227,12 +260,12 @@ def build_file(root: bytes, entries: list[ScannedEntry], rules_ota_repo: str) ->
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print(f"usage: {argv[0]} ROOT OUT RULES_OTA_REPO", file=sys.stderr)
+    if len(argv) not in (4, 5):
+        print(f"usage: {argv[0]} ROOT OUT RULES_OTA_REPO [CACHE]", file=sys.stderr)
         return 2
     root, out = os.fsencode(argv[1]), os.fsencode(argv[2])
     try:
-        entries = scan(root, out)
+        entries = scan(root, out, os.fsencode(argv[4]) if len(argv) == 5 else None)
     except OtaError as err:
         print(f"ota_tree_repository: error: {err}", file=sys.stderr)
         return 1
