@@ -111,10 +111,11 @@ def _actions(ws: NestedWorkspace, package: str, mnemonic: str) -> int:
 
 
 def _tool_manifest(ws: NestedWorkspace, name: str) -> bytes:
-    """What the OtaSystemManifest tool writes for the image's tree description, in the execroot."""
-    execroot = pathlib.Path(ws.bazel("info", "execution_root").stdout.strip())
+    """What the OtaSystemManifest tool writes for the image's tree description (its files are
+    `external/<repository>/files/<sha256>`, which the output base holds for every repository)."""
+    output_base = pathlib.Path(ws.bazel("info", "output_base").stdout.strip())
     entries = [
-        dataclasses.replace(e, file=str(execroot / e.file)) if e.file else e
+        dataclasses.replace(e, file=str(output_base / e.file)) if e.file else e
         for e in tree.load_tree(str(ws.bin(f"imported/{name}.tree.json")))
     ]
     return jsonio.dumps(tree.manifest_doc(system_manifest.build_manifest(entries)))
