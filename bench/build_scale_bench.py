@@ -320,7 +320,7 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
                 + f"; whole command {analysis.seconds:.1f} s"
             ),
         ),
-        ("system manifests (Bazel)", f"{images.seconds:.1f} s", _mnemonics(by_mnemonic(images))),
+        ("images: boot images, system manifests (Bazel)", f"{images.seconds:.1f} s", _mnemonics(by_mnemonic(images))),
         ("package: patches + zip (Bazel, 2 jobs)", f"{build.seconds:.1f} s", _mnemonics(by_mnemonic(build))),
         (
             "serial single-process pipeline, same inputs",
