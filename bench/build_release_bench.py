@@ -48,7 +48,7 @@ def executed(result: workspace.Result) -> collections.Counter:
 
 def tool_pythonpath(tree: pathlib.Path, exec_log: pathlib.Path) -> str:
     """PYTHONPATH equal to what the file_patch tool sees: its runfiles' py/ and every @rules_ota_pypi package."""
-    tool = next(s.args[0] for s in execlog.read_spawns(exec_log) if s.mnemonic == "OtaFilePatch")
+    tool = next(s.args[0] for s in execlog.read_spawns(exec_log) if s.mnemonic in PATCH_MNEMONICS)
     runfiles = tree / f"{tool}.runfiles"
     paths = [runfiles / "rules_ota" / "py", *sorted(runfiles.glob("*/site-packages/*"))]
     return os.pathsep.join(str(p) for p in paths)

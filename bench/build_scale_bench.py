@@ -13,11 +13,15 @@ symlinks) is written to the scratch directory first. A scratch copy of the check
 1. loading + analysis of //scale:incremental_ota on a fresh server (repositories fetched by an
    earlier server):
    time from Bazel's --profile phase markers, targets configured, used heap after GC;
-2. the system manifests of both builds (OtaSystemManifest: hashing every file);
-3. the package, --jobs=2 (every OtaFilePatch action and OtaPackage), against **the serial
-   single-process pipeline** (bench/build_serial_pipeline.py) on the same inputs in the same run;
-   the two packages must be byte-identical; actions by mnemonic from the execution log;
-4. one changed target file edited again: the rebuild's time as a fraction of the cold build;
+2. the system manifests of both builds (written at analysis time from the scan's digests, so no
+   action runs unless a tree has files the scan did not record);
+3. the package, --jobs=2 (an OtaFilePatch action per large changed file, the OtaFilePatchShard
+   buckets of the small ones, OtaPackage), against **the serial single-process pipeline**
+   (bench/build_serial_pipeline.py) on the same inputs in the same run; the two packages must be
+   byte-identical; actions by mnemonic from the execution log;
+4. one changed target file edited again, only the target's repository fetched again
+   (`bazel sync --only=scale_v2`), then the package rebuilt: the time of both as a fraction of
+   the cold build;
 5. package bytes against payload bytes (ota_inspect's breakdown);
 6. the peak RSS of the largest changed file's action, re-run alone.
 
@@ -187,6 +191,25 @@ def _mnemonics(counts: collections.Counter) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
 
 
+def sync_one(bazel: workspace.Bazel, repository: str, log: pathlib.Path) -> float:
+    """`bazel sync --only=<repository>`: fetches that repository again and no other (Bazel 4 does
+    not watch an imported directory, rules/private/tree_repository.bzl); returns its seconds."""
+    start = time.monotonic()
+    with log.open("w") as out:
+        code = subprocess.run(
+            bazel._startup() + ["sync", f"--only={repository}", "--color=no", "--curses=no"],
+            cwd=bazel.workspace,
+            env=bazel.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        ).returncode
+    if code:
+        raise SystemExit(f"bazel sync --only={repository} failed (exit {code}):\n{workspace.tail(log)}")
+    return time.monotonic() - start
+
+
 def edit_one_changed_file(work: pathlib.Path, source: Tree, target: Tree) -> str:
     """Appends a line to the smallest file that differs between the trees, in the target's mirror
     only (a new file replaces the hard link: the user's tree is untouched)."""
@@ -247,11 +270,16 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         with package_reader.open_package(str(bazel_zip)) as opened:
             sizes = ota_inspect.package_bytes(opened)
         edited = edit_one_changed_file(work, source, target)
-        # Bazel 4 does not watch the imported directory: a new stamp fetches both trees again
-        # (rules/private/tree_repository.bzl), which is part of what a rebuild costs.
+        # Bazel 4 does not watch the imported directory: syncing the edited tree's repository
+        # fetches it (and only it) again, which is part of what a rebuild costs.
+        sync_seconds = sync_one(bazel, "scale_v2", work / "logs" / "sync.console.txt")
+        rebuild_profile = work / "logs" / "rebuild.profile.json"
         rebuild = release_bench.must(
-            bazel.run("build", "scale-rebuild", [package], [*flags, "--repo_env=OTA_TREE_STAMP=edited"]),
-            "one-file rebuild",
+            bazel.run("build", "scale-rebuild", [package], [*flags, f"--profile={rebuild_profile}"]), "one-file rebuild"
+        )
+        rebuild_phases = (
+            phase_seconds(rebuild_profile, "Evaluate target patterns", "Load and analyze dependencies"),
+            phase_seconds(rebuild_profile, "Build artifacts", "Build artifacts"),
         )
         spawns = [s for s in execlog.read_spawns(build.exec_log) if s.mnemonic == "OtaFilePatch"]
         probes = []
@@ -271,6 +299,7 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
     finally:
         bazel.shutdown()
     cold = analysis.seconds + images.seconds + build.seconds
+    rebuild_seconds = sync_seconds + rebuild.seconds
     cold_ran, rebuild_ran = by_mnemonic(images) + by_mnemonic(build), by_mnemonic(rebuild)
     return [
         (
@@ -291,13 +320,14 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
                 + f"; whole command {analysis.seconds:.1f} s"
             ),
         ),
-        ("system manifests (Bazel)", f"{images.seconds:.1f} s", _mnemonics(by_mnemonic(images))),
+        ("images: boot images, system manifests (Bazel)", f"{images.seconds:.1f} s", _mnemonics(by_mnemonic(images))),
         ("package: patches + zip (Bazel, 2 jobs)", f"{build.seconds:.1f} s", _mnemonics(by_mnemonic(build))),
         (
             "serial single-process pipeline, same inputs",
             f"{serial['seconds_process']:.1f} s",
             (
-                f"diffs {serial['seconds_patches']:.1f} s + package {serial['seconds_package']:.1f} s; "
+                f"diffs {serial['seconds_patches']:.1f} s ({serial['patches']} files alone, "
+                f"{serial['shards']} buckets) + package {serial['seconds_package']:.1f} s; "
                 f"Bazel/serial = {build.seconds / serial['seconds_process']:.2f}; "
                 f"package bytes identical: {serial['package_sha256'] == bazel_sha}"
             ),
@@ -308,11 +338,13 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             f"{sum(cold_ran.values())} actions (spawns) ran",
         ),
         (
-            "one-file rebuild",
-            f"{rebuild.seconds:.1f} s",
+            "one-file rebuild: sync of the edited tree + build",
+            f"{rebuild_seconds:.1f} s",
             (
-                f"{rebuild.seconds / cold:.3f} of cold ({rebuild.seconds / build.seconds:.3f} of the package step); "
-                f"edited {edited}; ran: {_mnemonics(rebuild_ran)}"
+                f"{rebuild_seconds / cold:.3f} of cold ({rebuild_seconds / build.seconds:.3f} of the package step); "
+                f"sync {sync_seconds:.1f} s + build {rebuild.seconds:.1f} s (loading + analysis "
+                f"{rebuild_phases[0]:.1f} s, execution {rebuild_phases[1]:.1f} s); edited {edited}; "
+                f"ran: {_mnemonics(rebuild_ran)}"
             ),
         ),
         (

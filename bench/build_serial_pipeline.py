@@ -3,8 +3,9 @@
 This is how AOSP's ota_from_target_files works (one process walks the changed files and diffs each),
 and it is what the Bazel build is measured against: no per-action interpreter start, no sandbox, no
 parallelism. The work list is taken from a Bazel execution log, so both sides diff exactly the same
-inputs with the same engine (`ota.actions.file_patch.patch_files`) and the same package writer; the
-package this writes must be byte-identical to Bazel's.
+inputs with the same engine (`ota.actions.file_patch.patch_files`; a bucket or shard of small files
+through `ota.actions.file_patch_shard.patch_shard`, as its action does) and the same package writer;
+the package this writes must be byte-identical to Bazel's.
 
 Run from the workspace directory (exec paths resolve through its `bazel-out` symlink; the patch
 actions' `@params` files are read there, so those actions must have run, not come from a cache), with
@@ -25,14 +26,15 @@ import resource
 import sys
 import time
 
-from ota.actions import file_patch, package_writer
-from ota.format import jsonio, signing
+from ota.actions import file_patch, file_patch_shard, package_writer
+from ota.format import jsonio, paths, signing
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench import spawn_args
 from tests.cache import execlog
 
 PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
+SHARD_MNEMONIC = "OtaFilePatchShard"
 
 
 def _package_spawn(spawns: list[execlog.Spawn], out_suffix: str | None, root: pathlib.Path) -> execlog.Spawn:
@@ -57,6 +59,30 @@ def _signing_key(spawns: list[execlog.Spawn], unsigned: str, root: pathlib.Path)
     return None
 
 
+def _side(flags: dict[str, str], name: str, shard: int, shards: int) -> dict | None:
+    """One side of a shard spawn, loaded as its action loads it (a listing or a shard directory)."""
+    if f"{name}_list" in flags:
+        return file_patch_shard.load_list(flags[f"{name}_list"], shard, shards)
+    if f"{name}_dir" in flags:
+        return file_patch_shard.load_dir(flags[f"{name}_dir"], shard, shards)
+    return None
+
+
+def _patch_shard(flags: dict[str, str], out: pathlib.Path) -> None:
+    """Redoes one OtaFilePatchShard spawn (a bucket of small files, or a tar tree's shard) into `out`."""
+    shard, shards = int(flags["shard"]), int(flags["shards"])
+    file_patch_shard.patch_shard(
+        _side(flags, "source", shard, shards),
+        _side(flags, "target", shard, shards),
+        str(out),
+        shard=shard,
+        shards=shards,
+        methods=json.loads(flags.get("patch_methods", "{}")),
+        threshold=float(flags.get("patch_threshold", file_patch.DEFAULT_THRESHOLD)),
+        max_diff_size=int(flags["max_diff_size"]) if "max_diff_size" in flags else None,
+    )
+
+
 def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) -> dict:
     """Diffs every patch spawn of the package, then assembles it; returns timings and the digest."""
     root = pathlib.Path.cwd()  # the workspace: exec paths and `@params` files are relative to it
@@ -65,6 +91,9 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
     params = jsonio.read(package["params"])
     wanted = {entry["data"] for entry in params["file_patches"] + params["partitions"]}
     work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
+    wanted_shards = set(params.get("file_patch_shards", []))
+    shard_work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic == SHARD_MNEMONIC]
+    shard_work = [flags for flags in shard_work if flags["out_dir"] in wanted_shards]
     # Smallest first, so the process's peak RSS is the largest diff's peak.
     work = sorted(
         (flags for flags in work if flags["out_data"] in wanted), key=lambda flags: os.stat(flags["target"]).st_size
@@ -78,17 +107,24 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
         result = file_patch.patch_files(
             flags.get("source"),
             flags["target"],
-            flags["path"],
+            paths.unescape(flags["path"], "--path"),
             str(data),
             method=flags.get("method", "auto"),
             threshold=float(flags.get("patch_threshold", file_patch.DEFAULT_THRESHOLD)),
+            max_diff_size=int(flags["max_diff_size"]) if "max_diff_size" in flags else None,
         )
         jsonio.write(str(info), result.to_json())
         renamed[flags["out_data"]], renamed[flags["out_info"]] = str(data), str(info)
+    for index, flags in enumerate(shard_work):
+        out = out_dir / f"shard_{index}"
+        _patch_shard(flags, out)
+        renamed[flags["out_dir"]] = str(out)
     patches_done = time.perf_counter()
 
     for entry in params["file_patches"] + params["partitions"]:
         entry["data"], entry["info"] = renamed[entry["data"]], renamed[entry["info"]]
+    if "file_patch_shards" in params:
+        params["file_patch_shards"] = [renamed[d] for d in params["file_patch_shards"]]
     serial_params = out_dir / "params.json"
     jsonio.write(str(serial_params), params)
     out = out_dir / "package.zip"
@@ -100,6 +136,7 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
     end = time.perf_counter()
     return {
         "patches": len(work),
+        "shards": len(shard_work),
         "seconds_patches": patches_done - start,
         "seconds_package": end - patches_done,
         "package_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
@@ -107,7 +144,11 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         # Inputs above the bound are hashed and copied in blocks, never diffed: not the peak.
         "largest_diffed_bytes": max(
-            (size for size in (os.stat(f["target"]).st_size for f in work) if size <= file_patch.DEFAULT_MAX_DIFF_SIZE),
+            (
+                size
+                for size in (os.stat(f["target"]).st_size for f in work)
+                if size <= file_patch.default_max_diff_size()
+            ),
             default=0,
         ),
     }

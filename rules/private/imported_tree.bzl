@@ -1,6 +1,6 @@
 """ota_imported_tree: the target an ota_tree_repository generates (`@<name>//:tree`).
 
-It turns the scan's recorded entries (py/ota/actions/tree_scan.py writes them into the generated
+It turns the scan's recorded entries (a file's size, SHA-256 and SHA-1 included) (py/ota/actions/tree_scan.py writes them into the generated
 BUILD.bazel) into OtaImportedTreeInfo, the value of ota_system_image's and ota_ramdisk's `tree`
 attribute. Paths are checked where the tree is used (rules/private/tree.bzl), with every other
 input of that image, so conflicts name both sources.
@@ -10,10 +10,11 @@ load(":names.bzl", "escape")
 load(":providers.bzl", "OtaImportedTreeInfo")
 
 _MAX_ID = 4294967295  # 2^32 - 1, as docs/contracts.md#1-tree-description allows
+_MAX_SIZE = 9223372036854775807  # 2^63 - 1: what a file size may be on Linux
 
 def _number(ctx, path, text, base, upper, what):
     digits = "01234567" if base == 8 else "0123456789"
-    ok = len(text) > 0 and len(text) <= 10
+    ok = len(text) > 0 and len(text) <= 19
     for c in text.elems():
         ok = ok and c in digits
     if not ok or int(text, base) > upper:
@@ -22,9 +23,9 @@ def _number(ctx, path, text, base, upper, what):
 
 def _entry(ctx, path, fields, by_digest):
     kind = fields[0] if fields else ""
-    expected = {"dir": 4, "file": 5, "symlink": 5}.get(kind)
+    expected = {"dir": 4, "file": 7, "symlink": 5}.get(kind)
     if expected == None or len(fields) != expected:
-        fail("ota_imported_tree %s: \"%s\": expected [kind, mode, uid, gid] plus a file's sha256 or a symlink's target, got %s" % (ctx.label, escape(path), fields))
+        fail("ota_imported_tree %s: \"%s\": expected [kind, mode, uid, gid] plus a file's sha256, size and sha1 or a symlink's target, got %s" % (ctx.label, escape(path), fields))
     entry = {
         "gid": _number(ctx, path, fields[3], 10, _MAX_ID, "gid"),
         "kind": kind,
@@ -36,8 +37,13 @@ def _entry(ctx, path, fields, by_digest):
         digest = fields[4]
         if digest not in by_digest:
             fail("ota_imported_tree %s: \"%s\": no file of srcs is named %s" % (ctx.label, escape(path), digest))
+        sha1 = fields[6]
+        if len(sha1) != 40 or sha1.lstrip("0123456789abcdef") != "":
+            fail("ota_imported_tree %s: \"%s\": sha1 '%s' is not 40 lowercase hex digits" % (ctx.label, escape(path), sha1))
         entry["file"] = by_digest[digest]
         entry["sha256"] = digest
+        entry["size"] = _number(ctx, path, fields[5], 10, _MAX_SIZE, "size")
+        entry["sha1"] = sha1
     elif kind == "symlink":
         if not fields[4]:
             fail("ota_imported_tree %s: \"%s\": empty symlink target" % (ctx.label, escape(path)))
@@ -63,8 +69,8 @@ ramdisk's `tree`. Generated, not hand-written.""",
             doc = "Every distinct file content, each named by its SHA-256 (`files/<sha256>`).",
         ),
         "entries": attr.string_list_dict(
-            doc = "Install path -> [kind, octal mode, uid, gid] plus the SHA-256 of a file " +
-                  "(naming its `srcs` file) or the target of a symlink.",
+            doc = "Install path -> [kind, octal mode, uid, gid] plus a file's SHA-256 (naming " +
+                  "its `srcs` file), size in bytes and SHA-1, or the target of a symlink.",
         ),
     },
 )

@@ -1,4 +1,4 @@
-"""ota_package: a full or incremental OTA package, one cached action per changed file.
+"""ota_package: a full or incremental OTA package, cached actions per changed file or bucket.
 
 Unchanged detection happens at analysis time: a system path whose File is the same artifact in
 the source and the target build, or whose SHA-256 both builds know and find equal (an imported
@@ -8,12 +8,18 @@ in both builds gets its own OtaFilePatch action, so a rebuild re-runs only the p
 inputs changed, and a remote cache serves each patch separately. When the two Files are different
 artifacts with equal bytes whose digests are not both known, the action still runs and reports
 UNCHANGED cheaply after hashing both inputs.
+
+Small changed files are batched: when both builds recorded a path's size (an imported directory)
+and the two sizes add up to less than `batch_max_bytes`, the path is diffed in the
+OtaFilePatchShard bucket its bytes hash to (rules/private/tar_tree.bzl, the same split as a tar
+tree's shards), so a diff of a few kilobytes does not pay a whole action's bookkeeping, and a
+one-file change re-runs one bucket. Larger files keep an OtaFilePatch action each.
 """
 
 load(":names.bzl", "artifact_name", "escape")
 load(":patch_methods.bzl", "METHODS", "add_diff_options", "method_for")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
-load(":tar_tree.bzl", "file_patch_shards")
+load(":tar_tree.bzl", "file_patch_buckets", "file_patch_shards")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
 # The basename prefix of a key that may sign inside Bazel (docs/security.md): its private half is
@@ -139,6 +145,16 @@ def _sign_action(ctx, unsigned, key):
     )
     return signed
 
+def _check_batch_max_bytes(ctx):
+    if ctx.attr.batch_max_bytes < 0:
+        fail("ota_package %s: batch_max_bytes = %d: expected a size in bytes (0 or more; 0 turns batching off)" % (ctx.label, ctx.attr.batch_max_bytes))
+
+def _batched(ctx, source, target, path):
+    """True when `path` goes into a bucket: both sizes recorded, together below batch_max_bytes."""
+    old = source.system.tree.contents.get(path)
+    new = target.system.tree.contents.get(path)
+    return old != None and new != None and old["size"] + new["size"] < ctx.attr.batch_max_bytes
+
 def _known_unchanged(source_sha256s, target_sha256s, path):
     """True when both builds know the path's SHA-256 at analysis time and the two are equal."""
     digest = target_sha256s.get(path)
@@ -147,8 +163,8 @@ def _known_unchanged(source_sha256s, target_sha256s, path):
 def _system_actions(ctx, source, target, prefix):
     """Declares the system partition's diff actions; returns what the package gets from them.
 
-    One action per changed file (or the shard actions of a tar-backed tree), whole files for new
-    paths, nothing for unchanged ones.
+    One action per changed file, the bucket actions of the small changed files (or the shard
+    actions of a tar-backed tree), whole files for new paths, nothing for unchanged ones.
     """
 
     # A tar-backed tree on either side: its files are patched by shard actions (tar_tree.bzl).
@@ -159,7 +175,7 @@ def _system_actions(ctx, source, target, prefix):
     source_sha256s = source.system.tree.sha256s if source and not shards else {}
     _check_methods(ctx, None if shards else target_files)
 
-    system = struct(shards = shards, file_patches = [], whole_files = [], inputs = [], infos = [], patched = [], whole = [], unchanged = [])
+    system = struct(shards = shards, file_patches = [], whole_files = [], inputs = [], infos = [], patched = [], batched = [], whole = [], unchanged = [])
     artifacts = {}  # artifact name -> install path (names.bzl artifact_name)
     for path in sorted(target_files.keys()):
         tf = target_files[path]
@@ -170,6 +186,8 @@ def _system_actions(ctx, source, target, prefix):
             system.inputs.append(tf)
         elif sf == tf or _known_unchanged(source_sha256s, target_sha256s, path):
             system.unchanged.append(path)
+        elif _batched(ctx, source, target, path):
+            system.batched.append(path)
         else:
             data, info = _patch_action(
                 ctx,
@@ -186,6 +204,8 @@ def _system_actions(ctx, source, target, prefix):
             system.patched.append(path)
             system.infos.append(info)
             system.inputs.extend([data, info])
+    if system.batched:
+        system.shards.extend(file_patch_buckets(ctx, source, target, system.batched, prefix + "/system_shards"))
     return system
 
 def _partition_actions(ctx, source, target, prefix):
@@ -243,6 +263,11 @@ def _package_action(ctx, source, target, system, partitions):
         inputs = [params, identity] + manifests + system.inputs + partitions.inputs + system.shards,
         outputs = [out],
         mnemonic = "OtaPackage",
+        # Locally unsandboxed: its sandbox (one symlink per input, ~5,000 for a 7,000-file tree:
+        # the tool's 1,500 runfiles, two per changed file) took 15 s of its 17 s to set up and
+        # delete on the 2-core machine (docs/scale.md). The tool opens only the files its params
+        # name, all declared inputs; remote execution and the cache key are unaffected.
+        execution_requirements = {"no-sandbox": "1"},
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
             "incremental" if source else "full",
             ctx.label,
@@ -258,6 +283,7 @@ def _ota_package_impl(ctx):
     _check_builds(ctx, source, target)
     _check_threshold(ctx)
     _check_max_diff_size(ctx)
+    _check_batch_max_bytes(ctx)
     _check_signing_key(ctx, ctx.file.signing_key)
     prefix = ctx.label.name + ".patches"
     system = _system_actions(ctx, source, target, prefix)
@@ -273,6 +299,7 @@ def _ota_package_impl(ctx):
             type = "INCREMENTAL" if source else "FULL",
             params = params,
             patched_paths = system.patched,
+            batched_paths = system.batched,
             whole_paths = system.whole,
             unchanged_paths = system.unchanged,
         ),
@@ -283,7 +310,10 @@ ota_package = rule(
     doc = """An OTA package zip (`<name>.zip`): incremental when `source` is set, full otherwise.
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
-paths that are the same File or have the same SHA-256 known in both builds; one OtaBootPatch for
+paths that are the same File or have the same SHA-256 known in both builds; when both builds
+recorded the sizes of changed paths (trees imported by ota_tree_repository), those whose sizes add
+up to less than `batch_max_bytes` are diffed instead by 32 OtaFilePatchShard bucket actions, each
+path in the bucket its bytes hash to (docs/rules.md, "Batches"); one OtaBootPatch for
 the boot image (imgdiff), one OtaPartitionPatch per other changed partition; one OtaPackage that
 assembles the zip; when either system tree comes from a tar, 32 OtaFilePatchShard actions in place
 of the OtaFilePatch ones (docs/rules.md, "Tar input"; `patched_paths`, `whole_paths` and
@@ -317,6 +347,15 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
                   "being diffed. -1: file_patch's default, the largest inputs whose diff needs at " +
                   "most 4.5 GiB (658 MiB with the compiled diff, 241 MiB with bsdiff4; " +
                   "docs/performance.md).",
+        ),
+        "batch_max_bytes": attr.int(
+            default = 1048576,
+            doc = "Batch small changed files: a system path whose source and target sizes are " +
+                  "both recorded at analysis time (trees imported by ota_tree_repository) and " +
+                  "add up to less than this many bytes is diffed in one of 32 " +
+                  "OtaFilePatchShard bucket actions (the bucket is a function of the path's " +
+                  "bytes alone) instead of an OtaFilePatch action of its own. The package bytes " +
+                  "are the same either way. 0 turns batching off (docs/rules.md, \"Batches\").",
         ),
         "patch_methods": attr.string_dict(
             doc = "Diff method per path or per extension: `{\"etc/fonts.bin\": \"bsdiff\", " +

@@ -16,6 +16,10 @@ running anything: the same File in two trees means the same bytes.""",
                    "whose digest is known while Bazel analyzes (an imported directory, a release " +
                    "archive); ota_package treats a path with equal known digests in both builds " +
                    "as unchanged without an action.",
+        "contents": "dict: install path (string) -> {\"sha1\", \"sha256\", \"size\"}, for the " +
+                    "regular files whose whole manifest entry is known while Bazel analyzes (an " +
+                    "imported directory): the system manifest is then written without hashing, " +
+                    "and ota_package batches small changed files by their sizes.",
         "tar_shards": "list of directory Files, for a tree read from a tar archive " +
                       "(rules/private/tar_tree.bzl; `entries` and `files` are then empty): " +
                       "the regular files by shard. Unset for a tree known at analysis time.",
@@ -27,7 +31,8 @@ OtaImportedTreeInfo = provider(
 attribute of ota_system_image and ota_ramdisk.""",
     fields = {
         "entries": "list of dicts: path, kind, mode, uid, gid as recorded on the host; a file also " +
-                   "has `file` (its File, named by digest) and `sha256`, a symlink `target`.",
+                   "has `file` (its File, named by digest), `sha256`, `size` and `sha1`, a " +
+                   "symlink `target`.",
         "files": "depset of File: every distinct file content of the tree.",
     },
 )
@@ -79,6 +84,8 @@ OtaPackageInfo = provider(
         "patched_paths": "list of string: system paths that got an OtaFilePatch action " +
                          "(present in both builds as different Files, without equal known " +
                          "SHA-256s), sorted.",
+        "batched_paths": "list of string: changed system paths diffed in an OtaFilePatchShard " +
+                         "bucket action instead (ota_package's `batch_max_bytes`), sorted.",
         "whole_paths": "list of string: system paths shipped whole without a diff (new in the " +
                        "target, or every file of a full package), sorted.",
         "unchanged_paths": "list of string: system paths that are the same File in both " +

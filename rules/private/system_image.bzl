@@ -15,19 +15,48 @@ def _tar_system_image(ctx):
         OtaSystemImageInfo(tree = tar.tree, manifest = tar.manifest),
     ]
 
+def _manifest_entry(entry, contents):
+    """The manifest entry (docs/contracts.md#2-system-manifest) of a tree entry.
+
+    A file's exec path is replaced by its recorded size and digests; keys in sorted order, as the
+    tool writes them.
+    """
+    out = {}
+    fields = dict(entry)
+    if entry["kind"] == "file":
+        fields.pop("file")
+        fields.update(contents[entry["path"]])
+    for key in sorted(fields.keys()):
+        out[key] = fields[key]
+    return out
+
+def _recorded_manifest(ctx, tree, manifest):
+    """Writes the manifest of a tree whose every file's size, SHA-256 and SHA-1 are recorded.
+
+    That is a tree from an imported directory: no action, so a rebuild hashes nothing the scan
+    already hashed.
+    """
+    ctx.actions.write(
+        output = manifest,
+        content = json.encode({"entries": [_manifest_entry(e, tree.contents) for e in tree.entries]}) + "\n",
+    )
+
 def _system_image_impl(ctx):
     if ctx.file.tar:
         return _tar_system_image(ctx)
     tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
-    run_tree_tool(
-        ctx,
-        tree,
-        ctx.executable._system_manifest,
-        manifest,
-        "OtaSystemManifest",
-        "Hashing %d system files of %s" % (len(tree.files), ctx.label),
-    )
+    if len(tree.contents) == len(tree.files):
+        _recorded_manifest(ctx, tree, manifest)
+    else:
+        run_tree_tool(
+            ctx,
+            tree,
+            ctx.executable._system_manifest,
+            manifest,
+            "OtaSystemManifest",
+            "Hashing %d system files of %s" % (len(tree.files), ctx.label),
+        )
     return [
         DefaultInfo(
             files = depset([manifest, tree.tree_json]),
@@ -47,7 +76,9 @@ SHA-256 in two builds (no action) and which may differ (one OtaFilePatch action 
 sources for one install path are an analysis error naming both.
 
 Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`
-(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action).
+(docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action; none when
+every regular file comes from `tree`, whose scan recorded them, so the manifest is written while
+Bazel analyzes).
 
 With `tar`, the tree is the archive's: one OtaTarTree action writes both files and the shard
 directories, and an ota_package patches it by shards (docs/rules.md, "Tar input").""",

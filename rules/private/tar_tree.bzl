@@ -5,14 +5,17 @@ analysis time. One OtaTarTree action reads the archive and writes the system man
 description and TAR_SHARDS directories holding the regular files, each file in the shard its
 path's bytes hash to (py/ota/actions/shard_layout.py). ota_package then declares TAR_SHARDS
 OtaFilePatchShard actions, shard k reading only shard k of each side, so a change to one file
-re-runs one shard (docs/rules.md, "Tar input").
+re-runs one shard (docs/rules.md, "Tar input"). The same split batches the small changed files of
+two trees known at analysis time into buckets (file_patch_buckets, docs/rules.md, "Batches").
 """
 
 load(":patch_methods.bzl", "add_diff_options")
 load(":providers.bzl", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "add_toolchain_identity")
 
-# Measured in docs/rules.md, "Tar input": the fixed number of shards of every tar-backed tree.
+# Measured in docs/rules.md, "Tar input" and "Batches": the fixed number of shards of every
+# tar-backed tree, and of buckets of small changed files. Fixed, so a path's bucket never moves
+# when other paths come or go.
 TAR_SHARDS = 32
 
 TAR_TREE_ATTRS = {
@@ -83,6 +86,7 @@ def tar_tree(ctx):
         files = {},
         files_depset = depset(shards),
         sha256s = {},
+        contents = {},
         tar_shards = shards,
     )
     return struct(tree = tree, manifest = manifest)
@@ -95,14 +99,18 @@ def shard_of(path, shards):
     word = 4294967296
     return (hash(path) % word) * 1540483477 % word * shards // word
 
-def _buckets(tree):
+def _buckets(paths):
+    """`paths` (sorted) split by shard_of into TAR_SHARDS lists."""
+    buckets = [[] for _ in range(TAR_SHARDS)]
+    for path in paths:
+        buckets[shard_of(path, TAR_SHARDS)].append(path)
+    return buckets
+
+def _tree_buckets(tree):
     """The install paths of a tree known at analysis time, by shard (None for a tar tree)."""
     if getattr(tree, "tar_shards", None):
         return None
-    buckets = [[] for _ in range(TAR_SHARDS)]
-    for path in sorted(tree.files.keys()):
-        buckets[shard_of(path, TAR_SHARDS)].append(path)
-    return buckets
+    return _buckets(sorted(tree.files.keys()))
 
 def _side_args(ctx, args, tree, buckets, name, shard, prefix):
     """Adds one side of shard `shard` to `args`; returns its input Files."""
@@ -117,6 +125,40 @@ def _side_args(ctx, args, tree, buckets, name, shard, prefix):
     args.add("--%s_list" % name, listing)
     return [listing] + [tree.files[p] for p in buckets[shard]]
 
+def _shard_actions(ctx, source_tree, target_tree, source_buckets, target_buckets, prefix):
+    """Declares the TAR_SHARDS OtaFilePatchShard actions; returns their output directories.
+
+    A side's buckets are None for a tar tree (its shard directories are the input). The command
+    line goes into a param file of exec paths, as OtaFilePatch's does, so the actions run in a
+    persistent worker (py/ota/actions/worker.py) and keep their keys from any checkout.
+    """
+    outs = []
+    for shard in range(TAR_SHARDS):
+        out = ctx.actions.declare_directory("%s/shard_%d" % (prefix, shard))
+        args = ctx.actions.args()
+        args.add("--shard", shard)
+        args.add("--shards", TAR_SHARDS)
+        inputs = _side_args(ctx, args, target_tree, target_buckets, "target", shard, prefix)
+        if source_tree:
+            inputs += _side_args(ctx, args, source_tree, source_buckets, "source", shard, prefix)
+        args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
+        add_diff_options(ctx, args)
+        args.add("--out_dir", out.path)
+        inputs.append(add_toolchain_identity(ctx, args))
+        args.use_param_file("@%s", use_always = True)
+        args.set_param_file_format("multiline")
+        ctx.actions.run(
+            executable = ctx.executable._file_patch_shard,
+            arguments = [args],
+            inputs = inputs,
+            outputs = [out],
+            mnemonic = "OtaFilePatchShard",
+            progress_message = "Diffing system shard %d of %d for %s" % (shard + 1, TAR_SHARDS, ctx.label),
+            execution_requirements = {"supports-workers": "1"},
+        )
+        outs.append(out)
+    return outs
+
 def file_patch_shards(ctx, source, target, prefix):
     """The OtaFilePatchShard actions of an ota_package when either system tree is a tar.
 
@@ -129,33 +171,37 @@ def file_patch_shards(ctx, source, target, prefix):
 
     Returns:
       The list of shard output directories, in shard order; empty when neither tree is a tar
-      (every path then has its own action).
+      (every path then has its own action, or is batched by file_patch_buckets).
     """
     trees = [target.system.tree] + ([source.system.tree] if source else [])
     if not [t for t in trees if getattr(t, "tar_shards", None)]:
         return []
-    target_buckets = _buckets(target.system.tree)
-    source_buckets = _buckets(source.system.tree) if source else None
-    outs = []
-    for shard in range(TAR_SHARDS):
-        out = ctx.actions.declare_directory("%s/shard_%d" % (prefix, shard))
-        args = ctx.actions.args()
-        args.add("--shard", shard)
-        args.add("--shards", TAR_SHARDS)
-        inputs = _side_args(ctx, args, target.system.tree, target_buckets, "target", shard, prefix)
-        if source:
-            inputs += _side_args(ctx, args, source.system.tree, source_buckets, "source", shard, prefix)
-        args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
-        add_diff_options(ctx, args)
-        args.add("--out_dir", out.path)
-        inputs.append(add_toolchain_identity(ctx, args))
-        ctx.actions.run(
-            executable = ctx.executable._file_patch_shard,
-            arguments = [args],
-            inputs = inputs,
-            outputs = [out],
-            mnemonic = "OtaFilePatchShard",
-            progress_message = "Diffing system shard %d of %d for %s" % (shard + 1, TAR_SHARDS, ctx.label),
-        )
-        outs.append(out)
-    return outs
+    return _shard_actions(
+        ctx,
+        source.system.tree if source else None,
+        target.system.tree,
+        _tree_buckets(source.system.tree) if source else None,
+        _tree_buckets(target.system.tree),
+        prefix,
+    )
+
+def file_patch_buckets(ctx, source, target, paths, prefix):
+    """The OtaFilePatchShard bucket actions of an ota_package's small changed files.
+
+    They diff the changed `paths` of two trees known at analysis time, each path in the bucket
+    shard_of gives it (ota_package's `batch_max_bytes`). Only `paths` are listed, on both sides, so a bucket's inputs are its own changed files and a
+    one-file change re-runs the one bucket holding it. Empty buckets run too (a complete set is
+    what the package assembler reads), at the cost of one worker request each.
+
+    Args:
+      ctx: the ota_package context, as for file_patch_shards.
+      source: OtaBuildInfo of the source.
+      target: OtaBuildInfo of the target.
+      paths: sorted install paths present in both builds.
+      prefix: directory (relative to the package) for the bucket outputs.
+
+    Returns:
+      The list of TAR_SHARDS output directories, in bucket order.
+    """
+    buckets = _buckets(paths)
+    return _shard_actions(ctx, source.system.tree, target.system.tree, buckets, buckets, prefix)

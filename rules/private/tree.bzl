@@ -197,6 +197,7 @@ def _add_imported_tree(ctx, state):
         state.recorded[path] = (entry["mode"], entry["uid"], entry["gid"])
         if "sha256" in entry:
             state.sha256s[path] = entry["sha256"]
+            state.contents[path] = {"sha1": entry["sha1"], "sha256": entry["sha256"], "size": entry["size"]}
 
 def _add_known_sha256s(ctx, state):
     """Adds `sha256s`: each key must be a regular file; a digest the tree also knows must agree."""
@@ -329,7 +330,8 @@ def collect_tree(ctx):
 
     Returns:
       struct(entries = sorted list of dicts (file entries hold a File under "file"),
-             files = dict path -> File, sha256s = dict path -> known SHA-256).
+             files = dict path -> File, sha256s = dict path -> known SHA-256,
+             contents = dict path -> {"sha1", "sha256", "size"} known in full).
     """
     state = struct(
         kinds = {},  # path -> "file" | "dir" | "symlink"
@@ -338,13 +340,14 @@ def collect_tree(ctx):
         targets = {},
         recorded = {},  # path -> (mode, uid, gid) of an imported entry
         sha256s = {},  # path -> known digest of a regular file
+        contents = {},  # path -> known size, sha256 and sha1 of a regular file (an imported tree)
     )
     _add_imported_tree(ctx, state)
     _add_files(ctx, state)
     _add_dirs_and_symlinks(ctx, state)
     _add_known_sha256s(ctx, state)
     _add_parents(ctx, state)
-    return struct(entries = _entries(ctx, state), files = state.files, sha256s = state.sha256s)
+    return struct(entries = _entries(ctx, state), files = state.files, sha256s = state.sha256s, contents = state.contents)
 
 def _json_entry(entry):
     """One contract-1 entry with keys in sorted order and the file as its exec path."""
@@ -366,6 +369,7 @@ def write_tree(ctx, tree, out):
         files = tree.files,
         files_depset = depset([tree.files[p] for p in sorted(tree.files.keys())]),
         sha256s = tree.sha256s,
+        contents = tree.contents,
     )
 
 def run_tree_tool(ctx, tree, tool, out, mnemonic, progress_message):

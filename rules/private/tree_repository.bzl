@@ -8,7 +8,10 @@ standard library, so no pip hub). It writes `files/<sha256>` and a BUILD.bazel d
 Re-fetching: Bazel does not watch a directory outside the workspace for a repository rule before
 Bazel 7.1, whose `watch_tree` this rule calls when it exists. Otherwise the repository is fetched
 again when its attributes, this file, or the `OTA_TREE_STAMP` environment variable (`--repo_env`)
-change, or with `bazel sync --only=<name>` (docs/rules.md, `ota_tree_repository`).
+change, or with `bazel sync --only=<name>` (docs/rules.md, `ota_tree_repository`). A fetch reads
+only the files that changed since the last one: the scan keeps its copies and digests in
+`external/@<name>.ota_scan_cache` (py/ota/actions/scan_cache.py), next to Bazel's own
+`@<name>.marker`, because Bazel empties the repository directory before each fetch.
 """
 
 _STAMP_ENV = "OTA_TREE_STAMP"
@@ -33,9 +36,14 @@ def _ota_tree_repository_impl(rctx):
     if hasattr(rctx, "watch_tree"):
         rctx.watch_tree(root)
     module = rctx.path(Label("//py:ota/actions/tree_scan.py"))
+    rctx.path(Label("//py:ota/actions/scan_cache.py"))  # a change to the cache refetches too
+    out = rctx.path(".")
+    command = [python, "-B", "-m", "ota.actions.tree_scan", root, str(out), rctx.attr.rules_ota_repo]
+    if rctx.attr.scan_cache:
+        command.append("%s/@%s.ota_scan_cache" % (out.dirname, rctx.name))
     rctx.report_progress("Scanning %s" % root)
     result = rctx.execute(
-        [python, "-B", "-m", "ota.actions.tree_scan", root, str(rctx.path(".")), rctx.attr.rules_ota_repo],
+        command,
         environment = {"PYTHONPATH": str(module.dirname.dirname.dirname)},
         timeout = rctx.attr.timeout,
         quiet = True,
@@ -67,6 +75,13 @@ changes.""",
         "rules_ota_repo": attr.string(
             default = "@rules_ota",
             doc = "How the generated BUILD file names this rule set's repository.",
+        ),
+        "scan_cache": attr.bool(
+            default = True,
+            doc = "Keep the scan's copies and digests between fetches (in " +
+                  "`external/@<name>.ota_scan_cache` of the output base), so a fetch reads only " +
+                  "the files whose device, inode, size, mtime or ctime changed. False: every " +
+                  "fetch reads and copies the whole directory.",
         ),
         "timeout": attr.int(default = 3600, doc = "Seconds the scan may take."),
     },

@@ -80,6 +80,7 @@ def _package_actions_test_impl(ctx):
     if ctx.attr.whole != ["*"]:
         _assert_paths(env, "OtaPackageInfo.whole_paths", ctx.attr.whole, info.whole_paths)
     _assert_paths(env, "OtaPackageInfo.unchanged_paths", ctx.attr.unchanged, info.unchanged_paths)
+    _assert_paths(env, "OtaPackageInfo.batched_paths", ctx.attr.batched, info.batched_paths)
 
     asserts.equals(env, ctx.attr.type, info.type, "OtaPackageInfo.type")
     asserts.equals(env, [info.package], target[DefaultInfo].files.to_list(), "the default outputs (just the package)")
@@ -93,6 +94,7 @@ package_actions_test = analysistest.make(
         "patched": attr.string_list(doc = "Exactly the paths that must get an OtaFilePatch action."),
         "whole": attr.string_list(doc = "Exactly the whole-file paths; [\"*\"]: not checked."),
         "unchanged": attr.string_list(doc = "Exactly the paths with no action (same File)."),
+        "batched": attr.string_list(doc = "Exactly the paths diffed in an OtaFilePatchShard bucket."),
         "mnemonic_counts": attr.string_dict(doc = "Mnemonic -> exact number of actions (decimal)."),
         "signed": attr.bool(doc = "Whether the package is signed (OtaSign) or OtaPackage's own output."),
     },

@@ -3,9 +3,12 @@
 A seeded device-like tree (setuid/setgid/sticky modes, 0600 files, 0700 directories, other
 owners, symlinks to files, directories, absolute, dangling and outside targets, empty and deep
 directories, hard links, special names) imported as `ota_system_image(tree = ...)` must give a system
-manifest equal to an independent scan of the directory, and a ramdisk must take it too. Two
-imports of identical trees give an incremental package with no OtaFilePatch action; a one-file
-change gives exactly one. Names Starlark must escape (`\\`, `"`, newline, non-UTF-8, spaces,
+manifest equal to an independent scan of the directory (written at analysis time from the scan's
+digests, byte for byte what the OtaSystemManifest tool writes), and a ramdisk must take it too.
+Two imports of identical trees give an incremental package with no diff action; a one-file change
+of a small file is diffed in its bucket (ota_package's batch_max_bytes), and the same package
+without batching has the same bytes. Editing that file again and fetching only its repository
+again re-runs one bucket and the package, and hashes nothing else. Names Starlark must escape (`\\`, `"`, newline, non-UTF-8, spaces,
 non-ASCII UTF-8) build, and an incremental package that changes, adds and removes such names
 applies to a device (ota_test) ending byte-exact. A FIFO, a device node and a symlinked root are refused with one exact line. The
 repository is fetched again when `OTA_TREE_STAMP` changes, not before.
@@ -13,6 +16,8 @@ repository is fetched again when `OTA_TREE_STAMP` changes, not before.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import os
 import pathlib
@@ -23,6 +28,8 @@ import subprocess
 import pytest
 
 from nested_bazel import NestedWorkspace
+from ota.actions import system_manifest, tree
+from ota.format import jsonio
 from tree_host_scan import SPECIAL_NAMES, host_scan, seeded_tree
 
 ERROR = "ota_tree_repository: error: "
@@ -63,6 +70,8 @@ ota_package(name = "one_pkg", source = ":a_build", target = ":b_build")
 
 ota_package(name = "names_pkg", source = ":a_build", target = ":names_build")
 
+ota_package(name = "names_unbatched_pkg", source = ":a_build", target = ":names_build", batch_max_bytes = 0)
+
 ota_test(name = "names_ota_test", package = ":names_pkg", source = ":a_build", target = ":names_build")
 """
 
@@ -96,9 +105,20 @@ def _manifest(ws: NestedWorkspace, name: str) -> dict[bytes, dict]:
     return out
 
 
-def _patch_actions(ws: NestedWorkspace, package: str) -> int:
-    proc = ws.bazel("aquery", f'mnemonic("OtaFilePatch", //imported:{package})', "--output=jsonproto")
+def _actions(ws: NestedWorkspace, package: str, mnemonic: str) -> int:
+    proc = ws.bazel("aquery", f'mnemonic("{mnemonic}", //imported:{package})', "--output=jsonproto")
     return len(json.loads(proc.stdout or "{}").get("actions", []))
+
+
+def _tool_manifest(ws: NestedWorkspace, name: str) -> bytes:
+    """What the OtaSystemManifest tool writes for the image's tree description (its files are
+    `external/<repository>/files/<sha256>`, which the output base holds for every repository)."""
+    output_base = pathlib.Path(ws.bazel("info", "output_base").stdout.strip())
+    entries = [
+        dataclasses.replace(e, file=str(output_base / e.file)) if e.file else e
+        for e in tree.load_tree(str(ws.bin(f"imported/{name}.tree.json")))
+    ]
+    return jsonio.dumps(tree.manifest_doc(system_manifest.build_manifest(entries)))
 
 
 def _refusal(ws: NestedWorkspace, repo: str) -> list[str]:
@@ -144,8 +164,21 @@ def test_imported_directories(tmp_path) -> None:
         ws.build("//imported:a", "//imported:same", "//imported:b", "//imported:merged", "//imported:initramfs")
         ws.build("//imported:weird", "//imported:names")
         ws.bazel("test", "//imported:names_ota_test")  # the device ends byte-exact at the target
-        counts = {p: _patch_actions(ws, p) for p in ("same_pkg", "one_pkg")}
-        ws.build("//imported:same_pkg", "//imported:one_pkg")
+        counts = {
+            (p, m): _actions(ws, p, m)
+            for p in ("same_pkg", "one_pkg")
+            for m in ("OtaFilePatch", "OtaFilePatchShard", "OtaSystemManifest")
+        }
+        ws.build("//imported:same_pkg", "//imported:one_pkg", "//imported:names_unbatched_pkg")
+        # Each analysis-time manifest against the tool's, before anything below changes a tree.
+        manifests = {
+            n: (ws.bin(f"imported/{n}.manifest.json").read_bytes(), _tool_manifest(ws, n))
+            for n in ("a", "b", "names", "weird")
+        }
+        # The small file changes once more; only its repository is fetched again.
+        (trees / "x/b/bin/sg").write_bytes(b"sg binary, version 3\n")
+        ws.bazel("sync", "--only=tree_b")
+        rebuilt = ws.build("//imported:one_pkg", log=tmp_path / "rebuild.log")
         fifo = _refusal(ws, "tree_fifo")
         device = _refusal(ws, "tree_device")
         symroot = _refusal(ws, "tree_symroot")
@@ -176,7 +209,18 @@ def test_imported_directories(tmp_path) -> None:
     assert merged[b"etc"] == expected[b"etc"]
     assert merged[b"private/key"] == expected[b"private/key"]
 
-    assert counts == {"same_pkg": 0, "one_pkg": 1}
+    assert counts == {
+        ("same_pkg", "OtaFilePatch"): 0,
+        ("same_pkg", "OtaFilePatchShard"): 0,
+        ("same_pkg", "OtaSystemManifest"): 0,
+        ("one_pkg", "OtaFilePatch"): 0,
+        ("one_pkg", "OtaFilePatchShard"): 32,  # bin/sg is small: batched, a complete set of buckets
+        ("one_pkg", "OtaSystemManifest"): 0,  # both manifests written at analysis time
+    }
+    assert collections.Counter(s.get("mnemonic") for s in rebuilt) == {"OtaFilePatchShard": 1, "OtaPackage": 1}
+    assert ws.bin("imported/names_pkg.zip").read_bytes() == ws.bin("imported/names_unbatched_pkg.zip").read_bytes()
+    for name, (written, hashed) in manifests.items():
+        assert written == hashed, name
     assert any(
         line.endswith(f"{ERROR}{trees}/fifo/etc/pipe: is a FIFO: a tree holds only files, directories and symlinks")
         for line in fifo

@@ -52,7 +52,8 @@ def _check_against_host(root: bytes, out: bytes) -> None:
         ], path
         if want["kind"] == "file":
             digest = fields[4].decode()
-            assert digest == want["sha256"], path
+            # The whole manifest entry is recorded: sha256, size, sha1 (imported_tree.bzl's order).
+            assert fields[4:] == [want["sha256"].encode(), b"%d" % want["size"], want["sha1"].encode()], path
             stored = pathlib.Path(os.fsdecode(out), "files", digest).read_bytes()
             assert hashlib.sha256(stored).hexdigest() == digest
             digests.add(digest)
@@ -209,6 +210,8 @@ def _copy_tool(dest: pathlib.Path) -> None:
         "errors.py",
         "format/__init__.py",
         "format/paths.py",
+        "format/hashing.py",
+        "actions/scan_cache.py",
         "actions/__init__.py",
         "actions/tree_scan.py",
     ):
@@ -254,3 +257,125 @@ def test_unreadable_entries_are_refused(what) -> None:
         assert os.listdir(out) == []
     finally:
         shutil.rmtree(top)
+
+
+def _scan_outputs(out: bytes) -> tuple[str, dict[bytes, bytes]]:
+    with open(os.path.join(out, b"BUILD.bazel"), encoding="ascii") as build:
+        text = build.read()
+    files = os.path.join(out, b"files")
+    return text, {name: pathlib.Path(os.fsdecode(os.path.join(files, name))).read_bytes() for name in os.listdir(files)}
+
+
+def _edit(root: bytes, rng) -> None:
+    """One round of what happens to a tree between fetches: same-size edits with the mtime set
+    back (only ctime tells), appends, new files, deletions, a hard link broken, a mode change."""
+    regular = sorted(
+        os.path.join(d, n)
+        for d, _, names in os.walk(root)
+        for n in names
+        if stat.S_ISREG(os.lstat(os.path.join(d, n)).st_mode)
+    )
+    for path in rng.sample(regular, min(len(regular), 6)):
+        action = rng.choice(["same_size", "append", "delete", "relink", "mode"])
+        before = os.lstat(path)
+        if action == "same_size":
+            data = bytearray(pathlib.Path(os.fsdecode(path)).read_bytes() or b"x")
+            data[rng.randrange(len(data))] ^= 0xFF
+            with open(path, "r+b") as f:
+                f.write(bytes(data))
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        elif action == "append":
+            with open(path, "ab") as f:
+                f.write(b"more %d" % rng.randrange(1000))
+        elif action == "delete":
+            os.remove(path)
+        elif action == "relink":  # a new inode with the same bytes
+            data = pathlib.Path(os.fsdecode(path)).read_bytes()
+            os.remove(path)
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            os.chmod(path, stat.S_IMODE(before.st_mode) ^ 0o011)
+    os.makedirs(os.path.join(root, b"etc/new"), exist_ok=True)
+    with open(os.path.join(root, b"etc/new/file%d" % rng.randrange(10**6)), "wb") as f:
+        f.write(b"new %d" % rng.randrange(10**6))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_cached_scan_equals_a_fresh_one_after_edits(tmp_path, monkeypatch, seed: int) -> None:
+    """Eight seeded trees, each scanned, edited and scanned again three times: every cached scan
+    (the repository emptied before each, as Bazel does) writes what a scan without a cache
+    writes; unchanged files are linked from the store, not read; the store keeps exactly the
+    contents in use."""
+    import random
+
+    from ota.actions import scan_cache
+
+    rng = random.Random(seed)
+    reads: list[bytes] = []
+    real_read = tree_scan._Scanner._read
+
+    def counting_read(self, parent, name, rel):
+        if self.cache is not None:
+            reads.append(rel)
+        return real_read(self, parent, name, rel)
+
+    monkeypatch.setattr(tree_scan._Scanner, "_read", counting_read)
+    base = os.fsencode(tmp_path)
+    root, cache = os.path.join(base, b"root"), os.path.join(base, b"cache")
+    seeded_tree(root, seed=seed, count=60, names=SPECIAL_NAMES)
+    for round_ in range(4):
+        cached, fresh = os.path.join(base, b"cached%d" % round_), os.path.join(base, b"fresh%d" % round_)
+        os.makedirs(cached)
+        os.makedirs(fresh)
+        stored_before = {n: os.lstat(os.path.join(cache, b"store", n)).st_ino for n in _listdir(cache, b"store")}
+        known = scan_cache.ScanCache(cache).previous
+        changed = {
+            os.path.relpath(os.path.join(d, n), root)
+            for d, _, names in os.walk(root)
+            for n in names
+            if stat.S_ISREG(os.lstat(os.path.join(d, n)).st_mode)
+            and known.get(os.path.relpath(os.path.join(d, n), root), (None,))[0]
+            != scan_cache.identity(os.lstat(os.path.join(d, n)))
+        }
+        reads.clear()
+        assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(cached), "@r", os.fsdecode(cache)]) == 0
+        # Only files new or changed since the last scan were read (a hard link's twin at most once).
+        assert set(reads) <= changed and len(reads) == len(set(reads)), (round_, sorted(set(reads) - changed))
+        if round_:
+            assert len(reads) < len(changed) + 1 < len(known)
+        assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(fresh), "@r"]) == 0
+        assert _scan_outputs(cached) == _scan_outputs(fresh)
+        # A content kept from the last scan is the same stored inode (linked, never rewritten).
+        for name, inode in stored_before.items():
+            if os.path.exists(os.path.join(cached, b"files", name)):
+                assert os.lstat(os.path.join(cached, b"files", name)).st_ino == inode, name
+        assert sorted(_listdir(cache, b"store")) == sorted(_listdir(cached, b"files"))
+        index = scan_cache.ScanCache(cache).previous
+        assert len(index) == sum(
+            1 for fields in parse_generated_build(_scan_outputs(cached)[0])[1].values() if fields[0] == b"file"
+        )
+        _edit(root, rng)
+
+
+def _listdir(base: bytes, sub: bytes) -> list[bytes]:
+    path = os.path.join(base, sub)
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+@pytest.mark.parametrize("damage", [b"", b"not json", b'{"version": 1, "entries": [["zz", 1]]}', b'{"version": 9}'])
+def test_a_damaged_cache_index_is_a_cold_cache(tmp_path, damage: bytes) -> None:
+    base = os.fsencode(tmp_path)
+    root, cache = os.path.join(base, b"root"), os.path.join(base, b"cache")
+    seeded_tree(root, seed=5, count=10, names=[])
+    os.makedirs(os.path.join(cache, b"store"))
+    with open(os.path.join(cache, b"index.json"), "wb") as f:
+        f.write(damage)
+    for name in (b"cached", b"fresh"):
+        os.makedirs(os.path.join(base, name))
+    assert (
+        tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(tmp_path / "cached"), "@r", os.fsdecode(cache)])
+        == 0
+    )
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(tmp_path / "fresh"), "@r"]) == 0
+    assert _scan_outputs(os.path.join(base, b"cached")) == _scan_outputs(os.path.join(base, b"fresh"))

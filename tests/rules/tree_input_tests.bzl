@@ -15,6 +15,13 @@ SHA_SAME = "2b2928c454c0909c63813f16282a73b18687af366b8865eabf5c3c38b3f3c04d"
 SHA_TOOL_V1 = "a08d490a283f74f02f1dd68a425d457238b0f17c9926f46bb69279b7a6f3d7da"
 SHA_TOOL_V2 = "34db2ed1e417c113d8162f54721997f9bbf32e9f1d606e805b6e1321e48190c4"
 
+# What the scan records next to each digest: size and sha1.
+_RECORDED = {
+    SHA_SAME: ["551", "2ae24966d9af9f3f1115ffaef3aae196763df816"],
+    SHA_TOOL_V1: ["3376", "5875b4e9285e3f25d1104e07fa8c415755350a2c"],
+    SHA_TOOL_V2: ["3371", "d09e9f9c811820fa03613f916a5176f91674b604"],
+}
+
 def _by_digest(name, src, digest):
     """A copy of `src` named `<name>/<digest>`: another File than any other copy, equal bytes."""
     native.genrule(
@@ -36,10 +43,10 @@ def _imported(name, tool, tool_digest, extra_entries = {}, tags = []):
         entries = dict({
             "bin": ["dir", "0755", "0", "2000"],
             "bin/sh": ["symlink", "0777", "0", "0", "tool"],
-            "bin/tool": ["file", "4750", "0", "2000", tool_digest],
+            "bin/tool": ["file", "4750", "0", "2000", tool_digest] + _RECORDED[tool_digest],
             "empty": ["dir", "0700", "1000", "1000"],
             "etc": ["dir", "0755", "0", "0"],
-            "etc/same.txt": ["file", "0640", "0", "1001", SHA_SAME],
+            "etc/same.txt": ["file", "0640", "0", "1001", SHA_SAME] + _RECORDED[SHA_SAME],
         }, **extra_entries),
     )
 
@@ -62,7 +69,9 @@ def tree_input_tests(name):
     _imported("imported_v1", "testdata/tool.v1", SHA_TOOL_V1)
     _imported("imported_v2", "testdata/tool.v2", SHA_TOOL_V2)
     _imported("imported_bad_path", "testdata/tool.v1", SHA_TOOL_V1, {"etc/../x": ["dir", "0755", "0", "0"]}, tags = ["manual"])
-    ota_imported_tree(name = "imported_bad_digest", entries = {"x": ["file", "0644", "0", "0", SHA_SAME]}, tags = ["manual"])
+    ota_imported_tree(name = "imported_bad_digest", entries = {"x": ["file", "0644", "0", "0", SHA_SAME] + _RECORDED[SHA_SAME]}, tags = ["manual"])
+    ota_imported_tree(name = "imported_bad_sha1", srcs = [_by_digest("imported_bad_sha1", "testdata/same.txt", SHA_SAME)], entries = {"x": ["file", "0644", "0", "0", SHA_SAME, "551", "XYZ"]}, tags = ["manual"])
+    ota_imported_tree(name = "imported_bad_size", srcs = [_by_digest("imported_bad_size", "testdata/same.txt", SHA_SAME)], entries = {"x": ["file", "0644", "0", "0", SHA_SAME, "-1", _RECORDED[SHA_SAME][1]]}, tags = ["manual"])
     ota_imported_tree(name = "imported_bad_mode", entries = {"x": ["dir", "0999", "0", "0"]}, tags = ["manual"])
     ota_imported_tree(name = "imported_bad_kind", entries = {"x": ["fifo", "0644", "0", "0"]}, tags = ["manual"])
 
@@ -77,21 +86,25 @@ def tree_input_tests(name):
     _build("labels_v2_known_build", ":labels_v2_known_system", ":tgt_boot")
 
     tests = []
-    for target, patched, unchanged in [
-        # Both digests known: only the changed file gets an action.
-        ("imported_v2_build", ["bin/tool"], ["etc/same.txt"]),
+    for target, patched, batched, unchanged, batch_max_bytes in [
+        # Both trees imported: only the changed file is diffed, in its bucket (sizes recorded).
+        ("imported_v2_build", [], ["bin/tool"], ["etc/same.txt"], 1048576),
+        # The same without batching (batch_max_bytes = 0), or with a limit below its two sizes.
+        ("imported_v2_build", ["bin/tool"], [], ["etc/same.txt"], 0),
+        ("imported_v2_build", ["bin/tool"], [], ["etc/same.txt"], 3376 + 3371),
         # The target's digests unknown (labels): every path present in both gets one.
-        ("labels_v2_build", ["bin/tool", "etc/same.txt"], []),
-        # Hand-written target that states a digest: known on both sides again.
-        ("labels_v2_known_build", ["bin/tool"], ["etc/same.txt"]),
+        ("labels_v2_build", ["bin/tool", "etc/same.txt"], [], [], 1048576),
+        # Hand-written target that states a digest: known on both sides again, sizes not.
+        ("labels_v2_known_build", ["bin/tool"], [], ["etc/same.txt"], 1048576),
     ]:
-        package = "imported_to_" + target
-        ota_package(name = package, source = ":imported_v1_build", target = ":" + target)
+        package = "imported_to_%s_%d" % (target, batch_max_bytes)
+        ota_package(name = package, source = ":imported_v1_build", target = ":" + target, batch_max_bytes = batch_max_bytes)
         package_actions_test(
             name = package + "_actions_test",
             size = "small",
-            mnemonic_counts = {"OtaFilePatch": str(len(patched))},
+            mnemonic_counts = {"OtaFilePatch": str(len(patched)), "OtaFilePatchShard": "32" if batched else "0"},
             patched = patched,
+            batched = batched,
             target_under_test = ":" + package,
             type = "INCREMENTAL",
             unchanged = unchanged,
@@ -104,6 +117,8 @@ def tree_input_tests(name):
         "tree_bad_path": ("tree //tests/rules:imported_bad_path: install path \"etc/../x\": a '..' component is not allowed", {"tree": ":imported_bad_path"}),
         "tree_bad_digest": ("ota_imported_tree //tests/rules:imported_bad_digest: \"x\": no file of srcs is named " + SHA_SAME, {"tree": ":imported_bad_digest"}),
         "tree_bad_mode": ("ota_imported_tree //tests/rules:imported_bad_mode: \"x\": mode '0999' is not valid", {"tree": ":imported_bad_mode"}),
+        "tree_bad_sha1": ("ota_imported_tree //tests/rules:imported_bad_sha1: \"x\": sha1 'XYZ' is not 40 lowercase hex digits", {"tree": ":imported_bad_sha1"}),
+        "tree_bad_size": ("ota_imported_tree //tests/rules:imported_bad_size: \"x\": size '-1' is not valid", {"tree": ":imported_bad_size"}),
         "tree_bad_kind": ("ota_imported_tree //tests/rules:imported_bad_kind: \"x\": expected [kind, mode, uid, gid]", {"tree": ":imported_bad_kind"}),
         "sha256s_not_a_file": ("sha256s: \"etc\" is not a regular file of the tree", {"sha256s": {"etc": SHA_SAME}, "tree": ":imported_v1"}),
         "sha256s_not_hex": ("sha256s[\"etc/x\"]: 'ABC' is not a lowercase hex SHA-256", {"files": {"testdata/new.txt": "etc/x"}, "sha256s": {"etc/x": "ABC"}}),

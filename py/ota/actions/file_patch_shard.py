@@ -1,11 +1,14 @@
 """file_patch_shard --shard K --shards N --target_dir D|--target_list L [--source_dir D|--source_list L]
---out_dir DIR: the file patches of one shard of a tree read from a tar archive.
+--out_dir DIR: the file patches of one shard of a tree read from a tar archive, or of one bucket
+of small changed files.
 
 ota_package declares a fixed number of these actions when either build's system tree comes
 from a tar (rules/private/tar_tree.bzl): the paths are only known at execution time, so one
 action per path is impossible, and one action for the whole tree would re-diff everything
 after a one-file change. Each shard sees only its own paths (py/ota/actions/shard_layout.py), so
-a change re-runs the shards whose files changed.
+a change re-runs the shards whose files changed. The same actions batch the small changed files
+of two trees known at analysis time (ota_package's `batch_max_bytes`): there a listing names
+only the bucket's changed paths, so a few-kilobyte diff does not pay a whole action.
 
 A side is a tar tree's shard directory (`--*_dir`: its listing carries every file's hashes) or,
 for a tree known at analysis time, a listing the rule wrote (`--*_list`: paths and files only,
@@ -15,6 +18,9 @@ file_patch's own logic (py/ota/actions/file_patch.py): a diff, or the whole file
 
 DIR receives results.json (docs/contracts.md#11-tar-trees-and-patch-shards) and, per result, the
 data and info files a file_patch action would write, under digest names.
+
+It runs as a persistent worker too (py/ota/actions/worker.py, `TOOL` below): a bucket of a few
+small files, or an empty one, then costs a request instead of a Python start.
 """
 
 from __future__ import annotations
@@ -27,22 +33,19 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.actions import file_patch, shard_layout, toolchain_identity
+from ota.actions import file_patch, shard_layout, toolchain_identity, worker
 from ota.errors import OtaError, UsageError
 from ota.format import hashing, jsonio, paths
 from ota.format.hashing import ContentInfo
-from ota.io import runner
 
-_SHARD = flags.DEFINE_integer("shard", None, "This shard's number, 0..shards-1.", lower_bound=0)
-_SHARDS = flags.DEFINE_integer("shards", None, "How many shards the tree is split into.", lower_bound=1)
-_TARGET_DIR = flags.DEFINE_string("target_dir", None, "The target tree's shard directory (a tar tree).")
-_TARGET_LIST = flags.DEFINE_string("target_list", None, "The target shard's listing (a tree known at analysis time).")
-_SOURCE_DIR = flags.DEFINE_string("source_dir", None, "The source tree's shard directory (a tar tree).")
-_SOURCE_LIST = flags.DEFINE_string("source_list", None, "The source shard's listing (a tree known at analysis time).")
-_PATCH_METHODS = flags.DEFINE_string(
-    "patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method."
-)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "The output directory.")
+flags.DEFINE_integer("shard", None, "This shard's number, 0..shards-1.", lower_bound=0)
+flags.DEFINE_integer("shards", None, "How many shards the tree is split into.", lower_bound=1)
+flags.DEFINE_string("target_dir", None, "The target tree's shard directory (a tar tree).")
+flags.DEFINE_string("target_list", None, "The target shard's listing (a tree known at analysis time).")
+flags.DEFINE_string("source_dir", None, "The source tree's shard directory (a tar tree).")
+flags.DEFINE_string("source_list", None, "The source shard's listing (a tree known at analysis time).")
+flags.DEFINE_string("patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method.")
+flags.DEFINE_string("out_dir", None, "The output directory.")
 
 
 @dataclass(frozen=True)
@@ -143,38 +146,50 @@ def _side(directory: str | None, listing: str | None, shard: int, shards: int, n
     return None
 
 
-def main(argv: Sequence[str]) -> None:
-    toolchain_identity.verify_flag()
-    if len(argv) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if _SHARD.value is None or _SHARDS.value is None or not _OUT_DIR.value:
+def shard_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
+    """One shard from parsed flag `values` (a worker's private copy per request, or a one-shot
+    run's) and the leftover arguments `rest`: writes the shard's directory, prints its warnings."""
+    toolchain_identity.verify(values.toolchain_identity)
+    if len(rest) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
+    if values.shard is None or values.shards is None or not values.out_dir:
         raise UsageError("--shard, --shards and --out_dir are required")
-    shard, shards = _SHARD.value, _SHARDS.value
+    shard, shards = values.shard, values.shards
     if shard >= shards:
         raise UsageError(f"--shard {shard} is not below --shards {shards}")
-    target = _side(_TARGET_DIR.value, _TARGET_LIST.value, shard, shards, "target")
+    target = _side(values.target_dir, values.target_list, shard, shards, "target")
     if target is None:
         raise UsageError("--target_dir or --target_list is required")
-    source = _side(_SOURCE_DIR.value, _SOURCE_LIST.value, shard, shards, "source")
+    source = _side(values.source_dir, values.source_list, shard, shards, "source")
     try:
-        methods = json.loads(_PATCH_METHODS.value)
+        methods = json.loads(values.patch_methods)
     except ValueError as err:
         raise UsageError(f"--patch_methods: not JSON ({err})") from None
     for warning in patch_shard(
         source,
         target,
-        _OUT_DIR.value,
+        values.out_dir,
         shard=shard,
         shards=shards,
         methods=methods,
-        threshold=flags.FLAGS.patch_threshold,
-        max_diff_size=flags.FLAGS.max_diff_size,
+        threshold=values.patch_threshold,
+        max_diff_size=values.max_diff_size,
     ):
         print(warning, file=sys.stderr)
 
 
+# Its own flags, --toolchain_identity, and the two diff options it shares with file_patch.
+TOOL = worker.Tool(
+    "file_patch_shard",
+    __doc__ or "",
+    (__name__, toolchain_identity.__name__),
+    shard_from_flags,
+    single_flags=("patch_threshold", "max_diff_size"),
+)
+
+
 def run() -> None:
-    runner.run_absl("file_patch_shard", main)
+    sys.exit(worker.main(sys.argv, TOOL))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""file_patch as a Bazel persistent worker, and as the one-shot command Bazel falls back to.
+"""file_patch (and file_patch_shard) as a Bazel persistent worker, and as the one-shot command
+Bazel falls back to.
 
 A release with ~1,500 changed files runs ~1,500 OtaFilePatch actions; started one process each,
 every action pays a Python start and the differs' imports, which costs more than many of the
@@ -10,9 +11,11 @@ Without `--persistent_worker` (worker strategy off, `--strategy=OtaFilePatch=san
 execution) Bazel runs `file_patch @PARAMS` instead: the same request, read from the param file,
 handled by the same `handle()`, so both ways write the same bytes.
 
-Each request is parsed into a fresh copy of file_patch's flags (never absl's global FLAGS), so
+Each request is parsed into a fresh copy of the tool's flags (never absl's global FLAGS), so
 nothing one action set can reach the next; a failing request gets its exit code and message in
-its own response and the worker goes on serving.
+its own response and the worker goes on serving. The protocol does not depend on the tool: a
+`Tool` names its flags and the function that runs one command line, and file_patch_shard's
+bucket actions (py/ota/actions/file_patch_shard.py) are served the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import io
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -33,7 +36,6 @@ from ota.actions import file_patch, toolchain_identity
 from ota.errors import OtaError, UsageError
 from ota.io import forked, runner
 
-TOOL = "file_patch"
 WORKER_FLAG = "--persistent_worker"
 # A request is a command line of a few hundred bytes; anything near this is not from Bazel.
 MAX_MESSAGE_SIZE = 1 << 20
@@ -47,38 +49,57 @@ class Outcome:
     output: str
 
 
+@dataclass(frozen=True)
+class Tool:
+    """A command a worker can serve: its name (for messages), its help text, the absl flags it
+    reads (the names of the modules defining them, plus single flags defined elsewhere), and
+    the function that runs one command line on parsed flag values and the leftover arguments."""
+
+    name: str
+    doc: str
+    flag_modules: tuple[str, ...]
+    body: Callable[[flags.FlagValues, Sequence[str]], None]
+    single_flags: tuple[str, ...] = ()
+
+    def fresh_flags(self) -> flags.FlagValues:
+        """A new FlagValues holding copies of the tool's flags at their defaults."""
+        values = flags.FlagValues()
+        chosen = [flag for module in self.flag_modules for flag in flags.FLAGS.get_flags_for_module(module)]
+        for flag in chosen + [flags.FLAGS[name] for name in self.single_flags]:
+            copied = copy.deepcopy(flag)
+            copied.unparse()
+            values[flag.name] = copied
+        return values
+
+    def run_once(self, argv: Sequence[str]) -> None:
+        """The tool's main on a private flag namespace."""
+        values = self.fresh_flags()
+        if any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
+            print(f"{self.doc}\nFlags:\n{values.get_help()}", file=sys.stderr)
+            return
+        try:
+            rest = values(list(argv))
+        except flags.Error as err:
+            raise UsageError(str(err)) from None
+        self.body(values, rest)
+
+
+# --toolchain_identity too: each request names the identity its action was keyed with.
+FILE_PATCH = Tool(
+    "file_patch",
+    file_patch.__doc__ or "",
+    (file_patch.__name__, toolchain_identity.__name__),
+    file_patch.patch_from_flags,
+)
+
+
 def fresh_flags() -> flags.FlagValues:
     """A new FlagValues holding copies of file_patch's flags (and --toolchain_identity) at their defaults."""
-    values = flags.FlagValues()
-    # --toolchain_identity too: each request names the identity its action was keyed with.
-    for flag in [
-        *flags.FLAGS.get_flags_for_module(file_patch.__name__),
-        *flags.FLAGS.get_flags_for_module(toolchain_identity.__name__),
-    ]:
-        copied = copy.deepcopy(flag)
-        copied.unparse()
-        values[flag.name] = copied
-    return values
+    return FILE_PATCH.fresh_flags()
 
 
-def _patch(argv: Sequence[str]) -> None:
-    """file_patch's main on a private flag namespace: one patch, its info JSON, its warning."""
-    values = fresh_flags()
-    if any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
-        print(f"{file_patch.__doc__}\nFlags:\n{values.get_help()}", file=sys.stderr)
-        return
-    try:
-        rest = values(list(argv))
-    except flags.Error as err:
-        raise UsageError(str(err)) from None
-    file_patch.patch_from_flags(values, rest)
-
-
-_GUARDED_PATCH = runner.guarded(TOOL, _patch)
-
-
-def handle(args: Sequence[str]) -> Outcome:
-    """Runs one file_patch command line (without the program name) and reports how it went.
+def handle(args: Sequence[str], tool: Tool = FILE_PATCH) -> Outcome:
+    """Runs one command line of `tool` (without the program name) and reports how it went.
 
     Whatever the request writes to stderr is captured into the outcome, not the worker's log, so
     Bazel shows it with the action that caused it. A bug in the tool (any other exception) is
@@ -87,7 +108,7 @@ def handle(args: Sequence[str]) -> Outcome:
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):
         try:
-            code = _GUARDED_PATCH([TOOL, *args])
+            code = runner.guarded(tool.name, tool.run_once)([tool.name, *args])
         except Exception:  # noqa: BLE001 - one request's bug must not end the worker
             traceback.print_exc(file=captured)
             code = runner.EXIT_FAILURE
@@ -152,7 +173,7 @@ def write_message(stream: BinaryIO, data: bytes) -> None:
     stream.flush()
 
 
-def serve(requests: BinaryIO, responses: BinaryIO) -> int:
+def serve(requests: BinaryIO, responses: BinaryIO, tool: Tool = FILE_PATCH) -> int:
     """Answers WorkRequests until `requests` ends; returns the worker's exit code."""
     from google.protobuf.message import DecodeError
 
@@ -165,27 +186,27 @@ def serve(requests: BinaryIO, responses: BinaryIO) -> int:
                 return runner.EXIT_OK
             request = pb.WorkRequest.FromString(message)
         except (OtaError, DecodeError) as err:  # framing is lost: nothing more can be answered
-            print(f"{TOOL}: error: {err}", file=sys.stderr)
+            print(f"{tool.name}: error: {err}", file=sys.stderr)
             return runner.EXIT_FAILURE
-        outcome = handle(request.arguments)
+        outcome = handle(request.arguments, tool)
         forked.release_free_memory()  # the request's file contents: resident size falls back after each
         response = pb.WorkResponse(exit_code=outcome.exit_code, output=outcome.output, request_id=request.request_id)
         write_message(responses, response.SerializeToString(deterministic=True))
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], tool: Tool = FILE_PATCH) -> int:
     """`--persistent_worker`: serve requests on stdin/stdout; otherwise one run (`@FILE` expanded)."""
     if WORKER_FLAG in argv[1:]:
         # Stdout carries the protocol; point fd 1 at stderr so a stray print cannot corrupt it.
         responses = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-        return serve(sys.stdin.buffer, responses)
+        return serve(sys.stdin.buffer, responses, tool)
     try:
         args = expand_flagfiles(argv[1:])
     except OtaError as err:
-        print(f"{TOOL}: error: {err}", file=sys.stderr)
+        print(f"{tool.name}: error: {err}", file=sys.stderr)
         return runner.EXIT_FAILURE
-    outcome = handle(args)
+    outcome = handle(args, tool)
     sys.stderr.write(outcome.output)
     return outcome.exit_code
 

@@ -1,11 +1,14 @@
 """Imports a directory of the build host as a system tree: the scan behind ota_tree_repository.
 
-`python3 -m ota.actions.tree_scan ROOT OUT RULES_OTA_REPO` records every entry below ROOT (kind,
+`python3 -m ota.actions.tree_scan ROOT OUT RULES_OTA_REPO [CACHE]` records every entry below ROOT (kind,
 permission bits including setuid/setgid/sticky, uid, gid, a symlink's target as stored, empty
 directories) and writes into OUT, the repository directory (docs/contracts.md#10-imported-directory):
 
 * `files/<sha256>`: a copy of each distinct regular-file content, named by its digest, so no
   artifact name derives from an install path and identical files share one Bazel File;
+  its size and SHA-1 are recorded too, so the rules know the whole system manifest entry
+  (docs/contracts.md#2-system-manifest) while Bazel analyzes: no action hashes the tree again,
+  and ota_package can batch small changed files by size (docs/rules.md, "Batches");
 * `BUILD.bazel`: one `ota_imported_tree` target, `:tree` (rules/private/imported_tree.bzl), whose
   string literals octal-escape every byte that is not printable ASCII, `"` and `\\`, so any name
   Linux allows reaches Starlark byte for byte (the file itself is pure ASCII).
@@ -20,21 +23,27 @@ edit in place would change the repository's bytes behind the digest recorded in 
 carry the host file's setuid bits into the output base). The copy is hashed while it is written,
 so the digest always describes the stored bytes. Host hard links are read once.
 
+With CACHE (py/ota/actions/scan_cache.py, which ota_tree_repository passes), the copies are kept
+there between fetches and a file whose device, inode, size, mtime and ctime are those of the last
+scan is not read again: a re-fetch after a one-file edit reads one file.
+
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
-hub), so it uses the standard library and ota.format.paths only, and positional arguments instead of absl flags.
+hub), so it uses the standard library, ota.format.paths, ota.format.hashing and
+ota.actions.scan_cache only, and positional arguments instead of absl flags.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
 import sys
 from dataclasses import dataclass
 
+from ota.actions import scan_cache
 from ota.errors import OtaError
-from ota.format import paths
+from ota.format import hashing, paths
+from ota.format.hashing import ContentInfo
 
 FILES_DIR = "files"
 BUILD_FILE = "BUILD.bazel"
@@ -52,15 +61,15 @@ _SPECIAL = {
 
 @dataclass(frozen=True)
 class ScannedEntry:
-    """One entry below the root. path: the relative path's bytes; sha256: a file's content digest;
-    target: a symlink's target bytes."""
+    """One entry below the root. path: the relative path's bytes; content: a file's size and
+    digests; target: a symlink's target bytes."""
 
     path: bytes
     kind: str  # "file", "dir" or "symlink" (docs/contracts.md#1-tree-description)
     mode: int
     uid: int
     gid: int
-    sha256: str | None = None
+    content: ContentInfo | None = None
     target: bytes | None = None
 
 
@@ -76,11 +85,12 @@ def _problem(err: OSError) -> str:
 class _Scanner:
     """Walks ROOT by directory descriptors, copying each distinct content once into OUT/files."""
 
-    def __init__(self, root: bytes, out: bytes) -> None:
+    def __init__(self, root: bytes, out: bytes, cache: scan_cache.ScanCache | None = None) -> None:
         self.root = root
         self.files_dir = os.path.join(out, FILES_DIR.encode())
+        self.cache = cache
         self.entries: list[ScannedEntry] = []
-        self.by_inode: dict[tuple[int, int], str] = {}  # host hard links are read once
+        self.by_inode: dict[tuple[int, int], ContentInfo] = {}  # host hard links are read once
 
     def where(self, rel: bytes) -> str:
         return display(os.path.join(self.root, rel) if rel else self.root)
@@ -96,6 +106,8 @@ class _Scanner:
         if not stat.S_ISDIR(st.st_mode):
             raise OtaError(self.where(b""), "is not a directory")
         os.makedirs(self.files_dir, exist_ok=True)
+        if self.cache is not None:
+            os.makedirs(self.cache.store, exist_ok=True)
         fd = self._open_dir(None, self.root, b"")
         try:
             self._walk(fd, b"")
@@ -134,19 +146,34 @@ class _Scanner:
                 finally:
                     os.close(child)
             elif fmt == stat.S_IFREG:
-                digest = self._copy(fd, name, path, st)
-                self.entries.append(ScannedEntry(path, "file", mode, st.st_uid, st.st_gid, sha256=digest))
+                content = self._copy(fd, name, path, st)
+                self.entries.append(ScannedEntry(path, "file", mode, st.st_uid, st.st_gid, content=content))
             else:
                 kind = _SPECIAL.get(fmt, f"of file type {fmt:o}")
                 raise OtaError(self.where(path), f"is {kind}: a tree holds only files, directories and symlinks")
 
-    def _copy(self, parent: int, name: bytes, rel: bytes, st: os.stat_result) -> str:
-        """Copies one regular file to files/<sha256> (once per content) and returns the digest."""
+    def _copy(self, parent: int, name: bytes, rel: bytes, st: os.stat_result) -> ContentInfo:
+        """Copies one regular file to files/<sha256> (once per content); returns its size and digests."""
         known = self.by_inode.get((st.st_dev, st.st_ino))
-        if known is not None:
-            return known
-        staging = os.path.join(self.files_dir, b".incoming")
-        digest = hashlib.sha256()
+        if known is None and self.cache is not None:
+            known = self.cache.lookup(rel, st)
+            if known is not None:
+                scan_cache.link_or_copy(self.cache.stored(known.sha256), self._stored(known.sha256))
+        if known is None:
+            known = self._read(parent, name, rel)
+            self.by_inode[(st.st_dev, st.st_ino)] = known
+        if self.cache is not None:
+            self.cache.remember(rel, st, known)
+        return known
+
+    def _stored(self, sha256: str) -> bytes:
+        return os.path.join(self.files_dir, sha256.encode())
+
+    def _read(self, parent: int, name: bytes, rel: bytes) -> ContentInfo:
+        """Copies and hashes one file (into the cache's store, then linked, when there is one)."""
+        store = self.files_dir if self.cache is None else self.cache.store
+        staging = os.path.join(store, b".incoming")
+        hasher = hashing.ContentHasher()
         try:
             src = os.open(name, _OPEN_FILE, dir_fd=parent)
         except OSError as err:
@@ -156,27 +183,37 @@ class _Scanner:
                 raise OtaError(self.where(rel), "was replaced by a non-file during the scan")
             with open(staging, "wb") as dst:
                 while chunk := os.read(src, _CHUNK):
-                    digest.update(chunk)
+                    hasher.update(chunk)
                     dst.write(chunk)
         except OSError as err:
             raise OtaError(self.where(rel), _problem(err)) from None
         finally:
             os.close(src)
-        hexdigest = digest.hexdigest()
-        os.chmod(staging, 0o644)
-        os.replace(staging, os.path.join(self.files_dir, hexdigest.encode()))
-        self.by_inode[(st.st_dev, st.st_ino)] = hexdigest
-        return hexdigest
+        content = hasher.info()
+        stored = os.path.join(store, content.sha256.encode())
+        if os.path.exists(stored):  # the same bytes under another path: keep the one copy
+            os.unlink(staging)
+        else:
+            os.chmod(staging, 0o644)
+            os.replace(staging, stored)
+        if self.cache is not None:
+            scan_cache.link_or_copy(self.cache.stored(content.sha256), self._stored(content.sha256))
+        return content
 
 
-def scan(root: bytes, out: bytes) -> list[ScannedEntry]:
-    """Scans `root`, copying contents into `out`/files; on failure `out`/files is removed."""
-    scanner = _Scanner(root, out)
+def scan(root: bytes, out: bytes, cache_dir: bytes | None = None) -> list[ScannedEntry]:
+    """Scans `root`, copying contents into `out`/files (through `cache_dir` when given, whose
+    index is rewritten after a complete scan only); on failure `out`/files is removed."""
+    cache = None if cache_dir is None else scan_cache.ScanCache(cache_dir)
+    scanner = _Scanner(root, out, cache)
     try:
-        return scanner.scan()
+        entries = scanner.scan()
     except BaseException:
         shutil.rmtree(scanner.files_dir, ignore_errors=True)
         raise
+    if cache is not None:
+        cache.save()
+    return entries
 
 
 def starlark_string(raw: bytes) -> str:
@@ -191,8 +228,8 @@ def _entry_fields(entry: ScannedEntry) -> list[str]:
         f'"{entry.uid}"',
         f'"{entry.gid}"',
     ]
-    if entry.sha256 is not None:
-        fields.append(f'"{entry.sha256}"')
+    if entry.content is not None:  # the order imported_tree.bzl reads: sha256, size, sha1
+        fields += [f'"{entry.content.sha256}"', f'"{entry.content.size}"', f'"{entry.content.sha1}"']
     if entry.target is not None:
         fields.append(starlark_string(entry.target))
     return fields
@@ -200,7 +237,7 @@ def _entry_fields(entry: ScannedEntry) -> list[str]:
 
 def build_file(root: bytes, entries: list[ScannedEntry], rules_ota_repo: str) -> str:
     """The BUILD.bazel text declaring `:tree` (pure ASCII)."""
-    digests = sorted({e.sha256 for e in entries if e.sha256 is not None})
+    digests = sorted({e.content.sha256 for e in entries if e.content is not None})
     lines = [
         f"# Generated by ota_tree_repository from {starlark_string(root)}; do not edit.",
         "# Refresh after the directory changes: docs/rules.md, ota_tree_repository.",
@@ -223,12 +260,12 @@ def build_file(root: bytes, entries: list[ScannedEntry], rules_ota_repo: str) ->
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print(f"usage: {argv[0]} ROOT OUT RULES_OTA_REPO", file=sys.stderr)
+    if len(argv) not in (4, 5):
+        print(f"usage: {argv[0]} ROOT OUT RULES_OTA_REPO [CACHE]", file=sys.stderr)
         return 2
     root, out = os.fsencode(argv[1]), os.fsencode(argv[2])
     try:
-        entries = scan(root, out)
+        entries = scan(root, out, os.fsencode(argv[4]) if len(argv) == 5 else None)
     except OtaError as err:
         print(f"ota_tree_repository: error: {err}", file=sys.stderr)
         return 1
