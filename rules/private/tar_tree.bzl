@@ -130,7 +130,7 @@ def _shard_actions(ctx, source_tree, target_tree, source_buckets, target_buckets
 
     A side's buckets are None for a tar tree (its shard directories are the input). The command
     line goes into a param file of exec paths, as OtaFilePatch's does, so the actions run in a
-    persistent worker (py/ota/actions/worker.py) and keep their keys from any checkout.
+    persistent worker (py/ota/actions/persistent_worker.py) and keep their keys from any checkout.
     """
     outs = []
     for shard in range(TAR_SHARDS):

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from build_helpers import Item, run_ok, run_tool
-from ota.actions import file_patch_worker, release_archive
+from ota.actions import file_patch, persistent_worker, release_archive
 from ota.errors import OtaError
 from ota.format import jsonio, paths
 from ota.format.paths import SCRATCH_DIR, escape, from_bytes, to_bytes, unescape
@@ -116,14 +116,15 @@ def test_file_patch_gets_any_name_through_a_param_file_and_the_worker(tmp_path: 
         args = ["--source", "old", "--target", "new", "--path", escape(name)]
         args += ["--out_data", f"{index}.p", "--out_info", f"{index}.json"]
         (tmp_path / f"{index}.params").write_text("\n".join(args) + "\n")
-        run_ok("ota.actions.file_patch_worker", f"@{index}.params", cwd=tmp_path)
+        run_ok("ota.actions.file_patch", f"@{index}.params", cwd=tmp_path)
         info = jsonio.read(str(tmp_path / f"{index}.json"))
         assert info["path"] == name and info["method"] == "BSDIFF"
-    outcome = file_patch_worker.handle(
+    outcome = persistent_worker.handle(
         [
             *("--source", str(tmp_path / "old"), "--target", str(tmp_path / "new")),
             *("--path", escape(name), "--out_data", str(tmp_path / "w.p"), "--out_info", str(tmp_path / "w.json")),
-        ]
+        ],
+        file_patch.TOOL,
     )
     assert outcome.exit_code == 0, outcome.output
     assert jsonio.read(str(tmp_path / "w.json"))["path"] == name

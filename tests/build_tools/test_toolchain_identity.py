@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ota.actions import file_patch_worker, toolchain_identity
+from ota.actions import file_patch, persistent_worker, toolchain_identity
 from ota.errors import OtaError
 
 RUNNING = toolchain_identity.running()
@@ -95,11 +95,11 @@ def test_a_worker_request_keyed_with_another_identity_fails_before_writing(tmp_p
     request = ["--target", str(target), "--path", "etc/f", "--out_data", str(out_data), "--out_info", str(out_info)]
     bad = write(tmp_path, dict(RUNNING, **{field: "0.0-other"}))
 
-    outcome = file_patch_worker.handle([*request, "--toolchain_identity", bad])
+    outcome = persistent_worker.handle([*request, "--toolchain_identity", bad], file_patch.TOOL)
     assert outcome.exit_code == 1
     assert outcome.output.count("\n") == 1 and bad in outcome.output and "0.0-other" in outcome.output
     assert not out_data.exists() and not out_info.exists()
 
     good = write(tmp_path / "good", RUNNING)
-    assert file_patch_worker.handle([*request, "--toolchain_identity", good]).exit_code == 0
+    assert persistent_worker.handle([*request, "--toolchain_identity", good], file_patch.TOOL).exit_code == 0
     assert out_info.exists()

@@ -237,7 +237,7 @@ def test_the_persistent_worker_falls_back_after_each_request(tmp_path: Path) -> 
     """A real file_patch worker serving file diffs of 6-10 MB (each read, diffed in a child and
     dropped): its resident size is the same after every response, where glibc's heap kept up to
     9 MB of freed file contents from one request to the next before."""
-    from ota.actions import file_patch_worker
+    from ota.actions import persistent_worker
     from ota.proto import worker_protocol_pb2 as pb
 
     rng = random.Random(17)
@@ -252,7 +252,7 @@ def test_the_persistent_worker_falls_back_after_each_request(tmp_path: Path) -> 
         )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
     process = subprocess.Popen(
-        [sys.executable, "-m", "ota.actions.file_patch_worker", "--persistent_worker"],
+        [sys.executable, "-m", "ota.actions.file_patch", "--persistent_worker"],
         cwd=tmp_path,
         env=env,
         stdin=subprocess.PIPE,
@@ -262,8 +262,8 @@ def test_the_persistent_worker_falls_back_after_each_request(tmp_path: Path) -> 
     try:
         for number, args in enumerate(requests):
             request = pb.WorkRequest(arguments=args, request_id=number, inputs=[pb.Input(path="x", digest=b"\1")])
-            file_patch_worker.write_message(process.stdin, request.SerializeToString())
-            response = pb.WorkResponse.FromString(file_patch_worker.read_message(process.stdout))
+            persistent_worker.write_message(process.stdin, request.SerializeToString())
+            response = pb.WorkResponse.FromString(persistent_worker.read_message(process.stdout))
             assert response.exit_code == 0, response.output
             resident_kb.append(_rss_kb(process.pid))
     finally:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ota.actions import file_patch, file_patch_shard, package_writer, shard_layout, tar_tree, tree, worker
+from ota.actions import file_patch, file_patch_shard, package_writer, persistent_worker, shard_layout, tar_tree, tree
 from ota.format import jsonio
 from ota.format.paths import from_bytes
 from ota.proto import worker_protocol_pb2 as pb
@@ -200,8 +200,8 @@ def test_the_shard_tool_in_a_worker_writes_what_one_shot_runs_write(tmp_path: Pa
     responses = []
     try:
         for args in requests:
-            worker.write_message(proc.stdin, pb.WorkRequest(arguments=args).SerializeToString())
-            responses.append(pb.WorkResponse.FromString(worker.read_message(proc.stdout)))
+            persistent_worker.write_message(proc.stdin, pb.WorkRequest(arguments=args).SerializeToString())
+            responses.append(pb.WorkResponse.FromString(persistent_worker.read_message(proc.stdout)))
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0

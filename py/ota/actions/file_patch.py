@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.actions import toolchain_identity
+from ota.actions import persistent_worker, toolchain_identity
 from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.errors import OtaError, UsageError
 from ota.format import hashing, jsonio
 from ota.format.paths import escape, unescape
-from ota.io import fileio, runner
+from ota.io import fileio
 
 METHOD_FLAGS = {"bsdiff": BSDIFF, "imgdiff": IMGDIFF, "imgdiff_zip": IMGDIFF_ZIP}
 # ota_from_target_files' DIFF_PROGRAM_BY_EXT (docs/formats.md#per-file-decision).
@@ -227,12 +227,13 @@ def patch_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
     jsonio.write(values.out_info, result.to_json())
 
 
-def main(argv: Sequence[str]) -> None:
-    patch_from_flags(flags.FLAGS, argv)
+# --toolchain_identity too: each request names the identity its action was keyed with.
+TOOL = persistent_worker.Tool("file_patch", __doc__ or "", (__name__, toolchain_identity.__name__), patch_from_flags)
 
 
 def run() -> None:
-    runner.run_absl("file_patch", main)
+    """`file_patch --persistent_worker`, or one run of `file_patch [@PARAMS | flags...]`."""
+    sys.exit(persistent_worker.main(sys.argv, TOOL))
 
 
 if __name__ == "__main__":

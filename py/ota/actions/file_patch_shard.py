@@ -19,7 +19,7 @@ file_patch's own logic (py/ota/actions/file_patch.py): a diff, or the whole file
 DIR receives results.json (docs/contracts.md#11-tar-trees-and-patch-shards) and, per result, the
 data and info files a file_patch action would write, under digest names.
 
-It runs as a persistent worker too (py/ota/actions/worker.py, `TOOL` below): a bucket of a few
+It runs as a persistent worker too (py/ota/actions/persistent_worker.py, `TOOL` below): a bucket of a few
 small files, or an empty one, then costs a request instead of a Python start.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from absl import flags
 
-from ota.actions import file_patch, shard_layout, toolchain_identity, worker
+from ota.actions import file_patch, persistent_worker, shard_layout, toolchain_identity
 from ota.errors import OtaError, UsageError
 from ota.format import hashing, jsonio, paths
 from ota.format.hashing import ContentInfo
@@ -179,7 +179,7 @@ def shard_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
 
 
 # Its own flags, --toolchain_identity, and the two diff options it shares with file_patch.
-TOOL = worker.Tool(
+TOOL = persistent_worker.Tool(
     "file_patch_shard",
     __doc__ or "",
     (__name__, toolchain_identity.__name__),
@@ -189,7 +189,7 @@ TOOL = worker.Tool(
 
 
 def run() -> None:
-    sys.exit(worker.main(sys.argv, TOOL))
+    sys.exit(persistent_worker.main(sys.argv, TOOL))
 
 
 if __name__ == "__main__":

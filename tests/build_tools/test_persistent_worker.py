@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from build_helpers import run_tool, tool_env
-from ota.actions import file_patch_worker
+from ota.actions import persistent_worker
 from ota.errors import OtaError
 from ota.proto import worker_protocol_pb2 as pb
 
@@ -57,7 +57,7 @@ class Worker:
 
     def __init__(self, cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ota.actions.file_patch_worker", "--persistent_worker"],
+            [sys.executable, "-m", "ota.actions.file_patch", "--persistent_worker"],
             cwd=cwd,
             env=tool_env(),
             stdin=subprocess.PIPE,
@@ -67,8 +67,8 @@ class Worker:
 
     def send(self, args: list[str], request_id: int = 0) -> pb.WorkResponse:
         request = pb.WorkRequest(arguments=args, request_id=request_id, inputs=[pb.Input(path="x", digest=b"\1")])
-        file_patch_worker.write_message(self.proc.stdin, request.SerializeToString())
-        message = file_patch_worker.read_message(self.proc.stdout)
+        persistent_worker.write_message(self.proc.stdin, request.SerializeToString())
+        message = persistent_worker.read_message(self.proc.stdout)
         assert message is not None, self.proc.stderr.read().decode()
         return pb.WorkResponse.FromString(message)
 
@@ -136,7 +136,7 @@ def test_param_file_one_shot_equals_the_plain_command_line(inputs: Path, tmp_pat
     """What Bazel runs without workers: `file_patch @PARAMS` ("multiline": one argument a line)."""
     args = _args("via_params", "new.bin", "old.bin")
     (inputs / "p.params").write_text("".join(f"{a}\n" for a in args))
-    via_params = run_tool("ota.actions.file_patch_worker", "@p.params", cwd=inputs)
+    via_params = run_tool("ota.actions.file_patch", "@p.params", cwd=inputs)
     assert (via_params.returncode, via_params.stderr) == (0, "")
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -146,7 +146,7 @@ def test_param_file_one_shot_equals_the_plain_command_line(inputs: Path, tmp_pat
     for out in ("via_params.p", "via_params.json"):
         assert (inputs / out).read_bytes() == (plain / out).read_bytes()
 
-    failed = run_tool("ota.actions.file_patch_worker", "@missing.params", cwd=inputs)
+    failed = run_tool("ota.actions.file_patch", "@missing.params", cwd=inputs)
     assert (failed.returncode, failed.stderr) == (
         1,
         "file_patch: error: missing.params: cannot read the param file: No such file or directory\n",
@@ -158,7 +158,7 @@ def test_a_path_with_odd_characters_survives_the_param_file(inputs: Path) -> Non
     path = "etc/we\fird\r name"
     args = ["--target", "new.bin", "--path", path, "--out_data", "d", "--out_info", "i"]
     (inputs / "p.params").write_bytes("".join(f"{a}\n" for a in args).encode())
-    assert run_tool("ota.actions.file_patch_worker", "@p.params", cwd=inputs).returncode == 0
+    assert run_tool("ota.actions.file_patch", "@p.params", cwd=inputs).returncode == 0
     assert '"path":"etc/we\\fird\\r name"' in (inputs / "i").read_text()
 
 
@@ -172,13 +172,13 @@ def test_a_broken_stream_ends_the_worker_with_one_line(inputs: Path) -> None:
 def test_message_framing() -> None:
     out = io.BytesIO()
     for size in (0, 1, 127, 128, 300, 70_000):
-        file_patch_worker.write_message(out, b"x" * size)
+        persistent_worker.write_message(out, b"x" * size)
     assert out.getvalue()[:4] == b"\x00\x01x\x7f"
     assert out.getvalue().find(b"\xac\x02") > 0  # 300 = 0b10_0101100
     stream = io.BytesIO(out.getvalue())
-    assert [len(file_patch_worker.read_message(stream)) for _ in range(6)] == [0, 1, 127, 128, 300, 70_000]
-    assert file_patch_worker.read_message(stream) is None
+    assert [len(persistent_worker.read_message(stream)) for _ in range(6)] == [0, 1, 127, 128, 300, 70_000]
+    assert persistent_worker.read_message(stream) is None
     with pytest.raises(OtaError, match="over the 1048576-byte limit"):
-        file_patch_worker.read_message(io.BytesIO(b"\xff\xff\xff\xff\x0f"))
+        persistent_worker.read_message(io.BytesIO(b"\xff\xff\xff\xff\x0f"))
     with pytest.raises(OtaError, match="inside a message length"):
-        file_patch_worker.read_message(io.BytesIO(b"\x80"))
+        persistent_worker.read_message(io.BytesIO(b"\x80"))

@@ -1,5 +1,5 @@
-"""file_patch (and file_patch_shard) as a Bazel persistent worker, and as the one-shot command
-Bazel falls back to.
+"""The patch tools (file_patch, file_patch_shard) as Bazel persistent workers, and as the one-shot
+command Bazel falls back to.
 
 A release with ~1,500 changed files runs ~1,500 OtaFilePatch actions; started one process each,
 every action pays a Python start and the differs' imports, which costs more than many of the
@@ -14,8 +14,9 @@ handled by the same `handle()`, so both ways write the same bytes.
 Each request is parsed into a fresh copy of the tool's flags (never absl's global FLAGS), so
 nothing one action set can reach the next; a failing request gets its exit code and message in
 its own response and the worker goes on serving. The protocol does not depend on the tool: a
-`Tool` names its flags and the function that runs one command line, and file_patch_shard's
-bucket actions (py/ota/actions/file_patch_shard.py) are served the same way.
+`Tool` names its flags and the function that runs one command line; each tool's module defines
+its `TOOL` and runs `main(sys.argv, TOOL)` (py/ota/actions/file_patch.py,
+py/ota/actions/file_patch_shard.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import BinaryIO
 
 from absl import flags
 
-from ota.actions import file_patch, toolchain_identity
 from ota.errors import OtaError, UsageError
 from ota.io import forked, runner
 
@@ -84,21 +84,7 @@ class Tool:
         self.body(values, rest)
 
 
-# --toolchain_identity too: each request names the identity its action was keyed with.
-FILE_PATCH = Tool(
-    "file_patch",
-    file_patch.__doc__ or "",
-    (file_patch.__name__, toolchain_identity.__name__),
-    file_patch.patch_from_flags,
-)
-
-
-def fresh_flags() -> flags.FlagValues:
-    """A new FlagValues holding copies of file_patch's flags (and --toolchain_identity) at their defaults."""
-    return FILE_PATCH.fresh_flags()
-
-
-def handle(args: Sequence[str], tool: Tool = FILE_PATCH) -> Outcome:
+def handle(args: Sequence[str], tool: Tool) -> Outcome:
     """Runs one command line of `tool` (without the program name) and reports how it went.
 
     Whatever the request writes to stderr is captured into the outcome, not the worker's log, so
@@ -173,7 +159,7 @@ def write_message(stream: BinaryIO, data: bytes) -> None:
     stream.flush()
 
 
-def serve(requests: BinaryIO, responses: BinaryIO, tool: Tool = FILE_PATCH) -> int:
+def serve(requests: BinaryIO, responses: BinaryIO, tool: Tool) -> int:
     """Answers WorkRequests until `requests` ends; returns the worker's exit code."""
     from google.protobuf.message import DecodeError
 
@@ -194,7 +180,7 @@ def serve(requests: BinaryIO, responses: BinaryIO, tool: Tool = FILE_PATCH) -> i
         write_message(responses, response.SerializeToString(deterministic=True))
 
 
-def main(argv: Sequence[str], tool: Tool = FILE_PATCH) -> int:
+def main(argv: Sequence[str], tool: Tool) -> int:
     """`--persistent_worker`: serve requests on stdin/stdout; otherwise one run (`@FILE` expanded)."""
     if WORKER_FLAG in argv[1:]:
         # Stdout carries the protocol; point fd 1 at stderr so a stray print cannot corrupt it.
@@ -209,11 +195,3 @@ def main(argv: Sequence[str], tool: Tool = FILE_PATCH) -> int:
     outcome = handle(args, tool)
     sys.stderr.write(outcome.output)
     return outcome.exit_code
-
-
-def run() -> None:
-    sys.exit(main(sys.argv))
-
-
-if __name__ == "__main__":
-    run()
