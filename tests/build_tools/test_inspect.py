@@ -68,8 +68,10 @@ def test_report(tmp_path: Path) -> None:
                 "         300  patch/boot.img.p",
                 "         100  payload.bin@0+100  a",
                 "",
-                "# total: 450 payload bytes in 3 items; 3 operations, 7 unchanged paths in 1 directories; "
-                "a full package would carry 5050 bytes; ratio 8.91%",
+                (
+                    "# total: 450 payload bytes in 3 items; 3 operations, 7 unchanged paths in 1 directories; "
+                    "a full package would carry 5050 bytes; ratio 8.91%"
+                ),
                 "",
                 "# package bytes",
                 "         450 bytes  payload in the zip (450 bytes inflated)",

@@ -21,9 +21,7 @@ GOOD = {"boot.img": b"boot image", "payload.bin": PATCH + WHOLE}
 def _manifest(entries: dict[str, bytes], **fields) -> pb.OtaManifest:  # type: ignore[no-untyped-def]
     m = pb.OtaManifest(format_version=2, type=pb.OtaManifest.INCREMENTAL, **fields)
     m.files.add(path=b"a", op=pb.FileOperation.PATCH, data=pb.DataSlice(length=len(PATCH)), method=pb.BSDIFF)
-    m.files.add(
-        path=b"b", op=pb.FileOperation.WRITE, data=pb.DataSlice(offset=len(PATCH), length=10), method=pb.WHOLE
-    )
+    m.files.add(path=b"b", op=pb.FileOperation.WRITE, data=pb.DataSlice(offset=len(PATCH), length=10), method=pb.WHOLE)
     m.partitions.add(name="boot", entry="boot.img", method=pb.WHOLE)
     for name, data in sorted(entries.items()):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -109,7 +107,7 @@ def test_rejections(tmp_path: Path) -> None:
     _write(tmp_path / "p.zip", GOOD, stray_data.SerializeToString())
     assert _error(p) == f"{p}: manifest.pb files: c: data is set exactly for PATCH and WRITE operations"
     for group, problem in (
-        (pb.UnchangedGroup(directory=b"../x", count=1, sha256=b"0" * 32), "unchanged directory \"../x\""),
+        (pb.UnchangedGroup(directory=b"../x", count=1, sha256=b"0" * 32), 'unchanged directory "../x"'),
         (pb.UnchangedGroup(directory=b"x", count=1, sha256=b"0" * 31), "unchanged: x: needs a count and a 32-byte"),
         (pb.UnchangedGroup(directory=b"x", count=0, sha256=b"0" * 32), "unchanged: x: needs a count and a 32-byte"),
     ):
@@ -178,8 +176,8 @@ def test_a_deflated_slice_inflates_to_exactly_its_size(tmp_path: Path) -> None:
         package.verify_all()
         assert package.read_slice(write.data, 100_000) == b"\0" * 100_000
         for size in (10, 99_999, 100_001):
-            with pytest.raises(OtaError, match="holds|does not end"):
+            with pytest.raises(OtaError, match=r"holds|does not end"):
                 package.read_slice(write.data, size)
         garbage = pb.DataSlice(offset=len(PATCH) + len(packed), length=4, compression=pb.DataSlice.DEFLATED)
-        with pytest.raises(OtaError, match="not a deflate stream|does not end"):
+        with pytest.raises(OtaError, match=r"not a deflate stream|does not end"):
             package.read_slice(garbage, 10)

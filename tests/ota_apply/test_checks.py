@@ -136,8 +136,10 @@ def _manifest(*ops: pb.FileOperation, full: bool = False) -> pb.OtaManifest:
         (Op(path=b"etc/a", op=Op.MKDIR, source_kind=7), "source_kind 7 is unknown"),
         (
             Op(path=b"etc/a/b", op=Op.MKDIR),
-            "parent 'etc/a' is not in the package, not a directory the target has "
-            "(MKDIR, or an unchanged entry its directory's group covers)",
+            (
+                "parent 'etc/a' is not in the package, not a directory the target has "
+                "(MKDIR, or an unchanged entry its directory's group covers)"
+            ),
         ),
     ],
 )

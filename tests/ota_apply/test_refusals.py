@@ -213,7 +213,9 @@ def test_manifest_data_past_the_end_of_the_blob(release, device, tmp_path, past)
     rewrite_package(release.incremental, broken, move_past_end)
     with zipfile.ZipFile(broken) as archive:
         blob = archive.getinfo("payload.bin").file_size
-        op = next(op for op in pb.OtaManifest.FromString(archive.read("manifest.pb")).files if op.path == b"lib/libc.so")
+        op = next(
+            op for op in pb.OtaManifest.FromString(archive.read("manifest.pb")).files if op.path == b"lib/libc.so"
+        )
     if past == 0:  # the last bytes of the blob: a slice that ends exactly at its end is in range
         result = run_cli("--package", broken, "--device", device[1])
         assert "runs past the end" not in result.stderr

@@ -215,28 +215,29 @@ class _Blob:
     """`payload.bin` being written: every file's data back to back, in manifest order.
 
     A whole file is raw-deflated (level 9, as zipwrite does) when that is smaller, else stored;
-    the choice is a function of the bytes alone, so the package stays byte-reproducible.
+    the choice is a function of the bytes alone, so the package stays byte-reproducible. Files are
+    streamed (deflated once to count, then copied or deflated again), never held whole.
     """
 
     stream: Any
     size: int = 0
 
     def append(self, file: str, data: pb.DataSlice, deflate_if_smaller: bool) -> None:
-        try:
-            with open(file, "rb") as source:
-                raw = source.read()
-        except OSError as err:
-            raise OtaError(file, f"cannot read: {err.strerror or err}") from None
-        packed = b""
-        if deflate_if_smaller:
-            packer = zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-            packed = packer.compress(raw) + packer.flush()
-        use_packed = deflate_if_smaller and len(packed) < len(raw)
-        chunk = packed if use_packed else raw
-        data.offset, data.length = self.size, len(chunk)
-        data.compression = pb.DataSlice.DEFLATED if use_packed else pb.DataSlice.STORED
-        self.stream.write(chunk)
-        self.size += len(chunk)
+        source = zipwrite.ZipSource(file, zipwrite.Compression.STORED, file=file)
+        raw_size = os.path.getsize(file)
+        deflate = deflate_if_smaller and zipwrite.deflated_size(zipwrite.file_chunks(source)) < raw_size
+        packer = zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if deflate else None
+        start = self.size
+        for chunk in zipwrite.file_chunks(source):
+            self._write(packer.compress(chunk) if packer else chunk)
+        if packer:
+            self._write(packer.flush())
+        data.offset, data.length = start, self.size - start
+        data.compression = pb.DataSlice.DEFLATED if deflate else pb.DataSlice.STORED
+
+    def _write(self, piece: bytes) -> None:
+        self.stream.write(piece)
+        self.size += len(piece)
 
 
 def _file_content(message: pb.FileContent, info: ContentInfo) -> None:

@@ -187,7 +187,9 @@ class Package:
                     f"zip entry {entry.name}: {member.uncompressed_size} bytes, the manifest says {entry.size}",
                 )
         blob = members.get(PAYLOAD_BLOB_ENTRY)
-        if blob is not None and (blob.method != zipscan.METHOD_STORED or blob.compressed_size != blob.uncompressed_size):
+        if blob is not None and (
+            blob.method != zipscan.METHOD_STORED or blob.compressed_size != blob.uncompressed_size
+        ):
             raise OtaError(
                 self.path, f"zip entry {PAYLOAD_BLOB_ENTRY}: not stored as it is; it must be (it is read by offset)"
             )

@@ -100,7 +100,9 @@ def _check_lengths(path: str, refuse: Refuse) -> None:
             raise refuse(f"component {shown(part)} is {len(to_bytes(part))} bytes, longer than NAME_MAX ({NAME_MAX})")
 
 
-def _check_directory_chain(directory: str, files: dict[str, pb.FileOperation], grouped: set[str], refuse: Refuse) -> None:
+def _check_directory_chain(
+    directory: str, files: dict[str, pb.FileOperation], grouped: set[str], refuse: Refuse
+) -> None:
     """`directory` and each directory above it is one the package creates (MKDIR), or one that no
     operation names and whose parent's unchanged group covers it (so the device checks it is the
     source build's entry, a directory, before any write)."""

@@ -22,12 +22,12 @@ from ota.device.applypatch.cache import Cache
 from ota.device.applypatch.device_config import DeviceConfig
 from ota.device.applypatch.spec import Digest, Pair, load_by_spec
 from ota.device.fsops import FsOps
+from ota.device.updater import unchanged_paths
 from ota.device.updater.device import BuildInfo, Device
 from ota.device.updater.journal import Journal
 from ota.device.updater.manifest_rules import shown
 from ota.device.updater.plan import Op, Plan
 from ota.device.updater.progress import VERIFY_SHARE, Progress
-from ota.device.updater import unchanged_paths
 from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
 from ota.format.layout import MANIFEST_ENTRY, slice_key
@@ -234,7 +234,9 @@ def patch_key(op: pb.FileOperation) -> str:
     return slice_key(op.data.offset, op.data.length)
 
 
-def _verify_bytes(source: pb.ContentInfo | pb.FileContent, target: pb.ContentInfo | pb.FileContent, patched: bool) -> int:
+def _verify_bytes(
+    source: pb.ContentInfo | pb.FileContent, target: pb.ContentInfo | pb.FileContent, patched: bool
+) -> int:
     """Progress weight: the source is read; a patched target is built in memory too."""
     return source.size + (target.size if patched else 0)
 
