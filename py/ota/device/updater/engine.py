@@ -9,8 +9,9 @@
        manifest's header;
     2. the zip against the manifest (entries, sizes), then the manifest's rules and the plan
        (`manifest_rules`, `plan`), then every payload entry hashed;
-    3. sources: every unchanged directory's digest (`unchanged_paths`), every kept/patched file
-       and every partition (applypatch check semantics), every
+    3. sources: every whole file's data against its target, every unchanged directory's digest
+       (`unchanged_paths`), every kept/patched file and every partition (applypatch check
+       semantics), every
        other path holds nothing, the source build's entry or the target, every check-only
        partition already holds its target, and every patch is dry-run;
     4. cache space for what is still to be staged plus the partition backup;
