@@ -3,7 +3,8 @@
 
 Builds the package with the real per-file diff and package writer (ota.testing.builds, no Bazel),
 signs it with a throwaway Ed25519 key, and prints ota_inspect's breakdown: payload as stored in
-the zip, manifest.pb, signature, zip headers, and the ratio of package bytes to payload bytes.
+the zip, manifest.pb, signature, zip headers, and the ratio of package bytes to payload bytes
+(docs/package-format.md, "What is left: overhead", holds the figures for --generated 7000).
 
     PYTHONPATH=py bench/bench_package_overhead.py --source OLD_DIR --target NEW_DIR
     PYTHONPATH=py bench/bench_package_overhead.py --generated 7000 [--seed 11]
@@ -71,7 +72,12 @@ def main(argv: list[str]) -> int:
         with package_reader.open_package(signed) as package:
             sizes = ota_inspect.package_bytes(package)
             paths = len(package.manifest.files)
-    print(f"# {len(target.files)} target files, {paths} paths in the manifest, built in {seconds:.1f} s")
+            groups = package.manifest.unchanged
+            unchanged = sum(group.count for group in groups)
+    print(
+        f"# {len(target.files)} target files; {paths} operations, {unchanged} unchanged paths in "
+        f"{len(groups)} directory groups; built in {seconds:.1f} s"
+    )
     print("\n".join(ota_inspect.overhead_lines(sizes)))
     return 0
 

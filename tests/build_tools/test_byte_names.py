@@ -193,7 +193,7 @@ def write_byte_tree(root: Path, name: str, items: list[Item]) -> None:
 
 def test_ota_inspect_prints_every_name_on_its_own_line_and_losslessly(tmp_path: Path) -> None:
     names = _names(7, 25)
-    manifest = pb.OtaManifest(format_version=1, type=pb.OtaManifest.FULL)
+    manifest = pb.OtaManifest(format_version=2, type=pb.OtaManifest.FULL)
     manifest.precondition.device.append("d")
     for name in names:
         manifest.files.add(path=to_bytes(name), op=pb.FileOperation.SYMLINK, symlink_target=to_bytes(name), mode=0o777)

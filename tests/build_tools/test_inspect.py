@@ -11,20 +11,27 @@ from build_helpers import run_ok, run_tool
 from ota.actions import zipwrite
 from ota.proto import ota_manifest_pb2 as pb
 
-ENTRIES = {"patch/system/a.p": b"p" * 100, "system/b": b"w" * 50, "patch/boot.img.p": b"i" * 300}
+ENTRIES = {"payload.bin": b"p" * 100 + b"w" * 50, "patch/boot.img.p": b"i" * 300}
 
 
 def _package(path: Path) -> pb.OtaManifest:
-    m = pb.OtaManifest(format_version=1, type=pb.OtaManifest.INCREMENTAL)
+    m = pb.OtaManifest(format_version=2, type=pb.OtaManifest.INCREMENTAL)
     m.files.add(
         path=b"a",
         op=pb.FileOperation.PATCH,
-        entry="patch/system/a.p",
+        data=pb.DataSlice(length=100),
         method=pb.BSDIFF,
-        target=pb.ContentInfo(size=1000),
+        target=pb.FileContent(size=1000),
     )
-    m.files.add(path=b"b", op=pb.FileOperation.WRITE, entry="system/b", method=pb.WHOLE, target=pb.ContentInfo(size=50))
+    m.files.add(
+        path=b"b",
+        op=pb.FileOperation.WRITE,
+        data=pb.DataSlice(offset=100, length=50),
+        method=pb.WHOLE,
+        target=pb.FileContent(size=50),
+    )
     m.files.add(path=b"c", op=pb.FileOperation.DELETE)
+    m.unchanged.add(directory=b"", count=7, sha256=b"\1" * 32)
     m.partitions.add(name="boot", entry="patch/boot.img.p", method=pb.IMGDIFF, target=pb.ContentInfo(size=4000))
     for name, data in sorted(ENTRIES.items()):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -53,15 +60,18 @@ def test_report(tmp_path: Path) -> None:
                 text_format.MessageToString(manifest).rstrip(),
                 "",
                 "# payload by operation and method",
-                "         300 bytes       1 entries  partition IMGDIFF",
-                "         100 bytes       1 entries  file PATCH BSDIFF",
-                "          50 bytes       1 entries  file WRITE WHOLE",
+                "         300 bytes       1 items  partition IMGDIFF",
+                "         100 bytes       1 items  file PATCH BSDIFF stored",
+                "          50 bytes       1 items  file WRITE WHOLE stored",
                 "",
-                "# largest entries (top 2)",
+                "# largest items (top 2)",
                 "         300  patch/boot.img.p",
-                "         100  patch/system/a.p  a",
+                "         100  payload.bin@0+100  a",
                 "",
-                "# total: 450 payload bytes in 3 entries; a full package would carry 5050 bytes; ratio 8.91%",
+                (
+                    "# total: 450 payload bytes in 3 items; 3 operations, 7 unchanged paths in 1 directories; "
+                    "a full package would carry 5050 bytes; ratio 8.91%"
+                ),
                 "",
                 "# package bytes",
                 "         450 bytes  payload in the zip (450 bytes inflated)",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,26 @@ def _ci(data: bytes) -> pb.ContentInfo:
     return pb.ContentInfo(size=len(data), sha256=hashlib.sha256(data).hexdigest(), sha1=hashlib.sha1(data).hexdigest())
 
 
+def _fc(data: bytes) -> pb.FileContent:
+    return pb.FileContent(size=len(data), sha256=hashlib.sha256(data).digest())
+
+
+def _deflated(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+def _group(records: list[tuple[bytes, int, int, int, int, int, bytes]]) -> bytes:
+    """The unchanged-group digest, restated from docs/package-format.md: per entry sorted by name,
+    u32 name length, name, kind byte (1 file, 2 dir, 3 symlink), u32 mode, u32 uid, u32 gid,
+    u64 size, u32 data length, data (a file's raw SHA-256, a link's text)."""
+    out = hashlib.sha256()
+    for name, kind, mode, uid, gid, size, data in sorted(records):
+        out.update(struct.pack(">I", len(name)) + name + struct.pack(">BIIIQI", kind, mode, uid, gid, size, len(data)))
+        out.update(data)
+    return out.digest()
+
+
 def _data(items: list[fx.Item], path: str | bytes) -> bytes:
     return next(item.data for item in items if item.path == (path.decode() if isinstance(path, bytes) else path))
 
@@ -35,37 +57,29 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _expected_manifest(work: Path) -> pb.OtaManifest:
-    s, t = (lambda p: _ci(_data(fx.SOURCE, p))), (lambda p: _ci(_data(fx.TARGET, p)))
-    m = pb.OtaManifest(format_version=1, type=pb.OtaManifest.INCREMENTAL)
+    s, t = (lambda p: _fc(_data(fx.SOURCE, p))), (lambda p: _fc(_data(fx.TARGET, p)))
+    m = pb.OtaManifest(format_version=2, type=pb.OtaManifest.INCREMENTAL)
     m.precondition.device.append("sargo")
     m.precondition.build_fingerprint.append("v1/fp")
     m.precondition.timestamp = 1000
     m.postcondition.device.append("sargo")
     m.postcondition.build_fingerprint.append("v2/fp")
     m.postcondition.timestamp = 2000
-    m.files.add(path=b"bin", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755, gid=2000)
-    m.files.add(
-        path=b"bin/keep",
-        op=Op.KEEP,
-        source_kind=Op.SOURCE_FILE,
-        source=s("bin/keep"),
-        target=t("bin/keep"),
-        mode=0o755,
-        gid=2000,
-    )
+    tool_patch = (work / "p0.data").read_bytes()
+    new = _deflated(_data(fx.TARGET, "etc/new"))  # one line repeated: deflate pays
+    # bin, bin/keep, etc and lib are unchanged: no operation, only their directories' groups.
     m.files.add(
         path=b"bin/tool",
         op=Op.PATCH,
         source_kind=Op.SOURCE_FILE,
         source=s("bin/tool"),
         target=t("bin/tool"),
-        entry="patch/system/2.p",
+        data=pb.DataSlice(offset=0, length=len(tool_patch)),
         method=pb.BSDIFF,
         mode=0o750,
         gid=2000,
     )
-    m.files.add(path=b"etc", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
-    m.files.add(
+    m.files.add(  # same contents, new mode and owner: a KEEP
         path=b"etc/conf",
         op=Op.KEEP,
         source_kind=Op.SOURCE_FILE,
@@ -75,19 +89,25 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
         uid=1000,
         gid=1000,
     )
-    m.files.add(path=b"etc/new", op=Op.WRITE, target=t("etc/new"), entry="system/5", method=pb.WHOLE, mode=0o644)
-    m.files.add(path=b"etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
     m.files.add(
+        path=b"etc/new",
+        op=Op.WRITE,
+        target=t("etc/new"),
+        data=pb.DataSlice(offset=len(tool_patch), length=len(new), compression=pb.DataSlice.DEFLATED),
+        method=pb.WHOLE,
+        mode=0o644,
+    )
+    m.files.add(path=b"etc/old", op=Op.DELETE, source_kind=Op.SOURCE_FILE, source=s("etc/old"))
+    m.files.add(  # random bytes: deflate does not pay, stored
         path=b"etc/random",
         op=Op.WRITE,
         source_kind=Op.SOURCE_FILE,
         source=s("etc/random"),
         target=t("etc/random"),
-        entry="system/7",
+        data=pb.DataSlice(offset=len(tool_patch) + len(new), length=len(fx.RANDOM_NEW)),
         method=pb.WHOLE,
         mode=0o644,
     )
-    m.files.add(path=b"lib", op=Op.MKDIR, source_kind=Op.SOURCE_DIR, mode=0o755)
     m.files.add(path=b"lib/libc.so", op=Op.SYMLINK, symlink_target=b"libc.so.6", mode=0o777)
     m.files.add(path=b"lib/link", op=Op.DELETE, source_kind=Op.SOURCE_SYMLINK)
     m.files.add(path=b"var", op=Op.MKDIR, mode=0o771, uid=1000, gid=1000)
@@ -99,17 +119,15 @@ def _expected_manifest(work: Path) -> pb.OtaManifest:
         entry="patch/boot.img.p",
         method=pb.IMGDIFF,
     )
-    tool_patch = (work / "p0.data").read_bytes()
     m.cache_bytes_required = len(fx.boot_image(fx.RAMDISK_OLD)) + len(boot_patch) + len(tool_patch)
-    for name, data in sorted(
-        {
-            "patch/boot.img.p": boot_patch,
-            "patch/system/2.p": tool_patch,
-            "system/5": _data(fx.TARGET, "etc/new"),
-            "system/7": fx.RANDOM_NEW,
-        }.items()
-    ):
+    blob = tool_patch + new + fx.RANDOM_NEW
+    for name, data in (("patch/boot.img.p", boot_patch), ("payload.bin", blob)):
         m.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    keep = _data(fx.SOURCE, "bin/keep")
+    root = [(b"bin", 2, 0o755, 0, 2000, 0, b""), (b"etc", 2, 0o755, 0, 0, 0, b""), (b"lib", 2, 0o755, 0, 0, 0, b"")]
+    m.unchanged.add(directory=b"", count=3, sha256=_group(root))
+    bin_keep = [(b"keep", 1, 0o755, 0, 2000, len(keep), hashlib.sha256(keep).digest())]
+    m.unchanged.add(directory=b"bin", count=1, sha256=_group(bin_keep))
     return m
 
 
@@ -129,10 +147,14 @@ def test_every_patch_applies_to_its_source_to_the_exact_target(built: Path) -> N
         ]
         assert len(ops) == 2
         for op in ops:
-            key = getattr(op, "path", "") or op.name
-            target = apply_patch(sources[key], package.read(op.entry), where=op.entry)
-            assert hashlib.sha256(target).hexdigest() == op.target.sha256
-        assert package.read("system/7") == fx.RANDOM_NEW
+            if isinstance(op, pb.FileOperation):
+                patch, want = package.read_slice(op.data, op.data.length), op.target.sha256.hex()
+                target = apply_patch(sources[op.path], patch, where=op.path.decode())
+            else:
+                target, want = apply_patch(sources[op.name], package.read(op.entry), where=op.entry), op.target.sha256
+            assert hashlib.sha256(target).hexdigest() == want
+        random = next(op for op in package.manifest.files if op.path == b"etc/random")
+        assert package.read_slice(random.data, random.target.size) == fx.RANDOM_NEW
 
 
 def test_zip_layout_is_fixed(built: Path) -> None:
@@ -140,19 +162,13 @@ def test_zip_layout_is_fixed(built: Path) -> None:
 
     with zipfile.ZipFile(built / "out.zip") as archive:
         infos = archive.infolist()
-    assert [i.filename for i in infos] == [
-        "manifest.pb",
-        "patch/boot.img.p",
-        "patch/system/2.p",
-        "system/5",
-        "system/7",
-    ]
+    assert [i.filename for i in infos] == ["manifest.pb", "patch/boot.img.p", "payload.bin"]
     assert {(i.date_time, i.create_system, i.external_attr >> 16) for i in infos} == {
         ((1980, 1, 1, 0, 0, 0), 3, 0o100644)
     }
-    # manifest deflated; patches stored (bzip2 inside); whole files deflated only if that pays:
-    # etc/new repeats one line, etc/random is random bytes (docs/package-format.md, "Entries").
-    assert [i.compress_type for i in infos] == [8, 0, 0, 8, 0]
+    # manifest deflated; patches stored (bzip2 inside); the blob stored (read by offset; each whole
+    # file in it deflated only if that pays: see the manifest test) (docs/package-format.md).
+    assert [i.compress_type for i in infos] == [8, 0, 0]
 
 
 def test_package_is_byte_reproducible_across_cwd_tz_umask(tmp_path: Path, built: Path) -> None:
@@ -206,8 +222,9 @@ def test_full_package(tmp_path: Path, built: Path) -> None:
         ]
         assert [(p.name, p.entry, p.HasField("source")) for p in m.partitions] == [("boot", "boot.img", False)]
         assert package.read("boot.img") == fx.boot_image(fx.RAMDISK_NEW)
+        assert not m.unchanged and max(e.name for e in m.payload) == "payload.bin"
         tool = next(op for op in m.files if op.path == b"bin/tool")
-        assert tool.entry == "system/2" and package.read(tool.entry) == _data(fx.TARGET, "bin/tool")
+        assert package.read_slice(tool.data, tool.target.size) == _data(fx.TARGET, "bin/tool")
 
 
 def _edit(work: Path, change) -> str:  # type: ignore[no-untyped-def]

@@ -13,11 +13,11 @@ from ota.proto import ota_manifest_pb2
 
 
 def test_manifest_gencode_matches_runtime_and_serializes_deterministically():
-    manifest = ota_manifest_pb2.OtaManifest(format_version=1, type=ota_manifest_pb2.OtaManifest.INCREMENTAL)
+    manifest = ota_manifest_pb2.OtaManifest(format_version=2, type=ota_manifest_pb2.OtaManifest.INCREMENTAL)
     manifest.precondition.device.append("example")
     for path in (b"z/last", b"a/first"):
         op = manifest.files.add(path=path, op=ota_manifest_pb2.FileOperation.PATCH)
-        op.target.sha256 = hashlib.sha256(path).hexdigest()
+        op.target.sha256 = hashlib.sha256(path).digest()
     first = manifest.SerializeToString(deterministic=True)
     again = ota_manifest_pb2.OtaManifest.FromString(first).SerializeToString(deterministic=True)
     assert first == again

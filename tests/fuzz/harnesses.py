@@ -178,7 +178,9 @@ def _package_run(data: bytes) -> None:
 
 
 def _package_bytes(payload: dict[str, bytes]) -> bytes:
-    manifest = ota_manifest_pb2.OtaManifest(format_version=1, type=ota_manifest_pb2.OtaManifest.INCREMENTAL)
+    manifest = ota_manifest_pb2.OtaManifest(
+        format_version=layout.FORMAT_VERSION, type=ota_manifest_pb2.OtaManifest.INCREMENTAL
+    )
     for name, data in sorted(payload.items()):
         manifest.payload.add(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     manifest_bytes = manifest.SerializeToString(deterministic=True)

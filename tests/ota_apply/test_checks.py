@@ -130,13 +130,16 @@ def _manifest(*ops: pb.FileOperation, full: bool = False) -> pb.OtaManifest:
             "source_kind SOURCE_FILE does not agree with source (unset: set exactly for a regular file)",
         ),
         (
-            Op(path=b"etc/a", op=Op.MKDIR, source_kind=Op.SOURCE_SYMLINK, source=pb.ContentInfo(size=1)),
+            Op(path=b"etc/a", op=Op.MKDIR, source_kind=Op.SOURCE_SYMLINK, source=pb.FileContent(size=1)),
             "source_kind SOURCE_SYMLINK does not agree with source (set: set exactly for a regular file)",
         ),
         (Op(path=b"etc/a", op=Op.MKDIR, source_kind=7), "source_kind 7 is unknown"),
         (
             Op(path=b"etc/a/b", op=Op.MKDIR),
-            "parent 'etc/a' is not in the package, not a directory the target has (MKDIR)",
+            (
+                "parent 'etc/a' is not in the package, not a directory the target has "
+                "(MKDIR, or an unchanged entry its directory's group covers)"
+            ),
         ),
     ],
 )
@@ -154,22 +157,60 @@ def test_full_package_only_writes():
     )
 
 
-def test_a_whole_entry_must_be_the_target():
-    write = Op(
-        path=b"etc/a",
-        op=Op.WRITE,
-        entry="system/etc/a",
-        method=pb.WHOLE,
-        mode=0o644,
-        target=pb.ContentInfo(size=3, sha256="ab" * 32),
-    )
-    payload = {"system/etc/a": pb.PayloadEntry(name="system/etc/a", size=3, sha256="cd" * 32)}
+_TARGET = pb.FileContent(size=3, sha256=b"\xab" * 32)
+
+
+@pytest.mark.parametrize(
+    "op, problem",
+    [
+        (
+            Op(path=b"etc/a", op=Op.WRITE, method=pb.WHOLE, mode=0o644, target=_TARGET, data=pb.DataSlice(length=4)),
+            "data: 4 stored bytes, but the target is 3 bytes",
+        ),
+        (
+            Op(
+                path=b"etc/a",
+                op=Op.PATCH,
+                method=pb.BSDIFF,
+                mode=0o644,
+                source_kind=Op.SOURCE_FILE,
+                source=_TARGET,
+                target=_TARGET,
+                data=pb.DataSlice(length=4, compression=pb.DataSlice.DEFLATED),
+            ),
+            "data: a patch is stored, never deflated",
+        ),
+        (
+            Op(
+                path=b"etc/a",
+                op=Op.WRITE,
+                method=pb.WHOLE,
+                mode=0o644,
+                target=pb.FileContent(size=3, sha256=b"\xab" * 20),
+                data=pb.DataSlice(length=3),
+            ),
+            "target.sha256: 20 bytes, not 32",
+        ),
+    ],
+)
+def test_a_file_s_data_must_fit_its_target(op, problem):
     with pytest.raises(OtaError) as error:
-        check_manifest(_manifest(write), "pkg.zip", payload)
-    assert str(error.value) == (
-        f"pkg.zip: manifest.pb files: 'etc/a': entry 'system/etc/a' (3 bytes, sha256 "
-        f"{'cd' * 32}) is not the target (3 bytes, sha256 {'ab' * 32})"
-    )
+        check_manifest(_manifest(op), "pkg.zip", {})
+    assert str(error.value) == f"pkg.zip: manifest.pb files: 'etc/a': {problem}"
+
+
+def test_a_parent_no_operation_names_needs_its_directory_s_group():
+    """`usr` is unchanged (no operation): a path below it is accepted only when the root's group
+    covers `usr`, so the device proves `usr` is the source build's directory before any write."""
+    write = Op(path=b"usr/a", op=Op.MKDIR, mode=0o755)
+    manifest = _manifest(write)
+    with pytest.raises(OtaError, match="parent 'usr' is not in the package"):
+        check_manifest(manifest, "pkg.zip", {})
+    manifest.unchanged.add(directory=b"", count=1, sha256=b"\0" * 32)
+    check_manifest(manifest, "pkg.zip", {})
+    manifest.unchanged.add(directory=b"usr/a/b", count=1, sha256=b"\0" * 32)  # below a MKDIR, not grouped
+    with pytest.raises(OtaError, match="unchanged: 'usr/a/b': parent 'usr/a/b' is not in the package"):
+        check_manifest(manifest, "pkg.zip", {})
 
 
 # --- the device -------------------------------------------------------------------------------------

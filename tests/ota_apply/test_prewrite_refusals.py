@@ -207,7 +207,7 @@ def _random_digest(rng: random.Random) -> str:
 def _keep_with_other_target(path: str, rng: random.Random):
     def edit(manifest: pb.OtaManifest, entries: dict[str, bytes]) -> None:
         op = next(op for op in manifest.files if op.path == path.encode())
-        op.target.sha256 = _random_digest(rng)
+        op.target.sha256 = bytes.fromhex(_random_digest(rng))
 
     return edit
 
@@ -262,7 +262,7 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
     out.extend(
         (
             f"PATCH {path} to another target",
-            _rule_edit(path, lambda op: setattr(op.target, "sha256", _random_digest(rng))),
+            _rule_edit(path, lambda op: setattr(op.target, "sha256", bytes.fromhex(_random_digest(rng)))),
             "is not the expected target",
         )
         for path in ("bin/sh", "lib/libc.so")
@@ -288,8 +288,8 @@ def _mutations(release, rng: random.Random) -> list[tuple[str, object, str]]:
     )
     out.append(
         (
-            "WRITE target not its entry",
-            _rule_edit("etc/new.conf", lambda op: setattr(op.target, "sha256", _random_digest(rng))),
+            "WRITE target not its data",
+            _rule_edit("etc/new.conf", lambda op: setattr(op.target, "sha256", bytes.fromhex(_random_digest(rng)))),
             "is not the target",
         )
     )

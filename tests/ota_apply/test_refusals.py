@@ -95,9 +95,17 @@ _NEITHER = "(neither the source nor the target build's contents, and no matching
     "path, change, problem",
     [
         ("bin/sh", _append, f"system file is modified {_NEITHER}"),
-        ("etc/hosts", _append, "system file is modified (its SHA-256 is not the source build's)"),
+        (
+            "etc/hosts",
+            _append,
+            "<etc: 1 unchanged entry: at least one differs from the source build (contents, kind, link, mode or owner)",
+        ),
         ("lib/libc.so", os.unlink, f"system file is missing {_NEITHER}"),
-        ("app/same.apk", os.unlink, "system file is missing (the package keeps it unchanged)"),
+        (
+            "app/same.apk",
+            os.unlink,
+            "<app: holds 0 entries the update leaves unchanged; the source build has 1 (an entry added or missing)",
+        ),
         (
             "etc/new.conf",
             _create,
@@ -106,9 +114,11 @@ _NEITHER = "(neither the source nor the target build's contents, and no matching
     ],
 )
 def test_system_file_not_as_expected(release, device, path, change, problem):
+    """A problem starting with '<' names the directory whose unchanged group the path is in."""
     directory, _ = device
     change(os.path.join(directory, "system", path))
-    _refused(release.incremental, device, f"{directory}/system/{path}: {problem}")
+    where, problem = problem[1:].split(": ", 1) if problem.startswith("<") else (path, problem)
+    _refused(release.incremental, device, f"{directory}/system/{where}: {problem}")
 
 
 @pytest.mark.parametrize("name", ["boot", "radio"])
@@ -158,54 +168,63 @@ def test_truncated_package(release, device, tmp_path):
     _refused(truncated, device, f"{truncated}: not a zip file (no end of central directory record)")
 
 
-def _entry_of(package: str, path: bytes) -> str:
-    """The payload entry holding `path`'s patch or contents (named by index: py/ota/format/layout.py)."""
+def _data_of(package: str, path: bytes) -> tuple[pb.DataSlice, int]:
+    """Where `path`'s patch or contents lie in the payload blob, and the blob's offset in the file."""
     with zipfile.ZipFile(package) as archive:
         manifest = pb.OtaManifest.FromString(archive.read("manifest.pb"))
-    return next(op.entry for op in manifest.files if op.path == path)
+        info = archive.getinfo("payload.bin")
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    return next(op.data for op in manifest.files if op.path == path), start
 
 
-def test_corrupted_patch_entry(release, device, tmp_path):
+def test_corrupted_patch_data(release, device, tmp_path):
     corrupted = str(tmp_path / "corrupted.zip")
     shutil.copyfile(release.incremental, corrupted)
-    entry = _entry_of(corrupted, b"bin/sh")
-    assert entry.startswith("patch/system/")
-    with zipfile.ZipFile(corrupted) as archive:
-        info = archive.getinfo(entry)
-        offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + 40
+    data, start = _data_of(corrupted, b"bin/sh")
+    assert data.length > 40
+    offset = start + data.offset + 40
     with open(corrupted, "r+b") as stream:
         stream.seek(offset)
         byte = stream.read(1)
         stream.seek(offset)
         stream.write(bytes([byte[0] ^ 0xFF]))
     with zipfile.ZipFile(corrupted) as archive:
-        crc = archive.getinfo(entry).CRC
+        crc = archive.getinfo("payload.bin").CRC
     directory, config = device
     before = dc.device_hash(directory)
     result = run_cli("--package", corrupted, "--device", config)
     assert result.returncode == 1 and dc.device_hash(directory) == before
     assert re.fullmatch(
-        rf"ota_apply: error: {re.escape(corrupted)}: zip entry {entry}: CRC-32 "
+        rf"ota_apply: error: {re.escape(corrupted)}: zip entry payload.bin: CRC-32 "
         rf"[0-9a-f]{{8}} does not match the directory's {crc:08x}\n",
         result.stderr,
     ), result.stderr
 
 
-def test_manifest_refers_to_a_missing_entry(release, device, tmp_path):
-    broken = str(tmp_path / "missing-entry.zip")
-    entry = _entry_of(release.incremental, b"lib/libc.so")
+@pytest.mark.parametrize("past", [0, 1, 1 << 40])
+def test_manifest_data_past_the_end_of_the_blob(release, device, tmp_path, past):
+    broken = str(tmp_path / "past-end.zip")
 
-    def drop_patch(manifest, entries):
-        del entries[entry]
-        kept = [e for e in manifest.payload if e.name != entry]
-        del manifest.payload[:]
-        manifest.payload.extend(kept)
+    def move_past_end(manifest, entries):
+        blob = len(entries["payload.bin"])
+        op = next(op for op in manifest.files if op.path == b"lib/libc.so")
+        op.data.offset = blob - op.data.length + past
 
-    rewrite_package(release.incremental, broken, drop_patch)
+    rewrite_package(release.incremental, broken, move_past_end)
+    with zipfile.ZipFile(broken) as archive:
+        blob = archive.getinfo("payload.bin").file_size
+        op = next(
+            op for op in pb.OtaManifest.FromString(archive.read("manifest.pb")).files if op.path == b"lib/libc.so"
+        )
+    if past == 0:  # the last bytes of the blob: a slice that ends exactly at its end is in range
+        result = run_cli("--package", broken, "--device", device[1])
+        assert "runs past the end" not in result.stderr
+        return
     _refused(
         broken,
         device,
-        f"{broken}: manifest.pb files: lib/libc.so: entry {entry!r} is not in the payload",
+        f"{broken}: manifest.pb files: lib/libc.so: data: offset {op.data.offset} + length {op.data.length} "
+        f"runs past the end of payload.bin ({blob} bytes)",
     )
 
 
@@ -220,7 +239,8 @@ def test_path_through_a_symlink_out_of_the_root_is_refused(release, device, tmp_
     _refused(
         release.incremental,
         device,
-        f"{directory}/system/lib: is a symlink; the source and target builds have a directory here",
+        f"{directory}/system: 5 unchanged entries: at least one differs from the source build "
+        "(contents, kind, link, mode or owner)",
     )
     assert dc.device_hash(str(outside)) == outside_before
 

@@ -11,7 +11,6 @@ hand-crafted manifest, by ota_apply before its first write.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -32,6 +31,7 @@ from ota.format import layout as package_layout
 from ota.format.paths import SCRATCH_DIR, check_path
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check as dc
+from ota.testing import package_edit
 from ota.testing.builds import Spec, make_package, write_build
 from ota.testing.faults import FaultPoint, FaultyFsOps, PowerLoss
 
@@ -105,7 +105,8 @@ def test_issue_example_every_crash_point(tmp_path):
     source, target, package, layout = _release(str(tmp_path), *_issue_example())
     manifest = _manifest(package)
     ops = {op.path.decode(): pb.FileOperation.Op.Name(op.op) for op in manifest.files}
-    assert ops["etc/a.conf"] == "PATCH" and ops["etc/a.conf.patch"] == "KEEP"
+    assert ops["etc/a.conf"] == "PATCH" and "etc/a.conf.patch" not in ops  # unchanged: in etc's group
+    assert [group.directory for group in manifest.unchanged if group.directory == b"etc"] == [b"etc"]
     clean = FaultyFsOps()
     config = dc.materialize(source, str(tmp_path / "clean"), layout)
     assert dc.apply(config, package, clean) == APPLIED
@@ -245,12 +246,7 @@ def _add_op(manifest: pb.OtaManifest, entries: dict[str, bytes], path: str, op: 
     if op == pb.FileOperation.SYMLINK:
         new.symlink_target = b"elsewhere"
     if op == pb.FileOperation.WRITE:
-        data = b"pwned\n"
-        new.entry, new.method = "system/pwned", pb.WHOLE
-        new.target.size, new.target.sha256 = len(data), hashlib.sha256(data).hexdigest()
-        new.target.sha1 = hashlib.sha1(data).hexdigest()
-        entries["system/pwned"] = data
-        manifest.payload.add(name="system/pwned", size=len(data), sha256=new.target.sha256)
+        package_edit.set_whole_file(manifest, entries, new, b"pwned\n")
     ordered = sorted(manifest.files, key=lambda o: o.path)
     del manifest.files[:]
     manifest.files.extend(ordered)

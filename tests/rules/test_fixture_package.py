@@ -36,8 +36,10 @@ def _info(kind: str, path: str) -> dict:
     return info
 
 
-def _entry(package, path: str) -> str:
-    return _ops(package.manifest)[path].entry
+def _data(package, path: str) -> bytes:
+    """`path`'s patch or whole contents, out of the package's payload blob."""
+    op = _ops(package.manifest)[path]
+    return package.read_slice(op.data, op.target.size if op.op == Op.WRITE else op.data.length)
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +52,14 @@ def incremental():
 def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
     assert sorted(incremental.payload) == [
         "boot.img",  # imgdiff failed: whole image
-        "patch/system/2.p",  # bin/tool, the third operation: entries are named by index
         "patch/vendor.img.p",
-        "system/4",  # etc/data.gz: imgdiff failed, whole file
-        "system/5",  # etc/new.txt
+        "payload.bin",  # bin/tool's patch, etc/data.gz (imgdiff failed: whole) and etc/new.txt
     ]
+    slices = [
+        (path, op.data.offset, op.data.length) for path, op in _ops(incremental.manifest).items() if op.data.length
+    ]
+    assert [path for path, _, _ in slices] == ["bin/tool", "etc/data.gz", "etc/new.txt"]
+    assert [offset for _, offset, _ in slices] == [0, slices[0][2], slices[0][2] + slices[1][2]]  # back to back
 
 
 @pytest.mark.parametrize("name", ["fixture_incremental.zip", "fixture_full.zip"])
@@ -70,24 +75,22 @@ def test_incremental_operations_per_path(incremental) -> None:
     ops = _ops(incremental.manifest)
     got = {path: (Op.Op.Name(op.op), pb.PatchMethod.Name(op.method)) for path, op in ops.items()}
     assert got == {
-        "bin": ("MKDIR", "PATCH_METHOD_UNSPECIFIED"),
-        "bin/sh": ("SYMLINK", "PATCH_METHOD_UNSPECIFIED"),
         "bin/tool": ("PATCH", "BSDIFF"),
-        "etc": ("MKDIR", "PATCH_METHOD_UNSPECIFIED"),
         "etc/data.gz": ("WRITE", "WHOLE"),
         "etc/new.txt": ("WRITE", "WHOLE"),
         "etc/old.txt": ("DELETE", "PATCH_METHOD_UNSPECIFIED"),
-        "etc/same.txt": ("KEEP", "PATCH_METHOD_UNSPECIFIED"),  # same File: no action at all
-        "etc/twin.txt": ("KEEP", "PATCH_METHOD_UNSPECIFIED"),  # other File, same bytes: UNCHANGED
     }
     assert (ops["bin/tool"].mode, ops["bin/tool"].uid, ops["bin/tool"].gid) == (0o755, 0, 2000)
-    assert ops["bin/sh"].symlink_target == b"tool"
+    # Unchanged, so no operation: bin and etc (in the root's group), bin/sh (bin's), etc/same.txt
+    # (the same File: no action at all) and etc/twin.txt (another File, same bytes: UNCHANGED).
+    groups = {group.directory: group.count for group in incremental.manifest.unchanged}
+    assert groups == {b"": 2, b"bin": 1, b"etc": 2}
 
 
 def test_bsdiff_patch_turns_source_into_target(incremental) -> None:
     source = (HERE / "testdata/tool.v1").read_bytes()
     target = (HERE / "testdata/tool.v2").read_bytes()
-    assert apply_patch(source, incremental.read(_entry(incremental, "bin/tool"))) == target
+    assert apply_patch(source, _data(incremental, "bin/tool")) == target
 
 
 def test_same_bytes_in_another_file_reports_unchanged() -> None:
@@ -100,7 +103,7 @@ def test_system_file_diff_failure_ships_whole_file_with_warning(incremental) -> 
     assert info["method"] == "WHOLE"
     assert info["warning"].startswith("WARNING: etc/data.gz: IMGDIFF failed (")
     assert info["warning"].endswith("); shipping the whole file")
-    shipped = incremental.read(_entry(incremental, "etc/data.gz"))
+    shipped = _data(incremental, "etc/data.gz")
     assert shipped == (HERE / "data.gz").read_bytes()
     assert gzip.decompress(shipped) == (HERE / "testdata/data.txt").read_bytes()
 
@@ -127,14 +130,8 @@ def test_full_package_ships_everything_whole() -> None:
     with open_package(str(HERE / "fixture_full.zip")) as pkg:
         pkg.verify_all()
         assert pkg.manifest.type == pb.OtaManifest.FULL
-        assert sorted(pkg.payload) == [
-            "boot.img",
-            "odm.img",
-            "system/2",  # bin/tool
-            "system/4",  # etc/data.gz
-            "system/5",  # etc/new.txt
-            "system/6",  # etc/same.txt
-            "system/7",  # etc/twin.txt
-            "vendor.img",
-        ]
-        assert pkg.read(_entry(pkg, "etc/twin.txt")) == (HERE / "testdata/twin.txt").read_bytes()
+        assert sorted(pkg.payload) == ["boot.img", "odm.img", "payload.bin", "vendor.img"]
+        written = [path for path, op in _ops(pkg.manifest).items() if op.op == Op.WRITE]
+        assert written == ["bin/tool", "etc/data.gz", "etc/new.txt", "etc/same.txt", "etc/twin.txt"]
+        assert not pkg.manifest.unchanged
+        assert _data(pkg, "etc/twin.txt") == (HERE / "testdata/twin.txt").read_bytes()

@@ -71,17 +71,21 @@ def incremental():
         yield pkg
 
 
-def _index(package) -> dict[str, int]:
-    """Path -> index of its operation: a file's entries are named by it (py/ota/format/layout.py)."""
-    return {op.path.decode(): index for index, op in enumerate(package.manifest.files)}
+def _same(old: dict, new: dict) -> bool:
+    """A path the package leaves alone: same kind, contents or link, mode and owner in both trees."""
+    keys = ("kind", "mode", "uid", "gid", "sha256", "target")
+    return all(old.get(key) == new.get(key) for key in keys)
+
+
+UNCHANGED = {p for p in set(V1) & set(V2) if _same(V1[p], V2[p])}
 
 
 def test_incremental_entries_are_exactly_the_expected_ones(incremental) -> None:
-    index = _index(incremental)
-    expected = {"patch/boot.img.p"}
-    expected |= {f"patch/system/{index[p]}.p" for p in CHANGED - NOT_WORTH_PATCHING}
-    expected |= {f"system/{index[p]}" for p in ADDED | NOT_WORTH_PATCHING}
-    assert set(incremental.payload) == expected
+    assert set(incremental.payload) == {"patch/boot.img.p", layout.PAYLOAD_BLOB_ENTRY}
+    with_data = {op.path.decode(): op.op for op in incremental.manifest.files if op.HasField("data")}
+    assert with_data == dict.fromkeys(CHANGED - NOT_WORTH_PATCHING, Op.PATCH) | dict.fromkeys(
+        ADDED | NOT_WORTH_PATCHING, Op.WRITE
+    )
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -112,7 +116,8 @@ def test_signature_does_not_verify_with_another_key(name: str) -> None:
 def test_incremental_operation_for_every_path(incremental) -> None:
     ops = {f.path.decode(): f for f in incremental.manifest.files}
     assert list(ops) == sorted(ops)
-    assert set(ops) == set(V1) | set(V2)
+    assert set(ops) == (set(V1) | set(V2)) - UNCHANGED
+    assert sum(group.count for group in incremental.manifest.unchanged) == len(UNCHANGED) > 100
     for path, op in ops.items():
         new = V2.get(path)
         if new is None:
@@ -131,7 +136,10 @@ def test_incremental_operation_for_every_path(incremental) -> None:
         assert Op.Op.Name(op.op) == Op.Op.Name(want), path
         if new is not None:
             assert (op.mode, op.uid, op.gid) == (new["mode"], new["uid"], new["gid"]), path
-    assert ops["xbin/su"].mode == 0o4750 and ops["bin/tool000"].gid == 2000
+    # xbin/su (mode 4750, group 2000: release/BUILD) is the same in both builds: xbin's unchanged
+    # group covers it. The owners of changed paths reach their operations.
+    assert "xbin/su" in UNCHANGED and (V2["xbin/su"]["mode"], V2["xbin/su"]["gid"]) == (0o4750, 2000)
+    assert any(op.gid == 2000 for op in ops.values())
 
 
 def test_every_file_patch_turns_v1_into_v2(incremental) -> None:
@@ -140,7 +148,8 @@ def test_every_file_patch_turns_v1_into_v2(incremental) -> None:
     methods = set()
     for path in sorted(CHANGED - NOT_WORTH_PATCHING):
         source = _runfile(tree1[path]["file"]).read_bytes()
-        result = apply_patch(source, incremental.read(ops[path].entry), where=path)
+        patch = incremental.read_slice(ops[path].data, ops[path].data.length)
+        result = apply_patch(source, patch, where=path)
         assert hashlib.sha256(result).hexdigest() == V2[path]["sha256"], path
         methods.add(pb.PatchMethod.Name(ops[path].method))
     assert methods == {"BSDIFF", "IMGDIFF", "IMGDIFF_ZIP"}
@@ -170,9 +179,9 @@ def test_boot_kernel_is_normalized_gnu_gzip() -> None:
 def test_full_package_holds_every_v2_file_and_the_boot_image() -> None:
     with open_package(str(RELEASE / "full_ota.zip")) as pkg:
         pkg.verify_all()
-        index = _index(pkg)
-        assert set(pkg.payload) == {"boot.img"} | {f"system/{index[p]}" for p in FILES2}
+        assert set(pkg.payload) == {"boot.img", layout.PAYLOAD_BLOB_ENTRY}
         for op in pkg.manifest.files:
             path = op.path.decode()
             if path in FILES2:
-                assert op.op == Op.WRITE and op.target.sha256 == V2[path]["sha256"], path
+                assert op.op == Op.WRITE and op.target.sha256.hex() == V2[path]["sha256"], path
+                assert hashlib.sha256(pkg.read_slice(op.data, op.target.size)).hexdigest() == V2[path]["sha256"]

@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,7 +68,8 @@ from ota.device.updater import device as device_mod
 from ota.device.updater import verify
 from ota.device.updater.execute import STAGED_DIR
 from ota.device.updater.plan import make_plan
-from ota.format import bootimg, bsdiff, imgdiff_format, layout, package_reader, signing
+from ota.format import bootimg, bsdiff, imgdiff_format, layout, package_reader, signing, unchanged
+from ota.format.paths import to_bytes
 from ota.io import fileio
 from ota.proto import ota_manifest_pb2 as pb
 from ota.testing import device_check
@@ -88,8 +90,7 @@ APP = "bin/app"
 NEW_CONF = "etc/new.conf"
 # The genuine package's entries for APP and NEW_CONF: entries are named by the index of the path's
 # operation (py/ota/format/layout.py); Lab.create checks these against the package it built.
-APP_PATCH = "patch/system/2.p"
-NEW_ENTRY = "system/8"
+BLOB = layout.PAYLOAD_BLOB_ENTRY  # every file's patch or whole contents (docs/package-format.md)
 BOOT_PATCH = "patch/boot.img.p"
 
 
@@ -175,7 +176,10 @@ class Lab:
             entries = hostile_zip.read_zip(f.read())
         manifest = pb.OtaManifest.FromString(dict(entries)[layout.MANIFEST_ENTRY])
         entries = [(n, d) for n, d in entries if n != layout.MANIFEST_ENTRY]
-        assert [file_op(manifest, APP).entry, file_op(manifest, NEW_CONF).entry] == [APP_PATCH, NEW_ENTRY]
+        assert [file_op(manifest, APP).op, file_op(manifest, NEW_CONF).op] == [
+            pb.FileOperation.PATCH,
+            pb.FileOperation.WRITE,
+        ]
         return cls(work, source, target, device_check.layout_for(source, target), entries, manifest)
 
     def payload(self) -> dict[str, bytes]:
@@ -232,17 +236,53 @@ def assemble(
     if block is None and key is not None:
         block = signing.sign_manifest(raw if signed_manifest is None else signed_manifest, [key])
     tail = [] if block is None else [(layout.SIGNATURE_ENTRY, block)]
-    return hostile_zip.write_zip(
-        [(layout.MANIFEST_ENTRY, raw), *entries, *tail], stored=tuple(n for n, _ in entries if n.endswith(".p"))
-    )
+    return hostile_zip.write_zip([(layout.MANIFEST_ENTRY, raw), *entries, *tail], stored=(BLOB,))
 
 
-def resigned(lab: Lab, edit: Callable[[pb.OtaManifest], None], entries: list[tuple[str, bytes]] | None = None) -> bytes:
-    """The hostile-pipeline model: entries replaced, manifest edited, all signed by the trusted key."""
+def resigned(
+    lab: Lab,
+    edit: Callable[[pb.OtaManifest], object],
+    entries: list[tuple[str, bytes]] | None = None,
+    *,
+    regroup: bool = True,
+) -> bytes:
+    """The hostile-pipeline model: entries replaced, manifest edited, all signed by the trusted key.
+
+    A careful hostile pipeline also recomputes the unchanged groups for the operations it edited
+    (`regroup`), so the device's deeper checks are the ones exercised; `regroup=False` keeps the
+    edit's groups (a forged digest)."""
     entries = lab.entries if entries is None else entries
     manifest = with_payload(lab.manifest, entries)
     edit(manifest)
+    if regroup:
+        regrouped(manifest, lab.source)
     return assemble(manifest, entries)
+
+
+def regrouped(manifest: pb.OtaManifest, source: device_check.Build) -> None:
+    """Sets the unchanged groups to the source build's entries that no operation names, as a device
+    holding the source build lists them (py/ota/format/unchanged.py)."""
+    named = {op.path for op in manifest.files}
+    groups: dict[bytes, list[unchanged.Record]] = {}
+    for entry in source.entries:
+        raw = to_bytes(entry.path)
+        if raw in named:
+            continue
+        directory, name = unchanged.parent_and_name(raw)
+        size, data = 0, b""
+        if entry.kind == "file":
+            with open(source.files[entry.path], "rb") as f:
+                contents = f.read()
+            size, data = len(contents), hashlib.sha256(contents).digest()
+        elif entry.kind == "symlink":
+            data = to_bytes(entry.target)
+        groups.setdefault(directory, []).append(
+            unchanged.Record(name, entry.kind, entry.mode, entry.uid, entry.gid, size, data)
+        )
+    del manifest.unchanged[:]
+    for directory in sorted(groups):
+        count, digest = unchanged.digest(groups[directory])
+        manifest.unchanged.add(directory=directory, count=count, sha256=digest)
 
 
 def kept_signature(lab: Lab, entries: list[tuple[str, bytes]]) -> bytes:
@@ -258,31 +298,45 @@ def file_op(manifest: pb.OtaManifest, path: str) -> pb.FileOperation:
     return next(op for op in manifest.files if op.path == path.encode("utf-8", "surrogateescape"))
 
 
-def _add_write(manifest: pb.OtaManifest, path: str, entry: str, data: bytes) -> None:
-    """Adds a WRITE of `data` (package entry `entry`) at `path`, keeping files sorted by path."""
+def _add_write(manifest: pb.OtaManifest, path: str, offset: int, data: bytes) -> None:
+    """Adds a WRITE of `data` (at `offset` in the blob) at `path`, keeping files sorted by path."""
     ops = [copy.deepcopy(op) for op in manifest.files]
     new = pb.FileOperation(
         path=path.encode("utf-8", "surrogateescape"),
         op=pb.FileOperation.WRITE,
-        entry=entry,
+        data=pb.DataSlice(offset=offset, length=len(data)),
         method=pb.WHOLE,
         mode=0o644,
     )
-    new.target.size, new.target.sha256 = len(data), hashlib.sha256(data).hexdigest()
-    new.target.sha1 = hashlib.sha1(data).hexdigest()
+    new.target.size, new.target.sha256 = len(data), hashlib.sha256(data).digest()
     del manifest.files[:]
     manifest.files.extend(sorted(ops + [new], key=lambda op: op.path))
 
 
-def write_attack(path: str, entry: str | None = None) -> Callable[[Lab], bytes]:
-    """Re-signed package that also writes b"pwned" at manifest path `path` (entry name derived)."""
-    entry = entry or f"system/{path}"
+def appended(lab: Lab, data: bytes) -> tuple[list[tuple[str, bytes]], int]:
+    """The genuine entries with `data` appended to the blob, and the offset it lands at."""
+    blob = lab.payload()[BLOB]
+    return replace(lab.entries, BLOB, blob + data), len(blob)
 
-    def make(lab: Lab) -> bytes:
-        entries = lab.entries + [(entry, b"pwned\n")]
-        return resigned(lab, lambda m: _add_write(m, path, entry, b"pwned\n"), entries)
 
-    return make
+def with_writes(lab: Lab, writes: dict[str, bytes], edit: Callable[[pb.OtaManifest], object] = lambda m: None) -> bytes:
+    """Re-signed: `edit`, then a WRITE of each `writes[path]` (appended to the blob) at its path."""
+    entries, offsets = lab.entries, {}
+    for path, data in writes.items():
+        blob = dict(entries)[BLOB]
+        entries, offsets[path] = replace(entries, BLOB, blob + data), len(blob)
+
+    def edit_all(manifest: pb.OtaManifest) -> None:
+        edit(manifest)
+        for path, data in writes.items():
+            _add_write(manifest, path, offsets[path], data)
+
+    return resigned(lab, edit_all, entries)
+
+
+def write_attack(path: str) -> Callable[[Lab], bytes]:
+    """Re-signed package that also writes b"pwned" at manifest path `path`."""
+    return lambda lab: with_writes(lab, {path: b"pwned\n"})
 
 
 # --- hostile patches ----------------------------------------------------------------------------
@@ -316,9 +370,25 @@ def bsdiff_patch(
     return header + ctrl + diff_block + extra_block
 
 
-def patch_attack(make_patch: Callable[[Lab], bytes], entry: str = APP_PATCH) -> Callable[[Lab], bytes]:
-    """Re-signed package whose patch entry `entry` is replaced (the manifest lists it honestly)."""
-    return lambda lab: resigned(lab, lambda m: None, replace(lab.entries, entry, make_patch(lab)))
+def patch_attack(make_patch: Callable[[Lab], bytes]) -> Callable[[Lab], bytes]:
+    """Re-signed package whose patch of APP is replaced: the hostile patch is appended to the blob
+    and APP's slice points at it (the manifest lists the blob honestly)."""
+
+    def make(lab: Lab) -> bytes:
+        patch = make_patch(lab)
+        entries, offset = appended(lab, patch)
+
+        def edit(manifest: pb.OtaManifest) -> None:
+            file_op(manifest, APP).data.CopyFrom(pb.DataSlice(offset=offset, length=len(patch)))
+
+        return resigned(lab, edit, entries)
+
+    return make
+
+
+def boot_patch_attack(make_patch: Callable[[Lab], bytes]) -> Callable[[Lab], bytes]:
+    """Re-signed package whose boot partition patch entry is replaced (listed honestly)."""
+    return lambda lab: resigned(lab, lambda m: None, replace(lab.entries, BOOT_PATCH, make_patch(lab)))
 
 
 def imgdiff_with(lab: Lab, mutate: Callable[[list], None]) -> bytes:
@@ -366,18 +436,18 @@ def imgdiff_attack(kind: str, **fields: int) -> Callable[[Lab], bytes]:
 
         return imgdiff_with(lab, mutate)
 
-    return patch_attack(make, BOOT_PATCH)
+    return boot_patch_attack(make)
 
 
 # --- zip-level (kept signature) ------------------------------------------------------------------
 
 
 def _lying_size_bomb(lab: Lab) -> bytes:
-    """The entry's headers and the manifest say N bytes; its deflate stream inflates to 128 MiB."""
-    genuine = lab.payload()[NEW_ENTRY]
+    """The boot patch's headers and the manifest say N bytes; its deflate stream inflates to 128 MiB."""
+    genuine = lab.payload()[BOOT_PATCH]
     bomb = genuine + b"\0" * (128 << 20)
-    raw = bytearray(kept_signature(lab, replace(lab.entries, NEW_ENTRY, bomb)))
-    hostile_zip.set_declared_size(raw, NEW_ENTRY, len(genuine))
+    raw = bytearray(kept_signature(lab, replace(lab.entries, BOOT_PATCH, bomb)))
+    hostile_zip.set_declared_size(raw, BOOT_PATCH, len(genuine))
     return bytes(raw)
 
 
@@ -388,12 +458,11 @@ def _huge_declared(lab: Lab) -> bytes:
 
     def edit(manifest: pb.OtaManifest) -> None:
         for entry in manifest.payload:
-            if entry.name == NEW_ENTRY:
+            if entry.name == BOOT_PATCH:
                 entry.size = size
-        file_op(manifest, NEW_CONF).target.size = size
 
     raw = bytearray(resigned(lab, edit, entries))
-    hostile_zip.set_declared_size(raw, NEW_ENTRY, size)
+    hostile_zip.set_declared_size(raw, BOOT_PATCH, size)
     return bytes(raw)
 
 
@@ -483,29 +552,47 @@ class Attack:
         return PRE_SIGNATURE_MAX_SECONDS if self.pre_signature else MAX_SECONDS
 
 
+def _op_at(manifest: pb.OtaManifest, path: str) -> pb.FileOperation:
+    """The operation at `path`, added (files kept sorted) if the path was unchanged."""
+    raw = to_bytes(path)
+    if not any(op.path == raw for op in manifest.files):
+        ops = [copy.deepcopy(op) for op in manifest.files] + [pb.FileOperation(path=raw)]
+        del manifest.files[:]
+        manifest.files.extend(sorted(ops, key=lambda op: op.path))
+    return file_op(manifest, path)
+
+
 def _make_dir(manifest: pb.OtaManifest, path: str) -> None:
     """Turns the operation at `path` into a MKDIR of a directory the source build also has."""
-    op = file_op(manifest, path)
+    op = _op_at(manifest, path)
     op.Clear()
     op.path, op.op, op.mode, op.source_kind = path.encode(), pb.FileOperation.MKDIR, 0o755, pb.FileOperation.SOURCE_DIR
 
 
 def _set_op(manifest: pb.OtaManifest, path: str, kind: int) -> None:
-    file_op(manifest, path).op = kind
+    op = _op_at(manifest, path)
+    op.op = kind
+    if not op.source_kind:
+        op.source_kind = pb.FileOperation.SOURCE_DIR
 
 
 def _dir_becomes_file(lab: Lab) -> bytes:
     """lib/ (a directory of the device) becomes a file; the manifest says the source had nothing there."""
-    entries = lab.entries + [("system/lib", b"pwned\n")]
 
     def edit(manifest: pb.OtaManifest) -> None:
-        for op in manifest.files:
-            if op.path.startswith(b"lib/"):
+        for entry in lab.source.entries:
+            if entry.path.startswith("lib/"):
+                op = _op_at(manifest, entry.path)
                 op.op = pb.FileOperation.DELETE
-        manifest.files.remove(file_op(manifest, "lib"))
-        _add_write(manifest, "lib", "system/lib", b"pwned\n")
+                op.source_kind = {"file": 1, "dir": 2, "symlink": 3}[entry.kind]
+                if entry.kind == "file":
+                    with open(lab.source.files[entry.path], "rb") as f:
+                        contents = f.read()
+                    op.source.size, op.source.sha256 = len(contents), hashlib.sha256(contents).digest()
+        if any(op.path == b"lib" for op in manifest.files):
+            manifest.files.remove(file_op(manifest, "lib"))
 
-    return resigned(lab, edit, entries)
+    return with_writes(lab, {"lib": b"pwned\n"}, edit)
 
 
 def _downgrade(flag: bool) -> Callable[[pb.OtaManifest], None]:
@@ -708,6 +795,75 @@ def _dev_zero(tool: str, what: str, args: Callable[[Lab, str], list[str]], *, st
     )
 
 
+def _slice_of_app(offset: Callable[[int, int], int], length: Callable[[int, int], int]) -> Callable[[Lab], bytes]:
+    """Re-signed: APP's patch slice moved to offset(blob size, its length), length(blob size, its length)."""
+
+    def make(lab: Lab) -> bytes:
+        blob = len(lab.payload()[BLOB])
+
+        def edit(manifest: pb.OtaManifest) -> None:
+            data = file_op(manifest, APP).data
+            data.offset, data.length = offset(blob, data.length), length(blob, data.length)
+
+        return resigned(lab, edit)
+
+    return make
+
+
+def _deflate_bomb_slice(lab: Lab) -> bytes:
+    """Re-signed: NEW_CONF's whole contents are a raw deflate stream of 128 MiB of zeros."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = packer.compress(b"\0" * (128 << 20)) + packer.flush()
+    entries, offset = appended(lab, bomb)
+
+    def edit(manifest: pb.OtaManifest) -> None:
+        file_op(manifest, NEW_CONF).data.CopyFrom(
+            pb.DataSlice(offset=offset, length=len(bomb), compression=pb.DataSlice.DEFLATED)
+        )
+
+    return resigned(lab, edit, entries)
+
+
+def _forged_group(lab: Lab) -> bytes:
+    """Re-signed, groups kept as edited: lib's unchanged digest is another one (its count kept)."""
+
+    def edit(manifest: pb.OtaManifest) -> None:
+        group = next(g for g in manifest.unchanged if g.directory == b"lib")
+        group.sha256 = hashlib.sha256(b"forged").digest()
+
+    return resigned(lab, edit, regroup=False)
+
+
+def _unchanged_file(lab: Lab) -> str:
+    """A regular file of lib/ that the package leaves unchanged (in lib's group)."""
+    named = {op.path for op in lab.manifest.files}
+    return next(
+        e.path
+        for e in lab.source.entries
+        if e.path.startswith("lib/") and e.kind == "file" and to_bytes(e.path) not in named
+    )
+
+
+def _stray_file(lab: Lab, directory: str) -> None:
+    with open(os.path.join(directory, "system", "lib", "stray.so"), "wb") as f:
+        f.write(b"not in any build\n")
+
+
+def _missing_file(lab: Lab, directory: str) -> None:
+    os.unlink(os.path.join(directory, "system", _unchanged_file(lab)))
+
+
+def _chmod_file(lab: Lab, directory: str) -> None:
+    os.chmod(os.path.join(directory, "system", _unchanged_file(lab)), 0o4755)
+
+
+def _symlinked_lib(lab: Lab, directory: str) -> None:
+    """system/lib moved outside the root and replaced by a symlink to it: same names, same bytes."""
+    outside = os.path.join(directory, "outside", "lib")
+    shutil.move(os.path.join(directory, "system", "lib"), outside)
+    os.symlink(os.path.join("..", "outside", "lib"), os.path.join(directory, "system", "lib"))
+
+
 STRAY_FAULT_ENV = (("OTA_FAULT", "lie:1"), ("OTA_FAULT_LOG", "../outside/fault.log"))
 
 
@@ -757,13 +913,13 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "manifest entry missing from the zip (kept signature)",
-        f"payload entry {NEW_ENTRY}: missing",
-        lambda lab: kept_signature(lab, [(n, d) for n, d in lab.entries if n != NEW_ENTRY]),
+        f"payload entry {BLOB}: missing",
+        lambda lab: kept_signature(lab, [(n, d) for n, d in lab.entries if n != BLOB]),
     ),
     Attack(
         "duplicate zip entry, second copy hostile (kept signature)",
         "appears twice",
-        lambda lab: kept_signature(lab, lab.entries + [(NEW_ENTRY, b"evil=1\n")]),
+        lambda lab: kept_signature(lab, lab.entries + [(BLOB, b"evil=1\n")]),
     ),
     Attack(
         "duplicate manifest.pb, second one hostile (kept signature)",
@@ -773,7 +929,7 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     Attack(
         "entry swapped for same-size bytes (kept signature)",
         "does not match the manifest's",
-        lambda lab: kept_signature(lab, replace(lab.entries, NEW_ENTRY, bytes(len(lab.payload()[NEW_ENTRY])))),
+        lambda lab: kept_signature(lab, replace(lab.entries, BLOB, bytes(len(lab.payload()[BLOB])))),
     ),
     Attack(
         "zip bomb: headers say N bytes, inflates to 128 MiB (kept signature)",
@@ -791,27 +947,27 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     Attack(
         "zip slip: '../' in a file path (re-signed)",
         "a '..' component is not allowed",
-        write_attack("../outside/pwned", "system/dotdot-pwned"),
+        write_attack("../outside/pwned"),
     ),
     Attack(
         "zip slip: absolute file path (re-signed)",
         "absolute paths are not allowed",
-        write_attack("/tmp/pwned", "system/tmp-pwned"),
+        write_attack("/tmp/pwned"),
     ),
     Attack(
         "zip slip: an empty component in a file path (re-signed)",
         "an empty component ('//' or a trailing '/') is not allowed",
-        write_attack("etc//pwned", "system/empty-pwned"),
+        write_attack("etc//pwned"),
     ),
     Attack(
         "zip slip: NUL in a file path (re-signed)",
         "a NUL byte is not allowed in a file name",
-        write_attack("etc/pwned\0.conf", "system/nul-pwned"),
+        write_attack("etc/pwned\0.conf"),
     ),
     Attack(
         "zip slip: '../' in a payload entry name (re-signed)",
         "a '..' component is not allowed",
-        write_attack("etc/pwned", "../pwned"),
+        lambda lab: resigned(lab, lambda m: None, lab.entries + [("../pwned", b"pwned\n")]),
     ),
     Attack(
         "overlong file name, 300-byte component (re-signed)",
@@ -828,17 +984,13 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "write through a symlink the device has to outside the root (re-signed)",
-        "parent 'etc/outlink' is a SYMLINK operation, not a directory",
+        "etc/outlink: is a symlink; the package expects the source build's directory here",
         write_attack("etc/outlink/pwned"),
     ),
     Attack(
         "the device's symlink to outside the root declared a directory, then a write through it (re-signed)",
         "etc/outlink: is a symlink; the source and target builds have a directory here",
-        lambda lab: resigned(
-            lab,
-            lambda m: (_make_dir(m, "etc/outlink"), _add_write(m, "etc/outlink/pwned", "system/pwned", b"pwned\n")),
-            lab.entries + [("system/pwned", b"pwned\n")],
-        ),
+        lambda lab: with_writes(lab, {"etc/outlink/pwned": b"pwned\n"}, lambda m: _make_dir(m, "etc/outlink")),
     ),
     Attack(
         "a directory of the device declared absent in the source, a file written there (re-signed)",
@@ -853,20 +1005,67 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     Attack(
         "new symlink to outside the root, then a write through it (re-signed)",
         "parent 'etc/esc' is a SYMLINK operation, not a directory",
-        lambda lab: resigned(
+        lambda lab: with_writes(
             lab,
-            lambda m: (
-                m.files.extend(
-                    [
-                        pb.FileOperation(
-                            path=b"etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777, symlink_target=b"../../outside"
-                        )
-                    ]
-                ),
-                _add_write(m, "etc/esc/pwned", "system/etc/esc/pwned", b"pwned\n"),
+            {"etc/esc/pwned": b"pwned\n"},
+            lambda m: m.files.extend(
+                [
+                    pb.FileOperation(
+                        path=b"etc/esc", op=pb.FileOperation.SYMLINK, mode=0o777, symlink_target=b"../../outside"
+                    )
+                ]
             ),
-            lab.entries + [("system/etc/esc/pwned", b"pwned\n")],
         ),
+    ),
+    # the payload blob and unchanged groups (format version 2)
+    Attack(
+        "file data slice one byte past the end of payload.bin (re-signed)",
+        "runs past the end of payload.bin",
+        _slice_of_app(lambda blob, length: blob - length + 1, lambda blob, length: length),
+    ),
+    Attack(
+        "file data slice at offset 2^63, 2^63 bytes long (re-signed)",
+        "runs past the end of payload.bin",
+        _slice_of_app(lambda blob, length: 1 << 63, lambda blob, length: 1 << 63),
+    ),
+    Attack(
+        "file data slice starting at the blob's end (re-signed)",
+        "runs past the end of payload.bin",
+        _slice_of_app(lambda blob, length: blob, lambda blob, length: length),
+    ),
+    Attack(
+        "whole file's deflated slice inflates to 128 MiB (re-signed)",
+        "the deflate stream does not end with the slice",
+        _deflate_bomb_slice,
+    ),
+    Attack(
+        "forged unchanged-group digest for lib/ (re-signed)",
+        "lib: 3 unchanged entries: at least one differs from the source build",
+        _forged_group,
+    ),
+    Attack(
+        "stray file in an unchanged directory of the device",
+        "lib: holds 4 entries the update leaves unchanged; the source build has 3",
+        genuine,
+        prepare=_stray_file,
+    ),
+    Attack(
+        "unchanged file missing on the device",
+        "lib: holds 2 entries the update leaves unchanged; the source build has 3",
+        genuine,
+        prepare=_missing_file,
+    ),
+    Attack(
+        "unchanged file's mode changed on the device (setuid)",
+        "lib: 3 unchanged entries: at least one differs from the source build",
+        genuine,
+        prepare=_chmod_file,
+    ),
+    Attack(
+        "unchanged directory lib/ replaced by a symlink to a copy outside the root",
+        "system: 3 unchanged entries: at least one differs from the source build",
+        genuine,
+        prepare=_symlinked_lib,
     ),
     # hostile patches (re-signed: the patch bytes match the manifest, the patch itself is hostile)
     Attack(
@@ -899,7 +1098,7 @@ _BASE_ATTACKS: tuple[Attack, ...] = (
     Attack(
         "IMGDIFF2 chunk patch offset past the patch (re-signed)",
         "chunk",
-        patch_attack(_imgdiff_patch_offset, BOOT_PATCH),
+        boot_patch_attack(_imgdiff_patch_offset),
     ),
     Attack(
         "IMGDIFF2 deflate chunk declares a 2^40-byte expansion (re-signed)",

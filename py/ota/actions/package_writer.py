@@ -7,14 +7,19 @@ whole target files; nothing is diffed here. The writer cross-checks everything i
 recorded hash), because a package that disagrees with itself would only fail on a device.
 The output is byte-reproducible: sorted entries, fixed zip metadata, deterministic protobuf.
 
-Compression (docs/package-format.md, "Entries"): patches are stored (BSDIFF40 and IMGDIFF2 are
-bzip2 inside, deflate would only add bytes), whole files and images are deflated when that
-makes them smaller, and manifest.pb is always deflated (its hex hashes and paths shrink ~3x).
+Layout (docs/package-format.md): every file's patch or whole contents goes, back to back, into one
+stored entry, `payload.bin` (a zip entry per file would cost more than the 3 % the package may
+add to its payload); a whole file is raw-deflated there when that makes it smaller, a patch is
+stored (BSDIFF40 and IMGDIFF2 are bzip2 inside); partition patches and images stay entries of
+their own; manifest.pb is always deflated. A path the same in both builds gets no operation:
+its directory's `unchanged` digest (py/ota/format/unchanged.py) covers it.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,17 +29,16 @@ from absl import flags
 from ota.actions import shard_layout, toolchain_identity, tree, zipwrite
 from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.errors import OtaError, UsageError
-from ota.format import hashing, jsonio
+from ota.format import hashing, jsonio, unchanged
 from ota.format.build_info import BuildInfo
 from ota.format.hashing import ContentInfo
 from ota.format.layout import (
     FORMAT_VERSION,
     MANIFEST_ENTRY,
     PARTITION_NAME,
-    file_patch_entry,
+    PAYLOAD_BLOB_ENTRY,
     partition_image_entry,
     partition_patch_entry,
-    whole_file_entry,
 )
 from ota.format.paths import escape, sort_key, to_bytes
 from ota.io import runner
@@ -193,12 +197,51 @@ class _Payload:
         why: str = "",
     ) -> None:
         """Adds `file` as entry `name`, checking it holds what the manifest will promise."""
-        actual = hashing.of_file(file)
-        want = expected_sha256 if expected is None else expected.sha256
-        if want is not None and actual.sha256 != want:
-            raise OtaError(file, f"sha256 {actual.sha256} is not the {why} sha256 {want} (stale or mixed-up input?)")
+        actual = _checked(file, expected.sha256 if expected is not None else expected_sha256, why)
         self.sources.append(zipwrite.ZipSource(name, compression, file=file))
         self.infos[name] = actual
+
+
+def _checked(file: str, want: str | None, why: str) -> ContentInfo:
+    """The file's ContentInfo, if its SHA-256 is `want` (None: anything)."""
+    actual = hashing.of_file(file)
+    if want is not None and actual.sha256 != want:
+        raise OtaError(file, f"sha256 {actual.sha256} is not the {why} sha256 {want} (stale or mixed-up input?)")
+    return actual
+
+
+@dataclass
+class _Blob:
+    """`payload.bin` being written: every file's data back to back, in manifest order.
+
+    A whole file is raw-deflated (level 9, as zipwrite does) when that is smaller, else stored;
+    the choice is a function of the bytes alone, so the package stays byte-reproducible. Files are
+    streamed (deflated once to count, then copied or deflated again), never held whole.
+    """
+
+    stream: Any
+    size: int = 0
+
+    def append(self, file: str, data: pb.DataSlice, deflate_if_smaller: bool) -> None:
+        source = zipwrite.ZipSource(file, zipwrite.Compression.STORED, file=file)
+        raw_size = os.path.getsize(file)
+        deflate = deflate_if_smaller and zipwrite.deflated_size(zipwrite.file_chunks(source)) < raw_size
+        packer = zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if deflate else None
+        start = self.size
+        for chunk in zipwrite.file_chunks(source):
+            self._write(packer.compress(chunk) if packer else chunk)
+        if packer:
+            self._write(packer.flush())
+        data.offset, data.length = start, self.size - start
+        data.compression = pb.DataSlice.DEFLATED if deflate else pb.DataSlice.STORED
+
+    def _write(self, piece: bytes) -> None:
+        self.stream.write(piece)
+        self.size += len(piece)
+
+
+def _file_content(message: pb.FileContent, info: ContentInfo) -> None:
+    message.size, message.sha256 = info.size, bytes.fromhex(info.sha256)
 
 
 def _content(message: pb.ContentInfo, info: ContentInfo) -> None:
@@ -220,11 +263,32 @@ def _check_matches(produced: Produced, source: ContentInfo | None, target: Conte
         raise OtaError(where, f"{shown}: patch info source {info.source.sha256} is not the source build's ({have})")  # type: ignore[union-attr]
 
 
+def _same(old: tree.TreeEntry, new: tree.TreeEntry) -> bool:
+    """Whether a path is unchanged in every respect the device checks (so it needs no operation)."""
+    return (
+        old.kind == new.kind
+        and (old.mode, old.uid, old.gid) == (new.mode, new.uid, new.gid)
+        and old.content == new.content
+        and old.target == new.target
+    )
+
+
+def _record(entry: tree.TreeEntry) -> unchanged.Record:
+    name = unchanged.parent_and_name(to_bytes(entry.path))[1]
+    if entry.kind == tree.FILE:
+        assert entry.content is not None  # a system manifest's file has its content
+        size, data = entry.content.size, bytes.fromhex(entry.content.sha256)
+    else:
+        size, data = 0, to_bytes(entry.target) if entry.kind == tree.SYMLINK else b""  # type: ignore[arg-type]
+    return unchanged.Record(name, entry.kind, entry.mode, entry.uid, entry.gid, size, data)
+
+
 class _Assembler:
-    def __init__(self, params: Params, where: str) -> None:
+    def __init__(self, params: Params, where: str, blob: _Blob) -> None:
         self.params = params
         self.where = where
         self.payload = _Payload()
+        self.blob = blob
         self.manifest = pb.OtaManifest(format_version=FORMAT_VERSION)
 
     def states(self) -> None:
@@ -267,15 +331,19 @@ class _Assembler:
                 )
         if p.full and p.file_patches:
             raise OtaError(self.where, f"{escape(next(iter(p.file_patches)))}: a FULL package has no file_patches")
+        groups: dict[bytes, list[unchanged.Record]] = {}
         for path in sorted(set(target) | set(source), key=sort_key):
-            old = source.get(path)
+            old, new = source.get(path), target.get(path)
             old_content = old.content if old is not None and old.kind == tree.FILE else None
+            if old is not None and new is not None and _same(old, new):
+                self._check_unchanged(path, new)
+                groups.setdefault(unchanged.parent_and_name(to_bytes(path))[0], []).append(_record(new))
+                continue
             op = self.manifest.files.add(path=to_bytes(path))
             if old is not None:
                 op.source_kind = _SOURCE_KIND[old.kind]
             if old_content is not None:
-                _content(op.source, old_content)
-            new = target.get(path)
+                _file_content(op.source, old_content)
             if new is None:
                 op.op = Op.DELETE
                 continue
@@ -286,10 +354,24 @@ class _Assembler:
                 op.op, op.symlink_target = Op.SYMLINK, to_bytes(new.target)  # type: ignore[arg-type]
             else:
                 self._file(op, path, old_content, new.content)  # type: ignore[arg-type]
+        for directory in sorted(groups):
+            count, digest = unchanged.digest(groups[directory])
+            self.manifest.unchanged.add(directory=directory, count=count, sha256=digest)
+
+    def _check_unchanged(self, path: str, new: tree.TreeEntry) -> None:
+        """An unchanged path's file_patch result (if any) must agree; it ships nothing."""
+        produced = self.params.file_patches.get(path)
+        if produced is not None:
+            _check_matches(produced, new.content, new.content, self.where)  # type: ignore[arg-type]
+            if produced.info.method != UNCHANGED:
+                raise OtaError(
+                    self.where, f"{escape(path)}: unchanged, but its file_patch result is {produced.info.method}"
+                )
+        if path in self.params.whole_files:
+            raise OtaError(self.where, f"{escape(path)}: unchanged, but listed in whole_files")
 
     def _file(self, op: pb.FileOperation, path: str, old: ContentInfo | None, new: ContentInfo) -> None:
-        _content(op.target, new)
-        index = len(self.manifest.files) - 1  # names this operation's entry (py/ota/format/layout.py)
+        _file_content(op.target, new)
         shown = escape(path)
         produced = self.params.file_patches.get(path)
         whole = self.params.whole_files.get(path)
@@ -299,20 +381,16 @@ class _Assembler:
             if method == UNCHANGED:
                 op.op = Op.KEEP
             elif method == WHOLE:
-                op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(index)
-                self.payload.add(op.entry, produced.data, _WHOLE, new, why=f"target of {shown}")
+                op.op, op.method = Op.WRITE, pb.WHOLE
+                self._append(op, produced.data, new.sha256, f"target of {shown}", deflate_if_smaller=True)
             else:
-                op.op, op.method, op.entry = Op.PATCH, _METHOD[method], file_patch_entry(index)
-                self.payload.add(
-                    op.entry,
-                    produced.data,
-                    _PATCH,
-                    expected_sha256=produced.info.data_sha256,
-                    why=f"patch info's data_sha256 of {shown}",
+                op.op, op.method = Op.PATCH, _METHOD[method]
+                self._append(
+                    op, produced.data, produced.info.data_sha256, f"patch info's data_sha256 of {shown}", False
                 )
         elif whole is not None:
-            op.op, op.method, op.entry = Op.WRITE, pb.WHOLE, whole_file_entry(index)
-            self.payload.add(op.entry, whole, _WHOLE, new, why=f"target manifest's {shown}")
+            op.op, op.method = Op.WRITE, pb.WHOLE
+            self._append(op, whole, new.sha256, f"target manifest's {shown}", deflate_if_smaller=True)
         elif self.params.full:
             raise OtaError(self.where, f"{shown}: a FULL package needs every target file in whole_files")
         elif old is not None and old == new:
@@ -323,6 +401,11 @@ class _Assembler:
                 f"{shown}: {'changed' if old else 'new'} in the target build but has no "
                 "file_patches or whole_files entry",
             )
+
+    def _append(self, op: pb.FileOperation, file: str, want: str | None, why: str, deflate_if_smaller: bool) -> None:
+        """Checks `file` holds what the manifest promises and appends it to the blob at `op.data`."""
+        _checked(file, want, why)
+        self.blob.append(file, op.data, deflate_if_smaller)
 
     def partitions(self) -> None:
         for name in sorted(self.params.partitions):
@@ -360,28 +443,36 @@ class _Assembler:
             (op.source.size for op in m.partitions if op.method in (pb.BSDIFF, pb.IMGDIFF, pb.IMGDIFF_ZIP)), default=0
         )
         staged = sum(info.size for name, info in self.payload.infos.items() if name.startswith("patch/"))
+        staged += sum(op.data.length for op in m.files if op.op == Op.PATCH)
         m.cache_bytes_required = backup + staged
         for name in sorted(self.payload.infos):
             info = self.payload.infos[name]
             m.payload.add(name=name, size=info.size, sha256=info.sha256)
 
 
-def assemble(params: Params, where: str) -> tuple[pb.OtaManifest, list[zipwrite.ZipSource]]:
-    """The manifest and the zip entries (manifest.pb excluded) of the package `params` describe."""
-    assembler = _Assembler(params, where)
-    assembler.states()
-    assembler.files()
+def assemble(params: Params, where: str, blob_path: str) -> tuple[pb.OtaManifest, list[zipwrite.ZipSource]]:
+    """The manifest and the zip entries (manifest.pb excluded) of the package `params` describe;
+    every file's data is written to `blob_path`, which becomes `payload.bin` if anything is in it."""
+    with open(blob_path, "wb") as stream:
+        blob = _Blob(stream)
+        assembler = _Assembler(params, where, blob)
+        assembler.states()
+        assembler.files()
+    if any(op.HasField("data") for op in assembler.manifest.files):
+        assembler.payload.add(PAYLOAD_BLOB_ENTRY, blob_path, zipwrite.Compression.STORED)
     assembler.partitions()
     assembler.finish()
     return assembler.manifest, assembler.payload.sources
 
 
 def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
-    manifest, sources = assemble(load_params(params_path), params_path)
-    data = manifest.SerializeToString(deterministic=True)
-    written = zipwrite.write_zip(
-        out_path, [*sources, zipwrite.ZipSource(MANIFEST_ENTRY, zipwrite.Compression.DEFLATED, data=data)]
-    )
+    params = load_params(params_path)
+    with tempfile.TemporaryDirectory(prefix="package.", dir=os.path.dirname(os.path.abspath(out_path))) as work:
+        manifest, sources = assemble(params, params_path, os.path.join(work, PAYLOAD_BLOB_ENTRY))
+        data = manifest.SerializeToString(deterministic=True)
+        written = zipwrite.write_zip(
+            out_path, [*sources, zipwrite.ZipSource(MANIFEST_ENTRY, zipwrite.Compression.DEFLATED, data=data)]
+        )
     expected = {entry.name: (entry.size, entry.sha256) for entry in manifest.payload}
     for entry in written:
         if entry.name != MANIFEST_ENTRY and expected[entry.name] != (entry.size, entry.sha256):

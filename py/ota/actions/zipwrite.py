@@ -81,7 +81,7 @@ def _stream_size(source: ZipSource) -> int:
         raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
 
 
-def _chunks(source: ZipSource) -> Iterator[bytes]:
+def file_chunks(source: ZipSource) -> Iterator[bytes]:
     """The entry's bytes in pieces of at most `_CHUNK`; a file is streamed, never held whole."""
     if source.data is not None:
         yield source.data
@@ -102,7 +102,7 @@ def deflated_size(chunks: Iterator[bytes]) -> int:
 
 def _deflate(source: ZipSource, size: int) -> bool:
     if source.compression is Compression.SMALLEST:
-        return deflated_size(_chunks(source)) < size
+        return deflated_size(file_chunks(source)) < size
     return source.compression is Compression.DEFLATED
 
 
@@ -126,7 +126,7 @@ def _write_entry(archive: zipfile.ZipFile, source: ZipSource) -> Written:
     declared = _stream_size(source)
     info = _zip_info(source.name, _deflate(source, declared), declared)
     with archive.open(info, "w") as out:
-        for chunk in _chunks(source):
+        for chunk in file_chunks(source):
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)

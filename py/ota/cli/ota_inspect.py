@@ -1,9 +1,11 @@
 """ota_inspect PACKAGE: what an OTA package will do and where its bytes go.
 
-Prints the manifest (protobuf text format: one line per field, a path's bytes outside printable
-ASCII as octal escapes, so any file name stays on its line), then a size breakdown: payload bytes per operation
-and method, the largest entries first, and the package size as a share of a full package (the
-whole target sizes of every file and partition), which is the number a release engineer watches.
+Prints the manifest (protobuf text format: one line per field, a path's or digest's bytes outside
+printable ASCII as octal escapes, so any file name stays on its line), then a size breakdown:
+payload bytes per operation, method and compression (a file's data is its slice of the payload
+blob, a partition's its own entry), the largest items first, and the payload as a share of the
+whole target sizes of every changed file and every partition, which is the number a release
+engineer watches.
 Last comes where the package's own bytes go: the payload as stored in the zip, and the overhead
 around it (manifest.pb, the signature, zip headers and directory), with package bytes over
 payload bytes as the overhead ratio. The package is opened with ota.format.package_reader, so every
@@ -21,7 +23,7 @@ from google.protobuf import text_format
 
 from ota.errors import UsageError
 from ota.format import package_reader
-from ota.format.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY
+from ota.format.layout import MANIFEST_ENTRY, SIGNATURE_ENTRY, slice_key
 from ota.format.paths import escape, from_bytes
 from ota.io import fileio, runner
 from ota.proto import ota_manifest_pb2 as pb
@@ -29,30 +31,39 @@ from ota.proto import ota_manifest_pb2 as pb
 _TOP = flags.DEFINE_integer("top", 20, "How many of the largest entries to list.", lower_bound=0)
 
 
-def _kinds(manifest: pb.OtaManifest) -> dict[str, str]:
-    """Payload entry name -> "<op> <method>" of the operation that uses it."""
-    kinds = {}
-    for op in manifest.files:
-        if op.entry:
-            kinds[op.entry] = f"file {pb.FileOperation.Op.Name(op.op)} {pb.PatchMethod.Name(op.method)}"
-    for part in manifest.partitions:
-        if part.entry:
-            kinds[part.entry] = f"partition {pb.PatchMethod.Name(part.method)}"
-    return kinds
+@dataclass(frozen=True)
+class Item:
+    """One piece of payload: a file's slice of the blob or a partition's entry, as stored."""
+
+    size: int
+    kind: str
+    name: str
 
 
-def _for_whom(manifest: pb.OtaManifest, name: str) -> str:
-    """ "  <path>" of the file an entry is for, `escape`d to one line ("" for a partition's entry).
-
-    Entries are named by index (py/ota/format/layout.py), so the path is what tells a reader which
-    file a large entry is.
-    """
-    path = next((op.path for op in manifest.files if op.entry == name), None)
-    return "" if path is None else f"  {escape(from_bytes(path))}"
+def _items(manifest: pb.OtaManifest) -> list[Item]:
+    """Every file's data slice and every partition entry, with "<op> <method> [<compression>]"."""
+    items = [
+        Item(
+            op.data.length,
+            f"file {pb.FileOperation.Op.Name(op.op)} {pb.PatchMethod.Name(op.method)} "
+            f"{pb.DataSlice.Compression.Name(op.data.compression).lower()}",
+            f"{slice_key(op.data.offset, op.data.length)}  {escape(from_bytes(op.path))}",
+        )
+        for op in manifest.files
+        if op.HasField("data")
+    ]
+    entries = {entry.name: entry.size for entry in manifest.payload}
+    items += [
+        Item(entries.get(part.entry, 0), f"partition {pb.PatchMethod.Name(part.method)}", part.entry)
+        for part in manifest.partitions
+        if part.entry
+    ]
+    return items
 
 
 def full_size(manifest: pb.OtaManifest) -> int:
-    """Bytes a full package would carry: every target file and partition, whole."""
+    """Bytes the paths this package changes and its partitions would take whole (unchanged paths
+    carry no size in the manifest, so this is a full package's share of what changed)."""
     return sum(op.target.size for op in manifest.files if op.HasField("target")) + sum(
         part.target.size for part in manifest.partitions
     )
@@ -81,15 +92,21 @@ class PackageBytes:
 
 
 def package_bytes(package: package_reader.Package) -> PackageBytes:
-    """The breakdown of an opened package, from its (checked) zip directory."""
+    """The breakdown of an opened package, from its (checked) zip directory; a whole file deflated
+    in the blob counts its target size as inflated."""
     members = package.members()
     payload = [members[entry.name] for entry in package.manifest.payload]
     manifest = members[MANIFEST_ENTRY]
     signature = members.get(SIGNATURE_ENTRY)
+    inflated_in_blob = sum(
+        op.target.size - op.data.length
+        for op in package.manifest.files
+        if op.HasField("data") and op.data.compression == pb.DataSlice.DEFLATED
+    )
     return PackageBytes(
         package=package.size(),
         payload_stored=sum(m.compressed_size for m in payload),
-        payload_inflated=sum(m.uncompressed_size for m in payload),
+        payload_inflated=sum(m.uncompressed_size for m in payload) + inflated_in_blob,
         manifest_stored=manifest.compressed_size,
         manifest_inflated=manifest.uncompressed_size,
         signature_stored=0 if signature is None else signature.compressed_size,
@@ -111,25 +128,27 @@ def overhead_lines(sizes: PackageBytes) -> list[str]:
 def report(package: package_reader.Package, top: int) -> str:
     """The text ota_inspect prints for an opened (and verified) package."""
     manifest = package.manifest
-    kinds = _kinds(manifest)
+    items = _items(manifest)
     lines = ["# manifest.pb", text_format.MessageToString(manifest).rstrip(), "", "# payload by operation and method"]
     by_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for entry in manifest.payload:
-        tally = by_kind[kinds.get(entry.name, "unreferenced")]
+    for item in items:
+        tally = by_kind[item.kind]
         tally[0] += 1
-        tally[1] += entry.size
-    for kind, (count, size) in sorted(by_kind.items(), key=lambda item: (-item[1][1], item[0])):
-        lines.append(f"{size:>12} bytes  {count:>6} entries  {kind}")
+        tally[1] += item.size
+    for kind, (count, size) in sorted(by_kind.items(), key=lambda pair: (-pair[1][1], pair[0])):
+        lines.append(f"{size:>12} bytes  {count:>6} items  {kind}")
     lines.append("")
-    lines.append(f"# largest entries (top {top})")
-    largest = sorted(manifest.payload, key=lambda e: (-e.size, e.name))[:top]
-    lines.extend(f"{entry.size:>12}  {entry.name}{_for_whom(manifest, entry.name)}" for entry in largest)
-    payload = sum(entry.size for entry in manifest.payload)
+    lines.append(f"# largest items (top {top})")
+    largest = sorted(items, key=lambda item: (-item.size, item.name))[:top]
+    lines.extend(f"{item.size:>12}  {item.name}" for item in largest)
+    payload = sum(item.size for item in items)
     full = full_size(manifest)
     ratio = f"{100.0 * payload / full:.2f}%" if full else "n/a"
+    unchanged = sum(group.count for group in manifest.unchanged)
     lines.append("")
     lines.append(
-        f"# total: {payload} payload bytes in {len(manifest.payload)} entries; "
+        f"# total: {payload} payload bytes in {len(items)} items; {len(manifest.files)} operations, "
+        f"{unchanged} unchanged paths in {len(manifest.unchanged)} directories; "
         f"a full package would carry {full} bytes; ratio {ratio}"
     )
     lines.append("")

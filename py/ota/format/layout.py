@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import re
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_ENTRY = "manifest.pb"
 SIGNATURE_ENTRY = "META-INF/ota/signature"
+# Every file's patch or whole contents, back to back, in one stored entry: a zip entry per file
+# would cost ~110 bytes of headers each (docs/package-format.md, "What is left: overhead").
+PAYLOAD_BLOB_ENTRY = "payload.bin"
 PARTITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-# A file's entries are named after the index of its operation in the manifest, never after its
-# install path: a path may hold any byte (py/ota/format/paths.py) and be 4,095 bytes long, which a
-# zip entry name should not have to carry twice more, and which no tool should have to escape.
-def file_patch_entry(index: int) -> str:
-    return f"patch/system/{index}.p"
-
-
-def whole_file_entry(index: int) -> str:
-    return f"system/{index}"
+def slice_key(offset: int, length: int) -> str:
+    """How ota_apply names a file's patch in the blob (a stage step, a staged cache file, errors)."""
+    return f"{PAYLOAD_BLOB_ENTRY}@{offset}+{length}"
 
 
 def partition_patch_entry(name: str) -> str:

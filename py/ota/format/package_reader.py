@@ -7,11 +7,15 @@ every zip byte through `ota.format.zipscan`, the one bounded zip reader. In orde
     bounded by the `Limits` constants, whatever the file claims;
   * `manifest` parses the manifest (the caller has checked its signature by then);
   * `check_contents` checks the manifest's names and operations (safe unique paths, every
-    operation's entry in the payload) and matches the zip to it: no entry the manifest does not
-    list, none missing, sizes equal, no duplicates; its walk is bounded by the payload count;
+    file's data slice inside the stored payload blob, every partition's entry in the payload)
+    and matches the zip to it: no entry the manifest does not list, none missing, sizes equal,
+    no duplicates; its walk is bounded by the payload count;
   * reading an entry stops after the size the manifest declares and checks the SHA-256 before
     handing bytes out, so a zip bomb, a truncated download or a swapped entry is a one-line
-    OtaError, never a crash or a gigabyte allocation.
+    OtaError, never a crash or a gigabyte allocation. A file's slice of the blob
+    (`read_slice`) is read within the blob's bounds and inflated to at most its declared size;
+    its user checks the result (a whole file against its target SHA-256, a patch's output
+    against the target), after `verify_all` has checked the whole blob's SHA-256.
 
 The manifest's authenticity is the signature check's job, not this module's.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -29,7 +34,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ota.errors import OtaError
 from ota.format import zipscan
-from ota.format.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, SIGNATURE_ENTRY
+from ota.format.layout import FORMAT_VERSION, MANIFEST_ENTRY, PARTITION_NAME, PAYLOAD_BLOB_ENTRY, SIGNATURE_ENTRY
 from ota.format.paths import check_path, escape, from_bytes
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -163,6 +168,7 @@ class Package:
             return
         _check_payload_names(self.manifest, self.path)
         _check_operations(self.manifest, self.payload, self.path)
+        _check_unchanged_groups(self.manifest, self.path)
         members: dict[str, zipscan.Member] = {}
         for member in zipscan.members(self._file, self._directory, self.path):
             if member.name in members:
@@ -180,6 +186,13 @@ class Package:
                     self.path,
                     f"zip entry {entry.name}: {member.uncompressed_size} bytes, the manifest says {entry.size}",
                 )
+        blob = members.get(PAYLOAD_BLOB_ENTRY)
+        if blob is not None and (
+            blob.method != zipscan.METHOD_STORED or blob.compressed_size != blob.uncompressed_size
+        ):
+            raise OtaError(
+                self.path, f"zip entry {PAYLOAD_BLOB_ENTRY}: not stored as it is; it must be (it is read by offset)"
+            )
         self._members = members
 
     def members(self) -> dict[str, zipscan.Member]:
@@ -228,6 +241,40 @@ class Package:
         """Streams payload entry `name` into `stream`; on OtaError what was written is garbage."""
         self._verified(name, stream.write)
 
+    def read_slice(self, data: pb.DataSlice, size: int) -> bytes:
+        """A file's bytes at `data` in the payload blob: exactly `size` bytes once inflated.
+
+        `check_contents` has put the slice inside the blob and made the blob a stored entry, so
+        its bytes are read at the blob's file offset, never beyond it; a deflated slice is
+        inflated with its output capped at `size`. The caller checks what the bytes must be.
+        """
+        self.check_contents()
+        assert self._members is not None
+        where = f"{PAYLOAD_BLOB_ENTRY} at {data.offset}+{data.length}"
+        if size > self.limits.max_read_bytes:
+            raise OtaError(self.path, f"{where}: {size} bytes, more than the in-memory limit")
+        member = self._members[PAYLOAD_BLOB_ENTRY]
+        try:
+            self._file.seek(zipscan.data_start(self._file, member, self._directory, self.path) + data.offset)
+            raw = self._file.read(data.length)
+        except OSError as err:
+            raise OtaError(self.path, f"{where}: unreadable ({err.strerror or err})") from None
+        if len(raw) != data.length:
+            raise OtaError(self.path, f"{where}: the package ends early (truncated)")
+        if data.compression == pb.DataSlice.STORED:
+            out = raw
+        else:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            try:
+                out = inflater.decompress(raw, size + 1)
+            except zlib.error as err:
+                raise OtaError(self.path, f"{where}: not a deflate stream ({_reason(err)})") from None
+            if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+                raise OtaError(self.path, f"{where}: the deflate stream does not end with the slice")
+        if len(out) != size:
+            raise OtaError(self.path, f"{where}: holds {len(out)} bytes, not the {size} the manifest says")
+        return out
+
     def verify_all(self) -> None:
         """Reads every payload entry once, checking sizes and hashes (the expensive check: run last)."""
         for name in self.payload:
@@ -259,6 +306,12 @@ def _header_class() -> type[Message]:
 
 
 def _parse_manifest(data: bytes, where: str) -> pb.OtaManifest:
+    header = _header_class()()
+    try:
+        header.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as err:
+        raise OtaError(where, f"{MANIFEST_ENTRY}: not a valid OtaManifest ({_reason(err)})") from None
+    _check_version_and_type(header, where)  # an older format is refused by name, not as garbage
     manifest = pb.OtaManifest()
     try:
         manifest.ParseFromString(data)
@@ -273,7 +326,7 @@ def _check_version_and_type(manifest: Message, where: str) -> None:
         raise OtaError(
             where,
             f"{MANIFEST_ENTRY} format_version: {manifest.format_version} is not supported "
-            f"(this reader knows {FORMAT_VERSION})",
+            f"(this reader knows only {FORMAT_VERSION}; rebuild the package with this release's tools)",
         )
     if manifest.type not in (pb.OtaManifest.FULL, pb.OtaManifest.INCREMENTAL):
         raise OtaError(where, f"{MANIFEST_ENTRY} type: {manifest.type} is not FULL or INCREMENTAL")
@@ -290,8 +343,10 @@ def _check_payload_names(manifest: pb.OtaManifest, where: str) -> None:
 
 
 def _check_operations(manifest: pb.OtaManifest, payload: dict[str, pb.PayloadEntry], where: str) -> None:
-    """Every path safe and listed once, every entry an operation needs present in the payload."""
+    """Every path safe and listed once; exactly PATCH and WRITE carry data, each slice inside the
+    blob; every entry a partition needs present in the payload."""
     seen: set[bytes] = set()
+    blob = payload.get(PAYLOAD_BLOB_ENTRY)
     for op in manifest.files:
         path = check_path(from_bytes(op.path), where, f"{MANIFEST_ENTRY} files path")
         if op.path in seen:
@@ -299,17 +354,50 @@ def _check_operations(manifest: pb.OtaManifest, payload: dict[str, pb.PayloadEnt
         seen.add(op.path)
         if op.op not in pb.FileOperation.Op.values() or op.op == pb.FileOperation.OP_UNSPECIFIED:
             raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)}: unknown op {op.op}")
-        if op.op in _ENTRY_OPS and op.entry not in payload:
-            raise OtaError(where, f"{MANIFEST_ENTRY} files: {escape(path)}: entry {op.entry!r} is not in the payload")
+        if (op.op in _ENTRY_OPS) != op.HasField("data"):
+            raise OtaError(
+                where, f"{MANIFEST_ENTRY} files: {escape(path)}: data is set exactly for PATCH and WRITE operations"
+            )
+        if op.HasField("data"):
+            _check_slice(op.data, blob, f"{MANIFEST_ENTRY} files: {escape(path)}: data", where)
     names: set[str] = set()
     for part in manifest.partitions:
         if not PARTITION_NAME.fullmatch(part.name) or part.name in names:
             raise OtaError(where, f"{MANIFEST_ENTRY} partitions: name {part.name!r} is invalid or listed twice")
         names.add(part.name)
-        if part.entry and part.entry not in payload:
+        if part.entry and (part.entry not in payload or part.entry == PAYLOAD_BLOB_ENTRY):
             raise OtaError(
                 where, f"{MANIFEST_ENTRY} partitions: {part.name}: entry {part.entry!r} is not in the payload"
             )
+
+
+def _check_slice(data: pb.DataSlice, blob: pb.PayloadEntry | None, what: str, where: str) -> None:
+    if blob is None:
+        raise OtaError(where, f"{what}: the payload has no {PAYLOAD_BLOB_ENTRY}")
+    if data.compression not in pb.DataSlice.Compression.values():
+        raise OtaError(where, f"{what}: unknown compression {data.compression}")
+    if data.offset > blob.size or data.length > blob.size - data.offset:
+        raise OtaError(
+            where,
+            f"{what}: offset {data.offset} + length {data.length} runs past the end of "
+            f"{PAYLOAD_BLOB_ENTRY} ({blob.size} bytes)",
+        )
+
+
+def _check_unchanged_groups(manifest: pb.OtaManifest, where: str) -> None:
+    """Each unchanged group names a safe directory once, in order, with a 32-byte digest."""
+    if manifest.unchanged and manifest.type != pb.OtaManifest.INCREMENTAL:
+        raise OtaError(where, f"{MANIFEST_ENTRY} unchanged: only an INCREMENTAL package has unchanged paths")
+    previous: bytes | None = None
+    for group in manifest.unchanged:
+        shown = escape(from_bytes(group.directory)) or "(the root)"
+        if group.directory:
+            check_path(from_bytes(group.directory), where, f"{MANIFEST_ENTRY} unchanged directory")
+        if previous is not None and group.directory <= previous:
+            raise OtaError(where, f"{MANIFEST_ENTRY} unchanged: {shown}: directories not sorted and unique")
+        previous = group.directory
+        if len(group.sha256) != 32 or group.count == 0:
+            raise OtaError(where, f"{MANIFEST_ENTRY} unchanged: {shown}: needs a count and a 32-byte sha256")
 
 
 def open_package(path: str, limits: Limits = Limits()) -> Package:

@@ -9,7 +9,9 @@
        manifest's header;
     2. the zip against the manifest (entries, sizes), then the manifest's rules and the plan
        (`manifest_rules`, `plan`), then every payload entry hashed;
-    3. sources: every kept/patched file and every partition (applypatch check semantics), every
+    3. sources: every whole file's data against its target, every unchanged directory's digest
+       (`unchanged_paths`), every kept/patched file and every partition (applypatch check
+       semantics), every
        other path holds nothing, the source build's entry or the target, every check-only
        partition already holds its target, and every patch is dry-run;
     4. cache space for what is still to be staged plus the partition backup;
@@ -46,6 +48,7 @@ from ota.device.updater.progress import Progress
 from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
 from ota.format import layout, package_reader, signing
+from ota.format.paths import from_bytes
 from ota.proto import ota_manifest_pb2 as pb
 
 ALREADY = "already"
@@ -142,19 +145,49 @@ def _apply_opened(
         ctx = protocol.Context(config=verify.partition_map(device), cache=cache, ops=ops, out=log)
         staged_dir = os.path.join(cache_dir, STAGED_DIR)
         claimed = None
+        read_staged = staged_reader(package, plan)
         if journal is not None:  # a claim counts only where the device shows it (resume.py)
-            found = resume.examine(plan, journal, root, ctx, staged_dir)
+            found = resume.examine(plan, journal, root, ctx, staged_dir, read_staged)
             claimed, journal.done = set(found.claimed), set(found.confirmed)
-        verify.check_sources(plan, root, ctx, progress, package.read, package.path, claimed)
+        read_whole = whole_reader(package)
+        verify.check_sources(plan, root, ctx, progress, read_staged, read_whole, package.path, claimed)
         _ensure_cache_space(plan, cache, staged_dir, journal, ops)
         resumed = journal is not None
         if journal is None:
             journal = Journal.begin(cache_dir, package_id, ops)
-        Executor(plan, package.read, root, ctx, staged_dir, device.build_file, journal, progress).run()
+        Executor(plan, read_staged, read_whole, root, ctx, staged_dir, device.build_file, journal, progress).run()
     finally:
         root.close()
     progress.finish()
     return Result(APPLIED, target, resumed)
+
+
+def staged_reader(package: package_reader.Package, plan: Plan) -> Callable[[str], bytes]:
+    """Reads a staged item by its plan key: a file patch's slice of the payload blob, or a
+    partition's entry (hash-checked by the reader)."""
+
+    def read(key: str) -> bytes:
+        data = plan.slices.get(key)
+        return package.read(key) if data is None else package.read_slice(data, data.length)
+
+    return read
+
+
+def whole_reader(package: package_reader.Package) -> Callable[[pb.FileOperation], bytes]:
+    """Reads a WRITE's whole contents out of the blob and checks them against its target, so the
+    bytes written are the signed target's even if the package file changed after `verify_all`."""
+
+    def read(op: pb.FileOperation) -> bytes:
+        data = package.read_slice(op.data, op.target.size)
+        if hashlib.sha256(data).digest() != op.target.sha256:
+            raise OtaError(
+                package.path,
+                f"{layout.slice_key(op.data.offset, op.data.length)} (the data of {shown(from_bytes(op.path))}) "
+                "is not the target contents",
+            )
+        return data
+
+    return read
 
 
 def _ensure_cache_space(plan: Plan, cache: Cache, staged_dir: str, journal: Journal | None, ops: FsOps) -> None:

@@ -49,7 +49,9 @@ class Executor:
     """Everything the steps act on."""
 
     plan: Plan
+    # A staged item's bytes, by its key in `plan.staged`; a WRITE's whole contents, checked.
     read_entry: Callable[[str], bytes]
+    read_whole: Callable[[pb.FileOperation], bytes]
     root: SysRoot
     ctx: protocol.Context
     staged_dir: str
@@ -138,14 +140,15 @@ class Executor:
 
     def _patch(self, step: Step) -> None:
         op = self.plan.files[step.key]
-        protocol.patch(self.ctx, verify.file_request(self.root, op, self.staged(op.entry)), self.root.file(step.key))
+        request = verify.file_request(self.root, op, self.staged(verify.patch_key(op)))
+        protocol.patch(self.ctx, request, self.root.file(step.key))
 
     def _write(self, step: Step) -> None:
         op = self.plan.files[step.key]
         entry = self.root.lstat(step.key)
-        if entry is not None and entry.kind == "file" and self.root.content(step.key).sha256 == op.target.sha256:
+        if entry is not None and entry.kind == "file" and self.root.content(step.key).sha256 == op.target.sha256.hex():
             return
-        data = self.read_entry(op.entry)  # the payload's hash, which manifest_rules made the target's
+        data = self.read_whole(op)  # checked against the target's size and SHA-256
         if entry is not None and entry.kind == "dir":
             self.root.remove(step.key)  # emptied by the delete phase: a directory that becomes a file
         self.root.write_file(step.key, [data], op.mode, op.uid, op.gid)

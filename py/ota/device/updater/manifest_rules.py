@@ -5,9 +5,12 @@ These rules catch the rest of what would otherwise be found only at the step tha
 after earlier steps changed the device:
   * names and paths fit the kernel's limits (NAME_MAX, PATH_MAX) (a written file's or link's
     scratch name is a fixed-length hash in the root's scratch directory: sysroot.py);
-  * every parent of a path the target has is a directory the package creates (MKDIR), so no
-    write can go below a link or file of the plan, whatever order the steps run in;
-  * a whole file's or image's payload entry is exactly the target contents;
+  * every parent of a path the target has is a directory the package creates (MKDIR) or an
+    unchanged entry of a directory whose `unchanged` group the device checks (and which it then
+    finds to be the source build's directory), so no write can go below a link or file of the
+    plan, whatever order the steps run in; the same holds for every unchanged group's directory;
+  * a whole file's data is exactly the target's size when stored; a patch's is stored; a whole
+    image's payload entry is exactly the target contents;
   * mode, uid and gid are values chmod/chown apply as given;
   * a FULL package only writes; in an incremental one, `source_kind` agrees with the operation
     and with `source`.
@@ -50,6 +53,12 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
     """Raises OtaError (naming `where`, the package) at the first rule the manifest breaks."""
     files = {from_bytes(op.path): op for op in manifest.files}
     incremental = manifest.type == pb.OtaManifest.INCREMENTAL
+    grouped = {from_bytes(group.directory) for group in manifest.unchanged}
+    for directory in sorted(grouped):
+        if directory:
+            refuse = _refuser(where, f"{MANIFEST_ENTRY} unchanged: {shown(directory)}")
+            _check_lengths(directory, refuse)
+            _check_directory_chain(directory, files, grouped, refuse)
     for path, op in files.items():
         refuse = _refuser(where, f"{MANIFEST_ENTRY} files: {shown(path)}")
         if not incremental and op.op not in _FULL_OPS:
@@ -57,14 +66,21 @@ def check_manifest(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.P
 
         _check_lengths(path, refuse)
         if op.op != Op.DELETE:
-            _check_parents(path, files, refuse)
+            parent = path.rpartition("/")[0]
+            if parent:
+                _check_directory_chain(parent, files, grouped, refuse)
             _check_metadata(op, refuse)
         if op.op == Op.SYMLINK:
             _check_link_target(from_bytes(op.symlink_target), refuse)
-        if op.op == Op.WRITE:
-            _check_whole(payload[op.entry], op.target, f"entry {op.entry!r}", refuse)
+        if op.op == Op.WRITE and op.data.compression == pb.DataSlice.STORED and op.data.length != op.target.size:
+            raise refuse(f"data: {op.data.length} stored bytes, but the target is {op.target.size} bytes")
+        if op.op == Op.PATCH and op.data.compression != pb.DataSlice.STORED:
+            raise refuse("data: a patch is stored, never deflated")
         if incremental:
             _check_source_kind(op, refuse)
+        for side, content in (("source", op.source), ("target", op.target)):
+            if op.HasField(side) and len(content.sha256) != 32:
+                raise refuse(f"{side}.sha256: {len(content.sha256)} bytes, not 32")
     for index, part in enumerate(manifest.partitions):
         refuse_part = _refuser(where, f"{MANIFEST_ENTRY} partitions[{index}] ({part.name})")
         if not incremental and (part.method != pb.WHOLE or part.HasField("source")):
@@ -84,13 +100,23 @@ def _check_lengths(path: str, refuse: Refuse) -> None:
             raise refuse(f"component {shown(part)} is {len(to_bytes(part))} bytes, longer than NAME_MAX ({NAME_MAX})")
 
 
-def _check_parents(path: str, files: dict[str, pb.FileOperation], refuse: Refuse) -> None:
-    parts = path.split("/")
-    for ancestor in ("/".join(parts[:i]) for i in range(1, len(parts))):
+def _check_directory_chain(
+    directory: str, files: dict[str, pb.FileOperation], grouped: set[str], refuse: Refuse
+) -> None:
+    """`directory` and each directory above it is one the package creates (MKDIR), or one that no
+    operation names and whose parent's unchanged group covers it (so the device checks it is the
+    source build's entry, a directory, before any write)."""
+    parts = directory.split("/")
+    for ancestor in ("/".join(parts[:i]) for i in range(1, len(parts) + 1)):
         above = files.get(ancestor)
+        if above is None and ancestor.rpartition("/")[0] in grouped:
+            continue
         if above is None or above.op != Op.MKDIR:
             what = "not in the package" if above is None else f"a {Op.Op.Name(above.op)} operation"
-            raise refuse(f"parent {shown(ancestor)} is {what}, not a directory the target has (MKDIR)")
+            raise refuse(
+                f"parent {shown(ancestor)} is {what}, not a directory the target has "
+                "(MKDIR, or an unchanged entry its directory's group covers)"
+            )
 
 
 def _check_metadata(op: pb.FileOperation, refuse: Refuse) -> None:

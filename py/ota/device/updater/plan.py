@@ -5,7 +5,8 @@ either its work not started, half done (temporary names, a torn partition with a
 done, and finishes it. That is what lets the journal be a plain list of finished steps.
 
 Order (AOSP's, docs/formats.md#update-order, adjusted where our manifest allows better):
-  stage     copy every patch and partition image into the cache;
+  stage     copy every patch (a file's slice of the payload blob, or a partition's entry) and
+            partition image into the cache;
   wipe      FULL packages only: remove everything the target does not list (AOSP formats /system);
   delete    paths only in the source, deepest first;
   mkdir     directories, parents first (new files may live in new directories, so before writing);
@@ -23,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ota.device.updater.manifest_rules import check_manifest
+from ota.format.layout import slice_key
 from ota.format.paths import escape, from_bytes, sort_key
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -63,8 +65,11 @@ class Plan:
     files: dict[str, pb.FileOperation]
     partitions: dict[str, pb.PartitionOperation]
     steps: tuple[Step, ...]
-    # Package entries copied into the cache (file patches, partition patches/images) -> size.
+    # What is copied into the cache -> size: file patches (by `slice_key`), partition patches/images
+    # (by entry name).
     staged: dict[str, int]
+    # The file patches among `staged`: slice key -> where the patch lies in the payload blob.
+    slices: dict[str, pb.DataSlice]
 
     @property
     def full(self) -> bool:
@@ -96,7 +101,8 @@ def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.Payloa
     def of_paths(kind: int) -> list[str]:
         return [path for path, op in files.items() if op.op == kind]
 
-    staged = {op.entry: payload[op.entry].size for op in of(Op.PATCH)}
+    slices = {slice_key(op.data.offset, op.data.length): op.data for op in of(Op.PATCH)}
+    staged = {key: data.length for key, data in slices.items()}
     staged.update({p.entry: payload[p.entry].size for p in partitions.values() if p.entry})
     steps = [Step("stage", name, size) for name, size in sorted(staged.items())]
     if manifest.type == pb.OtaManifest.FULL:
@@ -109,4 +115,4 @@ def make_plan(manifest: pb.OtaManifest, where: str, payload: dict[str, pb.Payloa
     steps.append(Step("metadata", "-", 0, tuple(p for p in _depth_first(list(files)) if files[p].op != Op.DELETE)))
     steps += [Step("partition", name, part.target.size) for name, part in sorted(partitions.items()) if part.entry]
     steps += [Step("check", "-", sum(op.target.size for op in files.values())), Step("build", "-", 0)]
-    return Plan(manifest, files, partitions, tuple(steps), staged)
+    return Plan(manifest, files, partitions, tuple(steps), staged, slices)

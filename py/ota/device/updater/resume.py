@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ota.device.applypatch import protocol
@@ -44,10 +45,12 @@ def result_digests(plan: Plan) -> dict[str, str]:
     files, payload = plan.files, {entry.name: entry for entry in plan.manifest.payload}
     digests = {}
     for step in plan.steps:
-        if step.phase == "stage":
+        if step.phase == "stage" and step.key in plan.slices:
+            text = f"{plan.slices[step.key].offset} {plan.slices[step.key].length}"
+        elif step.phase == "stage":
             text = f"{payload[step.key].size} {payload[step.key].sha256}"
         elif step.phase in ("patch", "write"):
-            text = f"{files[step.key].target.size} {files[step.key].target.sha256}"
+            text = f"{files[step.key].target.size} {files[step.key].target.sha256.hex()}"
         elif step.phase == "partition":
             target = plan.partitions[step.key].target
             text = f"{target.size} {target.sha256}"
@@ -74,11 +77,27 @@ class Resume:
     confirmed: frozenset[str]
 
 
-def examine(plan: Plan, journal: Journal, root: SysRoot, ctx: protocol.Context, staged_dir: str) -> Resume:
-    """Checks each journal claim against the plan and the device (reads only)."""
+def examine(
+    plan: Plan,
+    journal: Journal,
+    root: SysRoot,
+    ctx: protocol.Context,
+    staged_dir: str,
+    read_staged: Callable[[str], bytes],
+) -> Resume:
+    """Checks each journal claim against the plan and the device (reads only).
+
+    `read_staged` reads a staged item out of the package (engine.staged_reader): a file patch's
+    slice of the payload blob has no digest of its own in the manifest, so its staged copy is
+    compared with the slice itself, from the blob this run has hashed.
+    """
     digests = result_digests(plan)
     claimed = frozenset(step.id for step in plan.steps if journal.claimed.get(step.id) == digests[step.id])
     staged = {entry.name: (entry.size, entry.sha256) for entry in plan.manifest.payload}
+    for key in plan.slices:
+        if f"stage:{escape(key)}" in claimed:
+            data = read_staged(key)
+            staged[key] = (len(data), hashlib.sha256(data).hexdigest())
     confirmed = frozenset(
         step.id
         for step in plan.steps
@@ -92,7 +111,7 @@ def examine(plan: Plan, journal: Journal, root: SysRoot, ctx: protocol.Context, 
 def _device_shows(
     plan: Plan, step: Step, root: SysRoot, ctx: protocol.Context, staged_dir: str, staged: dict[str, tuple[int, str]]
 ) -> bool:
-    """Whether the device holds `step`'s result now (`staged`: payload entry -> size, SHA-256)."""
+    """Whether the device holds `step`'s result now (`staged`: staged key -> size, SHA-256)."""
     if step.phase == "stage":
         path = os.path.join(staged_dir, verify.staged_name(step.key))
         if not os.path.isfile(path) or os.path.islink(path):
@@ -104,7 +123,7 @@ def _device_shows(
         return (
             entry is not None
             and entry.kind == "file"
-            and root.content(step.key).sha256 == plan.files[step.key].target.sha256
+            and root.content(step.key).sha256 == plan.files[step.key].target.sha256.hex()
         )
     target = plan.partitions[step.key].target
     partition = open_partition("EMMC", step.key, ctx.config, ctx.ops, writable=False)

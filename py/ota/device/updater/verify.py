@@ -22,6 +22,7 @@ from ota.device.applypatch.cache import Cache
 from ota.device.applypatch.device_config import DeviceConfig
 from ota.device.applypatch.spec import Digest, Pair, load_by_spec
 from ota.device.fsops import FsOps
+from ota.device.updater import unchanged_paths
 from ota.device.updater.device import BuildInfo, Device
 from ota.device.updater.journal import Journal
 from ota.device.updater.manifest_rules import shown
@@ -29,7 +30,7 @@ from ota.device.updater.plan import Op, Plan
 from ota.device.updater.progress import VERIFY_SHARE, Progress
 from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
-from ota.format.layout import MANIFEST_ENTRY
+from ota.format.layout import MANIFEST_ENTRY, slice_key
 from ota.format.paths import escape, from_bytes
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -141,19 +142,22 @@ def check_sources(
     ctx: protocol.Context,
     progress: Progress,
     read_entry: Callable[[str], bytes],
+    read_whole: Callable[[pb.FileOperation], bytes],
     package_path: str,
     done: set[str] | None,
 ) -> None:
-    """Everything the steps will find on the device, checked before the first write.
+    """Everything the steps will find on the device, and every whole file's data, checked before
+    the first write.
 
     `done` is the journal's finished steps on a resumed run, None on a fresh one: a partition
     flashed whole may then hold a torn image (neither source nor target) if its step was cut.
 
-    Incremental packages: every kept/patched file and every partition holds what the package
+    Incremental packages: every unchanged group holds the source build's entries
+    (unchanged_paths.py); every kept/patched file and every partition holds what the package
     expects (or its target); every other path holds nothing, what the source build has there, or
     the target; every patch is dry-run. FULL packages write everything and their wipe step
-    removes what the target does not list, so only their partition images are checked (that they
-    fit).
+    removes what the target does not list, so only their whole files' data and partition images
+    are checked (that they fit).
     """
     files = [] if plan.full else sorted(plan.files.items())
     partitions = sorted(plan.partitions.items())
@@ -163,12 +167,18 @@ def check_sources(
         + sum(_verify_bytes(part.source, part.target, bool(part.entry)) for _, part in partitions),
         len(files) + len(partitions),
     )
+    for op in plan.files.values():
+        if op.op == Op.WRITE:
+            read_whole(op)  # inflates and hashes against the target, so the write step cannot fail on it
+    if not plan.full:
+        unchanged_paths.check(plan, root)
     for path, op in files:
         if op.op == Op.KEEP:
             _check_kept(root, path, op)
         elif op.op == Op.PATCH:
             _check_patched(root, path, op, ctx)
-            _dry_run(ctx, file_request(root, op, _label(package_path, op.entry)), op.entry, read_entry, root.file(path))
+            key = patch_key(op)
+            _dry_run(ctx, file_request(root, op, _label(package_path, key)), key, read_entry, root.file(path))
         else:
             _check_kind(root, path, op, plan)
         progress.item("verify", path, _verify_bytes(op.source, op.target, op.op == Op.PATCH))
@@ -219,14 +229,21 @@ def _may_have_begun(plan: Plan, step_id: str, done: set[str] | None) -> bool:
     return all(earlier in done for earlier in ids[: ids.index(step_id)])
 
 
-def _verify_bytes(source: pb.ContentInfo, target: pb.ContentInfo, patched: bool) -> int:
+def patch_key(op: pb.FileOperation) -> str:
+    """A file patch's key among the plan's staged items (`Plan.staged`, `Plan.slices`)."""
+    return slice_key(op.data.offset, op.data.length)
+
+
+def _verify_bytes(
+    source: pb.ContentInfo | pb.FileContent, target: pb.ContentInfo | pb.FileContent, patched: bool
+) -> int:
     """Progress weight: the source is read; a patched target is built in memory too."""
     return source.size + (target.size if patched else 0)
 
 
 def _label(package_path: str, entry: str) -> str:
-    """How a patch not yet staged is named in errors: the package and its entry."""
-    return f"{package_path}: zip entry {entry}"
+    """How a patch not yet staged is named in errors: the package and its entry (or blob slice)."""
+    return f"{package_path}: {entry}"
 
 
 def _dry_run(
@@ -253,8 +270,8 @@ def file_request(root: SysRoot, op: pb.FileOperation, patch: str) -> protocol.Pa
         source=location,
         target=location,
         target_size=op.target.size,
-        target_digest=Digest("sha256", op.target.sha256),
-        patches=((Digest("sha256", op.source.sha256), patch),),
+        target_digest=Digest("sha256", op.target.sha256.hex()),
+        patches=((Digest("sha256", op.source.sha256.hex()), patch),),
     )
 
 
@@ -274,7 +291,7 @@ def _check_kept(root: SysRoot, path: str, op: pb.FileOperation) -> None:
     entry = root.lstat(path)
     if entry is None or entry.kind != "file":
         raise OtaError(root.where(path), "system file is missing (the package keeps it unchanged)")
-    if root.content(path).sha256 != op.source.sha256:
+    if root.content(path).sha256 != op.source.sha256.hex():
         raise OtaError(root.where(path), "system file is modified (its SHA-256 is not the source build's)")
 
 
@@ -289,7 +306,7 @@ def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol
         protocol.check(
             ctx,
             root.where(path),
-            [Digest("sha256", op.source.sha256), Digest("sha256", op.target.sha256)],
+            [Digest("sha256", op.source.sha256.hex()), Digest("sha256", op.target.sha256.hex())],
             root.file(path),
         )
     except OtaError:
@@ -328,7 +345,7 @@ def _check_kind(root: SysRoot, path: str, op: pb.FileOperation, plan: Plan) -> N
         )
         raise OtaError(where, f"is {_a(entry.kind)}; {builds} here")
     if entry.kind == "file" and op.op != Op.DELETE:
-        allowed = {info.sha256 for kind, info in ((source, op.source), (target, op.target)) if kind == "file"}
+        allowed = {info.sha256.hex() for kind, info in ((source, op.source), (target, op.target)) if kind == "file"}
         if root.content(path).sha256 not in allowed:
             if source == "file":
                 raise OtaError(where, "system file is modified (neither the source nor the target build's contents)")
@@ -375,7 +392,10 @@ def _check_fits(name: str, part: pb.PartitionOperation, hardware: DeviceConfig, 
 
 
 def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
-    """After the apply: every target path and partition is exactly what the manifest says."""
+    """After the apply: every target path and partition is exactly what the manifest says, and
+    every unchanged group still holds the source build's entries."""
+    if not plan.full:
+        unchanged_paths.check(plan, root, " after the update")
     for path, op in sorted(plan.files.items()):
         if op.op == Op.DELETE:
             if root.reachable(path) is not None:
@@ -385,7 +405,7 @@ def check_results(plan: Plan, root: SysRoot, ctx: protocol.Context) -> None:
         kind = {Op.MKDIR: "dir", Op.SYMLINK: "symlink"}.get(op.op, "file")
         if entry is None or entry.kind != kind:
             raise OtaError(root.where(path), f"is not a {kind} after the update")
-        if kind == "file" and root.content(path).sha256 != op.target.sha256:
+        if kind == "file" and root.content(path).sha256 != op.target.sha256.hex():
             raise OtaError(root.where(path), "contents are not the target build's after the update")
         if kind == "symlink" and root.readlink(path) != op.symlink_target:
             raise OtaError(
@@ -452,9 +472,9 @@ def cache_needed(plan: Plan, cache: Cache, staged_dir: str, done: set[str]) -> i
 def backup_sources(plan: Plan) -> list[Digest]:
     """Every source this update may save as the cache backup: patched partitions' and patched
     files' (the low-space path); a backup matching one of them is this update's own."""
-    infos = [part.source for part in plan.partitions.values() if part.HasField("source")]
-    infos += [op.source for op in plan.files.values() if op.op == Op.PATCH]
-    return [Digest("sha256", info.sha256) for info in infos]
+    digests = [part.source.sha256 for part in plan.partitions.values() if part.HasField("source")]
+    digests += [op.source.sha256.hex() for op in plan.files.values() if op.op == Op.PATCH]
+    return [Digest("sha256", digest) for digest in digests]
 
 
 def _listdir(directory: str) -> list[str]:
