@@ -257,21 +257,17 @@ def _package_action(ctx, source, target, system, partitions):
     args.add("--params", params)
     args.add("--out", out)
     identity = add_toolchain_identity(ctx, args)
-    args.use_param_file("@%s", use_always = True)
-    args.set_param_file_format("multiline")
     ctx.actions.run(
         executable = ctx.executable._package,
         arguments = [args],
         inputs = [params, identity] + manifests + system.inputs + partitions.inputs + system.shards,
         outputs = [out],
         mnemonic = "OtaPackage",
-        # In a persistent worker (py/ota/actions/persistent_worker.py), so a rebuild does not pay
-        # a Python start and the tool's imports. Otherwise locally unsandboxed: its sandbox (one
-        # symlink per input, ~5,000 for a 7,000-file tree: the tool's 1,500 runfiles, two per
-        # changed file) took 15 s of its 17 s to set up and delete on the 2-core machine
-        # (docs/scale.md). The tool opens only the files its params name, all declared inputs;
-        # remote execution and the cache key are unaffected.
-        execution_requirements = {"no-sandbox": "1", "supports-workers": "1"},
+        # Locally unsandboxed: its sandbox (one symlink per input, ~5,000 for a 7,000-file tree:
+        # the tool's 1,500 runfiles, two per changed file) took 15 s of its 17 s to set up and
+        # delete on the 2-core machine (docs/scale.md). The tool opens only the files its params
+        # name, all declared inputs; remote execution and the cache key are unaffected.
+        execution_requirements = {"no-sandbox": "1"},
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
             "incremental" if source else "full",
             ctx.label,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 
 from absl import flags
 
-from ota.actions import persistent_worker, shard_layout, toolchain_identity, tree, zipwrite
+from ota.actions import shard_layout, toolchain_identity, tree, zipwrite
 from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.errors import OtaError, UsageError
 from ota.format import hashing, jsonio, unchanged
@@ -43,6 +42,7 @@ from ota.format.layout import (
     partition_patch_entry,
 )
 from ota.format.paths import escape, sort_key, to_bytes
+from ota.io import runner
 from ota.proto import ota_manifest_pb2 as pb
 
 _WHOLE = zipwrite.Compression.SMALLEST
@@ -52,10 +52,10 @@ Op = pb.FileOperation
 # What a device expects at a path of the source build (a regular file's contents are in `source`).
 _SOURCE_KIND = {tree.FILE: Op.SOURCE_FILE, tree.DIR: Op.SOURCE_DIR, tree.SYMLINK: Op.SOURCE_SYMLINK}
 
-flags.DEFINE_string(
+_PARAMS = flags.DEFINE_string(
     "params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters)."
 )
-flags.DEFINE_string("out", None, "Where to write the package zip.")
+_OUT = flags.DEFINE_string("out", None, "Where to write the package zip.")
 
 
 @dataclass(frozen=True)
@@ -503,25 +503,17 @@ def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
     return manifest
 
 
-def package_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
-    """One package from parsed flag `values` (the global FLAGS, or a persistent worker's private
-    copy per request) and the leftover arguments `rest`."""
-    toolchain_identity.verify(values.toolchain_identity)
-    if len(rest) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
-    if not values.params or not values.out:
+def main(argv: Sequence[str]) -> None:
+    toolchain_identity.verify_flag()
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not _PARAMS.value or not _OUT.value:
         raise UsageError("--params and --out are required")
-    write_package(values.params, values.out)
-
-
-# A persistent worker (py/ota/actions/persistent_worker.py), as the patch tools are: a one-file
-# rebuild runs OtaPackage once, and a Python start with these imports was a third of its time.
-TOOL = persistent_worker.Tool("package", __doc__ or "", (__name__, toolchain_identity.__name__), package_from_flags)
+    write_package(_PARAMS.value, _OUT.value)
 
 
 def run() -> None:
-    """`package --persistent_worker`, or one run of `package [@PARAMS | flags...]`."""
-    sys.exit(persistent_worker.main(sys.argv, TOOL))
+    runner.run_absl("package", main)
 
 
 if __name__ == "__main__":
