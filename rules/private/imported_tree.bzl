@@ -12,18 +12,20 @@ load(":providers.bzl", "OtaImportedTreeInfo")
 _MAX_ID = 4294967295  # 2^32 - 1, as docs/contracts.md#1-tree-description allows
 _MAX_SIZE = 9223372036854775807  # 2^63 - 1: what a file size may be on Linux
 
+# The number of fields of each kind of entry.
+_FIELDS = {"dir": 4, "file": 7, "symlink": 5}
+
 def _number(ctx, path, text, base, upper, what):
-    digits = "01234567" if base == 8 else "0123456789"
-    ok = len(text) > 0 and len(text) <= 19
-    for c in text.elems():
-        ok = ok and c in digits
+    # isdigit and substring tests, not a loop over characters: a tree has tens of thousands of
+    # numbers to check. A Starlark string's characters are bytes, so isdigit means 0-9 only.
+    ok = len(text) <= 19 and text.isdigit() and (base == 10 or ("8" not in text and "9" not in text))
     if not ok or int(text, base) > upper:
         fail("ota_imported_tree %s: \"%s\": %s '%s' is not valid" % (ctx.label, escape(path), what, text))
     return int(text, base)
 
 def _entry(ctx, path, fields, by_digest):
     kind = fields[0] if fields else ""
-    expected = {"dir": 4, "file": 7, "symlink": 5}.get(kind)
+    expected = _FIELDS.get(kind)
     if expected == None or len(fields) != expected:
         fail("ota_imported_tree %s: \"%s\": expected [kind, mode, uid, gid] plus a file's sha256, size and sha1 or a symlink's target, got %s" % (ctx.label, escape(path), fields))
     entry = {

@@ -19,16 +19,21 @@ def _manifest_entry(entry, contents):
     """The manifest entry (docs/contracts.md#2-system-manifest) of a tree entry.
 
     A file's exec path is replaced by its recorded size and digests; keys in sorted order, as the
-    tool writes them.
+    tool writes them (a tree entry's keys are already sorted, rules/private/tree.bzl).
     """
-    out = {}
-    fields = dict(entry)
-    if entry["kind"] == "file":
-        fields.pop("file")
-        fields.update(contents[entry["path"]])
-    for key in sorted(fields.keys()):
-        out[key] = fields[key]
-    return out
+    if entry["kind"] != "file":
+        return entry
+    recorded = contents[entry["path"]]
+    return {
+        "gid": entry["gid"],
+        "kind": "file",
+        "mode": entry["mode"],
+        "path": entry["path"],
+        "sha1": recorded["sha1"],
+        "sha256": recorded["sha256"],
+        "size": recorded["size"],
+        "uid": entry["uid"],
+    }
 
 def _recorded_manifest(ctx, tree, manifest):
     """Writes the manifest of a tree whose every file's size, SHA-256 and SHA-1 are recorded.

@@ -75,13 +75,25 @@ def _check_path(ctx, path, what):
 
     Any byte but NUL is legal in a component ('\\', spaces, newlines, bytes >= 0x80: a path is
     data, never a label or a file name; docs/contracts.md, "File names"). What stays illegal gets
-    its own message, the path shown `escape`d so the message is one line.
+    its own message (_path_problem). A legal path, the common case, costs a few substring tests:
+    no split and no escaping, since a tree may hold tens of thousands of paths.
     """
     p = path
     if p.startswith("/"):
         p = p[1:]
     if p.endswith("/"):
         p = p[:-1]
+    framed = "/" + p + "/"
+    if (not p or NUL in p or "//" in framed or "/./" in framed or "/../" in framed or
+        framed.startswith("/" + SCRATCH_DIR + "/")):
+        _path_problem(ctx, path, p, what)
+    return p
+
+def _path_problem(ctx, path, p, what):
+    """Fails with the message of what is wrong with install path `path` (`p` once normalized).
+
+    The path is shown `escape`d so the message is one line.
+    """
     if not p:
         fail("%s: %s: empty install path" % (_where(ctx), what))
     shown = escape(path)
@@ -92,10 +104,8 @@ def _check_path(ctx, path, what):
             fail("%s: %s: install path \"%s\": an empty component ('//') is not allowed" % (_where(ctx), what, shown))
         if part in (".", ".."):
             fail("%s: %s: install path \"%s\": a '%s' component is not allowed" % (_where(ctx), what, shown, part))
-    if p.split("/")[0] == SCRATCH_DIR:
-        fail("%s: %s: install path \"%s\": '%s' at the top of the tree is reserved for the updater's scratch files" %
-             (_where(ctx), what, shown, SCRATCH_DIR))
-    return p
+    fail("%s: %s: install path \"%s\": '%s' at the top of the tree is reserved for the updater's scratch files" %
+         (_where(ctx), what, shown, SCRATCH_DIR))
 
 def _join(base, rel):
     b = base
@@ -161,6 +171,16 @@ def _rule_key(table, path):
             return key
     return None
 
+def _origin_text(origin):
+    """The text of an origin: a string, or (before, name, after) whose name is escaped only now.
+
+    Entries of an imported tree and implicit parents, most of a large tree, keep the tuple: the
+    text is needed only when a message names the entry.
+    """
+    if type(origin) == "tuple":
+        return origin[0] + escape(origin[1]) + origin[2]
+    return origin
+
 def _add(ctx, state, path, kind, origin, file = None, target = None):
     if path in state.kinds:
         if kind == "dir" and state.kinds[path] == "dir":
@@ -168,8 +188,8 @@ def _add(ctx, state, path, kind, origin, file = None, target = None):
         fail("%s: install path \"%s\" has two sources: %s and %s" % (
             _where(ctx),
             escape(path),
-            state.origins[path],
-            origin,
+            _origin_text(state.origins[path]),
+            _origin_text(origin),
         ))
     state.kinds[path] = kind
     state.origins[path] = origin
@@ -183,14 +203,16 @@ def _add_imported_tree(ctx, state):
     if not ctx.attr.tree:
         return
     label = ctx.attr.tree.label
+    what = "tree %s" % label
+    after = "\" of tree %s" % label
     for entry in ctx.attr.tree[OtaImportedTreeInfo].entries:
-        path = _check_path(ctx, entry["path"], "tree %s" % label)
+        path = _check_path(ctx, entry["path"], what)
         _add(
             ctx,
             state,
             path,
             entry["kind"],
-            "\"%s\" of tree %s" % (escape(entry["path"]), label),
+            ("\"", entry["path"], after),
             file = entry.get("file"),
             target = entry.get("target"),
         )
@@ -208,7 +230,7 @@ def _add_known_sha256s(ctx, state):
         if len(digest) != 64 or digest.lstrip("0123456789abcdef") != "":
             fail("%s: sha256s[\"%s\"]: '%s' is not a lowercase hex SHA-256" % (_where(ctx), escape(key), digest))
         if state.sha256s.get(path, digest) != digest:
-            fail("%s: sha256s[\"%s\"]: %s, but %s records %s" % (_where(ctx), escape(key), digest, state.origins[path], state.sha256s[path]))
+            fail("%s: sha256s[\"%s\"]: %s, but %s records %s" % (_where(ctx), escape(key), digest, _origin_text(state.origins[path]), state.sha256s[path]))
         state.sha256s[path] = digest
 
 def _add_files(ctx, state):
@@ -247,9 +269,34 @@ def _add_dirs_and_symlinks(ctx, state):
         _add(ctx, state, _check_path(ctx, link, "symlinks"), "symlink", "symlinks entry \"%s\"" % escape(link), target = target)
 
 def _add_parents(ctx, state):
-    """Adds the implicit parent directories; no entry may sit below a file or a symlink."""
+    """Adds the implicit parent directories; no entry may sit below a file or a symlink.
+
+    Each path walks up only to its nearest ancestor that is already a directory: that one's own
+    ancestors are checked where it was added, or when the walk reaches it (every entry is walked).
+    One entry below a file or symlink redoes the check in full, in entry order from the top, so
+    the message is the one the first offending entry gets.
+    """
     kinds, origins = state.kinds, state.origins
-    for path in list(kinds.keys()):
+    paths = list(kinds.keys())
+    for path in paths:
+        parent = path
+        for _ in range(len(path)):
+            cut = parent.rfind("/")
+            if cut < 0:
+                break
+            parent = parent[:cut]
+            kind = kinds.get(parent)
+            if kind == "dir":
+                break
+            if kind != None:
+                _fail_below_non_dir(ctx, state, paths)
+            kinds[parent] = "dir"
+            origins[parent] = ("parent of \"", path, "\"")
+
+def _fail_below_non_dir(ctx, state, paths):
+    """Fails naming the first of `paths` (entry order) below a file or a symlink, and its topmost such ancestor."""
+    kinds, origins = state.kinds, state.origins
+    for path in paths:
         parts = path.split("/")
         for n in range(1, len(parts)):
             parent = "/".join(parts[:n])
@@ -257,14 +304,11 @@ def _add_parents(ctx, state):
                 fail("%s: \"%s\" (%s) is below \"%s\", which is a %s (%s)" % (
                     _where(ctx),
                     escape(path),
-                    origins[path],
+                    _origin_text(origins[path]),
                     escape(parent),
                     kinds[parent],
-                    origins[parent],
+                    _origin_text(origins[parent]),
                 ))
-            if parent not in kinds:
-                kinds[parent] = "dir"
-                origins[parent] = "parent of \"%s\"" % escape(path)
 
 def _metadata_rules(ctx):
     """The parsed `modes` and `owners` tables and the default file and directory modes."""
@@ -290,27 +334,34 @@ def _entries(ctx, state):
     rules = _metadata_rules(ctx)
     used = {}
     entries = []
-    for path in sorted(state.kinds.keys()):
-        kind = state.kinds[path]
-        mode = rules.dir_mode if kind == "dir" else rules.file_mode
-        uid, gid = ctx.attr.uid, ctx.attr.gid
-        if path in state.recorded:
-            mode, uid, gid = state.recorded[path]
-        mkey = _rule_key(rules.modes, path)
-        if mkey != None:
-            used["modes:" + mkey] = True
-            mode = rules.modes[mkey]
-        if kind == "symlink":
-            mode = SYMLINK_MODE
-        okey = _rule_key(rules.owners, path)
-        if okey != None:
-            used["owners:" + okey] = True
-            uid, gid = rules.owners[okey]
-        entry = {"gid": gid, "kind": kind, "mode": mode, "path": path, "uid": uid}
+    kinds, recorded = state.kinds, state.recorded
+    default_uid, default_gid = ctx.attr.uid, ctx.attr.gid
+    for path in sorted(kinds.keys()):
+        kind = kinds[path]
+        owner = recorded.get(path)
+        if owner != None:
+            mode, uid, gid = owner
+        else:
+            mode = rules.dir_mode if kind == "dir" else rules.file_mode
+            uid, gid = default_uid, default_gid
+        if rules.modes:
+            mkey = _rule_key(rules.modes, path)
+            if mkey != None:
+                used["modes:" + mkey] = True
+                mode = rules.modes[mkey]
+        if rules.owners:
+            okey = _rule_key(rules.owners, path)
+            if okey != None:
+                used["owners:" + okey] = True
+                uid, gid = rules.owners[okey]
+
+        # Keys in sorted order, so write_tree and the manifests encode an entry without sorting.
         if kind == "file":
-            entry["file"] = state.files[path]
-        if kind == "symlink":
-            entry["target"] = state.targets[path]
+            entry = {"file": state.files[path], "gid": gid, "kind": kind, "mode": mode, "path": path, "uid": uid}
+        elif kind == "symlink":
+            entry = {"gid": gid, "kind": kind, "mode": SYMLINK_MODE, "path": path, "target": state.targets[path], "uid": uid}
+        else:
+            entry = {"gid": gid, "kind": kind, "mode": mode, "path": path, "uid": uid}
         entries.append(entry)
 
     for table, name in ((rules.modes, "modes"), (rules.owners, "owners")):
@@ -350,11 +401,11 @@ def collect_tree(ctx):
     return struct(entries = _entries(ctx, state), files = state.files, sha256s = state.sha256s, contents = state.contents)
 
 def _json_entry(entry):
-    """One contract-1 entry with keys in sorted order and the file as its exec path."""
-    out = {}
-    for key in sorted(entry.keys()):
-        value = entry[key]
-        out[key] = value.path if key == "file" else value
+    """One contract-1 entry: the file as its exec path (an entry's keys are already sorted)."""
+    if "file" not in entry:
+        return entry
+    out = dict(entry)
+    out["file"] = entry["file"].path
     return out
 
 def write_tree(ctx, tree, out):

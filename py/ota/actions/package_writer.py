@@ -17,10 +17,11 @@ its directory's `unchanged` digest (py/ota/format/unchanged.py) covers it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,9 +206,15 @@ class _Payload:
 def _checked(file: str, want: str | None, why: str) -> ContentInfo:
     """The file's ContentInfo, if its SHA-256 is `want` (None: anything)."""
     actual = hashing.of_file(file)
-    if want is not None and actual.sha256 != want:
-        raise OtaError(file, f"sha256 {actual.sha256} is not the {why} sha256 {want} (stale or mixed-up input?)")
+    if want is not None:
+        _check_sha256(file, actual.sha256, want, lambda: why)
     return actual
+
+
+def _check_sha256(file: str, actual: str, want: str, why: Callable[[], str]) -> None:
+    """`why` makes the message's text only when it is needed (it escapes a path)."""
+    if actual != want:
+        raise OtaError(file, f"sha256 {actual} is not the {why()} sha256 {want} (stale or mixed-up input?)")
 
 
 @dataclass
@@ -216,24 +223,40 @@ class _Blob:
 
     A whole file is raw-deflated (level 9, as zipwrite does) when that is smaller, else stored;
     the choice is a function of the bytes alone, so the package stays byte-reproducible. Files are
-    streamed (deflated once to count, then copied or deflated again), never held whole.
+    streamed, never held whole.
     """
 
     stream: Any
     size: int = 0
 
-    def append(self, file: str, data: pb.DataSlice, deflate_if_smaller: bool) -> None:
+    def append(
+        self, file: str, data: pb.DataSlice, want: str, why: Callable[[], str], deflate_if_smaller: bool
+    ) -> None:
+        """Appends `file`, checking on the way that its SHA-256 is `want` (why() names whose).
+
+        One read hashes and writes it (deflated, when it may be); only a file that does not
+        shrink is read again, to be stored instead, over the deflated bytes.
+        """
         source = zipwrite.ZipSource(file, zipwrite.Compression.STORED, file=file)
-        raw_size = os.path.getsize(file)
-        deflate = deflate_if_smaller and zipwrite.deflated_size(zipwrite.file_chunks(source)) < raw_size
-        packer = zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if deflate else None
-        start = self.size
+        packer = (
+            zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if deflate_if_smaller else None
+        )
+        start, raw_size, digest = self.size, 0, hashlib.sha256()
         for chunk in zipwrite.file_chunks(source):
+            digest.update(chunk)
+            raw_size += len(chunk)
             self._write(packer.compress(chunk) if packer else chunk)
         if packer:
             self._write(packer.flush())
+        _check_sha256(file, digest.hexdigest(), want, why)
+        if packer and self.size - start >= raw_size:
+            self.stream.seek(start)
+            self.stream.truncate()
+            self.size, packer = start, None
+            for chunk in zipwrite.file_chunks(source):
+                self._write(chunk)
         data.offset, data.length = start, self.size - start
-        data.compression = pb.DataSlice.DEFLATED if deflate else pb.DataSlice.STORED
+        data.compression = pb.DataSlice.DEFLATED if packer else pb.DataSlice.STORED
 
     def _write(self, piece: bytes) -> None:
         self.stream.write(piece)
@@ -251,16 +274,19 @@ def _content(message: pb.ContentInfo, info: ContentInfo) -> None:
 def _check_matches(produced: Produced, source: ContentInfo | None, target: ContentInfo, where: str) -> None:
     """A file_patch result must describe exactly the manifests' source and target contents."""
     info = produced.info
-    shown = escape(produced.key)
     if info.path != produced.key:
-        raise OtaError(where, f'{shown}: its info file says path "{escape(info.path)}"')
+        raise OtaError(where, f'{escape(produced.key)}: its info file says path "{escape(info.path)}"')
     if info.target != target:
         raise OtaError(
-            where, f"{shown}: patch info target {info.target.sha256} is not the target build's {target.sha256}"
+            where,
+            f"{escape(produced.key)}: patch info target {info.target.sha256} is not the target build's {target.sha256}",
         )
     if info.method != WHOLE and info.source != source:
         have = "absent" if source is None else source.sha256
-        raise OtaError(where, f"{shown}: patch info source {info.source.sha256} is not the source build's ({have})")  # type: ignore[union-attr]
+        raise OtaError(
+            where,
+            f"{escape(produced.key)}: patch info source {info.source.sha256} is not the source build's ({have})",  # type: ignore[union-attr]
+        )
 
 
 def _same(old: tree.TreeEntry, new: tree.TreeEntry) -> bool:
@@ -372,7 +398,6 @@ class _Assembler:
 
     def _file(self, op: pb.FileOperation, path: str, old: ContentInfo | None, new: ContentInfo) -> None:
         _file_content(op.target, new)
-        shown = escape(path)
         produced = self.params.file_patches.get(path)
         whole = self.params.whole_files.get(path)
         if produced is not None:
@@ -382,30 +407,28 @@ class _Assembler:
                 op.op = Op.KEEP
             elif method == WHOLE:
                 op.op, op.method = Op.WRITE, pb.WHOLE
-                self._append(op, produced.data, new.sha256, f"target of {shown}", deflate_if_smaller=True)
+                self._append(op, produced.data, new.sha256, lambda: f"target of {escape(path)}", True)
             else:
                 op.op, op.method = Op.PATCH, _METHOD[method]
-                self._append(
-                    op, produced.data, produced.info.data_sha256, f"patch info's data_sha256 of {shown}", False
-                )
+                why = lambda: f"patch info's data_sha256 of {escape(path)}"  # noqa: E731
+                self._append(op, produced.data, produced.info.data_sha256, why, False)
         elif whole is not None:
             op.op, op.method = Op.WRITE, pb.WHOLE
-            self._append(op, whole, new.sha256, f"target manifest's {shown}", deflate_if_smaller=True)
+            self._append(op, whole, new.sha256, lambda: f"target manifest's {escape(path)}", True)
         elif self.params.full:
-            raise OtaError(self.where, f"{shown}: a FULL package needs every target file in whole_files")
+            raise OtaError(self.where, f"{escape(path)}: a FULL package needs every target file in whole_files")
         elif old is not None and old == new:
             op.op = Op.KEEP
         else:
             raise OtaError(
                 self.where,
-                f"{shown}: {'changed' if old else 'new'} in the target build but has no "
+                f"{escape(path)}: {'changed' if old else 'new'} in the target build but has no "
                 "file_patches or whole_files entry",
             )
 
-    def _append(self, op: pb.FileOperation, file: str, want: str | None, why: str, deflate_if_smaller: bool) -> None:
-        """Checks `file` holds what the manifest promises and appends it to the blob at `op.data`."""
-        _checked(file, want, why)
-        self.blob.append(file, op.data, deflate_if_smaller)
+    def _append(self, op: pb.FileOperation, file: str, want: str, why: Callable[[], str], deflate: bool) -> None:
+        """Appends `file` to the blob at `op.data`, checking it holds what the manifest promises."""
+        self.blob.append(file, op.data, want, why, deflate)
 
     def partitions(self) -> None:
         for name in sorted(self.params.partitions):

@@ -58,6 +58,9 @@ class TreeEntry:
 
 
 def _int_field(raw: dict[str, Any], key: str, upper: int, where: str, path: str) -> int:
+    value = raw.get(key)
+    if type(value) is int and 0 <= value <= upper:
+        return value  # the common case: no escaped path for a message (a tree has 10,000s of fields)
     value = jsonio.get(raw, key, int, where, f"{escape(path)}: {key}")
     if not 0 <= value <= upper:
         raise OtaError(where, f"{escape(path)}: {key} {value} out of range 0..{upper}")
