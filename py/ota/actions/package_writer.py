@@ -42,7 +42,7 @@ from ota.format.layout import (
     partition_patch_entry,
 )
 from ota.format.paths import escape, sort_key, to_bytes
-from ota.io import runner
+from ota.io import fileio, runner
 from ota.proto import ota_manifest_pb2 as pb
 
 _WHOLE = zipwrite.Compression.SMALLEST
@@ -237,12 +237,11 @@ class _Blob:
         One read hashes and writes it (deflated, when it may be); only a file that does not
         shrink is read again, to be stored instead, over the deflated bytes.
         """
-        source = zipwrite.ZipSource(file, zipwrite.Compression.STORED, file=file)
         packer = (
             zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if deflate_if_smaller else None
         )
         start, raw_size, digest = self.size, 0, hashlib.sha256()
-        for chunk in zipwrite.file_chunks(source):
+        for chunk in fileio.read_chunks(file):
             digest.update(chunk)
             raw_size += len(chunk)
             self._write(packer.compress(chunk) if packer else chunk)
@@ -253,7 +252,7 @@ class _Blob:
             self.stream.seek(start)
             self.stream.truncate()
             self.size, packer = start, None
-            for chunk in zipwrite.file_chunks(source):
+            for chunk in fileio.read_chunks(file):
                 self._write(chunk)
         data.offset, data.length = start, self.size - start
         data.compression = pb.DataSlice.DEFLATED if packer else pb.DataSlice.STORED

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ota.errors import OtaError
+from ota.io import fileio
 
 DATE_TIME = (1980, 1, 1, 0, 0, 0)
 CREATE_SYSTEM_UNIX = 3
 EXTERNAL_ATTR = 0o100644 << 16  # a regular file, rw-r--r--
 DEFLATE_LEVEL = 9
-_CHUNK = 1 << 20
 
 
 class Compression(enum.Enum):
@@ -82,16 +82,11 @@ def _stream_size(source: ZipSource) -> int:
 
 
 def file_chunks(source: ZipSource) -> Iterator[bytes]:
-    """The entry's bytes in pieces of at most `_CHUNK`; a file is streamed, never held whole."""
+    """The entry's bytes in pieces (fileio.read_chunks): a file is streamed, never held whole."""
     if source.data is not None:
         yield source.data
         return
-    try:
-        with open(source.file, "rb") as stream:  # type: ignore[arg-type]
-            while chunk := stream.read(_CHUNK):
-                yield chunk
-    except OSError as err:
-        raise OtaError(str(source.file), f"cannot read: {err.strerror or err}") from None
+    yield from fileio.read_chunks(source.file)  # type: ignore[arg-type]
 
 
 def deflated_size(chunks: Iterator[bytes]) -> int:

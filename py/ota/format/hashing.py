@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ota.errors import OtaError
-
-_CHUNK = 1 << 20
+from ota.io import fileio
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,6 @@ class ContentHasher:
 def of_file(path: str) -> ContentInfo:
     """The ContentInfo of a file, read in chunks so a multi-GiB image never sits in memory."""
     hasher = ContentHasher()
-    try:
-        with open(path, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                hasher.update(chunk)
-    except OSError as err:
-        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
+    for chunk in fileio.read_chunks(path):
+        hasher.update(chunk)
     return hasher.info()

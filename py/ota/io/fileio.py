@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 
 from ota.errors import OtaError
 
@@ -30,6 +31,17 @@ MAX_SMALL_INPUT_BYTES = 1 << 20
 # An input of unknown size (a character device, a procfs file): copy a larger one to a file first.
 MAX_STREAM_BYTES = 64 << 20
 _PIECE = 1 << 20
+
+
+def read_chunks(path: str) -> Iterator[bytes]:
+    """A file's bytes in pieces of at most `_PIECE`, so a multi-GiB image is never held whole; a
+    read error is one line naming the file."""
+    try:
+        with open(path, "rb") as stream:
+            while chunk := stream.read(_PIECE):
+                yield chunk
+    except OSError as err:
+        raise OtaError(path, f"cannot read: {err.strerror or err}") from None
 
 
 def os_problem(err: OSError) -> str:
