@@ -66,6 +66,7 @@ _directory = tag_class(
         "path": attr.string(mandatory = True),
         "python": attr.string(default = "python3"),
         "rules_ota_repo": attr.string(default = "@rules_ota"),
+        "scan_cache": attr.bool(default = True),
         "timeout": attr.int(default = 3600),
     },
     doc = "One host directory to import as @<name>//:tree (the `tree` of ota_system_image or ota_ramdisk).",
@@ -79,6 +80,7 @@ def _ota_tree_impl(mctx):
                 path = tag.path,
                 python = tag.python,
                 rules_ota_repo = tag.rules_ota_repo,
+                scan_cache = tag.scan_cache,
                 timeout = tag.timeout,
             )
 

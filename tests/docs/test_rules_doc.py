@@ -24,6 +24,27 @@ def test_documented_tables_equal_a_fresh_generation():
     )
 
 
+@pytest.mark.parametrize(
+    ("rule", "bzl", "tag"),
+    [
+        ("ota_tree_repository", "rules/private/tree_repository.bzl", "_directory"),
+        ("ota_release_archive", "rules/private/release_archive_repo.bzl", "_archive"),
+    ],
+)
+def test_module_extension_tags_pass_every_attribute_of_their_repository_rule(rule, bzl, tag):
+    """Under bzlmod a repository rule's attributes reach it only through its tag (bazel/extensions.bzl):
+    a tag that lacks one, or does not pass it on, hides that attribute from every bzlmod user."""
+    modules: dict = {}
+    wanted = {attribute.name for attribute in rules_doc.rule_attributes(rules_doc._Module(ROOT / bzl, modules), rule)}
+    extensions = rules_doc._Module(ROOT / "bazel" / "extensions.bzl", modules)
+    keywords = {keyword.arg: keyword.value for keyword in extensions.assigned[tag].keywords}
+    assert set(extensions.literal(keywords["attrs"])) == wanted | {"name"}
+    text = (ROOT / "bazel" / "extensions.bzl").read_text(encoding="utf-8")
+    call = text[text.index(f"            {rule}(") :]
+    call = call[: call.index(")\n")]
+    assert {name for name in wanted | {"name"} if f" {name} = tag.{name}," in call} == wanted | {"name"}
+
+
 def test_every_public_rule_and_attribute_is_documented():
     fresh = rules_doc.tables(ROOT)
     assert set(fresh) == {
