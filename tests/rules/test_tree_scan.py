@@ -211,6 +211,8 @@ def _copy_tool(dest: pathlib.Path) -> None:
         "format/__init__.py",
         "format/paths.py",
         "format/hashing.py",
+        "io/__init__.py",
+        "io/fileio.py",
         "actions/scan_cache.py",
         "actions/__init__.py",
         "actions/tree_scan.py",
