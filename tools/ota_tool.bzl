@@ -1,11 +1,11 @@
 """ota_tool: a py_binary that runs the `run()` of one module of //py:ota.
 
 The main script is generated next to the target rather than pointing py_binary at the module file
-itself: Python puts the main script's directory first on sys.path, so a module such as
-py/ota/cli/bsdiff.py run as a script would shadow same-named modules for everything it imports.
+itself (rules/private/python_main.bzl says why, and why it is a write action, not a genrule).
 """
 
 load("@rules_python//python:py_binary.bzl", "py_binary")
+load("//rules/private:python_main.bzl", "python_main")
 
 def ota_tool(name, module, **kwargs):
     """Declares `name` as a py_binary running `<module>.run()`.
@@ -16,10 +16,10 @@ def ota_tool(name, module, **kwargs):
       **kwargs: passed to py_binary (visibility, tags...).
     """
     main = "_%s_main.py" % name
-    native.genrule(
+    python_main(
         name = "_%s_main" % name,
-        outs = [main],
-        cmd = "printf 'from %s import run\\nrun()\\n' > $@" % module,
+        out = main,
+        module = module,
         visibility = ["//visibility:private"],
     )
     py_binary(

@@ -27,6 +27,7 @@ it is a development device that does not check signatures.
 
 load("@rules_python//python:py_test.bzl", "py_test")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
+load(":python_main.bzl", "python_main")
 
 def _build_doc(build):
     info = build[OtaBuildInfo]
@@ -92,8 +93,6 @@ _ota_test_spec = rule(
     },
 )
 
-_MAIN = "from ota.testing import ota_test_main\\nota_test_main.run()\\n"
-
 def ota_test(
         name,
         source,
@@ -143,10 +142,10 @@ def ota_test(
         visibility = ["//visibility:private"],
     )
     main = "_%s_main.py" % name
-    native.genrule(
+    python_main(
         name = "_%s_main" % name,
-        outs = [main],
-        cmd = "printf '%s' > $@" % _MAIN,
+        out = main,
+        module = "ota.testing.ota_test_main",
         testonly = True,
         visibility = ["//visibility:private"],
     )
