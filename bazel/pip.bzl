@@ -2,11 +2,16 @@
 
 Why not rules_python's pip.parse? It does not run on Bazel 4.2.3 (Debian's bazel-bootstrap), which is
 the Bazel that CI and this project's machines have. This rule gives the same labels (`@rules_ota_pypi//<name>`),
-so BUILD files work unchanged with pip.parse on Bazel 7/8.
+so BUILD files work unchanged with pip.parse on Bazel 7/8, except `:without_deps` (below), which
+is this rule's own.
 
 Every package is installed on its own (`--no-deps --require-hashes --only-binary=:all:`) into
 `site-packages/<name>`; the lock's `# via` comments give each package's parents, which, inverted, are
-its dependencies in the generated py_library graph. Nothing absolute is written into BUILD files or
+its dependencies in the generated py_library graph. Each package also gets
+`@rules_ota_pypi//<name>:without_deps`, its own files and none of the packages it requires: for a
+user that loads only the package's shared library (//py:ota takes libdivsufsort from pydivsufsort
+through ctypes, never importing the package, so pydivsufsort's numpy, 1,055 files, would be
+runfiles of every tool and test for nothing). Nothing absolute is written into BUILD files or
 library data (pip's RECORD and generated bin/ scripts hold absolute interpreter paths and are left
 out), so action keys do not depend on where the output base is.
 """
@@ -67,7 +72,7 @@ def _deps_of(entries):
 
 _LIBRARY = """
 py_library(
-    name = "{name}",
+    name = "{target}",
     srcs = glob(["site-packages/{name}/**/*.py"], allow_empty = True),
     data = glob(
         ["site-packages/{name}/**"],
@@ -130,8 +135,12 @@ def _pip_lock_repository_impl(rctx):
         )
         if result.return_code != 0:
             fail("pip install %s failed (exit %d):\n%s%s" % (e.pin, result.return_code, result.stdout, result.stderr))
-        build.append(_LIBRARY.format(name = e.name, deps = repr(["//:" + d for d in sorted(deps[e.name])])))
-        rctx.file("%s/BUILD.bazel" % e.name, 'alias(name = "%s", actual = "//:%s", visibility = ["//visibility:public"])\n' % (e.name, e.name))
+        build.append(_LIBRARY.format(name = e.name, target = e.name, deps = repr(["//:" + d for d in sorted(deps[e.name])])))
+        build.append(_LIBRARY.format(name = e.name, target = e.name + "_without_deps", deps = "[]"))
+        rctx.file("%s/BUILD.bazel" % e.name, "".join([
+            'alias(name = "%s", actual = "//:%s", visibility = ["//visibility:public"])\n' % (alias, actual)
+            for alias, actual in ((e.name, e.name), ("without_deps", e.name + "_without_deps"))
+        ]))
 
         # Console scripts shipped as files (protoc) and the .proto includes they come with.
         bin_dir = rctx.path("site-packages/%s/bin" % e.name)

@@ -4,6 +4,8 @@ memory the compiled diff is allowed (docs/performance.md)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import random
 import subprocess
 import sys
@@ -29,6 +31,15 @@ def test_the_build_ships_the_compiled_diff() -> None:
     """Bazel's py_library and `pip install ./py` both bring the library: a silent fallback to
     bsdiff4 would keep the bytes but lose the speed."""
     assert make_bsdiff.engine() == "native"
+
+
+@pytest.mark.skipif("TEST_SRCDIR" not in os.environ, reason="the runfiles are Bazel's; a plain venv may hold numpy")
+def test_the_compiled_diff_loads_without_numpy() -> None:
+    """//py:ota takes pydivsufsort without the packages it requires (py/BUILD,
+    `@rules_ota_pypi//pydivsufsort:without_deps`): the scan finds libdivsufsort by the package's
+    location, never importing it, so numpy (1,055 files) is not a runfile of any tool or test."""
+    assert bsdiff_scan.load() is not None
+    assert importlib.util.find_spec("numpy") is None
 
 
 def _edited(rng: random.Random, data: bytes) -> bytes:
