@@ -1,11 +1,11 @@
 """ota_tool: a py_binary that runs the `run()` of one module of //py:ota.
 
 The main script is generated next to the target rather than pointing py_binary at the module file
-itself (rules/private/python_main.bzl says why, and why it is a write action, not a genrule).
+itself (tools/python_main.bzl says why, and why it is a write action, not a genrule).
 """
 
 load("@rules_python//python:py_binary.bzl", "py_binary")
-load("//rules/private:python_main.bzl", "python_main")
+load(":python_main.bzl", "python_main")
 
 def ota_tool(name, module, **kwargs):
     """Declares `name` as a py_binary running `<module>.run()`.

@@ -26,8 +26,8 @@ it is a development device that does not check signatures.
 """
 
 load("@rules_python//python:py_test.bzl", "py_test")
+load("//tools:python_main.bzl", "python_main")
 load(":providers.bzl", "OtaBuildInfo", "OtaPackageInfo")
-load(":python_main.bzl", "python_main")
 
 def _build_doc(build):
     info = build[OtaBuildInfo]
