@@ -42,7 +42,7 @@ class Result:
 
     exit_code: int
     seconds: float
-    exec_log: pathlib.Path
+    exec_log: pathlib.Path | None  # None: the command ran without an execution log
     bep: pathlib.Path
     console: pathlib.Path
 
@@ -70,15 +70,20 @@ class Bazel:
             f"--max_idle_secs={self.max_idle_secs}",
         ]
 
-    def run(self, command: str, name: str, targets: list[str], flags: list[str]) -> Result:
-        """Runs `bazel <command> <flags> <targets>`; logs go to `<logs>/<name>.*`."""
+    def run(self, command: str, name: str, targets: list[str], flags: list[str], *, exec_log: bool = True) -> Result:
+        """Runs `bazel <command> <flags> <targets>`; logs go to `<logs>/<name>.*`.
+
+        `exec_log=False` leaves out the execution log, for a command whose time is measured:
+        Bazel records every spawn with all its inputs and writes the JSON after the build
+        (16 MB for the 7,000-file package of bench/build_scale_bench.py), which a user's build
+        does not pay."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        exec_log = self.logs / f"{name}.exec.json"
+        log = self.logs / f"{name}.exec.json" if exec_log else None
         bep = self.logs / f"{name}.bep.json"
         console = self.logs / f"{name}.console.txt"
         argv = self._startup() + [
             command,
-            f"--execution_log_json_file={exec_log}",
+            *([f"--execution_log_json_file={log}"] if log else []),
             f"--build_event_json_file={bep}",
             "--experimental_build_event_upload_strategy=local",
             "--color=no",
@@ -100,7 +105,7 @@ class Bazel:
                 stdin=subprocess.DEVNULL,
                 check=False,
             ).returncode
-        return Result(code, time.monotonic() - start, exec_log, bep, console)
+        return Result(code, time.monotonic() - start, log, bep, console)
 
     def shutdown(self) -> None:
         """Stops this output root's Bazel server (each one holds ~300 MB until it idles out)."""
