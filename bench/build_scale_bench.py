@@ -244,14 +244,17 @@ def append_line(copy: pathlib.Path) -> None:
 
 
 def edit_one_changed_file(work: pathlib.Path, source: Tree, target: Tree) -> str:
-    """Appends a line to the smallest file that differs between the trees, in the target's mirror
-    only (a new file replaces the hard link: the user's tree is untouched)."""
+    """Appends a line to the smallest file that differs between the trees (or, when none does, the
+    smallest file of the target), in the target's mirror only (a new file replaces the hard link:
+    the user's tree is untouched)."""
     changed = [
         path
         for path in target.files
         if path in source.files and (source.root / path).read_bytes() != (target.root / path).read_bytes()
     ]
-    path = min(changed, key=lambda p: ((target.root / p).stat().st_size, p))
+    if not target.files:
+        raise SystemExit(f"{target.root}: no regular file to edit for the one-file rebuild")
+    path = min(changed or target.files, key=lambda p: ((target.root / p).stat().st_size, p))
     append_line(work / "import" / "v2" / path)
     return path
 
