@@ -121,6 +121,16 @@ def side_args(args, tree, buckets, name, shard):
     NUL and '/', and the param file holds one argument a line) names the i-th `--<name>_file`.
     `escape` runs as `map_each`, when the action's command line is expanded, so analysis neither
     walks the paths nor writes a listing action per bucket. An empty bucket adds no pair.
+
+    Args:
+      args: the action's Args.
+      tree: the side's OtaTreeInfo (`tar_shards` for a tar tree, else `files`: path -> File).
+      buckets: the side's paths by shard (TAR_SHARDS sorted lists), None for a tar tree.
+      name: "target" or "source", the flags' prefix.
+      shard: the shard (bucket) number.
+
+    Returns:
+      The side's input Files for the action.
     """
     if buckets == None:
         args.add("--%s_dir" % name, tree.tar_shards[shard].path)

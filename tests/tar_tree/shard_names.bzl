@@ -48,8 +48,11 @@ ARG_NAMES = [name for name in NAMES if name] + [
 ]
 
 def _args_impl(ctx):
-    """The real side_args of rules/private/tar_tree.bzl on ARG_NAMES (a file each), every shard
-    that holds one, expanded by Bazel into a "multiline" file as an action's param file is."""
+    """Writes the real side_args of rules/private/tar_tree.bzl for ARG_NAMES, as Bazel expands it.
+
+    Each name gets a file; every shard that holds a name adds its side, and the Args are
+    written as a "multiline" file, the format of the shard action's param file.
+    """
     files = {}
     for index, name in enumerate(ARG_NAMES):
         file = ctx.actions.declare_file("%s_files/%d" % (ctx.label.name, index))
