@@ -59,21 +59,21 @@ def _signing_key(spawns: list[execlog.Spawn], unsigned: str, root: pathlib.Path)
     return None
 
 
-def _side(flags: dict[str, str], name: str, shard: int, shards: int) -> dict | None:
-    """One side of a shard spawn, loaded as its action loads it (a listing or a shard directory)."""
-    if f"{name}_list" in flags:
-        return file_patch_shard.load_list(flags[f"{name}_list"], shard, shards)
+def _side(flags: dict[str, str], lists: dict[str, list[str]], name: str, shard: int, shards: int) -> dict:
+    """One side of a shard spawn, loaded as its action loads it: a shard directory, or the
+    --<name>_path/--<name>_file pairs of its command line (none: an empty side)."""
     if f"{name}_dir" in flags:
         return file_patch_shard.load_dir(flags[f"{name}_dir"], shard, shards)
-    return None
+    return file_patch_shard.load_args(lists[f"{name}_path"], lists[f"{name}_file"], shard, shards, name)
 
 
-def _patch_shard(flags: dict[str, str], out: pathlib.Path) -> None:
-    """Redoes one OtaFilePatchShard spawn (a bucket of small files, or a tar tree's shard) into `out`."""
+def _patch_shard(flags: dict[str, str], lists: dict[str, list[str]], out: pathlib.Path) -> None:
+    """Redoes one OtaFilePatchShard spawn (a bucket of small files, or a tar tree's shard) into
+    `out`; `lists` holds every value of its multi-valued flags (spawn_args.flag_lists)."""
     shard, shards = int(flags["shard"]), int(flags["shards"])
     file_patch_shard.patch_shard(
-        _side(flags, "source", shard, shards),
-        _side(flags, "target", shard, shards),
+        _side(flags, lists, "source", shard, shards),
+        _side(flags, lists, "target", shard, shards),
         str(out),
         shard=shard,
         shards=shards,
@@ -92,8 +92,10 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
     wanted = {entry["data"] for entry in params["file_patches"] + params["partitions"]}
     work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
     wanted_shards = set(params.get("file_patch_shards", []))
-    shard_work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic == SHARD_MNEMONIC]
-    shard_work = [flags for flags in shard_work if flags["out_dir"] in wanted_shards]
+    shard_work = [
+        (spawn_args.flags(s, root), spawn_args.flag_lists(s, root)) for s in spawns if s.mnemonic == SHARD_MNEMONIC
+    ]
+    shard_work = [(flags, lists) for flags, lists in shard_work if flags["out_dir"] in wanted_shards]
     # Smallest first, so the process's peak RSS is the largest diff's peak.
     work = sorted(
         (flags for flags in work if flags["out_data"] in wanted), key=lambda flags: os.stat(flags["target"]).st_size
@@ -115,9 +117,9 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
         )
         jsonio.write(str(info), result.to_json())
         renamed[flags["out_data"]], renamed[flags["out_info"]] = str(data), str(info)
-    for index, flags in enumerate(shard_work):
+    for index, (flags, lists) in enumerate(shard_work):
         out = out_dir / f"shard_{index}"
-        _patch_shard(flags, out)
+        _patch_shard(flags, lists, out)
         renamed[flags["out_dir"]] = str(out)
     patches_done = time.perf_counter()
 

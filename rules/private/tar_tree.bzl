@@ -9,6 +9,7 @@ re-runs one shard (docs/rules.md, "Tar input"). The same split batches the small
 two trees known at analysis time into buckets (file_patch_buckets, docs/rules.md, "Batches").
 """
 
+load(":names.bzl", "escape")
 load(":patch_methods.bzl", "add_diff_options")
 load(":providers.bzl", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "add_toolchain_identity")
@@ -112,18 +113,32 @@ def _tree_buckets(tree):
         return None
     return _buckets(sorted(tree.files.keys()))
 
-def _side_args(ctx, args, tree, buckets, name, shard, prefix):
-    """Adds one side of shard `shard` to `args`; returns its input Files."""
+def side_args(args, tree, buckets, name, shard):
+    """Adds one side of shard `shard` to `args`; returns its input Files.
+
+    A tar tree's side is its shard directory. A side known at analysis time goes on the command
+    line as pairs: the i-th `--<name>_path` (the install path, `escape`d: it may hold any byte but
+    NUL and '/', and the param file holds one argument a line) names the i-th `--<name>_file`.
+    `escape` runs as `map_each`, when the action's command line is expanded, so analysis neither
+    walks the paths nor writes a listing action per bucket. An empty bucket adds no pair.
+
+    Args:
+      args: the action's Args.
+      tree: the side's OtaTreeInfo (`tar_shards` for a tar tree, else `files`: path -> File).
+      buckets: the side's paths by shard (TAR_SHARDS sorted lists), None for a tar tree.
+      name: "target" or "source", the flags' prefix.
+      shard: the shard (bucket) number.
+
+    Returns:
+      The side's input Files for the action.
+    """
     if buckets == None:
         args.add("--%s_dir" % name, tree.tar_shards[shard].path)
         return [tree.tar_shards[shard]]
-    listing = ctx.actions.declare_file("%s/%s_%d.json" % (prefix, name, shard))
-    ctx.actions.write(listing, json.encode({"entries": [
-        {"file": tree.files[p].path, "path": p}
-        for p in buckets[shard]
-    ]}) + "\n")
-    args.add("--%s_list" % name, listing)
-    return [listing] + [tree.files[p] for p in buckets[shard]]
+    files = [tree.files[p] for p in buckets[shard]]
+    args.add_all(buckets[shard], map_each = escape, format_each = "--%s_path=%%s" % name)
+    args.add_all(files, format_each = "--%s_file=%%s" % name)
+    return files
 
 def _shard_actions(ctx, source_tree, target_tree, source_buckets, target_buckets, prefix):
     """Declares the TAR_SHARDS OtaFilePatchShard actions; returns their output directories.
@@ -138,9 +153,9 @@ def _shard_actions(ctx, source_tree, target_tree, source_buckets, target_buckets
         args = ctx.actions.args()
         args.add("--shard", shard)
         args.add("--shards", TAR_SHARDS)
-        inputs = _side_args(ctx, args, target_tree, target_buckets, "target", shard, prefix)
+        inputs = side_args(args, target_tree, target_buckets, "target", shard)
         if source_tree:
-            inputs += _side_args(ctx, args, source_tree, source_buckets, "source", shard, prefix)
+            inputs += side_args(args, source_tree, source_buckets, "source", shard)
         args.add("--patch_methods", json.encode(ctx.attr.patch_methods))
         add_diff_options(ctx, args)
         args.add("--out_dir", out.path)

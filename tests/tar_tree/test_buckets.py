@@ -3,11 +3,11 @@
 What the rule does at analysis time is redone here in Python on generated tree pairs (every name
 class of tar_pairs.py: '\\', newlines, bytes that are not UTF-8): changed paths below the size
 limit go into the bucket `shard_layout.shard_of` names (the Starlark function is the same one,
-test_shards.py checks that), each bucket's listing names only its changed paths, the bucket
-actions run `file_patch_shard`, every other changed path runs `file_patch` alone. The package
-must be byte-identical to the one without batching, for every limit; a bucket's listing must not
-move when other paths come or go; and the shard tool served by a persistent worker must write the
-same results as run once per bucket.
+test_shards.py checks that), each bucket's command line names only its changed paths (escaped
+`--<side>_path=` / `--<side>_file=` pairs), the bucket actions run `file_patch_shard`, every other
+changed path runs `file_patch` alone. The package must be byte-identical to the one without
+batching, for every limit; a bucket's arguments must not move when other paths come or go; and
+the shard tool served by a persistent worker must write the same results as run once per bucket.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ota.actions import file_patch, file_patch_shard, package_writer, persistent_worker, shard_layout, tar_tree, tree
 from ota.format import jsonio
-from ota.format.paths import from_bytes
+from ota.format.paths import escape, from_bytes, sort_key
 from ota.proto import worker_protocol_pb2 as pb
 from tar_pairs import ALL_CLASSES, source_tree, target_tree, write_tar
 
@@ -43,13 +43,16 @@ def _tree_files(base: Path, name: str, members: list) -> tuple[str, dict[str, tr
     return manifest, files
 
 
-def bucket_listings(changed: list[str], files: dict, buckets: int = BUCKETS) -> list[bytes]:
-    """The listing the rule writes for each bucket (rules/private/tar_tree.bzl `_side_args`):
-    only the bucket's changed paths, sorted."""
-    by_bucket: list[list[dict]] = [[] for _ in range(buckets)]
-    for path in sorted(changed, key=lambda p: p.encode("utf-8", "surrogateescape")):
-        by_bucket[shard_layout.shard_of(path, buckets)].append({"file": files[path], "path": path})
-    return [jsonio.dumps({"entries": entries}) for entries in by_bucket]
+def bucket_args(changed: list[str], files: dict, side: str, buckets: int = BUCKETS) -> list[list[str]]:
+    """The arguments of one side the rule gives each bucket (rules/private/tar_tree.bzl
+    `_side_args`): only the bucket's changed paths, sorted, escaped, then their files."""
+    by_bucket: list[list[str]] = [[] for _ in range(buckets)]
+    for path in sorted(changed, key=sort_key):
+        by_bucket[shard_layout.shard_of(path, buckets)].append(path)
+    return [
+        [f"--{side}_path={escape(p)}" for p in bucket] + [f"--{side}_file={files[p]}" for p in bucket]
+        for bucket in by_bucket
+    ]
 
 
 def _package(base: Path, source: tuple, target: tuple, limit: int, name: str) -> bytes:
@@ -72,9 +75,12 @@ def _package(base: Path, source: tuple, target: tuple, limit: int, name: str) ->
         for k in range(BUCKETS):
             loaded = {}
             for side, files in sides.items():
-                listing = out / f"{side}_{k}.json"
-                listing.write_bytes(bucket_listings(batched, files)[k])
-                loaded[side] = file_patch_shard.load_list(str(listing), k, BUCKETS)
+                pairs = bucket_args(batched, files, side)[k]
+                half = len(pairs) // 2
+                escaped = [arg.partition("=")[2] for arg in pairs[:half]]
+                loaded[side] = file_patch_shard.load_args(
+                    escaped, [arg.partition("=")[2] for arg in pairs[half:]], k, BUCKETS, side
+                )
             shard = out / f"shard_{k}"
             file_patch_shard.patch_shard(
                 loaded["source"], loaded["target"], str(shard), shard=k, shards=BUCKETS, methods={}
@@ -117,11 +123,11 @@ _PATHS = st.lists(st.lists(_NAME, min_size=1, max_size=3).map(b"/".join), min_si
 
 @settings(max_examples=150, deadline=None)
 @given(kept=_PATHS, others=_PATHS, removed_share=st.floats(0, 1))
-def test_a_bucket_listing_does_not_move_when_other_paths_come_or_go(
+def test_a_bucket_command_line_does_not_move_when_other_paths_come_or_go(
     kept: list[bytes], others: list[bytes], removed_share: float
 ) -> None:
     """Changed paths `kept` with some of `others` before and the rest after: every bucket that
-    holds none of the paths that came or went keeps its listing byte for byte, so its action
+    holds none of the paths that came or went keeps its arguments byte for byte, so its action
     keeps its key; each path's bucket is the same in both."""
     before_only = [p for i, p in enumerate(others) if p not in kept and i < removed_share * len(others)]
     after_only = [p for p in others if p not in kept and p not in before_only]
@@ -129,7 +135,7 @@ def test_a_bucket_listing_does_not_move_when_other_paths_come_or_go(
     after = [from_bytes(p) for p in kept + after_only]
     files = {p: f"files/{i}" for i, p in enumerate(dict.fromkeys(before + after))}
     moved = {shard_layout.shard_of(p, BUCKETS) for p in before + after if (p in before) != (p in after)}
-    old, new = bucket_listings(before, files), bucket_listings(after, files)
+    old, new = bucket_args(before, files, "target"), bucket_args(after, files, "target")
     for k in range(BUCKETS):
         if k not in moved:
             assert old[k] == new[k], k
@@ -150,16 +156,14 @@ def test_generated_paths_fill_the_buckets_evenly() -> None:
     assert all(abs(n - even) < 0.4 * even for n in counts), counts
 
 
-def _bucket_args(k: int, out: str) -> list[str]:
+def _bucket_args(k: int, out: str, sides: dict[str, list[list[str]]]) -> list[str]:
     return [
         "--shard",
         str(k),
         "--shards",
         str(BUCKETS),
-        "--target_list",
-        f"target_{k}.json",
-        "--source_list",
-        f"source_{k}.json",
+        *sides["target"][k],
+        *sides["source"][k],
         "--patch_methods",
         "{}",
         "--patch_threshold",
@@ -182,12 +186,14 @@ def test_the_shard_tool_in_a_worker_writes_what_one_shot_runs_write(tmp_path: Pa
     _, old = _tree_files(tmp_path, "v1", members)
     _, new = _tree_files(tmp_path, "v2", target_tree(members, 3, ALL_CLASSES))
     changed = sorted(p for p in new if p in old and old[p][1] != new[p][1])
-    for side, files in (("source", old), ("target", new)):
-        for k, listing in enumerate(bucket_listings(changed, {p: files[p][0].file for p in changed})):
-            (tmp_path / f"{side}_{k}.json").write_bytes(listing)
-    requests = [_bucket_args(k, f"worker/shard_{k}") for k in range(BUCKETS)]
-    missing = _bucket_args(1, "worker/missing")
-    missing[missing.index("--target_list") + 1] = "no-such-listing.json"
+    sides = {
+        side: bucket_args(changed, {p: files[p][0].file for p in changed}, side)
+        for side, files in (("source", old), ("target", new))
+    }
+    requests = [_bucket_args(k, f"worker/shard_{k}", sides) for k in range(BUCKETS)]
+    bucket = next(k for k in range(BUCKETS) if sides["target"][k])
+    missing = _bucket_args(bucket, "worker/missing", sides)
+    missing[missing.index(next(a for a in missing if a.startswith("--target_file=")))] = "--target_file=no-such-file"
     requests += [missing, ["--shard", "40", "--shards", "32"]]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ota.actions.file_patch_shard", "--persistent_worker"],
@@ -207,7 +213,7 @@ def test_the_shard_tool_in_a_worker_writes_what_one_shot_runs_write(tmp_path: Pa
         assert proc.wait(timeout=60) == 0
     for k in range(BUCKETS):
         params = tmp_path / f"params_{k}"
-        params.write_text("\n".join(_bucket_args(k, f"oneshot/shard_{k}")) + "\n")
+        params.write_text("\n".join(_bucket_args(k, f"oneshot/shard_{k}", sides)) + "\n")
         once = subprocess.run(
             [sys.executable, "-m", "ota.actions.file_patch_shard", f"@{params.name}"],
             cwd=tmp_path,
@@ -225,6 +231,6 @@ def test_the_shard_tool_in_a_worker_writes_what_one_shot_runs_write(tmp_path: Pa
     assert sorted(r["path"] for doc in listed for r in doc["results"]) == sorted(changed)
     assert [r.exit_code for r in responses[BUCKETS:]] == [1, 2]
     assert responses[BUCKETS].output == (
-        "file_patch_shard: error: no-such-listing.json: cannot read: No such file or directory\n"
+        "file_patch_shard: error: no-such-file: cannot read: No such file or directory\n"
     )
     assert responses[BUCKETS + 1].output == "file_patch_shard: usage: --shard, --shards and --out_dir are required\n"

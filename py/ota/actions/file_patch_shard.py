@@ -1,20 +1,26 @@
-"""file_patch_shard --shard K --shards N --target_dir D|--target_list L [--source_dir D|--source_list L]
---out_dir DIR: the file patches of one shard of a tree read from a tar archive, or of one bucket
-of small changed files.
+"""file_patch_shard --shard K --shards N (--target_dir D | --target_path=P --target_file=F ...)
+[--source_dir D | --source_path=P --source_file=F ...] --out_dir DIR: the file patches of one shard
+of a tree read from a tar archive, or of one bucket of small changed files.
 
 ota_package declares a fixed number of these actions when either build's system tree comes
 from a tar (rules/private/tar_tree.bzl): the paths are only known at execution time, so one
 action per path is impossible, and one action for the whole tree would re-diff everything
 after a one-file change. Each shard sees only its own paths (py/ota/actions/shard_layout.py), so
 a change re-runs the shards whose files changed. The same actions batch the small changed files
-of two trees known at analysis time (ota_package's `batch_max_bytes`): there a listing names
-only the bucket's changed paths, so a few-kilobyte diff does not pay a whole action.
+of two trees known at analysis time (ota_package's `batch_max_bytes`): there the command line
+names only the bucket's changed paths, so a few-kilobyte diff does not pay a whole action.
 
 A side is a tar tree's shard directory (`--*_dir`: its listing carries every file's hashes) or,
-for a tree known at analysis time, a listing the rule wrote (`--*_list`: paths and files only,
-hashed here). A path whose source and target hashes agree is left out: the package assembler
-records KEEP from the two manifests without any data. Every other target path is decided by
-file_patch's own logic (py/ota/actions/file_patch.py): a diff, or the whole file.
+for a tree known at analysis time, pairs of flags on the command line: the i-th `--*_path` (an
+install path, `escape`d by rules/private/names.bzl so any byte travels in Bazel's one-argument-a-
+line param file) is the file of the i-th `--*_file` (hashed here). The rule puts them straight
+into the action's arguments rather than into a listing file it writes: a written file is one
+more action on the way to every bucket, and its JSON was built at every analysis. A side without
+`--*_dir` is the pairs given, none at all for an empty bucket: an empty target listing, and a
+source without any path diffs nothing (every target path is then whole, as without a source).
+A path whose source and target hashes agree is left out: the package assembler records KEEP
+from the two manifests without any data. Every other target path is decided by file_patch's own
+logic (py/ota/actions/file_patch.py): a diff, or the whole file.
 
 DIR receives results.json (docs/contracts.md#11-tar-trees-and-patch-shards) and, per result, the
 data and info files a file_patch action would write, under digest names.
@@ -41,9 +47,15 @@ from ota.format.hashing import ContentInfo
 flags.DEFINE_integer("shard", None, "This shard's number, 0..shards-1.", lower_bound=0)
 flags.DEFINE_integer("shards", None, "How many shards the tree is split into.", lower_bound=1)
 flags.DEFINE_string("target_dir", None, "The target tree's shard directory (a tar tree).")
-flags.DEFINE_string("target_list", None, "The target shard's listing (a tree known at analysis time).")
+flags.DEFINE_multi_string(
+    "target_path", [], "An install path of the target shard, escaped (a tree known at analysis time)."
+)
+flags.DEFINE_multi_string("target_file", [], "The file of the target_path at the same position.")
 flags.DEFINE_string("source_dir", None, "The source tree's shard directory (a tar tree).")
-flags.DEFINE_string("source_list", None, "The source shard's listing (a tree known at analysis time).")
+flags.DEFINE_multi_string(
+    "source_path", [], "An install path of the source shard, escaped (a tree known at analysis time)."
+)
+flags.DEFINE_multi_string("source_file", [], "The file of the source_path at the same position.")
 flags.DEFINE_string("patch_methods", "{}", "ota_package's patch_methods as JSON: path or extension -> method.")
 flags.DEFINE_string("out_dir", None, "The output directory.")
 
@@ -61,29 +73,40 @@ def load_dir(directory: str, shard: int, shards: int) -> dict[str, ShardFile]:
     where = os.path.join(directory, shard_layout.TREE_INDEX)
     files = {}
     for index, raw in enumerate(jsonio.get(jsonio.read(where), "entries", list, where)):
-        path = _path_in_shard(raw, index, where, shard, shards)
+        path = jsonio.get_path(raw, "path", where, f"entries[{index}].path")
+        check_in_shard(path, where, shard, shards)
         name = jsonio.get(raw, "file", str, where, f"{paths.escape(path)}: file")
         files[path] = ShardFile(os.path.join(directory, name), ContentInfo.from_json(raw, where, path))
     return files
 
 
-def load_list(listing: str, shard: int, shards: int) -> dict[str, ShardFile]:
-    """A listing written at analysis time: {"entries": [{"path", "file"}]}, no hashes."""
-    files = {}
-    for index, raw in enumerate(jsonio.get(jsonio.read(listing), "entries", list, listing)):
-        path = _path_in_shard(raw, index, listing, shard, shards)
-        files[path] = ShardFile(jsonio.get(raw, "file", str, listing, f"{paths.escape(path)}: file"), None)
-    return files
+def load_args(
+    escaped_paths: Sequence[str], files: Sequence[str], shard: int, shards: int, name: str
+) -> dict[str, ShardFile]:
+    """One side given on the command line (a tree known at analysis time): `--{name}_path` i,
+    escaped, is the file `--{name}_file` i; no hashes. Empty lists are an empty side."""
+    path_flag, file_flag = f"--{name}_path", f"--{name}_file"
+    if len(escaped_paths) != len(files):
+        raise UsageError(
+            f"{len(escaped_paths)} {path_flag} but {len(files)} {file_flag}: each path needs the file at its position"
+        )
+    side: dict[str, ShardFile] = {}
+    for escaped, file in zip(escaped_paths, files, strict=True):
+        path = paths.check_path(paths.unescape(escaped, path_flag), path_flag)
+        check_in_shard(path, path_flag, shard, shards)
+        if path in side:
+            raise OtaError(path_flag, f'"{escaped}": given twice')
+        side[path] = ShardFile(file, None)
+    return side
 
 
-def _path_in_shard(raw: object, index: int, where: str, shard: int, shards: int) -> str:
-    path = jsonio.get_path(raw, "path", where, f"entries[{index}].path")
+def check_in_shard(path: str, where: str, shard: int, shards: int) -> None:
+    """Refuses a path `where` names in shard `shard` that shard_of puts in another one."""
     if shard_layout.shard_of(path, shards) != shard:
         raise OtaError(
             where,
             f'"{paths.escape(path)}": belongs to shard {shard_layout.shard_of(path, shards)} of {shards}, not {shard}',
         )
-    return path
 
 
 def method_for(methods: dict[str, str], path: str) -> str:
@@ -109,7 +132,10 @@ def patch_shard(
     threshold: float = file_patch.DEFAULT_THRESHOLD,
     max_diff_size: int | None = None,
 ) -> list[str]:
-    """Writes the results of one shard into `out`; returns the warnings of its diffs."""
+    """Writes the results of one shard into `out`; returns the warnings of its diffs.
+
+    `source` None (a full package) and {} (a source side that names no path) are the same
+    thing: no target path has a source, so each is whole."""
     os.makedirs(out, exist_ok=True)
     results, warnings = [], []
     for path in sorted(target):
@@ -136,14 +162,16 @@ def patch_shard(
     return warnings
 
 
-def _side(directory: str | None, listing: str | None, shard: int, shards: int, name: str) -> dict | None:
-    if directory and listing:
-        raise UsageError(f"--{name}_dir and --{name}_list exclude each other")
+def _side(values: flags.FlagValues, name: str, shard: int, shards: int) -> dict[str, ShardFile]:
+    """The side `name` ("target" or "source"): its shard directory, else its path/file pairs
+    (none: an empty side, which is what an empty bucket's command line holds)."""
+    directory = values[f"{name}_dir"].value
+    escaped_paths, files = values[f"{name}_path"].value or [], values[f"{name}_file"].value or []
+    if directory and (escaped_paths or files):
+        raise UsageError(f"--{name}_dir excludes --{name}_path and --{name}_file")
     if directory:
         return load_dir(directory, shard, shards)
-    if listing:
-        return load_list(listing, shard, shards)
-    return None
+    return load_args(escaped_paths, files, shard, shards, name)
 
 
 def shard_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
@@ -157,10 +185,8 @@ def shard_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
     shard, shards = values.shard, values.shards
     if shard >= shards:
         raise UsageError(f"--shard {shard} is not below --shards {shards}")
-    target = _side(values.target_dir, values.target_list, shard, shards, "target")
-    if target is None:
-        raise UsageError("--target_dir or --target_list is required")
-    source = _side(values.source_dir, values.source_list, shard, shards, "source")
+    target = _side(values, "target", shard, shards)
+    source = _side(values, "source", shard, shards)
     try:
         methods = json.loads(values.patch_methods)
     except ValueError as err:
