@@ -9,6 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ota.actions import persistent_worker
+from ota.proto import worker_protocol_pb2 as pb
+
 
 @dataclass(frozen=True)
 class Item:
@@ -68,3 +71,34 @@ def run_ok(module: str, *args: str, cwd: Path, **kwargs) -> subprocess.Completed
     proc = run_tool(module, *args, cwd=cwd, **kwargs)
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+class Worker:
+    """A tool's persistent worker process speaking the protocol on pipes, as Bazel starts it."""
+
+    def __init__(self, module: str, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--persistent_worker"],
+            cwd=cwd,
+            env=tool_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def send(self, args: list[str], request_id: int = 0, inputs: list[pb.Input] | None = None) -> pb.WorkResponse:
+        """One request (by default listing one input, as Bazel always lists some); its response."""
+        listed = [pb.Input(path="x", digest=b"\1")] if inputs is None else inputs
+        request = pb.WorkRequest(arguments=args, request_id=request_id, inputs=listed)
+        persistent_worker.write_message(self.proc.stdin, request.SerializeToString())
+        message = persistent_worker.read_message(self.proc.stdout)
+        assert message is not None, self.proc.stderr.read().decode()
+        return pb.WorkResponse.FromString(message)
+
+    def close(self) -> tuple[int, str]:
+        """Ends the input as Bazel does at shutdown; the exit code and everything logged on stderr."""
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout=30)
+        rest = self.proc.stdout.read()
+        assert rest == b"", rest  # nothing but responses ever reaches stdout
+        return code, self.proc.stderr.read().decode()

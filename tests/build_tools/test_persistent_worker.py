@@ -1,4 +1,4 @@
-"""The file_patch persistent worker: Bazel's protocol round trip against a real worker process.
+"""The persistent worker protocol: Bazel's round trip against a real file_patch worker process.
 
 Requests go in as Bazel 4.2.3 sends them (varint length + WorkRequest on stdin); each response
 must carry the exit code and stderr the one-shot tool gives for the same command line, and the
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import io
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from build_helpers import run_tool, tool_env
+from build_helpers import Worker, run_tool
 from ota.actions import persistent_worker
 from ota.errors import OtaError
 from ota.proto import worker_protocol_pb2 as pb
@@ -52,34 +50,6 @@ def _args(name: str, target: str, source: str | None = None, *extra: str) -> lis
     ]
 
 
-class Worker:
-    """A worker process speaking the protocol on pipes, as Bazel starts it."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ota.actions.file_patch", "--persistent_worker"],
-            cwd=cwd,
-            env=tool_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    def send(self, args: list[str], request_id: int = 0) -> pb.WorkResponse:
-        request = pb.WorkRequest(arguments=args, request_id=request_id, inputs=[pb.Input(path="x", digest=b"\1")])
-        persistent_worker.write_message(self.proc.stdin, request.SerializeToString())
-        message = persistent_worker.read_message(self.proc.stdout)
-        assert message is not None, self.proc.stderr.read().decode()
-        return pb.WorkResponse.FromString(message)
-
-    def close(self) -> tuple[int, str]:
-        self.proc.stdin.close()
-        code = self.proc.wait(timeout=30)
-        rest = self.proc.stdout.read()
-        assert rest == b"", rest  # nothing but responses ever reaches stdout
-        return code, self.proc.stderr.read().decode()
-
-
 def test_requests_get_the_one_shot_results_and_a_failure_does_not_end_the_worker(inputs: Path, tmp_path: Path) -> None:
     requests = [
         _args("patched", "new.bin", "old.bin", "--method", "bsdiff", "--patch_threshold", "0.5"),
@@ -91,7 +61,7 @@ def test_requests_get_the_one_shot_results_and_a_failure_does_not_end_the_worker
         _args("patched_again", "new.bin", "old.bin"),  # defaults again: auto method, 0.95
         _args("unrelated", "other.bin", "old.bin"),
     ]
-    w = Worker(inputs)
+    w = Worker("ota.actions.file_patch", inputs)
     try:
         responses = [w.send(args, request_id=0) for args in requests]
     finally:
@@ -163,7 +133,7 @@ def test_a_path_with_odd_characters_survives_the_param_file(inputs: Path) -> Non
 
 
 def test_a_broken_stream_ends_the_worker_with_one_line(inputs: Path) -> None:
-    w = Worker(inputs)
+    w = Worker("ota.actions.file_patch", inputs)
     w.proc.stdin.write(b"\x10only-part")  # says 16 bytes, sends 9
     code, log = w.close()
     assert (code, log) == (1, "file_patch: error: worker stdin: input ends 7 bytes into a 16-byte message\n")
@@ -178,7 +148,70 @@ def test_message_framing() -> None:
     stream = io.BytesIO(out.getvalue())
     assert [len(persistent_worker.read_message(stream)) for _ in range(6)] == [0, 1, 127, 128, 300, 70_000]
     assert persistent_worker.read_message(stream) is None
-    with pytest.raises(OtaError, match="over the 1048576-byte limit"):
+    with pytest.raises(OtaError) as refused:
         persistent_worker.read_message(io.BytesIO(b"\xff\xff\xff\xff\x0f"))
+    assert str(refused.value) == (
+        "worker stdin: message length 4294967295 is over the 134217728-byte (128 MiB) limit on a "
+        "WorkRequest (the stream is corrupt)"
+    )
     with pytest.raises(OtaError, match="inside a message length"):
         persistent_worker.read_message(io.BytesIO(b"\x80"))
+
+
+def _varint(value: int) -> bytes:
+    """A message length prefix alone (write_message cannot make one without its body)."""
+    prefix = bytearray()
+    while value > 0x7F:
+        prefix.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(prefix) + bytes([value])
+
+
+@pytest.mark.parametrize("over", [1, 1 << 20, (1 << 63) - 1 - persistent_worker.MAX_MESSAGE_SIZE])
+def test_a_length_over_the_limit_ends_the_worker_before_its_body_is_read(inputs: Path, over: int) -> None:
+    """The prefix alone is sent and stdin stays open: a worker that waited for the body would hang."""
+    size = persistent_worker.MAX_MESSAGE_SIZE + over
+    w = Worker("ota.actions.file_patch", inputs)
+    w.proc.stdin.write(_varint(size))
+    w.proc.stdin.flush()
+    code = w.proc.wait(timeout=60)
+    assert code == 1
+    assert w.proc.stderr.read().decode() == (
+        f"file_patch: error: worker stdin: message length {size} is over the 134217728-byte (128 MiB) "
+        "limit on a WorkRequest (the stream is corrupt)\n"
+    )
+    w.proc.stdin.close()
+    assert w.proc.stdout.read() == b""
+
+
+def _bazel_inputs(count: int, seed: int) -> list[pb.Input]:
+    """Inputs as Bazel lists them for a large OtaPackage action: exec paths of patches, infos and
+    whole files of an imported tree, each with a 64-character hex digest."""
+    rng = random.Random(seed)
+    root = "bazel-out/k8-fastbuild/bin/scale/incremental_ota.patches/system"
+    return [
+        pb.Input(
+            path=f"{root}/usr/lib/x86_64-linux-gnu/lib{rng.getrandbits(40):x}-{n}.so.{rng.randrange(10)}.{n % 2}",
+            digest=rng.randbytes(32).hex().encode(),
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize(("count", "seed"), [(50_000, 3), (200_000, 4)])
+def test_a_request_listing_a_large_trees_inputs_is_served(inputs: Path, count: int, seed: int) -> None:
+    """Tens of MB of inputs (200,000 entries: a 200,000-file tree with every file whole) are
+    served, several requests in a row, and the worker is still in step afterwards."""
+    listed = _bazel_inputs(count, seed)
+    w = Worker("ota.actions.file_patch", inputs)
+    try:
+        big = [w.send(_args(f"big{n}", "new.bin", "old.bin"), inputs=listed) for n in range(2)]
+        small = w.send(_args("small", "new.bin", "old.bin"))
+    finally:
+        code, log = w.close()
+    assert (code, log) == (0, "")
+    size = pb.WorkRequest(arguments=_args("big0", "new.bin", "old.bin"), inputs=listed).ByteSize()
+    assert 1 << 20 < size < persistent_worker.MAX_MESSAGE_SIZE
+    assert [(r.exit_code, r.output) for r in [*big, small]] == [(0, "")] * 3
+    patches = {(inputs / f"{name}.p").read_bytes() for name in ("big0", "big1", "small")}
+    assert len(patches) == 1

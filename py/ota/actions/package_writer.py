@@ -13,12 +13,17 @@ add to its payload); a whole file is raw-deflated there when that makes it small
 stored (BSDIFF40 and IMGDIFF2 are bzip2 inside); partition patches and images stay entries of
 their own; manifest.pb is always deflated. A path the same in both builds gets no operation:
 its directory's `unchanged` digest (py/ota/format/unchanged.py) covers it.
+
+Bazel runs it as a persistent worker (`package --persistent_worker`, py/ota/actions/persistent_worker.py)
+or one-shot as `package @PARAMS`; both run `package_from_flags` on the same arguments, so the
+package bytes are the same either way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,7 +32,7 @@ from typing import Any
 
 from absl import flags
 
-from ota.actions import shard_layout, toolchain_identity, tree, zipwrite
+from ota.actions import persistent_worker, shard_layout, toolchain_identity, tree, zipwrite
 from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.errors import OtaError, UsageError
 from ota.format import hashing, jsonio, unchanged
@@ -42,7 +47,7 @@ from ota.format.layout import (
     partition_patch_entry,
 )
 from ota.format.paths import escape, sort_key, to_bytes
-from ota.io import fileio, runner
+from ota.io import fileio
 from ota.proto import ota_manifest_pb2 as pb
 
 _WHOLE = zipwrite.Compression.SMALLEST
@@ -52,10 +57,10 @@ Op = pb.FileOperation
 # What a device expects at a path of the source build (a regular file's contents are in `source`).
 _SOURCE_KIND = {tree.FILE: Op.SOURCE_FILE, tree.DIR: Op.SOURCE_DIR, tree.SYMLINK: Op.SOURCE_SYMLINK}
 
-_PARAMS = flags.DEFINE_string(
+flags.DEFINE_string(
     "params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters)."
 )
-_OUT = flags.DEFINE_string("out", None, "Where to write the package zip.")
+flags.DEFINE_string("out", None, "Where to write the package zip.")
 
 
 @dataclass(frozen=True)
@@ -502,17 +507,26 @@ def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
     return manifest
 
 
-def main(argv: Sequence[str]) -> None:
-    toolchain_identity.verify_flag()
-    if len(argv) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not _PARAMS.value or not _OUT.value:
+def package_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
+    """One package from parsed flag `values` (a persistent worker's private copy per request, or
+    the one-shot run's) and the leftover arguments `rest`."""
+    toolchain_identity.verify(values.toolchain_identity)
+    if len(rest) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
+    if not values.params or not values.out:
         raise UsageError("--params and --out are required")
-    write_package(_PARAMS.value, _OUT.value)
+    write_package(values.params, values.out)
+
+
+# Its own flags and --toolchain_identity. Nothing else outlives a request: the writer keeps no
+# module-level state, and what it reads (params, manifests, patch infos, data files) is read
+# afresh each time, so a file rewritten at the same path between two requests is read anew.
+TOOL = persistent_worker.Tool("package", __doc__ or "", (__name__, toolchain_identity.__name__), package_from_flags)
 
 
 def run() -> None:
-    runner.run_absl("package", main)
+    """`package --persistent_worker`, or one run of `package [@PARAMS | flags...]`."""
+    sys.exit(persistent_worker.main(sys.argv, TOOL))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The patch tools (file_patch, file_patch_shard) as Bazel persistent workers, and as the one-shot
-command Bazel falls back to.
+"""The action tools (file_patch, file_patch_shard, package) as Bazel persistent workers, and as the
+one-shot command Bazel falls back to.
 
 A release with ~1,500 changed files runs ~1,500 OtaFilePatch actions; started one process each,
 every action pays a Python start and the differs' imports, which costs more than many of the
@@ -16,7 +16,11 @@ nothing one action set can reach the next; a failing request gets its exit code 
 its own response and the worker goes on serving. The protocol does not depend on the tool: a
 `Tool` names its flags and the function that runs one command line; each tool's module defines
 its `TOOL` and runs `main(sys.argv, TOOL)` (py/ota/actions/file_patch.py,
-py/ota/actions/file_patch_shard.py).
+py/ota/actions/file_patch_shard.py, py/ota/actions/package_writer.py).
+
+OtaPackage is served too: a one-file rebuild runs one bucket and the package assembler, and a
+process start with the assembler's imports was most of that action's time. Its requests are the
+large ones (every input of the action is listed), hence MAX_MESSAGE_SIZE.
 """
 
 from __future__ import annotations
@@ -37,8 +41,14 @@ from ota.errors import OtaError, UsageError
 from ota.io import forked, runner
 
 WORKER_FLAG = "--persistent_worker"
-# A request is a command line of a few hundred bytes; anything near this is not from Bazel.
-MAX_MESSAGE_SIZE = 1 << 20
+# A WorkRequest holds the command line (one @params argument) and every input of the action with
+# its digest, about 100 to 150 bytes an input. The largest request is OtaPackage's: the tool's
+# runfiles (about 1,500), the manifests, a patch and its info per changed file or a whole file per
+# new one: 0.5 MB for the 7,000-file tree of bench/build_scale_bench.py, 2 MB for 20,000 files.
+# A 200,000-file tree with every file changed would list about 400,000 inputs, 60 MB at 150 bytes
+# each; 128 MiB leaves twice that, and a length beyond it means the stream is corrupt, which is
+# refused before any of its body is read or allocated.
+MAX_MESSAGE_SIZE = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,11 @@ def read_message(stream: BinaryIO) -> bytes | None:
     if size is None:
         return None
     if size > MAX_MESSAGE_SIZE:
-        raise OtaError("worker stdin", f"message length {size} is over the {MAX_MESSAGE_SIZE}-byte limit")
+        raise OtaError(
+            "worker stdin",
+            f"message length {size} is over the {MAX_MESSAGE_SIZE}-byte ({MAX_MESSAGE_SIZE >> 20} MiB) limit "
+            "on a WorkRequest (the stream is corrupt)",
+        )
     data = stream.read(size)
     if len(data) != size:
         raise OtaError("worker stdin", f"input ends {size - len(data)} bytes into a {size}-byte message")
