@@ -32,7 +32,8 @@ from tests.cache import execlog, run_cache_checks, servers, workspace
 from tests.remote_exec import engine
 
 MNEMONICS = ["OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch", "OtaPackage", "OtaSign"]
-PATCH_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch")
+# The mnemonics whose actions declare `supports-workers`: locally each runs in a persistent worker.
+WORKER_MNEMONICS = ("OtaFilePatch", "OtaBootPatch", "OtaPartitionPatch", "OtaFilePatchShard", "OtaPackage")
 INSTANCE = "rules-ota-ci"
 TOOLCHAIN_PROPERTY = "rules-ota-toolchain"
 _NOBODY = 65534
@@ -160,7 +161,7 @@ def report_costs(local: dict[str, list[float]], remote: dict[str, list[dict]]) -
         local_text = f"local {statistics.median(here):.2f} s" if here else "local n/a"
         print(
             f"cost per {mnemonic} action (median of {len(records)}): {local_text} "
-            f"({'persistent worker' if mnemonic in PATCH_MNEMONICS else 'one process'}); remote one-shot "
+            f"({'persistent worker' if mnemonic in WORKER_MNEMONICS else 'one process'}); remote one-shot "
             f"{parts['exec_s']:.2f} s running + {parts['fetch_s']:.2f} s input fetch + {parts['upload_s']:.2f} s upload",
             flush=True,
         )
