@@ -270,9 +270,9 @@ def _package_action(ctx, source, target, system, partitions):
         mnemonic = "OtaPackage",
         # A persistent worker locally: a one-file rebuild then pays no Python start and imports
         # for the assembler. Where the worker strategy is off, the one-shot run stays unsandboxed:
-        # its sandbox (one symlink per input, ~5,000 for a 7,000-file tree: the tool's 1,500
-        # runfiles, two per changed file) took 15 s of its 17 s to set up and delete on the 2-core
-        # machine (docs/scale.md). The tool opens only the files its params name, all declared
+        # its sandbox (one symlink per input, ~5,000 for a 7,000-file tree: the tool's runfiles,
+        # 1,500 then, two per changed file) took 15 s of its 17 s to set up and delete on the
+        # 2-core machine (docs/scale.md). The tool opens only the files its params name, all declared
         # inputs; remote execution and the cache key are unaffected.
         execution_requirements = {"no-sandbox": "1", "supports-workers": "1"},
         progress_message = "Assembling %s OTA package %s (%d patches, %d whole files)" % (
