@@ -13,6 +13,7 @@ import collections
 import pathlib
 from collections.abc import Sequence
 
+from ota.actions import persistent_worker
 from tests.cache import execlog
 
 
@@ -32,8 +33,7 @@ def expand(args: Sequence[str], root: pathlib.Path) -> list[str]:
                 f"{params}: param file missing; its action was probably a cache hit, so Bazel "
                 "never wrote it. Rebuild with --disk_cache= --remote_cache= so the action runs"
             ) from None
-        lines = text.split("\n")
-        expanded += lines[:-1] if lines[-1] == "" else lines
+        expanded += persistent_worker.param_file_arguments(text)
     return expanded
 
 

@@ -121,11 +121,18 @@ def expand_flagfiles(args: Sequence[str]) -> list[str]:
             continue
         try:
             with open(arg[1:], encoding="utf-8", newline="") as param_file:
-                lines = param_file.read().split("\n")
+                text = param_file.read()
         except (OSError, UnicodeDecodeError) as err:
             raise OtaError(arg[1:], f"cannot read the param file: {getattr(err, 'strerror', None) or err}") from None
-        expanded += lines[:-1] if lines[-1] == "" else lines
+        expanded += param_file_arguments(text)
     return expanded
+
+
+def param_file_arguments(text: str) -> list[str]:
+    """The arguments of a param file in Bazel's "multiline" format: one a line, each ended by "\n"
+    (a last line may lack it); no other line break ends one, since a path may hold any of them."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _read_varint(stream: BinaryIO) -> int | None:
