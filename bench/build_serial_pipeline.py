@@ -4,7 +4,7 @@ This is how AOSP's ota_from_target_files works (one process walks the changed fi
 and it is what the Bazel build is measured against: no per-action interpreter start, no sandbox, no
 parallelism. The work list is taken from a Bazel execution log, so both sides diff exactly the same
 inputs with the same engine (`ota.actions.file_patch.patch_files`; a bucket or shard of small files
-through `ota.actions.file_patch_shard.patch_shard`, as its action does) and the same package writer;
+read by the tool's own flags and run by its own code, `ota.actions.file_patch_shard.TOOL`) and the same package writer;
 the package this writes must be byte-identical to Bazel's.
 
 Run from the workspace directory (exec paths resolve through its `bazel-out` symlink; the patch
@@ -59,28 +59,12 @@ def _signing_key(spawns: list[execlog.Spawn], unsigned: str, root: pathlib.Path)
     return None
 
 
-def _side(flags: dict[str, str], lists: dict[str, list[str]], name: str, shard: int, shards: int) -> dict:
-    """One side of a shard spawn, loaded as its action loads it: a shard directory, or the
-    --<name>_path/--<name>_file pairs of its command line (none: an empty side)."""
-    if f"{name}_dir" in flags:
-        return file_patch_shard.load_dir(flags[f"{name}_dir"], shard, shards)
-    return file_patch_shard.load_args(lists[f"{name}_path"], lists[f"{name}_file"], shard, shards, name)
-
-
-def _patch_shard(flags: dict[str, str], lists: dict[str, list[str]], out: pathlib.Path) -> None:
+def _patch_shard(args: list[str], out: pathlib.Path) -> None:
     """Redoes one OtaFilePatchShard spawn (a bucket of small files, or a tar tree's shard) into
-    `out`; `lists` holds every value of its multi-valued flags (spawn_args.flag_lists)."""
-    shard, shards = int(flags["shard"]), int(flags["shards"])
-    file_patch_shard.patch_shard(
-        _side(flags, lists, "source", shard, shards),
-        _side(flags, lists, "target", shard, shards),
-        str(out),
-        shard=shard,
-        shards=shards,
-        methods=json.loads(flags.get("patch_methods", "{}")),
-        threshold=float(flags.get("patch_threshold", file_patch.DEFAULT_THRESHOLD)),
-        max_diff_size=int(flags["max_diff_size"]) if "max_diff_size" in flags else None,
-    )
+    `out`: its own command line `args` (expanded, without the program), read by the tool's own
+    flags and run by the tool's own code, with a last `--out_dir` (absl keeps the last value)."""
+    tool = file_patch_shard.TOOL
+    tool.run_once([tool.name, *args, f"--out_dir={out}"])
 
 
 def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) -> dict:
@@ -93,9 +77,10 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
     work = [spawn_args.flags(s, root) for s in spawns if s.mnemonic in PATCH_MNEMONICS]
     wanted_shards = set(params.get("file_patch_shards", []))
     shard_work = [
-        (spawn_args.flags(s, root), spawn_args.flag_lists(s, root)) for s in spawns if s.mnemonic == SHARD_MNEMONIC
+        (execlog.flag_values(args), args[1:])
+        for args in (spawn_args.expand(s.args, root) for s in spawns if s.mnemonic == SHARD_MNEMONIC)
     ]
-    shard_work = [(flags, lists) for flags, lists in shard_work if flags["out_dir"] in wanted_shards]
+    shard_work = [(flags, args) for flags, args in shard_work if flags["out_dir"] in wanted_shards]
     # Smallest first, so the process's peak RSS is the largest diff's peak.
     work = sorted(
         (flags for flags in work if flags["out_data"] in wanted), key=lambda flags: os.stat(flags["target"]).st_size
@@ -117,9 +102,9 @@ def run(exec_log: pathlib.Path, package_out: str | None, out_dir: pathlib.Path) 
         )
         jsonio.write(str(info), result.to_json())
         renamed[flags["out_data"]], renamed[flags["out_info"]] = str(data), str(info)
-    for index, (flags, lists) in enumerate(shard_work):
+    for index, (flags, args) in enumerate(shard_work):
         out = out_dir / f"shard_{index}"
-        _patch_shard(flags, lists, out)
+        _patch_shard(args, out)
         renamed[flags["out_dir"]] = str(out)
     patches_done = time.perf_counter()
 

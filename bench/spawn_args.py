@@ -9,7 +9,6 @@ has no param file on disk, so its flags cannot be recovered: that is reported, n
 
 from __future__ import annotations
 
-import collections
 import pathlib
 from collections.abc import Sequence
 
@@ -40,15 +39,3 @@ def expand(args: Sequence[str], root: pathlib.Path) -> list[str]:
 def flags(spawn: execlog.Spawn, root: pathlib.Path) -> dict[str, str]:
     """`execlog.flag_values` of the spawn's expanded command line (exec paths, relative to `root`)."""
     return execlog.flag_values(expand(spawn.args, root))
-
-
-def flag_lists(spawn: execlog.Spawn, root: pathlib.Path) -> dict[str, list[str]]:
-    """Every value of each `--name=value` argument of the spawn, in order: the multi-valued flags
-    (file_patch_shard's --target_path/--target_file pairs) that `flags` keeps one value of. Only
-    the `=` form, which is how the rules pass them: a path's value may itself start with "--"."""
-    values: dict[str, list[str]] = collections.defaultdict(list)
-    for arg in expand(spawn.args, root):
-        name, eq, value = arg.partition("=")
-        if eq and name.startswith("--"):
-            values[name[2:]].append(value)
-    return values
