@@ -318,6 +318,8 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         append_line(work / "import" / "v2" / edited)
         sync_one(bazel, "scale_v2", work / "logs" / "sync-logged.console.txt")
         rebuild_logged = release_bench.must(bazel.run("build", "scale-rebuild-logged", [package], flags), "rebuild")
+        # Nothing changed: what any rebuild pays before its own work (client, server, change checks).
+        noop = release_bench.must(bazel.run("build", "scale-noop", [package], flags), "no-op build")
         rebuild_phases = (
             phase_seconds(rebuild_profile, "Evaluate target patterns", "Load and analyze dependencies"),
             phase_seconds(rebuild_profile, "Build artifacts", "Build artifacts"),
@@ -387,6 +389,11 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
                 f"{rebuild_phases[0]:.1f} s, execution {rebuild_phases[1]:.1f} s); edited {edited}; "
                 f"ran: {_mnemonics(rebuild_ran)}"
             ),
+        ),
+        (
+            "no-op build: nothing changed",
+            f"{noop.seconds:.2f} s",
+            f"{noop.seconds / cold:.3f} of cold: the floor under any rebuild; ran: {_mnemonics(by_mnemonic(noop)) or 'nothing'}",
         ),
         (
             "package bytes / payload bytes",
