@@ -121,6 +121,13 @@ def _keyed(items: list[Any], key: str, where: str, field_name: str) -> dict[str,
     return out
 
 
+def _string(item: dict[str, Any], key: str, where: str, listing: str, name: str) -> str:
+    """item[key], checked as jsonio.get checks a str; the field is named `<listing> <name>: <key>`,
+    with `name` escaped only for a message (a params file lists 1,000s of files)."""
+    value = item.get(key)
+    return value if isinstance(value, str) else jsonio.get(item, key, str, where, f"{listing} {escape(name)}: {key}")
+
+
 def load_params(path: str) -> Params:
     """Reads and checks the params file; every data/info/file it names is checked later."""
     doc = jsonio.read(path)
@@ -144,8 +151,8 @@ def load_params(path: str) -> Params:
         return {
             key: Produced(
                 key,
-                _patch_info(jsonio.get(item, "info", str, path, f"{field_name} {escape(key)}: info")),
-                jsonio.get(item, "data", str, path, f"{field_name} {escape(key)}: data"),
+                _patch_info(_string(item, "info", path, field_name, key)),
+                _string(item, "data", path, field_name, key),
             )
             for key, item in items.items()
         }
@@ -156,9 +163,7 @@ def load_params(path: str) -> Params:
         source=None if raw_source is None else _build(raw_source, path, "source"),
         target=_build(jsonio.get(doc, "target", dict, path), path, "target"),
         file_patches=produced(patches, "file_patches"),
-        whole_files={
-            key: jsonio.get(item, "file", str, path, f"whole_files {escape(key)}: file") for key, item in wholes.items()
-        },
+        whole_files={key: _string(item, "file", path, "whole_files", key) for key, item in wholes.items()},
         partitions=produced(parts, "partitions"),
     )
     shard_dirs = jsonio.get(doc, "file_patch_shards", list, path) if "file_patch_shards" in doc else []
@@ -490,7 +495,8 @@ class _Assembler:
             old, new = source.get(path), target.get(path)
             raw_path = to_bytes(path)
             if old is not None and old == new:
-                self._check_unchanged(path, new)
+                if path in p.file_patches or path in p.whole_files:
+                    self._check_unchanged(path, new)
                 directory, name = unchanged.parent_and_name(raw_path)
                 groups.setdefault(directory, []).append((name, _unchanged_record(name, new)))
                 continue
@@ -516,7 +522,7 @@ class _Assembler:
             self.manifest.unchanged.add(directory=directory, count=count, sha256=digest)
 
     def _check_unchanged(self, path: str, new: tree.ManifestRow) -> None:
-        """An unchanged path's file_patch result (if any) must agree; it ships nothing."""
+        """An unchanged path's file_patch or whole_files entry must agree; it ships nothing."""
         produced = self.params.file_patches.get(path)
         if produced is not None:
             content = _content_of(new)
