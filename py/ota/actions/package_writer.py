@@ -65,10 +65,10 @@ flags.DEFINE_string(
 flags.DEFINE_string("out", None, "Where to write the package zip.")
 
 # What a persistent worker keeps for its next request, each found by the bytes it was made from
-# (py/ota/actions/content_cache.py): checked manifests and patch infos by their files' bytes, a
-# shard's listing by its bytes once every check that needs nothing else has passed, and how a
-# whole file goes into payload.bin (its deflated bytes, or None when stored is smaller) by the
-# SHA-256 its bytes were just checked to have.
+# (py/ota/actions/content_cache.py): checked manifests by their files' SHA-256 and patch infos by
+# their bytes, a shard's listing by its bytes once every check that needs nothing else has passed,
+# and how a whole file goes into payload.bin (its deflated bytes, or None when stored is smaller)
+# by the SHA-256 its bytes were just checked to have.
 _MANIFESTS: ByContent[bytes, dict[str, tree.ManifestRow]] = ByContent()
 _PATCH_INFOS: ByContent[bytes, FilePatch] = ByContent()
 _SHARD_LISTINGS: ByContent[bytes, _ShardListing | None] = ByContent()
@@ -178,9 +178,10 @@ def _patch_info(path: str) -> FilePatch:
 
 
 def _manifest(path: str) -> dict[str, tree.ManifestRow]:
-    """A system manifest's rows by path (tree.manifest_rows), through the worker's cache."""
+    """A system manifest's rows by path (tree.manifest_rows), through the worker's cache (found by
+    the SHA-256 of its bytes, so the cache does not hold megabytes of JSON as keys)."""
     raw = jsonio.read_raw(path)
-    return _MANIFESTS.get(raw, lambda: tree.manifest_rows(jsonio.loads(raw, path), path))
+    return _MANIFESTS.get(hashlib.sha256(raw).digest(), lambda: tree.manifest_rows(jsonio.loads(raw, path), path))
 
 
 @dataclass(frozen=True)
