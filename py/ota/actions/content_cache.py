@@ -6,7 +6,8 @@ Why: a one-file rebuild hands the package assembler the same source manifest, th
 infos and the same whole files as the build before it; parsing, checking and deflating them
 again was most of its time (docs/scale.md, "The assembler in a rebuild"). Every input is still
 read on every request, since only its bytes can say it is the same, so a file rewritten in place
-between two requests is simply a different key, and an input that fails a check is never kept.
+between two requests is simply a different key; what failed to be made (a refused input) is never
+kept, so a refusal is worded afresh, naming the file of the request at hand.
 
 What is kept is what the last request used: each request's look-ups become the cache of the
 next and everything else is dropped, so the memory held is about two requests' worth at most and
