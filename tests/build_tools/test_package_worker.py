@@ -7,6 +7,10 @@ anything of a file by its path (a cache, a flag value, a half-written output) wo
 package different from the one-shot tool's. Failing requests sit in the middle (a stale patch, a
 toolchain identity the action was not keyed with, a missing flag): each gets the one-shot tool's
 exit code and exact message, leaves no package behind, and the next request is served normally.
+
+The worker does keep what it checked and deflated, by content (py/ota/actions/content_cache.py):
+rebuild sequences edit a whole file with its manifest entry, make one stale, break the manifest,
+swap patch infos or rewrite the same bytes, and each answer must still be the fresh process's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -200,3 +205,101 @@ def _fail(w: Worker, args: list[str], name: str) -> tuple[int, str]:
     assert not Path(f"{name}.zip").exists() and not Path(f"{name}.oneshot.zip").exists()
     assert not [p for p in Path.cwd().iterdir() if p.name.startswith("package.")]  # no work directory left
     return response.exit_code, response.output
+
+
+# A rebuild in a worker: the assembler keeps what it checked and deflated by content
+# (py/ota/actions/content_cache.py), so the edits below rewrite inputs IN PLACE, consistently
+# (a rebuild) or not (a stale or hostile input), and every request must still get the fresh
+# one-shot process's exit code, message and bytes.
+
+
+def _set_manifest_entry(manifest: str, path: str, data: bytes) -> None:
+    doc = jsonio.read(manifest)
+    entry = next(e for e in doc["entries"] if e["path"] == path)
+    entry.update(hashing.of_bytes(data).to_json())
+    jsonio.write(manifest, doc)
+
+
+def _new_contents(rng: random.Random, files: list[str]) -> bytes:
+    """Bytes that deflate well, bytes that do not (stored), nothing, or another whole file's."""
+    pick = rng.randrange(4)
+    if pick == 0:
+        return b"".join(b"line %d of a config file\n" % rng.randrange(50) for _ in range(rng.randrange(1, 400)))
+    if pick == 1:
+        return rng.randbytes(rng.randrange(1, 9000))
+    if pick == 2:
+        return b""
+    return Path(rng.choice(files)).read_bytes()
+
+
+def _rebuild_edit(rng: random.Random, params: dict) -> tuple[str, Callable[[], None] | None]:
+    """Edits the inputs in place; returns the edit's name and how to undo it (None: it stays)."""
+    target = params["target"]["system_manifest"]
+    files = [w["file"] for w in params["whole_files"]]
+    whole = rng.choice(params["whole_files"])
+    edit = rng.choice(["rebuild", "rebuild", "stale", "hostile manifest", "swapped info", "same bytes", "nothing"])
+    saved = {
+        file: Path(file).read_bytes() for file in [target, whole["file"], *[p["info"] for p in params["file_patches"]]]
+    }
+
+    def undo() -> None:
+        for file, data in saved.items():
+            Path(file).write_bytes(data)
+
+    if edit == "rebuild":  # a whole file changes and so does its manifest entry
+        data = _new_contents(rng, files)
+        Path(whole["file"]).write_bytes(data)
+        _set_manifest_entry(target, whole["path"], data)
+        return edit, None
+    if edit == "stale":  # the bytes change, the manifest still promises the old ones
+        data = _new_contents(rng, files)
+        if data == saved[whole["file"]]:
+            data += b"\n"
+        Path(whole["file"]).write_bytes(data)
+        return edit, undo
+    if edit == "hostile manifest":
+        doc = jsonio.read(target)
+        entry = rng.choice(doc["entries"])
+        key = rng.choice([k for k in entry if k != "path"])
+        entry[key] = rng.choice([None, -1, 2**32, True, "", "A" * 64, "fifo", "\0"])
+        jsonio.write(target, doc)
+        return edit, undo
+    if edit == "swapped info" and len(params["file_patches"]) > 1:
+        first, second = rng.sample(params["file_patches"], 2)
+        Path(first["info"]).write_bytes(saved[second["info"]])
+        return edit, undo
+    if edit == "same bytes":  # rewritten, not changed: a worker may take all it kept
+        for file, data in saved.items():
+            Path(file).write_bytes(data)
+    return edit, None
+
+
+def test_a_worker_rebuilding_after_edits_in_place_answers_as_a_fresh_process(work: Path) -> None:
+    done: list[tuple[str, int]] = []
+    for seed in (200, 201, 202, 203):
+        rng = random.Random(seed)
+        params = write_request(seed)
+        while len(params["whole_files"]) < 2:  # whole files are what the worker deflates and keeps
+            params = write_request(seed := seed + 1000)
+        w = Worker(_MODULE, work)
+        try:
+            for number in range(12):
+                edit, undo = _rebuild_edit(rng, params) if number else ("first", None)
+                common = ["--params", f"{_INPUTS}/params.json"]
+                worker_zip, one_shot_zip = f"w{seed}-{number}.zip", f"o{seed}-{number}.zip"
+                response = w.send([*common, "--out", worker_zip])
+                one_shot = _one_shot([*common, "--out", one_shot_zip], f"r{seed}-{number}.params")
+                assert response.exit_code == one_shot.returncode, (seed, edit, response.output, one_shot.stderr)
+                assert response.output == one_shot.stderr.replace(one_shot_zip, worker_zip), (seed, edit)
+                if response.exit_code == 0:
+                    assert Path(worker_zip).read_bytes() == Path(one_shot_zip).read_bytes(), (seed, edit)
+                else:
+                    assert "\n" not in response.output[:-1] and not Path(worker_zip).exists()
+                done.append((edit, response.exit_code))
+                if undo is not None:
+                    undo()
+        finally:
+            code, log = w.close()
+        assert (code, log) == (0, "")
+    outcomes = set(done)
+    assert {("rebuild", 0), ("same bytes", 0), ("stale", 1), ("hostile manifest", 1)} <= outcomes, outcomes

@@ -1,18 +1,22 @@
 """Tar-backed trees through the shard actions: the shard function is the same in Starlark and
 Python and spreads paths evenly; generated tar pairs become incremental and full packages that a
 device applies byte-exact; a one-file change alters one shard; paths with equal hashes are never
-read; the assembler refuses shard sets that do not fit together."""
+read; the assembler refuses shard sets that do not fit together, and checks any listing alike
+whether it takes it in one go, from its worker's cache or step by step."""
 
 from __future__ import annotations
 
 import collections
+import copy
 import json
+import random
 import shutil
 from pathlib import Path
 
 import pytest
 
 from ota.actions import file_patch_shard, package_writer, shard_layout, tar_tree, tree
+from ota.actions.content_cache import ByContent
 from ota.errors import OtaError
 from ota.format import jsonio
 from ota.format.build_info import BuildInfo
@@ -207,3 +211,85 @@ def test_the_assembler_refuses_shard_sets_that_do_not_fit(tmp_path: Path) -> Non
     with pytest.raises(OtaError) as err:
         package_writer.load_params(_params(tmp_path, source, target, shards))
     assert str(err.value) == f"{shards[other]}/results.json: {escape(path)}: belongs to shard {changed}, not {other}"
+
+
+def _in_shard(path: str, shard: int) -> str:
+    """`path` with a suffix that puts it in `shard` (a bad path must not pass for being in place;
+    a character that stands for no byte has no shard)."""
+    return next(f"{path}{n}" for n in range(10_000) if shard_layout.shard_of(f"{path}{n}", SHARDS) == shard)
+
+
+def _listing_edits(shards: list[str], rng: random.Random) -> list[tuple[str, object]]:
+    """Hostile or odd edits of shard listings, each (listing path, new document or raw bytes)."""
+    docs = {out: jsonio.read(f"{out}/results.json") for out in shards}
+    full = [out for out in shards if docs[out]["results"]]
+    edits: list[tuple[str, object]] = []
+    for _ in range(40):
+        out = rng.choice(full)
+        doc = copy.deepcopy(docs[out])
+        item = rng.choice(doc["results"])
+        change = rng.randrange(12)
+        if change == 0:
+            doc[rng.choice(["shard", "shards"])] = rng.choice([True, -1, 0, 31, 32, 33, "1", None, 1.0])
+        elif change == 1:
+            doc.pop(rng.choice(["shard", "shards", "results"]))
+        elif change == 2:
+            doc["results"] = rng.choice([None, {}, "x", [None], [[]]])
+        elif change == 3:
+            item.pop(rng.choice(["path", "info", "data"]))
+        elif change == 4:
+            item[rng.choice(["path", "info", "data"])] = rng.choice([None, 7, True, [], ""])
+        elif change == 5:  # an unsafe path, even one that hashes to this very shard
+            bad = rng.choice(["../x", "/abs", "a//b", "a\0b", ".ota-scratch/x", "\ud800", "a/", "a/./b"])
+            item["path"] = bad if bad == "\ud800" or rng.random() < 0.3 else _in_shard(bad, doc["shard"])
+        elif change == 6:
+            doc["results"].append(copy.deepcopy(item))  # the same path twice
+        elif change == 7:  # a path of another shard
+            other = rng.choice([o for o in full if o != out])
+            doc["results"].append(copy.deepcopy(docs[other]["results"][0]))
+        elif change == 8:
+            item["info"] = rng.choice(["missing.json", item["data"], "."])  # unreadable or not an info
+        elif change == 9:
+            edits.append((f"{out}/results.json", b'{"results": [' if rng.random() < 0.5 else b"\xff"))
+            continue
+        elif change == 10:
+            doc = rng.choice([[], None, "results", 7])
+        else:
+            item["extra"] = "ignored"  # odd but legal
+        edits.append((f"{out}/results.json", doc))
+    return edits
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_shard_listings_are_checked_alike_with_and_without_the_fast_path_and_cache(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The assembler takes a listing whose own checks all pass in one go (and a worker keeps
+    that by its bytes); any other listing is checked step by step. Generated hostile edits of
+    real listings must get the same params or the same message either way, fresh or cached."""
+    members = source_tree(seed, 60, ("plain", "utf8", "non_utf8"))
+    source, source_dirs = _tar_side(tmp_path, "v1", members)
+    target, target_dirs = _tar_side(tmp_path, "v2", target_tree(members, seed, ("plain", "utf8", "non_utf8")))
+    shards = _shards(tmp_path, source_dirs, target_dirs)
+    params = _params(tmp_path, source, target, shards)
+
+    def outcome() -> object:
+        try:
+            return package_writer.load_params(params)
+        except OtaError as err:
+            return str(err)
+
+    checked = 0
+    for listing, edit in _listing_edits(shards, random.Random(seed)):
+        good = Path(listing).read_bytes()
+        Path(listing).write_bytes(edit if isinstance(edit, bytes) else json.dumps(edit).encode())  # any str, escaped
+        fast, cached = outcome(), outcome()
+        with monkeypatch.context() as m:
+            m.setattr(package_writer, "_plain_listing", lambda raw, where: None)
+            m.setattr(package_writer, "_SHARD_LISTINGS", ByContent())  # nothing kept from the runs above
+            step_by_step = outcome()
+        assert fast == cached == step_by_step, listing
+        checked += isinstance(fast, str)
+        Path(listing).write_bytes(good)
+    assert checked >= 25  # most edits are refused; the rest must still read alike
+    assert isinstance(outcome(), package_writer.Params)

@@ -21,6 +21,7 @@ package bytes are the same either way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -33,9 +34,10 @@ from typing import Any
 from absl import flags
 
 from ota.actions import persistent_worker, shard_layout, toolchain_identity, tree, zipwrite
+from ota.actions.content_cache import ByContent
 from ota.actions.patch_info import BSDIFF, IMGDIFF, IMGDIFF_ZIP, UNCHANGED, WHOLE, FilePatch
 from ota.errors import OtaError, UsageError
-from ota.format import hashing, jsonio, unchanged
+from ota.format import jsonio, unchanged
 from ota.format.build_info import BuildInfo
 from ota.format.hashing import ContentInfo
 from ota.format.layout import (
@@ -46,7 +48,7 @@ from ota.format.layout import (
     partition_image_entry,
     partition_patch_entry,
 )
-from ota.format.paths import escape, sort_key, to_bytes
+from ota.format.paths import check_path, escape, sort_key, to_bytes
 from ota.io import fileio
 from ota.proto import ota_manifest_pb2 as pb
 
@@ -61,6 +63,18 @@ flags.DEFINE_string(
     "params", None, "Package parameters JSON written by the ota_package rule (docs/contracts.md#4-package-parameters)."
 )
 flags.DEFINE_string("out", None, "Where to write the package zip.")
+
+# What a persistent worker keeps for its next request, each found by the bytes it was made from
+# (py/ota/actions/content_cache.py): checked manifests by their files' SHA-256 and patch infos by
+# their bytes, a shard's listing by its bytes once every check that needs nothing else has passed,
+# and how a whole file goes into payload.bin (its deflated bytes, or None when stored is smaller)
+# by the SHA-256 its bytes were just checked to have.
+_MANIFESTS: ByContent[bytes, dict[str, tree.ManifestRow]] = ByContent()
+_PATCH_INFOS: ByContent[bytes, FilePatch] = ByContent()
+_SHARD_LISTINGS: ByContent[bytes, _ShardListing | None] = ByContent()
+# 64 MiB of deflated whole files: all of them for the trees of docs/scale.md (4 MB at 7,000 files).
+_DEFLATED: ByContent[str, bytes | None] = ByContent(budget=64 << 20, cost=lambda packed: len(packed or b""))
+_CACHES = (_MANIFESTS, _PATCH_INFOS, _SHARD_LISTINGS, _DEFLATED)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,13 @@ def _keyed(items: list[Any], key: str, where: str, field_name: str) -> dict[str,
     return out
 
 
+def _string(item: dict[str, Any], key: str, where: str, listing: str, name: str) -> str:
+    """item[key], checked as jsonio.get checks a str; the field is named `<listing> <name>: <key>`,
+    with `name` escaped only for a message (a params file lists 1,000s of files)."""
+    value = item.get(key)
+    return value if isinstance(value, str) else jsonio.get(item, key, str, where, f"{listing} {escape(name)}: {key}")
+
+
 def load_params(path: str) -> Params:
     """Reads and checks the params file; every data/info/file it names is checked later."""
     doc = jsonio.read(path)
@@ -130,8 +151,8 @@ def load_params(path: str) -> Params:
         return {
             key: Produced(
                 key,
-                FilePatch.load(jsonio.get(item, "info", str, path, f"{field_name} {escape(key)}: info")),
-                jsonio.get(item, "data", str, path, f"{field_name} {escape(key)}: data"),
+                _patch_info(_string(item, "info", path, field_name, key)),
+                _string(item, "data", path, field_name, key),
             )
             for key, item in items.items()
         }
@@ -142,14 +163,61 @@ def load_params(path: str) -> Params:
         source=None if raw_source is None else _build(raw_source, path, "source"),
         target=_build(jsonio.get(doc, "target", dict, path), path, "target"),
         file_patches=produced(patches, "file_patches"),
-        whole_files={
-            key: jsonio.get(item, "file", str, path, f"whole_files {escape(key)}: file") for key, item in wholes.items()
-        },
+        whole_files={key: _string(item, "file", path, "whole_files", key) for key, item in wholes.items()},
         partitions=produced(parts, "partitions"),
     )
     shard_dirs = jsonio.get(doc, "file_patch_shards", list, path) if "file_patch_shards" in doc else []
     add_shard_results(params, shard_dirs, path)
     return params
+
+
+def _patch_info(path: str) -> FilePatch:
+    """FilePatch.load, through the worker's cache."""
+    raw = jsonio.read_raw(path)
+    return _PATCH_INFOS.get(raw, lambda: FilePatch.from_json(jsonio.loads(raw, path), path))
+
+
+def _manifest(path: str) -> dict[str, tree.ManifestRow]:
+    """A system manifest's rows by path (tree.manifest_rows), through the worker's cache (found by
+    the SHA-256 of its bytes, so the cache does not hold megabytes of JSON as keys)."""
+    raw = jsonio.read_raw(path)
+    return _MANIFESTS.get(hashlib.sha256(raw).digest(), lambda: tree.manifest_rows(jsonio.loads(raw, path), path))
+
+
+@dataclass(frozen=True)
+class _ShardListing:
+    """A shard's results.json that passed every check needing nothing but its own bytes."""
+
+    shard: int
+    shards: int
+    results: tuple[tuple[str, str, str], ...]  # (path, info, data) as listed
+
+
+def _plain_listing(raw: bytes, listing: str) -> _ShardListing | None:
+    """The listing, if `add_shard_results` would find nothing wrong in it on its own; None if it
+    might (that function then checks it step by step and says what is wrong). Malformed JSON is
+    an OtaError here, as it was first of all there."""
+    doc = jsonio.loads(raw, listing)
+    if not isinstance(doc, dict):
+        return None
+    shard, shards, items = doc.get("shard"), doc.get("shards"), doc.get("results")
+    if type(shard) is not int or type(shards) is not int or not 0 <= shard < shards or type(items) is not list:
+        return None
+    results = []
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        name, info, data = item.get("path"), item.get("info"), item.get("data")
+        if type(name) is not str or type(info) is not str or type(data) is not str:
+            return None
+        try:
+            check_path(name, "")
+        except OtaError:
+            return None
+        if shard_layout.shard_of(name, shards) != shard:
+            return None
+        results.append((name, info, data))
+    return _ShardListing(shard, shards, tuple(results))
 
 
 def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None:
@@ -164,26 +232,50 @@ def add_shard_results(params: Params, shard_dirs: list[Any], where: str) -> None
         if not isinstance(raw_dir, str):
             raise OtaError(where, f"file_patch_shards[{index}]: expected a directory path")
         listing = os.path.join(raw_dir, shard_layout.RESULTS)
-        doc = jsonio.read(listing)
-        shard, shards = jsonio.get(doc, "shard", int, listing), jsonio.get(doc, "shards", int, listing)
-        if shards != len(shard_dirs) or not 0 <= shard < shards or shard in seen:
-            raise OtaError(listing, f"shard {shard} of {shards} does not fit {len(shard_dirs)} file_patch_shards")
-        seen.add(shard)
-        for number, item in enumerate(jsonio.get(doc, "results", list, listing)):
-            name = jsonio.get_path(item, "path", listing, f"results[{number}].path")
-            if shard_layout.shard_of(name, shards) != shard:
-                raise OtaError(
-                    listing, f"{escape(name)}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}"
-                )
-            if name in params.file_patches or name in params.whole_files:
-                raise OtaError(listing, f"{name}: listed twice")
-            info_file = os.path.join(raw_dir, jsonio.get(item, "info", str, listing, f"{name}: info"))
-            data = os.path.join(raw_dir, jsonio.get(item, "data", str, listing, f"{name}: data"))
-            info = FilePatch.load(info_file)
-            if info.method == WHOLE and info.source is None:
-                params.whole_files[name] = data
-            else:
-                params.file_patches[name] = Produced(name, info, data)
+        raw = jsonio.read_raw(listing)
+        plain = _SHARD_LISTINGS.get(raw, functools.partial(_plain_listing, raw, listing))
+        if plain is None:
+            _add_listing_step_by_step(params, jsonio.loads(raw, listing), listing, raw_dir, len(shard_dirs), seen)
+            continue
+        _check_shard_number(plain.shard, plain.shards, listing, len(shard_dirs), seen)
+        for name, info, data in plain.results:
+            _refuse_twice(params, name, listing)
+            _add_result(params, name, os.path.join(raw_dir, info), os.path.join(raw_dir, data))
+
+
+def _check_shard_number(shard: int, shards: int, listing: str, count: int, seen: set[int]) -> None:
+    if shards != count or not 0 <= shard < shards or shard in seen:
+        raise OtaError(listing, f"shard {shard} of {shards} does not fit {count} file_patch_shards")
+    seen.add(shard)
+
+
+def _add_listing_step_by_step(params: Params, doc: Any, listing: str, raw_dir: str, count: int, seen: set[int]) -> None:
+    """A listing `_plain_listing` has doubts about, checked in the order its messages promise."""
+    shard, shards = jsonio.get(doc, "shard", int, listing), jsonio.get(doc, "shards", int, listing)
+    _check_shard_number(shard, shards, listing, count, seen)
+    for number, item in enumerate(jsonio.get(doc, "results", list, listing)):
+        name = jsonio.get_path(item, "path", listing, f"results[{number}].path")
+        if shard_layout.shard_of(name, shards) != shard:
+            raise OtaError(
+                listing, f"{escape(name)}: belongs to shard {shard_layout.shard_of(name, shards)}, not {shard}"
+            )
+        _refuse_twice(params, name, listing)
+        info_file = os.path.join(raw_dir, jsonio.get(item, "info", str, listing, f"{name}: info"))
+        data = os.path.join(raw_dir, jsonio.get(item, "data", str, listing, f"{name}: data"))
+        _add_result(params, name, info_file, data)
+
+
+def _refuse_twice(params: Params, name: str, listing: str) -> None:
+    if name in params.file_patches or name in params.whole_files:
+        raise OtaError(listing, f"{name}: listed twice")
+
+
+def _add_result(params: Params, name: str, info_file: str, data: str) -> None:
+    info = _patch_info(info_file)
+    if info.method == WHOLE and info.source is None:
+        params.whole_files[name] = data
+    else:
+        params.file_patches[name] = Produced(name, info, data)
 
 
 @dataclass
@@ -191,29 +283,19 @@ class _Payload:
     """Zip entries collected while the manifest is built, with their checked contents."""
 
     sources: list[zipwrite.ZipSource] = field(default_factory=list)
-    infos: dict[str, ContentInfo] = field(default_factory=dict)
+    infos: dict[str, zipwrite.Written] = field(default_factory=dict)
 
-    def add(
-        self,
-        name: str,
-        file: str,
-        compression: zipwrite.Compression,
-        expected: ContentInfo | None = None,
-        expected_sha256: str | None = None,
-        why: str = "",
-    ) -> None:
-        """Adds `file` as entry `name`, checking it holds what the manifest will promise."""
-        actual = _checked(file, expected.sha256 if expected is not None else expected_sha256, why)
+    def add(self, name: str, file: str, compression: zipwrite.Compression, want: str, why: str) -> None:
+        """Adds `file` as entry `name`, checking its SHA-256 is `want`, what the manifest will promise."""
+        size, sha256 = _size_and_sha256(file)
+        _check_sha256(file, sha256, want, lambda: why)
         self.sources.append(zipwrite.ZipSource(name, compression, file=file))
-        self.infos[name] = actual
+        self.infos[name] = zipwrite.Written(name, size, sha256)
 
-
-def _checked(file: str, want: str | None, why: str) -> ContentInfo:
-    """The file's ContentInfo, if its SHA-256 is `want` (None: anything)."""
-    actual = hashing.of_file(file)
-    if want is not None:
-        _check_sha256(file, actual.sha256, want, lambda: why)
-    return actual
+    def add_blob(self, blob: _Blob, file: str) -> None:
+        """Adds the finished `payload.bin` at `file`, whose contents `blob` counted as it wrote them."""
+        self.sources.append(zipwrite.ZipSource(PAYLOAD_BLOB_ENTRY, zipwrite.Compression.STORED, file=file))
+        self.infos[PAYLOAD_BLOB_ENTRY] = blob.written(PAYLOAD_BLOB_ENTRY)
 
 
 def _check_sha256(file: str, actual: str, want: str, why: Callable[[], str]) -> None:
@@ -227,44 +309,90 @@ class _Blob:
     """`payload.bin` being written: every file's data back to back, in manifest order.
 
     A whole file is raw-deflated (level 9, as zipwrite does) when that is smaller, else stored;
-    the choice is a function of the bytes alone, so the package stays byte-reproducible. Files are
-    streamed, never held whole.
+    the choice is a function of the bytes alone, so the package stays byte-reproducible, and so
+    is the deflated stream: the worker keeps both for its next request (`_DEFLATED`), where a
+    rebuild finds every whole file but the edited one. Files are streamed, never held whole (but
+    for a deflated stream the cache may keep). The blob's size and SHA-256 are counted as it is
+    written, for its entry in the manifest's payload list.
     """
 
     stream: Any
     size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
 
     def append(
         self, file: str, data: pb.DataSlice, want: str, why: Callable[[], str], deflate_if_smaller: bool
     ) -> None:
-        """Appends `file`, checking on the way that its SHA-256 is `want` (why() names whose).
+        """Appends `file`, checking on the way that its SHA-256 is `want` (why() names whose)."""
+        start = self.size
+        deflated = deflate_if_smaller and self._deflated(file, want, why)
+        if not deflated:
+            self._copy(file, want, why)
+        data.offset, data.length = start, self.size - start
+        data.compression = pb.DataSlice.DEFLATED if deflated else pb.DataSlice.STORED
 
-        One read hashes and writes it (deflated, when it may be); only a file that does not
-        shrink is read again, to be stored instead, over the deflated bytes.
+    def _deflated(self, file: str, want: str, why: Callable[[], str]) -> bool:
+        """Writes the file deflated if that is smaller, and says so; otherwise writes nothing.
+
+        Without a kept answer, one read hashes and deflates, collecting the deflated bytes for
+        `_DEFLATED` while they fit its budget; a file that does not shrink is then taken back out.
         """
-        packer = (
-            zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if deflate_if_smaller else None
-        )
-        start, raw_size, digest = self.size, 0, hashlib.sha256()
+        kept, packed = _DEFLATED.find(want)
+        if kept:
+            if packed is not None:
+                _check_sha256(file, _size_and_sha256(file)[1], want, why)
+                self._write(packed)
+            return packed is not None
+        packer = zlib.compressobj(zipwrite.DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        start, before, raw_size, digest = self.size, self.digest.copy(), 0, hashlib.sha256()
+        pieces: list[bytes] | None = []
         for chunk in fileio.read_chunks(file):
             digest.update(chunk)
             raw_size += len(chunk)
-            self._write(packer.compress(chunk) if packer else chunk)
-        if packer:
-            self._write(packer.flush())
+            pieces = self._write_collected(packer.compress(chunk), pieces, start)
+        pieces = self._write_collected(packer.flush(), pieces, start)
         _check_sha256(file, digest.hexdigest(), want, why)
-        if packer and self.size - start >= raw_size:
-            self.stream.seek(start)
-            self.stream.truncate()
-            self.size, packer = start, None
-            for chunk in fileio.read_chunks(file):
-                self._write(chunk)
-        data.offset, data.length = start, self.size - start
-        data.compression = pb.DataSlice.DEFLATED if packer else pb.DataSlice.STORED
+        if self.size - start < raw_size:
+            if pieces is not None:
+                _DEFLATED.keep(want, b"".join(pieces))
+            return True
+        self.stream.seek(start)
+        self.stream.truncate()
+        self.size, self.digest = start, before
+        _DEFLATED.keep(want, None)
+        return False
+
+    def _write_collected(self, piece: bytes, pieces: list[bytes] | None, start: int) -> list[bytes] | None:
+        """Writes `piece`, adding it to `pieces` unless what started at `start` is over the budget."""
+        self._write(piece)
+        if pieces is None or self.size - start > _DEFLATED.budget:
+            return None
+        pieces.append(piece)
+        return pieces
+
+    def _copy(self, file: str, want: str, why: Callable[[], str]) -> None:
+        digest = hashlib.sha256()
+        for chunk in fileio.read_chunks(file):
+            digest.update(chunk)
+            self._write(chunk)
+        _check_sha256(file, digest.hexdigest(), want, why)
 
     def _write(self, piece: bytes) -> None:
         self.stream.write(piece)
+        self.digest.update(piece)
         self.size += len(piece)
+
+    def written(self, name: str) -> zipwrite.Written:
+        """What the blob holds, as the zip entry `name` will."""
+        return zipwrite.Written(name, self.size, self.digest.hexdigest())
+
+
+def _size_and_sha256(file: str) -> tuple[int, str]:
+    size, digest = 0, hashlib.sha256()
+    for chunk in fileio.read_chunks(file):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _file_content(message: pb.FileContent, info: ContentInfo) -> None:
@@ -293,24 +421,24 @@ def _check_matches(produced: Produced, source: ContentInfo | None, target: Conte
         )
 
 
-def _same(old: tree.TreeEntry, new: tree.TreeEntry) -> bool:
-    """Whether a path is unchanged in every respect the device checks (so it needs no operation)."""
-    return (
-        old.kind == new.kind
-        and (old.mode, old.uid, old.gid) == (new.mode, new.uid, new.gid)
-        and old.content == new.content
-        and old.target == new.target
-    )
+def _content_of(row: tree.ManifestRow) -> ContentInfo | None:
+    """A file row's contents (None for any other kind)."""
+    return None if row.kind != tree.FILE else ContentInfo(row.size, row.sha256, row.sha1)  # type: ignore[arg-type]
 
 
-def _record(entry: tree.TreeEntry) -> unchanged.Record:
-    name = unchanged.parent_and_name(to_bytes(entry.path))[1]
-    if entry.kind == tree.FILE:
-        assert entry.content is not None  # a system manifest's file has its content
-        size, data = entry.content.size, bytes.fromhex(entry.content.sha256)
+def _unchanged_record(name: bytes, row: tree.ManifestRow) -> bytes:
+    """The serialized unchanged.Record of an unchanged path whose last component is `name`."""
+    if row.kind == tree.FILE:
+        size, data = row.size, bytes.fromhex(row.sha256)  # type: ignore[arg-type]
     else:
-        size, data = 0, to_bytes(entry.target) if entry.kind == tree.SYMLINK else b""  # type: ignore[arg-type]
-    return unchanged.Record(name, entry.kind, entry.mode, entry.uid, entry.gid, size, data)
+        size, data = 0, to_bytes(row.target) if row.kind == tree.SYMLINK else b""  # type: ignore[arg-type]
+    return unchanged.serialize(name, row.kind, row.mode, row.uid, row.gid, size, data)  # type: ignore[arg-type]
+
+
+def _in_byte_order(paths: set[str]) -> list[str]:
+    """`paths` sorted by sort_key. An all-ASCII set (the usual one) sorts as plain strings, in the
+    same order and without a key call per path."""
+    return sorted(paths) if "".join(paths).isascii() else sorted(paths, key=sort_key)
 
 
 class _Assembler:
@@ -351,8 +479,8 @@ class _Assembler:
 
     def files(self) -> None:
         p = self.params
-        target = {e.path: e for e in tree.load_manifest(p.target.system_manifest)}
-        source = {} if p.source is None else {e.path: e for e in tree.load_manifest(p.source.system_manifest)}
+        target = _manifest(p.target.system_manifest)
+        source = {} if p.source is None else _manifest(p.source.system_manifest)
         for name in [*p.file_patches, *p.whole_files]:
             if name not in target or target[name].kind != tree.FILE:
                 raise OtaError(
@@ -361,19 +489,25 @@ class _Assembler:
                 )
         if p.full and p.file_patches:
             raise OtaError(self.where, f"{escape(next(iter(p.file_patches)))}: a FULL package has no file_patches")
-        groups: dict[bytes, list[unchanged.Record]] = {}
-        for path in sorted(set(target) | set(source), key=sort_key):
+        # A path is unchanged when its rows are equal: same kind, mode, uid, gid, contents and link
+        # target, every respect the device checks, so it needs no operation.
+        groups: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        for path in _in_byte_order(target.keys() | source.keys()):
             old, new = source.get(path), target.get(path)
-            old_content = old.content if old is not None and old.kind == tree.FILE else None
-            if old is not None and new is not None and _same(old, new):
-                self._check_unchanged(path, new)
-                groups.setdefault(unchanged.parent_and_name(to_bytes(path))[0], []).append(_record(new))
+            raw_path = to_bytes(path)
+            if old is not None and old == new:
+                if path in p.file_patches or path in p.whole_files:
+                    self._check_unchanged(path, new)
+                directory, name = unchanged.parent_and_name(raw_path)
+                groups.setdefault(directory, []).append((name, _unchanged_record(name, new)))
                 continue
-            op = self.manifest.files.add(path=to_bytes(path))
+            op = self.manifest.files.add(path=raw_path)
+            old_content = None
             if old is not None:
                 op.source_kind = _SOURCE_KIND[old.kind]
-            if old_content is not None:
-                _file_content(op.source, old_content)
+                old_content = _content_of(old)
+                if old_content is not None:
+                    _file_content(op.source, old_content)
             if new is None:
                 op.op = Op.DELETE
                 continue
@@ -383,16 +517,17 @@ class _Assembler:
             elif new.kind == tree.SYMLINK:
                 op.op, op.symlink_target = Op.SYMLINK, to_bytes(new.target)  # type: ignore[arg-type]
             else:
-                self._file(op, path, old_content, new.content)  # type: ignore[arg-type]
+                self._file(op, path, old_content, _content_of(new))  # type: ignore[arg-type]
         for directory in sorted(groups):
-            count, digest = unchanged.digest(groups[directory])
+            count, digest = unchanged.digest_serialized(groups[directory])
             self.manifest.unchanged.add(directory=directory, count=count, sha256=digest)
 
-    def _check_unchanged(self, path: str, new: tree.TreeEntry) -> None:
-        """An unchanged path's file_patch result (if any) must agree; it ships nothing."""
+    def _check_unchanged(self, path: str, new: tree.ManifestRow) -> None:
+        """An unchanged path's file_patch or whole_files entry must agree; it ships nothing."""
         produced = self.params.file_patches.get(path)
         if produced is not None:
-            _check_matches(produced, new.content, new.content, self.where)  # type: ignore[arg-type]
+            content = _content_of(new)
+            _check_matches(produced, content, content, self.where)  # type: ignore[arg-type]
             if produced.info.method != UNCHANGED:
                 raise OtaError(
                     self.where, f"{escape(path)}: unchanged, but its file_patch result is {produced.info.method}"
@@ -448,7 +583,7 @@ class _Assembler:
                 continue  # verify-only: no entry, no method
             if info.method == WHOLE:
                 op.method, op.entry = pb.WHOLE, partition_image_entry(name)
-                self.payload.add(op.entry, produced.data, _WHOLE, info.target, why=f"partition {name}'s target")
+                self.payload.add(op.entry, produced.data, _WHOLE, info.target.sha256, f"partition {name}'s target")
                 continue
             if self.params.full:
                 raise OtaError(
@@ -456,11 +591,7 @@ class _Assembler:
                 )
             op.method, op.entry = _METHOD[info.method], partition_patch_entry(name)
             self.payload.add(
-                op.entry,
-                produced.data,
-                _PATCH,
-                expected_sha256=info.data_sha256,
-                why=f"partition {name}'s patch info data_sha256",
+                op.entry, produced.data, _PATCH, info.data_sha256, f"partition {name}'s patch info data_sha256"
             )
 
     def finish(self) -> None:
@@ -486,13 +617,21 @@ def assemble(params: Params, where: str, blob_path: str) -> tuple[pb.OtaManifest
         assembler.states()
         assembler.files()
     if any(op.HasField("data") for op in assembler.manifest.files):
-        assembler.payload.add(PAYLOAD_BLOB_ENTRY, blob_path, zipwrite.Compression.STORED)
+        assembler.payload.add_blob(blob, blob_path)
     assembler.partitions()
     assembler.finish()
     return assembler.manifest, assembler.payload.sources
 
 
 def write_package(params_path: str, out_path: str) -> pb.OtaManifest:
+    try:
+        return _write_package(params_path, out_path)
+    finally:
+        for cache in _CACHES:
+            cache.end_request()
+
+
+def _write_package(params_path: str, out_path: str) -> pb.OtaManifest:
     params = load_params(params_path)
     with tempfile.TemporaryDirectory(prefix="package.", dir=os.path.dirname(os.path.abspath(out_path))) as work:
         manifest, sources = assemble(params, params_path, os.path.join(work, PAYLOAD_BLOB_ENTRY))
@@ -518,8 +657,8 @@ def package_from_flags(values: flags.FlagValues, rest: Sequence[str]) -> None:
     write_package(values.params, values.out)
 
 
-# Its own flags and --toolchain_identity. Nothing else outlives a request: the writer keeps no
-# module-level state, and what it reads (params, manifests, patch infos, data files) is read
+# Its own flags and --toolchain_identity. What outlives a request is only what the caches above
+# keep, each found by content: every input (params, manifests, patch infos, data files) is read
 # afresh each time, so a file rewritten at the same path between two requests is read anew.
 TOOL = persistent_worker.Tool("package", __doc__ or "", (__name__, toolchain_identity.__name__), package_from_flags)
 

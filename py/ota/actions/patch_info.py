@@ -45,7 +45,11 @@ class FilePatch:
     @classmethod
     def load(cls, path: str) -> FilePatch:
         """Reads and checks an info file (written by this project's file_patch action)."""
-        doc = jsonio.read(path)
+        return cls.from_json(jsonio.read(path), path)
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str) -> FilePatch:
+        """Checks a parsed info file; `path` names it in a message."""
         method = jsonio.get(doc, "method", str, path)
         if method not in METHODS:
             raise OtaError(path, f"method: {method!r} is not one of {', '.join(METHODS)}")

@@ -8,14 +8,16 @@ duplicate path, an unsafe path, or a file sitting where a directory should be.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple
 
 from ota.errors import OtaError
 from ota.format import jsonio
 from ota.format.hashing import ContentInfo
-from ota.format.paths import escape, sort_key
+from ota.format.paths import check_path, escape, sort_key
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 KINDS = (FILE, DIR, SYMLINK)
@@ -115,6 +117,121 @@ def parse(doc: Any, where: str, *, manifest: bool) -> list[TreeEntry]:
     """Entries of a tree description (manifest=False) or system manifest (manifest=True)."""
     raw_entries = jsonio.get(doc, "entries", list, where)
     return check_entries((_parse_entry(raw, i, where, manifest=manifest) for i, raw in enumerate(raw_entries)), where)
+
+
+class ManifestRow(NamedTuple):
+    """A system manifest entry as the package writer compares them: a flat tuple, so that a path
+    is unchanged exactly when its two rows are equal. size, sha256 and sha1 are a file's (None
+    otherwise), target a symlink's."""
+
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    size: int | None
+    sha256: str | None
+    sha1: str | None
+    target: str | None
+
+    @classmethod
+    def of(cls, entry: TreeEntry) -> ManifestRow:
+        content = entry.content
+        if content is None:
+            return cls(entry.kind, entry.mode, entry.uid, entry.gid, None, None, None, entry.target)
+        return cls(
+            entry.kind, entry.mode, entry.uid, entry.gid, content.size, content.sha256, content.sha1, entry.target
+        )
+
+
+def manifest_rows(doc: Any, where: str) -> dict[str, ManifestRow]:
+    """A system manifest's entries by path, refused exactly when `parse(manifest=True)` refuses
+    them, with its message.
+
+    Why not `parse`: the package writer reads two manifests of 10,000s of entries in every
+    rebuild, and checking them an entry at a time, each into frozen dataclasses, was most of its
+    time. Here each check runs over a whole column (set, map, min, max and joined strings, which
+    loop in C); if any column holds anything unusual, `parse` runs instead, so a bad manifest
+    still gets the message of its first bad entry.
+    """
+    raw_entries = jsonio.get(doc, "entries", list, where)
+    rows = _rows_if_plainly_valid(raw_entries)
+    if rows is None:
+        rows = {entry.path: ManifestRow.of(entry) for entry in parse(doc, where, manifest=True)}
+    return rows
+
+
+_HEAD = operator.itemgetter("path", "kind", "mode", "uid", "gid")
+_CONTENT = operator.itemgetter("size", "sha256", "sha1")
+_TARGET = operator.itemgetter("target")
+_HEX_DIGITS = b"0123456789abcdef"
+_NO_TAIL = (None, None, None, None)
+
+
+def _ints_within(values: Sequence[Any], upper: int | None) -> bool:
+    """Every value an int (bool is not) in 0..upper (no bound: None)."""
+    if not values:
+        return True
+    return set(map(type, values)) == {int} and min(values) >= 0 and (upper is None or max(values) <= upper)
+
+
+def _hex_strings(values: Sequence[Any], length: int) -> bool:
+    """Every value a string of `length` lowercase hex digits."""
+    if not values:
+        return True
+    if set(map(type, values)) != {str} or set(map(len, values)) != {length}:
+        return False
+    joined = "".join(values)
+    return joined.isascii() and not joined.encode("ascii").translate(None, _HEX_DIGITS)
+
+
+def _link_targets(values: Sequence[Any]) -> bool:
+    """Every value a non-empty string without NUL (jsonio.get_link_target's rule)."""
+    if not values:
+        return True
+    return set(map(type, values)) == {str} and min(map(len, values)) > 0 and "\0" not in "".join(values)
+
+
+def _rows_if_plainly_valid(raw_entries: list[Any]) -> dict[str, ManifestRow] | None:
+    """The rows, if every entry passes every check of `_parse_entry` and `check_entries`; None
+    when any might not (the caller then runs those, which say what is wrong)."""
+    if not raw_entries:
+        return {}
+    try:
+        if set(map(type, raw_entries)) != {dict}:
+            return None
+        paths, kinds, modes, uids, gids = zip(*map(_HEAD, raw_entries), strict=True)
+        if set(map(type, paths)) != {str} or not set(kinds) <= set(KINDS):
+            return None
+        for path in paths:
+            check_path(path, "")
+        files = [raw for raw, kind in zip(raw_entries, kinds, strict=True) if kind == FILE]
+        sizes, sha256s, sha1s = zip(*map(_CONTENT, files), strict=True) if files else ((), (), ())
+        targets = list(map(_TARGET, [raw for raw, kind in zip(raw_entries, kinds, strict=True) if kind == SYMLINK]))
+    except (KeyError, TypeError, OtaError):  # a missing key, an unhashable kind, an unsafe path
+        return None
+    if not (
+        _ints_within(modes, 0o7777)
+        and _ints_within(uids, MAX_ID)
+        and _ints_within(gids, MAX_ID)
+        and _ints_within(sizes, None)
+        and _hex_strings(sha256s, 64)
+        and _hex_strings(sha1s, 40)
+        and _link_targets(targets)
+    ):
+        return None
+    directories = {path for path, kind in zip(paths, kinds, strict=True) if kind == DIR}
+    parents = {path.rpartition("/")[0] for path in paths}
+    parents.discard("")
+    if len(set(paths)) != len(paths) or not parents <= directories:
+        return None
+    content, target = iter(zip(sizes, sha256s, sha1s, repeat(None), strict=False)), iter(targets)
+    return {
+        path: ManifestRow._make(
+            head
+            + (next(content) if head[0] == FILE else _NO_TAIL if head[0] == DIR else (None, None, None, next(target)))
+        )
+        for path, head in zip(paths, zip(kinds, modes, uids, gids, strict=True), strict=True)
+    }
 
 
 def load_tree(path: str) -> list[TreeEntry]:

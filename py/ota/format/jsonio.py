@@ -35,7 +35,13 @@ def write(path: str, value: Any) -> None:
 
 def read(path: str) -> Any:
     """Parses a JSON file; unreadable, oversized or malformed files are one-line OtaErrors."""
-    return loads(fileio.read_file(path, MAX_JSON_BYTES), path)
+    return loads(read_raw(path), path)
+
+
+def read_raw(path: str) -> bytes:
+    """The bytes `read` parses, for a reader that may have parsed the same bytes before
+    (py/ota/actions/content_cache.py); unreadable or oversized files are one-line OtaErrors."""
+    return fileio.read_file(path, MAX_JSON_BYTES)
 
 
 def loads(raw: bytes, where: str) -> Any:

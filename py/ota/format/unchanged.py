@@ -15,6 +15,7 @@ serialize alike. The digest is SHA-256 over the records sorted by name.
 from __future__ import annotations
 
 import hashlib
+import operator
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ FILE, DIR, SYMLINK = "file", "dir", "symlink"
 # "other" (a device node, a FIFO, ...) is what a device may hold; no build has one, so it never matches.
 _KIND_BYTE = {FILE: 1, DIR: 2, SYMLINK: 3, "other": 4}
 _FIXED = struct.Struct(">BIIIQ")
+_LENGTH = struct.Struct(">I")
+_NAME = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -38,24 +41,33 @@ class Record:
     data: bytes
 
     def serialized(self) -> bytes:
-        mode = 0 if self.kind == SYMLINK else self.mode
-        return b"".join(
-            (
-                struct.pack(">I", len(self.name)),
-                self.name,
-                _FIXED.pack(_KIND_BYTE[self.kind], mode, self.uid, self.gid, self.size),
-                struct.pack(">I", len(self.data)),
-                self.data,
-            )
+        return serialize(self.name, self.kind, self.mode, self.uid, self.gid, self.size, self.data)
+
+
+def serialize(name: bytes, kind: str, mode: int, uid: int, gid: int, size: int, data: bytes) -> bytes:
+    """The bytes of one record (a Record's fields, for callers that hold them without a Record)."""
+    return b"".join(
+        (
+            _LENGTH.pack(len(name)),
+            name,
+            _FIXED.pack(_KIND_BYTE[kind], 0 if kind == SYMLINK else mode, uid, gid, size),
+            _LENGTH.pack(len(data)),
+            data,
         )
+    )
 
 
 def digest(records: Iterable[Record]) -> tuple[int, bytes]:
     """(count, SHA-256) of a directory's unchanged entries, in any order."""
-    ordered = sorted(records, key=lambda record: record.name)
+    return digest_serialized((record.name, record.serialized()) for record in records)
+
+
+def digest_serialized(records: Iterable[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """`digest` of records given as (name, serialized bytes) pairs, in any order."""
+    ordered = sorted(records, key=_NAME)
     hasher = hashlib.sha256()
-    for record in ordered:
-        hasher.update(record.serialized())
+    for _, serialized in ordered:
+        hasher.update(serialized)
     return len(ordered), hasher.digest()
 
 
