@@ -52,6 +52,12 @@ def all_install_paths(paths):
     a NUL: a handful of native substring tests for a whole tree, where calling is_install_path on
     each path costs a Starlark call per entry. A caller that gets False finds the culprit with
     is_install_path.
+
+    Args:
+      paths: a list of install paths.
+
+    Returns:
+      True when each is a legal install path in normal form.
     """
     if not paths:
         return True
@@ -64,7 +70,12 @@ def all_install_paths(paths):
 def install_path_problem(path, p):
     """What is wrong with install path `path` (`p` once normalized), for a one-line message.
 
-    Only for a path that is_install_path refuses; `path` is shown `escape`d.
+    Args:
+      path: the path as given, shown `escape`d.
+      p: the path once normalized, which is_install_path refused.
+
+    Returns:
+      The problem, e.g. `install path "a//b": an empty component ('//') is not allowed`.
     """
     if not p:
         return "empty install path"

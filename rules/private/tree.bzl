@@ -408,6 +408,14 @@ def write_tree(ctx, tree, out):
     The JSON text is made when `out` is built, not while Bazel analyzes (`map_each` of an Args
     content, written byte for byte as a string would be): an ota_package needs only the
     manifest, so rebuilding one after a re-fetch never encodes the tree.
+
+    Args:
+      ctx: the rule context.
+      tree: the struct collect_tree returns.
+      out: the declared `<name>.tree.json`.
+
+    Returns:
+      OtaTreeInfo of the tree.
     """
     content = ctx.actions.args()
     content.set_param_file_format("multiline")  # one line: the JSON, then "\n"

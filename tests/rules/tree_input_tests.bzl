@@ -143,8 +143,11 @@ _TRICKY = {
 }
 
 def _image_fixtures():
-    """Images of imported trees for //tests/rules:imported_images_test: one taken as it is, the
-    same with an override that changes nothing (so the image walks it), one missing parents."""
+    """Declares the images of imported trees that //tests/rules:imported_images_test reads.
+
+    One image takes a tree as it is, one the same tree with an override that changes nothing
+    (so the image walks it), one a tree missing parent directories.
+    """
     ota_imported_tree(
         name = "imported_tricky",
         srcs = [_by_digest("imported_tricky", "testdata/same.txt", SHA_SAME)],
