@@ -28,11 +28,12 @@ def _fail_number(ctx, path, text, base, upper, what):
     """Fails naming field `what` of `path` when `text` is not a number in [0, upper] of `base`.
 
     Only reached when the loop's combined test refused one of an entry's numbers: this finds which.
-    A Starlark string's characters are bytes, so isdigit means 0-9 only.
+    A Starlark string's characters are bytes, so isdigit means 0-9 only. The text is shown
+    `escape`d, so the message stays one line whatever the BUILD file holds.
     """
     ok = text.isdigit() and (base == 10 or ("8" not in text and "9" not in text))
     if not ok or int(text, base) > upper:
-        fail("%s: %s '%s' is not valid" % (_where(ctx, path), what, text))
+        fail("%s: %s '%s' is not valid" % (_where(ctx, path), what, escape(text)))
 
 def _fail_numbers(ctx, path, fields):
     """Fails with the message of the first bad number of an entry (mode, uid, gid, then size)."""
@@ -92,7 +93,7 @@ def _ota_imported_tree_impl(ctx):
             if file == None:
                 fail("%s: no file of srcs is named %s" % (_where(ctx, path), digest))
             if len(sha1) != 40 or sha1.lstrip(_HEX):
-                fail("%s: sha1 '%s' is not 40 lowercase hex digits" % (_where(ctx, path), sha1))
+                fail("%s: sha1 '%s' is not 40 lowercase hex digits" % (_where(ctx, path), escape(sha1)))
             entries.append({"file": file, "gid": gid, "kind": kind, "mode": mode, "path": path, "uid": uid})
             files[path] = file
             sha256s[path] = digest
