@@ -24,6 +24,71 @@ _ESCAPES = {_BYTES[i]: (_BYTES[i] if _BYTES[i] in _PLAIN else _octal_escape(i)) 
 
 NUL = _BYTES[0]
 
+# The updater's scratch directory under the system root: no install path may start with it. The
+# same name as SCRATCH_DIR in py/ota/format/paths.py, which the build tools and the device check.
+SCRATCH_DIR = ".ota-scratch"
+
+_SCRATCH_TOP = "/" + SCRATCH_DIR + "/"
+
+# What joins paths in all_install_paths: '/' ends one framed path and starts the next, and NUL,
+# which no path may hold, tells where one ends.
+_JOIN = "/" + NUL + "/"
+
+def is_install_path(p):
+    """True when `p` is a legal install path in normal form (docs/contracts.md, "File names").
+
+    That is: not empty, no NUL, no empty, '.' or '..' component (so no leading or trailing '/'),
+    not below SCRATCH_DIR. A few substring tests on the path framed by '/', no split: a tree may
+    hold tens of thousands of paths.
+    """
+    framed = "/" + p + "/"
+    return not (NUL in p or "//" in framed or "/./" in framed or "/../" in framed or framed.startswith(_SCRATCH_TOP))
+
+def all_install_paths(paths):
+    """True when every one of `paths` is_install_path, tested on all of them at once.
+
+    The paths joined by "/<NUL>/" and framed by '/' hold "//", "/./", "/../" or a "/.ota-scratch/"
+    that starts a path exactly when one of them does, and as many NULs as joins unless one holds
+    a NUL: a handful of native substring tests for a whole tree, where calling is_install_path on
+    each path costs a Starlark call per entry. A caller that gets False finds the culprit with
+    is_install_path.
+
+    Args:
+      paths: a list of install paths.
+
+    Returns:
+      True when each is a legal install path in normal form.
+    """
+    if not paths:
+        return True
+    joined = "/" + _JOIN.join(paths) + "/"
+    return not (
+        joined.count(NUL) != len(paths) - 1 or "//" in joined or "/./" in joined or "/../" in joined or
+        joined.startswith(_SCRATCH_TOP) or (_JOIN + SCRATCH_DIR + "/") in joined
+    )
+
+def install_path_problem(path, p):
+    """What is wrong with install path `path` (`p` once normalized), for a one-line message.
+
+    Args:
+      path: the path as given, shown `escape`d.
+      p: the path once normalized, which is_install_path refused.
+
+    Returns:
+      The problem, e.g. `install path "a//b": an empty component ('//') is not allowed`.
+    """
+    if not p:
+        return "empty install path"
+    shown = escape(path)
+    if NUL in p:
+        return "install path \"%s\": a NUL byte is not allowed in a file name" % shown
+    for part in p.split("/"):
+        if part == "":
+            return "install path \"%s\": an empty component ('//') is not allowed" % shown
+        if part in (".", ".."):
+            return "install path \"%s\": a '%s' component is not allowed" % (shown, part)
+    return "install path \"%s\": '%s' at the top of the tree is reserved for the updater's scratch files" % (shown, SCRATCH_DIR)
+
 def escape(name):
     """`name` as one line of printable ASCII: other bytes, '\\' and '"' become 3-digit octal escapes.
 

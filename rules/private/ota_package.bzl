@@ -149,17 +149,6 @@ def _check_batch_max_bytes(ctx):
     if ctx.attr.batch_max_bytes < 0:
         fail("ota_package %s: batch_max_bytes = %d: expected a size in bytes (0 or more; 0 turns batching off)" % (ctx.label, ctx.attr.batch_max_bytes))
 
-def _batched(ctx, source, target, path):
-    """True when `path` goes into a bucket: both sizes recorded, together below batch_max_bytes."""
-    old = source.system.tree.contents.get(path)
-    new = target.system.tree.contents.get(path)
-    return old != None and new != None and old["size"] + new["size"] < ctx.attr.batch_max_bytes
-
-def _known_unchanged(source_sha256s, target_sha256s, path):
-    """True when both builds know the path's SHA-256 at analysis time and the two are equal."""
-    digest = target_sha256s.get(path)
-    return digest != None and source_sha256s.get(path) == digest
-
 def _system_actions(ctx, source, target, prefix):
     """Declares the system partition's diff actions; returns what the package gets from them.
 
@@ -175,8 +164,16 @@ def _system_actions(ctx, source, target, prefix):
     source_sha256s = source.system.tree.sha256s if source and not shards else {}
     _check_methods(ctx, None if shards else target_files)
 
+    # Sizes recorded in both builds (imported trees) let a changed path be batched.
+    source_contents = source.system.tree.contents if source else {}
+    target_contents = target.system.tree.contents
+    batch_max_bytes = ctx.attr.batch_max_bytes
+
     system = struct(shards = shards, file_patches = [], whole_files = [], inputs = [], infos = [], patched = [], batched = [], whole = [], unchanged = [])
     artifacts = {}  # artifact name -> install path (names.bzl artifact_name)
+    unchanged = system.unchanged
+
+    # One pass over the target's paths without a helper call per path: a tree has thousands.
     for path in sorted(target_files.keys()):
         tf = target_files[path]
         sf = source_files.get(path)
@@ -184,26 +181,36 @@ def _system_actions(ctx, source, target, prefix):
             system.whole_files.append({"file": tf.path, "path": path})
             system.whole.append(path)
             system.inputs.append(tf)
-        elif sf == tf or _known_unchanged(source_sha256s, target_sha256s, path):
-            system.unchanged.append(path)
-        elif _batched(ctx, source, target, path):
+            continue
+        if sf == tf:
+            unchanged.append(path)
+            continue
+
+        # Unchanged when both builds know the path's SHA-256 at analysis time and the two are equal.
+        digest = target_sha256s.get(path)
+        if digest != None and source_sha256s.get(path) == digest:
+            unchanged.append(path)
+            continue
+        old = source_contents.get(path)
+        new = target_contents.get(path)
+        if old != None and new != None and old["size"] + new["size"] < batch_max_bytes:
             system.batched.append(path)
-        else:
-            data, info = _patch_action(
-                ctx,
-                "OtaFilePatch",
-                "Diffing system/%s" % escape(path),
-                path,
-                artifact_name(path, artifacts),
-                method_for(ctx.attr.patch_methods, path),
-                sf,
-                tf,
-                prefix + "/system",
-            )
-            system.file_patches.append({"data": data.path, "info": info.path, "path": path})
-            system.patched.append(path)
-            system.infos.append(info)
-            system.inputs.extend([data, info])
+            continue
+        data, info = _patch_action(
+            ctx,
+            "OtaFilePatch",
+            "Diffing system/%s" % escape(path),
+            path,
+            artifact_name(path, artifacts),
+            method_for(ctx.attr.patch_methods, path),
+            sf,
+            tf,
+            prefix + "/system",
+        )
+        system.file_patches.append({"data": data.path, "info": info.path, "path": path})
+        system.patched.append(path)
+        system.infos.append(info)
+        system.inputs.extend([data, info])
     if system.batched:
         system.shards.extend(file_patch_buckets(ctx, source, target, system.batched, prefix + "/system_shards"))
     return system

@@ -30,10 +30,16 @@ OtaImportedTreeInfo = provider(
     doc = """A directory tree imported by ota_tree_repository (its `:tree` target), for the `tree`
 attribute of ota_system_image and ota_ramdisk.""",
     fields = {
-        "entries": "list of dicts: path, kind, mode, uid, gid as recorded on the host; a file also " +
-                   "has `file` (its File, named by digest), `sha256`, `size` and `sha1`, a " +
-                   "symlink `target`.",
-        "files": "depset of File: every distinct file content of the tree.",
+        "entries": "list of dicts, sorted by path, each checked: the tree entries " +
+                   "(OtaTreeInfo's `entries`) with the mode, uid and gid recorded on the host.",
+        "complete": "bool: every entry's parent directory is an entry too (a scan records " +
+                    "all); else an image adds the missing ones with its defaults.",
+        "files": "dict: install path -> File (named by its digest), for every regular file.",
+        "files_depset": "depset of File: the values of `files`, in path order.",
+        "sha256s": "dict: install path -> SHA-256, for every regular file.",
+        "contents": "dict: install path -> {\"sha1\", \"sha256\", \"size\"}, for every regular file.",
+        "manifest": "File or None: the system manifest of the tree alone " +
+                    "(docs/contracts.md#2-system-manifest), written by the scan.",
     },
 )
 

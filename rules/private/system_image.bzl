@@ -49,9 +49,14 @@ def _recorded_manifest(ctx, tree, manifest):
 def _system_image_impl(ctx):
     if ctx.file.tar:
         return _tar_system_image(ctx)
-    tree = write_tree(ctx, collect_tree(ctx), ctx.actions.declare_file(ctx.label.name + ".tree.json"))
+    collected = collect_tree(ctx)
+    tree = write_tree(ctx, collected, ctx.actions.declare_file(ctx.label.name + ".tree.json"))
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
-    if len(tree.contents) == len(tree.files):
+    if collected.manifest:
+        # The tree is an imported one exactly: its scan wrote this manifest, the same bytes
+        # _recorded_manifest would (docs/contracts.md#10-imported-directory).
+        ctx.actions.symlink(output = manifest, target_file = collected.manifest)
+    elif len(tree.contents) == len(tree.files):
         _recorded_manifest(ctx, tree, manifest)
     else:
         run_tree_tool(
@@ -83,7 +88,7 @@ sources for one install path are an analysis error naming both.
 Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`
 (docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action; none when
 every regular file comes from `tree`, whose scan recorded them, so the manifest is written while
-Bazel analyzes).
+Bazel analyzes; when the image is that tree alone, it is a symlink to the manifest the scan wrote).
 
 With `tar`, the tree is the archive's: one OtaTarTree action writes both files and the shard
 directories, and an ota_package patches it by shards (docs/rules.md, "Tar input").""",

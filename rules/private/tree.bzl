@@ -5,7 +5,7 @@ A tree is computed entirely at analysis time from labels, strings and an importe
 "unchanged" by comparing Files, or the SHA-256s an import recorded, without running anything.
 """
 
-load(":names.bzl", "NUL", "escape")
+load(":names.bzl", "NUL", "escape", "install_path_problem", "is_install_path")
 load(":providers.bzl", "OtaImportedTreeInfo", "OtaTreeInfo")
 load(":toolchain_identity.bzl", "TOOLCHAIN_IDENTITY_ATTRS", "add_toolchain_identity")
 
@@ -63,10 +63,6 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
     "gid": attr.int(default = 0, doc = "Default group of every entry."),
 })
 
-# The updater's scratch directory under the system root: no install path may start with it. The
-# same name as SCRATCH_DIR in py/ota/format/paths.py, which the build tools and the device check.
-SCRATCH_DIR = ".ota-scratch"
-
 def _where(ctx):
     return "%s %s" % (ctx.attr._kind, ctx.label)
 
@@ -75,37 +71,16 @@ def _check_path(ctx, path, what):
 
     Any byte but NUL is legal in a component ('\\', spaces, newlines, bytes >= 0x80: a path is
     data, never a label or a file name; docs/contracts.md, "File names"). What stays illegal gets
-    its own message (_path_problem). A legal path, the common case, costs a few substring tests:
-    no split and no escaping, since a tree may hold tens of thousands of paths.
+    its own message (install_path_problem in rules/private/names.bzl).
     """
     p = path
     if p.startswith("/"):
         p = p[1:]
     if p.endswith("/"):
         p = p[:-1]
-    framed = "/" + p + "/"
-    if (not p or NUL in p or "//" in framed or "/./" in framed or "/../" in framed or
-        framed.startswith("/" + SCRATCH_DIR + "/")):
-        _path_problem(ctx, path, p, what)
+    if not is_install_path(p):
+        fail("%s: %s: %s" % (_where(ctx), what, install_path_problem(path, p)))
     return p
-
-def _path_problem(ctx, path, p, what):
-    """Fails with the message of what is wrong with install path `path` (`p` once normalized).
-
-    The path is shown `escape`d so the message is one line.
-    """
-    if not p:
-        fail("%s: %s: empty install path" % (_where(ctx), what))
-    shown = escape(path)
-    if NUL in p:
-        fail("%s: %s: install path \"%s\": a NUL byte is not allowed in a file name" % (_where(ctx), what, shown))
-    for part in p.split("/"):
-        if part == "":
-            fail("%s: %s: install path \"%s\": an empty component ('//') is not allowed" % (_where(ctx), what, shown))
-        if part in (".", ".."):
-            fail("%s: %s: install path \"%s\": a '%s' component is not allowed" % (_where(ctx), what, shown, part))
-    fail("%s: %s: install path \"%s\": '%s' at the top of the tree is reserved for the updater's scratch files" %
-         (_where(ctx), what, shown, SCRATCH_DIR))
 
 def _join(base, rel):
     b = base
@@ -198,28 +173,19 @@ def _add(ctx, state, path, kind, origin, file = None, target = None):
     if target != None:
         state.targets[path] = target
 
-def _add_imported_tree(ctx, state):
-    """Adds the entries of `tree` with their recorded mode, owner and digest."""
-    if not ctx.attr.tree:
-        return
-    label = ctx.attr.tree.label
-    what = "tree %s" % label
-    after = "\" of tree %s" % label
-    for entry in ctx.attr.tree[OtaImportedTreeInfo].entries:
-        path = _check_path(ctx, entry["path"], what)
-        _add(
-            ctx,
-            state,
-            path,
-            entry["kind"],
-            ("\"", entry["path"], after),
-            file = entry.get("file"),
-            target = entry.get("target"),
-        )
+def _add_imported_tree(ctx, state, imported):
+    """Adds the entries of `tree` with their recorded mode, owner and digest.
+
+    ota_imported_tree checked every path already (a legal install path in normal form, no two
+    alike), so only conflicts with the image's other inputs are left to find.
+    """
+    after = "\" of tree %s" % ctx.attr.tree.label
+    for entry in imported.entries:
+        path = entry["path"]
+        _add(ctx, state, path, entry["kind"], ("\"", path, after), file = entry.get("file"), target = entry.get("target"))
         state.recorded[path] = (entry["mode"], entry["uid"], entry["gid"])
-        if "sha256" in entry:
-            state.sha256s[path] = entry["sha256"]
-            state.contents[path] = {"sha1": entry["sha1"], "sha256": entry["sha256"], "size": entry["size"]}
+    state.sha256s.update(imported.sha256s)
+    state.contents.update(imported.contents)
 
 def _add_known_sha256s(ctx, state):
     """Adds `sha256s`: each key must be a regular file; a digest the tree also knows must agree."""
@@ -370,20 +336,40 @@ def _entries(ctx, state):
                 fail("%s: %s: key \"%s\" matches no entry of the tree" % (_where(ctx), name, escape(key)))
     return entries
 
+def _only_imported(ctx, imported):
+    """True when the tree is `imported` exactly: no other input, no override, no implicit parent."""
+    a = ctx.attr
+    return imported.complete and not (a.files or a.trees or a.dirs or a.symlinks or a.modes or a.owners or a.sha256s)
+
 def collect_tree(ctx):
     """Computes the tree of a rule with TREE_ATTRS.
 
     Fails at analysis time on bad paths, conflicts (naming both sources), unmatched
-    modes/owners keys and directory artifacts.
+    modes/owners keys and directory artifacts. A tree that is an imported one exactly is that
+    one's (checked by ota_imported_tree): nothing is walked again.
 
     Args:
       ctx: the rule context (attributes TREE_ATTRS and a private `_kind` string).
 
     Returns:
       struct(entries = sorted list of dicts (file entries hold a File under "file"),
-             files = dict path -> File, sha256s = dict path -> known SHA-256,
-             contents = dict path -> {"sha1", "sha256", "size"} known in full).
+             files = dict path -> File, files_depset = its Files in path order,
+             sha256s = dict path -> known SHA-256,
+             contents = dict path -> {"sha1", "sha256", "size"} known in full,
+             manifest = the scan's system manifest File when the tree is an imported one
+             exactly, else None).
     """
+    imported = ctx.attr.tree[OtaImportedTreeInfo] if ctx.attr.tree else None
+    if imported and _only_imported(ctx, imported):
+        _metadata_rules(ctx)  # the defaults are still checked, though no entry takes them
+        return struct(
+            entries = imported.entries,
+            files = imported.files,
+            files_depset = imported.files_depset,
+            sha256s = imported.sha256s,
+            contents = imported.contents,
+            manifest = imported.manifest,
+        )
     state = struct(
         kinds = {},  # path -> "file" | "dir" | "symlink"
         origins = {},  # path -> human description of where the entry comes from
@@ -393,32 +379,59 @@ def collect_tree(ctx):
         sha256s = {},  # path -> known digest of a regular file
         contents = {},  # path -> known size, sha256 and sha1 of a regular file (an imported tree)
     )
-    _add_imported_tree(ctx, state)
+    if imported:
+        _add_imported_tree(ctx, state, imported)
     _add_files(ctx, state)
     _add_dirs_and_symlinks(ctx, state)
     _add_known_sha256s(ctx, state)
     _add_parents(ctx, state)
-    return struct(entries = _entries(ctx, state), files = state.files, sha256s = state.sha256s, contents = state.contents)
+    return struct(
+        entries = _entries(ctx, state),
+        files = state.files,
+        files_depset = depset([state.files[p] for p in sorted(state.files.keys())]),
+        sha256s = state.sha256s,
+        contents = state.contents,
+        manifest = None,
+    )
 
 def _json_entry(entry):
-    """One contract-1 entry: the file as its exec path (an entry's keys are already sorted)."""
+    """One contract-1 entry as JSON text: the file as its exec path (keys are already sorted)."""
     if "file" not in entry:
-        return entry
+        return json.encode(entry)
     out = dict(entry)
     out["file"] = entry["file"].path
-    return out
+    return json.encode(out)
 
 def write_tree(ctx, tree, out):
-    """Writes `tree` (from collect_tree) as contract-1 JSON to `out` and returns OtaTreeInfo."""
-    ctx.actions.write(
-        output = out,
-        content = json.encode({"entries": [_json_entry(e) for e in tree.entries]}) + "\n",
+    """Writes `tree` (from collect_tree) as contract-1 JSON to `out` and returns OtaTreeInfo.
+
+    The JSON text is made when `out` is built, not while Bazel analyzes (`map_each` of an Args
+    content, written byte for byte as a string would be): an ota_package needs only the
+    manifest, so rebuilding one after a re-fetch never encodes the tree.
+
+    Args:
+      ctx: the rule context.
+      tree: the struct collect_tree returns.
+      out: the declared `<name>.tree.json`.
+
+    Returns:
+      OtaTreeInfo of the tree.
+    """
+    content = ctx.actions.args()
+    content.set_param_file_format("multiline")  # one line: the JSON, then "\n"
+    content.add_joined(
+        tree.entries,
+        join_with = ",",
+        map_each = _json_entry,
+        format_joined = "{\"entries\":[%s]}",
+        omit_if_empty = False,
     )
+    ctx.actions.write(output = out, content = content)
     return OtaTreeInfo(
         tree_json = out,
         entries = tree.entries,
         files = tree.files,
-        files_depset = depset([tree.files[p] for p in sorted(tree.files.keys())]),
+        files_depset = tree.files_depset,
         sha256s = tree.sha256s,
         contents = tree.contents,
     )

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from ota.actions import tree_scan
 from ota.errors import OtaError
-from ota.format.paths import escape
+from ota.format import jsonio
+from ota.format.paths import escape, to_bytes
 from tree_host_scan import SPECIAL_NAMES, host_scan, parse_generated_build, seeded_tree
 
 ERROR = "ota_tree_repository: error: "
@@ -64,6 +65,23 @@ def _check_against_host(root: bytes, out: bytes) -> None:
     # One File per distinct content, and nothing else was copied (nothing outside the root).
     assert sorted(srcs) == sorted(f"files/{d}" for d in digests)
     assert sorted(os.listdir(os.path.join(out, b"files"))) == sorted(d.encode() for d in digests)
+    _check_manifest(out, expected)
+
+
+def _check_manifest(out: bytes, expected: dict[bytes, dict]) -> None:
+    """manifest.json is the host's entries in path-byte order, in canonical JSON bytes (what
+    ota_system_image uses as the manifest of an image that is this tree alone)."""
+    raw = pathlib.Path(os.fsdecode(os.path.join(out, b"manifest.json"))).read_bytes()
+    doc = jsonio.loads(raw, "manifest.json")
+    assert raw == jsonio.dumps(doc)
+    recorded = {}
+    for entry in doc["entries"]:
+        path = to_bytes(entry.pop("path"))
+        if "target" in entry:
+            entry["target"] = to_bytes(entry["target"])
+        recorded[path] = entry
+    assert list(recorded) == sorted(expected)
+    assert recorded == expected
 
 
 def test_seeded_device_tree(tmp_path) -> None:
@@ -211,9 +229,11 @@ def _copy_tool(dest: pathlib.Path) -> None:
         "format/__init__.py",
         "format/paths.py",
         "format/hashing.py",
+        "format/jsonio.py",
         "io/__init__.py",
         "io/fileio.py",
         "actions/scan_cache.py",
+        "actions/tree.py",
         "actions/__init__.py",
         "actions/tree_scan.py",
     ):

@@ -50,6 +50,119 @@ def _imported(name, tool, tool_digest, extra_entries = {}, tags = []):
         }, **extra_entries),
     )
 
+# Hostile or malformed entries of a generated BUILD file: name -> (entries, expected message after
+# "ota_imported_tree //tests/rules:hostile_<name>: "). Each is refused by ota_imported_tree itself,
+# naming the tree and the path. `digest` stands for a file of srcs.
+_SHA1 = _RECORDED[SHA_SAME][1]
+_DIR = ["dir", "0755", "0", "0"]
+
+def _file(mode = "0644", uid = "0", gid = "0", digest = SHA_SAME, size = "551", sha1 = _SHA1):
+    return ["file", mode, uid, gid, digest, size, sha1]
+
+_BAD_PATHS = {
+    "empty": ("", "empty install path"),
+    "leading_slash": ("/x", "install path \"/x\": an empty component ('//') is not allowed"),
+    "trailing_slash": ("x/", "install path \"x/\": an empty component ('//') is not allowed"),
+    "double_slash": ("a//b", "install path \"a//b\": an empty component ('//') is not allowed"),
+    "dot": (".", "install path \".\": a '.' component is not allowed"),
+    "dotdot": ("..", "install path \"..\": a '..' component is not allowed"),
+    "dot_last": ("a/.", "install path \"a/.\": a '.' component is not allowed"),
+    "dot_first": ("./a", "install path \"./a\": a '.' component is not allowed"),
+    "dotdot_inside": ("a/../b", "install path \"a/../b\": a '..' component is not allowed"),
+    "scratch": (".ota-scratch", "install path \".ota-scratch\": '.ota-scratch' at the top of the tree is reserved"),
+    "scratch_below": (".ota-scratch/x", "install path \".ota-scratch/x\": '.ota-scratch' at the top of the tree is reserved"),
+    "nul": ("a\000b", "install path \"a\\000b\": a NUL byte is not allowed in a file name"),
+    "nul_last": ("a/b\000", "install path \"a/b\\000\": a NUL byte is not allowed in a file name"),
+}
+
+_HOSTILE = {
+    "mode_not_octal": ({"x": ["dir", "0999", "0", "0"]}, "\"x\": mode '0999' is not valid"),
+    "mode_too_large": ({"x": ["dir", "10000", "0", "0"]}, "\"x\": mode '10000' is not valid"),
+    "mode_empty": ({"x": ["dir", "", "0", "0"]}, "\"x\": mode '' is not valid"),
+    "mode_negative": ({"x": _file(mode = "-644")}, "\"x\": mode '-644' is not valid"),
+    "mode_spaced": ({"x": _file(mode = " 644")}, "\"x\": mode ' 644' is not valid"),
+    "uid_negative": ({"x": ["dir", "0755", "-1", "0"]}, "\"x\": uid '-1' is not valid"),
+    "uid_too_large": ({"x": _file(uid = "4294967296")}, "\"x\": uid '4294967296' is not valid"),
+    "uid_hex": ({"x": ["symlink", "0777", "0x10", "0", "t"]}, "\"x\": uid '0x10' is not valid"),
+    "uid_non_ascii_digit": ({"x": _file(uid = "\331\243")}, "\"x\": uid '\\331\\243' is not valid"),
+    "gid_newline": ({"x": _file(gid = "1\n2")}, "\"x\": gid '1\\0122' is not valid"),
+    "gid_empty": ({"x": _file(gid = "")}, "\"x\": gid '' is not valid"),
+    "gid_too_large": ({"x": ["dir", "0755", "0", "99999999999999999999999"]}, "\"x\": gid '99999999999999999999999' is not valid"),
+    "size_negative": ({"x": _file(size = "-1")}, "\"x\": size '-1' is not valid"),
+    "size_too_large": ({"x": _file(size = "9223372036854775808")}, "\"x\": size '9223372036854775808' is not valid"),
+    "size_float": ({"x": _file(size = "5.5")}, "\"x\": size '5.5' is not valid"),
+    "sha1_upper": ({"x": _file(sha1 = _SHA1.upper())}, "\"x\": sha1 '%s' is not 40 lowercase hex digits" % _SHA1.upper()),
+    "sha1_short": ({"x": _file(sha1 = _SHA1[1:])}, "\"x\": sha1 '%s' is not 40 lowercase hex digits" % _SHA1[1:]),
+    "digest_unknown": ({"x": _file(digest = SHA_TOOL_V1)}, "\"x\": no file of srcs is named " + SHA_TOOL_V1),
+    "file_fields_short": ({"x": ["file", "0644", "0", "0", SHA_SAME, "551"]}, "\"x\": expected [kind, mode, uid, gid]"),
+    "dir_fields_long": ({"x": ["dir", "0755", "0", "0", "extra"]}, "\"x\": expected [kind, mode, uid, gid]"),
+    "symlink_no_target": ({"x": ["symlink", "0777", "0", "0"]}, "\"x\": expected [kind, mode, uid, gid]"),
+    "kind_fifo": ({"x": ["fifo", "0644", "0", "0"]}, "\"x\": expected [kind, mode, uid, gid]"),
+    "no_fields": ({"x": []}, "\"x\": expected [kind, mode, uid, gid]"),
+    "target_empty": ({"x": ["symlink", "0777", "0", "0", ""]}, "\"x\": empty symlink target"),
+    "target_nul": ({"x": ["symlink", "0777", "0", "0", "a\000b"]}, "\"x\": a NUL byte is not allowed in a link target"),
+    "below_file": ({"a": _file(), "a/b": _DIR}, "\"a/b\" is below \"a\", which is a file"),
+    "below_symlink": ({"l": ["symlink", "0777", "0", "0", "a"], "l/x": _file()}, "\"l/x\" is below \"l\", which is a symlink"),
+    "below_escaped": ({"d\377": _file(), "d\377/\n": _DIR}, "\"d\\377/\\012\" is below \"d\\377\", which is a file"),
+}
+
+def _hostile_tests():
+    """One broken ota_imported_tree and analysis_failure_test per entry of _BAD_PATHS and _HOSTILE."""
+    tests = []
+    cases = dict(_HOSTILE)
+    for row, (path, problem) in _BAD_PATHS.items():
+        # A legal entry next to it: the bad one is found among others, in any kind of entry.
+        cases["path_" + row] = ({"etc": _DIR, path: _file() if len(row) % 2 else _DIR}, problem)
+    for row, (entries, message) in cases.items():
+        name = "hostile_" + row
+        ota_imported_tree(
+            name = name,
+            srcs = [_by_digest(name, "testdata/same.txt", SHA_SAME)],
+            entries = entries,
+            tags = ["manual"],
+        )
+        analysis_failure_test(
+            name = name + "_test",
+            size = "small",
+            message = "ota_imported_tree //tests/rules:%s: %s" % (name, message),
+            target_under_test = ":" + name,
+        )
+        tests.append(name + "_test")
+    return tests
+
+# Legal names that look like illegal ones, and bytes Starlark must carry as they are.
+_TRICKY = {
+    "...": _DIR,
+    "..a": _file(mode = "4755", uid = "1000", gid = "4294967295"),
+    ".ota-scratchy": _file(),
+    "a\\b": ["dir", "1777", "0", "0"],
+    "a\\b/.ota-scratch": _file(),
+    "a\\b/..b": ["symlink", "0777", "0", "0", ".."],
+    "sp ace": ["symlink", "0777", "5", "6", "/abs\377olute"],
+    "\377\376": _file(size = "551"),
+    "x.": ["dir", "0000", "0", "0"],
+}
+
+def _image_fixtures():
+    """Declares the images of imported trees that //tests/rules:imported_images_test reads.
+
+    One image takes a tree as it is, one the same tree with an override that changes nothing
+    (so the image walks it), one a tree missing parent directories.
+    """
+    ota_imported_tree(
+        name = "imported_tricky",
+        srcs = [_by_digest("imported_tricky", "testdata/same.txt", SHA_SAME)],
+        entries = _TRICKY,
+    )
+    ota_system_image(name = "imported_tricky_system", tree = ":imported_tricky")
+    ota_system_image(name = "imported_tricky_walked_system", tree = ":imported_tricky", owners = {"sp ace": "5:6"})
+    ota_imported_tree(
+        name = "imported_incomplete",
+        srcs = [_by_digest("imported_incomplete", "testdata/same.txt", SHA_SAME)],
+        entries = {"a/b/c": _file(), "a/b/l": ["symlink", "0777", "0", "0", "c"], "d": _DIR},
+    )
+    ota_system_image(name = "imported_incomplete_system", tree = ":imported_incomplete", dir_mode = "0750", gid = 8, uid = 7)
+
 def _build(name, system, boot):
     ota_build(
         name = name,
@@ -134,4 +247,6 @@ def tree_input_tests(name):
         )
         tests.append("error_%s_test" % row)
 
+    tests += _hostile_tests()
+    _image_fixtures()
     native.test_suite(name = name, tests = tests)

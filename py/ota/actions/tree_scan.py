@@ -9,6 +9,8 @@ directories) and writes into OUT, the repository directory (docs/contracts.md#10
   its size and SHA-1 are recorded too, so the rules know the whole system manifest entry
   (docs/contracts.md#2-system-manifest) while Bazel analyzes: no action hashes the tree again,
   and ota_package can batch small changed files by size (docs/rules.md, "Batches");
+* `manifest.json`: the system manifest of the tree (docs/contracts.md#2-system-manifest), which
+  an ota_system_image whose only input is the tree uses as it is;
 * `BUILD.bazel`: one `ota_imported_tree` target, `:tree` (rules/private/imported_tree.bzl), whose
   string literals octal-escape every byte that is not printable ASCII, `"` and `\\`, so any name
   Linux allows reaches Starlark byte for byte (the file itself is pure ASCII).
@@ -28,7 +30,7 @@ there between fetches and a file whose device, inode, size, mtime and ctime are 
 scan is not read again: a re-fetch after a one-file edit reads one file.
 
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
-hub), so it uses the standard library, ota.format.paths, ota.format.hashing and
+hub), so it uses the standard library, ota.format (paths, hashing, jsonio), ota.actions.tree and
 ota.actions.scan_cache only, and positional arguments instead of absl flags.
 """
 
@@ -41,12 +43,14 @@ import sys
 from dataclasses import dataclass
 
 from ota.actions import scan_cache
+from ota.actions.tree import TreeEntry, manifest_doc
 from ota.errors import OtaError
-from ota.format import hashing, paths
+from ota.format import hashing, jsonio, paths
 from ota.format.hashing import ContentInfo
 
 FILES_DIR = "files"
 BUILD_FILE = "BUILD.bazel"
+MANIFEST_FILE = "manifest.json"
 SYMLINK_MODE = 0o777  # what lstat reports for a symlink on Linux (docs/contracts.md#1-tree-description)
 _CHUNK = 1 << 20
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -253,10 +257,32 @@ def build_file(root: bytes, entries: list[ScannedEntry], rules_ota_repo: str) ->
         "    entries = {",
         *(f"        {starlark_string(e.path)}: [{', '.join(_entry_fields(e))}]," for e in entries),
         "    },",
+        f'    manifest = "{MANIFEST_FILE}",',
         ")",
         "",
     ]
     return "\n".join(lines)
+
+
+def manifest_file(entries: list[ScannedEntry]) -> bytes:
+    """The system manifest (docs/contracts.md#2-system-manifest) of an ota_system_image whose only
+    input is the tree, in the bytes the OtaSystemManifest tool writes (py/ota/actions/tree.py,
+    py/ota/format/jsonio.py): written once here, so analysing such an image neither walks nor
+    encodes the entries again."""
+    return jsonio.dumps(
+        manifest_doc(
+            TreeEntry(
+                paths.from_bytes(e.path),
+                e.kind,
+                e.mode,
+                e.uid,
+                e.gid,
+                content=e.content,
+                target=None if e.target is None else paths.from_bytes(e.target),
+            )
+            for e in entries
+        )
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -269,6 +295,8 @@ def main(argv: list[str]) -> int:
     except OtaError as err:
         print(f"ota_tree_repository: error: {err}", file=sys.stderr)
         return 1
+    with open(os.path.join(out, MANIFEST_FILE.encode()), "wb") as manifest:
+        manifest.write(manifest_file(entries))
     with open(os.path.join(out, BUILD_FILE.encode()), "w", encoding="ascii") as build:
         build.write(build_file(root, entries, argv[3]))
     return 0
