@@ -15,9 +15,11 @@ the tree: seconds for a few hundred MiB, whatever changed. The cache lives next 
 A file whose identity is unchanged is not read again: its recorded content is reused and its
 stored copy serves it. That is the test rsync and Bazel's own digest cache make; ctime is part of
 it because no user-space call can set it back, so an edit that restores the mtime is still seen.
-The cache is only an optimization: anything unreadable or inconsistent in it makes the scan read
-the file, and after each complete scan the store keeps exactly the contents the tree now
-references, so `files` shows no stale content and the store never outgrows the tree.
+To the scan the cache is only an optimization: anything unreadable or inconsistent in it makes
+the scan read the file, and after each complete scan the store keeps exactly the contents the
+tree now references, so `files` shows no stale content and the store never outgrows the tree.
+The store is, though, where the fetched repository's files are: deleting the cache directory
+leaves `files` dangling until the repository is fetched again.
 """
 
 from __future__ import annotations
