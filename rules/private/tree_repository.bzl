@@ -11,7 +11,9 @@ again when its attributes, this file, or the `OTA_TREE_STAMP` environment variab
 change, or with `bazel sync --only=<name>` (docs/rules.md, `ota_tree_repository`). A fetch reads
 only the files that changed since the last one: the scan keeps its copies and digests in
 `external/@<name>.ota_scan_cache` (py/ota/actions/scan_cache.py), next to Bazel's own
-`@<name>.marker`, because Bazel empties the repository directory before each fetch.
+`@<name>.marker`, because Bazel empties the repository directory before each fetch; the
+repository's `files` is then one symlink to that cache's store, so neither the scan nor Bazel's
+emptying of the directory does anything per file but the scan's lstat.
 """
 
 _STAMP_ENV = "OTA_TREE_STAMP"
@@ -38,7 +40,9 @@ def _ota_tree_repository_impl(rctx):
     module = rctx.path(Label("//py:ota/actions/tree_scan.py"))
     rctx.path(Label("//py:ota/actions/scan_cache.py"))  # a change to the cache refetches too
     out = rctx.path(".")
-    command = [python, "-B", "-m", "ota.actions.tree_scan", root, str(out), rctx.attr.rules_ota_repo]
+
+    # -S: no site module (the scan needs the standard library only): a few ms of every fetch.
+    command = [python, "-B", "-S", "-m", "ota.actions.tree_scan", root, str(out), rctx.attr.rules_ota_repo]
     if rctx.attr.scan_cache:
         command.append("%s/@%s.ota_scan_cache" % (out.dirname, rctx.name))
     rctx.report_progress("Scanning %s" % root)

@@ -176,8 +176,14 @@ def test_imported_directories(tmp_path) -> None:
             for n in ("a", "b", "names", "weird")
         }
         # The small file changes once more; only its repository is fetched again.
+        output_base = ws.bazel("info", "output_base").stdout.strip()
+        store_b = pathlib.Path(output_base, "external", "@tree_b.ota_scan_cache", "store")
+        stored_before = {p.name: p.stat().st_ino for p in store_b.iterdir()}
         (trees / "x/b/bin/sg").write_bytes(b"sg binary, version 3\n")
         ws.bazel("sync", "--only=tree_b")
+        stored_after = {p.name: p.stat().st_ino for p in store_b.iterdir()}
+        files_b = pathlib.Path(output_base, "external", "tree_b", "files")
+        files_b_target = os.readlink(files_b)
         rebuilt = ws.build("//imported:one_pkg", log=tmp_path / "rebuild.log")
         fifo = _refusal(ws, "tree_fifo")
         device = _refusal(ws, "tree_device")
@@ -189,7 +195,6 @@ def test_imported_directories(tmp_path) -> None:
         before_stamp = _manifest(ws, "a")
         ws.bazel("build", "--repo_env=OTA_TREE_STAMP=1", "//imported:a")
         after_stamp = _manifest(ws, "a")
-        output_base = ws.bazel("info", "output_base").stdout.strip()
     finally:
         ws.close()
 
@@ -218,6 +223,11 @@ def test_imported_directories(tmp_path) -> None:
         ("one_pkg", "OtaSystemManifest"): 0,  # both manifests written at analysis time
     }
     assert collections.Counter(s.get("mnemonic") for s in rebuilt) == {"OtaFilePatchShard": 1, "OtaPackage": 1}
+    # The re-fetch replaced one stored content and kept every other copy as it was: Bazel emptied
+    # the repository without following its `files` symlink into the scan cache's store.
+    assert files_b_target == "../@tree_b.ota_scan_cache/store"
+    assert len(set(stored_before) - set(stored_after)) == 1 and len(set(stored_after) - set(stored_before)) == 1
+    assert all(stored_after[name] == inode for name, inode in stored_before.items() if name in stored_after)
     assert ws.bin("imported/names_pkg.zip").read_bytes() == ws.bin("imported/names_unbatched_pkg.zip").read_bytes()
     for name, (written, hashed) in manifests.items():
         assert written == hashed, name

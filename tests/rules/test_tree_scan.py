@@ -327,7 +327,7 @@ def _edit(root: bytes, rng) -> None:
 def test_a_cached_scan_equals_a_fresh_one_after_edits(tmp_path, monkeypatch, seed: int) -> None:
     """Eight seeded trees, each scanned, edited and scanned again three times: every cached scan
     (the repository emptied before each, as Bazel does) writes what a scan without a cache
-    writes; unchanged files are linked from the store, not read; the store keeps exactly the
+    writes; unchanged files are served by the store, not read; the store keeps exactly the
     contents in use."""
     import random
 
@@ -367,12 +367,15 @@ def test_a_cached_scan_equals_a_fresh_one_after_edits(tmp_path, monkeypatch, see
         if round_:
             assert len(reads) < len(changed) + 1 < len(known)
         assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(fresh), "@r"]) == 0
+        # `files` is one relative symlink to the store, which holds exactly the contents the
+        # BUILD file lists (equal to a fresh scan's files/): nothing stale, nothing missing.
+        files = os.path.join(cached, b"files")
+        assert os.readlink(files) == os.path.relpath(os.path.join(cache, b"store"), cached)
         assert _scan_outputs(cached) == _scan_outputs(fresh)
-        # A content kept from the last scan is the same stored inode (linked, never rewritten).
+        # A content kept from the last scan is the same stored inode (never rewritten).
         for name, inode in stored_before.items():
-            if os.path.exists(os.path.join(cached, b"files", name)):
-                assert os.lstat(os.path.join(cached, b"files", name)).st_ino == inode, name
-        assert sorted(_listdir(cache, b"store")) == sorted(_listdir(cached, b"files"))
+            if os.path.exists(os.path.join(files, name)):
+                assert os.lstat(os.path.join(files, name)).st_ino == inode, name
         index = scan_cache.ScanCache(cache).previous
         assert len(index) == sum(
             1 for fields in parse_generated_build(_scan_outputs(cached)[0])[1].values() if fields[0] == b"file"
@@ -401,3 +404,77 @@ def test_a_damaged_cache_index_is_a_cold_cache(tmp_path, damage: bytes) -> None:
     )
     assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(tmp_path / "fresh"), "@r"]) == 0
     assert _scan_outputs(os.path.join(base, b"cached")) == _scan_outputs(os.path.join(base, b"fresh"))
+
+
+def _host_files(root: bytes) -> list[bytes]:
+    return sorted(
+        os.path.join(d, n) for d, _, names in os.walk(root) for n in names if os.path.isfile(os.path.join(d, n))
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_store_is_a_snapshot(tmp_path, seed: int) -> None:
+    """After a cached scan, every host file is rewritten in place (same inode, same size, mtime
+    set back): the repository's files keep the scanned bytes, each under its own digest, and none
+    shares an inode with the host. Only a new scan sees the edits."""
+    import random
+
+    rng = random.Random(seed)
+    base = os.fsencode(tmp_path)
+    root, cache, out = (os.path.join(base, n) for n in (b"root", b"cache", b"out"))
+    seeded_tree(root, seed=100 + seed, count=40, names=SPECIAL_NAMES)
+    os.makedirs(out)
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(out), "@r", os.fsdecode(cache)]) == 0
+    before = _scan_outputs(out)
+    host_inodes = set()
+    for path in _host_files(root):
+        st = os.lstat(path)
+        host_inodes.add((st.st_dev, st.st_ino))
+        data = pathlib.Path(os.fsdecode(path)).read_bytes()
+        with open(path, "r+b") as f:
+            f.write(bytes(rng.randrange(256) for _ in data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _scan_outputs(out) == before
+    files = os.path.join(out, b"files")
+    for name, data in before[1].items():
+        assert hashlib.sha256(data).hexdigest().encode() == name
+        st = os.stat(os.path.join(files, name))
+        assert (st.st_dev, st.st_ino) not in host_inodes, name
+    again = os.path.join(base, b"again")
+    os.makedirs(again)
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(again), "@r", os.fsdecode(cache)]) == 0
+    _, entries = parse_generated_build(_scan_outputs(again)[0])
+    for path, want in host_scan(root).items():
+        if want["kind"] == "file":
+            assert entries[path][4] == want["sha256"].encode(), path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_a_failed_cached_scan_keeps_the_cache(tmp_path, capsys, kind: str) -> None:
+    """A scan that fails half-way (a special file appears) removes its `files` symlink, keeps
+    the previous index, and leaves every stored copy in place; the next complete scan writes
+    what the first one wrote and prunes what the failed one stored."""
+    base = os.fsencode(tmp_path)
+    root, cache = os.path.join(base, b"root"), os.path.join(base, b"cache")
+    seeded_tree(root, seed=21, count=30, names=SPECIAL_NAMES)
+    first = os.path.join(base, b"first")
+    os.makedirs(first)
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(first), "@r", os.fsdecode(cache)]) == 0
+    index = pathlib.Path(os.fsdecode(cache), "index.json").read_bytes()
+    stored = sorted(_listdir(cache, b"store"))
+    (tmp_path / "root/etc/new file").write_bytes(b"read by the failed scan")
+    _special_file(str(tmp_path / "root/zzz last"), kind)
+    failed = os.path.join(base, b"failed")
+    os.makedirs(failed)
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(failed), "@r", os.fsdecode(cache)]) == 1
+    assert "zzz last: is a" in capsys.readouterr().err
+    assert os.listdir(failed) == []
+    assert pathlib.Path(os.fsdecode(cache), "index.json").read_bytes() == index
+    assert set(stored) <= set(_listdir(cache, b"store"))
+    os.remove(tmp_path / "root/zzz last")
+    os.remove(tmp_path / "root/etc/new file")
+    second = os.path.join(base, b"second")
+    os.makedirs(second)
+    assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(second), "@r", os.fsdecode(cache)]) == 0
+    assert _scan_outputs(second) == _scan_outputs(first)
+    assert sorted(_listdir(cache, b"store")) == stored

@@ -5,23 +5,27 @@ of an imported tree (py/ota/actions/tree_scan.py) re-reads, re-hashes and re-cop
 the tree: seconds for a few hundred MiB, whatever changed. The cache lives next to the repository
 (`<output base>/external/@<name>.ota_scan_cache`, a name no repository can have) and holds
 
-* `store/<sha256>`: the copies the scan made, which the repository's `files/<sha256>` hard-link
-  (the scan's own copies, never the host's files, so an edit on the host cannot reach them);
+* `store/<sha256>`: the copies the scan made (the scan's own copies, never the host's files, so
+  an edit on the host cannot reach them); the repository's `files` is one symlink to this
+  directory, so a fetch neither links nor copies per file, and Bazel deletes one symlink, not a
+  directory of thousands of entries, before the next fetch;
 * `index.json`: per path, the host file's identity when it was read (device, inode, size,
   mtime and ctime in nanoseconds) and its size, SHA-256 and SHA-1.
 
 A file whose identity is unchanged is not read again: its recorded content is reused and its
-stored copy linked. That is the test rsync and Bazel's own digest cache make; ctime is part of it
-because no user-space call can set it back, so an edit that restores the mtime is still seen.
-The cache is only an optimization: anything unreadable or inconsistent in it makes the scan read
-the file, and after each scan the store keeps exactly the contents the tree now references.
+stored copy serves it. That is the test rsync and Bazel's own digest cache make; ctime is part of
+it because no user-space call can set it back, so an edit that restores the mtime is still seen.
+To the scan the cache is only an optimization: anything unreadable or inconsistent in it makes
+the scan read the file, and after each complete scan the store keeps exactly the contents the
+tree now references, so `files` shows no stale content and the store never outgrows the tree.
+The store is, though, where the fetched repository's files are: deleting the cache directory
+leaves `files` dangling until the repository is fetched again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 
 from ota.format.hashing import ContentInfo
@@ -29,6 +33,7 @@ from ota.format.hashing import ContentInfo
 STORE_DIR = b"store"
 INDEX_FILE = b"index.json"
 _VERSION = 1
+_HEX = "0123456789abcdef"
 
 Identity = tuple[int, int, int, int, int]
 
@@ -38,17 +43,28 @@ def identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _digest(value: object, length: int) -> str:
+    """`value` if it is `length` lowercase hex digits; ValueError otherwise (a cold cache)."""
+    if type(value) is not str or len(value) != length or value.strip(_HEX):
+        raise ValueError(value)
+    return value
+
+
 class ScanCache:
     """The previous scan's index (read once) and the current scan's (written by `save`)."""
 
     def __init__(self, directory: bytes) -> None:
         self.directory = directory
         self.store = os.path.join(directory, STORE_DIR)
+        self._store_prefix = self.store + b"/"  # stored() runs once per file: no os.path.join
         self.previous = self._load()
         self.current: dict[bytes, tuple[Identity, ContentInfo]] = {}
 
     def _load(self) -> dict[bytes, tuple[Identity, ContentInfo]]:
-        """The previous index; a missing or damaged one is an empty cache, never an error."""
+        """The previous index; a missing or damaged one is an empty cache, never an error.
+
+        Rows are checked by type and digest shape only, not through ContentInfo.from_json's
+        messages: nothing here is reported, a bad row only means the file is read again."""
         try:
             with open(os.path.join(self.directory, INDEX_FILE), "rb") as stream:
                 doc = json.loads(stream.read())
@@ -56,7 +72,10 @@ class ScanCache:
                 return {}
             entries = {}
             for path, dev, ino, size, mtime, ctime, sha256, sha1 in doc["entries"]:
-                content = ContentInfo.from_json({"sha1": sha1, "sha256": sha256, "size": size}, "index", "entry")
+                if type(size) is not int or size < 0:
+                    return {}
+                # A non-integer dev, ino, mtime or ctime never equals an lstat's: that file is read.
+                content = ContentInfo(size, _digest(sha256, 64), _digest(sha1, 40))
                 entries[bytes.fromhex(path)] = ((dev, ino, size, mtime, ctime), content)
             return entries
         except Exception:  # noqa: BLE001 - whatever is wrong with the cache, the scan reads the files
@@ -64,7 +83,7 @@ class ScanCache:
 
     def stored(self, sha256: str) -> bytes:
         """Where the copy of a content is kept."""
-        return os.path.join(self.store, sha256.encode())
+        return self._store_prefix + sha256.encode()
 
     def lookup(self, path: bytes, st: os.stat_result) -> ContentInfo | None:
         """The recorded content of `path` if the host file is unchanged and its copy is intact."""
@@ -91,20 +110,9 @@ class ScanCache:
         }
         staging = os.path.join(self.directory, INDEX_FILE + b".incoming")
         with open(staging, "w", encoding="ascii") as stream:
-            json.dump(doc, stream, separators=(",", ":"))
+            stream.write(json.dumps(doc, separators=(",", ":")))  # dumps: json's C encoder, dump is pure Python
         os.replace(staging, os.path.join(self.directory, INDEX_FILE))
         keep = {content.sha256.encode() for _, content in self.current.values()}
         for name in os.listdir(self.store):
             if name not in keep:
                 os.unlink(os.path.join(self.store, name))
-
-
-def link_or_copy(source: bytes, destination: bytes) -> None:
-    """Hard-links a stored copy into the repository, copying where a link is impossible."""
-    try:
-        os.link(source, destination)
-    except FileExistsError:
-        pass  # the same content under another path: one File serves both
-    except OSError:
-        shutil.copyfile(source, destination)
-        os.chmod(destination, 0o644)
