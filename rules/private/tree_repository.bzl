@@ -11,9 +11,7 @@ again when its attributes, this file, or the `OTA_TREE_STAMP` environment variab
 change, or with `bazel sync --only=<name>` (docs/rules.md, `ota_tree_repository`). A fetch reads
 only the files that changed since the last one: the scan keeps its copies and digests in
 `external/@<name>.ota_scan_cache` (py/ota/actions/scan_cache.py), next to Bazel's own
-`@<name>.marker`, because Bazel empties the repository directory before each fetch; the
-repository's `files` is then one symlink to that cache's store, so neither the scan nor Bazel's
-emptying of the directory does anything per file but the scan's lstat.
+`@<name>.marker`, because Bazel empties the repository directory before each fetch.
 """
 
 _STAMP_ENV = "OTA_TREE_STAMP"

@@ -5,27 +5,30 @@ of an imported tree (py/ota/actions/tree_scan.py) re-reads, re-hashes and re-cop
 the tree: seconds for a few hundred MiB, whatever changed. The cache lives next to the repository
 (`<output base>/external/@<name>.ota_scan_cache`, a name no repository can have) and holds
 
-* `store/<sha256>`: the copies the scan made (the scan's own copies, never the host's files, so
-  an edit on the host cannot reach them); the repository's `files` is one symlink to this
-  directory, so a fetch neither links nor copies per file, and Bazel deletes one symlink, not a
-  directory of thousands of entries, before the next fetch;
+* `store/<sha256>`: the copies the scan made, which the repository's `files/<sha256>` hard-link
+  (the scan's own copies, never the host's files, so an edit on the host cannot reach them);
 * `index.json`: per path, the host file's identity when it was read (device, inode, size,
   mtime and ctime in nanoseconds) and its size, SHA-256 and SHA-1.
 
 A file whose identity is unchanged is not read again: its recorded content is reused and its
-stored copy serves it. That is the test rsync and Bazel's own digest cache make; ctime is part of
-it because no user-space call can set it back, so an edit that restores the mtime is still seen.
-To the scan the cache is only an optimization: anything unreadable or inconsistent in it makes
-the scan read the file, and after each complete scan the store keeps exactly the contents the
-tree now references, so `files` shows no stale content and the store never outgrows the tree.
-The store is, though, where the fetched repository's files are: deleting the cache directory
-leaves `files` dangling until the repository is fetched again.
+stored copy linked. That is the test rsync and Bazel's own digest cache make; ctime is part of it
+because no user-space call can set it back, so an edit that restores the mtime is still seen.
+The cache is only an optimization: anything unreadable or inconsistent in it makes the scan read
+the file, and after each complete scan the store keeps exactly the contents the tree now
+references.
+
+The repository's `files` stays a real directory of links rather than one symlink to the store:
+a symlink would make Bazel resolve every input through a directory beside the repositories that
+no repository rule owns, which Bazel 4 accepts but later versions (and `bazel vendor`, which
+copies a repository's directory) give no promise about; the links cost about 0.05 s a fetch at
+7,000 files (docs/scale.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 
 from ota.format.hashing import ContentInfo
@@ -116,3 +119,14 @@ class ScanCache:
         for name in os.listdir(self.store):
             if name not in keep:
                 os.unlink(os.path.join(self.store, name))
+
+
+def link_or_copy(source: bytes, destination: bytes) -> None:
+    """Hard-links a stored copy into the repository, copying where a link is impossible."""
+    try:
+        os.link(source, destination)
+    except FileExistsError:
+        pass  # the same content under another path: one File serves both
+    except OSError:
+        shutil.copyfile(source, destination)
+        os.chmod(destination, 0o644)

@@ -8,8 +8,7 @@ directories) and writes into OUT, the repository directory (docs/contracts.md#10
   artifact name derives from an install path and identical files share one Bazel File;
   its size and SHA-1 are recorded too, so the rules know the whole system manifest entry
   (docs/contracts.md#2-system-manifest) while Bazel analyzes: no action hashes the tree again,
-  and ota_package can batch small changed files by size (docs/rules.md, "Batches"). With CACHE,
-  `files` is one relative symlink to the cache's store, which holds exactly those copies;
+  and ota_package can batch small changed files by size (docs/rules.md, "Batches");
 * `manifest.json`: the system manifest of the tree (docs/contracts.md#2-system-manifest), which
   an ota_system_image whose only input is the tree uses as it is;
 * `BUILD.bazel`: one `ota_imported_tree` target, `:tree` (rules/private/imported_tree.bzl), whose
@@ -28,12 +27,7 @@ so the digest always describes the stored bytes. Host hard links are read once.
 
 With CACHE (py/ota/actions/scan_cache.py, which ota_tree_repository passes), the copies are kept
 there between fetches and a file whose device, inode, size, mtime and ctime are those of the last
-scan is not read again: a re-fetch after a one-file edit reads one file, and writes one symlink
-where it linked every file (Bazel then deletes one symlink before the next fetch, not thousands of
-links). The store is content-addressed and written only by the scan (a copy is renamed into place
-under its digest, never rewritten), so a name `files/<sha256>` the BUILD file lists always holds
-those bytes; contents no entry uses any more are deleted once the scan is complete, and the BUILD
-file lists each file it needs (no glob), so a stale content can never become a source.
+scan is not read again: a re-fetch after a one-file edit reads one file and links the others.
 
 It runs at fetch time under the host's python3 with only this package on PYTHONPATH (no pip
 hub), so it uses the standard library, ota.format (paths, hashing, jsonio), ota.actions.tree and
@@ -92,14 +86,6 @@ def _problem(err: OSError) -> str:
     return f"cannot read: {err.strerror or err}"
 
 
-def _discard(path: bytes) -> None:
-    """Removes `path` whatever it is, never following a symlink (`files` may be one to the store)."""
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
-
-
 class _Scanner:
     """Walks ROOT by directory descriptors, copying each distinct content once into OUT/files."""
 
@@ -123,13 +109,9 @@ class _Scanner:
             raise OtaError(self.where(b""), f"is a symlink (to {target}); name the directory itself")
         if not stat.S_ISDIR(st.st_mode):
             raise OtaError(self.where(b""), "is not a directory")
-        _discard(self.files_dir)
-        if self.cache is None:
-            os.makedirs(self.files_dir)
-        else:
+        os.makedirs(self.files_dir, exist_ok=True)
+        if self.cache is not None:
             os.makedirs(self.cache.store, exist_ok=True)
-            store = os.path.relpath(self.cache.store, os.path.dirname(self.files_dir))
-            os.symlink(store, self.files_dir)  # relative: the output base may move
         fd = self._open_dir(None, self.root, b"")
         try:
             self._walk(fd, b"")
@@ -175,11 +157,12 @@ class _Scanner:
                 raise OtaError(self.where(path), f"is {kind}: a tree holds only files, directories and symlinks")
 
     def _copy(self, parent: int, name: bytes, rel: bytes, st: os.stat_result) -> ContentInfo:
-        """Copies one regular file to files/<sha256> (once per content); returns its size and digests.
-        A file the cache knows unchanged is already there: `files` is the store."""
+        """Copies one regular file to files/<sha256> (once per content); returns its size and digests."""
         known = self.by_inode.get((st.st_dev, st.st_ino))
         if known is None and self.cache is not None:
             known = self.cache.lookup(rel, st)
+            if known is not None:
+                scan_cache.link_or_copy(self.cache.stored(known.sha256), self._stored(known.sha256))
         if known is None:
             known = self._read(parent, name, rel)
             self.by_inode[(st.st_dev, st.st_ino)] = known
@@ -187,8 +170,11 @@ class _Scanner:
             self.cache.remember(rel, st, known)
         return known
 
+    def _stored(self, sha256: str) -> bytes:
+        return os.path.join(self.files_dir, sha256.encode())
+
     def _read(self, parent: int, name: bytes, rel: bytes) -> ContentInfo:
-        """Copies and hashes one file into files/ (the cache's store, when there is one)."""
+        """Copies and hashes one file (into the cache's store, then linked, when there is one)."""
         store = self.files_dir if self.cache is None else self.cache.store
         staging = os.path.join(store, b".incoming")
         hasher = hashing.ContentHasher()
@@ -214,19 +200,21 @@ class _Scanner:
         else:
             os.chmod(staging, 0o644)
             os.replace(staging, stored)
+        if self.cache is not None:
+            scan_cache.link_or_copy(self.cache.stored(content.sha256), self._stored(content.sha256))
         return content
 
 
 def scan(root: bytes, out: bytes, cache_dir: bytes | None = None) -> list[ScannedEntry]:
-    """Scans `root`, copying contents into `out`/files (a symlink to `cache_dir`'s store when
-    given, whose index is rewritten after a complete scan only); on failure `out`/files is
-    removed (the store keeps what it has until the next complete scan prunes it)."""
+    """Scans `root`, copying contents into `out`/files (through `cache_dir` when given, whose
+    index is rewritten after a complete scan only); on failure `out`/files is removed (the store
+    keeps what it has until the next complete scan prunes it)."""
     cache = None if cache_dir is None else scan_cache.ScanCache(cache_dir)
     scanner = _Scanner(root, out, cache)
     try:
         entries = scanner.scan()
     except BaseException:
-        _discard(scanner.files_dir)
+        shutil.rmtree(scanner.files_dir, ignore_errors=True)
         raise
     if cache is not None:
         cache.save()
