@@ -16,6 +16,22 @@ only the files that changed since the last one: the scan keeps its copies and di
 
 _STAMP_ENV = "OTA_TREE_STAMP"
 
+# The modules py/ota/actions/tree_scan.py imports (`python3 -S -c 'import ota.actions.tree_scan'`
+# lists them; //tests/rules:tree_scan_test checks the list).
+_SCAN_IMPORTS = [
+    "__init__.py",
+    "actions/__init__.py",
+    "actions/scan_cache.py",
+    "actions/tree.py",
+    "errors.py",
+    "format/__init__.py",
+    "format/hashing.py",
+    "format/jsonio.py",
+    "format/paths.py",
+    "io/__init__.py",
+    "io/fileio.py",
+]
+
 def _main_workspace_root(rctx):
     if hasattr(rctx, "workspace_root"):
         return str(rctx.workspace_root)
@@ -36,7 +52,11 @@ def _ota_tree_repository_impl(rctx):
     if hasattr(rctx, "watch_tree"):
         rctx.watch_tree(root)
     module = rctx.path(Label("//py:ota/actions/tree_scan.py"))
-    rctx.path(Label("//py:ota/actions/scan_cache.py"))  # a change to the cache refetches too
+
+    # Every module the scan imports (its BUILD text, its manifest.json bytes): a change to any of
+    # them fetches again, so a repository never keeps what an older scan wrote.
+    for imported in _SCAN_IMPORTS:
+        rctx.path(Label("//py:ota/" + imported))
     out = rctx.path(".")
 
     # -S: no site module (the scan needs the standard library only): a few ms of every fetch.

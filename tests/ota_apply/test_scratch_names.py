@@ -188,12 +188,14 @@ def test_the_reserved_name_is_ordinary_elsewhere(path):
 
 
 def test_starlark_rule_reserves_the_same_name():
-    """rules/private/tree.bzl cannot import Python: its copy of the name must agree, and its path
-    check must use that copy (//tests/rules:error_tests checks the refusals themselves)."""
-    with open(os.path.join(REPO, "rules", "private", "tree.bzl"), encoding="utf-8") as stream:
+    """rules/private/names.bzl cannot import Python: its copy of the name must agree, and its path
+    check must use that copy (//tests/rules:error_tests and :tree_input_tests check the refusals
+    themselves)."""
+    with open(os.path.join(REPO, "rules", "private", "names.bzl"), encoding="utf-8") as stream:
         bzl = stream.read()
     assert f'SCRATCH_DIR = "{SCRATCH_DIR}"' in bzl
-    assert 'framed.startswith("/" + SCRATCH_DIR + "/")' in bzl
+    assert '_SCRATCH_TOP = "/" + SCRATCH_DIR + "/"' in bzl
+    assert "joined.startswith(_SCRATCH_TOP)" in bzl
 
 
 @pytest.mark.parametrize("kind", ["file", "dir", "symlink", "file below"])

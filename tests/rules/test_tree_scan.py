@@ -475,3 +475,34 @@ def test_a_failed_cached_scan_keeps_the_cache(tmp_path, capsys, kind: str) -> No
     assert tree_scan.main(["tree_scan", os.fsdecode(root), os.fsdecode(second), "@r", os.fsdecode(cache)]) == 0
     assert _scan_outputs(second) == _scan_outputs(first)
     assert sorted(_listdir(cache, b"store")) == stored
+
+
+def test_the_repository_rule_watches_every_module_the_scan_imports() -> None:
+    """ota_tree_repository fetches again when a module the scan imports changes (its
+    `_SCAN_IMPORTS`): the list must be exactly what `import ota.actions.tree_scan` loads, or an
+    upgrade of rules_ota could leave a repository's BUILD and manifest.json as an older scan
+    wrote them."""
+    import ota
+
+    package = pathlib.Path(ota.__file__).parent
+    bzl = (pathlib.Path(__file__).absolute().parents[2] / "rules/defs.bzl").resolve().parent / "private"
+    text = (bzl / "tree_repository.bzl").read_text()
+    listed = ast.literal_eval(text.split("_SCAN_IMPORTS = ", 1)[1].split("]", 1)[0] + "]")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-B",
+            "-S",
+            "-c",
+            (
+                "import sys, ota.actions.tree_scan; print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+                "if n.startswith('ota')))"
+            ),
+        ],
+        env={"PYTHONPATH": str(package.parent), "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    imported = {os.path.relpath(f, package) for f in loaded}  # as loaded: runfiles are links
+    assert sorted(listed) == sorted(imported - {"actions/tree_scan.py"})
