@@ -37,9 +37,14 @@ def test_full_package_removes_paths_the_target_lacks(release, tmp_path):
     config = dc.materialize(release.source, str(tmp_path / "dev"), release.layout)
     extra = tmp_path / "dev" / "system" / "etc" / "local.conf"
     extra.write_bytes(b"left by someone\n")
-    os.symlink("/etc/passwd", tmp_path / "dev" / "system" / "bin" / "evil")
+    # A symlink out of the device to a file of the host (a sentinel here, so a regression that
+    # writes through it fails this test instead of damaging the machine).
+    sentinel = tmp_path / "host-file"
+    sentinel.write_bytes(b"the host's own file\n")
+    os.symlink(sentinel, tmp_path / "dev" / "system" / "bin" / "evil")
     assert dc.apply(config, release.full) == APPLIED
     assert dc.compare(config, release.target) == []
+    assert sentinel.read_bytes() == b"the host's own file\n"
 
 
 def test_cli_success_rerun_and_progress_lines(release, tmp_path):

@@ -75,7 +75,7 @@ def _issue_example() -> tuple[Spec, Spec]:
         "etc/.ota-new.l": ("dir", 0o755, 0, 0),
         "etc/.ota-new.l/inside": (b"x\n", 0o644, 0, 0),
         "etc/n": ("symlink", "old"),
-        "etc/.ota-new.n": ("symlink", "/etc/passwd"),
+        "etc/.ota-new.n": ("symlink", "/proc/version"),  # outside the device, and unwritable
     }
     v2 = dict(v1)
     v2.update(

@@ -404,8 +404,12 @@ def test_a_damaged_cache_index_is_a_cold_cache(tmp_path, damage: bytes) -> None:
 
 
 def _host_files(root: bytes) -> list[bytes]:
+    """The tree's regular files, never a symlink's target (the tree links outside itself)."""
     return sorted(
-        os.path.join(d, n) for d, _, names in os.walk(root) for n in names if os.path.isfile(os.path.join(d, n))
+        os.path.join(d, n)
+        for d, _, names in os.walk(root)
+        for n in names
+        if stat.S_ISREG(os.lstat(os.path.join(d, n)).st_mode)
     )
 
 
@@ -428,9 +432,9 @@ def test_the_store_is_a_snapshot(tmp_path, seed: int) -> None:
         st = os.lstat(path)
         host_inodes.add((st.st_dev, st.st_ino))
         data = pathlib.Path(os.fsdecode(path)).read_bytes()
-        with open(path, "r+b") as f:
+        with os.fdopen(os.open(path, os.O_RDWR | os.O_NOFOLLOW), "r+b") as f:
             f.write(bytes(rng.randrange(256) for _ in data))
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     assert _scan_outputs(out) == before
     files = os.path.join(out, b"files")
     for name, data in before[1].items():

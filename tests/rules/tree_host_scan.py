@@ -106,7 +106,9 @@ def seeded_tree(root: bytes, seed: int, count: int, names: list[bytes]) -> None:
     os.link(os.path.join(root, b"bin/su"), os.path.join(root, b"bin/su-hardlink"))
     os.symlink(b"su", os.path.join(root, b"bin/ls"))
     os.symlink(b"usr/lib", os.path.join(root, b"lib"))
-    os.symlink(b"/etc/passwd", os.path.join(root, b"etc/passwd-abs"))
+    # An absolute target that exists but cannot be written, even by root: a test that wrongly
+    # writes through the tree's symlinks fails instead of damaging the host.
+    os.symlink(b"/proc/version", os.path.join(root, b"etc/passwd-abs"))
     os.symlink(b"does/not/exist", os.path.join(root, b"dangling"))
     os.symlink(b"../../outside/secret", os.path.join(root, b"escape"))
     for i, name in enumerate(names):
