@@ -218,25 +218,37 @@ def test_display_escapes_control_and_invalid_bytes() -> None:
         raise OtaError(tree_scan.display(b"x\ny"), "one line")
 
 
+def _scan_modules() -> set[str]:
+    """The files of the modules `import ota.actions.tree_scan` loads (as the repository rule runs
+    it, with -S), relative to the ota package."""
+    import ota
+
+    package = pathlib.Path(ota.__file__).parent
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-B",
+            "-S",
+            "-c",
+            (
+                "import sys, ota.actions.tree_scan; print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+                "if n.startswith('ota')))"
+            ),
+        ],
+        env={"PYTHONPATH": str(package.parent), "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return {os.path.relpath(f, package) for f in loaded}  # as loaded: runfiles are links
+
+
 def _copy_tool(dest: pathlib.Path) -> None:
     """The scan's modules, readable by an unprivileged user (the runfiles may not be)."""
     import ota
 
     package = pathlib.Path(ota.__file__).parent
-    for rel in (
-        "__init__.py",
-        "errors.py",
-        "format/__init__.py",
-        "format/paths.py",
-        "format/hashing.py",
-        "format/jsonio.py",
-        "io/__init__.py",
-        "io/fileio.py",
-        "actions/scan_cache.py",
-        "actions/tree.py",
-        "actions/__init__.py",
-        "actions/tree_scan.py",
-    ):
+    for rel in _scan_modules():
         (dest / "ota" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(package / rel, dest / "ota" / rel)
 
@@ -486,27 +498,7 @@ def test_the_repository_rule_watches_every_module_the_scan_imports() -> None:
     `_SCAN_IMPORTS`): the list must be exactly what `import ota.actions.tree_scan` loads, or an
     upgrade of rules_ota could leave a repository's BUILD and manifest.json as an older scan
     wrote them."""
-    import ota
-
-    package = pathlib.Path(ota.__file__).parent
     bzl = (pathlib.Path(__file__).absolute().parents[2] / "rules/defs.bzl").resolve().parent / "private"
     text = (bzl / "tree_repository.bzl").read_text()
     listed = ast.literal_eval(text.split("_SCAN_IMPORTS = ", 1)[1].split("]", 1)[0] + "]")
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-B",
-            "-S",
-            "-c",
-            (
-                "import sys, ota.actions.tree_scan; print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
-                "if n.startswith('ota')))"
-            ),
-        ],
-        env={"PYTHONPATH": str(package.parent), "PATH": os.environ.get("PATH", "")},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    imported = {os.path.relpath(f, package) for f in loaded}  # as loaded: runfiles are links
-    assert sorted(listed) == sorted(imported - {"actions/tree_scan.py"})
+    assert sorted(listed) == sorted(_scan_modules() - {"actions/tree_scan.py"})
