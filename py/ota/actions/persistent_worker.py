@@ -43,8 +43,8 @@ from ota.io import forked, runner
 WORKER_FLAG = "--persistent_worker"
 # A WorkRequest holds the command line (one @params argument) and every input of the action with
 # its digest, about 100 to 150 bytes an input. The largest request is OtaPackage's: the tool's
-# runfiles (about 1,500), the manifests, a patch and its info per changed file or a whole file per
-# new one: 0.5 MB for the 7,000-file tree of bench/build_scale_bench.py, 2 MB for 20,000 files.
+# runfiles (about 470: bazel/pip.bzl `without_deps` keeps numpy out), the manifests, a patch and
+# its info per changed file or a whole file per new one: 0.5 MB for the 7,000-file tree of bench/build_scale_bench.py, 2 MB for 20,000 files.
 # A 200,000-file tree with every file changed would list about 400,000 inputs, 60 MB at 150 bytes
 # each; 128 MiB leaves twice that, and a length beyond it means the stream is corrupt, which is
 # refused before any of its body is read or allocated.
