@@ -22,6 +22,9 @@ symlinks) is written to the scratch directory first. A scratch copy of the check
 4. one changed target file edited again, only the target's repository fetched again
    (`bazel sync --only=scale_v2`), then the package rebuilt: the time of both as a fraction of
    the cold build;
+   then a no-op build, and the re-fetch floor: a sync of the unchanged tree plus the no-op build,
+   the least any one-file rebuild of an imported directory costs on Bazel 4 (and the sync of the
+   examples' few-file tree, Bazel's own share of a sync);
 
 The package step and the rebuild are timed without Bazel's execution log, as a user runs them
 (the log records every spawn with all its inputs and is written out after the build: 16 MB and a
@@ -320,6 +323,11 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
         rebuild_logged = release_bench.must(bazel.run("build", "scale-rebuild-logged", [package], flags), "rebuild")
         # Nothing changed: what any rebuild pays before its own work (client, server, change checks).
         noop = release_bench.must(bazel.run("build", "scale-noop", [package], flags), "no-op build")
+        # The re-fetch alone, of the tree as it now is, and of the examples' tree of a few files
+        # (what is Bazel's own in a sync): with the no-op build, what a one-file rebuild of an
+        # imported directory costs before it loads, analyses or runs anything.
+        resync_seconds = sync_one(bazel, "scale_v2", work / "logs" / "sync-unchanged.console.txt")
+        tiny_sync_seconds = sync_one(bazel, "example_tree_v1", work / "logs" / "sync-tiny.console.txt")
         rebuild_phases = (
             phase_seconds(rebuild_profile, "Evaluate target patterns", "Load and analyze dependencies"),
             phase_seconds(rebuild_profile, "Build artifacts", "Build artifacts"),
@@ -394,6 +402,15 @@ def bench(work: pathlib.Path, args: argparse.Namespace) -> list[release_bench.Ro
             "no-op build: nothing changed",
             f"{noop.seconds:.2f} s",
             f"{noop.seconds / cold:.3f} of cold: the floor under any rebuild; ran: {_mnemonics(by_mnemonic(noop)) or 'nothing'}",
+        ),
+        (
+            "re-fetch floor: sync of the unchanged tree + no-op build",
+            f"{resync_seconds + noop.seconds:.2f} s",
+            (
+                f"{(resync_seconds + noop.seconds) / cold:.3f} of cold: a one-file rebuild's least cost before "
+                f"loading, analysis or any action (Bazel 4 does not watch the directory); sync {resync_seconds:.2f} s, "
+                f"of which Bazel's own {tiny_sync_seconds:.2f} s (a sync of examples/tree_import/v1)"
+            ),
         ),
         (
             "package bytes / payload bytes",
