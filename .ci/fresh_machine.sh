@@ -10,8 +10,8 @@
 # stdout and exits 0 or 1. Needs root (debootstrap, chroot, mounts); installs debootstrap if missing.
 # Whatever it mounts, starts or writes is removed on every exit, failure and signal included.
 #
-# Usage: .ci/fresh_machine.sh [SUITE]   SUITE: bookworm (default, what .ci/run checks) or another
-# Debian codename the same mirror serves (trixie, tried by hand).
+# Usage: .ci/fresh_machine.sh [SUITE]   SUITE: bookworm (the default) or another Debian codename the
+# same mirror serves; .ci/run checks bookworm and trixie.
 set -uo pipefail
 checkout=$(cd "$(dirname "$0")/.." && pwd)
 suite=${1:-bookworm}
