@@ -20,8 +20,8 @@ ota_system_image(
     owners = {
 %{OWNERS}
     },
-    sha256s = {
-%{SHA256S}
+    contents = {
+%{CONTENTS}
     },
 )
 

@@ -2,10 +2,12 @@
 (docs/contracts.md#5-release-archive).
 
 It unpacks the archive and writes a BUILD file declaring the release's `ota_system_image` (one label
-per file, with modes, owners, directories, symlinks and each file's SHA-256 from
-META/system_manifest.json), its `ota_boot_image` (the prebuilt IMAGES/boot.img) and its `ota_build`
-(`@<name>//:build`), so that an ota_package using it as `source` gets one action per changed file:
-a path whose target digest is known and equal needs none.
+per file, with modes, owners, directories, symlinks and each file's SHA-256, size and SHA-1 from
+META/system_manifest.json as `contents`), its `ota_boot_image` (the prebuilt IMAGES/boot.img) and
+its `ota_build` (`@<name>//:build`). An ota_package using it as `source` then needs no action for a
+path whose target digest is known and equal, batches a small changed file whose target size is
+known (`batch_max_bytes`), and the image's manifest is written while Bazel analyzes, as for an
+imported directory: nothing hashes the archive's files again.
 
 Install paths may hold any byte (docs/contracts.md, "File names"): the generated BUILD file
 writes every path and link target as an `escape`d literal (pure ASCII), and names every file by
@@ -68,13 +70,13 @@ def _file_label(rctx, index, path):
 
 def _system_substitutions(rctx, manifest):
     """The template keys of the `:system` ota_system_image: one line per manifest entry."""
-    lines = {key: [] for key in ("FILES", "DIRS", "SYMLINKS", "MODES", "OWNERS", "SHA256S")}
+    lines = {key: [] for key in ("FILES", "DIRS", "SYMLINKS", "MODES", "OWNERS", "CONTENTS")}
     for index, entry in enumerate(manifest["entries"]):
         path = entry["path"]
         kind = entry["kind"]
         if kind == "file":
             lines["FILES"].append("        %s: %s," % (_str(_file_label(rctx, index, path)), _str(path)))
-            lines["SHA256S"].append("        %s: %s," % (_str(path), _str(entry["sha256"])))
+            lines["CONTENTS"].append("        %s: [%s, \"%d\", %s]," % (_str(path), _str(entry["sha256"]), entry["size"], _str(entry["sha1"])))
         elif kind == "dir":
             lines["DIRS"].append("        %s," % _str(path))
         elif kind == "symlink":

@@ -57,6 +57,15 @@ TREE_ATTRS = dict(TOOLCHAIN_IDENTITY_ATTRS, **{
               "generates it. ota_package decides \"unchanged\" from equal known digests without an " +
               "action; the package assembler checks them against the manifests.",
     ),
+    "contents": attr.string_list_dict(
+        doc = "Known contents per regular file path: `{\"bin/sh\": [sha256, size, sha1]}` " +
+              "(lowercase hex SHA-256, size in bytes as a decimal string, lowercase hex SHA-1), " +
+              "as ota_release_archive generates it from the archive's system manifest. A SHA-256 " +
+              "counts as in `sha256s`; ota_package batches a changed path whose sizes both builds " +
+              "know (`batch_max_bytes`); when every file's contents are known, the manifest is " +
+              "written while Bazel analyzes (no OtaSystemManifest action). Trusted as recorded, " +
+              "like `sha256s`: the assembler checks every patched and added file against them.",
+    ),
     "file_mode": attr.string(default = "0644", doc = "Default octal mode of regular files."),
     "dir_mode": attr.string(default = "0755", doc = "Default octal mode of directories."),
     "uid": attr.int(default = 0, doc = "Default owner of every entry."),
@@ -199,6 +208,45 @@ def _add_known_sha256s(ctx, state):
             fail("%s: sha256s[\"%s\"]: %s, but %s records %s" % (_where(ctx), escape(key), digest, _origin_text(state.origins[path]), state.sha256s[path]))
         state.sha256s[path] = digest
 
+_HEX = "0123456789abcdef"
+_MAX_SIZE = 9223372036854775807  # 2^63 - 1: what a file size may be on Linux
+
+def _is_hex(text, length):
+    return len(text) == length and text.lstrip(_HEX) == ""
+
+def _contents_where(ctx, key):
+    return "%s: contents[\"%s\"]" % (_where(ctx), escape(key))
+
+def _add_known_contents(ctx, state):
+    """Adds `contents`: each key a regular file, each value [sha256, size, sha1] well formed.
+
+    A digest or size the tree already knows (an imported tree, `sha256s`) must agree: one path
+    has one content.
+    """
+    for key, fields in ctx.attr.contents.items():
+        path = _check_path(ctx, key, "contents")
+        if state.kinds.get(path) != "file":
+            fail("%s: contents: \"%s\" is not a regular file of the tree" % (_where(ctx), escape(key)))
+        if len(fields) != 3:
+            fail("%s: expected [sha256, size, sha1], got %d values" % (_contents_where(ctx, key), len(fields)))
+        digest, size, sha1 = fields
+        if not _is_hex(digest, 64):
+            fail("%s: '%s' is not a lowercase hex SHA-256" % (_contents_where(ctx, key), escape(digest)))
+        if not size.isdigit() or len(size) > 19 or int(size) > _MAX_SIZE:
+            fail("%s: size '%s' is not a number of bytes (decimal, 0 to 2^63-1)" % (_contents_where(ctx, key), escape(size)))
+        if not _is_hex(sha1, 40):
+            fail("%s: '%s' is not a lowercase hex SHA-1" % (_contents_where(ctx, key), escape(sha1)))
+        recorded = {"sha1": sha1, "sha256": digest, "size": int(size)}
+        known = state.contents.get(path)
+        if known == None and path in state.sha256s:
+            known = {"sha256": state.sha256s[path]}  # from `sha256s`: a tree's file has contents
+        for field in ("sha256", "size", "sha1"):
+            if known != None and field in known and known[field] != recorded[field]:
+                by = _origin_text(state.origins[path]) if path in state.contents else "sha256s"
+                fail("%s: %s %s, but %s records %s" % (_contents_where(ctx, key), field, recorded[field], by, known[field]))
+        state.sha256s[path] = digest
+        state.contents[path] = recorded
+
 def _add_files(ctx, state):
     """Adds `files` (one File per label) and `trees` (every File of a label, below `dest`)."""
     for label, dest in ctx.attr.files.items():
@@ -339,7 +387,7 @@ def _entries(ctx, state):
 def _only_imported(ctx, imported):
     """True when the tree is `imported` exactly: no other input, no override, no implicit parent."""
     a = ctx.attr
-    return imported.complete and not (a.files or a.trees or a.dirs or a.symlinks or a.modes or a.owners or a.sha256s)
+    return imported.complete and not (a.files or a.trees or a.dirs or a.symlinks or a.modes or a.owners or a.sha256s or a.contents)
 
 def collect_tree(ctx):
     """Computes the tree of a rule with TREE_ATTRS.
@@ -377,13 +425,14 @@ def collect_tree(ctx):
         targets = {},
         recorded = {},  # path -> (mode, uid, gid) of an imported entry
         sha256s = {},  # path -> known digest of a regular file
-        contents = {},  # path -> known size, sha256 and sha1 of a regular file (an imported tree)
+        contents = {},  # path -> known size, sha256 and sha1 of a regular file (`tree`, `contents`)
     )
     if imported:
         _add_imported_tree(ctx, state, imported)
     _add_files(ctx, state)
     _add_dirs_and_symlinks(ctx, state)
     _add_known_sha256s(ctx, state)
+    _add_known_contents(ctx, state)
     _add_parents(ctx, state)
     return struct(
         entries = _entries(ctx, state),
