@@ -9,8 +9,8 @@ inputs changed, and a remote cache serves each patch separately. When the two Fi
 artifacts with equal bytes whose digests are not both known, the action still runs and reports
 UNCHANGED cheaply after hashing both inputs.
 
-Small changed files are batched: when both builds recorded a path's size (an imported directory)
-and the two sizes add up to less than `batch_max_bytes`, the path is diffed in the
+Small changed files are batched: when both builds recorded a path's size (an imported directory,
+a release archive, or `contents` given by hand: OtaTreeInfo.contents) and the two sizes add up to less than `batch_max_bytes`, the path is diffed in the
 OtaFilePatchShard bucket its bytes hash to (rules/private/tar_tree.bzl, the same split as a tar
 tree's shards), so a diff of a few kilobytes does not pay a whole action's bookkeeping, and a
 one-file change re-runs one bucket. Larger files keep an OtaFilePatch action each.
@@ -164,7 +164,7 @@ def _system_actions(ctx, source, target, prefix):
     source_sha256s = source.system.tree.sha256s if source and not shards else {}
     _check_methods(ctx, None if shards else target_files)
 
-    # Sizes recorded in both builds (imported trees) let a changed path be batched.
+    # Sizes known in both builds (OtaTreeInfo.contents: imported trees, `contents`) let a changed path be batched.
     source_contents = source.system.tree.contents if source else {}
     target_contents = target.system.tree.contents
     batch_max_bytes = ctx.attr.batch_max_bytes
@@ -325,7 +325,7 @@ ota_package = rule(
 
 Actions: one OtaFilePatch per system path present in both builds as different Files, none for
 paths that are the same File or have the same SHA-256 known in both builds; when both builds
-recorded the sizes of changed paths (trees imported by ota_tree_repository), those whose sizes add
+recorded the sizes of changed paths (imported directories, release archives, `contents`), those whose sizes add
 up to less than `batch_max_bytes` are diffed instead by 32 OtaFilePatchShard bucket actions, each
 path in the bucket its bytes hash to (docs/rules.md, "Batches"); one OtaBootPatch for
 the boot image (imgdiff), one OtaPartitionPatch per other changed partition; one OtaPackage that
@@ -365,7 +365,8 @@ warning), e.g. `bazel build //release:incremental_ota --output_groups=+patch_inf
         "batch_max_bytes": attr.int(
             default = 1048576,
             doc = "Batch small changed files: a system path whose source and target sizes are " +
-                  "both recorded at analysis time (trees imported by ota_tree_repository) and " +
+                  "both known at analysis time (an imported directory, a release archive, an image's " +
+                  "`contents`) and " +
                   "add up to less than this many bytes is diffed in one of 32 " +
                   "OtaFilePatchShard bucket actions (the bucket is a function of the path's " +
                   "bytes alone) instead of an OtaFilePatch action of its own. The package bytes " +

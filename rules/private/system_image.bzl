@@ -38,7 +38,8 @@ def _manifest_entry(entry, contents):
 def _recorded_manifest(ctx, tree, manifest):
     """Writes the manifest of a tree whose every file's size, SHA-256 and SHA-1 are recorded.
 
-    That is a tree from an imported directory: no action, so a rebuild hashes nothing the scan
+    That is a tree from an imported directory, a release archive's (`contents`), or labels whose
+    `contents` are all given: no action, so a rebuild hashes nothing the scan or the archive
     already hashed.
     """
     ctx.actions.write(
@@ -87,8 +88,9 @@ sources for one install path are an analysis error naming both.
 
 Outputs `<name>.tree.json` (docs/contracts.md#1-tree-description) and `<name>.manifest.json`
 (docs/contracts.md#2-system-manifest: sizes and hashes, one OtaSystemManifest action; none when
-every regular file comes from `tree`, whose scan recorded them, so the manifest is written while
-Bazel analyzes; when the image is that tree alone, it is a symlink to the manifest the scan wrote).
+every regular file's contents are recorded, by `tree`'s scan or `contents`, so the manifest is
+written while Bazel analyzes; when the image is that tree alone, it is a symlink to the manifest
+the scan wrote).
 
 With `tar`, the tree is the archive's: one OtaTarTree action writes both files and the shard
 directories, and an ota_package patches it by shards (docs/rules.md, "Tar input").""",

@@ -43,6 +43,7 @@ _TYPES = {
     "string": ("string", ""),
     "string_list": ("string list", []),
     "string_dict": ("string → string", {}),
+    "string_list_dict": ("string → string list", {}),
     "label": ("label", None),
     "label_list": ("label list", []),
     "label_keyed_string_dict": ("label → string", {}),
