@@ -18,7 +18,7 @@ running anything: the same File in two trees means the same bytes.""",
                    "as unchanged without an action.",
         "contents": "dict: install path (string) -> {\"sha1\", \"sha256\", \"size\"}, for the " +
                     "regular files whose whole manifest entry is known while Bazel analyzes (an " +
-                    "imported directory): the system manifest is then written without hashing, " +
+                    "imported directory, a release archive, ota_system_image's `contents`): the system manifest is then written without hashing, " +
                     "and ota_package batches small changed files by their sizes.",
         "tar_shards": "list of directory Files, for a tree read from a tar archive " +
                       "(rules/private/tar_tree.bzl; `entries` and `files` are then empty): " +
