@@ -151,7 +151,7 @@ class Executor:
             if entry.kind != _SOURCE_KIND.get(op.source_kind):  # changed since verification: not ours
                 raise OtaError(
                     self.root.where(path),
-                    f"is a {entry.kind}; the update expected the source build's entry or a directory here",
+                    f"is {entry.shown}; the update expected the source build's entry or a directory here",
                 )
             self.root.remove(path)  # a source file or link that becomes a directory
         self.root.mkdir(path, op.mode)

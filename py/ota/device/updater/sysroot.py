@@ -63,6 +63,19 @@ class Entry:
             kind = "other"
         return cls(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size)
 
+    @property
+    def shown(self) -> str:
+        """The kind as an error message says it: `is <shown>`."""
+        return _SHOWN_KINDS[self.kind]
+
+
+_SHOWN_KINDS = {
+    "file": "a regular file",
+    "dir": "a directory",
+    "symlink": "a symlink",
+    "other": "a special file (FIFO, socket or device)",
+}
+
 
 class SysRoot:
     """A system root directory; paths are manifest paths (relative, '/'-separated)."""
@@ -385,7 +398,7 @@ class RootFile:
         if entry is None:
             return None
         if entry.kind != "file":
-            raise OtaError(self.where, f"is a {entry.kind}, not the regular file to patch")
+            raise OtaError(self.where, f"is {entry.shown}, not the regular file to patch")
         return self.root.read(self.path)
 
     def meta(self) -> FileMeta:

@@ -301,7 +301,7 @@ def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol
     directory (sysroot.py), so a `<path>.patch` beside it is just another path of the tree."""
     entry = root.lstat(path)
     if entry is not None and entry.kind != "file":
-        raise OtaError(root.where(path), f"is a {entry.kind}, expected the source build's regular file")
+        raise OtaError(root.where(path), f"is {entry.shown}, expected the source build's regular file")
     try:
         protocol.check(
             ctx,
