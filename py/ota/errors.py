@@ -7,6 +7,11 @@ else escaping a tool is a bug in rules_ota, which is also what the fuzzers check
 
 from __future__ import annotations
 
+# C0 controls, DEL, and what str.splitlines also breaks at (NEL, LINE/PARAGRAPH SEPARATOR).
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}" for code in (*range(32), 127, 0x85, 0x2028, 0x2029)
+}
+
 
 class OtaError(Exception):
     """Bad input or a failed operation, described in one line.
@@ -17,8 +22,10 @@ class OtaError(Exception):
     """
 
     def __init__(self, where: str, problem: str) -> None:
-        self.where = str(where)
-        self.problem = " ".join(str(problem).split())  # always one line
+        # `where` is often text from the command line or a file (a partition spec, a path): a
+        # control character in it (a newline) would split the line or drive a terminal.
+        self.where = str(where).translate(_CONTROL_ESCAPES)
+        self.problem = " ".join(str(problem).split()).translate(_CONTROL_ESCAPES)  # always one line
         super().__init__(f"{self.where}: {self.problem}")
 
 

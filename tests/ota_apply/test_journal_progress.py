@@ -34,9 +34,11 @@ def test_journal_round_trip_and_torn_append(tmp_path):
 def test_journal_cut_while_created_is_absent_or_whole(tmp_path):
     """create, write, fsync, rename, fsync dir: before the rename no journal, after it a whole one."""
     for index in range(1, 6):
+        cache = tmp_path / str(index)  # a fresh cache: a cut run's temporary adds an unlink before the create
+        cache.mkdir()
         with pytest.raises(PowerLoss):
-            Journal.begin(str(tmp_path), "id", FaultyFsOps(FaultPoint("tear", index)))
-        loaded = Journal.load(str(tmp_path), FsOps())
+            Journal.begin(str(cache), "id", FaultyFsOps(FaultPoint("tear", index)))
+        loaded = Journal.load(str(cache), FsOps())
         assert (loaded is None) == (index <= 4)
         assert loaded is None or (loaded.package_id, loaded.claimed) == ("id", {})
 

@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from absl import flags
 
 from ota.device.applypatch import device_config, protocol
-from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache
+from ota.device.applypatch.cache import DEFAULT_RESERVE, Cache, exclusive
 from ota.device.applypatch.spec import Digest, parse_partition_spec, parse_size
 from ota.device.fsops import FsOps
 from ota.errors import OtaError, UsageError
 from ota.io import runner
+from ota.io.fileio import os_problem
 
 FLAGS = flags.FLAGS
 
@@ -93,7 +94,8 @@ def _classic(args: list[str]) -> int:
         if len(args) != 2 or not args[1].isdigit():
             raise UsageError("-s needs one decimal byte count")
         context = _context()
-        context.cache.make_free_space(int(args[1]), context.ops)
+        with exclusive(context.cache.directory):
+            context.cache.make_free_space(int(args[1]), context.ops)
         return _status(f"{context.cache.directory}: {args[1]} bytes available")
     bonus = None
     if args[0] == "-b":
@@ -119,8 +121,15 @@ def _classic(args: list[str]) -> int:
         tuple(patches),
         bonus,
     )
-    protocol.patch(_context(), request)
+    _patch(request)
     return 0
+
+
+def _patch(request: protocol.PatchRequest) -> None:
+    """Patches holding the cache's lock: one update at a time uses the backup slot (cache.exclusive)."""
+    context = _context()
+    with exclusive(context.cache.directory):
+        protocol.patch(context, request)
 
 
 def _modern() -> int:
@@ -135,7 +144,9 @@ def _modern() -> int:
     if FLAGS.flash:
         if FLAGS.patch or FLAGS.source or FLAGS.bonus:
             raise UsageError("--flash takes only --target")
-        protocol.flash(_context(), FLAGS.flash, FLAGS.target)
+        context = _context()
+        with exclusive(context.cache.directory):
+            protocol.flash(context, FLAGS.flash, FLAGS.target)
         return 0
     if not FLAGS.patch or not FLAGS.source:
         raise UsageError("--patch needs --source and --target")
@@ -150,7 +161,7 @@ def _modern() -> int:
         tuple((pair.digest, FLAGS.patch) for pair in source.pairs),
         FLAGS.bonus,
     )
-    protocol.patch(_context(), request)
+    _patch(request)
     return 0
 
 
@@ -160,11 +171,15 @@ def main(argv: Sequence[str]) -> int:
     modern = FLAGS.license or any(FLAGS[name].present for name in _MODE_FLAGS)
     if args and modern:
         raise UsageError("mixes the classic form with --check/--flash/--patch/--license")
-    if args:
-        return _classic(args)
-    if modern:
-        return _modern()
-    raise UsageError("nothing to do; see --help")
+    if not args and not modern:
+        raise UsageError("nothing to do; see --help")
+    try:
+        return _classic(args) if args else _modern()
+    except OSError as err:
+        # What the layers below did not name themselves (a device that refuses a seek or a read
+        # with EINVAL or EIO) is still one line, naming the file (as ota_apply's engine does).
+        where = err.filename if isinstance(err.filename, str) else (args[0] if args else "applypatch")
+        raise OtaError(where, os_problem(err)) from None
 
 
 def split_classic(argv: list[str]) -> list[str]:

@@ -14,7 +14,10 @@ the loss of unsynced data; the device tools never import it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -38,8 +41,20 @@ class FsOps:
     # -- the operations ----------------------------------------------------------------------
 
     def create(self, path: str, mode: int = 0o600) -> int:
-        """Opens `path` for writing, created or truncated to empty (an operation: it truncates)."""
-        return self.perform("create", path, lambda: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+        """Opens a new, empty regular file at `path` for writing (an operation: it replaces).
+
+        Every caller creates a temporary it then renames into place, in a directory others can
+        write (the cache, the build file's directory). Whatever a cut run or anyone else left at
+        that name -- a stale file, a symlink aiming elsewhere, a FIFO that would block the open --
+        is unlinked first, and the file is made with O_EXCL | O_NOFOLLOW: the write lands in a
+        fresh inode of this directory, never through a link, never into a file someone else holds.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(os.lstat(path).st_mode):  # not ours to remove: the caller reports it
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            self.unlink(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return self.perform("create", path, lambda: os.open(path, flags, mode))
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int, target: str) -> None:
         """Writes all of `data` at `offset`; tears as a write of only its first half."""

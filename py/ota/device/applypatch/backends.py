@@ -66,7 +66,11 @@ class SeekablePartition(Partition):
         if not (stat.S_ISBLK(mode) if block else stat.S_ISREG(mode)):
             os.close(self._fd)
             raise OtaError(where, f"{path} is not a {'block device' if block else 'regular file'}")
-        self._size = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            self._size = os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError as err:  # a file with no size to seek to (a /proc or sysfs file): not a partition
+            os.close(self._fd)
+            raise OtaError(where, f"cannot find the size of {path}: {err.strerror or err}") from None
 
     def capacity(self) -> int:
         return self._size

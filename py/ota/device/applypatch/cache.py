@@ -24,10 +24,12 @@ Every failure here is one OtaError naming the path and the errno (`ota.io.fileio
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ota.device.applypatch.spec import Digest, first_match
@@ -46,6 +48,34 @@ DEFAULT_PIECE = 1 << 20
 def is_recovery_state(name: str) -> bool:
     """Whether `name` (an entry directly in the cache directory) is kept to finish an update."""
     return name.startswith(RECOVERY_PREFIXES)
+
+
+@contextlib.contextmanager
+def exclusive(directory: str) -> Iterator[None]:
+    """Holds the cache directory's exclusive lock (flock) for one update, or refuses at once.
+
+    Two updaters on one device (ota_apply, applypatch's patch, flash and -s modes) would share the
+    journal, the staged data and the one backup slot: one's clean-up could remove the backup the
+    other is about to need after a cut, or both write one partition. The lock is the kernel's and
+    dies with its process, so a killed or power-cut run never leaves it held. A cache directory
+    that cannot be opened is not locked: the step that needs it reports why, as before.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OtaError(
+                directory,
+                "another update (ota_apply or applypatch) is using this cache now; let it finish, then rerun",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def cache_error(path: str, action: str, err: OSError) -> OtaError:

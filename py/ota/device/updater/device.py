@@ -90,15 +90,38 @@ def load(path: str) -> Device:
         if not isinstance(flag, bool):
             raise OtaError(path, f"policy.{key}: expected true or false")
         flags[key] = flag
+    system_root, build_file = resolve("system_root"), resolve("build_file")
+    _state_outside_the_tree(path, system_root, build_file, hardware)
     return Device(
         path,
         name,
-        resolve("system_root"),
-        resolve("build_file"),
+        system_root,
+        build_file,
         hardware,
         tuple(os.path.join(base, k) for k in keys),
         Policy(**flags),
     )
+
+
+def _state_outside_the_tree(path: str, system_root: str, build_file: str, hardware: device_config.DeviceConfig) -> None:
+    """Refuses device state (the cache, the build file, a partition) at or below the system root.
+
+    The update rewrites that tree: a full package's wipe removes every path its target does not
+    list, so a cache there would lose the journal and staged data half way through the update it
+    records, and a build file or partition image there would be deleted or overwritten as a file
+    of the tree. Compared after resolving symlinks, so a link into the tree is caught too.
+    """
+    root = os.path.realpath(system_root)
+    state = [("build_file", build_file), ("the cache directory", hardware.cache_dir or "")]
+    state += [(f"partition {entry.name}", entry.path) for entry in hardware.partitions.values()]
+    for what, where in state:
+        real = os.path.realpath(where) if where else ""
+        if real == root or real.startswith(root + os.sep):
+            raise OtaError(
+                path,
+                f"{what} ({where}) is inside the system root ({system_root}), which the update "
+                "rewrites; device state must live outside it",
+            )
 
 
 def write_config(path: str, config: dict) -> None:

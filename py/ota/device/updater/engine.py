@@ -36,11 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ota.device.applypatch import protocol
-from ota.device.applypatch.cache import Cache
+from ota.device.applypatch.cache import Cache, exclusive
 from ota.device.fsops import FsOps
 from ota.device.updater import resume, verify
 from ota.device.updater.device import Device
-from ota.device.updater.execute import STAGED_DIR, Executor
+from ota.device.updater.execute import STAGED_DIR, TEMP_SUFFIX, Executor
 from ota.device.updater.journal import Journal
 from ota.device.updater.manifest_rules import shown
 from ota.device.updater.plan import Plan, make_plan
@@ -90,7 +90,8 @@ def apply_package(
     try:
         with package_reader.open_package(package_path) as package:
             check_signature(package, device)
-            return _apply_opened(package, device, ops, progress, log)
+            with exclusive(device.cache_dir):
+                return _apply_opened(package, device, ops, progress, log)
     except OSError as err:
         name = err.filename if isinstance(err.filename, str) else ""
         where = name if name and len(name) <= 200 and name.isprintable() else package_path
@@ -151,6 +152,7 @@ def _apply_opened(
             claimed, journal.done = set(found.claimed), set(found.confirmed)
         read_whole = whole_reader(package)
         verify.check_sources(plan, root, ctx, progress, read_staged, read_whole, package.path, claimed)
+        _refuse_directories_at_state_files(plan, cache, staged_dir, device.build_file)
         _ensure_cache_space(plan, cache, staged_dir, journal, ops)
         resumed = journal is not None
         if journal is None:
@@ -188,6 +190,23 @@ def whole_reader(package: package_reader.Package) -> Callable[[pb.FileOperation]
         return data
 
     return read
+
+
+def _refuse_directories_at_state_files(plan: Plan, cache: Cache, staged_dir: str, build_file: str) -> None:
+    """Refuses, before the first write, a directory at a name the steps create as a file.
+
+    Each such file is made as a temporary and renamed into place (execute.atomic_write,
+    Journal.begin, Cache.save_backup), and whatever other entry sits at those names is replaced;
+    a directory is not, as it may hold what is not the update's. Found only at its step, it would
+    stop the update half way, and again on every rerun.
+    """
+    names = [Journal.temp_location(cache.directory), cache.backup_temp_path, build_file + TEMP_SUFFIX]
+    if verify.is_real_directory(staged_dir):
+        staged = [os.path.join(staged_dir, verify.staged_name(key)) for key in plan.staged]
+        names += staged + [path + TEMP_SUFFIX for path in staged]
+    for name in names:
+        if verify.is_real_directory(name):
+            raise OtaError(name, "is a directory where the update writes a file of its own; remove it, then rerun")
 
 
 def _ensure_cache_space(plan: Plan, cache: Cache, staged_dir: str, journal: Journal | None, ops: FsOps) -> None:

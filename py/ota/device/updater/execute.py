@@ -24,16 +24,18 @@ from ota.device.updater.sysroot import SysRoot
 from ota.errors import OtaError
 from ota.format import jsonio
 from ota.format.build_info import BuildInfo
+from ota.format.paths import escape
 from ota.proto import ota_manifest_pb2 as pb
 
 STAGED_DIR = "ota_staged"
+TEMP_SUFFIX = ".new"  # atomic_write's temporary: `<path>.new`
 _SOURCE_KIND = {pb.FileOperation.SOURCE_FILE: "file", pb.FileOperation.SOURCE_SYMLINK: "symlink"}
 _KIND_OF_OP = {Op.MKDIR: "dir", Op.SYMLINK: "symlink", Op.WRITE: "file", Op.PATCH: "file", Op.KEEP: "file"}
 
 
 def atomic_write(ops: FsOps, path: str, data: bytes, piece: int = 1 << 20) -> None:
     """Writes a device-state file (staged patch, build file): temp name, fsync, rename, fsync dir."""
-    temp = path + ".new"
+    temp = path + TEMP_SUFFIX
     fd = ops.create(temp, 0o644)
     try:
         ops.write_pieces(fd, data, temp, piece)
@@ -74,21 +76,33 @@ class Executor:
         self.progress.phase(APPLY_SHARE, sum(s.size for s in steps), sum(len(s.paths) or 1 for s in steps))
         for step in steps:
             handler = getattr(self, f"_{step.phase}")
+            # What a failure names: the step id (`write:etc/x`), or for a step over many paths
+            # (`delete:-`) the path it failed on, and for the build step the build file.
+            where = step.id
             try:
                 if step.phase in BATCHED_PHASES:
                     for path in step.paths:
+                        where = f"{step.phase}:{escape(path)}"
                         handler(path)
                         self.progress.item(step.phase, path, 0)
                 else:
+                    if step.phase == "build":
+                        where = f"{step.phase}:{self.build_file}"
                     handler(step)
                     self.progress.item(step.phase, step.key, step.size)
+            except OSError as err:
+                raise OtaError(where, f"{err.strerror or err}") from None
+            try:
                 self.journal.mark(step.id, digests[step.id])
             except OSError as err:
-                raise OtaError(step.id, f"{err.strerror or err}") from None
+                raise OtaError(self.journal.path, f"recording {step.id}: {err.strerror or err}") from None
         try:
             self._clean_up()
         except OSError as err:
-            raise OtaError(self.staged_dir, f"cleaning up: {err.strerror or err}") from None
+            failed = (
+                err.filename if isinstance(err.filename, str) else self.staged_dir
+            )  # staged data, backup or journal
+            raise OtaError(failed, f"cleaning up: {err.strerror or err}") from None
 
     def staged(self, entry: str) -> str:
         return os.path.join(self.staged_dir, verify.staged_name(entry))
@@ -97,7 +111,11 @@ class Executor:
 
     def _stage(self, step: Step) -> None:
         path = self.staged(step.key)
-        if not os.path.isdir(self.staged_dir):
+        if not verify.is_real_directory(self.staged_dir):
+            # The name is reserved recovery state (cache.is_recovery_state): anything else there --
+            # a file, or a symlink that would send the staged data out of the cache -- is not ours.
+            if os.path.lexists(self.staged_dir):
+                self.ops.unlink(self.staged_dir)
             self.ops.perform("mkdir", self.staged_dir, lambda: os.mkdir(self.staged_dir, 0o700))
             self.ops.fsync_dir(os.path.dirname(self.staged_dir))
         atomic_write(self.ops, path, self.read_entry(step.key))
@@ -133,7 +151,7 @@ class Executor:
             if entry.kind != _SOURCE_KIND.get(op.source_kind):  # changed since verification: not ours
                 raise OtaError(
                     self.root.where(path),
-                    f"is a {entry.kind}; the update expected the source build's entry or a directory here",
+                    f"is {entry.shown}; the update expected the source build's entry or a directory here",
                 )
             self.root.remove(path)  # a source file or link that becomes a directory
         self.root.mkdir(path, op.mode)
@@ -183,11 +201,19 @@ class Executor:
         atomic_write(self.ops, self.build_file, jsonio.dumps(info.to_json()))
 
     def _clean_up(self) -> None:
-        if os.path.isdir(self.staged_dir):
-            for name in sorted(os.listdir(self.staged_dir)):
-                self.ops.unlink(os.path.join(self.staged_dir, name))
-            self.ops.perform("rmdir", self.staged_dir, lambda: os.rmdir(self.staged_dir))
+        if os.path.lexists(self.staged_dir):
+            self._remove_staged(self.staged_dir)
             self.ops.fsync_dir(os.path.dirname(self.staged_dir))
         self.ctx.cache.remove_backup(self.ops)
         self.root.drop_scratch()
         self.journal.clear()
+
+    def _remove_staged(self, path: str) -> None:
+        """Removes `path` under the staged directory, a reserved name (cache.is_recovery_state): all
+        of it is this update's, whatever else was put there. A symlink is removed, never followed."""
+        if not verify.is_real_directory(path):
+            self.ops.unlink(path)
+            return
+        for name in sorted(os.listdir(path)):
+            self._remove_staged(os.path.join(path, name))
+        self.ops.perform("rmdir", path, lambda: os.rmdir(path))

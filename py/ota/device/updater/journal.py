@@ -25,6 +25,7 @@ are ignored.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -59,17 +60,26 @@ class Journal:
     def location(cache_dir: str) -> str:
         return os.path.join(cache_dir, JOURNAL_NAME)
 
+    @staticmethod
+    def temp_location(cache_dir: str) -> str:
+        """Where `begin` writes the header before renaming it in."""
+        return os.path.join(cache_dir, JOURNAL_NAME + _TEMP_SUFFIX)
+
     @classmethod
     def load(cls, cache_dir: str, ops: FsOps) -> Journal | None:
         """The journal in `cache_dir`, or None if there is none (no update in progress)."""
         path = cls.location(cache_dir)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # Non-blocking: a FIFO planted at the name would otherwise wait forever for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as err:
             raise OtaError(path, f"journal: cannot open: {err.strerror}") from None
         try:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory: the read says EISDIR
+                raise OtaError(path, "journal: not a regular file (a FIFO, socket or device)")
             raw = _read_bounded(fd, MAX_JOURNAL_BYTES + 1)
         except OSError as err:
             raise OtaError(path, f"journal: cannot read: {err.strerror}") from None
@@ -93,8 +103,7 @@ class Journal:
     @classmethod
     def begin(cls, cache_dir: str, package_id: str, ops: FsOps) -> Journal:
         """Creates the journal of a new update (atomically: temp name, fsync, rename, fsync dir)."""
-        path = cls.location(cache_dir)
-        temp = path + _TEMP_SUFFIX
+        path, temp = cls.location(cache_dir), cls.temp_location(cache_dir)
         header = f"{_MAGIC} {package_id}\n".encode()
         fd = ops.create(temp, 0o600)
         try:
@@ -109,7 +118,7 @@ class Journal:
     def mark(self, step: str, result: str) -> None:
         """Records `step` as finished with `result`, durably, before anything after it happens."""
         line = f"done {step} {result}\n".encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+        fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             # A torn earlier line may sit at the end; appending after the last complete line
             # overwrites it, so the file stays a sequence of whole lines.
@@ -129,7 +138,7 @@ class Journal:
 
     def clear(self) -> None:
         """Removes the journal (and a temporary a cut `begin` of an earlier run left): the update is complete."""
-        temp = self.path + _TEMP_SUFFIX
+        temp = self.temp_location(os.path.dirname(self.path))
         if os.path.lexists(temp):
             self.ops.unlink(temp)
         self.ops.unlink(self.path)

@@ -114,7 +114,7 @@ def _device_shows(
     """Whether the device holds `step`'s result now (`staged`: staged key -> size, SHA-256)."""
     if step.phase == "stage":
         path = os.path.join(staged_dir, verify.staged_name(step.key))
-        if not os.path.isfile(path) or os.path.islink(path):
+        if not verify.is_real_directory(staged_dir) or not os.path.isfile(path) or os.path.islink(path):
             return False
         info = hashing.of_file(path)
         return (info.size, info.sha256) == staged[step.key]

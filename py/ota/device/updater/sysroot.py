@@ -63,6 +63,19 @@ class Entry:
             kind = "other"
         return cls(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size)
 
+    @property
+    def shown(self) -> str:
+        """The kind as an error message says it: `is <shown>`."""
+        return _SHOWN_KINDS[self.kind]
+
+
+_SHOWN_KINDS = {
+    "file": "a regular file",
+    "dir": "a directory",
+    "symlink": "a symlink",
+    "other": "a special file (FIFO, socket or device)",
+}
+
 
 class SysRoot:
     """A system root directory; paths are manifest paths (relative, '/'-separated)."""
@@ -269,7 +282,12 @@ class SysRoot:
             self.ops.fsync(dir_fd, os.path.dirname(target))
 
     def set_metadata(self, path: str, mode: int, uid: int, gid: int) -> None:
-        """Sets mode/uid/gid of a file or directory (owner only for a symlink: Linux has no lchmod)."""
+        """Sets mode/uid/gid of a file or directory (owner only for a symlink: Linux has no lchmod).
+
+        A regular file that shares its inode with another name (a hard link, perhaps from outside
+        the root) is not changed in place, which would change that name too: it gets its own copy,
+        written like any file (`write_file`), with the new mode and owner.
+        """
         with self.parent(path) as (dir_fd, name):
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             target = self.where(path)
@@ -282,12 +300,15 @@ class SysRoot:
                 return
             if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid):
                 return
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            try:
-                self.ops.chmod(fd, mode, uid, gid, target)
-                self.ops.fsync(fd, target)
-            finally:
-                os.close(fd)
+            if not (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                try:
+                    self.ops.chmod(fd, mode, uid, gid, target)
+                    self.ops.fsync(fd, target)
+                finally:
+                    os.close(fd)
+                return
+        self.write_file(path, [self.read(path)], mode, uid, gid)
 
     def _fresh_scratch(self, path: str) -> tuple[int, bytes]:
         """(scratch directory descriptor, the scratch name of `path`), nothing at that name yet.
@@ -377,7 +398,7 @@ class RootFile:
         if entry is None:
             return None
         if entry.kind != "file":
-            raise OtaError(self.where, f"is a {entry.kind}, not the regular file to patch")
+            raise OtaError(self.where, f"is {entry.shown}, not the regular file to patch")
         return self.root.read(self.path)
 
     def meta(self) -> FileMeta:

@@ -78,7 +78,7 @@ def check(plan: Plan, root: SysRoot, when: str = "") -> None:
         if entry is None or entry.kind != "dir":
             raise OtaError(
                 _where(root, directory),
-                f"is {'missing' if entry is None else 'a ' + entry.kind}{when}; the package expects the "
+                f"is {'missing' if entry is None else entry.shown}{when}; the package expects the "
                 "source build's directory here (it writes below it)",
             )
 

@@ -301,7 +301,7 @@ def _check_patched(root: SysRoot, path: str, op: pb.FileOperation, ctx: protocol
     directory (sysroot.py), so a `<path>.patch` beside it is just another path of the tree."""
     entry = root.lstat(path)
     if entry is not None and entry.kind != "file":
-        raise OtaError(root.where(path), f"is a {entry.kind}, expected the source build's regular file")
+        raise OtaError(root.where(path), f"is {entry.shown}, expected the source build's regular file")
     try:
         protocol.check(
             ctx,
@@ -477,18 +477,24 @@ def backup_sources(plan: Plan) -> list[Digest]:
     return [Digest("sha256", digest) for digest in digests]
 
 
-def _listdir(directory: str) -> list[str]:
+def is_real_directory(path: str) -> bool:
+    """Whether `path` is a directory itself, not a symlink to one: a cache entry such as the staged
+    directory is only ours if it is (anyone who can write the cache can plant a link there)."""
     try:
-        return os.listdir(directory)
+        return stat.S_ISDIR(os.lstat(path).st_mode)
     except FileNotFoundError:
-        return []
+        return False
+
+
+def _listdir(directory: str) -> list[str]:
+    return os.listdir(directory) if is_real_directory(directory) else []
 
 
 def _file_size(path: str) -> int:
     """Size of a regular file at `path`, 0 if there is none."""
     try:
         info = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file, or no directory to hold one
         return 0
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
