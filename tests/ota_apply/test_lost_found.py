@@ -27,7 +27,7 @@ import stat
 import subprocess
 
 import pytest
-from environment import require, root_missing
+from environment import require, root_missing, tools_missing
 
 import tree_pairs
 from ota.device.updater.engine import ALREADY, APPLIED
@@ -42,6 +42,7 @@ SEEDS = range(6)
 LF = "lost+found"
 OWN_VARIANTS = ("empty", "files", "subdir", "root0700", "unreadable")
 PASSWD_MD5 = "f133265d36c34664f325c3077944d339"
+MKFS_EXT4 = "/usr/sbin/mkfs.ext4"  # absolute: /usr/sbin is not on the PATH Bazel gives a test
 _KEEP_DIR = ("dir", 0o755, 0, 0)
 _FS_LF = ("dir", 0o700, 0, 0)
 
@@ -311,6 +312,7 @@ def test_a_cut_update_resumes_and_leaves_lost_found_alone(tmp_path, seed: int, k
 def test_a_real_ext4_partition_with_its_lost_found_is_updated(tmp_path) -> None:
     require(root_missing("mounting an ext4 image"))
     require(loop_unavailable())
+    require(tools_missing(MKFS_EXT4, package="e2fsprogs"))
     release = _release(str(tmp_path), 0)
     directory = str(tmp_path / "device")
     config = dc.materialize(release.source, directory, release.layout)
@@ -321,7 +323,7 @@ def test_a_real_ext4_partition_with_its_lost_found_is_updated(tmp_path) -> None:
     image = str(tmp_path / "system.ext4")
     with open(image, "wb") as stream:
         stream.truncate(32 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+    subprocess.run([MKFS_EXT4, "-q", "-F", image], check=True)
     subprocess.run(["mount", "-o", "loop", image, system], check=True)
     try:
         assert stat.S_ISDIR(os.lstat(os.path.join(system, LF)).st_mode)  # mke2fs made it
