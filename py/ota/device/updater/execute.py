@@ -20,7 +20,7 @@ from ota.device.updater.journal import Journal
 from ota.device.updater.plan import BATCHED_PHASES, Op, Plan, Step
 from ota.device.updater.progress import APPLY_SHARE, Progress
 from ota.device.updater.resume import result_digests
-from ota.device.updater.sysroot import SysRoot
+from ota.device.updater.sysroot import LOST_FOUND, SysRoot
 from ota.errors import OtaError
 from ota.format import jsonio
 from ota.format.build_info import BuildInfo
@@ -123,11 +123,18 @@ class Executor:
     def _wipe(self, step: Step) -> None:
         """FULL packages: remove every path the target does not have with the same kind."""
         wanted = {path: _KIND_OF_OP[op.op] for path, op in self.plan.files.items() if op.op != Op.DELETE}
-        self._wipe_under("", wanted)
+        keep = {LOST_FOUND} if self.root.has_own_lost_found(wanted) else set()
+        self._wipe_under("", wanted, keep)
 
-    def _wipe_under(self, directory: str, wanted: dict[str, str]) -> None:
+    def _wipe_under(
+        self, directory: str, wanted: dict[str, str], keep: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        """Removes under `directory` what `wanted` does not list; `keep` are root names that are
+        the file system's (its own lost+found), left alone with their contents unread."""
         for name in self.root.listdir(directory):
             path = f"{directory}/{name}" if directory else name
+            if path in keep:
+                continue
             entry = self.root.lstat(path)
             if entry is None:
                 continue

@@ -39,6 +39,9 @@ from ota.format import hashing
 from ota.format.paths import SCRATCH_DIR, check_path, escape, from_bytes, to_bytes
 
 _WRITE_PIECE = 1 << 20
+# The directory mke2fs makes at an ext4 root and e2fsck fills with recovered inodes
+# (docs/ota_apply.md, "The file system's lost+found").
+LOST_FOUND = "lost+found"
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,16 @@ class SysRoot:
                 return Entry.of(os.stat(name, dir_fd=fd, follow_symlinks=False))
         except FileNotFoundError:
             return None
+
+    def has_own_lost_found(self, named: dict[str, object] | set[str]) -> bool:
+        """True if the root holds a real directory `LOST_FOUND` (lstat: a symlink, file or FIFO of
+        that name is not it) and no operation in `named` names it: it is then the file system's,
+        like the scratch directory, and never checked, counted, written or removed. Its contents
+        are never read (e2fsck may leave anything there)."""
+        if LOST_FOUND in named:
+            return False
+        entry = self.lstat(LOST_FOUND)
+        return entry is not None and entry.kind == "dir"
 
     def reachable(self, path: str) -> Entry | None:
         """Like `lstat`, but None (not an error) when a parent is a symlink or not a directory."""

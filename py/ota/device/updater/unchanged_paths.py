@@ -4,7 +4,8 @@ Why: a path the same in both builds has no operation (docs/package-format.md, "U
 paths"); the manifest carries, per directory, the count and digest of those entries instead
 (py/ota/format/unchanged.py). The device lists each such directory through the root's no-follow
 descriptors (sysroot.py), leaves out every name an operation covers (and the root's scratch
-directory, which `SysRoot.listdir` never lists), and hashes what is left the way the writer did.
+directory, which `SysRoot.listdir` never lists), and hashes what is left the way the writer did;
+the root's own `lost+found` directory is matched either way (`device_digests`).
 A stray file, a missing one, a changed mode or a directory swapped for a symlink changes the
 digest, so the update is refused naming the directory. Nothing here writes, and the update never
 touches an unchanged entry, so the same digests hold on a rerun after a power cut.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import errno
 
 from ota.device.updater.plan import Op, Plan
-from ota.device.updater.sysroot import SysRoot
+from ota.device.updater.sysroot import LOST_FOUND, SysRoot
 from ota.errors import OtaError
 from ota.format import unchanged
 from ota.format.paths import from_bytes, to_bytes
@@ -25,8 +26,14 @@ def _where(root: SysRoot, directory: str) -> str:
     return root.where(directory) if directory else root.root
 
 
-def device_digest(root: SysRoot, directory: str, named: dict[str, object]) -> tuple[int, bytes]:
-    """(count, digest) of the entries of `directory` on the device that no operation names."""
+def device_digests(root: SysRoot, directory: str, named: dict[str, object]) -> list[tuple[int, bytes]]:
+    """(count, digest) of the entries of `directory` on the device that no operation names.
+
+    At the root, a real `lost+found` directory no operation names (`SysRoot.has_own_lost_found`)
+    gives two candidates, without it first and then with it: the group cannot say whether the
+    source build listed it, and each candidate is a state consistent with the source build, so
+    either matching proves the group. Only the directory's own record is hashed, never what it holds.
+    """
     records = []
     for name in root.listdir(directory):
         path = f"{directory}/{name}" if directory else name
@@ -41,7 +48,11 @@ def device_digest(root: SysRoot, directory: str, named: dict[str, object]) -> tu
         elif entry.kind == "symlink":
             data = root.readlink(path)
         records.append(unchanged.Record(to_bytes(name), entry.kind, entry.mode, entry.uid, entry.gid, size, data))
-    return unchanged.digest(records)
+    with_all = unchanged.digest(records)
+    if directory or not root.has_own_lost_found(named):
+        return [with_all]
+    lost_found = to_bytes(LOST_FOUND)
+    return [unchanged.digest(record for record in records if record.name != lost_found), with_all]
 
 
 def check(plan: Plan, root: SysRoot, when: str = "") -> None:
@@ -52,7 +63,7 @@ def check(plan: Plan, root: SysRoot, when: str = "") -> None:
         directory = from_bytes(group.directory)
         where = _where(root, directory)
         try:
-            count, digest = device_digest(root, directory, plan.files)
+            candidates = device_digests(root, directory, plan.files)
         except FileNotFoundError:
             raise OtaError(where, f"directory is missing{when} (the package keeps its entries unchanged)") from None
         except OSError as err:
@@ -61,6 +72,11 @@ def check(plan: Plan, root: SysRoot, when: str = "") -> None:
                     where, f"is a symlink or not a directory{when}; the source build has a directory here"
                 ) from None
             raise
+        if (group.count, group.sha256) in candidates:
+            continue
+        # Report against the candidate with the group's count if there is one, else the file
+        # system's view (without its own lost+found).
+        count, digest = next((c for c in candidates if c[0] == group.count), candidates[0])
         if count != group.count:
             raise OtaError(
                 where,
