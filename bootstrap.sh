@@ -35,6 +35,7 @@ command -v cpio >/dev/null || need cpio
 command -v zip >/dev/null || need zip
 command -v unzip >/dev/null || need unzip
 command -v losetup >/dev/null || need mount                # util-linux's losetup for loop-device tests
+[ -x /usr/sbin/mkfs.ext4 ] || need e2fsprogs               # a real ext4 system root (tests/ota_apply)
 [ -x /usr/sbin/nginx ] || need nginx                        # HTTP remote cache in CI
 
 if [ ${#packages[@]} -eq 0 ]; then
